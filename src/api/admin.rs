@@ -1,0 +1,78 @@
+//! Operator routes: liveness and readiness probes, and the consistent backup
+//! that `herald backup` downloads.
+
+use std::sync::Arc;
+
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+
+use super::error::ApiError;
+use super::http::{json, FileBody, Resp};
+use super::AppState;
+use crate::store::{backup, SCHEMA_VERSION};
+
+pub const SCHEMA_HEADER: &str = "x-herald-schema-version";
+
+pub fn healthz() -> Resp {
+    json(StatusCode::OK, r#"{"status":"ok"}"#)
+}
+
+pub fn readyz(state: &AppState) -> Resp {
+    if state.writer.is_alive() && state.store.is_readable() {
+        json(StatusCode::OK, r#"{"status":"ready"}"#)
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"unavailable","error":{"code":"not_ready","message":"the store or its writer is not running"}}"#,
+        )
+    }
+}
+
+/// Writes a compacted copy next to the live file, opens it, unlinks its
+/// name (so a crash leaves nothing behind) and streams it to the caller.
+pub async fn backup(state: Arc<AppState>) -> Result<Resp, ApiError> {
+    let Ok(permit) = state.backup_slot.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_in_progress",
+            "another backup is being taken; try again when it finishes",
+        ));
+    };
+    let store = state.store.clone();
+    let dir = state.config.data_dir.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let path = dir.join(format!(".backup-{}.redb", uuid::Uuid::now_v7().simple()));
+        let result = backup::write_backup(&store, &path).and_then(|summary| {
+            let file = std::fs::File::open(&path)
+                .map_err(|e| crate::store::StoreError::Redb(redb::StorageError::Io(e).into()))?;
+            Ok((summary, file))
+        });
+        let _ = std::fs::remove_file(&path);
+        drop(permit);
+        result
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("the backup was interrupted"))?;
+    let (summary, file) = made.map_err(|e| {
+        tracing::error!(error = %e, "backup failed");
+        ApiError::unavailable("the backup could not be written; see the server log")
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|_| ApiError::unavailable("the backup could not be read back"))?
+        .len();
+    tracing::info!(
+        bytes = len,
+        events = summary.rows("events").unwrap_or(0),
+        "backup streamed"
+    );
+    let mut resp = Response::new(FileBody::new(tokio::fs::File::from_std(file)).boxed());
+    let headers = resp.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(SCHEMA_HEADER, HeaderValue::from(SCHEMA_VERSION));
+    Ok(resp)
+}

@@ -1,0 +1,139 @@
+//! Errors as the API shows them: `{"error": {"code", "message"}}` with a
+//! stable code. Internal detail goes to the log, never into a response.
+
+use hyper::StatusCode;
+
+use crate::events::Invalid;
+use crate::store::SubmitError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// The offending field, when one field is to blame.
+    pub field: Option<String>,
+    pub retry_after_secs: Option<u32>,
+    /// Methods the path accepts, for 405 answers.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_secs: None,
+            allow: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{field}: {}", message.into()),
+        )
+        .with_field(field)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a valid API key as `Authorization: Bearer KEY`",
+        )
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this path accepts {allow}"),
+        );
+        e.allow = Some(allow);
+        e
+    }
+
+    /// Back-pressure: the caller should retry after the given delay.
+    pub fn overloaded() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the write queue is full; retry after the Retry-After delay",
+        );
+        e.retry_after_secs = Some(1);
+        e
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        e.retry_after_secs = Some(5);
+        e
+    }
+
+    /// Reports a validation failure of one item of a batch, naming its index.
+    pub fn in_item(mut self, list: &str, index: usize) -> Self {
+        let path = match &self.field {
+            Some(f) => format!("{list}[{index}].{f}"),
+            None => format!("{list}[{index}]"),
+        };
+        self.message = format!("{list}[{index}]: {}", self.message);
+        self.field = Some(path);
+        self
+    }
+
+    pub fn body(&self) -> String {
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(f) = &self.field {
+            error["field"] = f.clone().into();
+        }
+        serde_json::json!({ "error": error }).to_string()
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        match e {
+            Invalid::Json(m) => {
+                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {m}"))
+            }
+            Invalid::Shape(m) => ApiError::bad_request("invalid_body", m),
+            Invalid::Field { field, message } => ApiError::invalid_field(field, message),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Busy => ApiError::overloaded(),
+            SubmitError::Closed => {
+                ApiError::unavailable("the server is shutting down; nothing was written")
+            }
+            SubmitError::Failed(cause) => {
+                tracing::error!(error = %cause, "write failed");
+                ApiError::unavailable("storage failed; nothing was written")
+            }
+        }
+    }
+}

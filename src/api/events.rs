@@ -1,0 +1,190 @@
+//! `/v1/events`: append one, append a batch, page through the log, get one.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::http::{json, query_params, read_body, require_json, Resp};
+use super::{read, AppState};
+use crate::clock;
+use crate::events::{self, KeyConflict, NewEvent};
+use crate::ids;
+use crate::store::{EventCursor, EventFilter};
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+fn conflict(c: &KeyConflict) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+        format!(
+            "idempotency key `{}` was already used for a different event; nothing was written",
+            c.key
+        ),
+    )
+    .with_field("idempotency_key")
+}
+
+pub async fn create(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    require_json(req.headers())?;
+    let limits = state.config.limits;
+    let (parts, body) = req.into_parts();
+    let body = read_body(
+        body,
+        &parts.headers,
+        limits.max_event_bytes,
+        state.config.body_timeout,
+    )
+    .await?;
+    let event = events::parse_event(&body)?;
+    let outcome = state
+        .writer
+        .write(move |txn| events::append(txn, std::slice::from_ref(&event)))
+        .await?;
+    let appended = outcome.map_err(|c| conflict(&c))?;
+    let first = &appended[0];
+    let status = if first.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, events::to_json(first.seq, &first.record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchInput<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+pub async fn create_batch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    require_json(req.headers())?;
+    let limits = state.config.limits;
+    let (parts, body) = req.into_parts();
+    let body = read_body(
+        body,
+        &parts.headers,
+        limits.max_request_bytes,
+        state.config.body_timeout,
+    )
+    .await?;
+    let input: BatchInput =
+        serde_json::from_slice(&body).map_err(|e| ApiError::from(events::json_error(&e)))?;
+    if input.events.is_empty() || input.events.len() > limits.max_batch_events {
+        return Err(ApiError::invalid_field(
+            "events",
+            format!("must hold 1 to {} events", limits.max_batch_events),
+        ));
+    }
+    let mut batch: Vec<NewEvent> = Vec::with_capacity(input.events.len());
+    for (index, raw) in input.events.iter().enumerate() {
+        if raw.get().len() > limits.max_event_bytes {
+            return Err(ApiError::too_large(format!(
+                "events[{index}] exceeds {} bytes",
+                limits.max_event_bytes
+            )));
+        }
+        let event = events::parse_event(raw.get().as_bytes())
+            .map_err(|e| ApiError::from(e).in_item("events", index))?;
+        batch.push(event);
+    }
+    drop(input);
+    let outcome = state
+        .writer
+        .write(move |txn| events::append(txn, &batch))
+        .await?;
+    let appended = outcome.map_err(|c| conflict(&c).in_item("events", c.index))?;
+
+    let mut out = String::with_capacity(32 + appended.len() * 120);
+    out.push_str(r#"{"results":["#);
+    for (i, a) in appended.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            r#"{{"result":"{}","id":"{}","seq":{},"received_at":"{}"}}"#,
+            if a.created { "created" } else { "duplicate" },
+            ids::format(events::ID_PREFIX, a.record.id),
+            a.seq,
+            clock::format_rfc3339(a.record.received_at_ms),
+        ));
+    }
+    out.push_str("]}");
+    Ok(json(StatusCode::OK, out))
+}
+
+pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let params = query_params(
+        req.uri().query(),
+        &["after", "type", "tenant", "since", "until", "limit"],
+    )?;
+    let mut filter = EventFilter::default();
+    let mut after = EventCursor::default();
+    let mut limit = DEFAULT_PAGE;
+    for (name, value) in params {
+        let bad = |what: &str| {
+            ApiError::bad_request("invalid_query", format!("{name}: {what}"))
+                .with_field(name.clone())
+        };
+        match name.as_str() {
+            "after" => {
+                after = EventCursor::parse(&value)
+                    .ok_or_else(|| bad("not a cursor returned by this API"))?
+            }
+            "type" if events::is_valid_type_name(&value) => filter.event_type = Some(value),
+            "tenant" if events::is_valid_tenant(&value) => filter.tenant = Some(value),
+            "type" | "tenant" => return Err(bad("not a valid name")),
+            "since" => {
+                filter.since_ms = Some(
+                    clock::parse_rfc3339(&value).ok_or_else(|| bad("not an RFC 3339 timestamp"))?,
+                )
+            }
+            "until" => {
+                filter.until_ms = Some(
+                    clock::parse_rfc3339(&value).ok_or_else(|| bad("not an RFC 3339 timestamp"))?,
+                )
+            }
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| bad(&format!("must be a number from 1 to {MAX_PAGE}")))?
+            }
+            _ => unreachable!("query_params only yields known names"),
+        }
+    }
+
+    let page = read(&state, move |txn| txn.scan_events(&filter, after, limit)).await?;
+
+    let mut out = String::with_capacity(64 + page.events.len() * 300);
+    out.push_str(r#"{"events":["#);
+    for (i, (seq, record)) in page.events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        events::write_json(&mut out, *seq, record);
+    }
+    out.push_str(r#"],"next_cursor":"#);
+    match page.next {
+        Some(c) => out.push_str(&format!("\"{}\"", c.encode())),
+        None => out.push_str("null"),
+    }
+    out.push_str(&format!(r#","tail_cursor":"{}"}}"#, page.tail.encode()));
+    Ok(json(StatusCode::OK, out))
+}
+
+pub async fn get(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    let not_found = || ApiError::not_found("event_not_found", format!("no event has id `{id}`"));
+    let id = ids::parse(events::ID_PREFIX, id).ok_or_else(not_found)?;
+    let (seq, record) = read(&state, move |txn| txn.event_by_id(id))
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(json(StatusCode::OK, events::to_json(seq, &record)))
+}

@@ -1,0 +1,185 @@
+//! The private HTTP API: the accept loop with its connection cap and
+//! timeouts, routing, and the state handlers share.
+
+mod admin;
+pub mod error;
+mod events;
+pub mod http;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use error::ApiError;
+use http::{error_response, ApiKeys, Resp};
+
+use crate::config::Config;
+use crate::store::{ReadTxn, Store, StoreError, Writer};
+
+pub struct AppState {
+    pub store: Store,
+    pub writer: Writer,
+    pub config: Arc<Config>,
+    pub keys: ApiKeys,
+    /// One backup at a time: each needs as much free disk as the live file.
+    pub backup_slot: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(store: Store, writer: Writer, config: Arc<Config>) -> Self {
+        AppState {
+            keys: ApiKeys::new(&config.api_keys),
+            store,
+            writer,
+            config,
+            backup_slot: Arc::new(Semaphore::new(1)),
+        }
+    }
+}
+
+/// Runs a query on a read snapshot off the async threads.
+pub(crate) async fn read<T, F>(state: &Arc<AppState>, query: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(ReadTxn) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || query(store.read()?))
+        .await
+        .map_err(|_| ApiError::unavailable("the query was interrupted"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "query failed");
+            ApiError::unavailable("the query failed; see the server log")
+        })
+}
+
+/// Accepts connections until `shutdown` resolves, then lets in-flight
+/// requests finish for up to the configured grace period.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let config = state.config.clone();
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    tokio::pin!(shutdown);
+
+    loop {
+        // Waiting for a free slot before accepting keeps excess clients in the
+        // kernel's backlog instead of in memory.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(state, req).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("stopped accepting; waiting for in-flight requests");
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
+    match route(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(code = e.code, message = %e.message, "request failed");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+
+    match segments.as_slice() {
+        ["healthz"] => return only(&method, &Method::GET, "GET").map(|()| admin::healthz()),
+        ["readyz"] => return only(&method, &Method::GET, "GET").map(|()| admin::readyz(&state)),
+        ["v1", ..] => state.keys.check(req.headers())?,
+        _ => return Err(not_found(&path)),
+    }
+
+    match segments.as_slice() {
+        ["v1", "events"] => match method {
+            Method::POST => events::create(state, req).await,
+            Method::GET => events::list(state, req).await,
+            _ => Err(ApiError::method_not_allowed("GET, POST")),
+        },
+        ["v1", "events", "batch"] => {
+            only(&method, &Method::POST, "POST")?;
+            events::create_batch(state, req).await
+        }
+        ["v1", "events", id] => {
+            only(&method, &Method::GET, "GET")?;
+            events::get(state, id).await
+        }
+        ["v1", "admin", "backup"] => {
+            only(&method, &Method::GET, "GET")?;
+            admin::backup(state).await
+        }
+        _ => Err(not_found(&path)),
+    }
+}
+
+fn only(method: &Method, expected: &Method, allow: &'static str) -> Result<(), ApiError> {
+    if method == expected {
+        Ok(())
+    } else {
+        Err(ApiError::method_not_allowed(allow))
+    }
+}
+
+fn not_found(path: &str) -> ApiError {
+    let shown: String = path.chars().take(200).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {shown}"),
+    )
+}

@@ -1,0 +1,424 @@
+//! Configuration: the TOML file's shape, its embedded defaults, and the checks
+//! that turn a parsed file into settings the daemon can trust.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Port of the private API when nothing else is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8425";
+/// Environment variable holding extra API keys, comma-separated.
+pub const API_KEYS_ENV: &str = "HERALD_API_KEYS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The file as written. Every table rejects unknown keys so a typo is an error
+/// at start-up instead of a silently ignored setting.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub storage: StorageSection,
+    pub events: EventsSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: String,
+    pub api_keys: Vec<String>,
+    pub max_connections: usize,
+    pub header_timeout: String,
+    pub body_timeout: String,
+    pub shutdown_grace: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.to_owned(),
+            api_keys: Vec::new(),
+            max_connections: 1024,
+            header_timeout: "10s".to_owned(),
+            body_timeout: "30s".to_owned(),
+            shutdown_grace: "20s".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub data_dir: PathBuf,
+    pub queue_capacity: usize,
+    pub max_commit_batch: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./herald-data"),
+            queue_capacity: 16_384,
+            max_commit_batch: 4_096,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    pub max_event_bytes: usize,
+    pub max_request_bytes: usize,
+    pub max_batch_events: usize,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 256 * 1024,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_batch_events: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, compact lines otherwise (journald adds its own timestamps).
+    Auto,
+    Pretty,
+    Compact,
+    Json,
+}
+
+/// Settings after validation: every value has its final type and range.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub api_keys: Vec<String>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub data_dir: PathBuf,
+    pub queue_capacity: usize,
+    pub max_commit_batch: usize,
+    pub limits: EventLimits,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    pub max_event_bytes: usize,
+    pub max_request_bytes: usize,
+    pub max_batch_events: usize,
+}
+
+impl Config {
+    /// The file's path inside the data directory; one file holds all state.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("herald.redb")
+    }
+
+    /// Whether the private API may run without keys: only when nobody off this
+    /// machine can reach it.
+    pub fn is_unauthenticated(&self) -> bool {
+        self.api_keys.is_empty()
+    }
+}
+
+/// Overrides given on the command line, applied after the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+pub fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_str(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+pub fn parse_str(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+}
+
+/// Loads the file (or the embedded defaults), applies overrides and the
+/// environment, and validates the result.
+pub fn load(
+    path: Option<&Path>,
+    overrides: &Overrides,
+    env_keys: Option<&str>,
+) -> Result<Config, ConfigError> {
+    let mut file = match path {
+        Some(p) => parse_file(p)?,
+        None => FileConfig::default(),
+    };
+    if let Some(listen) = &overrides.listen {
+        file.server.listen = listen.clone();
+    }
+    if let Some(dir) = &overrides.data_dir {
+        file.storage.data_dir = dir.clone();
+    }
+    validate(file, env_keys)
+}
+
+fn duration(key: &'static str, text: &str, max: Duration) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(text).map_err(|e| {
+        invalid(
+            key,
+            format!("`{text}` is not a duration ({e}); write e.g. \"10s\""),
+        )
+    })?;
+    if d.is_zero() || d > max {
+        return Err(invalid(
+            key,
+            format!(
+                "must be between 1ms and {}",
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+fn in_range(key: &'static str, value: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(key, format!("{value} is outside {min}..={max}")));
+    }
+    Ok(value)
+}
+
+pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, ConfigError> {
+    let FileConfig {
+        server,
+        storage,
+        events,
+        log,
+    } = file;
+
+    let listen: SocketAddr = server.listen.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("`{}` is not an address like 127.0.0.1:8425", server.listen),
+        )
+    })?;
+
+    let mut api_keys = server.api_keys;
+    if let Some(env) = env_keys {
+        api_keys.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    for key in &api_keys {
+        if key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "server.api_keys",
+                "each key needs at least 16 printable ASCII characters without spaces",
+            ));
+        }
+    }
+    if api_keys.is_empty() && !listen.ip().is_loopback() {
+        return Err(invalid(
+            "server.listen",
+            format!(
+                "{listen} is reachable from other machines but no API key is configured; \
+                 set server.api_keys or {API_KEYS_ENV}, or listen on a loopback address"
+            ),
+        ));
+    }
+
+    if storage.data_dir.as_os_str().is_empty() {
+        return Err(invalid("storage.data_dir", "must not be empty"));
+    }
+    if events.max_event_bytes > events.max_request_bytes {
+        return Err(invalid(
+            "events.max_event_bytes",
+            "must not exceed events.max_request_bytes",
+        ));
+    }
+
+    let level = log.level.trim().to_owned();
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(invalid(
+            "log.level",
+            format!("`{level}` is not a level or filter such as \"info\" or \"herald=debug\""),
+        ));
+    }
+
+    Ok(Config {
+        listen,
+        api_keys,
+        max_connections: in_range("server.max_connections", server.max_connections, 1, 1 << 20)?,
+        header_timeout: duration(
+            "server.header_timeout",
+            &server.header_timeout,
+            Duration::from_secs(300),
+        )?,
+        body_timeout: duration(
+            "server.body_timeout",
+            &server.body_timeout,
+            Duration::from_secs(600),
+        )?,
+        shutdown_grace: duration(
+            "server.shutdown_grace",
+            &server.shutdown_grace,
+            Duration::from_secs(600),
+        )?,
+        data_dir: storage.data_dir,
+        queue_capacity: in_range("storage.queue_capacity", storage.queue_capacity, 1, 1 << 22)?,
+        max_commit_batch: in_range(
+            "storage.max_commit_batch",
+            storage.max_commit_batch,
+            1,
+            1 << 16,
+        )?,
+        limits: EventLimits {
+            max_event_bytes: in_range(
+                "events.max_event_bytes",
+                events.max_event_bytes,
+                1024,
+                64 << 20,
+            )?,
+            max_request_bytes: in_range(
+                "events.max_request_bytes",
+                events.max_request_bytes,
+                1024,
+                256 << 20,
+            )?,
+            max_batch_events: in_range(
+                "events.max_batch_events",
+                events.max_batch_events,
+                1,
+                100_000,
+            )?,
+        },
+        log_format: log.format,
+        log_level: level,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, String> {
+        let file = parse_str(text)?;
+        validate(file, None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        let cfg = check("").unwrap();
+        assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            cfg.database_path(),
+            PathBuf::from("./herald-data/herald.redb")
+        );
+        assert!(cfg.is_unauthenticated());
+        assert_eq!(cfg.limits.max_event_bytes, 256 * 1024);
+        assert_eq!(cfg.limits.max_batch_events, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = check("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
+        assert!(err.contains("listn"), "{err}");
+        let err = check("[storag]\n").unwrap_err();
+        assert!(err.contains("storag"), "{err}");
+    }
+
+    #[test]
+    fn public_listen_address_needs_keys() {
+        let err = check("[server]\nlisten = \"0.0.0.0:8425\"\n").unwrap_err();
+        assert!(err.starts_with("server.listen"), "{err}");
+        let ok =
+            check("[server]\nlisten = \"0.0.0.0:8425\"\napi_keys = [\"0123456789abcdef0123\"]\n");
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn env_keys_are_added_and_short_keys_refused() {
+        let cfg = validate(
+            FileConfig::default(),
+            Some(" k1k1k1k1k1k1k1k1k1 , ,k2k2k2k2k2k2k2k2k2"),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.api_keys,
+            vec!["k1k1k1k1k1k1k1k1k1", "k2k2k2k2k2k2k2k2k2"]
+        );
+        let err = validate(FileConfig::default(), Some("short")).unwrap_err();
+        assert!(err.to_string().starts_with("server.api_keys"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            (
+                "[server]\nheader_timeout = \"soon\"\n",
+                "server.header_timeout",
+            ),
+            ("[server]\nlisten = \"localhost\"\n", "server.listen"),
+            ("[storage]\nqueue_capacity = 0\n", "storage.queue_capacity"),
+            (
+                "[events]\nmax_event_bytes = 9999999\n",
+                "events.max_event_bytes",
+            ),
+            ("[log]\nlevel = \"herald=loud\"\n", "log.level"),
+        ] {
+            let err = check(text).unwrap_err();
+            assert!(err.starts_with(key), "{text}: {err}");
+        }
+        let err = check("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(err.contains("xml"), "{err}");
+    }
+}

@@ -1,0 +1,92 @@
+//! `herald serve`: opens the store, starts the writer, serves the API until
+//! SIGTERM/SIGINT, then drains requests, commits and closes the file.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::store::{OpenError, Store, StoreError, Writer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot start the writer: {0}")]
+    Writer(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("herald-io")
+        .build()
+        .map_err(DaemonError::Runtime)?;
+
+    let path = config.database_path();
+    let store = Store::open(&path)?;
+    let (writer, writer_thread) =
+        Writer::start(&store, config.queue_capacity, config.max_commit_batch)?;
+    let state = Arc::new(AppState::new(store.clone(), writer, config.clone()));
+
+    let served = runtime.block_on(async {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| DaemonError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().unwrap_or(config.listen);
+        if config.is_unauthenticated() {
+            tracing::warn!(
+                "no API key configured: the API at {addr} accepts every local caller; \
+                 set server.api_keys or HERALD_API_KEYS"
+            );
+        }
+        tracing::info!(addr = %addr, database = %path.display(), "listening");
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        api::serve(listener, state, shutdown_signal()).await;
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        Ok(())
+    });
+
+    // Handlers that outlived the grace period are dropped with the runtime;
+    // then the writer commits what it already accepted and the file closes.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    writer_thread.stop();
+    drop(store);
+    tracing::info!("stopped");
+    served
+}
+
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this is a no-op.
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

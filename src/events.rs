@@ -1,0 +1,383 @@
+//! The event log's rules: what a valid event is, how idempotent appends
+//! decide between "new" and "already have it", and the JSON an event is shown as.
+//! Pure functions; the API wires them to requests and the writer.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::clock;
+use crate::ids;
+use crate::store::codec::EventRecord;
+use crate::store::event_log::NewEventRow;
+use crate::store::{StoreError, WriteTxn};
+
+pub const ID_PREFIX: &str = "evt_";
+pub const MAX_KEY_BYTES: usize = 255;
+
+/// Why an event (or a field of it) was refused. Each maps to a stable API code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    /// Not JSON at all.
+    Json(String),
+    /// JSON, but not the shape of an event (missing or unknown field, wrong type).
+    Shape(String),
+    /// A field whose value breaks a rule.
+    Field {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn field(field: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid::Field {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Classifies a serde_json failure: syntax errors are bad JSON, data errors
+/// are a wrong shape.
+pub fn json_error(e: &serde_json::Error) -> Invalid {
+    match e.classify() {
+        serde_json::error::Category::Data => Invalid::Shape(e.to_string()),
+        _ => Invalid::Json(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventInput<'a> {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    occurred_at: Option<String>,
+}
+
+/// An event that passed validation and is ready for the writer.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: u128,
+    pub event_type: String,
+    pub tenant: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub occurred_at_ms: Option<i64>,
+    pub data: String,
+    /// Hash of what the caller sent, so a reused idempotency key with a
+    /// different request is detected instead of silently answered.
+    pub fingerprint: u64,
+}
+
+/// `^[A-Za-z0-9_.-]{1,128}$`
+pub fn is_valid_type_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// `^[A-Za-z0-9_.:-]{1,128}$`: tenants are usually ids like `org_123` or `acme`.
+pub fn is_valid_tenant(tenant: &str) -> bool {
+    (1..=128).contains(&tenant.len())
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+pub fn validate_type_name(name: &str) -> Result<(), Invalid> {
+    if is_valid_type_name(name) {
+        Ok(())
+    } else {
+        Err(field(
+            "type",
+            "must be 1 to 128 characters of letters, digits, '_', '.' or '-'",
+        ))
+    }
+}
+
+pub fn validate_tenant(tenant: &str) -> Result<(), Invalid> {
+    if is_valid_tenant(tenant) {
+        Ok(())
+    } else {
+        Err(field(
+            "tenant",
+            "must be 1 to 128 characters of letters, digits, '_', '.', ':' or '-'",
+        ))
+    }
+}
+
+/// Parses and validates one event from its JSON text.
+pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
+    let input: EventInput = serde_json::from_slice(json).map_err(|e| json_error(&e))?;
+    validate_type_name(&input.event_type)?;
+    if let Some(t) = &input.tenant {
+        validate_tenant(t)?;
+    }
+    if let Some(key) = &input.idempotency_key {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+            return Err(field(
+                "idempotency_key",
+                format!("must be 1 to {MAX_KEY_BYTES} bytes without control characters"),
+            ));
+        }
+    }
+    let occurred_at_ms = match &input.occurred_at {
+        None => None,
+        Some(text) => Some(clock::parse_rfc3339(text).ok_or_else(|| {
+            field(
+                "occurred_at",
+                "must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z, after 1970",
+            )
+        })?),
+    };
+    let data = match input.data {
+        None => "{}".to_owned(),
+        Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
+        Some(raw) if raw.get() == "null" => "{}".to_owned(),
+        Some(_) => return Err(field("data", "must be a JSON object")),
+    };
+    let fingerprint = fingerprint(&input.event_type, &data, occurred_at_ms);
+    Ok(NewEvent {
+        id: ids::new_id(),
+        event_type: input.event_type,
+        tenant: input.tenant,
+        idempotency_key: input.idempotency_key,
+        occurred_at_ms,
+        data,
+        fingerprint,
+    })
+}
+
+fn fingerprint(event_type: &str, data: &str, occurred_at_ms: Option<i64>) -> u64 {
+    let mut h = Sha256::new();
+    h.update(event_type.as_bytes());
+    h.update([0]);
+    h.update(data.as_bytes());
+    h.update([0]);
+    h.update(occurred_at_ms.map_or([0xff; 8], i64::to_be_bytes));
+    let digest = h.finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
+}
+
+/// What became of one event of an append.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// False when the idempotency key named an event already in the log.
+    pub created: bool,
+    pub seq: u64,
+    pub record: EventRecord,
+}
+
+/// An append refused as a whole; nothing of it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyConflict {
+    pub index: usize,
+    pub key: String,
+}
+
+enum Plan {
+    Create,
+    /// Same key as an event already stored at this seq.
+    Stored(u64),
+    /// Same key as an earlier event of this same batch.
+    EarlierInBatch(usize),
+}
+
+/// Appends `events` in order inside the writer's transaction. Idempotency
+/// keys are resolved first, so a conflict refuses the whole batch before
+/// anything is written.
+pub fn append(
+    txn: &mut WriteTxn<'_>,
+    events: &[NewEvent],
+) -> Result<Result<Vec<Appended>, KeyConflict>, StoreError> {
+    let mut plans = Vec::with_capacity(events.len());
+    let mut first_with_key: HashMap<(Option<&str>, &str), usize> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let Some(key) = event.idempotency_key.as_deref() else {
+            plans.push(Plan::Create);
+            continue;
+        };
+        let conflict = || KeyConflict {
+            index,
+            key: key.to_owned(),
+        };
+        let earlier = first_with_key.get(&(event.tenant.as_deref(), key)).copied();
+        if earlier.is_none() {
+            first_with_key.insert((event.tenant.as_deref(), key), index);
+        }
+        let plan = match earlier {
+            Some(i) if events[i].fingerprint != event.fingerprint => return Ok(Err(conflict())),
+            Some(i) => match plans[i] {
+                Plan::Stored(seq) => Plan::Stored(seq),
+                _ => Plan::EarlierInBatch(i),
+            },
+            None => match txn.idempotency_key(event.tenant.as_deref(), key)? {
+                Some((_, fp)) if fp != event.fingerprint => return Ok(Err(conflict())),
+                Some((seq, _)) => Plan::Stored(seq),
+                None => Plan::Create,
+            },
+        };
+        plans.push(plan);
+    }
+
+    let now = clock::now_ms();
+    let mut out: Vec<Appended> = Vec::with_capacity(events.len());
+    for (event, plan) in events.iter().zip(plans) {
+        let appended = match plan {
+            Plan::Create => {
+                let row = NewEventRow {
+                    id: event.id,
+                    event_type: &event.event_type,
+                    tenant: event.tenant.as_deref(),
+                    idempotency_key: event.idempotency_key.as_deref(),
+                    occurred_at_ms: event.occurred_at_ms,
+                    data: &event.data,
+                    fingerprint: event.fingerprint,
+                };
+                let (seq, record) = txn.append_event(&row, now)?;
+                Appended {
+                    created: true,
+                    seq,
+                    record,
+                }
+            }
+            Plan::Stored(seq) => {
+                let record = txn.event_at(seq)?.ok_or_else(|| {
+                    StoreError::Codec(crate::store::codec::CodecError::Corrupt {
+                        record: "event",
+                        detail: format!("idempotency key points at missing seq {seq}"),
+                    })
+                })?;
+                Appended {
+                    created: false,
+                    seq,
+                    record,
+                }
+            }
+            Plan::EarlierInBatch(i) => Appended {
+                created: false,
+                ..out[i].clone()
+            },
+        };
+        out.push(appended);
+    }
+    Ok(Ok(out))
+}
+
+/// Writes an event as the API shows it. `data` is inserted verbatim: it was
+/// validated JSON when it arrived.
+pub fn write_json(out: &mut String, seq: u64, record: &EventRecord) {
+    use std::fmt::Write;
+    let string = |s: &str| serde_json::to_string(s).expect("strings always serialise");
+    let opt = |s: &Option<String>| s.as_deref().map_or_else(|| "null".to_owned(), string);
+    let _ = write!(
+        out,
+        r#"{{"id":"{}","seq":{},"type":{},"tenant":{},"idempotency_key":{},"occurred_at":"{}","received_at":"{}","data":{}}}"#,
+        ids::format(ID_PREFIX, record.id),
+        seq,
+        string(&record.event_type),
+        opt(&record.tenant),
+        opt(&record.idempotency_key),
+        clock::format_rfc3339(record.occurred_at_ms),
+        clock::format_rfc3339(record.received_at_ms),
+        record.data,
+    );
+}
+
+pub fn to_json(seq: u64, record: &EventRecord) -> String {
+    let mut out = String::with_capacity(256 + record.data.len());
+    write_json(&mut out, seq, record);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_follow_the_documented_pattern() {
+        for ok in ["invoice.paid", "a", "user-signed_up.v2", &"x".repeat(128)] {
+            assert!(is_valid_type_name(ok), "{ok}");
+        }
+        for bad in ["", "has space", "slash/", "ünï", &"x".repeat(129), "tab\t"] {
+            assert!(!is_valid_type_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_a_full_event() {
+        let e = parse_event(
+            br#"{"type":"invoice.paid","tenant":"acme","data":{"a":[1,2]},"idempotency_key":"k","occurred_at":"2026-11-22T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.event_type, "invoice.paid");
+        assert_eq!(e.tenant.as_deref(), Some("acme"));
+        assert_eq!(e.data, r#"{"a":[1,2]}"#);
+        assert_eq!(
+            e.occurred_at_ms,
+            clock::parse_rfc3339("2026-11-22T10:00:00Z")
+        );
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{", "json"),
+            (b"not json", "json"),
+            (b"[]", "shape"),
+            (br#"{"data":{}}"#, "shape"),
+            (br#"{"type":"a","extra":1}"#, "shape"),
+            (br#"{"type":5}"#, "shape"),
+            (br#"{"type":"a b"}"#, "type"),
+            (br#"{"type":"a","tenant":""}"#, "tenant"),
+            (br#"{"type":"a","data":[1]}"#, "data"),
+            (br#"{"type":"a","data":"x"}"#, "data"),
+            (br#"{"type":"a","occurred_at":"tuesday"}"#, "occurred_at"),
+            (br#"{"type":"a","idempotency_key":""}"#, "idempotency_key"),
+        ];
+        for (input, want) in cases {
+            let got = match parse_event(input).unwrap_err() {
+                Invalid::Json(_) => "json",
+                Invalid::Shape(_) => "shape",
+                Invalid::Field { field, .. } => field,
+            };
+            assert_eq!(&got, want, "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_nothing_the_caller_chose() {
+        let base = fingerprint("a", "{}", None);
+        assert_eq!(base, fingerprint("a", "{}", None));
+        assert_ne!(base, fingerprint("b", "{}", None));
+        assert_ne!(base, fingerprint("a", "{\"x\":1}", None));
+        assert_ne!(base, fingerprint("a", "{}", Some(0)));
+    }
+
+    #[test]
+    fn event_json_is_valid_and_escapes_strings() {
+        let record = EventRecord {
+            id: 7,
+            event_type: "a.b".into(),
+            tenant: None,
+            idempotency_key: Some("quote\"and\\slash".into()),
+            occurred_at_ms: 0,
+            received_at_ms: 1,
+            data: r#"{"n":1}"#.into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(3, &record)).unwrap();
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["tenant"], serde_json::Value::Null);
+        assert_eq!(v["idempotency_key"], "quote\"and\\slash");
+        assert_eq!(v["data"]["n"], 1);
+        assert_eq!(v["received_at"], "1970-01-01T00:00:00.001Z");
+    }
+}

@@ -1,0 +1,237 @@
+//! The store owns the one redb file: its tables, the schema version, the
+//! record codec and the single writer thread. Nothing outside this module
+//! touches redb; callers get typed read and write transactions.
+
+pub mod backup;
+pub mod codec;
+pub mod event_log;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use event_log::{EventCursor, EventFilter};
+pub use writer::{SubmitError, Writer};
+
+/// Bumped when a table's key or value layout changes. A file whose version is
+/// newer than this binary's is refused instead of misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// seq → encoded `EventRecord`. Sequence numbers are dense and start at 1.
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// event id → seq.
+pub(crate) const EVENT_IDS: TableDefinition<u128, u64> = TableDefinition::new("event_ids");
+/// (tenant or "", idempotency key) → (seq, request fingerprint).
+pub(crate) const EVENT_KEYS: TableDefinition<(&str, &str), (u64, u64)> =
+    TableDefinition::new("event_keys");
+/// (type, seq) → (): pages of one event type without scanning the log.
+pub(crate) const EVENTS_BY_TYPE: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("events_by_type");
+/// (tenant, seq) → (): pages of one tenant without scanning the log.
+pub(crate) const EVENTS_BY_TENANT: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("events_by_tenant");
+
+const SCHEMA_KEY: &str = "schema_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Database { path: PathBuf, source: redb::Error },
+    #[error(
+        "database {path} has schema version {found}, newer than this binary's {supported}; \
+         run a herald release that supports it"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("database {path} is damaged: {detail}")]
+    Damaged { path: PathBuf, detail: String },
+}
+
+/// A storage failure during a transaction. Callers answer 503: nothing of the
+/// failed transaction was committed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Redb(#[from] redb::Error),
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+}
+
+macro_rules! redb_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Redb(e.into())
+            }
+        }
+    )*};
+}
+redb_error_from!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// Shared handle to the open database. Cloning is cheap; the file closes when
+/// the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) the database file, creating its directory, checking
+    /// the schema version and making sure every table exists.
+    pub fn open(path: &Path) -> Result<Store, OpenError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let db_err = |source: redb::Error| OpenError::Database {
+            path: path.to_owned(),
+            source,
+        };
+        let db = Database::builder()
+            .create(path)
+            .map_err(|e| db_err(e.into()))?;
+        let store = Store { db: Arc::new(db) };
+        store.prepare_schema().map_err(|e| match e {
+            PrepareError::Newer(found) => OpenError::NewerSchema {
+                path: path.to_owned(),
+                found,
+                supported: SCHEMA_VERSION,
+            },
+            PrepareError::Damaged(detail) => OpenError::Damaged {
+                path: path.to_owned(),
+                detail,
+            },
+            PrepareError::Redb(e) => db_err(e),
+        })?;
+        Ok(store)
+    }
+
+    fn prepare_schema(&self) -> Result<(), PrepareError> {
+        let txn = self.db.begin_write().map_err(redb::Error::from)?;
+        {
+            let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
+            let found = meta
+                .get(SCHEMA_KEY)
+                .map_err(redb::Error::from)?
+                .map(|v| v.value().to_vec());
+            match found {
+                None => {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())
+                        .map_err(redb::Error::from)?;
+                }
+                Some(bytes) => {
+                    let bytes: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
+                        PrepareError::Damaged(format!(
+                            "meta.{SCHEMA_KEY} holds {} bytes, expected 4",
+                            bytes.len()
+                        ))
+                    })?;
+                    let found = u32::from_le_bytes(bytes);
+                    if found > SCHEMA_VERSION {
+                        return Err(PrepareError::Newer(found));
+                    }
+                    // Older versions would be migrated here, inside this
+                    // transaction; version 1 is the first.
+                }
+            }
+            // Creating every table up front lets readers open them without
+            // racing the first write.
+            txn.open_table(EVENTS).map_err(redb::Error::from)?;
+            txn.open_table(EVENT_IDS).map_err(redb::Error::from)?;
+            txn.open_table(EVENT_KEYS).map_err(redb::Error::from)?;
+            txn.open_table(EVENTS_BY_TYPE).map_err(redb::Error::from)?;
+            txn.open_table(EVENTS_BY_TENANT)
+                .map_err(redb::Error::from)?;
+        }
+        txn.commit().map_err(redb::Error::from)?;
+        Ok(())
+    }
+
+    /// A consistent snapshot for queries. It never waits for the writer.
+    pub fn read(&self) -> Result<ReadTxn, StoreError> {
+        Ok(ReadTxn {
+            txn: self.db.begin_read()?,
+        })
+    }
+
+    /// Whether a read transaction can be opened: the readiness probe.
+    pub fn is_readable(&self) -> bool {
+        match self.db.begin_read() {
+            Ok(txn) => txn.open_table(META).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+enum PrepareError {
+    Newer(u32),
+    Damaged(String),
+    Redb(redb::Error),
+}
+
+impl From<redb::Error> for PrepareError {
+    fn from(e: redb::Error) -> Self {
+        PrepareError::Redb(e)
+    }
+}
+
+/// A read-only snapshot of the whole file.
+pub struct ReadTxn {
+    txn: redb::ReadTransaction,
+}
+
+/// The tables of one write transaction, opened once per group commit and
+/// handed to every operation in it.
+pub struct WriteTxn<'txn> {
+    pub(crate) events: redb::Table<'txn, u64, &'static [u8]>,
+    pub(crate) event_ids: redb::Table<'txn, u128, u64>,
+    pub(crate) event_keys: redb::Table<'txn, (&'static str, &'static str), (u64, u64)>,
+    pub(crate) events_by_type: redb::Table<'txn, (&'static str, u64), ()>,
+    pub(crate) events_by_tenant: redb::Table<'txn, (&'static str, u64), ()>,
+    pub(crate) log: &'txn mut event_log::LogState,
+}
+
+impl<'txn> WriteTxn<'txn> {
+    fn open(
+        txn: &'txn redb::WriteTransaction,
+        log: &'txn mut event_log::LogState,
+    ) -> Result<Self, StoreError> {
+        Ok(WriteTxn {
+            events: txn.open_table(EVENTS)?,
+            event_ids: txn.open_table(EVENT_IDS)?,
+            event_keys: txn.open_table(EVENT_KEYS)?,
+            events_by_type: txn.open_table(EVENTS_BY_TYPE)?,
+            events_by_tenant: txn.open_table(EVENTS_BY_TENANT)?,
+            log,
+        })
+    }
+}
+
+/// The last entry of a table keyed by u64, used to resume counters at start.
+fn last_u64_key<V: redb::Value + 'static>(
+    table: &impl ReadableTable<u64, V>,
+) -> Result<Option<u64>, StoreError> {
+    Ok(table.last()?.map(|(k, _)| k.value()))
+}
