@@ -22,6 +22,8 @@ pub enum DaemonError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("storage failed; exiting so that a restart recovers the database file")]
+    StorageFailed,
 }
 
 pub fn run(config: Config) -> Result<(), DaemonError> {
@@ -36,7 +38,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let store = Store::open(&path)?;
     let (writer, writer_thread) =
         Writer::start(&store, config.queue_capacity, config.max_commit_batch)?;
-    let state = Arc::new(AppState::new(store.clone(), writer, config.clone()));
+    let state = Arc::new(AppState::new(store.clone(), writer.clone(), config.clone()));
 
     let served = runtime.block_on(async {
         let listener =
@@ -55,9 +57,21 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         }
         tracing::info!(addr = %addr, database = %path.display(), "listening");
         notify_systemd(&[sd_notify::NotifyState::Ready]);
-        api::serve(listener, state, shutdown_signal()).await;
+        let stop = async {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = writer.storage_failed() => {}
+            }
+        };
+        api::serve(listener, state, stop).await;
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
-        Ok(())
+        // The writer is stopped only below, so if it is gone already it
+        // stopped on its own: storage failed.
+        if writer.is_alive() {
+            Ok(())
+        } else {
+            Err(DaemonError::StorageFailed)
+        }
     });
 
     // Handlers that outlived the grace period are dropped with the runtime;

@@ -132,7 +132,9 @@ impl From<SubmitError> for ApiError {
             }
             SubmitError::Failed(cause) => {
                 tracing::error!(error = %cause, "write failed");
-                ApiError::unavailable("storage failed; nothing was written")
+                ApiError::unavailable(
+                    "storage failed and the write was not acknowledged; retry it with the same idempotency key",
+                )
             }
         }
     }

@@ -5,6 +5,8 @@
 pub mod backup;
 pub mod codec;
 pub mod event_log;
+#[cfg(test)]
+mod fault;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +110,29 @@ impl Store {
         let db = Database::builder()
             .create(path)
             .map_err(|e| db_err(e.into()))?;
+        Self::prepare(db, path)
+    }
+
+    /// Opens a database on a custom backend (tests inject I/O faults this way).
+    #[cfg(test)]
+    pub(crate) fn open_on(
+        backend: impl redb::StorageBackend,
+        path: &Path,
+    ) -> Result<Store, OpenError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| OpenError::Database {
+                path: path.to_owned(),
+                source: e.into(),
+            })?;
+        Self::prepare(db, path)
+    }
+
+    fn prepare(db: Database, path: &Path) -> Result<Store, OpenError> {
+        let db_err = |source: redb::Error| OpenError::Database {
+            path: path.to_owned(),
+            source,
+        };
         let store = Store { db: Arc::new(db) };
         store.prepare_schema().map_err(|e| match e {
             PrepareError::Newer(found) => OpenError::NewerSchema {

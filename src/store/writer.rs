@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use redb::Durability;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use super::event_log::LogState;
 use super::{Store, StoreError, WriteTxn};
@@ -34,7 +34,9 @@ pub enum SubmitError {
     Busy,
     #[error("the store is shutting down")]
     Closed,
-    #[error("nothing was written: {0}")]
+    /// The commit failed: the write was not acknowledged. Its data may or may
+    /// not have reached the file, so clients retry with the same idempotency key.
+    #[error("the write was not acknowledged: {0}")]
     Failed(Arc<StoreError>),
 }
 
@@ -43,6 +45,8 @@ pub enum SubmitError {
 pub struct Writer {
     queue: Sender<Message>,
     alive: Arc<AtomicBool>,
+    /// Signalled when the writer stopped because storage failed.
+    failed: Arc<Notify>,
 }
 
 pub struct WriterThread {
@@ -70,19 +74,27 @@ impl Writer {
         let state = LogState::load(store.database())?;
         let (tx, rx) = crossbeam_channel::bounded(queue_capacity);
         let alive = Arc::new(AtomicBool::new(true));
+        let failed = Arc::new(Notify::new());
         let store = store.clone();
-        let thread_alive = alive.clone();
+        let (thread_alive, thread_failed) = (alive.clone(), failed.clone());
         let handle = std::thread::Builder::new()
             .name("herald-writer".into())
             .spawn(move || {
-                run(&store, &rx, state, max_batch);
+                let outcome = run(&store, &rx, state, max_batch);
                 thread_alive.store(false, Ordering::SeqCst);
+                // Ops still queued are dropped with the receiver: their
+                // submitters hear `Closed`.
+                drop(rx);
+                if outcome.is_err() {
+                    thread_failed.notify_one();
+                }
             })
             .expect("spawning the writer thread");
         Ok((
             Writer {
                 queue: tx.clone(),
                 alive,
+                failed,
             },
             WriterThread { handle, queue: tx },
         ))
@@ -90,6 +102,13 @@ impl Writer {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Resolves if the writer stops because storage failed. The daemon then
+    /// exits non-zero so its supervisor restarts it and redb recovers the
+    /// file: after a failed fsync the page cache cannot be trusted.
+    pub async fn storage_failed(&self) {
+        self.failed.notified().await
     }
 
     /// Queues `op` for the next group commit and resolves once that commit is
@@ -117,7 +136,17 @@ impl Writer {
     }
 }
 
-fn run(store: &Store, queue: &Receiver<Message>, mut state: LogState, max_batch: usize) {
+/// The storage itself failed (I/O, a poisoned database): nothing more can be
+/// committed by this process.
+#[derive(Debug)]
+struct StorageFailed;
+
+fn run(
+    store: &Store,
+    queue: &Receiver<Message>,
+    mut state: LogState,
+    max_batch: usize,
+) -> Result<(), StorageFailed> {
     let mut stopping = false;
     let mut batch: Vec<Apply> = Vec::with_capacity(max_batch);
     while !stopping {
@@ -133,32 +162,38 @@ fn run(store: &Store, queue: &Receiver<Message>, mut state: LogState, max_batch:
             }
         }
         if !batch.is_empty() {
-            commit_group(store, &mut batch, &mut state);
+            commit_group(store, &mut batch, &mut state)?;
         }
     }
     // Drain what arrived alongside Stop so no accepted request is left hanging.
     while let Ok(Message::Op(op)) = queue.try_recv() {
         batch.push(op);
         if batch.len() == max_batch {
-            commit_group(store, &mut batch, &mut state);
+            commit_group(store, &mut batch, &mut state)?;
         }
     }
     if !batch.is_empty() {
-        commit_group(store, &mut batch, &mut state);
+        commit_group(store, &mut batch, &mut state)?;
     }
+    Ok(())
 }
 
-fn commit_group(store: &Store, batch: &mut Vec<Apply>, state: &mut LogState) {
+fn commit_group(
+    store: &Store,
+    batch: &mut Vec<Apply>,
+    state: &mut LogState,
+) -> Result<(), StorageFailed> {
     let started = Instant::now();
     let size = batch.len();
     let before = *state;
     let mut completions: Vec<Complete> = Vec::with_capacity(size);
     let result = apply_and_commit(store, batch, state, &mut completions);
+    let fatal = matches!(result, Err(StoreError::Redb(_)));
     let outcome = match result {
         Ok(()) => Ok(()),
         Err(e) => {
             *state = before;
-            tracing::error!(error = %e, ops = size, "group commit failed; nothing in it was written");
+            tracing::error!(error = %e, ops = size, "group commit failed; nothing in it is acknowledged");
             Err(Arc::new(e))
         }
     };
@@ -172,6 +207,11 @@ fn commit_group(store: &Store, batch: &mut Vec<Apply>, state: &mut LogState) {
         elapsed_us = started.elapsed().as_micros() as u64,
         "group committed"
     );
+    if fatal {
+        tracing::error!("storage failed: the writer stops and accepts no more writes");
+        return Err(StorageFailed);
+    }
+    Ok(())
 }
 
 fn apply_and_commit(
@@ -191,4 +231,75 @@ fn apply_and_commit(
     }
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events;
+    use crate::store::fault::FaultyFile;
+
+    fn append_one(
+        writer: &Writer,
+        rt: &tokio::runtime::Runtime,
+        key: &str,
+    ) -> Result<u64, SubmitError> {
+        let body = format!(r#"{{"type":"t","idempotency_key":"{key}"}}"#);
+        let event = events::parse_event(body.as_bytes()).unwrap();
+        let appended = rt.block_on(writer.write(move |txn| events::append(txn, &[event])))?;
+        Ok(appended.unwrap()[0].seq)
+    }
+
+    #[test]
+    fn a_failed_fsync_acknowledges_nothing_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.redb");
+        let (backend, fail_sync) = FaultyFile::open(&path);
+        let store = Store::open_on(backend, &path).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+
+        assert_eq!(append_one(&writer, &rt, "before").unwrap(), 1);
+        fail_sync.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            append_one(&writer, &rt, "during"),
+            Err(SubmitError::Failed(_))
+        ));
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), writer.storage_failed())
+                .await
+                .expect("the writer reports the storage failure")
+        });
+        assert!(!writer.is_alive());
+        assert!(matches!(
+            append_one(&writer, &rt, "after"),
+            Err(SubmitError::Closed)
+        ));
+        thread.stop();
+        drop((writer, store));
+
+        let reopened = Store::open(&path).unwrap();
+        let page = reopened
+            .read()
+            .unwrap()
+            .scan_events(&Default::default(), Default::default(), 10)
+            .unwrap();
+        let keys: Vec<_> = page
+            .events
+            .iter()
+            .map(|(_, r)| r.idempotency_key.clone().unwrap())
+            .collect();
+        // The failed commit's pages may still reach the file through the page
+        // cache, so "during" may or may not be there: it was never
+        // acknowledged, and a client retry with its key dedupes it. What was
+        // acknowledged must be.
+        assert_eq!(keys.first().map(String::as_str), Some("before"));
+        assert!(
+            keys.len() <= 2 && keys[1..].iter().all(|k| k == "during"),
+            "{keys:?}"
+        );
+    }
 }
