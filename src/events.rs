@@ -2,6 +2,7 @@
 //! decide between "new" and "already have it", and the JSON an event is shown as.
 //! Pure functions; the API wires them to requests and the writer.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use serde::Deserialize;
@@ -11,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 use crate::ids;
 use crate::store::codec::EventRecord;
-use crate::store::event_log::NewEventRow;
+use crate::store::event_log::{IndexKeys, NewEventRow};
 use crate::store::{StoreError, WriteTxn};
 
 pub const ID_PREFIX: &str = "evt_";
@@ -63,18 +64,7 @@ struct EventInput<'a> {
 }
 
 /// An event that passed validation and is ready for the writer.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub id: u128,
-    pub event_type: String,
-    pub tenant: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub occurred_at_ms: Option<i64>,
-    pub data: String,
-    /// Hash of what the caller sent, so a reused idempotency key with a
-    /// different request is detected instead of silently answered.
-    pub fingerprint: u64,
-}
+pub type NewEvent = NewEventRow;
 
 /// `^[A-Za-z0-9_.-]{1,128}$`
 pub fn is_valid_type_name(name: &str) -> bool {
@@ -145,14 +135,21 @@ pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
         Some(_) => return Err(field("data", "must be a JSON object")),
     };
     let fingerprint = fingerprint(&input.event_type, &data, occurred_at_ms);
+    let EventInput {
+        event_type,
+        tenant,
+        idempotency_key,
+        ..
+    } = input;
     Ok(NewEvent {
-        id: ids::new_id(),
-        event_type: input.event_type,
-        tenant: input.tenant,
-        idempotency_key: input.idempotency_key,
         occurred_at_ms,
         data,
         fingerprint,
+        nonce: ids::new_id() as u16,
+        index: IndexKeys::of(&event_type, tenant.as_deref()),
+        event_type,
+        tenant,
+        idempotency_key,
     })
 }
 
@@ -183,6 +180,54 @@ pub struct KeyConflict {
     pub key: String,
 }
 
+/// Events to append in one go, with duplicate idempotency keys inside the
+/// batch already resolved. Built by the request handler, so the hashing
+/// happens on the I/O threads rather than in the single writer.
+pub struct AppendBatch {
+    events: Vec<NewEvent>,
+    /// For each event, the first earlier event of the batch with the same
+    /// (tenant, key), if any.
+    same_key_as: Vec<Option<usize>>,
+}
+
+impl AppendBatch {
+    pub fn new(events: Vec<NewEvent>) -> Result<AppendBatch, KeyConflict> {
+        let mut first_with_key: HashMap<(Option<&str>, &str), usize> = HashMap::new();
+        let mut same_key_as = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let earlier = event.idempotency_key.as_deref().and_then(|key| {
+                match first_with_key.entry((event.tenant.as_deref(), key)) {
+                    Entry::Occupied(first) => Some(*first.get()),
+                    Entry::Vacant(slot) => {
+                        slot.insert(index);
+                        None
+                    }
+                }
+            });
+            if let Some(first) = earlier {
+                if events[first].fingerprint != event.fingerprint {
+                    return Err(KeyConflict {
+                        index,
+                        key: event.idempotency_key.clone().unwrap_or_default(),
+                    });
+                }
+            }
+            same_key_as.push(earlier);
+        }
+        Ok(AppendBatch {
+            events,
+            same_key_as,
+        })
+    }
+
+    pub fn one(event: NewEvent) -> AppendBatch {
+        AppendBatch {
+            events: vec![event],
+            same_key_as: vec![None],
+        }
+    }
+}
+
 enum Plan {
     Create,
     /// Same key as an event already stored at this seq.
@@ -191,35 +236,26 @@ enum Plan {
     EarlierInBatch(usize),
 }
 
-/// Appends `events` in order inside the writer's transaction. Idempotency
+/// Appends a batch in order inside the writer's transaction. Idempotency
 /// keys are resolved first, so a conflict refuses the whole batch before
 /// anything is written.
 pub fn append(
     txn: &mut WriteTxn<'_>,
-    events: &[NewEvent],
+    batch: AppendBatch,
 ) -> Result<Result<Vec<Appended>, KeyConflict>, StoreError> {
-    let mut plans = Vec::with_capacity(events.len());
-    let mut first_with_key: HashMap<(Option<&str>, &str), usize> = HashMap::new();
-    for (index, event) in events.iter().enumerate() {
-        let Some(key) = event.idempotency_key.as_deref() else {
-            plans.push(Plan::Create);
-            continue;
-        };
+    let mut plans = Vec::with_capacity(batch.events.len());
+    for (index, (event, earlier)) in batch.events.iter().zip(&batch.same_key_as).enumerate() {
         let conflict = || KeyConflict {
             index,
-            key: key.to_owned(),
+            key: event.idempotency_key.clone().unwrap_or_default(),
         };
-        let earlier = first_with_key.get(&(event.tenant.as_deref(), key)).copied();
-        if earlier.is_none() {
-            first_with_key.insert((event.tenant.as_deref(), key), index);
-        }
-        let plan = match earlier {
-            Some(i) if events[i].fingerprint != event.fingerprint => return Ok(Err(conflict())),
-            Some(i) => match plans[i] {
+        let plan = match (earlier, event.idempotency_key.as_deref()) {
+            (Some(first), _) => match plans[*first] {
                 Plan::Stored(seq) => Plan::Stored(seq),
-                _ => Plan::EarlierInBatch(i),
+                _ => Plan::EarlierInBatch(*first),
             },
-            None => match txn.idempotency_key(event.tenant.as_deref(), key)? {
+            (None, None) => Plan::Create,
+            (None, Some(key)) => match txn.idempotency_key(event.tenant.as_deref(), key)? {
                 Some((_, fp)) if fp != event.fingerprint => return Ok(Err(conflict())),
                 Some((seq, _)) => Plan::Stored(seq),
                 None => Plan::Create,
@@ -229,39 +265,22 @@ pub fn append(
     }
 
     let now = clock::now_ms();
-    let mut out: Vec<Appended> = Vec::with_capacity(events.len());
-    for (event, plan) in events.iter().zip(plans) {
+    let mut out: Vec<Appended> = Vec::with_capacity(plans.len());
+    for (event, plan) in batch.events.into_iter().zip(plans) {
         let appended = match plan {
             Plan::Create => {
-                let row = NewEventRow {
-                    id: event.id,
-                    event_type: &event.event_type,
-                    tenant: event.tenant.as_deref(),
-                    idempotency_key: event.idempotency_key.as_deref(),
-                    occurred_at_ms: event.occurred_at_ms,
-                    data: &event.data,
-                    fingerprint: event.fingerprint,
-                };
-                let (seq, record) = txn.append_event(&row, now)?;
+                let (seq, record) = txn.append_event(event, now)?;
                 Appended {
                     created: true,
                     seq,
                     record,
                 }
             }
-            Plan::Stored(seq) => {
-                let record = txn.event_at(seq)?.ok_or_else(|| {
-                    StoreError::Codec(crate::store::codec::CodecError::Corrupt {
-                        record: "event",
-                        detail: format!("idempotency key points at missing seq {seq}"),
-                    })
-                })?;
-                Appended {
-                    created: false,
-                    seq,
-                    record,
-                }
-            }
+            Plan::Stored(seq) => Appended {
+                created: false,
+                seq,
+                record: stored_event(txn, seq)?,
+            },
             Plan::EarlierInBatch(i) => Appended {
                 created: false,
                 ..out[i].clone()
@@ -270,6 +289,15 @@ pub fn append(
         out.push(appended);
     }
     Ok(Ok(out))
+}
+
+fn stored_event(txn: &WriteTxn<'_>, seq: u64) -> Result<EventRecord, StoreError> {
+    txn.event_at(seq)?.ok_or_else(|| {
+        StoreError::Codec(crate::store::codec::CodecError::Corrupt {
+            record: "event",
+            detail: format!("idempotency key points at missing seq {seq}"),
+        })
+    })
 }
 
 /// Writes an event as the API shows it. `data` is inserted verbatim: it was

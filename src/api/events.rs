@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::http::{json, query_params, read_body, require_json, Resp};
 use super::{read, AppState};
 use crate::clock;
-use crate::events::{self, KeyConflict, NewEvent};
+use crate::events::{self, AppendBatch, KeyConflict, NewEvent};
 use crate::ids;
 use crate::store::{EventCursor, EventFilter};
 
@@ -44,7 +44,7 @@ pub async fn create(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let event = events::parse_event(&body)?;
     let outcome = state
         .writer
-        .write(move |txn| events::append(txn, std::slice::from_ref(&event)))
+        .write(move |txn| events::append(txn, AppendBatch::one(event)))
         .await?;
     let appended = outcome.map_err(|c| conflict(&c))?;
     let first = &appended[0];
@@ -95,9 +95,10 @@ pub async fn create_batch(state: Arc<AppState>, req: Request<Incoming>) -> Resul
         batch.push(event);
     }
     drop(input);
+    let batch = AppendBatch::new(batch).map_err(|c| conflict(&c).in_item("events", c.index))?;
     let outcome = state
         .writer
-        .write(move |txn| events::append(txn, &batch))
+        .write(move |txn| events::append(txn, batch))
         .await?;
     let appended = outcome.map_err(|c| conflict(&c).in_item("events", c.index))?;
 

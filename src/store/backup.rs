@@ -8,9 +8,7 @@ use redb::{
     Database, Durability, Key, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value,
 };
 
-use super::{
-    Store, StoreError, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE, EVENT_IDS, EVENT_KEYS, META,
-};
+use super::{Store, StoreError, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE, EVENT_KEYS, META};
 
 #[derive(Debug, Default, Clone)]
 pub struct BackupSummary {
@@ -32,7 +30,6 @@ macro_rules! for_each_table {
     ($f:ident, $($arg:expr),*) => {{
         $f(META, $($arg),*)?;
         $f(EVENTS, $($arg),*)?;
-        $f(EVENT_IDS, $($arg),*)?;
         $f(EVENT_KEYS, $($arg),*)?;
         $f(EVENTS_BY_TYPE, $($arg),*)?;
         $f(EVENTS_BY_TENANT, $($arg),*)?;

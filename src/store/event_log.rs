@@ -8,7 +8,6 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::codec::{decode, encode, EventRecord};
 use super::{
     last_u64_key, ReadTxn, StoreError, WriteTxn, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE,
-    EVENT_IDS,
 };
 
 /// Counters the writer carries between commits. Restored from the file at
@@ -51,15 +50,74 @@ fn read_event(
     }
 }
 
+/// Hashes that stand for names in the type and tenant indexes, whose keys
+/// are hash << 64 | seq: fixed-width, and still ordered by seq within one
+/// name, so inserts append. They are part of the file format: the function
+/// must never change within a schema version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexKeys {
+    pub type_hash: u64,
+    pub tenant_hash: Option<u64>,
+}
+
+const TYPE_DOMAIN: u8 = 1;
+const TENANT_DOMAIN: u8 = 2;
+
+fn name_hash(domain: u8, name: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([domain]);
+    h.update(name.as_bytes());
+    u64::from_be_bytes(h.finalize()[..8].try_into().expect("sha256 has 32 bytes"))
+}
+
+pub fn type_hash(event_type: &str) -> u64 {
+    name_hash(TYPE_DOMAIN, event_type)
+}
+
+pub fn tenant_hash(tenant: &str) -> u64 {
+    name_hash(TENANT_DOMAIN, tenant)
+}
+
+impl IndexKeys {
+    pub fn of(event_type: &str, tenant: Option<&str>) -> IndexKeys {
+        IndexKeys {
+            type_hash: type_hash(event_type),
+            tenant_hash: tenant.map(tenant_hash),
+        }
+    }
+}
+
+fn index_key(name_hash: u64, seq: u64) -> u128 {
+    ((name_hash as u128) << 64) | seq as u128
+}
+
 /// The fields of a new event that the writer does not assign itself.
-pub struct NewEventRow<'a> {
-    pub id: u128,
-    pub event_type: &'a str,
-    pub tenant: Option<&'a str>,
-    pub idempotency_key: Option<&'a str>,
+#[derive(Debug, Clone)]
+pub struct NewEventRow {
+    pub event_type: String,
+    pub tenant: Option<String>,
+    pub idempotency_key: Option<String>,
     pub occurred_at_ms: Option<i64>,
-    pub data: &'a str,
+    pub data: String,
+    /// Hash of what the caller sent, stored with the idempotency key.
     pub fingerprint: u64,
+    /// Random bits that make ids unguessable from (time, seq) alone.
+    pub nonce: u16,
+    /// Computed by the request handler so the writer only compares integers.
+    pub index: IndexKeys,
+}
+
+/// An event id is (received ms: 48 bits, seq: 64 bits, nonce: 16 bits), so
+/// ids sort by time, need no index to be found, and still differ when a
+/// restored backup hands out a sequence number again (time has moved on).
+pub fn event_id(received_at_ms: i64, seq: u64, nonce: u16) -> u128 {
+    let ms = (received_at_ms.max(0) as u128) & ((1 << 48) - 1);
+    (ms << 80) | ((seq as u128) << 16) | nonce as u128
+}
+
+pub fn seq_of_event_id(id: u128) -> u64 {
+    (id >> 16) as u64
 }
 
 impl WriteTxn<'_> {
@@ -82,29 +140,31 @@ impl WriteTxn<'_> {
     /// Appends one event at the next sequence number, with its indexes.
     pub fn append_event(
         &mut self,
-        row: &NewEventRow<'_>,
+        row: NewEventRow,
         now_ms: i64,
     ) -> Result<(u64, EventRecord), StoreError> {
         let seq = self.log.next_seq;
         let received_at_ms = now_ms.max(self.log.last_received_ms);
         let record = EventRecord {
-            id: row.id,
-            event_type: row.event_type.to_owned(),
-            tenant: row.tenant.map(str::to_owned),
-            idempotency_key: row.idempotency_key.map(str::to_owned),
+            id: event_id(received_at_ms, seq, row.nonce),
+            event_type: row.event_type,
+            tenant: row.tenant,
+            idempotency_key: row.idempotency_key,
             occurred_at_ms: row.occurred_at_ms.unwrap_or(received_at_ms),
             received_at_ms,
-            data: row.data.to_owned(),
+            data: row.data,
         };
         self.events.insert(seq, encode(&record).as_slice())?;
-        self.event_ids.insert(row.id, seq)?;
-        if let Some(key) = row.idempotency_key {
+        if let Some(key) = record.idempotency_key.as_deref() {
+            let tenant = record.tenant.as_deref().unwrap_or("");
             self.event_keys
-                .insert((row.tenant.unwrap_or(""), key), (seq, row.fingerprint))?;
+                .insert((tenant, key), (seq, row.fingerprint))?;
         }
-        self.events_by_type.insert((row.event_type, seq), ())?;
-        if let Some(tenant) = row.tenant {
-            self.events_by_tenant.insert((tenant, seq), ())?;
+        self.events_by_type
+            .insert(index_key(row.index.type_hash, seq), ())?;
+        if let Some(tenant_hash) = row.index.tenant_hash {
+            self.events_by_tenant
+                .insert(index_key(tenant_hash, seq), ())?;
         }
         self.log.next_seq = seq + 1;
         self.log.last_received_ms = received_at_ms;
@@ -165,12 +225,12 @@ const EXAMINE_BUDGET: usize = 10_000;
 
 impl ReadTxn {
     pub fn event_by_id(&self, id: u128) -> Result<Option<(u64, EventRecord)>, StoreError> {
-        let ids = self.txn.open_table(EVENT_IDS)?;
-        let Some(seq) = ids.get(id)?.map(|v| v.value()) else {
-            return Ok(None);
-        };
+        let seq = seq_of_event_id(id);
         let events = self.txn.open_table(EVENTS)?;
-        Ok(read_event(&events, seq)?.map(|r| (seq, r)))
+        // The full id must match: the seq alone would let a guessed id through.
+        Ok(read_event(&events, seq)?
+            .filter(|r| r.id == id)
+            .map(|r| (seq, r)))
     }
 
     pub fn event_count(&self) -> Result<u64, StoreError> {
@@ -196,10 +256,10 @@ impl ReadTxn {
         let seqs: Box<dyn Iterator<Item = Result<u64, StoreError>>> =
             if let Some(t) = filter.event_type.as_deref() {
                 let index = self.txn.open_table(EVENTS_BY_TYPE)?;
-                Box::new(index_seqs(index, t, from)?)
+                Box::new(index_seqs(index, type_hash(t), from)?)
             } else if let Some(t) = filter.tenant.as_deref() {
                 let index = self.txn.open_table(EVENTS_BY_TENANT)?;
-                Box::new(index_seqs(index, t, from)?)
+                Box::new(index_seqs(index, tenant_hash(t), from)?)
             } else {
                 Box::new(
                     events
@@ -249,12 +309,12 @@ impl ReadTxn {
 }
 
 fn index_seqs(
-    index: redb::ReadOnlyTable<(&'static str, u64), ()>,
-    key: &str,
+    index: redb::ReadOnlyTable<u128, ()>,
+    name_hash: u64,
     from: u64,
 ) -> Result<impl Iterator<Item = Result<u64, StoreError>>, StoreError> {
-    let range = index.range((key, from)..=(key, u64::MAX))?;
-    Ok(range.map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from)))
+    let range = index.range(index_key(name_hash, from)..=index_key(name_hash, u64::MAX))?;
+    Ok(range.map(|r| r.map(|(k, _)| k.value() as u64).map_err(StoreError::from)))
 }
 
 /// Binary search over the dense sequence range, relying on `received_at`
@@ -280,6 +340,23 @@ fn first_seq_received_at_or_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hashes are part of the file format: these values must never change.
+    #[test]
+    fn index_hashes_are_stable() {
+        assert_eq!(type_hash("invoice.paid"), GOLDEN_TYPE_HASH);
+        assert_ne!(type_hash("a"), tenant_hash("a"));
+    }
+
+    const GOLDEN_TYPE_HASH: u64 = 1_973_491_613_522_821_471;
+
+    #[test]
+    fn event_ids_carry_their_seq_and_sort_by_time() {
+        let id = event_id(1_700_000_000_000, 42, 0xbeef);
+        assert_eq!(seq_of_event_id(id), 42);
+        assert!(event_id(1_700_000_000_001, 1, 0) > id);
+        assert_ne!(event_id(5, 42, 1), event_id(5, 42, 2));
+    }
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {

@@ -24,16 +24,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// seq → encoded `EventRecord`. Sequence numbers are dense and start at 1.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// event id → seq.
-pub(crate) const EVENT_IDS: TableDefinition<u128, u64> = TableDefinition::new("event_ids");
-/// (tenant or "", idempotency key) → (seq, request fingerprint).
+/// (tenant or "", idempotency key) → (seq, request fingerprint). Keyed by the
+/// names themselves, not a hash: clients' keys are often ordered (time or
+/// counter prefixes), and ordered keys make inserts land on the same few
+/// leaves, where hashed keys would dirty a random leaf per event.
 pub(crate) const EVENT_KEYS: TableDefinition<(&str, &str), (u64, u64)> =
     TableDefinition::new("event_keys");
-/// (type, seq) → (): pages of one event type without scanning the log.
-pub(crate) const EVENTS_BY_TYPE: TableDefinition<(&str, u64), ()> =
-    TableDefinition::new("events_by_type");
-/// (tenant, seq) → (): pages of one tenant without scanning the log.
-pub(crate) const EVENTS_BY_TENANT: TableDefinition<(&str, u64), ()> =
+/// hash(type) << 64 | seq → (): pages of one event type without scanning the log.
+pub(crate) const EVENTS_BY_TYPE: TableDefinition<u128, ()> = TableDefinition::new("events_by_type");
+/// hash(tenant) << 64 | seq → (): pages of one tenant without scanning the log.
+pub(crate) const EVENTS_BY_TENANT: TableDefinition<u128, ()> =
     TableDefinition::new("events_by_tenant");
 
 const SCHEMA_KEY: &str = "schema_version";
@@ -180,7 +180,6 @@ impl Store {
             // Creating every table up front lets readers open them without
             // racing the first write.
             txn.open_table(EVENTS).map_err(redb::Error::from)?;
-            txn.open_table(EVENT_IDS).map_err(redb::Error::from)?;
             txn.open_table(EVENT_KEYS).map_err(redb::Error::from)?;
             txn.open_table(EVENTS_BY_TYPE).map_err(redb::Error::from)?;
             txn.open_table(EVENTS_BY_TENANT)
@@ -231,10 +230,9 @@ pub struct ReadTxn {
 /// handed to every operation in it.
 pub struct WriteTxn<'txn> {
     pub(crate) events: redb::Table<'txn, u64, &'static [u8]>,
-    pub(crate) event_ids: redb::Table<'txn, u128, u64>,
     pub(crate) event_keys: redb::Table<'txn, (&'static str, &'static str), (u64, u64)>,
-    pub(crate) events_by_type: redb::Table<'txn, (&'static str, u64), ()>,
-    pub(crate) events_by_tenant: redb::Table<'txn, (&'static str, u64), ()>,
+    pub(crate) events_by_type: redb::Table<'txn, u128, ()>,
+    pub(crate) events_by_tenant: redb::Table<'txn, u128, ()>,
     pub(crate) log: &'txn mut event_log::LogState,
 }
 
@@ -245,7 +243,6 @@ impl<'txn> WriteTxn<'txn> {
     ) -> Result<Self, StoreError> {
         Ok(WriteTxn {
             events: txn.open_table(EVENTS)?,
-            event_ids: txn.open_table(EVENT_IDS)?,
             event_keys: txn.open_table(EVENT_KEYS)?,
             events_by_type: txn.open_table(EVENTS_BY_TYPE)?,
             events_by_tenant: txn.open_table(EVENTS_BY_TENANT)?,

@@ -246,7 +246,9 @@ mod tests {
     ) -> Result<u64, SubmitError> {
         let body = format!(r#"{{"type":"t","idempotency_key":"{key}"}}"#);
         let event = events::parse_event(body.as_bytes()).unwrap();
-        let appended = rt.block_on(writer.write(move |txn| events::append(txn, &[event])))?;
+        let appended = rt.block_on(
+            writer.write(move |txn| events::append(txn, events::AppendBatch::one(event))),
+        )?;
         Ok(appended.unwrap()[0].seq)
     }
 
