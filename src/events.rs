@@ -17,6 +17,9 @@ use crate::store::{StoreError, WriteTxn};
 
 pub const ID_PREFIX: &str = "evt_";
 pub const MAX_KEY_BYTES: usize = 255;
+/// Deeper `data` is refused: receivers' JSON parsers (webhook consumers,
+/// warehouses) commonly stop at 100–128 levels, some with a crash.
+pub const MAX_DATA_DEPTH: usize = 64;
 
 /// Why an event (or a field of it) was refused. Each maps to a stable API code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,14 @@ pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
             )
         })?),
     };
+    if let Some(raw) = input.data {
+        if !nesting_within(raw.get().as_bytes(), MAX_DATA_DEPTH) {
+            return Err(field(
+                "data",
+                format!("nests deeper than {MAX_DATA_DEPTH} levels"),
+            ));
+        }
+    }
     let data = match input.data {
         None => "{}".to_owned(),
         Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
@@ -151,6 +162,35 @@ pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
         tenant,
         idempotency_key,
     })
+}
+
+/// Whether valid JSON text nests arrays and objects at most `max` deep.
+/// A byte scan, since serde_json skips raw values without a depth limit.
+fn nesting_within(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 fn fingerprint(event_type: &str, data: &str, occurred_at_ms: Option<i64>) -> u64 {
@@ -379,6 +419,22 @@ mod tests {
             };
             assert_eq!(&got, want, "{}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert!(nesting_within(br#"{"a":[{"b":1}]}"#, 3));
+        assert!(!nesting_within(br#"{"a":[{"b":1}]}"#, 2));
+        assert!(nesting_within(br#"{"a":"[[[[{{{{\"[["}"#, 1));
+        let deep = format!(
+            r#"{{"type":"a","data":{}{}}}"#,
+            "[".repeat(65),
+            "]".repeat(65)
+        );
+        assert!(matches!(
+            parse_event(deep.as_bytes()),
+            Err(Invalid::Field { field: "data", .. })
+        ));
     }
 
     #[test]
