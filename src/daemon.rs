@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::store::{OpenError, Store, StoreError, Writer};
+use crate::store::{backup, OpenError, Store, StoreError, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -36,6 +36,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     let path = config.database_path();
     let store = Store::open(&path)?;
+    backup::remove_stale_temp_files(&config.data_dir);
     let (writer, writer_thread) =
         Writer::start(&store, config.queue_capacity, config.max_commit_batch)?;
     let state = Arc::new(AppState::new(store.clone(), writer.clone(), config.clone()));

@@ -10,6 +10,29 @@ use redb::{
 
 use super::{Store, StoreError, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE, EVENT_KEYS, META};
 
+/// Backups are built next to the live file under this prefix and unlinked
+/// once open; a crash mid-backup can leave one behind.
+pub const TEMP_PREFIX: &str = ".backup-";
+
+/// Removes backup files a crash or shutdown left in the data directory.
+pub fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(".redb") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %name, "removed an unfinished backup"),
+                Err(e) => {
+                    tracing::warn!(file = %name, error = %e, "cannot remove an unfinished backup")
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct BackupSummary {
     pub tables: Vec<(String, u64)>,
