@@ -73,6 +73,7 @@ pub struct StorageSection {
     pub data_dir: PathBuf,
     pub queue_capacity: usize,
     pub max_commit_batch: usize,
+    pub cache_mb: usize,
 }
 
 impl Default for StorageSection {
@@ -81,6 +82,7 @@ impl Default for StorageSection {
             data_dir: PathBuf::from("./herald-data"),
             queue_capacity: 16_384,
             max_commit_batch: 4_096,
+            cache_mb: 256,
         }
     }
 }
@@ -141,6 +143,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub queue_capacity: usize,
     pub max_commit_batch: usize,
+    /// redb's own page cache, on top of the kernel's.
+    pub cache_bytes: usize,
     pub limits: EventLimits,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -321,6 +325,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
             1,
             1 << 16,
         )?,
+        cache_bytes: in_range("storage.cache_mb", storage.cache_mb, 16, 1 << 20)? << 20,
         limits: EventLimits {
             max_event_bytes: in_range(
                 "events.max_event_bytes",

@@ -35,7 +35,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         .map_err(DaemonError::Runtime)?;
 
     let path = config.database_path();
-    let store = Store::open(&path)?;
+    let store = Store::open_with_cache(&path, config.cache_bytes)?;
     backup::remove_stale_temp_files(&config.data_dir);
     let (writer, writer_thread) =
         Writer::start(&store, config.queue_capacity, config.max_commit_batch)?;

@@ -37,6 +37,8 @@ pub(crate) const EVENTS_BY_TENANT: TableDefinition<u128, ()> =
     TableDefinition::new("events_by_tenant");
 
 const SCHEMA_KEY: &str = "schema_version";
+/// Page cache for opens outside the daemon (backup checks, tests).
+const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -97,6 +99,11 @@ impl Store {
     /// Opens (or creates) the database file, creating its directory, checking
     /// the schema version and making sure every table exists.
     pub fn open(path: &Path) -> Result<Store, OpenError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As `open`, with `cache_bytes` of redb page cache.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, OpenError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
                 path: dir.to_owned(),
@@ -108,6 +115,7 @@ impl Store {
             source,
         };
         let db = Database::builder()
+            .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| db_err(e.into()))?;
         Self::prepare(db, path)
