@@ -50,6 +50,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                     source,
                 })?;
         let addr = listener.local_addr().unwrap_or(config.listen);
+        // Installed before `listening` is announced: a supervisor may send
+        // SIGTERM the moment it sees that line, and it must stop us cleanly.
+        let signals = ShutdownSignals::install();
         if config.is_unauthenticated() {
             tracing::warn!(
                 "no API key configured: the API at {addr} accepts every local caller; \
@@ -60,7 +63,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         let stop = async {
             tokio::select! {
-                () = shutdown_signal() => {}
+                () = signals.recv() => {}
                 () = writer.storage_failed() => {}
             }
         };
@@ -91,17 +94,30 @@ fn notify_systemd(states: &[sd_notify::NotifyState]) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+struct ShutdownSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                Self(None)
+            }
+        }
+    }
+
+    async fn recv(self) {
+        let Some((mut term, mut int)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
