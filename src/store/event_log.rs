@@ -274,7 +274,7 @@ impl ReadTxn {
         let mut more = false;
         for seq in seqs {
             let seq = seq?;
-            if page.len() == limit || examined == limit + EXAMINE_BUDGET {
+            if examined == limit + EXAMINE_BUDGET {
                 more = true;
                 break;
             }
@@ -289,14 +289,22 @@ impl ReadTxn {
                 break;
             }
             examined += 1;
-            last_examined = seq;
             if filter
                 .tenant
                 .as_deref()
                 .is_some_and(|t| record.tenant.as_deref() != Some(t))
             {
+                last_examined = seq;
                 continue;
             }
+            if page.len() == limit {
+                // One match beyond the page proves there is a next page, so a
+                // full last page ends with a null cursor instead of an empty
+                // page. The next page starts at this match.
+                more = true;
+                break;
+            }
+            last_examined = seq;
             page.push((seq, record));
         }
         let tail = EventCursor(last_examined.max(from.saturating_sub(1)));
