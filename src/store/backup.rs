@@ -8,6 +8,7 @@ use redb::{
     Database, Durability, Key, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value,
 };
 
+use super::recent_keys::RECENT_EVENT_KEYS;
 use super::{Store, StoreError, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE, EVENT_KEYS, META};
 
 /// Backups are built next to the live file under this prefix and unlinked
@@ -54,6 +55,7 @@ macro_rules! for_each_table {
         $f(META, $($arg),*)?;
         $f(EVENTS, $($arg),*)?;
         $f(EVENT_KEYS, $($arg),*)?;
+        $f(RECENT_EVENT_KEYS, $($arg),*)?;
         $f(EVENTS_BY_TYPE, $($arg),*)?;
         $f(EVENTS_BY_TENANT, $($arg),*)?;
     }};

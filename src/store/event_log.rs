@@ -127,10 +127,11 @@ impl WriteTxn<'_> {
         tenant: Option<&str>,
         key: &str,
     ) -> Result<Option<(u64, u64)>, StoreError> {
-        Ok(self
-            .event_keys
-            .get((tenant.unwrap_or(""), key))?
-            .map(|v| v.value()))
+        let tenant = tenant.unwrap_or("");
+        if let Some(found) = self.recent_keys.get(tenant, key) {
+            return Ok(Some(found));
+        }
+        Ok(self.event_keys.get((tenant, key))?.map(|v| v.value()))
     }
 
     pub fn event_at(&self, seq: u64) -> Result<Option<EventRecord>, StoreError> {
@@ -157,8 +158,9 @@ impl WriteTxn<'_> {
         self.events.insert(seq, encode(&record).as_slice())?;
         if let Some(key) = record.idempotency_key.as_deref() {
             let tenant = record.tenant.as_deref().unwrap_or("");
-            self.event_keys
-                .insert((tenant, key), (seq, row.fingerprint))?;
+            self.recent_event_keys
+                .insert(seq, (tenant, key, row.fingerprint))?;
+            self.recent_keys.insert(tenant, key, seq, row.fingerprint);
         }
         self.events_by_type
             .insert(index_key(row.index.type_hash, seq), ())?;

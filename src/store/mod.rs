@@ -7,6 +7,7 @@ pub mod codec;
 pub mod event_log;
 #[cfg(test)]
 mod fault;
+pub mod recent_keys;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -25,9 +26,9 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// seq → encoded `EventRecord`. Sequence numbers are dense and start at 1.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// (tenant or "", idempotency key) → (seq, request fingerprint). Keyed by the
-/// names themselves, not a hash: clients' keys are often ordered (time or
-/// counter prefixes), and ordered keys make inserts land on the same few
-/// leaves, where hashed keys would dirty a random leaf per event.
+/// names themselves, not a hash: merged keys that sort together (time or
+/// counter prefixes) then share leaves. New keys reach it in bulk through
+/// `recent_keys`.
 pub(crate) const EVENT_KEYS: TableDefinition<(&str, &str), (u64, u64)> =
     TableDefinition::new("event_keys");
 /// hash(type) << 64 | seq → (): pages of one event type without scanning the log.
@@ -189,6 +190,8 @@ impl Store {
             // racing the first write.
             txn.open_table(EVENTS).map_err(redb::Error::from)?;
             txn.open_table(EVENT_KEYS).map_err(redb::Error::from)?;
+            txn.open_table(recent_keys::RECENT_EVENT_KEYS)
+                .map_err(redb::Error::from)?;
             txn.open_table(EVENTS_BY_TYPE).map_err(redb::Error::from)?;
             txn.open_table(EVENTS_BY_TENANT)
                 .map_err(redb::Error::from)?;
@@ -239,6 +242,8 @@ pub struct ReadTxn {
 pub struct WriteTxn<'txn> {
     pub(crate) events: redb::Table<'txn, u64, &'static [u8]>,
     pub(crate) event_keys: redb::Table<'txn, (&'static str, &'static str), (u64, u64)>,
+    pub(crate) recent_event_keys: redb::Table<'txn, u64, (&'static str, &'static str, u64)>,
+    pub(crate) recent_keys: &'txn mut recent_keys::RecentKeys,
     pub(crate) events_by_type: redb::Table<'txn, u128, ()>,
     pub(crate) events_by_tenant: redb::Table<'txn, u128, ()>,
     pub(crate) log: &'txn mut event_log::LogState,
@@ -248,10 +253,13 @@ impl<'txn> WriteTxn<'txn> {
     fn open(
         txn: &'txn redb::WriteTransaction,
         log: &'txn mut event_log::LogState,
+        recent_keys: &'txn mut recent_keys::RecentKeys,
     ) -> Result<Self, StoreError> {
         Ok(WriteTxn {
             events: txn.open_table(EVENTS)?,
             event_keys: txn.open_table(EVENT_KEYS)?,
+            recent_event_keys: txn.open_table(recent_keys::RECENT_EVENT_KEYS)?,
+            recent_keys,
             events_by_type: txn.open_table(EVENTS_BY_TYPE)?,
             events_by_tenant: txn.open_table(EVENTS_BY_TENANT)?,
             log,

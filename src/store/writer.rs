@@ -14,6 +14,7 @@ use redb::Durability;
 use tokio::sync::{oneshot, Notify};
 
 use super::event_log::LogState;
+use super::recent_keys::RecentKeys;
 use super::{Store, StoreError, WriteTxn};
 
 /// Runs inside the group transaction; returns what to do once the commit's
@@ -72,6 +73,7 @@ impl Writer {
         max_batch: usize,
     ) -> Result<(Writer, WriterThread), StoreError> {
         let state = LogState::load(store.database())?;
+        let recent_keys = RecentKeys::load(store.database())?;
         let (tx, rx) = crossbeam_channel::bounded(queue_capacity);
         let alive = Arc::new(AtomicBool::new(true));
         let failed = Arc::new(Notify::new());
@@ -80,7 +82,7 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("herald-writer".into())
             .spawn(move || {
-                let outcome = run(&store, &rx, state, max_batch);
+                let outcome = run(&store, &rx, state, recent_keys, max_batch);
                 thread_alive.store(false, Ordering::SeqCst);
                 // Ops still queued are dropped with the receiver: their
                 // submitters hear `Closed`.
@@ -145,6 +147,7 @@ fn run(
     store: &Store,
     queue: &Receiver<Message>,
     mut state: LogState,
+    mut recent_keys: RecentKeys,
     max_batch: usize,
 ) -> Result<(), StorageFailed> {
     let mut stopping = false;
@@ -162,18 +165,18 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            commit_group(store, &mut batch, &mut state)?;
+            commit_group(store, &mut batch, &mut state, &mut recent_keys)?;
         }
     }
     // Drain what arrived alongside Stop so no accepted request is left hanging.
     while let Ok(Message::Op(op)) = queue.try_recv() {
         batch.push(op);
         if batch.len() == max_batch {
-            commit_group(store, &mut batch, &mut state)?;
+            commit_group(store, &mut batch, &mut state, &mut recent_keys)?;
         }
     }
     if !batch.is_empty() {
-        commit_group(store, &mut batch, &mut state)?;
+        commit_group(store, &mut batch, &mut state, &mut recent_keys)?;
     }
     Ok(())
 }
@@ -182,17 +185,19 @@ fn commit_group(
     store: &Store,
     batch: &mut Vec<Apply>,
     state: &mut LogState,
+    recent_keys: &mut RecentKeys,
 ) -> Result<(), StorageFailed> {
     let started = Instant::now();
     let size = batch.len();
     let before = *state;
     let mut completions: Vec<Complete> = Vec::with_capacity(size);
-    let result = apply_and_commit(store, batch, state, &mut completions);
+    let result = apply_and_commit(store, batch, state, recent_keys, &mut completions);
     let fatal = matches!(result, Err(StoreError::Redb(_)));
     let outcome = match result {
         Ok(()) => Ok(()),
         Err(e) => {
             *state = before;
+            recent_keys.forget_from(before.next_seq);
             tracing::error!(error = %e, ops = size, "group commit failed; nothing in it is acknowledged");
             Err(Arc::new(e))
         }
@@ -211,6 +216,17 @@ fn commit_group(
         tracing::error!("storage failed: the writer stops and accepts no more writes");
         return Err(StorageFailed);
     }
+    if recent_keys.wants_merge() {
+        let started = Instant::now();
+        if let Err(e) = recent_keys.merge(store.database()) {
+            tracing::error!(error = %e, "merging idempotency keys failed: the writer stops");
+            return Err(StorageFailed);
+        }
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "merged recent idempotency keys"
+        );
+    }
     Ok(())
 }
 
@@ -218,13 +234,14 @@ fn apply_and_commit(
     store: &Store,
     batch: &mut Vec<Apply>,
     state: &mut LogState,
+    recent_keys: &mut RecentKeys,
     completions: &mut Vec<Complete>,
 ) -> Result<(), StoreError> {
     let mut txn = store.database().begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Redb(e.into()))?;
     {
-        let mut tables = WriteTxn::open(&txn, state)?;
+        let mut tables = WriteTxn::open(&txn, state, recent_keys)?;
         for op in batch.drain(..) {
             completions.push(op(&mut tables)?);
         }
@@ -250,6 +267,79 @@ mod tests {
             writer.write(move |txn| events::append(txn, events::AppendBatch::one(event))),
         )?;
         Ok(appended.unwrap()[0].seq)
+    }
+
+    /// Appends `keys` in batches of 1,000 and returns (created, seq) per key.
+    fn append_keys(
+        writer: &Writer,
+        rt: &tokio::runtime::Runtime,
+        keys: &[String],
+    ) -> Vec<(bool, u64)> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(1000) {
+            let events = chunk
+                .iter()
+                .map(|key| {
+                    let body = format!(r#"{{"type":"t","idempotency_key":"{key}"}}"#);
+                    events::parse_event(body.as_bytes()).unwrap()
+                })
+                .collect();
+            let batch = events::AppendBatch::new(events).unwrap();
+            let appended = rt
+                .block_on(writer.write(move |txn| events::append(txn, batch)))
+                .unwrap()
+                .unwrap();
+            out.extend(appended.iter().map(|a| (a.created, a.seq)));
+        }
+        out
+    }
+
+    #[test]
+    fn idempotency_keys_are_found_before_and_after_a_merge_and_across_restarts() {
+        use crate::store::recent_keys::MERGE_THRESHOLD;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.redb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Enough keys for one merge plus some left over in the recent table.
+        let total = MERGE_THRESHOLD + MERGE_THRESHOLD / 2;
+        let keys: Vec<String> = (0..total).map(|i| format!("k{:x}", i * 7919)).collect();
+        let expected: Vec<(bool, u64)> = (1..=total as u64).map(|seq| (false, seq)).collect();
+
+        let store = Store::open(&path).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16).unwrap();
+        let first = append_keys(&writer, &rt, &keys);
+        assert!(first.iter().all(|(created, _)| *created));
+        {
+            use redb::{ReadableDatabase, ReadableTableMetadata};
+            let txn = store.database().begin_read().unwrap();
+            let merged = txn
+                .open_table(crate::store::EVENT_KEYS)
+                .unwrap()
+                .len()
+                .unwrap();
+            let recent = txn
+                .open_table(crate::store::recent_keys::RECENT_EVENT_KEYS)
+                .unwrap()
+                .len()
+                .unwrap();
+            assert!(merged >= MERGE_THRESHOLD as u64, "{merged} merged");
+            assert!(recent > 0, "{recent} recent");
+            assert_eq!(merged + recent, total as u64);
+        }
+        assert_eq!(append_keys(&writer, &rt, &keys), expected);
+        thread.stop();
+        drop((writer, store));
+
+        // After a restart both merged and recent keys still name their event.
+        let store = Store::open(&path).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16).unwrap();
+        assert_eq!(append_keys(&writer, &rt, &keys), expected);
+        let fresh = append_keys(&writer, &rt, &["new".to_owned()]);
+        assert_eq!(fresh, vec![(true, total as u64 + 1)]);
+        thread.stop();
     }
 
     #[test]
