@@ -1,0 +1,7 @@
+//! Webhooks: endpoints, fan-out of events into deliveries, and signed,
+//! retried, at-least-once dispatch to the endpoints' URLs.
+
+pub mod outbound;
+pub mod schedule;
+pub mod signing;
+pub mod ssrf;
