@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::store::{backup, OpenError, Store, StoreError, Writer};
+use crate::webhooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -37,9 +38,24 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let path = config.database_path();
     let store = Store::open_with_cache(&path, config.cache_bytes)?;
     backup::remove_stale_temp_files(&config.data_dir);
-    let (writer, writer_thread) =
-        Writer::start(&store, config.queue_capacity, config.max_commit_batch)?;
-    let state = Arc::new(AppState::new(store.clone(), writer.clone(), config.clone()));
+    let (hook_notes, hook_inbox) = tokio::sync::mpsc::unbounded_channel();
+    let (writer, writer_thread) = Writer::start(
+        &store,
+        config.queue_capacity,
+        config.max_commit_batch,
+        Some(hook_notes),
+    )?;
+    let hooks = Arc::new(webhooks::attempt::AttemptContext::new(
+        store.clone(),
+        writer.clone(),
+        &config.webhooks,
+    ));
+    let state = Arc::new(AppState::new(
+        store.clone(),
+        writer.clone(),
+        config.clone(),
+        hooks.clone(),
+    ));
 
     let served = runtime.block_on(async {
         let listener =
@@ -60,6 +76,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             );
         }
         tracing::info!(addr = %addr, database = %path.display(), "listening");
+        // Attempts it has in flight at shutdown are dropped with the
+        // runtime; their schedule rows make them retry after the restart.
+        runtime_spawn_dispatcher(hooks, hook_inbox);
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         let stop = async {
             tokio::select! {
@@ -85,6 +104,14 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     drop(store);
     tracing::info!("stopped");
     served
+}
+
+fn runtime_spawn_dispatcher(
+    hooks: Arc<webhooks::attempt::AttemptContext>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<crate::store::webhooks::HookNote>,
+) {
+    let dispatcher = webhooks::dispatch::Dispatcher::new(hooks, inbox);
+    tokio::spawn(dispatcher.run(std::future::pending()));
 }
 
 fn notify_systemd(states: &[sd_notify::NotifyState]) {

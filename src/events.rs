@@ -204,6 +204,22 @@ fn fingerprint(event_type: &str, data: &str, occurred_at_ms: Option<i64>) -> u64
     u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
 }
 
+/// An event Herald itself records (`endpoint.disabled`, `delivery.failing`…)
+/// so that it reaches the log and, through it, subscribed endpoints.
+pub fn system_event(event_type: &str, tenant: Option<&str>, data: serde_json::Value) -> NewEvent {
+    let data = data.to_string();
+    NewEventRow {
+        fingerprint: fingerprint(event_type, &data, None),
+        nonce: ids::new_id() as u16,
+        index: IndexKeys::of(event_type, tenant),
+        event_type: event_type.to_owned(),
+        tenant: tenant.map(str::to_owned),
+        idempotency_key: None,
+        occurred_at_ms: None,
+        data,
+    }
+}
+
 /// What became of one event of an append.
 #[derive(Debug, Clone)]
 pub struct Appended {

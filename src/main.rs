@@ -9,6 +9,7 @@ mod events;
 mod ids;
 mod logging;
 mod store;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

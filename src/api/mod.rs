@@ -5,6 +5,7 @@ mod admin;
 pub mod error;
 mod events;
 pub mod http;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,6 +26,7 @@ use http::{error_response, ApiKeys, Resp};
 
 use crate::config::Config;
 use crate::store::{ReadTxn, Store, StoreError, Writer};
+use crate::webhooks::attempt::AttemptContext;
 
 pub struct AppState {
     pub store: Store,
@@ -33,11 +35,19 @@ pub struct AppState {
     pub keys: ApiKeys,
     /// One backup at a time: each needs as much free disk as the live file.
     pub backup_slot: Arc<Semaphore>,
+    /// For attempts the API makes itself (tests, manual retries).
+    pub hooks: Arc<AttemptContext>,
 }
 
 impl AppState {
-    pub fn new(store: Store, writer: Writer, config: Arc<Config>) -> Self {
+    pub fn new(
+        store: Store,
+        writer: Writer,
+        config: Arc<Config>,
+        hooks: Arc<AttemptContext>,
+    ) -> Self {
         AppState {
+            hooks,
             keys: ApiKeys::new(&config.api_keys),
             store,
             writer,
@@ -158,6 +168,49 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         ["v1", "events", id] => {
             only(&method, &Method::GET, "GET")?;
             events::get(state, id).await
+        }
+        ["v1", "endpoints"] => match method {
+            Method::POST => webhooks::create_endpoint(state, req).await,
+            Method::GET => webhooks::list_endpoints(state, req).await,
+            _ => Err(ApiError::method_not_allowed("GET, POST")),
+        },
+        ["v1", "endpoints", id] => match method {
+            Method::GET => webhooks::get_endpoint(state, id).await,
+            Method::PATCH => webhooks::patch_endpoint(state, id, req).await,
+            Method::DELETE => webhooks::delete_endpoint(state, id).await,
+            _ => Err(ApiError::method_not_allowed("GET, PATCH, DELETE")),
+        },
+        ["v1", "endpoints", id, "stats"] => {
+            only(&method, &Method::GET, "GET")?;
+            webhooks::endpoint_stats(state, id).await
+        }
+        ["v1", "endpoints", id, action] => {
+            only(&method, &Method::POST, "POST")?;
+            match *action {
+                "rotate-secret" => webhooks::rotate_secret(state, id, req).await,
+                "test" => webhooks::test_endpoint(state, id).await,
+                "enable" => webhooks::set_enabled(state, id, true).await,
+                "disable" => webhooks::set_enabled(state, id, false).await,
+                "recover" => webhooks::recover(state, id, req).await,
+                "replay" => webhooks::replay(state, id, req).await,
+                _ => Err(not_found(&path)),
+            }
+        }
+        ["v1", "deliveries"] => {
+            only(&method, &Method::GET, "GET")?;
+            webhooks::list_deliveries(state, req, false).await
+        }
+        ["v1", "dead-letters"] => {
+            only(&method, &Method::GET, "GET")?;
+            webhooks::list_deliveries(state, req, true).await
+        }
+        ["v1", "deliveries", id] => {
+            only(&method, &Method::GET, "GET")?;
+            webhooks::get_delivery(state, id).await
+        }
+        ["v1", "deliveries", id, "retry"] => {
+            only(&method, &Method::POST, "POST")?;
+            webhooks::retry_delivery(state, id).await
         }
         ["v1", "admin", "backup"] => {
             only(&method, &Method::GET, "GET")?;

@@ -9,6 +9,9 @@ use redb::{
 };
 
 use super::recent_keys::RECENT_EVENT_KEYS;
+use super::webhooks::{
+    DELIVERIES, DELIVERIES_BY_ENDPOINT, DELIVERIES_BY_EVENT, DELIVERIES_DUE, ENDPOINTS,
+};
 use super::{Store, StoreError, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE, EVENT_KEYS, META};
 
 /// Backups are built next to the live file under this prefix and unlinked
@@ -56,6 +59,11 @@ macro_rules! for_each_table {
         $f(EVENTS, $($arg),*)?;
         $f(EVENT_KEYS, $($arg),*)?;
         $f(RECENT_EVENT_KEYS, $($arg),*)?;
+        $f(ENDPOINTS, $($arg),*)?;
+        $f(DELIVERIES, $($arg),*)?;
+        $f(DELIVERIES_DUE, $($arg),*)?;
+        $f(DELIVERIES_BY_ENDPOINT, $($arg),*)?;
+        $f(DELIVERIES_BY_EVENT, $($arg),*)?;
         $f(EVENTS_BY_TYPE, $($arg),*)?;
         $f(EVENTS_BY_TENANT, $($arg),*)?;
     }};

@@ -98,6 +98,73 @@ impl Record for EventRecord {
     const VERSION: u8 = 1;
 }
 
+/// A webhook endpoint as stored. Its id is the table key as well.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: u128,
+    pub url: String,
+    pub tenant: Option<String>,
+    pub event_types: Vec<String>,
+    pub description: String,
+    pub headers: Vec<(String, String)>,
+    pub rate_limit_per_sec: Option<u32>,
+    pub timeout_secs: Option<u32>,
+    /// The signing secret (`whsec_…`) first, then retired secrets that still
+    /// sign until their expiry (Unix ms).
+    pub secret: String,
+    pub old_secrets: Vec<(String, i64)>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub payload_version: u8,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// Start of the current run of failures, cleared by any success; drives
+    /// auto-disable.
+    pub failing_since_ms: Option<i64>,
+}
+
+impl Record for EndpointRecord {
+    const NAME: &'static str = "endpoint";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    /// The schedule is exhausted: a dead letter until retried or recovered.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub at_ms: i64,
+    /// 0 when no HTTP answer arrived.
+    pub status_code: u16,
+    pub error: Option<String>,
+    pub latency_ms: u32,
+    pub response: String,
+    pub manual: bool,
+}
+
+/// One event on its way to one endpoint. Its id is the table key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub endpoint_id: u128,
+    pub event_seq: u64,
+    pub event_id: u128,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempts: Vec<AttemptRecord>,
+    pub next_attempt_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+impl Record for DeliveryRecord {
+    const NAME: &'static str = "delivery";
+    const VERSION: u8 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,6 +170,13 @@ impl WriteTxn<'_> {
         }
         self.log.next_seq = seq + 1;
         self.log.last_received_ms = received_at_ms;
+        self.fan_out(
+            seq,
+            record.id,
+            &record.event_type,
+            record.tenant.as_deref(),
+            received_at_ms,
+        )?;
         Ok((seq, record))
     }
 }

@@ -8,6 +8,7 @@ pub mod event_log;
 #[cfg(test)]
 mod fault;
 pub mod recent_keys;
+pub mod webhooks;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -195,6 +196,16 @@ impl Store {
             txn.open_table(EVENTS_BY_TYPE).map_err(redb::Error::from)?;
             txn.open_table(EVENTS_BY_TENANT)
                 .map_err(redb::Error::from)?;
+            txn.open_table(webhooks::ENDPOINTS)
+                .map_err(redb::Error::from)?;
+            txn.open_table(webhooks::DELIVERIES)
+                .map_err(redb::Error::from)?;
+            txn.open_table(webhooks::DELIVERIES_DUE)
+                .map_err(redb::Error::from)?;
+            txn.open_table(webhooks::DELIVERIES_BY_ENDPOINT)
+                .map_err(redb::Error::from)?;
+            txn.open_table(webhooks::DELIVERIES_BY_EVENT)
+                .map_err(redb::Error::from)?;
         }
         txn.commit().map_err(redb::Error::from)?;
         Ok(())
@@ -244,6 +255,12 @@ pub struct WriteTxn<'txn> {
     pub(crate) event_keys: redb::Table<'txn, (&'static str, &'static str), (u64, u64)>,
     pub(crate) recent_event_keys: redb::Table<'txn, u64, (&'static str, &'static str, u64)>,
     pub(crate) recent_keys: &'txn mut recent_keys::RecentKeys,
+    pub(crate) endpoints: redb::Table<'txn, u128, &'static [u8]>,
+    pub(crate) deliveries: redb::Table<'txn, u64, &'static [u8]>,
+    pub(crate) deliveries_due: redb::Table<'txn, (u64, u64), u128>,
+    pub(crate) deliveries_by_endpoint: redb::Table<'txn, (u128, u64), ()>,
+    pub(crate) deliveries_by_event: redb::Table<'txn, (u64, u64), ()>,
+    pub(crate) hooks: &'txn mut webhooks::HookState,
     pub(crate) events_by_type: redb::Table<'txn, u128, ()>,
     pub(crate) events_by_tenant: redb::Table<'txn, u128, ()>,
     pub(crate) log: &'txn mut event_log::LogState,
@@ -254,12 +271,19 @@ impl<'txn> WriteTxn<'txn> {
         txn: &'txn redb::WriteTransaction,
         log: &'txn mut event_log::LogState,
         recent_keys: &'txn mut recent_keys::RecentKeys,
+        hooks: &'txn mut webhooks::HookState,
     ) -> Result<Self, StoreError> {
         Ok(WriteTxn {
             events: txn.open_table(EVENTS)?,
             event_keys: txn.open_table(EVENT_KEYS)?,
             recent_event_keys: txn.open_table(recent_keys::RECENT_EVENT_KEYS)?,
             recent_keys,
+            endpoints: txn.open_table(webhooks::ENDPOINTS)?,
+            deliveries: txn.open_table(webhooks::DELIVERIES)?,
+            deliveries_due: txn.open_table(webhooks::DELIVERIES_DUE)?,
+            deliveries_by_endpoint: txn.open_table(webhooks::DELIVERIES_BY_ENDPOINT)?,
+            deliveries_by_event: txn.open_table(webhooks::DELIVERIES_BY_EVENT)?,
+            hooks,
             events_by_type: txn.open_table(EVENTS_BY_TYPE)?,
             events_by_tenant: txn.open_table(EVENTS_BY_TENANT)?,
             log,

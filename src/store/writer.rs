@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::event_log::LogState;
 use super::recent_keys::RecentKeys;
+use super::webhooks::{HookNote, HookState};
 use super::{Store, StoreError, WriteTxn};
 
 /// Runs inside the group transaction; returns what to do once the commit's
@@ -71,9 +72,11 @@ impl Writer {
         store: &Store,
         queue_capacity: usize,
         max_batch: usize,
+        hook_notes: Option<HookNotes>,
     ) -> Result<(Writer, WriterThread), StoreError> {
         let state = LogState::load(store.database())?;
         let recent_keys = RecentKeys::load(store.database())?;
+        let hooks = HookState::load(store.database())?;
         let (tx, rx) = crossbeam_channel::bounded(queue_capacity);
         let alive = Arc::new(AtomicBool::new(true));
         let failed = Arc::new(Notify::new());
@@ -82,7 +85,13 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("herald-writer".into())
             .spawn(move || {
-                let outcome = run(&store, &rx, state, recent_keys, max_batch);
+                let mut memory = WriterMemory {
+                    log: state,
+                    recent_keys,
+                    hooks,
+                    hook_notes,
+                };
+                let outcome = run(&store, &rx, &mut memory, max_batch);
                 thread_alive.store(false, Ordering::SeqCst);
                 // Ops still queued are dropped with the receiver: their
                 // submitters hear `Closed`.
@@ -143,11 +152,55 @@ impl Writer {
 #[derive(Debug)]
 struct StorageFailed;
 
+/// Where the writer tells the webhook dispatcher about committed changes.
+pub type HookNotes = tokio::sync::mpsc::UnboundedSender<HookNote>;
+
+/// What the writer thread keeps between commits.
+struct WriterMemory {
+    log: LogState,
+    recent_keys: RecentKeys,
+    hooks: HookState,
+    hook_notes: Option<HookNotes>,
+}
+
+impl WriterMemory {
+    /// After a commit: the dispatcher learns about new due deliveries only
+    /// once they are durable, so it never attempts one that could vanish.
+    fn announce_hooks(&mut self) {
+        let due = std::mem::take(&mut self.hooks.newly_due);
+        let changed = std::mem::take(&mut self.hooks.endpoints_changed);
+        let Some(notes) = &self.hook_notes else {
+            return;
+        };
+        if changed {
+            let _ = notes.send(HookNote::EndpointsChanged);
+        }
+        if !due.is_empty() {
+            let _ = notes.send(HookNote::Due(due));
+        }
+    }
+
+    /// After an aborted group: forget what its operations did in memory.
+    fn roll_back(&mut self, store: &Store, before: LogState) {
+        self.log = before;
+        self.recent_keys.forget_from(before.next_seq);
+        match HookState::load(store.database()) {
+            Ok(hooks) => self.hooks = hooks,
+            Err(e) => {
+                // Keep going with the old copy minus this group's notes; the
+                // next storage error stops the writer anyway.
+                tracing::error!(error = %e, "reloading endpoints after an abort failed");
+                self.hooks.newly_due.clear();
+                self.hooks.endpoints_changed = false;
+            }
+        }
+    }
+}
+
 fn run(
     store: &Store,
     queue: &Receiver<Message>,
-    mut state: LogState,
-    mut recent_keys: RecentKeys,
+    memory: &mut WriterMemory,
     max_batch: usize,
 ) -> Result<(), StorageFailed> {
     let mut stopping = false;
@@ -165,18 +218,18 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            commit_group(store, &mut batch, &mut state, &mut recent_keys)?;
+            commit_group(store, &mut batch, memory)?;
         }
     }
     // Drain what arrived alongside Stop so no accepted request is left hanging.
     while let Ok(Message::Op(op)) = queue.try_recv() {
         batch.push(op);
         if batch.len() == max_batch {
-            commit_group(store, &mut batch, &mut state, &mut recent_keys)?;
+            commit_group(store, &mut batch, memory)?;
         }
     }
     if !batch.is_empty() {
-        commit_group(store, &mut batch, &mut state, &mut recent_keys)?;
+        commit_group(store, &mut batch, memory)?;
     }
     Ok(())
 }
@@ -184,20 +237,21 @@ fn run(
 fn commit_group(
     store: &Store,
     batch: &mut Vec<Apply>,
-    state: &mut LogState,
-    recent_keys: &mut RecentKeys,
+    memory: &mut WriterMemory,
 ) -> Result<(), StorageFailed> {
     let started = Instant::now();
     let size = batch.len();
-    let before = *state;
+    let before = memory.log;
     let mut completions: Vec<Complete> = Vec::with_capacity(size);
-    let result = apply_and_commit(store, batch, state, recent_keys, &mut completions);
+    let result = apply_and_commit(store, batch, memory, &mut completions);
     let fatal = matches!(result, Err(StoreError::Redb(_)));
     let outcome = match result {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            memory.announce_hooks();
+            Ok(())
+        }
         Err(e) => {
-            *state = before;
-            recent_keys.forget_from(before.next_seq);
+            memory.roll_back(store, before);
             tracing::error!(error = %e, ops = size, "group commit failed; nothing in it is acknowledged");
             Err(Arc::new(e))
         }
@@ -216,9 +270,9 @@ fn commit_group(
         tracing::error!("storage failed: the writer stops and accepts no more writes");
         return Err(StorageFailed);
     }
-    if recent_keys.wants_merge() {
+    if memory.recent_keys.wants_merge() {
         let started = Instant::now();
-        if let Err(e) = recent_keys.merge(store.database()) {
+        if let Err(e) = memory.recent_keys.merge(store.database()) {
             tracing::error!(error = %e, "merging idempotency keys failed: the writer stops");
             return Err(StorageFailed);
         }
@@ -233,15 +287,19 @@ fn commit_group(
 fn apply_and_commit(
     store: &Store,
     batch: &mut Vec<Apply>,
-    state: &mut LogState,
-    recent_keys: &mut RecentKeys,
+    memory: &mut WriterMemory,
     completions: &mut Vec<Complete>,
 ) -> Result<(), StoreError> {
     let mut txn = store.database().begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Redb(e.into()))?;
     {
-        let mut tables = WriteTxn::open(&txn, state, recent_keys)?;
+        let mut tables = WriteTxn::open(
+            &txn,
+            &mut memory.log,
+            &mut memory.recent_keys,
+            &mut memory.hooks,
+        )?;
         for op in batch.drain(..) {
             completions.push(op(&mut tables)?);
         }
@@ -309,7 +367,7 @@ mod tests {
         let expected: Vec<(bool, u64)> = (1..=total as u64).map(|seq| (false, seq)).collect();
 
         let store = Store::open(&path).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
         let first = append_keys(&writer, &rt, &keys);
         assert!(first.iter().all(|(created, _)| *created));
         {
@@ -335,7 +393,7 @@ mod tests {
 
         // After a restart both merged and recent keys still name their event.
         let store = Store::open(&path).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
         assert_eq!(append_keys(&writer, &rt, &keys), expected);
         let fresh = append_keys(&writer, &rt, &["new".to_owned()]);
         assert_eq!(fresh, vec![(true, total as u64 + 1)]);
@@ -348,7 +406,7 @@ mod tests {
         let path = dir.path().join("herald.redb");
         let (backend, fail_sync) = FaultyFile::open(&path);
         let store = Store::open_on(backend, &path).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,0 +1,561 @@
+//! `/v1/endpoints`, `/v1/deliveries`, `/v1/dead-letters`: managing webhook
+//! endpoints and inspecting, retrying, recovering and replaying deliveries.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::http::{json, query_params, read_body, require_json, Resp};
+use super::{read, AppState};
+use crate::clock;
+use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
+use crate::ids;
+use crate::store::codec::{DeliveryRecord, DeliveryStatus, EndpointRecord};
+use crate::store::webhooks::DeliveryFilter;
+use crate::webhooks::attempt::{self, format_delivery_id, parse_delivery_id};
+use crate::webhooks::endpoint::{self, EndpointInput, ID_PREFIX as ENDPOINT_ID_PREFIX};
+use crate::webhooks::payload;
+use crate::webhooks::signing::Secret;
+
+/// Endpoint bodies are small; this bounds what a client can make us parse.
+const MAX_BODY: usize = 64 * 1024;
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Deliveries one recover or replay call may create or re-queue; the answer
+/// says when there may be more, and calling again continues.
+const MAX_REQUEUE: usize = 10_000;
+/// The longest grace period during which a rotated secret still signs.
+const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
+
+fn endpoint_not_found(id: &str) -> ApiError {
+    let shown: String = id.chars().take(64).collect();
+    ApiError::not_found(
+        "endpoint_not_found",
+        format!("no endpoint has id `{shown}`"),
+    )
+}
+
+fn delivery_not_found(id: &str) -> ApiError {
+    let shown: String = id.chars().take(64).collect();
+    ApiError::not_found(
+        "delivery_not_found",
+        format!("no delivery has id `{shown}`"),
+    )
+}
+
+fn parse_endpoint_id(id: &str) -> Result<u128, ApiError> {
+    ids::parse(ENDPOINT_ID_PREFIX, id).ok_or_else(|| endpoint_not_found(id))
+}
+
+async fn json_body<T: for<'de> Deserialize<'de>>(
+    state: &AppState,
+    req: Request<Incoming>,
+    empty_ok: bool,
+) -> Result<T, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, MAX_BODY, state.config.body_timeout).await?;
+    if body.is_empty() && empty_ok {
+        return serde_json::from_slice(b"{}").map_err(|e| events::json_error(&e).into());
+    }
+    require_json(&parts.headers)?;
+    serde_json::from_slice(&body).map_err(|e| events::json_error(&e).into())
+}
+
+fn endpoint_json(status: StatusCode, record: &EndpointRecord) -> Resp {
+    json(status, endpoint::to_json(record).to_string())
+}
+
+pub async fn create_endpoint(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let input: EndpointInput = json_body(&state, req, false).await?;
+    if input.url.is_none() {
+        return Err(ApiError::bad_request("invalid_body", "missing field `url`").with_field("url"));
+    }
+    let now = clock::now_ms();
+    let record = endpoint::apply(
+        endpoint::new_record(now),
+        input,
+        state.config.webhooks.require_https,
+    )?;
+    let stored = record.clone();
+    state
+        .writer
+        .write(move |txn| txn.put_endpoint(stored))
+        .await?;
+    Ok(endpoint_json(StatusCode::CREATED, &record))
+}
+
+pub async fn list_endpoints(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let params = query_params(req.uri().query(), &["tenant"])?;
+    let tenant = params
+        .into_iter()
+        .find(|(n, _)| n == "tenant")
+        .map(|(_, v)| v);
+    let mut endpoints = read(&state, |txn| txn.endpoints()).await?;
+    endpoints.retain(|e| tenant.is_none() || e.tenant == tenant);
+    endpoints.sort_by_key(|e| e.id);
+    let list: Vec<Value> = endpoints.iter().map(endpoint::to_json).collect();
+    Ok(json(
+        StatusCode::OK,
+        json!({ "endpoints": list }).to_string(),
+    ))
+}
+
+async fn load_endpoint(state: &Arc<AppState>, id: &str) -> Result<EndpointRecord, ApiError> {
+    let key = parse_endpoint_id(id)?;
+    read(state, move |txn| txn.endpoint(key))
+        .await?
+        .ok_or_else(|| endpoint_not_found(id))
+}
+
+pub async fn get_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    Ok(endpoint_json(
+        StatusCode::OK,
+        &load_endpoint(&state, id).await?,
+    ))
+}
+
+/// Changes an endpoint inside the writer, so two concurrent updates cannot
+/// lose each other's fields.
+async fn update_endpoint<F>(
+    state: &Arc<AppState>,
+    id: &str,
+    change: F,
+) -> Result<EndpointRecord, ApiError>
+where
+    F: FnOnce(EndpointRecord) -> Result<EndpointRecord, ApiError> + Send + 'static,
+{
+    let key = parse_endpoint_id(id)?;
+    let outcome = state
+        .writer
+        .write(move |txn| {
+            let Some(current) = txn.endpoint(key).cloned() else {
+                return Ok(Ok(None));
+            };
+            match change(current) {
+                Ok(mut updated) => {
+                    updated.updated_at_ms = clock::now_ms();
+                    txn.put_endpoint(updated.clone())?;
+                    Ok(Ok(Some(updated)))
+                }
+                Err(e) => Ok(Err(e)),
+            }
+        })
+        .await?;
+    outcome?.ok_or_else(|| endpoint_not_found(id))
+}
+
+pub async fn patch_endpoint(
+    state: Arc<AppState>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let input: EndpointInput = json_body(&state, req, false).await?;
+    let require_https = state.config.webhooks.require_https;
+    let updated = update_endpoint(&state, id, move |current| {
+        endpoint::apply(current, input, require_https).map_err(ApiError::from)
+    })
+    .await?;
+    Ok(endpoint_json(StatusCode::OK, &updated))
+}
+
+pub async fn delete_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    let key = parse_endpoint_id(id)?;
+    let deleted = state
+        .writer
+        .write(move |txn| txn.delete_endpoint(key))
+        .await?;
+    if !deleted {
+        return Err(endpoint_not_found(id));
+    }
+    Ok(json(StatusCode::NO_CONTENT, ""))
+}
+
+pub async fn set_enabled(state: Arc<AppState>, id: &str, enabled: bool) -> Result<Resp, ApiError> {
+    let updated = update_endpoint(&state, id, move |mut current| {
+        current.enabled = enabled;
+        if enabled {
+            current.disabled_reason = None;
+            current.failing_since_ms = None;
+        } else if current.disabled_reason.is_none() {
+            current.disabled_reason = Some("disabled through the API".to_owned());
+        }
+        Ok(current)
+    })
+    .await?;
+    Ok(endpoint_json(StatusCode::OK, &updated))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateInput {
+    grace_secs: Option<u64>,
+    secret: Option<String>,
+}
+
+pub async fn rotate_secret(
+    state: Arc<AppState>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let input: RotateInput = json_body(&state, req, true).await?;
+    let grace = input.grace_secs.unwrap_or(24 * 3600);
+    if grace > MAX_GRACE_SECS {
+        return Err(ApiError::invalid_field(
+            "grace_secs",
+            format!("at most {MAX_GRACE_SECS} seconds"),
+        ));
+    }
+    let new_secret = match input.secret {
+        Some(s) => {
+            Secret::parse(&s).map_err(|e| ApiError::invalid_field("secret", e.to_string()))?;
+            s
+        }
+        None => Secret::generate().to_string(),
+    };
+    let updated = update_endpoint(&state, id, move |mut current| {
+        let now = clock::now_ms();
+        let until = now + (grace as i64) * 1000;
+        current.old_secrets.retain(|(_, expires)| *expires > now);
+        let old = std::mem::replace(&mut current.secret, new_secret);
+        if grace > 0 {
+            current.old_secrets.insert(0, (old, until));
+        }
+        // A bounded list: the oldest retired secrets stop signing first.
+        current.old_secrets.truncate(4);
+        Ok(current)
+    })
+    .await?;
+    Ok(endpoint_json(StatusCode::OK, &updated))
+}
+
+pub async fn test_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    let record = load_endpoint(&state, id).await?;
+    let now = clock::now_ms();
+    let event = crate::store::codec::EventRecord {
+        id: ids::new_id(),
+        event_type: "herald.test".to_owned(),
+        tenant: record.tenant.clone(),
+        idempotency_key: None,
+        occurred_at_ms: now,
+        received_at_ms: now,
+        data: json!({"message": "a test event from Herald"}).to_string(),
+    };
+    let msg_id = ids::format(EVENT_ID_PREFIX, event.id);
+    let outcome = attempt::send(&state.hooks, &record, &msg_id, payload::v1(0, &event)).await;
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "status_code": outcome.status,
+            "latency_ms": outcome.latency.as_millis() as u64,
+            "response": outcome.response_excerpt,
+            "error": outcome.error,
+        })
+        .to_string(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinceInput {
+    since: String,
+}
+
+fn parse_since(input: &SinceInput) -> Result<i64, ApiError> {
+    clock::parse_rfc3339(&input.since)
+        .ok_or_else(|| ApiError::invalid_field("since", "not an RFC 3339 timestamp"))
+}
+
+/// Re-queues every failed delivery of the endpoint created since T.
+pub async fn recover(
+    state: Arc<AppState>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let input: SinceInput = json_body(&state, req, false).await?;
+    let since = parse_since(&input)?;
+    let key = parse_endpoint_id(id)?;
+    let requeued = state
+        .writer
+        .write(move |txn| {
+            if txn.endpoint(key).is_none() {
+                return Ok(None);
+            }
+            let now = clock::now_ms();
+            let failed =
+                txn.endpoint_deliveries_since(key, since, DeliveryStatus::Failed, MAX_REQUEUE)?;
+            let count = failed.len();
+            for (delivery_id, mut record) in failed {
+                record.status = DeliveryStatus::Pending;
+                record.next_attempt_ms = Some(now);
+                txn.put_delivery(delivery_id, &record, None)?;
+            }
+            Ok(Some(count))
+        })
+        .await?
+        .ok_or_else(|| endpoint_not_found(id))?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        json!({ "requeued": requeued, "more": requeued == MAX_REQUEUE }).to_string(),
+    ))
+}
+
+/// Delivers again every event since T that the endpoint subscribes to,
+/// including those that arrived while it was disabled.
+pub async fn replay(
+    state: Arc<AppState>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let input: SinceInput = json_body(&state, req, false).await?;
+    let since = parse_since(&input)?;
+    let record = load_endpoint(&state, id).await?;
+    let filter = crate::store::EventFilter {
+        since_ms: Some(since),
+        tenant: record.tenant.clone(),
+        ..Default::default()
+    };
+    let wanted = move |e: &crate::store::codec::EventRecord| {
+        endpoint::wants(&record, &e.event_type, e.tenant.as_deref())
+    };
+    let page = read(&state, move |txn| {
+        let mut picked = Vec::new();
+        let mut after = crate::store::EventCursor::default();
+        loop {
+            let page = txn.scan_events(&filter, after, 1000)?;
+            for (seq, event) in page.events {
+                if wanted(&event) {
+                    picked.push((seq, event.id, event.event_type));
+                    if picked.len() == MAX_REQUEUE {
+                        return Ok(picked);
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => after = next,
+                None => return Ok(picked),
+            }
+        }
+    })
+    .await?;
+    let key = parse_endpoint_id(id)?;
+    let count = page.len();
+    state
+        .writer
+        .write(move |txn| {
+            let now = clock::now_ms();
+            for (seq, event_id, event_type) in page {
+                txn.create_delivery(key, seq, event_id, &event_type, now)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        json!({ "replayed": count, "more": count == MAX_REQUEUE }).to_string(),
+    ))
+}
+
+fn delivery_json(id: u64, record: &DeliveryRecord) -> Value {
+    let attempts: Vec<Value> = record
+        .attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            json!({
+                "attempt": i + 1,
+                "at": clock::format_rfc3339(a.at_ms),
+                "status_code": a.status_code,
+                "error": a.error,
+                "latency_ms": a.latency_ms,
+                "response": a.response,
+                "trigger": if a.manual { "manual" } else { "scheduled" },
+            })
+        })
+        .collect();
+    json!({
+        "id": format_delivery_id(id),
+        "endpoint_id": ids::format(ENDPOINT_ID_PREFIX, record.endpoint_id),
+        "event_id": ids::format(EVENT_ID_PREFIX, record.event_id),
+        "event_type": record.event_type,
+        "status": status_name(record.status),
+        "attempts": attempts,
+        "next_attempt_at": record.next_attempt_ms.map(clock::format_rfc3339),
+        "created_at": clock::format_rfc3339(record.created_at_ms),
+    })
+}
+
+fn status_name(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Pending => "pending",
+        DeliveryStatus::Succeeded => "succeeded",
+        DeliveryStatus::Failed => "failed",
+    }
+}
+
+pub async fn list_deliveries(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    dead_letters: bool,
+) -> Result<Resp, ApiError> {
+    let allowed: &[&str] = if dead_letters {
+        &["endpoint", "after", "limit"]
+    } else {
+        &["endpoint", "event", "status", "after", "limit"]
+    };
+    let params = query_params(req.uri().query(), allowed)?;
+    let mut filter = DeliveryFilter::default();
+    if dead_letters {
+        filter.status = Some(DeliveryStatus::Failed);
+    }
+    let mut after = 0u64;
+    let mut limit = DEFAULT_PAGE;
+    for (name, value) in params {
+        let bad = |what: &str| {
+            ApiError::bad_request("invalid_query", format!("{name}: {what}"))
+                .with_field(name.clone())
+        };
+        match name.as_str() {
+            "endpoint" => {
+                filter.endpoint_id = Some(
+                    ids::parse(ENDPOINT_ID_PREFIX, &value)
+                        .ok_or_else(|| bad("not an endpoint id"))?,
+                )
+            }
+            "event" => {
+                filter.event_id = Some(
+                    ids::parse(EVENT_ID_PREFIX, &value).ok_or_else(|| bad("not an event id"))?,
+                );
+            }
+            "status" => {
+                filter.status = Some(match value.as_str() {
+                    "pending" => DeliveryStatus::Pending,
+                    "succeeded" => DeliveryStatus::Succeeded,
+                    "failed" => DeliveryStatus::Failed,
+                    _ => return Err(bad("one of pending, succeeded, failed")),
+                })
+            }
+            "after" => after = parse_delivery_id(&value).ok_or_else(|| bad("not a delivery id"))?,
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| bad(&format!("must be a number from 1 to {MAX_PAGE}")))?
+            }
+            _ => unreachable!("query_params only yields known names"),
+        }
+    }
+    let page = read(&state, move |txn| {
+        txn.scan_deliveries(&filter, after, limit)
+    })
+    .await?;
+    let list: Vec<Value> = page
+        .deliveries
+        .iter()
+        .map(|(id, r)| delivery_json(*id, r))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "deliveries": list,
+            "next_cursor": page.next_after.map(format_delivery_id),
+        })
+        .to_string(),
+    ))
+}
+
+pub async fn get_delivery(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
+    let record = read(&state, move |txn| txn.delivery(key))
+        .await?
+        .ok_or_else(|| delivery_not_found(id))?;
+    Ok(json(
+        StatusCode::OK,
+        delivery_json(key, &record).to_string(),
+    ))
+}
+
+pub async fn retry_delivery(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
+    match attempt::run_manual(&state.hooks, key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(delivery_not_found(id)),
+        Err(e) => {
+            tracing::error!(error = %e, "manual retry failed");
+            return Err(ApiError::unavailable(
+                "the attempt's outcome could not be recorded",
+            ));
+        }
+    }
+    let record = read(&state, move |txn| txn.delivery(key))
+        .await?
+        .ok_or_else(|| delivery_not_found(id))?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        delivery_json(key, &record).to_string(),
+    ))
+}
+
+/// Deliveries one stats request may examine.
+const STATS_BUDGET: usize = 200_000;
+const HOUR_MS: i64 = 3_600_000;
+/// Attempts come at most this long after their delivery was created with the
+/// default schedule (about 28 h), so older deliveries are not examined.
+const LONGEST_SCHEDULE_MS: i64 = 48 * HOUR_MS;
+
+/// Counts by outcome and latency percentiles over the last hour and day.
+pub async fn endpoint_stats(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    let key = load_endpoint(&state, id).await?.id;
+    let now = clock::now_ms();
+    let day_ago = now - 24 * HOUR_MS;
+    let (attempts, sampled) = read(&state, move |txn| {
+        txn.endpoint_attempts(key, day_ago, day_ago - LONGEST_SCHEDULE_MS, STATS_BUDGET)
+    })
+    .await?;
+    let window = |since: i64| {
+        let mut latencies: Vec<u32> = Vec::new();
+        let (mut succeeded, mut failed, mut network_errors) = (0u64, 0u64, 0u64);
+        for &(_, status, latency) in attempts.iter().filter(|a| a.0 >= since) {
+            latencies.push(latency);
+            match status {
+                200..=299 => succeeded += 1,
+                0 => network_errors += 1,
+                _ => failed += 1,
+            }
+        }
+        latencies.sort_unstable();
+        let pct = |q: f64| -> Option<u32> {
+            if latencies.is_empty() {
+                return None;
+            }
+            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+            Some(latencies[i])
+        };
+        json!({
+            "attempts": latencies.len(),
+            "succeeded": succeeded,
+            "failed": failed,
+            "network_errors": network_errors,
+            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)},
+        })
+    };
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "last_hour": window(now - HOUR_MS),
+            "last_day": window(day_ago),
+            "sampled": sampled,
+        })
+        .to_string(),
+    ))
+}

@@ -1,0 +1,343 @@
+//! Endpoints as the API sees them: input validation, event matching and
+//! their JSON form.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::events::{is_valid_tenant, is_valid_type_name, Invalid};
+use crate::ids;
+use crate::store::codec::EndpointRecord;
+
+use super::outbound::parse_target;
+use super::signing::Secret;
+
+pub const ID_PREFIX: &str = "ep_";
+pub const PAYLOAD_VERSION: u8 = 1;
+const MAX_EVENT_TYPES: usize = 100;
+const MAX_HEADERS: usize = 20;
+const MAX_URL_LEN: usize = 2048;
+const MAX_DESCRIPTION_LEN: usize = 1024;
+const MAX_HEADER_VALUE_LEN: usize = 1024;
+pub const MAX_TIMEOUT_SECS: u32 = 30;
+
+/// Whether `endpoint` subscribes to an event of this type and tenant.
+pub fn wants(endpoint: &EndpointRecord, event_type: &str, tenant: Option<&str>) -> bool {
+    if endpoint.tenant.is_some() && endpoint.tenant.as_deref() != tenant {
+        return false;
+    }
+    endpoint.event_types.is_empty()
+        || endpoint
+            .event_types
+            .iter()
+            .any(|pattern| type_matches(pattern, event_type))
+}
+
+/// `user.*` matches every type under `user.`; `*` matches all; anything
+/// else matches itself.
+fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
+}
+
+fn valid_pattern(pattern: &str) -> bool {
+    match pattern.strip_suffix(".*") {
+        Some(prefix) => is_valid_type_name(prefix),
+        None => pattern == "*" || is_valid_type_name(pattern),
+    }
+}
+
+/// The fields a client may set, on create (all optional but `url`) and on
+/// update (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointInput {
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub tenant: Option<Option<String>>,
+    pub event_types: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub rate_limit_per_sec: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub timeout_secs: Option<Option<u32>>,
+    pub secret: Option<String>,
+    pub payload_version: Option<u8>,
+}
+
+/// Tells "absent" (outer None) from "null" (Some(None)) for PATCH.
+fn nullable<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+/// Headers Herald sets itself; an endpoint may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid::Field {
+        field,
+        message: message.into(),
+    }
+}
+
+/// `record` (a fresh one on create) with `input` applied, every field
+/// checked; on refusal the caller still holds the unchanged original.
+pub fn apply(
+    mut record: EndpointRecord,
+    input: EndpointInput,
+    require_https: bool,
+) -> Result<EndpointRecord, Invalid> {
+    if let Some(url) = input.url {
+        if url.len() > MAX_URL_LEN {
+            return Err(invalid("url", format!("longer than {MAX_URL_LEN} bytes")));
+        }
+        parse_target(&url, require_https).map_err(|m| invalid("url", m))?;
+        record.url = url;
+    }
+    if let Some(tenant) = input.tenant {
+        if let Some(t) = &tenant {
+            if !is_valid_tenant(t) {
+                return Err(invalid("tenant", "must match ^[A-Za-z0-9_.:-]{1,128}$"));
+            }
+        }
+        record.tenant = tenant;
+    }
+    if let Some(types) = input.event_types {
+        if types.len() > MAX_EVENT_TYPES {
+            return Err(invalid(
+                "event_types",
+                format!("at most {MAX_EVENT_TYPES} patterns"),
+            ));
+        }
+        if let Some(bad) = types.iter().find(|t| !valid_pattern(t)) {
+            let shown: String = bad.chars().take(140).collect();
+            return Err(invalid(
+                "event_types",
+                format!("`{shown}` is neither a type name nor `prefix.*`"),
+            ));
+        }
+        record.event_types = types;
+    }
+    if let Some(description) = input.description {
+        if description.len() > MAX_DESCRIPTION_LEN {
+            return Err(invalid(
+                "description",
+                format!("longer than {MAX_DESCRIPTION_LEN} bytes"),
+            ));
+        }
+        record.description = description;
+    }
+    if let Some(headers) = input.headers {
+        if headers.len() > MAX_HEADERS {
+            return Err(invalid("headers", format!("at most {MAX_HEADERS} headers")));
+        }
+        let mut out = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let lower = name.to_ascii_lowercase();
+            if hyper::header::HeaderName::from_bytes(lower.as_bytes()).is_err()
+                || RESERVED_HEADERS.contains(&lower.as_str())
+            {
+                return Err(invalid(
+                    "headers",
+                    format!("`{name}` is not a header name an endpoint may set"),
+                ));
+            }
+            if value.len() > MAX_HEADER_VALUE_LEN
+                || hyper::header::HeaderValue::from_str(&value).is_err()
+            {
+                return Err(invalid(
+                    "headers",
+                    format!("the value of `{name}` is not a valid header value"),
+                ));
+            }
+            out.push((lower, value));
+        }
+        record.headers = out;
+    }
+    if let Some(rate) = input.rate_limit_per_sec {
+        if rate == Some(0) {
+            return Err(invalid(
+                "rate_limit_per_sec",
+                "must be at least 1, or null for no limit",
+            ));
+        }
+        record.rate_limit_per_sec = rate;
+    }
+    if let Some(timeout) = input.timeout_secs {
+        if timeout.is_some_and(|t| !(1..=MAX_TIMEOUT_SECS).contains(&t)) {
+            return Err(invalid(
+                "timeout_secs",
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+            ));
+        }
+        record.timeout_secs = timeout;
+    }
+    if let Some(secret) = input.secret {
+        Secret::parse(&secret).map_err(|e| invalid("secret", e.to_string()))?;
+        record.secret = secret;
+    }
+    if let Some(version) = input.payload_version {
+        if version != PAYLOAD_VERSION {
+            return Err(invalid(
+                "payload_version",
+                format!("the only payload version is {PAYLOAD_VERSION}"),
+            ));
+        }
+        record.payload_version = version;
+    }
+    Ok(record)
+}
+
+pub fn new_record(now_ms: i64) -> EndpointRecord {
+    EndpointRecord {
+        id: ids::new_id(),
+        url: String::new(),
+        tenant: None,
+        event_types: Vec::new(),
+        description: String::new(),
+        headers: Vec::new(),
+        rate_limit_per_sec: None,
+        timeout_secs: None,
+        secret: Secret::generate().to_string(),
+        old_secrets: Vec::new(),
+        enabled: true,
+        disabled_reason: None,
+        payload_version: PAYLOAD_VERSION,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        failing_since_ms: None,
+    }
+}
+
+/// The secrets that sign a delivery made at `now_ms`: the current one, then
+/// retired ones still in their grace period.
+pub fn signing_secrets(record: &EndpointRecord, now_ms: i64) -> Vec<Secret> {
+    std::iter::once(record.secret.as_str())
+        .chain(
+            record
+                .old_secrets
+                .iter()
+                .filter(|(_, until)| *until > now_ms)
+                .map(|(s, _)| s.as_str()),
+        )
+        .filter_map(|s| Secret::parse(s).ok())
+        .collect()
+}
+
+pub fn to_json(record: &EndpointRecord) -> Value {
+    let headers: serde_json::Map<String, Value> = record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "id": ids::format(ID_PREFIX, record.id),
+        "url": record.url,
+        "tenant": record.tenant,
+        "event_types": record.event_types,
+        "description": record.description,
+        "headers": headers,
+        "rate_limit_per_sec": record.rate_limit_per_sec,
+        "timeout_secs": record.timeout_secs,
+        "secret": record.secret,
+        "enabled": record.enabled,
+        "disabled_reason": record.disabled_reason,
+        "payload_version": record.payload_version,
+        "created_at": clock::format_rfc3339(record.created_at_ms),
+        "updated_at": clock::format_rfc3339(record.updated_at_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(types: &[&str], tenant: Option<&str>) -> EndpointRecord {
+        let mut r = new_record(0);
+        r.event_types = types.iter().map(|s| s.to_string()).collect();
+        r.tenant = tenant.map(str::to_owned);
+        r
+    }
+
+    #[test]
+    fn matching_by_type_pattern_and_tenant() {
+        let all = endpoint(&[], None);
+        assert!(wants(&all, "invoice.paid", None));
+        assert!(wants(&all, "invoice.paid", Some("acme")));
+        let users = endpoint(&["user.*", "invoice.paid"], None);
+        assert!(wants(&users, "user.created", None));
+        assert!(wants(&users, "user.a.b", None));
+        assert!(!wants(&users, "users.created", None));
+        assert!(!wants(&users, "user", None));
+        assert!(wants(&users, "invoice.paid", None));
+        assert!(!wants(&users, "invoice.paid.late", None));
+        let acme = endpoint(&[], Some("acme"));
+        assert!(wants(&acme, "x", Some("acme")));
+        assert!(!wants(&acme, "x", Some("other")));
+        assert!(!wants(&acme, "x", None));
+    }
+
+    #[test]
+    fn refuses_bad_fields_and_leaves_the_record_alone() {
+        let mut record = new_record(0);
+        record.url = "https://example.com/hook".into();
+        let before = record.clone();
+        let cases: Vec<(&str, serde_json::Value)> = vec![
+            ("url", json!({"url": "ftp://example.com/"})),
+            ("url", json!({"url": "https://user:pw@example.com/"})),
+            ("url", json!({"url": "http://example.com/"})),
+            ("event_types", json!({"event_types": ["bad type"]})),
+            ("event_types", json!({"event_types": ["user*"]})),
+            ("tenant", json!({"tenant": "no spaces"})),
+            ("headers", json!({"headers": {"webhook-id": "x"}})),
+            ("headers", json!({"headers": {"x-a": "line\nbreak"}})),
+            ("rate_limit_per_sec", json!({"rate_limit_per_sec": 0})),
+            ("timeout_secs", json!({"timeout_secs": 31})),
+            ("secret", json!({"secret": "not-a-secret"})),
+            ("payload_version", json!({"payload_version": 2})),
+        ];
+        for (field, body) in cases {
+            let input: EndpointInput = serde_json::from_value(body.clone()).unwrap();
+            match apply(record.clone(), input, true) {
+                Err(Invalid::Field { field: f, .. }) => assert_eq!(f, field, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+            assert_eq!(record, before);
+        }
+    }
+
+    #[test]
+    fn patch_distinguishes_null_from_absent() {
+        let mut record = new_record(0);
+        record.tenant = Some("acme".into());
+        record.rate_limit_per_sec = Some(5);
+        let input: EndpointInput = serde_json::from_value(json!({"description": "x"})).unwrap();
+        let record = apply(record, input, true).unwrap();
+        assert_eq!(record.tenant.as_deref(), Some("acme"));
+        let input: EndpointInput =
+            serde_json::from_value(json!({"tenant": null, "rate_limit_per_sec": null})).unwrap();
+        let record = apply(record, input, true).unwrap();
+        assert_eq!(record.tenant, None);
+        assert_eq!(record.rate_limit_per_sec, None);
+    }
+}
