@@ -75,11 +75,34 @@ impl HookState {
     }
 }
 
+/// The webhook tables of one write transaction.
+pub struct HookTables<'txn> {
+    endpoints: redb::Table<'txn, u128, &'static [u8]>,
+    deliveries: redb::Table<'txn, u64, &'static [u8]>,
+    due: redb::Table<'txn, (u64, u64), u128>,
+    by_endpoint: redb::Table<'txn, (u128, u64), ()>,
+    by_event: redb::Table<'txn, (u64, u64), ()>,
+}
+
 fn due_key(due_ms: i64, delivery_id: u64) -> (u64, u64) {
     (due_ms.max(0) as u64, delivery_id)
 }
 
-impl WriteTxn<'_> {
+impl<'txn> WriteTxn<'txn> {
+    fn tables(&mut self) -> Result<&mut HookTables<'txn>, StoreError> {
+        if self.hook_tables.is_none() {
+            let txn = self.txn;
+            self.hook_tables = Some(HookTables {
+                endpoints: txn.open_table(ENDPOINTS)?,
+                deliveries: txn.open_table(DELIVERIES)?,
+                due: txn.open_table(DELIVERIES_DUE)?,
+                by_endpoint: txn.open_table(DELIVERIES_BY_ENDPOINT)?,
+                by_event: txn.open_table(DELIVERIES_BY_EVENT)?,
+            });
+        }
+        Ok(self.hook_tables.as_mut().expect("opened just above"))
+    }
+
     /// Creates one pending delivery per enabled endpoint that wants the event
     /// at `seq`, due now.
     pub(crate) fn fan_out(
@@ -90,6 +113,9 @@ impl WriteTxn<'_> {
         tenant: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if self.hooks.endpoints.is_empty() {
+            return Ok(());
+        }
         let mut matched = Vec::new();
         for endpoint in &self.hooks.endpoints {
             if endpoint.enabled
@@ -124,11 +150,11 @@ impl WriteTxn<'_> {
             next_attempt_ms: Some(now_ms),
             created_at_ms: now_ms,
         };
-        self.deliveries.insert(id, encode(&record).as_slice())?;
-        self.deliveries_due
-            .insert(due_key(now_ms, id), endpoint_id)?;
-        self.deliveries_by_endpoint.insert((endpoint_id, id), ())?;
-        self.deliveries_by_event.insert((event_seq, id), ())?;
+        let tables = self.tables()?;
+        tables.deliveries.insert(id, encode(&record).as_slice())?;
+        tables.due.insert(due_key(now_ms, id), endpoint_id)?;
+        tables.by_endpoint.insert((endpoint_id, id), ())?;
+        tables.by_event.insert((event_seq, id), ())?;
         self.hooks.next_delivery_id = id + 1;
         self.hooks.newly_due.push(DueDelivery {
             due_ms: now_ms,
@@ -152,8 +178,8 @@ impl WriteTxn<'_> {
         appended.map(|(seq, _)| seq)
     }
 
-    pub(crate) fn delivery(&self, id: u64) -> Result<Option<DeliveryRecord>, StoreError> {
-        match self.deliveries.get(id)? {
+    pub(crate) fn delivery(&mut self, id: u64) -> Result<Option<DeliveryRecord>, StoreError> {
+        match self.tables()?.deliveries.get(id)? {
             Some(bytes) => Ok(Some(decode(bytes.value())?)),
             None => Ok(None),
         }
@@ -167,19 +193,21 @@ impl WriteTxn<'_> {
         record: &DeliveryRecord,
         previous_due: Option<i64>,
     ) -> Result<(), StoreError> {
+        let tables = self.tables()?;
         if let Some(due) = previous_due {
-            self.deliveries_due.remove(due_key(due, id))?;
+            tables.due.remove(due_key(due, id))?;
         }
         if let Some(due) = record.next_attempt_ms {
-            self.deliveries_due
-                .insert(due_key(due, id), record.endpoint_id)?;
+            tables.due.insert(due_key(due, id), record.endpoint_id)?;
             self.hooks.newly_due.push(DueDelivery {
                 due_ms: due,
                 delivery_id: id,
                 endpoint_id: record.endpoint_id,
             });
         }
-        self.deliveries.insert(id, encode(record).as_slice())?;
+        self.tables()?
+            .deliveries
+            .insert(id, encode(record).as_slice())?;
         Ok(())
     }
 
@@ -188,7 +216,8 @@ impl WriteTxn<'_> {
     }
 
     pub(crate) fn put_endpoint(&mut self, record: EndpointRecord) -> Result<(), StoreError> {
-        self.endpoints
+        self.tables()?
+            .endpoints
             .insert(record.id, encode(&record).as_slice())?;
         match self.hooks.endpoints.iter_mut().find(|e| e.id == record.id) {
             Some(slot) => *slot = record,
@@ -201,16 +230,12 @@ impl WriteTxn<'_> {
     /// Deletes the endpoint and cancels its pending deliveries; their
     /// history stays readable.
     pub(crate) fn delete_endpoint(&mut self, id: u128) -> Result<bool, StoreError> {
-        if self.endpoints.remove(id)?.is_none() {
+        if self.tables()?.endpoints.remove(id)?.is_none() {
             return Ok(false);
         }
         self.hooks.endpoints.retain(|e| e.id != id);
         self.hooks.endpoints_changed = true;
-        let pending: Vec<u64> = self
-            .deliveries_by_endpoint
-            .range((id, 0)..=(id, u64::MAX))?
-            .map(|r| r.map(|(k, _)| k.value().1))
-            .collect::<Result<_, _>>()?;
+        let pending = self.endpoint_delivery_ids(id)?;
         for delivery_id in pending {
             let Some(mut record) = self.delivery(delivery_id)? else {
                 continue;
@@ -226,19 +251,24 @@ impl WriteTxn<'_> {
 
     /// Deliveries of `endpoint_id` created at or after `since_ms` whose status
     /// is `status`, oldest first, at most `limit`.
+    fn endpoint_delivery_ids(&mut self, endpoint_id: u128) -> Result<Vec<u64>, StoreError> {
+        Ok(self
+            .tables()?
+            .by_endpoint
+            .range((endpoint_id, 0)..=(endpoint_id, u64::MAX))?
+            .map(|r| r.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?)
+    }
+
     pub(crate) fn endpoint_deliveries_since(
-        &self,
+        &mut self,
         endpoint_id: u128,
         since_ms: i64,
         status: DeliveryStatus,
         limit: usize,
     ) -> Result<Vec<(u64, DeliveryRecord)>, StoreError> {
         let mut out = Vec::new();
-        for row in self
-            .deliveries_by_endpoint
-            .range((endpoint_id, 0)..=(endpoint_id, u64::MAX))?
-        {
-            let id = row?.0.value().1;
+        for id in self.endpoint_delivery_ids(endpoint_id)? {
             if let Some(record) = self.delivery(id)? {
                 if record.created_at_ms >= since_ms && record.status == status {
                     out.push((id, record));
