@@ -297,6 +297,7 @@ pub async fn recover(
             for (delivery_id, mut record) in failed {
                 record.status = DeliveryStatus::Pending;
                 record.next_attempt_ms = Some(now);
+                record.schedule_from = record.attempts.len() as u32;
                 txn.put_delivery(delivery_id, &record, None)?;
             }
             Ok(Some(count))

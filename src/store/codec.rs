@@ -158,6 +158,9 @@ pub struct DeliveryRecord {
     pub attempts: Vec<AttemptRecord>,
     pub next_attempt_ms: Option<i64>,
     pub created_at_ms: i64,
+    /// Attempts before this index do not count against the retry schedule:
+    /// a recovered delivery starts the schedule afresh.
+    pub schedule_from: u32,
 }
 
 impl Record for DeliveryRecord {
@@ -203,6 +206,65 @@ mod tests {
         let golden: String = EVENT_V1_GOLDEN.split_whitespace().collect();
         assert_eq!(hex(&encode(&sample())), golden);
         assert_eq!(decode::<EventRecord>(&unhex(&golden)).unwrap(), sample());
+    }
+
+    fn sample_endpoint() -> EndpointRecord {
+        EndpointRecord {
+            id: 0x0192_f3a1_0000_7000_8000_0000_0000_0002,
+            url: "https://example.com/hook".into(),
+            tenant: Some("acme".into()),
+            event_types: vec!["user.*".into()],
+            description: "d".into(),
+            headers: vec![("x-a".into(), "b".into())],
+            rate_limit_per_sec: Some(5),
+            timeout_secs: None,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            old_secrets: vec![("whsec_old".into(), 1_700_000_000_000)],
+            enabled: true,
+            disabled_reason: None,
+            payload_version: 1,
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_000_001,
+            failing_since_ms: Some(1_700_000_000_002),
+        }
+    }
+
+    fn sample_delivery() -> DeliveryRecord {
+        DeliveryRecord {
+            endpoint_id: 2,
+            event_seq: 42,
+            event_id: 7,
+            event_type: "invoice.paid".into(),
+            status: DeliveryStatus::Pending,
+            attempts: vec![AttemptRecord {
+                at_ms: 1_700_000_000_000,
+                status_code: 500,
+                error: Some("e".into()),
+                latency_ms: 12,
+                response: "r".into(),
+                manual: false,
+            }],
+            next_attempt_ms: Some(1_700_000_005_000),
+            created_at_ms: 1_700_000_000_000,
+            schedule_from: 0,
+        }
+    }
+
+    const ENDPOINT_V1_GOLDEN: &str = "01fe020000000000008000700000a1f392011868747470733a2f2f6578616d706c652e636f6d2f686f6f6b010461636d650106757365722e2a01640103782d6101620105002677687365635f4d664b51397238474b59717254776a55504438494c505a496f324c614c615377010977687365635f6f6c64fd00d0ca9f17030000010001fd00d0ca9f17030000fd02d0ca9f1703000001fd04d0ca9f17030000";
+    const DELIVERY_V1_GOLDEN: &str = "01022a070c696e766f6963652e706169640001fd00d0ca9f17030000fbf4010101650c01720001fd10f7ca9f17030000fd00d0ca9f1703000000";
+
+    #[test]
+    fn webhook_records_v1_match_golden_bytes() {
+        assert_eq!(hex(&encode(&sample_endpoint())), ENDPOINT_V1_GOLDEN);
+        assert_eq!(
+            decode::<EndpointRecord>(&unhex(ENDPOINT_V1_GOLDEN)).unwrap(),
+            sample_endpoint()
+        );
+        assert_eq!(hex(&encode(&sample_delivery())), DELIVERY_V1_GOLDEN);
+        assert_eq!(
+            decode::<DeliveryRecord>(&unhex(DELIVERY_V1_GOLDEN)).unwrap(),
+            sample_delivery()
+        );
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl<'txn> WriteTxn<'txn> {
             attempts: Vec::new(),
             next_attempt_ms: Some(now_ms),
             created_at_ms: now_ms,
+            schedule_from: 0,
         };
         let tables = self.tables()?;
         tables.deliveries.insert(id, encode(&record).as_slice())?;

@@ -270,7 +270,11 @@ fn apply_outcome(
         // A manual attempt leaves the schedule as it was.
         delivery.next_attempt_ms
     } else {
-        let scheduled_failures = delivery.attempts.iter().filter(|a| !a.manual).count() as u32 + 1;
+        let counted = delivery
+            .attempts
+            .get(delivery.schedule_from as usize..)
+            .unwrap_or_default();
+        let scheduled_failures = counted.iter().filter(|a| !a.manual).count() as u32 + 1;
         retry
             .next_delay(
                 scheduled_failures,
