@@ -6,4 +6,6 @@ mod cli;
 mod durability;
 mod errors;
 mod events_api;
+mod hook_receiver;
+mod hooks;
 mod support;

@@ -1,0 +1,519 @@
+//! Webhooks end to end: the real daemon delivering to real HTTP receivers on
+//! loopback, signatures checked by the reference Python library.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::hook_receiver::{HookReceiver, Recorded, Reply};
+use crate::support::*;
+
+/// Loopback receivers need the allow-list; short retries keep tests fast.
+const HOOKS: &str = r#"
+[webhooks]
+allow_networks = ["127.0.0.1/32"]
+require_https = false
+retry_schedule = ["100ms", "200ms", "300ms"]
+min_throttle_delay = "100ms"
+timeout = "2s"
+circuit_failures = 100
+"#;
+
+const ARRIVAL: Duration = Duration::from_secs(20);
+
+fn create_endpoint(addr: std::net::SocketAddr, body: Value) -> Value {
+    let resp = post_json(addr, "/v1/endpoints", &body);
+    assert_eq!(resp.status, 201, "{body}: {}", resp.text());
+    resp.json()
+}
+
+/// Deliveries of one event, waiting until each is no longer pending.
+fn settled_deliveries(addr: std::net::SocketAddr, event_id: &str, count: usize) -> Vec<Value> {
+    let mut list = Vec::new();
+    let settled = wait_until(deadline(ARRIVAL), || {
+        let page = get(addr, &format!("/v1/deliveries?event={event_id}")).json();
+        list = page["deliveries"].as_array().cloned().unwrap_or_default();
+        list.len() == count && list.iter().all(|d| d["status"] != "pending")
+    });
+    assert!(settled, "deliveries of {event_id} did not settle: {list:?}");
+    list
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("HERALD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python"))
+}
+
+/// Whether the reference library accepts `request` signed with `secret`.
+fn reference_verifies(secret: &str, request: &Recorded) -> bool {
+    let python = python();
+    assert!(
+        python.exists(),
+        "{} is missing: run tests/run, which installs the Python test peers",
+        python.display()
+    );
+    let headers: serde_json::Map<String, Value> =
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .iter()
+            .map(|h| (h.to_string(), Value::String(request.header(h).to_owned())))
+            .collect();
+    let case = json!({
+        "secret": secret,
+        "headers": headers,
+        "body": String::from_utf8(request.body.clone()).unwrap(),
+    });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/verify_webhook.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("running the Python verifier");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(case.to_string().as_bytes())
+        .unwrap();
+    let status = run_wait(&mut child);
+    status.success()
+}
+
+fn run_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let end = deadline(Duration::from_secs(30));
+    let mut status = None;
+    let done = wait_until(end, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !done {
+        let _ = child.kill();
+        panic!("the Python verifier did not finish");
+    }
+    status.unwrap()
+}
+
+#[test]
+fn a_delivery_carries_the_documented_body_and_verifies_with_the_reference_library() {
+    let receiver = HookReceiver::always(204);
+    let d = Daemon::start(HOOKS);
+    let endpoint = create_endpoint(
+        d.addr,
+        json!({"url": receiver.url("/hook?x=1"), "headers": {"x-team": "billing"}}),
+    );
+    let secret = endpoint["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_"), "{endpoint}");
+
+    let event = create(
+        d.addr,
+        &json!({"type": "invoice.paid", "tenant": "acme", "data": {"amount": 4200}}),
+    );
+    let got = receiver.wait_for(1, ARRIVAL);
+    let request = &got[0];
+    assert_eq!(request.path, "/hook?x=1");
+    assert_eq!(request.header("webhook-id"), event["id"]);
+    assert_eq!(request.header("content-type"), "application/json");
+    assert!(request.header("user-agent").starts_with("Herald/"));
+    assert_eq!(request.header("x-team"), "billing");
+    assert_eq!(
+        request.json(),
+        json!({
+            "id": event["id"], "type": "invoice.paid", "version": 1, "seq": event["seq"],
+            "timestamp": event["occurred_at"], "tenant": "acme", "data": {"amount": 4200},
+        })
+    );
+    assert!(reference_verifies(secret, request));
+    let wrong = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    assert!(
+        !reference_verifies(wrong, request),
+        "a wrong secret must not verify"
+    );
+
+    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 1);
+    assert_eq!(list[0]["status"], "succeeded");
+    assert_eq!(list[0]["attempts"][0]["status_code"], 204);
+    assert_eq!(list[0]["endpoint_id"], endpoint["id"]);
+}
+
+#[test]
+fn failures_are_retried_with_the_same_webhook_id_until_one_succeeds() {
+    // A connection dropped without an answer is a network error (status 0).
+    // The client retries once on a fresh connection when a pooled one
+    // fails, so the receiver drops two in a row.
+    let receiver = HookReceiver::start(|n, _| match n {
+        0 => Reply::Status(500),
+        1 | 2 => Reply::Drop,
+        _ => Reply::Status(200),
+    });
+    let d = Daemon::start(HOOKS);
+    create_endpoint(d.addr, json!({"url": receiver.url("/")}));
+    let event = create(d.addr, &json!({"type": "a"}));
+    let got = receiver.wait_for(4, ARRIVAL);
+    assert!(got.iter().all(|r| r.header("webhook-id") == event["id"]));
+
+    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 1);
+    let attempts = list[0]["attempts"].as_array().unwrap();
+    assert_eq!(list[0]["status"], "succeeded", "{list:?}");
+    let codes: Vec<&Value> = attempts.iter().map(|a| &a["status_code"]).collect();
+    assert_eq!(codes, [&json!(500), &json!(0), &json!(200)]);
+    assert!(attempts[1]["error"].is_string());
+    assert!(attempts.iter().all(|a| a["trigger"] == "scheduled"));
+}
+
+#[test]
+fn an_exhausted_delivery_is_a_dead_letter_until_a_manual_retry_succeeds() {
+    let receiver = HookReceiver::start(|n, _| Reply::Status(if n < 4 { 503 } else { 200 }));
+    let d = Daemon::start(HOOKS);
+    let endpoint = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
+    let event = create(d.addr, &json!({"type": "a"}));
+    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 1);
+    assert_eq!(list[0]["status"], "failed");
+    assert_eq!(
+        list[0]["attempts"].as_array().unwrap().len(),
+        4,
+        "immediate + 3 retries"
+    );
+    assert!(list[0]["next_attempt_at"].is_null());
+
+    let dead = get(
+        d.addr,
+        &format!(
+            "/v1/dead-letters?endpoint={}",
+            endpoint["id"].as_str().unwrap()
+        ),
+    )
+    .json();
+    assert_eq!(dead["deliveries"].as_array().unwrap().len(), 1, "{dead}");
+    let exhausted = list_all(d.addr, "type=delivery.exhausted", &[]);
+    assert_eq!(exhausted.len(), 1);
+    assert_eq!(exhausted[0]["data"]["event_id"], event["id"]);
+    assert_eq!(exhausted[0]["data"]["delivery_id"], list[0]["id"]);
+
+    let id = list[0]["id"].as_str().unwrap();
+    let resp = request(
+        d.addr,
+        "POST",
+        &format!("/v1/deliveries/{id}/retry"),
+        &[],
+        b"",
+    );
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let after = resp.json();
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["attempts"][4]["trigger"], "manual");
+    assert_eq!(after["attempts"][4]["status_code"], 200);
+    let dead = get(d.addr, "/v1/dead-letters").json();
+    assert_eq!(dead["deliveries"], json!([]));
+}
+
+#[test]
+fn gone_disables_the_endpoint_and_redirects_are_failures_not_followed() {
+    let gone = HookReceiver::always(410);
+    let moved = HookReceiver::always(302);
+    let d = Daemon::start(HOOKS);
+    let gone_ep = create_endpoint(d.addr, json!({"url": gone.url("/"), "event_types": ["a"]}));
+    create_endpoint(d.addr, json!({"url": moved.url("/"), "event_types": ["a"]}));
+    let event = create(d.addr, &json!({"type": "a"}));
+    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 2);
+    assert!(list.iter().all(|d| d["status"] == "failed"), "{list:?}");
+
+    let ep = get(
+        d.addr,
+        &format!("/v1/endpoints/{}", gone_ep["id"].as_str().unwrap()),
+    )
+    .json();
+    assert_eq!(ep["enabled"], false, "{ep}");
+    assert_eq!(gone.requests().len(), 1, "410 is not retried");
+    let moved_requests = moved.requests();
+    assert_eq!(moved_requests.len(), 4, "a 302 is retried like any failure");
+    assert!(
+        moved_requests.iter().all(|r| r.path == "/"),
+        "the Location was never requested"
+    );
+    assert_eq!(list_all(d.addr, "type=endpoint.disabled", &[]).len(), 1);
+
+    // A disabled endpoint gets nothing new.
+    create(d.addr, &json!({"type": "a"}));
+    let later = create(d.addr, &json!({"type": "a"}));
+    settled_deliveries(d.addr, later["id"].as_str().unwrap(), 1);
+    assert_eq!(gone.requests().len(), 1);
+}
+
+#[test]
+fn endpoints_receive_only_the_types_and_tenant_they_subscribe_to() {
+    let all = HookReceiver::always(200);
+    let users = HookReceiver::always(200);
+    let acme = HookReceiver::always(200);
+    let d = Daemon::start(HOOKS);
+    create_endpoint(d.addr, json!({"url": all.url("/")}));
+    create_endpoint(
+        d.addr,
+        json!({"url": users.url("/"), "event_types": ["user.*", "invoice.paid"]}),
+    );
+    create_endpoint(d.addr, json!({"url": acme.url("/"), "tenant": "acme"}));
+    let sent = [
+        ("user.created", None),
+        ("invoice.paid", Some("acme")),
+        ("invoice.voided", Some("other")),
+        ("users.x", None),
+    ];
+    for (t, tenant) in sent {
+        create(d.addr, &json!({"type": t, "tenant": tenant}));
+    }
+    let types = |r: &HookReceiver, n: usize| -> Vec<String> {
+        let mut v: Vec<String> = r
+            .wait_for(n, ARRIVAL)
+            .iter()
+            .map(|x| x.json()["type"].as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        types(&all, 4),
+        ["invoice.paid", "invoice.voided", "user.created", "users.x"]
+    );
+    assert_eq!(types(&users, 2), ["invoice.paid", "user.created"]);
+    assert_eq!(types(&acme, 1), ["invoice.paid"]);
+    // Everything for the first endpoint arrived; the others got nothing more.
+    let marker = create(d.addr, &json!({"type": "user.created", "tenant": "acme"}));
+    all.wait_for(5, ARRIVAL);
+    users.wait_for(3, ARRIVAL);
+    acme.wait_for(2, ARRIVAL);
+    settled_deliveries(d.addr, marker["id"].as_str().unwrap(), 3);
+    assert_eq!(users.requests().len(), 3);
+    assert_eq!(acme.requests().len(), 2);
+}
+
+#[test]
+fn during_a_rotation_both_secrets_verify() {
+    let receiver = HookReceiver::always(200);
+    let d = Daemon::start(HOOKS);
+    let endpoint = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
+    let id = endpoint["id"].as_str().unwrap();
+    let old = endpoint["secret"].as_str().unwrap().to_owned();
+    let rotated = post_json(
+        d.addr,
+        &format!("/v1/endpoints/{id}/rotate-secret"),
+        &json!({"grace_secs": 3600}),
+    );
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let new = rotated.json()["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+
+    create(d.addr, &json!({"type": "a"}));
+    let got = receiver.wait_for(1, ARRIVAL);
+    assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
+    assert!(reference_verifies(&new, &got[0]));
+    assert!(reference_verifies(&old, &got[0]));
+
+    // Without a grace period the old secret stops signing at once.
+    let rotated = post_json(
+        d.addr,
+        &format!("/v1/endpoints/{id}/rotate-secret"),
+        &json!({"grace_secs": 0}),
+    );
+    let newest = rotated.json()["secret"].as_str().unwrap().to_owned();
+    create(d.addr, &json!({"type": "a"}));
+    let got = receiver.wait_for(2, ARRIVAL);
+    assert!(reference_verifies(&newest, &got[1]));
+    assert!(!reference_verifies(&new, &got[1]));
+    // The first rotation's grace period is still running.
+    assert!(reference_verifies(&old, &got[1]));
+}
+
+#[test]
+fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
+    let hanging = HookReceiver::start(|_, _| Reply::Hang);
+    let healthy = HookReceiver::always(200);
+    let d = Daemon::start(
+        &format!("{HOOKS}\nmax_in_flight_per_endpoint = 2\n")
+            .replace("timeout = \"2s\"", "timeout = \"30s\""),
+    );
+    create_endpoint(d.addr, json!({"url": hanging.url("/")}));
+    create_endpoint(d.addr, json!({"url": healthy.url("/")}));
+    for i in 0..20 {
+        create(d.addr, &json!({"type": "a", "data": {"i": i}}));
+    }
+    // The hanging endpoint holds its two attempts for 30 s; all twenty
+    // reach the healthy one long before that.
+    healthy.wait_for(20, Duration::from_secs(25));
+    assert!(hanging.requests().len() <= 2, "the in-flight cap holds");
+}
+
+#[test]
+fn the_rate_limit_spaces_out_deliveries() {
+    let receiver = HookReceiver::always(200);
+    let d = Daemon::start(HOOKS);
+    create_endpoint(
+        d.addr,
+        json!({"url": receiver.url("/"), "rate_limit_per_sec": 5}),
+    );
+    let events: Vec<Value> = (0..15).map(|_| json!({"type": "a"})).collect();
+    let resp = post_json(d.addr, "/v1/events/batch", &json!({ "events": events }));
+    assert_eq!(resp.status, 200);
+    let got = receiver.wait_for(15, Duration::from_secs(30));
+    // A bucket of 5 refilled at 5/s: the 15th cannot come before 2 s after
+    // the first (10 tokens to refill), whatever the machine's speed.
+    let first = got[0].at;
+    let last = got[14].at;
+    assert!(
+        last.duration_since(first) >= Duration::from_millis(1900),
+        "15 deliveries took only {:?}",
+        last.duration_since(first)
+    );
+}
+
+#[test]
+fn non_public_destinations_are_refused_unless_allowed() {
+    let receiver = HookReceiver::always(200);
+    // No allow-list: loopback is not a public address.
+    let d = Daemon::start("[webhooks]\nrequire_https = false\nretry_schedule = []\n");
+    let urls = [
+        receiver.url("/"),
+        format!("http://localhost:{}/", receiver.addr.port()),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ];
+    for url in &urls {
+        create_endpoint(d.addr, json!({"url": url}));
+    }
+    let event = create(d.addr, &json!({"type": "a"}));
+    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 3);
+    for delivery in &list {
+        let attempt = &delivery["attempts"][0];
+        assert_eq!(attempt["status_code"], 0, "{delivery}");
+        let error = attempt["error"].as_str().unwrap();
+        assert!(error.contains("public"), "{error}");
+    }
+    assert!(receiver.requests().is_empty());
+}
+
+#[test]
+fn endpoint_input_is_validated_and_refusals_change_nothing() {
+    let d = Daemon::start("");
+    for (body, field) in [
+        (json!({"url": "ftp://example.com/"}), "url"),
+        (json!({"url": "https://user:pw@example.com/"}), "url"),
+        (json!({"url": "http://example.com/"}), "url"),
+        (
+            json!({"url": "https://example.com/", "secret": "nope"}),
+            "secret",
+        ),
+        (
+            json!({"url": "https://example.com/", "event_types": ["a b"]}),
+            "event_types",
+        ),
+        (
+            json!({"url": "https://example.com/", "timeout_secs": 0}),
+            "timeout_secs",
+        ),
+    ] {
+        let resp = post_json(d.addr, "/v1/endpoints", &body);
+        assert_eq!(resp.status, 422, "{body}: {}", resp.text());
+        assert_eq!(resp.json()["error"]["field"], field, "{body}");
+    }
+    let resp = post_json(d.addr, "/v1/endpoints", &json!({"description": "no url"}));
+    assert_eq!(resp.status, 400);
+    assert_eq!(
+        get(d.addr, "/v1/endpoints").json(),
+        json!({"endpoints": []})
+    );
+
+    let ep = create_endpoint(d.addr, json!({"url": "https://example.com/a"}));
+    let id = ep["id"].as_str().unwrap();
+    let path = format!("/v1/endpoints/{id}");
+    let resp = request(
+        d.addr,
+        "PATCH",
+        &path,
+        &[JSON],
+        br#"{"url":"https://example.com/b","timeout_secs":99}"#,
+    );
+    assert_eq!(resp.status, 422);
+    assert_eq!(
+        get(d.addr, &path).json(),
+        ep,
+        "a refused PATCH changes nothing"
+    );
+    let resp = request(
+        d.addr,
+        "PATCH",
+        &path,
+        &[JSON],
+        br#"{"description":"billing"}"#,
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["description"], "billing");
+    assert_eq!(resp.json()["url"], "https://example.com/a");
+
+    assert_eq!(request(d.addr, "DELETE", &path, &[], b"").status, 204);
+    let resp = get(d.addr, &path);
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.code(), "endpoint_not_found");
+    assert_eq!(get(d.addr, "/v1/endpoints/ep_garbage").status, 404);
+    assert_eq!(
+        get(d.addr, "/v1/deliveries/dlv_garbage").code(),
+        "delivery_not_found"
+    );
+}
+
+#[test]
+fn deliveries_pending_at_kill_9_all_arrive_after_the_restart() {
+    // The receiver refuses everything at first, so deliveries are pending
+    // (some in flight) when the daemon dies.
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    let receiver = HookReceiver::start(move |_, _| {
+        if gate.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::Status(200)
+        } else {
+            Reply::Status(503)
+        }
+    });
+    let toml = HOOKS.replace(
+        r#"retry_schedule = ["100ms", "200ms", "300ms"]"#,
+        r#"retry_schedule = ["200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms"]"#,
+    );
+    let mut d = Daemon::start(&toml);
+    create_endpoint(d.addr, json!({"url": receiver.url("/")}));
+    let events: Vec<Value> = (0..50)
+        .map(|i| json!({"type": "a", "data": {"i": i}}))
+        .collect();
+    let resp = post_json(d.addr, "/v1/events/batch", &json!({ "events": events }));
+    assert_eq!(resp.status, 200);
+    let ids: Vec<String> = resp.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    receiver.wait_for(60, ARRIVAL);
+    d.kill9();
+
+    let before_restart = receiver.requests().len();
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    d.restart();
+    // Only answers after the restart were successes.
+    let all_arrived = wait_until(deadline(Duration::from_secs(30)), || {
+        let got: std::collections::HashSet<String> = receiver
+            .requests()
+            .iter()
+            .skip(before_restart)
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
+        ids.iter().all(|id| got.contains(id))
+    });
+    assert!(
+        all_arrived,
+        "some acknowledged events never reached the receiver"
+    );
+    for id in &ids {
+        let list = settled_deliveries(d.addr, id, 1);
+        assert_eq!(list[0]["status"], "succeeded", "{list:?}");
+    }
+}
