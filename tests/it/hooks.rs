@@ -517,3 +517,107 @@ fn deliveries_pending_at_kill_9_all_arrive_after_the_restart() {
         assert_eq!(list[0]["status"], "succeeded", "{list:?}");
     }
 }
+
+#[test]
+fn an_endpoint_failing_past_disable_after_is_disabled_when_a_delivery_is_exhausted() {
+    let receiver = HookReceiver::always(500);
+    let d = Daemon::start(&format!("{HOOKS}disable_after = \"1ms\"\n"));
+    let ep = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
+    let event = create(d.addr, &json!({"type": "a"}));
+    settled_deliveries(d.addr, event["id"].as_str().unwrap(), 1);
+    let path = format!("/v1/endpoints/{}", ep["id"].as_str().unwrap());
+    let ep = get(d.addr, &path).json();
+    assert_eq!(ep["enabled"], false, "{ep}");
+    assert!(ep["disabled_reason"].as_str().unwrap().contains("failing"));
+    let disabled = list_all(d.addr, "type=endpoint.disabled", &[]);
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(disabled[0]["data"]["endpoint_id"], ep["id"]);
+    // The 4th failure announced itself too.
+    assert_eq!(list_all(d.addr, "type=delivery.failing", &[]).len(), 1);
+}
+
+#[test]
+fn replay_redelivers_what_a_disabled_endpoint_missed_and_recover_requeues_failures() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = failing.clone();
+    let receiver = HookReceiver::start(move |_, _| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::Status(500)
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let d = Daemon::start(HOOKS);
+    let ep = create_endpoint(
+        d.addr,
+        json!({"url": receiver.url("/"), "event_types": ["a"]}),
+    );
+    let id = ep["id"].as_str().unwrap();
+    let since = create(d.addr, &json!({"type": "a"}));
+    settled_deliveries(d.addr, since["id"].as_str().unwrap(), 1);
+    let failed = get(d.addr, &format!("/v1/dead-letters?endpoint={id}")).json();
+    assert_eq!(failed["deliveries"].as_array().unwrap().len(), 1);
+
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let recover = post_json(
+        d.addr,
+        &format!("/v1/endpoints/{id}/recover"),
+        &json!({"since": since["received_at"]}),
+    );
+    assert_eq!(recover.status, 202, "{}", recover.text());
+    assert_eq!(recover.json()["requeued"], 1);
+    let list = settled_deliveries(d.addr, since["id"].as_str().unwrap(), 1);
+    assert_eq!(list[0]["status"], "succeeded", "{list:?}");
+
+    // Events that arrive while the endpoint is disabled are not delivered...
+    let resp = request(
+        d.addr,
+        "POST",
+        &format!("/v1/endpoints/{id}/disable"),
+        &[],
+        b"",
+    );
+    assert_eq!(resp.json()["enabled"], false);
+    let missed = create(d.addr, &json!({"type": "a"}));
+    create(d.addr, &json!({"type": "b"}));
+    let page = get(
+        d.addr,
+        &format!("/v1/deliveries?event={}", missed["id"].as_str().unwrap()),
+    )
+    .json();
+    assert_eq!(page["deliveries"], json!([]));
+    // ...until a replay after enabling it again, which skips other types.
+    request(
+        d.addr,
+        "POST",
+        &format!("/v1/endpoints/{id}/enable"),
+        &[],
+        b"",
+    );
+    let replay = post_json(
+        d.addr,
+        &format!("/v1/endpoints/{id}/replay"),
+        &json!({"since": missed["received_at"]}),
+    );
+    assert_eq!(replay.status, 202, "{}", replay.text());
+    assert_eq!(replay.json()["replayed"], 1);
+    let list = settled_deliveries(d.addr, missed["id"].as_str().unwrap(), 1);
+    assert_eq!(list[0]["status"], "succeeded");
+
+    let stats = get(d.addr, &format!("/v1/endpoints/{id}/stats")).json();
+    assert_eq!(stats["last_hour"]["succeeded"], 2, "{stats}");
+    assert_eq!(stats["last_hour"]["failed"], 4, "{stats}");
+    assert!(stats["last_day"]["latency_ms"]["p99"].is_number());
+
+    let test = request(
+        d.addr,
+        "POST",
+        &format!("/v1/endpoints/{id}/test"),
+        &[],
+        b"",
+    );
+    assert_eq!(test.status, 200);
+    assert_eq!(test.json()["status_code"], 200, "{}", test.text());
+    let last = receiver.requests().pop().unwrap();
+    assert_eq!(last.json()["type"], "herald.test");
+}
