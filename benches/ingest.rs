@@ -16,16 +16,14 @@
 //!   that accepts the same requests).
 //! - `HERALD_BENCH_THREADS`: client threads (default 2, like `wrk -t2`).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
-use tokio::net::TcpStream;
+use common::{connect, env_parse, exchange, quantile_ms, Daemon};
 
 const SCENARIOS: &[Scenario] = &[
     Scenario::new("single-c1", 1, 1),
@@ -38,7 +36,6 @@ const SCENARIOS: &[Scenario] = &[
 /// A cap on one request, so a wedged server ends the run with an error
 /// instead of hanging it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 struct Scenario {
     name: &'static str,
@@ -93,7 +90,7 @@ fn main() {
             None,
         ),
         Err(_) => {
-            let daemon = Daemon::start();
+            let daemon = Daemon::start("");
             (daemon.addr, Some(daemon))
         }
     };
@@ -198,7 +195,7 @@ async fn client(
             continue;
         }
         match outcome {
-            Ok(()) => tally
+            Ok(_) => tally
                 .latencies_us
                 .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)),
             Err(e) => note_failure(&mut tally, e),
@@ -210,55 +207,6 @@ async fn client(
 fn note_failure(tally: &mut Tally, message: String) {
     tally.failures += 1;
     tally.first_failure.get_or_insert(message);
-}
-
-async fn connect(addr: SocketAddr) -> std::io::Result<BufStream<TcpStream>> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(BufStream::new(stream))
-}
-
-/// One request and its answer on a keep-alive connection. A hand-rolled
-/// HTTP/1.1 client, like wrk's, so that the load generator sharing the
-/// machine's cores takes as little of them as it can; it understands the
-/// `Content-Length` answers both Herald and the ceiling send.
-async fn exchange(stream: &mut BufStream<TcpStream>, request: &[u8]) -> Result<(), String> {
-    stream.write_all(request).await.map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-    let mut head = Vec::with_capacity(256);
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = stream
-            .read_until(b'\n', &mut head)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed before an answer".to_owned());
-        }
-        if head.len() > MAX_HEAD_BYTES {
-            return Err("answer head too large".to_owned());
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let status = head
-        .get(9..12)
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    let length = head
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-        .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
-    let mut body = vec![0; length];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-    }
 }
 
 /// The same invoice event the ceiling's wrk scripts send, each with an
@@ -290,13 +238,7 @@ fn report(scenario: &Scenario, secs: u64, mut tally: Tally) {
     tally.latencies_us.sort_unstable();
     let ok = tally.latencies_us.len();
     let per_sec = ok as f64 / secs as f64;
-    let quantile = |q: f64| -> String {
-        if ok == 0 {
-            return "-".to_owned();
-        }
-        let index = ((ok as f64 * q).ceil() as usize).clamp(1, ok) - 1;
-        format!("{:.2}", f64::from(tally.latencies_us[index]) / 1000.0)
-    };
+    let quantile = |q: f64| quantile_ms(&tally.latencies_us, q);
     println!(
         "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
         scenario.name,
@@ -311,87 +253,4 @@ fn report(scenario: &Scenario, secs: u64, mut tally: Tally) {
     if let Some(first) = tally.first_failure {
         println!("  first failure: {first}");
     }
-}
-
-fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
-
-/// `herald serve` on an ephemeral loopback port with a database of its own.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("bench-data-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating the bench data dir");
-        let config = dir.join("herald.toml");
-        std::fs::write(
-            &config,
-            "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
-        )
-        .expect("writing the bench config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data")
-            .arg(dir.join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting herald serve");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                panic!("herald serve exited before it listened");
-            };
-            if let Some(addr) = listening_addr(&line) {
-                break addr;
-            }
-        };
-        // Keep draining so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Daemon { child, addr, dir }
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child, which has not been reaped.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = v.get("fields").unwrap_or(&v);
-    if fields.get("message")?.as_str()? != "listening" {
-        return None;
-    }
-    fields.get("addr")?.as_str()?.parse().ok()
 }

@@ -1,0 +1,175 @@
+//! What the benchmarks share: a `herald serve` of their own on loopback,
+//! a minimal keep-alive HTTP/1.1 client, and environment knobs.
+#![allow(dead_code)] // each bench uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+pub async fn connect(addr: SocketAddr) -> std::io::Result<BufStream<TcpStream>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(BufStream::new(stream))
+}
+
+/// One request and its answer on a keep-alive connection. A hand-rolled
+/// HTTP/1.1 client, like wrk's, so that the load generator sharing the
+/// machine's cores takes as little of them as it can; it understands the
+/// `Content-Length` answers both Herald and the ceiling send.
+pub async fn exchange(
+    stream: &mut BufStream<TcpStream>,
+    request: &[u8],
+) -> Result<Vec<u8>, String> {
+    stream.write_all(request).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let mut head = Vec::with_capacity(256);
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream
+            .read_until(b'\n', &mut head)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before an answer".to_owned());
+        }
+        if head.len() > MAX_HEAD_BYTES {
+            return Err("answer head too large".to_owned());
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .get(9..12)
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
+    let mut body = vec![0; length];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+    }
+}
+
+pub fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// `herald serve` on an ephemeral loopback port with a database of its own.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    /// `extra_toml` is appended to the config (sections of its own).
+    pub fn start(extra_toml: &str) -> Daemon {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("bench-data-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the bench data dir");
+        let config = dir.join("herald.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n{extra_toml}"
+            ),
+        )
+        .expect("writing the bench config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting herald serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                panic!("herald serve exited before it listened");
+            };
+            if let Some(addr) = listening_addr(&line) {
+                break addr;
+            }
+        };
+        // Keep draining so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Daemon { child, addr, dir }
+    }
+
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields").unwrap_or(&v);
+    if fields.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    fields.get("addr")?.as_str()?.parse().ok()
+}
+
+/// POSTs a JSON body on a keep-alive connection; the answer's body on 2xx.
+pub async fn post_json(
+    stream: &mut BufStream<TcpStream>,
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+) -> Result<Vec<u8>, String> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(stream, request.as_bytes()).await
+}
+
+/// The `q` quantile of sorted samples in microseconds, as milliseconds.
+pub fn quantile_ms(sorted_us: &[u32], q: f64) -> String {
+    if sorted_us.is_empty() {
+        return "-".to_owned();
+    }
+    let index = ((sorted_us.len() as f64 * q).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    format!("{:.2}", f64::from(sorted_us[index]) / 1000.0)
+}
