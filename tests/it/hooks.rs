@@ -1,14 +1,15 @@
-//! Webhooks end to end: the real daemon delivering to real HTTP receivers on
-//! loopback, signatures checked by the reference Python library.
+//! Webhooks end to end, the main paths: the real daemon delivering to real
+//! HTTP receivers on loopback, signatures checked by the reference Python
+//! library. Edge cases and crash recovery are in `webhooks.rs`.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::hook_receiver::{HookReceiver, Recorded, Reply};
+use crate::receiver::{Receiver, Reply};
 use crate::support::*;
+use crate::verifier::reference_verify;
+use crate::webhooks::{create_endpoint, settled};
 
 /// Loopback receivers need the allow-list; short retries keep tests fast.
 const HOOKS: &str = r#"
@@ -23,84 +24,9 @@ circuit_failures = 100
 
 const ARRIVAL: Duration = Duration::from_secs(20);
 
-fn create_endpoint(addr: std::net::SocketAddr, body: Value) -> Value {
-    let resp = post_json(addr, "/v1/endpoints", &body);
-    assert_eq!(resp.status, 201, "{body}: {}", resp.text());
-    resp.json()
-}
-
-/// Deliveries of one event, waiting until each is no longer pending.
-fn settled_deliveries(addr: std::net::SocketAddr, event_id: &str, count: usize) -> Vec<Value> {
-    let mut list = Vec::new();
-    let settled = wait_until(deadline(ARRIVAL), || {
-        let page = get(addr, &format!("/v1/deliveries?event={event_id}")).json();
-        list = page["deliveries"].as_array().cloned().unwrap_or_default();
-        list.len() == count && list.iter().all(|d| d["status"] != "pending")
-    });
-    assert!(settled, "deliveries of {event_id} did not settle: {list:?}");
-    list
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("HERALD_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python"))
-}
-
-/// Whether the reference library accepts `request` signed with `secret`.
-fn reference_verifies(secret: &str, request: &Recorded) -> bool {
-    let python = python();
-    assert!(
-        python.exists(),
-        "{} is missing: run tests/run, which installs the Python test peers",
-        python.display()
-    );
-    let headers: serde_json::Map<String, Value> =
-        ["webhook-id", "webhook-timestamp", "webhook-signature"]
-            .iter()
-            .map(|h| (h.to_string(), Value::String(request.header(h).to_owned())))
-            .collect();
-    let case = json!({
-        "secret": secret,
-        "headers": headers,
-        "body": String::from_utf8(request.body.clone()).unwrap(),
-    });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/verify_webhook.py");
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("running the Python verifier");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(case.to_string().as_bytes())
-        .unwrap();
-    let status = run_wait(&mut child);
-    status.success()
-}
-
-fn run_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let end = deadline(Duration::from_secs(30));
-    let mut status = None;
-    let done = wait_until(end, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    if !done {
-        let _ = child.kill();
-        panic!("the Python verifier did not finish");
-    }
-    status.unwrap()
-}
-
 #[test]
 fn a_delivery_carries_the_documented_body_and_verifies_with_the_reference_library() {
-    let receiver = HookReceiver::always(204);
+    let receiver = Receiver::always(204);
     let d = Daemon::start(HOOKS);
     let endpoint = create_endpoint(
         d.addr,
@@ -113,7 +39,7 @@ fn a_delivery_carries_the_documented_body_and_verifies_with_the_reference_librar
         d.addr,
         &json!({"type": "invoice.paid", "tenant": "acme", "data": {"amount": 4200}}),
     );
-    let got = receiver.wait_for(1, ARRIVAL);
+    let got = receiver.wait_for_requests(1, deadline(ARRIVAL));
     let request = &got[0];
     assert_eq!(request.path, "/hook?x=1");
     assert_eq!(request.header("webhook-id"), event["id"]);
@@ -127,14 +53,14 @@ fn a_delivery_carries_the_documented_body_and_verifies_with_the_reference_librar
             "timestamp": event["occurred_at"], "tenant": "acme", "data": {"amount": 4200},
         })
     );
-    assert!(reference_verifies(secret, request));
+    assert!(reference_verify(secret, request).is_ok());
     let wrong = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     assert!(
-        !reference_verifies(wrong, request),
+        reference_verify(wrong, request).is_err(),
         "a wrong secret must not verify"
     );
 
-    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 1);
+    let list = settled(d.addr, event["id"].as_str().unwrap(), 1);
     assert_eq!(list[0]["status"], "succeeded");
     assert_eq!(list[0]["attempts"][0]["status_code"], 204);
     assert_eq!(list[0]["endpoint_id"], endpoint["id"]);
@@ -145,18 +71,18 @@ fn failures_are_retried_with_the_same_webhook_id_until_one_succeeds() {
     // A connection dropped without an answer is a network error (status 0).
     // The client retries once on a fresh connection when a pooled one
     // fails, so the receiver drops two in a row.
-    let receiver = HookReceiver::start(|n, _| match n {
-        0 => Reply::Status(500),
+    let receiver = Receiver::start(|n, _| match n {
+        0 => Reply::status(500),
         1 | 2 => Reply::Drop,
-        _ => Reply::Status(200),
+        _ => Reply::status(200),
     });
     let d = Daemon::start(HOOKS);
     create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let event = create(d.addr, &json!({"type": "a"}));
-    let got = receiver.wait_for(4, ARRIVAL);
+    let got = receiver.wait_for_requests(4, deadline(ARRIVAL));
     assert!(got.iter().all(|r| r.header("webhook-id") == event["id"]));
 
-    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 1);
+    let list = settled(d.addr, event["id"].as_str().unwrap(), 1);
     let attempts = list[0]["attempts"].as_array().unwrap();
     assert_eq!(list[0]["status"], "succeeded", "{list:?}");
     let codes: Vec<&Value> = attempts.iter().map(|a| &a["status_code"]).collect();
@@ -167,11 +93,11 @@ fn failures_are_retried_with_the_same_webhook_id_until_one_succeeds() {
 
 #[test]
 fn an_exhausted_delivery_is_a_dead_letter_until_a_manual_retry_succeeds() {
-    let receiver = HookReceiver::start(|n, _| Reply::Status(if n < 4 { 503 } else { 200 }));
+    let receiver = Receiver::start(|n, _| Reply::status(if n < 4 { 503 } else { 200 }));
     let d = Daemon::start(HOOKS);
     let endpoint = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let event = create(d.addr, &json!({"type": "a"}));
-    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 1);
+    let list = settled(d.addr, event["id"].as_str().unwrap(), 1);
     assert_eq!(list[0]["status"], "failed");
     assert_eq!(
         list[0]["attempts"].as_array().unwrap().len(),
@@ -213,13 +139,13 @@ fn an_exhausted_delivery_is_a_dead_letter_until_a_manual_retry_succeeds() {
 
 #[test]
 fn gone_disables_the_endpoint_and_redirects_are_failures_not_followed() {
-    let gone = HookReceiver::always(410);
-    let moved = HookReceiver::always(302);
+    let gone = Receiver::always(410);
+    let moved = Receiver::always(302);
     let d = Daemon::start(HOOKS);
     let gone_ep = create_endpoint(d.addr, json!({"url": gone.url("/"), "event_types": ["a"]}));
     create_endpoint(d.addr, json!({"url": moved.url("/"), "event_types": ["a"]}));
     let event = create(d.addr, &json!({"type": "a"}));
-    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 2);
+    let list = settled(d.addr, event["id"].as_str().unwrap(), 2);
     assert!(list.iter().all(|d| d["status"] == "failed"), "{list:?}");
 
     let ep = get(
@@ -240,15 +166,15 @@ fn gone_disables_the_endpoint_and_redirects_are_failures_not_followed() {
     // A disabled endpoint gets nothing new.
     create(d.addr, &json!({"type": "a"}));
     let later = create(d.addr, &json!({"type": "a"}));
-    settled_deliveries(d.addr, later["id"].as_str().unwrap(), 1);
+    settled(d.addr, later["id"].as_str().unwrap(), 1);
     assert_eq!(gone.requests().len(), 1);
 }
 
 #[test]
 fn endpoints_receive_only_the_types_and_tenant_they_subscribe_to() {
-    let all = HookReceiver::always(200);
-    let users = HookReceiver::always(200);
-    let acme = HookReceiver::always(200);
+    let all = Receiver::always(200);
+    let users = Receiver::always(200);
+    let acme = Receiver::always(200);
     let d = Daemon::start(HOOKS);
     create_endpoint(d.addr, json!({"url": all.url("/")}));
     create_endpoint(
@@ -265,9 +191,9 @@ fn endpoints_receive_only_the_types_and_tenant_they_subscribe_to() {
     for (t, tenant) in sent {
         create(d.addr, &json!({"type": t, "tenant": tenant}));
     }
-    let types = |r: &HookReceiver, n: usize| -> Vec<String> {
+    let types = |r: &Receiver, n: usize| -> Vec<String> {
         let mut v: Vec<String> = r
-            .wait_for(n, ARRIVAL)
+            .wait_for_requests(n, deadline(ARRIVAL))
             .iter()
             .map(|x| x.json()["type"].as_str().unwrap().to_owned())
             .collect();
@@ -282,17 +208,17 @@ fn endpoints_receive_only_the_types_and_tenant_they_subscribe_to() {
     assert_eq!(types(&acme, 1), ["invoice.paid"]);
     // Everything for the first endpoint arrived; the others got nothing more.
     let marker = create(d.addr, &json!({"type": "user.created", "tenant": "acme"}));
-    all.wait_for(5, ARRIVAL);
-    users.wait_for(3, ARRIVAL);
-    acme.wait_for(2, ARRIVAL);
-    settled_deliveries(d.addr, marker["id"].as_str().unwrap(), 3);
+    all.wait_for_requests(5, deadline(ARRIVAL));
+    users.wait_for_requests(3, deadline(ARRIVAL));
+    acme.wait_for_requests(2, deadline(ARRIVAL));
+    settled(d.addr, marker["id"].as_str().unwrap(), 3);
     assert_eq!(users.requests().len(), 3);
     assert_eq!(acme.requests().len(), 2);
 }
 
 #[test]
 fn during_a_rotation_both_secrets_verify() {
-    let receiver = HookReceiver::always(200);
+    let receiver = Receiver::always(200);
     let d = Daemon::start(HOOKS);
     let endpoint = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let id = endpoint["id"].as_str().unwrap();
@@ -307,10 +233,10 @@ fn during_a_rotation_both_secrets_verify() {
     assert_ne!(new, old);
 
     create(d.addr, &json!({"type": "a"}));
-    let got = receiver.wait_for(1, ARRIVAL);
+    let got = receiver.wait_for_requests(1, deadline(ARRIVAL));
     assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
-    assert!(reference_verifies(&new, &got[0]));
-    assert!(reference_verifies(&old, &got[0]));
+    assert!(reference_verify(&new, &got[0]).is_ok());
+    assert!(reference_verify(&old, &got[0]).is_ok());
 
     // Without a grace period the old secret stops signing at once.
     let rotated = post_json(
@@ -320,17 +246,17 @@ fn during_a_rotation_both_secrets_verify() {
     );
     let newest = rotated.json()["secret"].as_str().unwrap().to_owned();
     create(d.addr, &json!({"type": "a"}));
-    let got = receiver.wait_for(2, ARRIVAL);
-    assert!(reference_verifies(&newest, &got[1]));
-    assert!(!reference_verifies(&new, &got[1]));
+    let got = receiver.wait_for_requests(2, deadline(ARRIVAL));
+    assert!(reference_verify(&newest, &got[1]).is_ok());
+    assert!(reference_verify(&new, &got[1]).is_err());
     // The first rotation's grace period is still running.
-    assert!(reference_verifies(&old, &got[1]));
+    assert!(reference_verify(&old, &got[1]).is_ok());
 }
 
 #[test]
 fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
-    let hanging = HookReceiver::start(|_, _| Reply::Hang);
-    let healthy = HookReceiver::always(200);
+    let hanging = Receiver::start(|_, _| Reply::Hang);
+    let healthy = Receiver::always(200);
     let d = Daemon::start(
         &format!("{HOOKS}\nmax_in_flight_per_endpoint = 2\n")
             .replace("timeout = \"2s\"", "timeout = \"30s\""),
@@ -342,13 +268,13 @@ fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
     }
     // The hanging endpoint holds its two attempts for 30 s; all twenty
     // reach the healthy one long before that.
-    healthy.wait_for(20, Duration::from_secs(25));
+    healthy.wait_for_requests(20, deadline(Duration::from_secs(25)));
     assert!(hanging.requests().len() <= 2, "the in-flight cap holds");
 }
 
 #[test]
 fn the_rate_limit_spaces_out_deliveries() {
-    let receiver = HookReceiver::always(200);
+    let receiver = Receiver::always(200);
     let d = Daemon::start(HOOKS);
     create_endpoint(
         d.addr,
@@ -357,7 +283,7 @@ fn the_rate_limit_spaces_out_deliveries() {
     let events: Vec<Value> = (0..15).map(|_| json!({"type": "a"})).collect();
     let resp = post_json(d.addr, "/v1/events/batch", &json!({ "events": events }));
     assert_eq!(resp.status, 200);
-    let got = receiver.wait_for(15, Duration::from_secs(30));
+    let got = receiver.wait_for_requests(15, deadline(Duration::from_secs(30)));
     // A bucket of 5 refilled at 5/s: the 15th cannot come before 2 s after
     // the first (10 tokens to refill), whatever the machine's speed.
     let first = got[0].at;
@@ -371,7 +297,7 @@ fn the_rate_limit_spaces_out_deliveries() {
 
 #[test]
 fn non_public_destinations_are_refused_unless_allowed() {
-    let receiver = HookReceiver::always(200);
+    let receiver = Receiver::always(200);
     // No allow-list: loopback is not a public address.
     let d = Daemon::start("[webhooks]\nrequire_https = false\nretry_schedule = []\n");
     let urls = [
@@ -383,7 +309,7 @@ fn non_public_destinations_are_refused_unless_allowed() {
         create_endpoint(d.addr, json!({"url": url}));
     }
     let event = create(d.addr, &json!({"type": "a"}));
-    let list = settled_deliveries(d.addr, event["id"].as_str().unwrap(), 3);
+    let list = settled(d.addr, event["id"].as_str().unwrap(), 3);
     for delivery in &list {
         let attempt = &delivery["attempts"][0];
         assert_eq!(attempt["status_code"], 0, "{delivery}");
@@ -463,68 +389,12 @@ fn endpoint_input_is_validated_and_refusals_change_nothing() {
 }
 
 #[test]
-fn deliveries_pending_at_kill_9_all_arrive_after_the_restart() {
-    // The receiver refuses everything at first, so deliveries are pending
-    // (some in flight) when the daemon dies.
-    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gate = open.clone();
-    let receiver = HookReceiver::start(move |_, _| {
-        if gate.load(std::sync::atomic::Ordering::SeqCst) {
-            Reply::Status(200)
-        } else {
-            Reply::Status(503)
-        }
-    });
-    let toml = HOOKS.replace(
-        r#"retry_schedule = ["100ms", "200ms", "300ms"]"#,
-        r#"retry_schedule = ["200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms"]"#,
-    );
-    let mut d = Daemon::start(&toml);
-    create_endpoint(d.addr, json!({"url": receiver.url("/")}));
-    let events: Vec<Value> = (0..50)
-        .map(|i| json!({"type": "a", "data": {"i": i}}))
-        .collect();
-    let resp = post_json(d.addr, "/v1/events/batch", &json!({ "events": events }));
-    assert_eq!(resp.status, 200);
-    let ids: Vec<String> = resp.json()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
-    receiver.wait_for(60, ARRIVAL);
-    d.kill9();
-
-    let before_restart = receiver.requests().len();
-    open.store(true, std::sync::atomic::Ordering::SeqCst);
-    d.restart();
-    // Only answers after the restart were successes.
-    let all_arrived = wait_until(deadline(Duration::from_secs(30)), || {
-        let got: std::collections::HashSet<String> = receiver
-            .requests()
-            .iter()
-            .skip(before_restart)
-            .map(|r| r.header("webhook-id").to_owned())
-            .collect();
-        ids.iter().all(|id| got.contains(id))
-    });
-    assert!(
-        all_arrived,
-        "some acknowledged events never reached the receiver"
-    );
-    for id in &ids {
-        let list = settled_deliveries(d.addr, id, 1);
-        assert_eq!(list[0]["status"], "succeeded", "{list:?}");
-    }
-}
-
-#[test]
 fn an_endpoint_failing_past_disable_after_is_disabled_when_a_delivery_is_exhausted() {
-    let receiver = HookReceiver::always(500);
+    let receiver = Receiver::always(500);
     let d = Daemon::start(&format!("{HOOKS}disable_after = \"1ms\"\n"));
     let ep = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let event = create(d.addr, &json!({"type": "a"}));
-    settled_deliveries(d.addr, event["id"].as_str().unwrap(), 1);
+    settled(d.addr, event["id"].as_str().unwrap(), 1);
     let path = format!("/v1/endpoints/{}", ep["id"].as_str().unwrap());
     let ep = get(d.addr, &path).json();
     assert_eq!(ep["enabled"], false, "{ep}");
@@ -540,11 +410,11 @@ fn an_endpoint_failing_past_disable_after_is_disabled_when_a_delivery_is_exhaust
 fn replay_redelivers_what_a_disabled_endpoint_missed_and_recover_requeues_failures() {
     let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let flag = failing.clone();
-    let receiver = HookReceiver::start(move |_, _| {
+    let receiver = Receiver::start(move |_, _| {
         if flag.load(std::sync::atomic::Ordering::SeqCst) {
-            Reply::Status(500)
+            Reply::status(500)
         } else {
-            Reply::Status(200)
+            Reply::status(200)
         }
     });
     let d = Daemon::start(HOOKS);
@@ -554,7 +424,7 @@ fn replay_redelivers_what_a_disabled_endpoint_missed_and_recover_requeues_failur
     );
     let id = ep["id"].as_str().unwrap();
     let since = create(d.addr, &json!({"type": "a"}));
-    settled_deliveries(d.addr, since["id"].as_str().unwrap(), 1);
+    settled(d.addr, since["id"].as_str().unwrap(), 1);
     let failed = get(d.addr, &format!("/v1/dead-letters?endpoint={id}")).json();
     assert_eq!(failed["deliveries"].as_array().unwrap().len(), 1);
 
@@ -566,7 +436,7 @@ fn replay_redelivers_what_a_disabled_endpoint_missed_and_recover_requeues_failur
     );
     assert_eq!(recover.status, 202, "{}", recover.text());
     assert_eq!(recover.json()["requeued"], 1);
-    let list = settled_deliveries(d.addr, since["id"].as_str().unwrap(), 1);
+    let list = settled(d.addr, since["id"].as_str().unwrap(), 1);
     assert_eq!(list[0]["status"], "succeeded", "{list:?}");
 
     // Events that arrive while the endpoint is disabled are not delivered...
@@ -601,7 +471,7 @@ fn replay_redelivers_what_a_disabled_endpoint_missed_and_recover_requeues_failur
     );
     assert_eq!(replay.status, 202, "{}", replay.text());
     assert_eq!(replay.json()["replayed"], 1);
-    let list = settled_deliveries(d.addr, missed["id"].as_str().unwrap(), 1);
+    let list = settled(d.addr, missed["id"].as_str().unwrap(), 1);
     assert_eq!(list[0]["status"], "succeeded");
 
     let stats = get(d.addr, &format!("/v1/endpoints/{id}/stats")).json();
