@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mail::config::{
+    validate_mail, validate_public, MailSection, MailSettings, PublicSection, PublicSettings,
+};
+
 /// Port of the private API when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8425";
 /// Environment variable holding extra API keys, comma-separated.
@@ -22,10 +26,15 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    invalid_at(key.to_owned(), message)
+}
+
+/// As `invalid`, for keys built at run time (`mail.streams.NAME.relay`).
+pub(crate) fn invalid_at(key: String, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         message: message.into(),
@@ -42,6 +51,8 @@ pub struct FileConfig {
     pub events: EventsSection,
     pub log: LogSection,
     pub webhooks: WebhooksSection,
+    pub mail: MailSection,
+    pub public: PublicSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +193,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub webhooks: WebhookSettings,
+    pub mail: MailSettings,
+    pub public: PublicSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -259,7 +272,11 @@ pub fn load(
     validate(file, env_keys)
 }
 
-fn duration(key: &'static str, text: &str, max: Duration) -> Result<Duration, ConfigError> {
+pub(crate) fn duration(
+    key: &'static str,
+    text: &str,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
     let d = humantime::parse_duration(text).map_err(|e| {
         invalid(
             key,
@@ -350,6 +367,8 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         events,
         log,
         webhooks,
+        mail,
+        public,
     } = file;
     let webhooks = validate_webhooks(webhooks)?;
 
@@ -390,6 +409,8 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
     if storage.data_dir.as_os_str().is_empty() {
         return Err(invalid("storage.data_dir", "must not be empty"));
     }
+    let mail = validate_mail(mail, &storage.data_dir)?;
+    let public = validate_public(public, listen)?;
     if events.max_event_bytes > events.max_request_bytes {
         return Err(invalid(
             "events.max_event_bytes",
@@ -456,6 +477,8 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         log_format: log.format,
         log_level: level,
         webhooks,
+        mail,
+        public,
     })
 }
 

@@ -5,10 +5,15 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Surface};
 use crate::config::Config;
+use crate::mail::dispatch::{self as mail_dispatch, MailContext};
+use crate::mail::unsubscribe::TokenKey;
 use crate::store::{backup, OpenError, Store, StoreError, Writer};
 use crate::webhooks;
+
+/// How long stopping waits for mail attempts in flight.
+const MAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -25,6 +30,8 @@ pub enum DaemonError {
     Runtime(std::io::Error),
     #[error("storage failed; exiting so that a restart recovers the database file")]
     StorageFailed,
+    #[error("cannot start mail delivery: {0}")]
+    Mail(String),
 }
 
 pub fn run(config: Config) -> Result<(), DaemonError> {
@@ -50,56 +57,98 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         writer.clone(),
         &config.webhooks,
     ));
+    let tokens = TokenKey::new(store.persistent_secret("unsubscribe")?);
+    let mail = Arc::new(
+        MailContext::new(
+            config.mail.clone(),
+            config.public.clone(),
+            tokens,
+            store.clone(),
+            writer.clone(),
+        )
+        .map_err(DaemonError::Mail)?,
+    );
+    let mail_threads = mail_dispatch::start(mail.clone())?;
     let state = Arc::new(AppState::new(
         store.clone(),
         writer.clone(),
         config.clone(),
         hooks.clone(),
+        mail,
+        mail_threads.queue(),
     ));
 
-    let served = runtime.block_on(async {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| DaemonError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().unwrap_or(config.listen);
-        // Installed before `listening` is announced: a supervisor may send
-        // SIGTERM the moment it sees that line, and it must stop us cleanly.
-        let signals = ShutdownSignals::install();
-        if config.is_unauthenticated() {
-            tracing::warn!(
-                "no API key configured: the API at {addr} accepts every local caller; \
+    let served =
+        runtime.block_on(async {
+            let listener =
+                TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| DaemonError::Listen {
+                        addr: config.listen,
+                        source,
+                    })?;
+            let addr = listener.local_addr().unwrap_or(config.listen);
+            let public_listener =
+                match config.public.listen {
+                    Some(public) => Some(TcpListener::bind(public).await.map_err(|source| {
+                        DaemonError::Listen {
+                            addr: public,
+                            source,
+                        }
+                    })?),
+                    None => None,
+                };
+            // Installed before `listening` is announced: a supervisor may send
+            // SIGTERM the moment it sees that line, and it must stop us cleanly.
+            let signals = ShutdownSignals::install();
+            if config.is_unauthenticated() {
+                tracing::warn!(
+                    "no API key configured: the API at {addr} accepts every local caller; \
                  set server.api_keys or HERALD_API_KEYS"
-            );
-        }
-        tracing::info!(addr = %addr, database = %path.display(), "listening");
-        // Attempts it has in flight at shutdown are dropped with the
-        // runtime; their schedule rows make them retry after the restart.
-        runtime_spawn_dispatcher(hooks, hook_inbox);
-        notify_systemd(&[sd_notify::NotifyState::Ready]);
-        let stop = async {
-            tokio::select! {
-                () = signals.recv() => {}
-                () = writer.storage_failed() => {}
+                );
             }
-        };
-        api::serve(listener, state, stop).await;
-        notify_systemd(&[sd_notify::NotifyState::Stopping]);
-        // The writer is stopped only below, so if it is gone already it
-        // stopped on its own: storage failed.
-        if writer.is_alive() {
-            Ok(())
-        } else {
-            Err(DaemonError::StorageFailed)
-        }
-    });
+            tracing::info!(addr = %addr, database = %path.display(), "listening");
+            // Attempts it has in flight at shutdown are dropped with the
+            // runtime; their schedule rows make them retry after the restart.
+            runtime_spawn_dispatcher(hooks, hook_inbox);
+            let (public_stop, public_stopped) = tokio::sync::oneshot::channel::<()>();
+            let public_server = public_listener.map(|listener| {
+                match listener.local_addr() {
+                    Ok(public_addr) => tracing::info!(addr = %public_addr, "public listening"),
+                    Err(_) => tracing::info!("public listening"),
+                }
+                let stop = async {
+                    let _ = public_stopped.await;
+                };
+                tokio::spawn(api::serve(listener, state.clone(), stop, Surface::Public))
+            });
+            notify_systemd(&[sd_notify::NotifyState::Ready]);
+            let stop = async {
+                tokio::select! {
+                    () = signals.recv() => {}
+                    () = writer.storage_failed() => {}
+                }
+            };
+            api::serve(listener, state, stop, Surface::Private).await;
+            let _ = public_stop.send(());
+            if let Some(server) = public_server {
+                let _ = server.await;
+            }
+            notify_systemd(&[sd_notify::NotifyState::Stopping]);
+            // The writer is stopped only below, so if it is gone already it
+            // stopped on its own: storage failed.
+            if writer.is_alive() {
+                Ok(())
+            } else {
+                Err(DaemonError::StorageFailed)
+            }
+        });
 
     // Handlers that outlived the grace period are dropped with the runtime;
     // then the writer commits what it already accepted and the file closes.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    // Mail attempts record their outcome through the writer: stop them first.
+    mail_threads.stop(MAIL_STOP_GRACE);
     writer_thread.stop();
     drop(store);
     tracing::info!("stopped");

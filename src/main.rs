@@ -8,6 +8,7 @@ mod daemon;
 mod events;
 mod ids;
 mod logging;
+mod mail;
 mod store;
 mod webhooks;
 

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub retry_after_secs: Option<u32>,
     /// Methods the path accepts, for 405 answers.
     pub allow: Option<&'static str>,
+    /// More members of the error object (`address`, `reason`…).
+    pub details: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -27,11 +29,17 @@ impl ApiError {
             field: None,
             retry_after_secs: None,
             allow: None,
+            details: Vec::new(),
         }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    pub fn with_detail(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.details.push((name, value.into()));
         self
     }
 
@@ -106,6 +114,9 @@ impl ApiError {
         let mut error = serde_json::json!({ "code": self.code, "message": self.message });
         if let Some(f) = &self.field {
             error["field"] = f.clone().into();
+        }
+        for (name, value) in &self.details {
+            error[*name] = value.clone().into();
         }
         serde_json::json!({ "error": error }).to_string()
     }

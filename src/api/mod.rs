@@ -5,6 +5,8 @@ mod admin;
 pub mod error;
 mod events;
 pub mod http;
+mod mail;
+mod public;
 mod webhooks;
 
 use std::convert::Infallible;
@@ -25,6 +27,7 @@ use error::ApiError;
 use http::{error_response, ApiKeys, Resp};
 
 use crate::config::Config;
+use crate::mail::dispatch::{MailContext, MailQueue};
 use crate::store::{ReadTxn, Store, StoreError, Writer};
 use crate::webhooks::attempt::AttemptContext;
 
@@ -37,6 +40,17 @@ pub struct AppState {
     pub backup_slot: Arc<Semaphore>,
     /// For attempts the API makes itself (tests, manual retries).
     pub hooks: Arc<AttemptContext>,
+    pub mail: Arc<MailContext>,
+    pub mail_queue: MailQueue,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The whole API, behind API keys.
+    Private,
+    /// Only what must face the internet (unsubscribe links).
+    Public,
 }
 
 impl AppState {
@@ -45,9 +59,13 @@ impl AppState {
         writer: Writer,
         config: Arc<Config>,
         hooks: Arc<AttemptContext>,
+        mail: Arc<MailContext>,
+        mail_queue: MailQueue,
     ) -> Self {
         AppState {
             hooks,
+            mail,
+            mail_queue,
             keys: ApiKeys::new(&config.api_keys),
             store,
             writer,
@@ -79,6 +97,7 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
+    surface: Surface,
 ) {
     let config = state.config.clone();
     let connections = Arc::new(Semaphore::new(config.max_connections));
@@ -113,7 +132,7 @@ pub async fn serve(
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, req).await) }
+            async move { Ok::<_, Infallible>(handle(state, req, surface).await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -131,8 +150,12 @@ pub async fn serve(
     }
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
-    match route(state, req).await {
+async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) -> Resp {
+    let routed = match surface {
+        Surface::Private => route(state, req).await,
+        Surface::Public => route_public(state, req).await,
+    };
+    match routed {
         Ok(resp) => resp,
         Err(e) => {
             if e.status.is_server_error() {
@@ -212,10 +235,38 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
             only(&method, &Method::POST, "POST")?;
             webhooks::retry_delivery(state, id).await
         }
+        ["v1", "emails"] => match method {
+            Method::POST => mail::send(state, req).await,
+            Method::GET => mail::list(state, req).await,
+            _ => Err(ApiError::method_not_allowed("GET, POST")),
+        },
+        ["v1", "emails", id] => {
+            only(&method, &Method::GET, "GET")?;
+            mail::get(state, id).await
+        }
+        ["v1", "suppressions"] => {
+            only(&method, &Method::GET, "GET")?;
+            mail::list_suppressions(state, req).await
+        }
+        ["v1", "suppressions", address] => match method {
+            Method::PUT => mail::put_suppression(state, address, req).await,
+            Method::DELETE => mail::delete_suppression(state, address, req).await,
+            _ => Err(ApiError::method_not_allowed("PUT, DELETE")),
+        },
         ["v1", "admin", "backup"] => {
             only(&method, &Method::GET, "GET")?;
             admin::backup(state).await
         }
+        _ => Err(not_found(&path)),
+    }
+}
+
+async fn route_public(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["healthz"] => only(req.method(), &Method::GET, "GET").map(|()| admin::healthz()),
+        ["u", token] => public::unsubscribe(state, token, req).await,
         _ => Err(not_found(&path)),
     }
 }

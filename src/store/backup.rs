@@ -8,6 +8,7 @@ use redb::{
     Database, Durability, Key, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value,
 };
 
+use super::mail;
 use super::recent_keys::RECENT_EVENT_KEYS;
 use super::webhooks::{
     DELIVERIES, DELIVERIES_BY_ENDPOINT, DELIVERIES_BY_EVENT, DELIVERIES_DUE, ENDPOINTS,
@@ -66,6 +67,12 @@ macro_rules! for_each_table {
         $f(DELIVERIES_BY_EVENT, $($arg),*)?;
         $f(EVENTS_BY_TYPE, $($arg),*)?;
         $f(EVENTS_BY_TENANT, $($arg),*)?;
+        $f(mail::EMAILS, $($arg),*)?;
+        $f(mail::EMAILS_DUE, $($arg),*)?;
+        $f(mail::EMAILS_BY_TO, $($arg),*)?;
+        $f(mail::EMAIL_KEYS, $($arg),*)?;
+        $f(mail::SUPPRESSIONS, $($arg),*)?;
+        $f(mail::SOFT_BOUNCES, $($arg),*)?;
     }};
 }
 

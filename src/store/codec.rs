@@ -168,6 +168,104 @@ impl Record for DeliveryRecord {
     const VERSION: u8 = 1;
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmailStatus {
+    Queued,
+    /// A temporary failure; another attempt is scheduled.
+    Deferred,
+    Sent,
+    Failed,
+    /// The recipient's mailbox does not exist: the address is suppressed.
+    Bounced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailAttemptRecord {
+    pub at_ms: i64,
+    /// The SMTP reply code; 0 when the relay could not be reached.
+    pub code: u16,
+    pub text: String,
+    pub latency_ms: u32,
+}
+
+/// One message to one recipient. Its id is the table key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailRecord {
+    pub stream: String,
+    pub from: String,
+    /// Normalised recipient address.
+    pub to: String,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    /// The `Message-ID` header, fixed at queueing so every attempt (and a
+    /// DKIM signature over it) names the same message.
+    pub message_id: String,
+    pub created_at_ms: i64,
+    pub status: EmailStatus,
+    pub attempts: Vec<MailAttemptRecord>,
+    pub next_attempt_ms: Option<i64>,
+    /// The relay's accepting reply: ESPs put their own message id there.
+    pub smtp_response: Option<String>,
+    /// A sender-side refusal (5.7.x) that an operator should look at.
+    pub flagged: bool,
+}
+
+impl Record for EmailRecord {
+    const NAME: &'static str = "email";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SuppressionReason {
+    HardBounce,
+    Complaint,
+    Unsubscribe,
+    SoftBounceLimit,
+    Manual,
+}
+
+impl SuppressionReason {
+    pub const ALL: [SuppressionReason; 5] = [
+        SuppressionReason::HardBounce,
+        SuppressionReason::Complaint,
+        SuppressionReason::Unsubscribe,
+        SuppressionReason::SoftBounceLimit,
+        SuppressionReason::Manual,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::HardBounce => "hard_bounce",
+            SuppressionReason::Complaint => "complaint",
+            SuppressionReason::Unsubscribe => "unsubscribe",
+            SuppressionReason::SoftBounceLimit => "soft_bounce_limit",
+            SuppressionReason::Manual => "manual",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// Why an address (for one stream, or all) must not be sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuppressionRecord {
+    pub reason: SuppressionReason,
+    pub created_at_ms: i64,
+    /// The message whose outcome caused it, when one did.
+    pub email_id: Option<u64>,
+}
+
+impl Record for SuppressionRecord {
+    const NAME: &'static str = "suppression";
+    const VERSION: u8 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod event_log;
 #[cfg(test)]
 mod fault;
+pub mod mail;
 pub mod recent_keys;
 pub mod webhooks;
 pub mod writer;
@@ -206,6 +207,7 @@ impl Store {
                 .map_err(redb::Error::from)?;
             txn.open_table(webhooks::DELIVERIES_BY_EVENT)
                 .map_err(redb::Error::from)?;
+            mail::create_tables(&txn).map_err(redb::Error::from)?;
         }
         txn.commit().map_err(redb::Error::from)?;
         Ok(())
@@ -224,6 +226,31 @@ impl Store {
             Ok(txn) => txn.open_table(META).is_ok(),
             Err(_) => false,
         }
+    }
+
+    /// A 32-byte secret kept in the file (created on first use), so that
+    /// what it signs stays valid across restarts and travels with backups.
+    pub fn persistent_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let key = format!("secret.{name}");
+        {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            if let Some(bytes) = meta.get(key.as_str())? {
+                if let Ok(secret) = <[u8; 32]>::try_from(bytes.value()) {
+                    return Ok(secret);
+                }
+            }
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| StoreError::Redb(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(key.as_str(), secret.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(secret)
     }
 
     pub(crate) fn database(&self) -> &Database {

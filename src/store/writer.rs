@@ -122,6 +122,57 @@ impl Writer {
         self.failed.notified().await
     }
 
+    /// As `write`, and `on_commit` runs on the writer thread right after the
+    /// commit is durable, whether or not the submitter still waits: what it
+    /// announces (work now due) is never lost to a dropped request.
+    pub async fn write_then<T, F, C>(&self, op: F, on_commit: C) -> Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(&T) + Send + 'static,
+    {
+        let answer = self.submit(op, on_commit)?;
+        answer.await.unwrap_or(Err(SubmitError::Closed))
+    }
+
+    /// `write_then` for threads outside the runtime (mail workers).
+    pub fn write_then_blocking<T, F, C>(&self, op: F, on_commit: C) -> Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(&T) + Send + 'static,
+    {
+        let answer = self.submit(op, on_commit)?;
+        answer.blocking_recv().unwrap_or(Err(SubmitError::Closed))
+    }
+
+    fn submit<T, F, C>(
+        &self,
+        op: F,
+        on_commit: C,
+    ) -> Result<oneshot::Receiver<Result<T, SubmitError>>, SubmitError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(&T) + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T, SubmitError>>();
+        let apply: Apply = Box::new(move |txn| {
+            let value = op(txn)?;
+            Ok(Box::new(move |committed: Result<(), Arc<StoreError>>| {
+                if committed.is_ok() {
+                    on_commit(&value);
+                }
+                let _ = reply.send(committed.map(|()| value).map_err(SubmitError::Failed));
+            }))
+        });
+        match self.queue.try_send(Message::Op(apply)) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
     /// Queues `op` for the next group commit and resolves once that commit is
     /// durable. `op` must only write after it has decided to succeed: a
     /// logical refusal belongs in `T`, while `Err` aborts the whole group.

@@ -1,0 +1,424 @@
+//! `/v1/emails` and `/v1/suppressions`: sending mail, following each
+//! message, and managing who must not be sent to.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::http::{json, query_params, read_body, require_json, Resp};
+use super::{read, AppState};
+use crate::clock;
+use crate::events;
+use crate::mail::address;
+use crate::mail::classify::enhanced_code;
+use crate::mail::ledger::{self, format_email_id, parse_email_id, stream_label, Queued};
+use crate::mail::request::{self, EmailInput};
+use crate::store::codec::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
+use crate::store::mail::{EmailFilter, SuppressionFilter, ALL_STREAMS};
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Room for headers, tags and JSON escaping around the largest body.
+const ENVELOPE_BYTES: usize = 256 * 1024;
+
+pub fn status_name(status: EmailStatus) -> &'static str {
+    match status {
+        EmailStatus::Queued => "queued",
+        EmailStatus::Deferred => "deferred",
+        EmailStatus::Sent => "sent",
+        EmailStatus::Failed => "failed",
+        EmailStatus::Bounced => "bounced",
+    }
+}
+
+fn parse_status(text: &str) -> Option<EmailStatus> {
+    [
+        EmailStatus::Queued,
+        EmailStatus::Deferred,
+        EmailStatus::Sent,
+        EmailStatus::Failed,
+        EmailStatus::Bounced,
+    ]
+    .into_iter()
+    .find(|s| status_name(*s) == text)
+}
+
+fn email_not_found(id: &str) -> ApiError {
+    let shown: String = id.chars().take(64).collect();
+    ApiError::not_found("email_not_found", format!("no message has id `{shown}`"))
+}
+
+fn email_json(id: u64, r: &EmailRecord, with_attempts: bool) -> Value {
+    let tags: serde_json::Map<String, Value> = r
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    let mut out = json!({
+        "id": format_email_id(id),
+        "stream": r.stream,
+        "from": r.from,
+        "to": r.to,
+        "reply_to": r.reply_to,
+        "subject": r.subject,
+        "status": status_name(r.status),
+        "created_at": clock::format_rfc3339(r.created_at_ms),
+        "tags": tags,
+        "message_id": r.message_id,
+        "attempt_count": r.attempts.len(),
+        "next_attempt_at": r.next_attempt_ms.map(clock::format_rfc3339),
+        "smtp_response": r.smtp_response,
+        "flagged": r.flagged,
+    });
+    if with_attempts {
+        out["attempts"] = r
+            .attempts
+            .iter()
+            .enumerate()
+            .map(|(n, a)| {
+                let last = n + 1 == r.attempts.len();
+                let outcome = match (a.code, last, r.status) {
+                    (200..=299, _, _) => "sent",
+                    (_, true, EmailStatus::Bounced) => "bounced",
+                    (_, true, EmailStatus::Failed) => "failed",
+                    _ => "deferred",
+                };
+                json!({
+                    "at": clock::format_rfc3339(a.at_ms),
+                    "code": a.code,
+                    "enhanced": enhanced_code(&a.text).map(|c| c.to_string()),
+                    "text": a.text,
+                    "latency_ms": a.latency_ms,
+                    "outcome": outcome,
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+fn messages_json(messages: &[(u64, String)]) -> Value {
+    json!({"messages": messages.iter().map(|(id, to)| json!({
+        "id": format_email_id(*id), "to": to, "status": "queued"})).collect::<Vec<_>>()})
+}
+
+pub async fn send(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let (parts, body) = req.into_parts();
+    let limit = state.mail.settings.max_message_bytes * 2 + ENVELOPE_BYTES;
+    let body = read_body(body, &parts.headers, limit, state.config.body_timeout).await?;
+    require_json(&parts.headers)?;
+    let input: EmailInput =
+        serde_json::from_slice(&body).map_err(|e| ApiError::from(events::json_error(&e)))?;
+    let request = request::validate(input, &state.mail.settings).map_err(|r| {
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        ApiError::new(status, r.code, format!("{}: {}", r.field, r.message)).with_field(r.field)
+    })?;
+    let queue = state.mail_queue.clone();
+    let outcome = state
+        .writer
+        .write_then(
+            move |txn| ledger::queue(txn, &request, clock::now_ms()),
+            move |queued| {
+                if let Queued::Created { due, .. } = queued {
+                    queue.due(due.clone());
+                }
+            },
+        )
+        .await?;
+    match outcome {
+        Queued::Created { messages, .. } => Ok(json(
+            StatusCode::ACCEPTED,
+            messages_json(&messages).to_string(),
+        )),
+        Queued::Replayed(messages) => {
+            Ok(json(StatusCode::OK, messages_json(&messages).to_string()))
+        }
+        Queued::KeyConflict => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "this idempotency_key was used for a different message",
+        )
+        .with_field("idempotency_key")),
+        Queued::Suppressed {
+            address,
+            reason,
+            stream,
+        } => {
+            let scope = match &stream {
+                Some(s) => format!("for stream `{s}`"),
+                None => "for every stream".to_owned(),
+            };
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "recipient_suppressed",
+                format!(
+                    "{address} is suppressed {scope} ({}); nothing was queued",
+                    reason.as_str()
+                ),
+            )
+            .with_field("to")
+            .with_detail("address", address)
+            .with_detail("reason", reason.as_str()))
+        }
+    }
+}
+
+pub async fn get(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    let key = parse_email_id(id).ok_or_else(|| email_not_found(id))?;
+    let record = read(&state, move |txn| txn.email(key))
+        .await?
+        .ok_or_else(|| email_not_found(id))?;
+    Ok(json(
+        StatusCode::OK,
+        email_json(key, &record, true).to_string(),
+    ))
+}
+
+fn bad_query(name: &str, what: &str) -> ApiError {
+    ApiError::bad_request("invalid_query", format!("{name}: {what}")).with_field(name)
+}
+
+fn page_limit(value: &str) -> Result<usize, ApiError> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| bad_query("limit", &format!("must be a number from 1 to {MAX_PAGE}")))
+}
+
+pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let params = query_params(
+        req.uri().query(),
+        &["to", "status", "stream", "after", "limit"],
+    )?;
+    let mut filter = EmailFilter::default();
+    let mut after = 0u64;
+    let mut limit = DEFAULT_PAGE;
+    for (name, value) in params {
+        match name.as_str() {
+            "to" => {
+                filter.to =
+                    Some(address::normalize(&value).map_err(|e| bad_query("to", &e.to_string()))?)
+            }
+            "status" => {
+                filter.status = Some(parse_status(&value).ok_or_else(|| {
+                    bad_query("status", "one of queued, deferred, sent, failed, bounced")
+                })?)
+            }
+            "stream" => filter.stream = Some(value),
+            "after" => {
+                after =
+                    parse_email_id(&value).ok_or_else(|| bad_query("after", "not a message id"))?
+            }
+            "limit" => limit = page_limit(&value)?,
+            _ => unreachable!("query_params only yields known names"),
+        }
+    }
+    let page = read(&state, move |txn| txn.scan_emails(&filter, after, limit)).await?;
+    let emails: Vec<Value> = page
+        .emails
+        .iter()
+        .map(|(id, r)| email_json(*id, r, false))
+        .collect();
+    let body = json!({"emails": emails, "next_cursor": page.next_after.map(format_email_id)});
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+fn suppression_json(address: &str, stream: &str, r: &SuppressionRecord) -> Value {
+    json!({
+        "address": address,
+        "stream": stream_label(stream),
+        "reason": r.reason.as_str(),
+        "created_at": clock::format_rfc3339(r.created_at_ms),
+        "message_id": r.email_id.map(format_email_id),
+    })
+}
+
+fn encode_cursor(address: &str, stream: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{stream}\n{address}"))
+}
+
+fn decode_cursor(text: &str) -> Option<(String, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (stream, address) = text.split_once('\n')?;
+    Some((address.to_owned(), stream.to_owned()))
+}
+
+pub async fn list_suppressions(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let params = query_params(req.uri().query(), &["stream", "reason", "after", "limit"])?;
+    let mut filter = SuppressionFilter::default();
+    let mut after = None;
+    let mut limit = DEFAULT_PAGE;
+    for (name, value) in params {
+        match name.as_str() {
+            "stream" => filter.stream = Some(value),
+            "reason" => {
+                filter.reason = Some(SuppressionReason::parse(&value).ok_or_else(|| {
+                    bad_query(
+                        "reason",
+                        "one of hard_bounce, complaint, unsubscribe, soft_bounce_limit, manual",
+                    )
+                })?)
+            }
+            "after" => {
+                after =
+                    Some(decode_cursor(&value).ok_or_else(|| bad_query("after", "not a cursor"))?)
+            }
+            "limit" => limit = page_limit(&value)?,
+            _ => unreachable!("query_params only yields known names"),
+        }
+    }
+    let page = read(&state, move |txn| {
+        let after = after.as_ref().map(|(a, s)| (a.as_str(), s.as_str()));
+        txn.scan_suppressions(&filter, after, limit)
+    })
+    .await?;
+    let list: Vec<Value> = page
+        .entries
+        .iter()
+        .map(|(a, s, r)| suppression_json(a, s, r))
+        .collect();
+    let body = json!({
+        "suppressions": list,
+        "next_cursor": page.next_after.map(|(a, s)| encode_cursor(&a, &s)),
+    });
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SuppressionInput {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
+}
+
+fn path_address(raw: &str) -> Result<String, ApiError> {
+    let decoded: String =
+        form_urlencoded::parse(format!("a={}", raw.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+    address::normalize(&decoded).map_err(|e| {
+        ApiError::invalid_field(
+            "address",
+            format!("`{}` {e}", decoded.chars().take(100).collect::<String>()),
+        )
+    })
+}
+
+fn check_stream(state: &AppState, stream: &str) -> Result<(), ApiError> {
+    if state.mail.settings.streams.contains_key(stream) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_stream",
+            format!(
+                "no stream named `{}`",
+                stream.chars().take(64).collect::<String>()
+            ),
+        )
+        .with_field("stream"))
+    }
+}
+
+pub async fn put_suppression(
+    state: Arc<AppState>,
+    raw_address: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let address = path_address(raw_address)?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, 16 * 1024, state.config.body_timeout).await?;
+    let input: SuppressionInput = if body.is_empty() {
+        SuppressionInput::default()
+    } else {
+        require_json(&parts.headers)?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::from(events::json_error(&e)))?
+    };
+    let reason = match input.reason.as_deref() {
+        None => SuppressionReason::Manual,
+        Some(text) => SuppressionReason::parse(text).ok_or_else(|| {
+            ApiError::invalid_field(
+                "reason",
+                "one of hard_bounce, complaint, unsubscribe, soft_bounce_limit, manual",
+            )
+        })?,
+    };
+    let stream = input.stream.unwrap_or_default();
+    if !stream.is_empty() {
+        check_stream(&state, &stream)?;
+    }
+    let (addr, col) = (address.clone(), stream.clone());
+    let now = clock::now_ms();
+    let (created, record) = state
+        .writer
+        .write(move |txn| {
+            let existed = txn.stored_suppression(&addr, &col)?.is_some();
+            ledger::suppress(txn, &addr, &col, reason, None, now)?;
+            let record = txn.stored_suppression(&addr, &col)?;
+            Ok((!existed, record))
+        })
+        .await?;
+    let record = record.ok_or_else(|| ApiError::unavailable("the entry vanished"))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(
+        status,
+        suppression_json(&address, &stream, &record).to_string(),
+    ))
+}
+
+pub async fn delete_suppression(
+    state: Arc<AppState>,
+    raw_address: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let address = path_address(raw_address)?;
+    let params = query_params(req.uri().query(), &["stream"])?;
+    let stream = params
+        .into_iter()
+        .next()
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| ALL_STREAMS.to_owned());
+    let (addr, col) = (address.clone(), stream.clone());
+    let removed = state
+        .writer
+        .write(move |txn| {
+            let removed = txn.delete_suppression(&addr, &col)?;
+            if removed {
+                // A fresh start: earlier soft bounces no longer count.
+                txn.set_soft_bounces(&addr, 0)?;
+            }
+            Ok(removed)
+        })
+        .await?;
+    if removed {
+        Ok(json(StatusCode::NO_CONTENT, ""))
+    } else {
+        let scope = if stream.is_empty() {
+            "every stream".to_owned()
+        } else {
+            format!("stream `{stream}`")
+        };
+        Err(ApiError::not_found(
+            "suppression_not_found",
+            format!("{address} is not suppressed for {scope}"),
+        ))
+    }
+}

@@ -1,0 +1,115 @@
+//! What an SMTP reply means for a message and its recipient, following the
+//! basic and enhanced status codes (RFC 5321, RFC 3463).
+
+/// The relay's verdict on one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: the relay took responsibility for the message.
+    Accepted,
+    /// 4xx (or 5.2.2, mailbox full): try again later; counts as a soft
+    /// bounce of the recipient.
+    SoftBounce,
+    /// No reply at all (connection, TLS, timeout): try again later; says
+    /// nothing about the recipient.
+    Unreachable,
+    /// The mailbox does not exist or is disabled: suppress it, never retry.
+    HardBounce,
+    /// 5.7.x: our side is refused (policy, authentication, reputation). The
+    /// recipient is fine; an operator needs to look.
+    SenderProblem,
+    /// Any other 5xx: this message fails; the address is kept.
+    Rejected,
+}
+
+/// An enhanced status code `class.subject.detail` at the start of a reply's
+/// text, as in `5.1.1 User unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnhancedCode {
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl std::fmt::Display for EnhancedCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+    }
+}
+
+pub fn enhanced_code(text: &str) -> Option<EnhancedCode> {
+    let first = text.split_whitespace().next()?;
+    let mut parts = first.split('.');
+    let class: u8 = parts.next()?.parse().ok()?;
+    let subject: u16 = parts.next()?.parse().ok()?;
+    let detail: u16 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !matches!(class, 2 | 4 | 5) || subject > 999 || detail > 999 {
+        return None;
+    }
+    Some(EnhancedCode {
+        class,
+        subject,
+        detail,
+    })
+}
+
+pub fn classify(code: u16, text: &str) -> Verdict {
+    let enhanced = enhanced_code(text);
+    match code {
+        200..=299 => Verdict::Accepted,
+        400..=499 => Verdict::SoftBounce,
+        500..=599 => match enhanced {
+            // Mailbox full is a temporary state of an existing mailbox.
+            Some(EnhancedCode {
+                subject: 2,
+                detail: 2,
+                ..
+            }) => Verdict::SoftBounce,
+            // Bad address (5.1.x) or disabled mailbox (5.2.1).
+            Some(EnhancedCode { subject: 1, .. })
+            | Some(EnhancedCode {
+                subject: 2,
+                detail: 1,
+                ..
+            }) => Verdict::HardBounce,
+            Some(EnhancedCode { subject: 7, .. }) => Verdict::SenderProblem,
+            // Without an enhanced code only 550/551/553 name the mailbox.
+            None if matches!(code, 550 | 551 | 553) => Verdict::HardBounce,
+            _ => Verdict::Rejected,
+        },
+        _ => Verdict::Unreachable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_classified_by_basic_and_enhanced_code() {
+        assert_eq!(classify(250, "2.0.0 Ok: queued as ABC"), Verdict::Accepted);
+        assert_eq!(classify(450, "4.2.0 try later"), Verdict::SoftBounce);
+        assert_eq!(classify(421, "service not available"), Verdict::SoftBounce);
+        assert_eq!(classify(550, "5.1.1 no such user"), Verdict::HardBounce);
+        assert_eq!(classify(550, "5.1.10 null MX"), Verdict::HardBounce);
+        assert_eq!(classify(550, "5.2.1 mailbox disabled"), Verdict::HardBounce);
+        assert_eq!(classify(552, "5.2.2 mailbox full"), Verdict::SoftBounce);
+        assert_eq!(
+            classify(550, "5.7.1 relaying denied"),
+            Verdict::SenderProblem
+        );
+        assert_eq!(classify(554, "5.7.26 DMARC"), Verdict::SenderProblem);
+        assert_eq!(classify(552, "5.3.4 message too big"), Verdict::Rejected);
+        assert_eq!(classify(550, "mailbox unavailable"), Verdict::HardBounce);
+        assert_eq!(classify(554, "transaction failed"), Verdict::Rejected);
+        assert_eq!(classify(0, ""), Verdict::Unreachable);
+    }
+
+    #[test]
+    fn enhanced_codes_are_read_only_from_the_first_word() {
+        assert_eq!(enhanced_code("5.1.1 x").unwrap().to_string(), "5.1.1");
+        assert!(enhanced_code("user 5.1.1").is_none());
+        assert!(enhanced_code("5.1 x").is_none());
+        assert!(enhanced_code("3.1.1 x").is_none());
+        assert!(enhanced_code("5.1.1.1 x").is_none());
+    }
+}

@@ -1,0 +1,531 @@
+//! The `[mail]` and `[public]` tables: streams with their relay, From
+//! domains, DKIM key and unsubscribe policy, checked once at start-up.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{duration, invalid_at, ConfigError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSection {
+    pub workers: usize,
+    pub retry_schedule: Vec<String>,
+    pub give_up_after: String,
+    pub soft_bounce_limit: u32,
+    pub outbox: Option<PathBuf>,
+    pub timeout: String,
+    pub max_recipients: usize,
+    pub max_message_bytes: usize,
+    pub streams: BTreeMap<String, StreamSection>,
+}
+
+impl Default for MailSection {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            retry_schedule: ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "8h"]
+                .map(str::to_owned)
+                .to_vec(),
+            give_up_after: "24h".to_owned(),
+            soft_bounce_limit: 5,
+            outbox: None,
+            timeout: "30s".to_owned(),
+            max_recipients: 50,
+            max_message_bytes: 1 << 20,
+            streams: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    pub from_domains: Vec<String>,
+    pub relay: Option<String>,
+    pub relay_ca_file: Option<PathBuf>,
+    pub dkim_selector: Option<String>,
+    pub dkim_key_file: Option<PathBuf>,
+    pub dkim_domain: Option<String>,
+    pub unsubscribe: Option<bool>,
+    pub unsubscribe_mailto: Option<String>,
+    pub rate_limit_per_sec: Option<u32>,
+    pub esp: Option<Esp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicSection {
+    pub url: Option<String>,
+    pub listen: Option<String>,
+}
+
+/// Providers whose metadata header carries our message id, so their
+/// feedback (bounces, complaints) can be matched back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Esp {
+    Ses,
+    Sendgrid,
+    Postmark,
+    Mailgun,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTls {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// STARTTLS, and the connection fails if the server does not offer it.
+    StartTlsRequired,
+    /// Plaintext: only to loopback.
+    None,
+}
+
+#[derive(Clone)]
+pub struct Relay {
+    pub host: String,
+    pub port: u16,
+    pub tls: RelayTls,
+    pub credentials: Option<(String, String)>,
+    /// Extra trusted roots (PEM) for the relay's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Relay {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct DkimSettings {
+    pub selector: String,
+    /// The signing domain; `None` signs as the From domain.
+    pub domain: Option<String>,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for DkimSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimSettings")
+            .field("selector", &self.selector)
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub name: String,
+    /// Lowercase; empty allows any From domain.
+    pub from_domains: Vec<String>,
+    /// `None` writes `.eml` files to the outbox instead of sending.
+    pub relay: Option<Relay>,
+    pub dkim: Option<DkimSettings>,
+    pub unsubscribe: bool,
+    pub unsubscribe_mailto: Option<String>,
+    pub rate_limit_per_sec: Option<u32>,
+    pub esp: Option<Esp>,
+}
+
+impl StreamSettings {
+    pub fn allows_from_domain(&self, domain: &str) -> bool {
+        self.from_domains.is_empty() || self.from_domains.iter().any(|d| d == domain)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub workers: usize,
+    pub retry_schedule: Vec<Duration>,
+    pub give_up_after: Duration,
+    pub soft_bounce_limit: u32,
+    pub outbox: PathBuf,
+    pub timeout: Duration,
+    pub max_recipients: usize,
+    pub max_message_bytes: usize,
+    pub streams: BTreeMap<String, StreamSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublicSettings {
+    /// Base of links in messages, without a trailing slash.
+    pub url: String,
+    pub listen: Option<SocketAddr>,
+}
+
+fn stream_key(name: &str, key: &str) -> String {
+    format!("mail.streams.{name}.{key}")
+}
+
+pub fn validate_public(
+    section: PublicSection,
+    private_listen: SocketAddr,
+) -> Result<PublicSettings, ConfigError> {
+    let listen = match &section.listen {
+        None => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            invalid_at(
+                "public.listen".into(),
+                format!("`{text}` is not an address like 0.0.0.0:8080"),
+            )
+        })?),
+    };
+    let url = match section.url {
+        Some(url) => {
+            let trimmed = url.trim_end_matches('/').to_owned();
+            let rest = trimmed
+                .strip_prefix("https://")
+                .or_else(|| trimmed.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => trimmed,
+                _ => {
+                    return Err(invalid_at(
+                        "public.url".into(),
+                        format!("`{url}` is not an http(s) URL like https://mail.example.com"),
+                    ))
+                }
+            }
+        }
+        None => format!("http://{}", listen.unwrap_or(private_listen)),
+    };
+    Ok(PublicSettings { url, listen })
+}
+
+pub fn validate_mail(section: MailSection, data_dir: &Path) -> Result<MailSettings, ConfigError> {
+    let key = |k: &str| format!("mail.{k}");
+    if section.retry_schedule.len() > 50 {
+        return Err(invalid_at(key("retry_schedule"), "at most 50 retries"));
+    }
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let mut retry_schedule = Vec::with_capacity(section.retry_schedule.len());
+    for text in &section.retry_schedule {
+        retry_schedule.push(duration("mail.retry_schedule", text, week)?);
+    }
+    if section.workers == 0 || section.workers > 64 {
+        return Err(invalid_at(key("workers"), "must be between 1 and 64"));
+    }
+    if section.soft_bounce_limit == 0 {
+        return Err(invalid_at(key("soft_bounce_limit"), "must be at least 1"));
+    }
+    if section.max_recipients == 0 || section.max_recipients > 1000 {
+        return Err(invalid_at(
+            key("max_recipients"),
+            "must be between 1 and 1000",
+        ));
+    }
+    if section.max_message_bytes < 1024 || section.max_message_bytes > 32 << 20 {
+        return Err(invalid_at(
+            key("max_message_bytes"),
+            "must be between 1024 and 33554432",
+        ));
+    }
+    let mut streams = BTreeMap::new();
+    let sections = if section.streams.is_empty() {
+        // The default install: both usual streams, any From domain, outbox.
+        let mut defaults = BTreeMap::new();
+        defaults.insert("transactional".to_owned(), StreamSection::default());
+        defaults.insert("marketing".to_owned(), StreamSection::default());
+        defaults
+    } else {
+        section.streams
+    };
+    for (name, stream) in sections {
+        streams.insert(name.clone(), validate_stream(&name, stream)?);
+    }
+    Ok(MailSettings {
+        workers: section.workers,
+        retry_schedule,
+        give_up_after: duration("mail.give_up_after", &section.give_up_after, week * 4)?,
+        soft_bounce_limit: section.soft_bounce_limit,
+        outbox: section.outbox.unwrap_or_else(|| data_dir.join("outbox")),
+        timeout: duration("mail.timeout", &section.timeout, Duration::from_secs(600))?,
+        max_recipients: section.max_recipients,
+        max_message_bytes: section.max_message_bytes,
+        streams,
+    })
+}
+
+fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, ConfigError> {
+    if !is_stream_name(name) {
+        return Err(invalid_at(
+            format!("mail.streams.{name}"),
+            "stream names use letters, digits, `_` and `-` (at most 64)",
+        ));
+    }
+    let mut from_domains = Vec::with_capacity(s.from_domains.len());
+    for domain in &s.from_domains {
+        let lower = domain.trim().to_ascii_lowercase();
+        if !super::address::is_domain(&lower) {
+            return Err(invalid_at(
+                stream_key(name, "from_domains"),
+                format!("`{domain}` is not a domain name"),
+            ));
+        }
+        from_domains.push(lower);
+    }
+    let relay = match &s.relay {
+        None => None,
+        Some(url) => {
+            let mut relay =
+                parse_relay(url).map_err(|m| invalid_at(stream_key(name, "relay"), m))?;
+            if let Some(path) = &s.relay_ca_file {
+                relay.ca_pem = Some(std::fs::read(path).map_err(|e| {
+                    invalid_at(
+                        stream_key(name, "relay_ca_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?);
+            }
+            Some(relay)
+        }
+    };
+    let dkim = match (&s.dkim_selector, &s.dkim_key_file) {
+        (None, None) => None,
+        (Some(selector), Some(path)) => {
+            let key_pem = std::fs::read_to_string(path).map_err(|e| {
+                invalid_at(
+                    stream_key(name, "dkim_key_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if let Err(e) = lettre::message::dkim::DkimSigningKey::new(
+                &key_pem,
+                lettre::message::dkim::DkimSigningAlgorithm::Rsa,
+            ) {
+                return Err(invalid_at(
+                    stream_key(name, "dkim_key_file"),
+                    format!("not an RSA private key in PKCS#1 PEM: {e}"),
+                ));
+            }
+            let selector_ok = !selector.is_empty()
+                && selector.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !selector_ok {
+                return Err(invalid_at(
+                    stream_key(name, "dkim_selector"),
+                    format!("`{selector}` is not a DNS label"),
+                ));
+            }
+            let domain = match &s.dkim_domain {
+                Some(d) if super::address::is_domain(&d.to_ascii_lowercase()) => {
+                    Some(d.to_ascii_lowercase())
+                }
+                Some(d) => {
+                    return Err(invalid_at(
+                        stream_key(name, "dkim_domain"),
+                        format!("`{d}` is not a domain name"),
+                    ))
+                }
+                None => None,
+            };
+            Some(DkimSettings {
+                selector: selector.clone(),
+                domain,
+                key_pem,
+            })
+        }
+        _ => {
+            return Err(invalid_at(
+                stream_key(name, "dkim_selector"),
+                "dkim_selector and dkim_key_file go together",
+            ))
+        }
+    };
+    if let Some(mailto) = &s.unsubscribe_mailto {
+        if super::address::normalize(mailto).is_err() {
+            return Err(invalid_at(
+                stream_key(name, "unsubscribe_mailto"),
+                format!("`{mailto}` is not an email address"),
+            ));
+        }
+    }
+    if s.rate_limit_per_sec == Some(0) {
+        return Err(invalid_at(
+            stream_key(name, "rate_limit_per_sec"),
+            "must be at least 1 (leave it out for no limit)",
+        ));
+    }
+    Ok(StreamSettings {
+        name: name.to_owned(),
+        from_domains,
+        relay,
+        dkim,
+        unsubscribe: s.unsubscribe.unwrap_or(name == "marketing"),
+        unsubscribe_mailto: s.unsubscribe_mailto,
+        rate_limit_per_sec: s.rate_limit_per_sec,
+        esp: s.esp,
+    })
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("bad percent-escape in the relay URL")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the relay URL's credentials are not UTF-8".to_owned())
+}
+
+/// `smtps://user:pass@host:465`, `smtp://host:587?tls=required`,
+/// `smtp://127.0.0.1:2525` (plaintext, loopback only).
+pub fn parse_relay(url: &str) -> Result<Relay, String> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        format!(
+            "`{}` is not a URL like smtps://user:pass@host:465",
+            redact(url)
+        )
+    })?;
+    let implicit = match scheme {
+        "smtps" => true,
+        "smtp" => false,
+        other => return Err(format!("scheme `{other}` is not smtp or smtps")),
+    };
+    let (authority, query) = match rest.split_once('?') {
+        Some((a, q)) => (a.trim_end_matches('/'), Some(q)),
+        None => (rest.trim_end_matches('/'), None),
+    };
+    let (credentials, hostport) = match authority.rsplit_once('@') {
+        Some((userinfo, hostport)) => {
+            let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            (
+                Some((percent_decode(user)?, percent_decode(pass)?)),
+                hostport,
+            )
+        }
+        None => (None, authority),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port: u16 = p
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("`{p}` is not a port"))?;
+            (h, port)
+        }
+        _ => (hostport, if implicit { 465 } else { 587 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err("the relay URL has no host".to_owned());
+    }
+    let mut tls = if implicit {
+        RelayTls::Implicit
+    } else if is_loopback_host(host) {
+        RelayTls::None
+    } else {
+        RelayTls::StartTlsRequired
+    };
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match (k.as_ref(), v.as_ref()) {
+            ("tls", "required") if !implicit => tls = RelayTls::StartTlsRequired,
+            ("tls", "none") if !implicit => tls = RelayTls::None,
+            ("tls", other) => {
+                return Err(format!(
+                    "tls=`{other}` is not allowed here; use tls=required or tls=none (smtp:// to loopback only)"
+                ))
+            }
+            (other, _) => return Err(format!("unknown relay URL parameter `{other}`")),
+        }
+    }
+    if tls == RelayTls::None && !is_loopback_host(host) {
+        return Err(format!(
+            "plaintext SMTP to {host} would expose mail and credentials; use smtps:// or smtp://…?tls=required"
+        ));
+    }
+    Ok(Relay {
+        host: host.to_owned(),
+        port,
+        tls,
+        credentials,
+        ca_pem: None,
+    })
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_urls_choose_tls_and_refuse_plaintext_off_loopback() {
+        let r = parse_relay("smtps://user%40x:p%3Ass@smtp.example.com").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.tls),
+            ("smtp.example.com", 465, RelayTls::Implicit)
+        );
+        assert_eq!(r.credentials, Some(("user@x".into(), "p:ss".into())));
+        let r = parse_relay("smtp://smtp.example.com:587?tls=required").unwrap();
+        assert_eq!((r.port, r.tls), (587, RelayTls::StartTlsRequired));
+        let r = parse_relay("smtp://smtp.example.com").unwrap();
+        assert_eq!(r.tls, RelayTls::StartTlsRequired);
+        let r = parse_relay("smtp://127.0.0.1:2525").unwrap();
+        assert_eq!((r.port, r.tls), (2525, RelayTls::None));
+        let r = parse_relay("smtp://localhost:2525?tls=required").unwrap();
+        assert_eq!(r.tls, RelayTls::StartTlsRequired);
+        assert!(parse_relay("smtp://smtp.example.com?tls=none").is_err());
+        assert!(parse_relay("http://x").is_err());
+        assert!(parse_relay("smtp://:25").is_err());
+        assert!(parse_relay("smtp://x:0").is_err());
+        assert!(parse_relay("smtp://x?foo=1").is_err());
+        let err = parse_relay("ftp://u:secret@x").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn streams_default_to_the_outbox_and_marketing_unsubscribes() {
+        let mail = validate_mail(MailSection::default(), Path::new("/d")).unwrap();
+        assert_eq!(mail.outbox, Path::new("/d/outbox"));
+        assert!(mail.streams["marketing"].unsubscribe);
+        assert!(!mail.streams["transactional"].unsubscribe);
+        assert!(mail.streams["transactional"].relay.is_none());
+        assert!(mail.streams["transactional"].allows_from_domain("any.example"));
+    }
+}

@@ -1,0 +1,401 @@
+//! Sending: a scheduler thread that releases due messages (per-stream rate
+//! limits, one attempt per message at a time) to a pool of worker threads,
+//! each composing, signing and relaying one message and recording the
+//! outcome through the writer.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::compose::{Composer, DkimCache};
+use super::config::{MailSettings, PublicSettings};
+use super::ledger::{self, format_email_id, AttemptReport, MailRetry};
+use super::relay::Destination;
+use super::unsubscribe::TokenKey;
+use crate::clock;
+use crate::store::codec::EmailStatus;
+use crate::store::mail::DueEmail;
+use crate::store::{Store, StoreError, SubmitError, Writer};
+
+pub enum Note {
+    Due(Vec<DueEmail>),
+    Done(u64),
+    Stop,
+}
+
+/// Tells the scheduler about messages that became due. Cheap to clone.
+#[derive(Clone)]
+pub struct MailQueue {
+    notes: Sender<Note>,
+}
+
+impl MailQueue {
+    pub fn due(&self, due: Vec<DueEmail>) {
+        if !due.is_empty() {
+            let _ = self.notes.send(Note::Due(due));
+        }
+    }
+}
+
+/// Everything a worker needs; shared by all of them.
+pub struct MailContext {
+    pub settings: MailSettings,
+    pub public: PublicSettings,
+    pub tokens: TokenKey,
+    pub retry: MailRetry,
+    store: Store,
+    writer: Writer,
+    destinations: HashMap<String, Destination>,
+}
+
+impl MailContext {
+    pub fn new(
+        settings: MailSettings,
+        public: PublicSettings,
+        tokens: TokenKey,
+        store: Store,
+        writer: Writer,
+    ) -> Result<Self, String> {
+        let mut destinations = HashMap::new();
+        for (name, stream) in &settings.streams {
+            let destination = match &stream.relay {
+                Some(relay) => Destination::smtp(relay, settings.timeout, settings.workers as u32)
+                    .map_err(|e| format!("mail.streams.{name}.relay: {e}"))?,
+                None => Destination::Outbox(settings.outbox.clone()),
+            };
+            destinations.insert(name.clone(), destination);
+        }
+        Ok(MailContext {
+            retry: MailRetry::new(&settings),
+            settings,
+            public,
+            tokens,
+            store,
+            writer,
+            destinations,
+        })
+    }
+}
+
+/// The running scheduler and workers.
+pub struct MailThreads {
+    queue: MailQueue,
+    scheduler: JoinHandle<()>,
+    workers_exited: Receiver<()>,
+    workers: usize,
+}
+
+impl MailThreads {
+    pub fn queue(&self) -> MailQueue {
+        self.queue.clone()
+    }
+
+    /// Stops releasing messages and waits up to `grace` for attempts in
+    /// flight; one still running then is retried after the restart.
+    pub fn stop(self, grace: Duration) {
+        let _ = self.queue.notes.send(Note::Stop);
+        let _ = self.scheduler.join();
+        let deadline = Instant::now() + grace;
+        for _ in 0..self.workers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.workers_exited.recv_timeout(left).is_err() {
+                tracing::warn!("a mail attempt outlived the grace period; it will be retried");
+                break;
+            }
+        }
+    }
+}
+
+/// Starts the scheduler (from the durable due index) and the workers.
+pub fn start(context: Arc<MailContext>) -> Result<MailThreads, StoreError> {
+    let (notes_tx, notes_rx) = crossbeam_channel::unbounded();
+    let queue = MailQueue { notes: notes_tx };
+    let workers = context.settings.workers;
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<(u64, String)>(workers * 2);
+    let (exited_tx, exited_rx) = crossbeam_channel::bounded(workers);
+    for n in 0..workers {
+        let context = context.clone();
+        let jobs = jobs_rx.clone();
+        let queue = queue.clone();
+        let exited = exited_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("herald-mail-{n}"))
+            .spawn(move || {
+                let mut dkim = DkimCache::new();
+                for (id, stream) in jobs.iter() {
+                    attempt(&context, &queue, id, &stream, &mut dkim);
+                    let _ = queue.notes.send(Note::Done(id));
+                }
+                let _ = exited.send(());
+            })
+            .expect("spawning a mail worker");
+    }
+    let mut scheduler = Scheduler::new(&context);
+    for due in context.store.read()?.due_emails()? {
+        scheduler.add(due);
+    }
+    let handle = std::thread::Builder::new()
+        .name("herald-mail-scheduler".into())
+        .spawn(move || scheduler.run(&notes_rx, jobs_tx))
+        .expect("spawning the mail scheduler");
+    Ok(MailThreads {
+        queue,
+        scheduler: handle,
+        workers_exited: exited_rx,
+        workers,
+    })
+}
+
+/// A token bucket allowing `rate` messages per second with a burst of one
+/// second's worth.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        Bucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            updated: Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Scheduler {
+    due: BTreeSet<(i64, u64)>,
+    streams: HashMap<u64, String>,
+    in_flight: HashSet<u64>,
+    buckets: HashMap<String, Bucket>,
+}
+
+/// How long the scheduler sleeps at most; bounds how late a due message
+/// whose note was lost (it is always in the index) could be noticed.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+impl Scheduler {
+    fn new(context: &MailContext) -> Self {
+        let buckets = context
+            .settings
+            .streams
+            .iter()
+            .filter_map(|(name, s)| s.rate_limit_per_sec.map(|r| (name.clone(), Bucket::new(r))))
+            .collect();
+        Scheduler {
+            due: BTreeSet::new(),
+            streams: HashMap::new(),
+            in_flight: HashSet::new(),
+            buckets,
+        }
+    }
+
+    fn add(&mut self, due: DueEmail) {
+        self.due.insert((due.due_ms, due.id));
+        self.streams.insert(due.id, due.stream);
+    }
+
+    fn run(mut self, notes: &Receiver<Note>, jobs: Sender<(u64, String)>) {
+        let mut wait = Duration::ZERO;
+        loop {
+            match notes.recv_timeout(wait) {
+                Ok(note) => {
+                    if !self.take(note) {
+                        return;
+                    }
+                    // Take everything queued before releasing work.
+                    while let Ok(note) = notes.try_recv() {
+                        if !self.take(note) {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            wait = self.release(&jobs);
+        }
+    }
+
+    /// False on Stop.
+    fn take(&mut self, note: Note) -> bool {
+        match note {
+            Note::Due(items) => items.into_iter().for_each(|d| self.add(d)),
+            Note::Done(id) => {
+                self.in_flight.remove(&id);
+            }
+            Note::Stop => return false,
+        }
+        true
+    }
+
+    /// Hands out what is due; returns how long to wait for the next.
+    fn release(&mut self, jobs: &Sender<(u64, String)>) -> Duration {
+        let now_ms = clock::now_ms();
+        let now = Instant::now();
+        let mut held_back = Vec::new();
+        let mut wait = IDLE_WAIT;
+        while let Some(&(due_ms, id)) = self.due.first() {
+            if due_ms > now_ms {
+                wait = wait.min(Duration::from_millis((due_ms - now_ms) as u64));
+                break;
+            }
+            self.due.pop_first();
+            if self.in_flight.contains(&id) {
+                // Its attempt's outcome will reschedule it if needed.
+                continue;
+            }
+            let Some(stream) = self.streams.get(&id).cloned() else {
+                continue;
+            };
+            if let Some(bucket) = self.buckets.get_mut(&stream) {
+                if !bucket.try_take(now) {
+                    held_back.push((due_ms, id));
+                    wait = wait.min(Duration::from_millis(20));
+                    continue;
+                }
+            }
+            match jobs.try_send((id, stream)) {
+                Ok(()) => {
+                    self.in_flight.insert(id);
+                    self.streams.remove(&id);
+                }
+                Err(TrySendError::Full(_)) => {
+                    // Every worker is busy: a Done note wakes us.
+                    held_back.push((due_ms, id));
+                    wait = IDLE_WAIT;
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
+        self.due.extend(held_back);
+        wait
+    }
+}
+
+/// One attempt at message `id`, start to finish.
+fn attempt(context: &MailContext, queue: &MailQueue, id: u64, stream: &str, dkim: &mut DkimCache) {
+    let record = match context.store.read().and_then(|r| r.email(id)) {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "reading a queued message failed; it stays queued");
+            return;
+        }
+    };
+    let now_ms = clock::now_ms();
+    let pending = matches!(record.status, EmailStatus::Queued | EmailStatus::Deferred);
+    // A stale note (the message was rescheduled or settled since).
+    if !pending || record.next_attempt_ms.is_none_or(|due| due > now_ms + 50) {
+        return;
+    }
+    let suppressed = context
+        .store
+        .read()
+        .and_then(|r| r.suppression_for(&record.to, &record.stream));
+    if let Ok(Some(entry)) = suppressed {
+        let reason = entry.reason;
+        let _ = write(
+            context,
+            move |txn| ledger::cancel_suppressed(txn, id, reason),
+            |_| {},
+        );
+        return;
+    }
+    let Some(settings) = context.settings.streams.get(stream) else {
+        tracing::warn!(stream, message = %format_email_id(id), "the message's stream is no longer configured; it stays queued");
+        return;
+    };
+    let composer = Composer {
+        stream: settings,
+        public_url: &context.public.url,
+        tokens: &context.tokens,
+    };
+    let started = Instant::now();
+    let at_ms = clock::now_ms();
+    let reply = match composer.build(id, &record) {
+        Ok(mut message) => match composer.sign(&mut message, &record, dkim) {
+            Ok(()) => {
+                let bytes = message.formatted();
+                context.destinations[stream].send(&format_email_id(id), message.envelope(), &bytes)
+            }
+            Err(e) => (0, e.to_string()),
+        },
+        // Validated at queueing, so only a bug or a changed rule gets here.
+        Err(e) => (554, format!("5.6.0 {e}")),
+    };
+    let report = AttemptReport {
+        at_ms,
+        code: reply.0,
+        text: reply.1,
+        latency_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
+        random_unit: f64::from(crate::ids::new_id() as u32) / f64::from(u32::MAX),
+    };
+    if report.code >= 500
+        && crate::mail::classify::classify(report.code, &report.text)
+            == crate::mail::classify::Verdict::SenderProblem
+    {
+        tracing::warn!(message = %format_email_id(id), code = report.code, reply = %report.text,
+                       "the relay refused our mail for a sender-side reason; check the stream's domain, DKIM and relay account");
+    }
+    let retry = context.retry.clone();
+    let queue = queue.clone();
+    let _ = write(
+        context,
+        move |txn| ledger::record_attempt(txn, id, report, &retry),
+        move |next| {
+            if let Some(next) = next {
+                queue.due(vec![next.clone()]);
+            }
+        },
+    );
+}
+
+/// Submits from a worker thread, waiting out a full write queue. Gives up
+/// only when the store is closing: the message's due row then makes it
+/// retry after the restart.
+fn write<T, F, C>(context: &MailContext, op: F, on_commit: C) -> Result<T, SubmitError>
+where
+    T: Send + 'static,
+    F: for<'t> FnOnce(&mut crate::store::WriteTxn<'t>) -> Result<T, StoreError>
+        + Send
+        + Clone
+        + 'static,
+    C: FnOnce(&T) + Send + Clone + 'static,
+{
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match context
+            .writer
+            .write_then_blocking(op.clone(), on_commit.clone())
+        {
+            Err(SubmitError::Busy) => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            other => {
+                if let Err(e) = &other {
+                    tracing::warn!(error = %e, "recording a mail attempt failed; it will be retried");
+                }
+                return other;
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Transactional email: validated requests queued with their suppression
+//! check in one transaction, relayed over SMTP by a worker pool with DKIM
+//! and one-click unsubscribe, outcomes classified into retries, bounces and
+//! suppressions.
+
+pub mod address;
+pub mod classify;
+pub mod compose;
+pub mod config;
+pub mod dispatch;
+pub mod ledger;
+pub mod relay;
+pub mod request;
+pub mod unsubscribe;
