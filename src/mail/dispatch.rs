@@ -127,7 +127,6 @@ pub fn start(context: Arc<MailContext>) -> Result<MailThreads, StoreError> {
                 let mut dkim = DkimCache::new();
                 for (id, stream) in jobs.iter() {
                     attempt(&context, &queue, id, &stream, &mut dkim);
-                    let _ = queue.notes.send(Note::Done(id));
                 }
                 let _ = exited.send(());
             })
@@ -258,7 +257,9 @@ impl Scheduler {
             }
             self.due.pop_first();
             if self.in_flight.contains(&id) {
-                // Its attempt's outcome will reschedule it if needed.
+                // Rescheduled before its attempt reported Done: the Done
+                // note wakes us to release it.
+                held_back.push((due_ms, id));
                 continue;
             }
             let Some(stream) = self.streams.get(&id).cloned() else {
@@ -290,21 +291,39 @@ impl Scheduler {
     }
 }
 
-/// One attempt at message `id`, start to finish.
+/// One attempt at message `id`. The scheduler hears `Done` once the outcome
+/// is durable (or at once when there was nothing to do), never before: until
+/// then the message is not released again.
 fn attempt(context: &MailContext, queue: &MailQueue, id: u64, stream: &str, dkim: &mut DkimCache) {
+    let done = |queue: &MailQueue| {
+        let _ = queue.notes.send(Note::Done(id));
+    };
+    if !attempt_inner(context, queue, id, stream, dkim) {
+        done(queue);
+    }
+}
+
+/// True when an outcome was submitted whose commit will report `Done`.
+fn attempt_inner(
+    context: &MailContext,
+    queue: &MailQueue,
+    id: u64,
+    stream: &str,
+    dkim: &mut DkimCache,
+) -> bool {
     let record = match context.store.read().and_then(|r| r.email(id)) {
         Ok(Some(record)) => record,
-        Ok(None) => return,
+        Ok(None) => return false,
         Err(e) => {
             tracing::error!(error = %e, "reading a queued message failed; it stays queued");
-            return;
+            return false;
         }
     };
     let now_ms = clock::now_ms();
     let pending = matches!(record.status, EmailStatus::Queued | EmailStatus::Deferred);
     // A stale note (the message was rescheduled or settled since).
     if !pending || record.next_attempt_ms.is_none_or(|due| due > now_ms + 50) {
-        return;
+        return false;
     }
     let suppressed = context
         .store
@@ -312,16 +331,18 @@ fn attempt(context: &MailContext, queue: &MailQueue, id: u64, stream: &str, dkim
         .and_then(|r| r.suppression_for(&record.to, &record.stream));
     if let Ok(Some(entry)) = suppressed {
         let reason = entry.reason;
-        let _ = write(
+        let queue = queue.clone();
+        return write(
             context,
             move |txn| ledger::cancel_suppressed(txn, id, reason),
-            |_| {},
+            move |_| {
+                let _ = queue.notes.send(Note::Done(id));
+            },
         );
-        return;
     }
     let Some(settings) = context.settings.streams.get(stream) else {
         tracing::warn!(stream, message = %format_email_id(id), "the message's stream is no longer configured; it stays queued");
-        return;
+        return false;
     };
     let composer = Composer {
         stream: settings,
@@ -357,21 +378,22 @@ fn attempt(context: &MailContext, queue: &MailQueue, id: u64, stream: &str, dkim
     }
     let retry = context.retry.clone();
     let queue = queue.clone();
-    let _ = write(
+    write(
         context,
         move |txn| ledger::record_attempt(txn, id, report, &retry),
         move |next| {
             if let Some(next) = next {
                 queue.due(vec![next.clone()]);
             }
+            let _ = queue.notes.send(Note::Done(id));
         },
-    );
+    )
 }
 
-/// Submits from a worker thread, waiting out a full write queue. Gives up
-/// only when the store is closing: the message's due row then makes it
-/// retry after the restart.
-fn write<T, F, C>(context: &MailContext, op: F, on_commit: C) -> Result<T, SubmitError>
+/// Submits an outcome from a worker thread without waiting for its commit,
+/// waiting out a full write queue. False when the store is closing: the
+/// message's due row then makes it retry after the restart.
+fn write<T, F, C>(context: &MailContext, op: F, on_commit: C) -> bool
 where
     T: Send + 'static,
     F: for<'t> FnOnce(&mut crate::store::WriteTxn<'t>) -> Result<T, StoreError>
@@ -382,19 +404,15 @@ where
 {
     let mut backoff = Duration::from_millis(5);
     loop {
-        match context
-            .writer
-            .write_then_blocking(op.clone(), on_commit.clone())
-        {
+        match context.writer.submit_then(op.clone(), on_commit.clone()) {
+            Ok(()) => return true,
             Err(SubmitError::Busy) => {
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
-            other => {
-                if let Err(e) = &other {
-                    tracing::warn!(error = %e, "recording a mail attempt failed; it will be retried");
-                }
-                return other;
+            Err(e) => {
+                tracing::warn!(error = %e, "recording a mail attempt failed; it will be retried");
+                return false;
             }
         }
     }

@@ -135,15 +135,16 @@ impl Writer {
         answer.await.unwrap_or(Err(SubmitError::Closed))
     }
 
-    /// `write_then` for threads outside the runtime (mail workers).
-    pub fn write_then_blocking<T, F, C>(&self, op: F, on_commit: C) -> Result<T, SubmitError>
+    /// Queues `op` without waiting for its commit; `on_commit` runs once it
+    /// is durable. For callers whose next step does not depend on the
+    /// outcome (mail workers), so they need not idle through each fsync.
+    pub fn submit_then<T, F, C>(&self, op: F, on_commit: C) -> Result<(), SubmitError>
     where
         T: Send + 'static,
         F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
         C: FnOnce(&T) + Send + 'static,
     {
-        let answer = self.submit(op, on_commit)?;
-        answer.blocking_recv().unwrap_or(Err(SubmitError::Closed))
+        self.submit(op, on_commit).map(drop)
     }
 
     fn submit<T, F, C>(
