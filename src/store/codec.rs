@@ -385,4 +385,59 @@ mod tests {
         trailing.push(0);
         assert!(decode::<EventRecord>(&trailing).is_err());
     }
+
+    fn sample_email() -> EmailRecord {
+        EmailRecord {
+            stream: "transactional".into(),
+            from: "Acme <no-reply@acme.com>".into(),
+            to: "bob@example.com".into(),
+            reply_to: None,
+            subject: "Hi".into(),
+            text: "hello".into(),
+            html: Some("<p>hello</p>".into()),
+            headers: vec![("X-A".into(), "1".into())],
+            tags: vec![("kind".into(), "reset".into())],
+            message_id: "<1.2@acme.com>".into(),
+            created_at_ms: 1_700_000_000_000,
+            status: EmailStatus::Deferred,
+            attempts: vec![MailAttemptRecord {
+                at_ms: 1_700_000_000_100,
+                code: 450,
+                text: "4.2.0 later".into(),
+                latency_ms: 12,
+            }],
+            next_attempt_ms: Some(1_700_000_060_000),
+            smtp_response: None,
+            flagged: false,
+        }
+    }
+
+    fn sample_suppression() -> SuppressionRecord {
+        SuppressionRecord {
+            reason: SuppressionReason::HardBounce,
+            created_at_ms: 1_700_000_000_000,
+            email_id: Some(7),
+        }
+    }
+
+    const EMAIL_V1_GOLDEN: &str = "010d7472616e73616374696f6e616c1841636d65203c6e6f2d7265706c794061636d652e636f6d3e\
+                                    0f626f62406578616d706c652e636f6d000248690568656c6c6f010c3c703e68656c6c6f3c2f703e\
+                                    0103582d41013101046b696e640572657365740e3c312e324061636d652e636f6d3efd00d0ca9f17\
+                                    0300000101fdc8d0ca9f17030000fbc2010b342e322e30206c617465720c01fdc0a4cc9f17030000\
+                                    0000";
+    const SUPPRESSION_V1_GOLDEN: &str = "0100fd00d0ca9f170300000107";
+
+    #[test]
+    fn mail_records_v1_match_golden_bytes() {
+        assert_eq!(hex(&encode(&sample_email())), EMAIL_V1_GOLDEN);
+        assert_eq!(
+            decode::<EmailRecord>(&unhex(EMAIL_V1_GOLDEN)).unwrap(),
+            sample_email()
+        );
+        assert_eq!(hex(&encode(&sample_suppression())), SUPPRESSION_V1_GOLDEN);
+        assert_eq!(
+            decode::<SuppressionRecord>(&unhex(SUPPRESSION_V1_GOLDEN)).unwrap(),
+            sample_suppression()
+        );
+    }
 }
