@@ -57,11 +57,24 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         writer.clone(),
         &config.webhooks,
     ));
+    // Bound before mail starts: links in messages need the real addresses
+    // when the configured ports are 0 (chosen by the kernel).
+    let private_listener = bind(config.listen)?;
+    let private_addr = private_listener.local_addr().unwrap_or(config.listen);
+    let public_listener = config.public.listen.map(bind).transpose()?;
+    let mut public = config.public.clone();
+    if public.url_is_default {
+        let addr = public_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(private_addr);
+        public.url = format!("http://{addr}");
+    }
     let tokens = TokenKey::new(store.persistent_secret("unsubscribe")?);
     let mail = Arc::new(
         MailContext::new(
             config.mail.clone(),
-            config.public.clone(),
+            public,
             tokens,
             store.clone(),
             writer.clone(),
@@ -78,71 +91,58 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         mail_threads.queue(),
     ));
 
-    let served =
-        runtime.block_on(async {
-            let listener =
-                TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|source| DaemonError::Listen {
-                        addr: config.listen,
-                        source,
-                    })?;
-            let addr = listener.local_addr().unwrap_or(config.listen);
-            let public_listener =
-                match config.public.listen {
-                    Some(public) => Some(TcpListener::bind(public).await.map_err(|source| {
-                        DaemonError::Listen {
-                            addr: public,
-                            source,
-                        }
-                    })?),
-                    None => None,
-                };
-            // Installed before `listening` is announced: a supervisor may send
-            // SIGTERM the moment it sees that line, and it must stop us cleanly.
-            let signals = ShutdownSignals::install();
-            if config.is_unauthenticated() {
-                tracing::warn!(
-                    "no API key configured: the API at {addr} accepts every local caller; \
+    let served = runtime.block_on(async {
+        let listener = adopt(private_listener, config.listen)?;
+        let addr = private_addr;
+        let public_listener = match (public_listener, config.public.listen) {
+            (Some(l), Some(public)) => Some(adopt(l, public)?),
+            _ => None,
+        };
+        // Installed before `listening` is announced: a supervisor may send
+        // SIGTERM the moment it sees that line, and it must stop us cleanly.
+        let signals = ShutdownSignals::install();
+        if config.is_unauthenticated() {
+            tracing::warn!(
+                "no API key configured: the API at {addr} accepts every local caller; \
                  set server.api_keys or HERALD_API_KEYS"
-                );
+            );
+        }
+        tracing::info!(addr = %addr, database = %path.display(), "listening");
+        // Attempts it has in flight at shutdown are dropped with the
+        // runtime; their schedule rows make them retry after the restart.
+        runtime_spawn_dispatcher(hooks, hook_inbox);
+        let (public_stop, public_stopped) = tokio::sync::oneshot::channel::<()>();
+        let public_server = public_listener.map(|listener| {
+            match listener.local_addr() {
+                Ok(public_addr) => tracing::info!(addr = %public_addr, "public listening"),
+                Err(_) => tracing::info!("public listening"),
             }
-            tracing::info!(addr = %addr, database = %path.display(), "listening");
-            // Attempts it has in flight at shutdown are dropped with the
-            // runtime; their schedule rows make them retry after the restart.
-            runtime_spawn_dispatcher(hooks, hook_inbox);
-            let (public_stop, public_stopped) = tokio::sync::oneshot::channel::<()>();
-            let public_server = public_listener.map(|listener| {
-                match listener.local_addr() {
-                    Ok(public_addr) => tracing::info!(addr = %public_addr, "public listening"),
-                    Err(_) => tracing::info!("public listening"),
-                }
-                let stop = async {
-                    let _ = public_stopped.await;
-                };
-                tokio::spawn(api::serve(listener, state.clone(), stop, Surface::Public))
-            });
-            notify_systemd(&[sd_notify::NotifyState::Ready]);
             let stop = async {
-                tokio::select! {
-                    () = signals.recv() => {}
-                    () = writer.storage_failed() => {}
-                }
+                let _ = public_stopped.await;
             };
-            api::serve(listener, state, stop, Surface::Private).await;
-            let _ = public_stop.send(());
-            if let Some(server) = public_server {
-                let _ = server.await;
-            }
-            notify_systemd(&[sd_notify::NotifyState::Stopping]);
-            // The writer is stopped only below, so if it is gone already it
-            // stopped on its own: storage failed.
-            if writer.is_alive() {
-                Ok(())
-            } else {
-                Err(DaemonError::StorageFailed)
-            }
+            tokio::spawn(api::serve(listener, state.clone(), stop, Surface::Public))
         });
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        let stop = async {
+            tokio::select! {
+                () = signals.recv() => {}
+                () = writer.storage_failed() => {}
+            }
+        };
+        api::serve(listener, state, stop, Surface::Private).await;
+        let _ = public_stop.send(());
+        if let Some(server) = public_server {
+            let _ = server.await;
+        }
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        // The writer is stopped only below, so if it is gone already it
+        // stopped on its own: storage failed.
+        if writer.is_alive() {
+            Ok(())
+        } else {
+            Err(DaemonError::StorageFailed)
+        }
+    });
 
     // Handlers that outlived the grace period are dropped with the runtime;
     // then the writer commits what it already accepted and the file closes.
@@ -153,6 +153,23 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     drop(store);
     tracing::info!("stopped");
     served
+}
+
+fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, DaemonError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| DaemonError::Listen { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| DaemonError::Listen { addr, source })?;
+    Ok(listener)
+}
+
+/// Hands a bound listener to the runtime (must run inside it).
+fn adopt(
+    listener: std::net::TcpListener,
+    addr: std::net::SocketAddr,
+) -> Result<TcpListener, DaemonError> {
+    TcpListener::from_std(listener).map_err(|source| DaemonError::Listen { addr, source })
 }
 
 fn runtime_spawn_dispatcher(

@@ -174,6 +174,9 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
     match segments.as_slice() {
         ["healthz"] => return only(&method, &Method::GET, "GET").map(|()| admin::healthz()),
         ["readyz"] => return only(&method, &Method::GET, "GET").map(|()| admin::readyz(&state)),
+        // Unsubscribe links work here too, so the default install (no
+        // public listener) can follow its own links locally.
+        ["u", token] => return public::unsubscribe(state, token, req).await,
         ["v1", ..] => state.keys.check(req.headers())?,
         _ => return Err(not_found(&path)),
     }

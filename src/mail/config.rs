@@ -161,6 +161,9 @@ pub struct MailSettings {
 pub struct PublicSettings {
     /// Base of links in messages, without a trailing slash.
     pub url: String,
+    /// No `url` was configured: the daemon derives it from the address it
+    /// actually bound.
+    pub url_is_default: bool,
     pub listen: Option<SocketAddr>,
 }
 
@@ -181,6 +184,7 @@ pub fn validate_public(
             )
         })?),
     };
+    let url_is_default = section.url.is_none();
     let url = match section.url {
         Some(url) => {
             let trimmed = url.trim_end_matches('/').to_owned();
@@ -199,7 +203,11 @@ pub fn validate_public(
         }
         None => format!("http://{}", listen.unwrap_or(private_listen)),
     };
-    Ok(PublicSettings { url, listen })
+    Ok(PublicSettings {
+        url,
+        url_is_default,
+        listen,
+    })
 }
 
 pub fn validate_mail(section: MailSection, data_dir: &Path) -> Result<MailSettings, ConfigError> {

@@ -341,7 +341,7 @@ fn attempt_inner(
         );
     }
     let Some(settings) = context.settings.streams.get(stream) else {
-        tracing::warn!(stream, message = %format_email_id(id), "the message's stream is no longer configured; it stays queued");
+        tracing::warn!(stream, email = %format_email_id(id), "the message's stream is no longer configured; it stays queued");
         return false;
     };
     let composer = Composer {
@@ -373,7 +373,7 @@ fn attempt_inner(
         && crate::mail::classify::classify(report.code, &report.text)
             == crate::mail::classify::Verdict::SenderProblem
     {
-        tracing::warn!(message = %format_email_id(id), code = report.code, reply = %report.text,
+        tracing::warn!(email = %format_email_id(id), code = report.code, reply = %report.text,
                        "the relay refused our mail for a sender-side reason; check the stream's domain, DKIM and relay account");
     }
     let retry = context.retry.clone();
