@@ -72,8 +72,8 @@ pub fn classify(code: u16, text: &str) -> Verdict {
                 ..
             }) => Verdict::HardBounce,
             Some(EnhancedCode { subject: 7, .. }) => Verdict::SenderProblem,
-            // Without an enhanced code only 550/551/553 name the mailbox.
-            None if matches!(code, 550 | 551 | 553) => Verdict::HardBounce,
+            // Without an enhanced code a 5xx does not say whether the
+            // mailbox or the message is at fault: never suppress on a guess.
             _ => Verdict::Rejected,
         },
         _ => Verdict::Unreachable,
@@ -99,7 +99,7 @@ mod tests {
         );
         assert_eq!(classify(554, "5.7.26 DMARC"), Verdict::SenderProblem);
         assert_eq!(classify(552, "5.3.4 message too big"), Verdict::Rejected);
-        assert_eq!(classify(550, "mailbox unavailable"), Verdict::HardBounce);
+        assert_eq!(classify(550, "mailbox unavailable"), Verdict::Rejected);
         assert_eq!(classify(554, "transaction failed"), Verdict::Rejected);
         assert_eq!(classify(0, ""), Verdict::Unreachable);
     }

@@ -286,10 +286,11 @@ pub fn record_attempt(
                       "code": report.code, "enhanced": enhanced, "response": text,
                       "attempt": record.attempts.len()});
     record.next_attempt_ms = None;
+    // The final reply is kept whatever it was; a deferral keeps the last one.
+    record.smtp_response = Some(format!("{} {}", report.code, text));
     match verdict {
         Verdict::Accepted => {
             record.status = EmailStatus::Sent;
-            record.smtp_response = Some(format!("{} {}", report.code, text));
             txn.set_soft_bounces(&to, 0)?;
             append(txn, "email.sent", base, now_ms)?;
         }
