@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::mail::config::{
     validate_mail, validate_public, MailSection, MailSettings, PublicSection, PublicSettings,
 };
+use crate::tracking::config::{validate_tracking, TrackingSection, TrackingSettings};
 
 /// Port of the private API when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8425";
@@ -53,6 +54,7 @@ pub struct FileConfig {
     pub webhooks: WebhooksSection,
     pub mail: MailSection,
     pub public: PublicSection,
+    pub tracking: TrackingSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +197,7 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     pub mail: MailSettings,
     pub public: PublicSettings,
+    pub tracking: TrackingSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +372,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         webhooks,
         mail,
         public,
+        tracking,
     } = file;
     let webhooks = validate_webhooks(webhooks)?;
 
@@ -411,6 +415,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
     }
     let mail = validate_mail(mail, &storage.data_dir)?;
     let public = validate_public(public, listen)?;
+    let tracking = validate_tracking(tracking)?;
     if events.max_event_bytes > events.max_request_bytes {
         return Err(invalid(
             "events.max_event_bytes",
@@ -479,6 +484,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         webhooks,
         mail,
         public,
+        tracking,
     })
 }
 

@@ -111,6 +111,10 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         // Attempts it has in flight at shutdown are dropped with the
         // runtime; their schedule rows make them retry after the restart.
         runtime_spawn_dispatcher(hooks, hook_inbox);
+        tokio::spawn(crate::tracking::retention::run(
+            writer.clone(),
+            config.tracking.clone(),
+        ));
         let (public_stop, public_stopped) = tokio::sync::oneshot::channel::<()>();
         let public_server = public_listener.map(|listener| {
             match listener.local_addr() {

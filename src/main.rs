@@ -10,6 +10,7 @@ mod ids;
 mod logging;
 mod mail;
 mod store;
+mod tracking;
 mod webhooks;
 
 use std::path::PathBuf;

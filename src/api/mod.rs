@@ -7,6 +7,7 @@ mod events;
 pub mod http;
 mod mail;
 mod public;
+mod tracking;
 mod webhooks;
 
 use std::convert::Infallible;
@@ -29,6 +30,7 @@ use http::{error_response, ApiKeys, Resp};
 use crate::config::Config;
 use crate::mail::dispatch::{MailContext, MailQueue};
 use crate::store::{ReadTxn, Store, StoreError, Writer};
+use crate::tracking::segment::Call;
 use crate::webhooks::attempt::AttemptContext;
 
 pub struct AppState {
@@ -177,6 +179,15 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         // Unsubscribe links work here too, so the default install (no
         // public listener) can follow its own links locally.
         ["u", token] => return public::unsubscribe(state, token, req).await,
+        // Segment-compatible ingestion authenticates with source write keys.
+        ["v1", "batch"] => {
+            only(&method, &Method::POST, "POST")?;
+            return tracking::ingest(state, None, req).await;
+        }
+        ["v1", name] if Call::parse(name).is_some() => {
+            only(&method, &Method::POST, "POST")?;
+            return tracking::ingest(state, Call::parse(name), req).await;
+        }
         ["v1", ..] => state.keys.check(req.headers())?,
         _ => return Err(not_found(&path)),
     }
@@ -190,6 +201,30 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         ["v1", "events", "batch"] => {
             only(&method, &Method::POST, "POST")?;
             events::create_batch(state, req).await
+        }
+        ["v1", "events", "export"] => {
+            only(&method, &Method::GET, "GET")?;
+            tracking::export(state, req).await
+        }
+        ["v1", "users", id] => {
+            only(&method, &Method::GET, "GET")?;
+            tracking::user(state, id).await
+        }
+        ["v1", "users", id, "events"] => {
+            only(&method, &Method::GET, "GET")?;
+            tracking::user_events(state, id, req).await
+        }
+        ["v1", "stats", "events"] => {
+            only(&method, &Method::GET, "GET")?;
+            tracking::stats(state, req).await
+        }
+        ["v1", "funnels"] => {
+            only(&method, &Method::GET, "GET")?;
+            tracking::funnel(state, req).await
+        }
+        ["v1", "attribution"] => {
+            only(&method, &Method::GET, "GET")?;
+            tracking::attribution(state, req).await
         }
         ["v1", "events", id] => {
             only(&method, &Method::GET, "GET")?;

@@ -10,6 +10,7 @@ use redb::{
 
 use super::mail;
 use super::recent_keys::RECENT_EVENT_KEYS;
+use super::tracking;
 use super::webhooks::{
     DELIVERIES, DELIVERIES_BY_ENDPOINT, DELIVERIES_BY_EVENT, DELIVERIES_DUE, ENDPOINTS,
 };
@@ -73,6 +74,14 @@ macro_rules! for_each_table {
         $f(mail::EMAIL_KEYS, $($arg),*)?;
         $f(mail::SUPPRESSIONS, $($arg),*)?;
         $f(mail::SOFT_BOUNCES, $($arg),*)?;
+        $f(tracking::TRACK_KEYS, $($arg),*)?;
+        $f(tracking::TRACKED, $($arg),*)?;
+        $f(tracking::TRACK_BY_PERSON, $($arg),*)?;
+        $f(tracking::TRACK_BY_EVENT, $($arg),*)?;
+        $f(tracking::TOUCHES, $($arg),*)?;
+        $f(tracking::PROFILES, $($arg),*)?;
+        $f(tracking::ID_LINKS, $($arg),*)?;
+        $f(tracking::TRACK_META, $($arg),*)?;
     }};
 }
 

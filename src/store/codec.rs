@@ -266,6 +266,22 @@ impl Record for SuppressionRecord {
     const VERSION: u8 = 1;
 }
 
+/// What identify calls said about one user. The userId is the table key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    /// The merged traits object as JSON text (later calls win per key).
+    pub traits: String,
+    /// Anonymous ids (and aliased earlier ids) linked to this user.
+    pub linked_ids: Vec<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Record for ProfileRecord {
+    const NAME: &'static str = "profile";
+    const VERSION: u8 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,6 +181,15 @@ impl WriteTxn<'_> {
     }
 }
 
+impl WriteTxn<'_> {
+    /// Deletes an event without a tenant (retention of tracked calls).
+    pub(crate) fn remove_event(&mut self, seq: u64, type_hash: u64) -> Result<(), StoreError> {
+        self.events.remove(seq)?;
+        self.events_by_type.remove(index_key(type_hash, seq))?;
+        Ok(())
+    }
+}
+
 /// A position in the log: every page continues strictly after it. Encoded as
 /// an opaque string so its form can change without breaking clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -233,6 +242,11 @@ pub struct EventPage {
 const EXAMINE_BUDGET: usize = 10_000;
 
 impl ReadTxn {
+    pub fn event_at_seq(&self, seq: u64) -> Result<Option<EventRecord>, StoreError> {
+        let table = self.txn.open_table(EVENTS)?;
+        read_event(&table, seq)
+    }
+
     pub fn event_by_id(&self, id: u128) -> Result<Option<(u64, EventRecord)>, StoreError> {
         let seq = seq_of_event_id(id);
         let events = self.txn.open_table(EVENTS)?;

@@ -9,6 +9,7 @@ pub mod event_log;
 mod fault;
 pub mod mail;
 pub mod recent_keys;
+pub mod tracking;
 pub mod webhooks;
 pub mod writer;
 
@@ -208,6 +209,7 @@ impl Store {
             txn.open_table(webhooks::DELIVERIES_BY_EVENT)
                 .map_err(redb::Error::from)?;
             mail::create_tables(&txn).map_err(redb::Error::from)?;
+            tracking::create_tables(&txn).map_err(redb::Error::from)?;
         }
         txn.commit().map_err(redb::Error::from)?;
         Ok(())

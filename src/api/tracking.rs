@@ -1,0 +1,510 @@
+//! Segment-compatible ingestion (`/v1/track`, `/v1/batch`…, authenticated
+//! by source write keys) and the tracking queries: users, event counts,
+//! funnels, attribution and NDJSON export.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::http::{json, query_params, read_body, Resp, ResponseBody};
+use super::{read, AppState};
+use crate::clock;
+use crate::events;
+use crate::store::event_log::IndexKeys;
+use crate::store::SubmitError;
+use crate::tracking::analysis::{self, Model, Resolver};
+use crate::tracking::ingest::{self, Refusal};
+use crate::tracking::segment::{parse_time, Call};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+const MAX_BUCKETS: i64 = 10_000;
+const MAX_FUNNEL_STEPS: usize = 10;
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Unauthorized => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown or missing write key",
+        ),
+        Refusal::TooLarge(m) => ApiError::too_large(m),
+        Refusal::Invalid { field, message } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_call",
+            format!("{field}: {message}"),
+        )
+        .with_field(field),
+    }
+}
+
+/// `POST /v1/{identify,track,page,screen,group,alias}` (`call`) and
+/// `/v1/batch` (`None`). 200 only once every call is durable.
+pub async fn ingest(
+    state: Arc<AppState>,
+    call: Option<Call>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let settings = &state.config.tracking;
+    let (parts, body) = req.into_parts();
+    let header_key = ingest::header_key(&parts.headers);
+    if let Some(key) = &header_key {
+        if settings.source_for(key).is_none() {
+            return Err(refusal(Refusal::Unauthorized));
+        }
+    }
+    let limit = match call {
+        Some(_) => settings.max_event_bytes,
+        None => settings.max_batch_bytes,
+    };
+    let raw = read_body(body, &parts.headers, limit, state.config.body_timeout).await?;
+    let settings = state.config.tracking.clone();
+    let received_at = clock::now_ms();
+    let (source, prepared) = tokio::task::spawn_blocking(move || {
+        let body = ingest::decode_body(&parts.headers, &raw, limit)?;
+        let parsed = ingest::parse(call, &body, &settings)?;
+        let key = header_key.or_else(|| parsed.body_key.clone());
+        let source = key
+            .as_deref()
+            .and_then(|k| settings.source_for(k))
+            .map(|s| s.name.clone())
+            .ok_or(Refusal::Unauthorized)?;
+        let prepared = ingest::prepare(call, parsed, &source, received_at)?;
+        Ok::<_, Refusal>((source, prepared))
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("the request was interrupted"))?
+    .map_err(refusal)?;
+    let message_ids: Vec<String> = prepared
+        .iter()
+        .map(|p| p.tracked.message_id.clone())
+        .collect();
+    let window_ms = state.config.tracking.dedup_window.as_millis() as i64;
+    let stored = state
+        .writer
+        .write(move |txn| {
+            let now = clock::now_ms();
+            ingest::append(txn, &source, prepared, now - window_ms, now)
+        })
+        .await
+        .map_err(|e| match e {
+            // Segment clients back off on 429, not on 503.
+            SubmitError::Busy => {
+                let mut err = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "overloaded",
+                    "the write queue is full; retry after Retry-After",
+                );
+                err.retry_after_secs = Some(1);
+                err
+            }
+            other => ApiError::from(other),
+        })?;
+    let results: Vec<Value> = stored
+        .iter()
+        .zip(&message_ids)
+        .map(|(s, id)| {
+            json!({"messageId": id, "seq": s.seq,
+                   "status": if s.duplicate { "duplicate" } else { "stored" }})
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        json!({"success": true, "results": results}).to_string(),
+    ))
+}
+
+fn bad_query(name: &str, what: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_query", format!("{name}: {}", what.into())).with_field(name)
+}
+
+fn time_param(name: &str, value: &str) -> Result<i64, ApiError> {
+    parse_time(value).ok_or_else(|| bad_query(name, "not an RFC 3339 timestamp"))
+}
+
+fn user_not_found(id: &str) -> ApiError {
+    let shown: String = id.chars().take(100).collect();
+    ApiError::not_found(
+        "user_not_found",
+        format!("nothing is known about user `{shown}`"),
+    )
+}
+
+fn decode_path(raw: &str) -> String {
+    form_urlencoded::parse(format!("a={}", raw.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// `GET /v1/users/{id}`: traits, linked ids, first and last seen.
+pub async fn user(state: Arc<AppState>, raw_id: &str) -> Result<Resp, ApiError> {
+    let user_id = decode_path(raw_id);
+    let id = user_id.clone();
+    let found = read(&state, move |txn| {
+        let profile = txn.profile(&id)?;
+        let resolver = Resolver::new(txn.id_links()?);
+        let mut first: Option<(i64, u64)> = None;
+        let mut last: Option<(i64, u64)> = None;
+        let mut count = 0u64;
+        for key in resolver.keys_of(&id) {
+            for seq in txn.person_seqs(&key, 0, usize::MAX)? {
+                count += 1;
+                if let Some(event) = txn.event_at_seq(seq)? {
+                    let t = (event.occurred_at_ms, seq);
+                    first = Some(first.map_or(t, |f| f.min(t)));
+                    last = Some(last.map_or(t, |l| l.max(t)));
+                }
+            }
+        }
+        Ok((profile, first, last, count))
+    })
+    .await?;
+    let (profile, first, last, count) = found;
+    if profile.is_none() && count == 0 {
+        return Err(user_not_found(&user_id));
+    }
+    let traits: Value = profile
+        .as_ref()
+        .and_then(|p| serde_json::from_str(&p.traits).ok())
+        .unwrap_or_else(|| json!({}));
+    let linked: Vec<String> = profile.map(|p| p.linked_ids).unwrap_or_default();
+    let body = json!({
+        "user_id": user_id,
+        "traits": traits,
+        "linked_ids": linked,
+        "first_seen": first.map(|(t, _)| clock::format_rfc3339(t)),
+        "last_seen": last.map(|(t, _)| clock::format_rfc3339(t)),
+        "event_count": count,
+    });
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+/// `GET /v1/users/{id}/events?after=SEQ&limit=`: the user's calls,
+/// including those made anonymously before the link, in log order.
+pub async fn user_events(
+    state: Arc<AppState>,
+    raw_id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let user_id = decode_path(raw_id);
+    let mut after = 0u64;
+    let mut limit = DEFAULT_PAGE;
+    for (name, value) in query_params(req.uri().query(), &["after", "limit"])? {
+        match name.as_str() {
+            "after" => after = value.parse().map_err(|_| bad_query("after", "not a seq"))?,
+            _ => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| bad_query("limit", format!("a number from 1 to {MAX_PAGE}")))?
+            }
+        }
+    }
+    let id = user_id.clone();
+    let (lines, more) = read(&state, move |txn| {
+        let resolver = Resolver::new(txn.id_links()?);
+        let mut seqs = Vec::new();
+        for key in resolver.keys_of(&id) {
+            seqs.extend(txn.person_seqs(&key, after, limit + 1)?);
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        let more = seqs.len() > limit;
+        seqs.truncate(limit);
+        let mut lines = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(event) = txn.event_at_seq(seq)? {
+                lines.push((seq, events::to_json(seq, &event)));
+            }
+        }
+        Ok((lines, more))
+    })
+    .await?;
+    let next = if more {
+        lines.last().map(|(s, _)| *s)
+    } else {
+        None
+    };
+    let mut body = String::from("{\"events\":[");
+    for (i, (_, line)) in lines.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(line);
+    }
+    body.push_str(&format!(
+        "],\"user_id\":{},\"next_cursor\":{}}}",
+        Value::from(user_id),
+        next.map_or("null".to_owned(), |s| format!("\"{s}\""))
+    ));
+    Ok(json(StatusCode::OK, body))
+}
+
+/// since/until query values, defaulting to the `default_span` before now.
+fn range(params: &HashMap<String, String>, default_span: i64) -> Result<(i64, i64), ApiError> {
+    let until = match params.get("until") {
+        Some(v) => time_param("until", v)?,
+        None => clock::now_ms() + 1,
+    };
+    let since = match params.get("since") {
+        Some(v) => time_param("since", v)?,
+        None => until - default_span,
+    };
+    if since >= until {
+        return Err(bad_query("since", "must be before until"));
+    }
+    Ok((since, until))
+}
+
+fn params_map(
+    req: &Request<Incoming>,
+    known: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    Ok(query_params(req.uri().query(), known)?
+        .into_iter()
+        .collect())
+}
+
+/// `GET /v1/stats/events?event=&interval=hour|day&since=&until=`
+pub async fn stats(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let p = params_map(&req, &["event", "interval", "since", "until"])?;
+    let event = p
+        .get("event")
+        .cloned()
+        .ok_or_else(|| bad_query("event", "is required"))?;
+    let bucket_ms = match p.get("interval").map(String::as_str) {
+        None | Some("day") => DAY_MS,
+        Some("hour") => DAY_MS / 24,
+        Some(_) => return Err(bad_query("interval", "hour or day")),
+    };
+    let (since, until) = range(&p, 7 * DAY_MS)?;
+    // Buckets start on whole UTC hours or days.
+    let since = since.div_euclid(bucket_ms) * bucket_ms;
+    if (until - since) / bucket_ms > MAX_BUCKETS {
+        return Err(bad_query(
+            "since",
+            format!("at most {MAX_BUCKETS} intervals"),
+        ));
+    }
+    let hash = IndexKeys::of(&event, None).type_hash;
+    let counts = read(&state, move |txn| {
+        txn.event_counts(hash, since, until, bucket_ms)
+    })
+    .await?;
+    let total: u64 = counts.iter().sum();
+    let series: Vec<Value> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({"start": clock::format_rfc3339(since + i as i64 * bucket_ms), "count": c}))
+        .collect();
+    let body = json!({"event": event, "interval": if bucket_ms == DAY_MS { "day" } else { "hour" },
+                      "since": clock::format_rfc3339(since), "until": clock::format_rfc3339(until),
+                      "total": total, "series": series});
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+/// `GET /v1/funnels?steps=A,B,C&within=14d&since=&until=`
+pub async fn funnel(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let p = params_map(&req, &["steps", "within", "since", "until"])?;
+    let steps: Vec<String> = p
+        .get("steps")
+        .ok_or_else(|| bad_query("steps", "is required, e.g. steps=Signed Up,Subscribed"))?
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
+    if steps.len() < 2 || steps.len() > MAX_FUNNEL_STEPS || steps.iter().any(String::is_empty) {
+        return Err(bad_query(
+            "steps",
+            format!("2 to {MAX_FUNNEL_STEPS} event names"),
+        ));
+    }
+    let within = match p.get("within") {
+        Some(v) => humantime::parse_duration(v)
+            .map_err(|_| bad_query("within", "a duration such as 14d"))?,
+        None => Duration::from_secs(14 * 24 * 3600),
+    };
+    let within_ms = within.as_millis().min(i64::MAX as u128) as i64;
+    let (since, until) = range(&p, 30 * DAY_MS)?;
+    let names = steps.clone();
+    let started = std::time::Instant::now();
+    let counts = read(&state, move |txn| {
+        let resolver = Resolver::new(txn.id_links()?);
+        let mut hits = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let hash = IndexKeys::of(name, None).type_hash;
+            let end = if i == 0 {
+                until
+            } else {
+                until.saturating_add(within_ms)
+            };
+            let rows = txn.event_hits(hash, since, end)?;
+            hits.push(rows.into_iter().map(|(t, _, k)| (t, k)).collect());
+        }
+        Ok(analysis::funnel(&hits, within_ms, &resolver))
+    })
+    .await?;
+    let first = counts.first().copied().unwrap_or(0);
+    let out: Vec<Value> = steps
+        .iter()
+        .zip(&counts)
+        .enumerate()
+        .map(|(i, (name, count))| {
+            let previous = if i == 0 { *count } else { counts[i - 1] };
+            let rate = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+            json!({"event": name, "count": count,
+                   "conversion_from_previous": rate(*count, previous),
+                   "conversion_from_first": rate(*count, first)})
+        })
+        .collect();
+    let body = json!({"steps": out, "within": humantime::format_duration(within).to_string(),
+                      "since": clock::format_rfc3339(since), "until": clock::format_rfc3339(until),
+                      "took_ms": started.elapsed().as_millis() as u64});
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+/// `GET /v1/attribution?event=&model=first_touch|last_touch&since=&until=`
+pub async fn attribution(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let p = params_map(&req, &["event", "model", "since", "until"])?;
+    let event = p
+        .get("event")
+        .cloned()
+        .ok_or_else(|| bad_query("event", "is required"))?;
+    let model = match p.get("model").map(String::as_str) {
+        None | Some("first_touch") => Model::FirstTouch,
+        Some("last_touch") => Model::LastTouch,
+        Some(_) => return Err(bad_query("model", "first_touch or last_touch")),
+    };
+    let (since, until) = range(&p, 30 * DAY_MS)?;
+    let hash = IndexKeys::of(&event, None).type_hash;
+    let (groups, total) = read(&state, move |txn| {
+        let resolver = Resolver::new(txn.id_links()?);
+        let conversions: Vec<(i64, String)> = txn
+            .event_hits(hash, since, until)?
+            .into_iter()
+            .map(|(t, _, k)| (t, k))
+            .collect();
+        let mut failure = None;
+        let groups = analysis::attribute(&conversions, model, &resolver, |key| {
+            match txn.touches(key, until) {
+                Ok(list) => list
+                    .into_iter()
+                    .map(|(t, s, m, n)| (t, (s, m, n)))
+                    .collect(),
+                Err(e) => {
+                    failure = Some(e);
+                    Vec::new()
+                }
+            }
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((groups, conversions.len())),
+        }
+    })
+    .await?;
+    let mut rows: Vec<(Value, u64)> = groups
+        .into_iter()
+        .map(|(campaign, count)| {
+            let c = match campaign {
+                Some((source, medium, name)) => {
+                    json!({"source": source, "medium": medium, "name": name})
+                }
+                None => Value::Null,
+            };
+            (c, count)
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|(campaign, count)| json!({"campaign": campaign, "conversions": count}))
+        .collect();
+    let body = json!({"event": event,
+                      "model": if model == Model::FirstTouch { "first_touch" } else { "last_touch" },
+                      "since": clock::format_rfc3339(since), "until": clock::format_rfc3339(until),
+                      "conversions": total, "by_campaign": list});
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+/// A response body fed from a channel by a producer thread.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|r| r.map(Frame::data)))
+    }
+}
+
+const EXPORT_CHUNK: usize = 64 * 1024;
+
+/// `GET /v1/events/export?since=&until=`: tracked calls received in the
+/// range, one JSON event per line, streamed as they are read.
+pub async fn export(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let p = params_map(&req, &["since", "until"])?;
+    let (since, until) = range(&p, DAY_MS)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let snapshot = match store.read() {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+        let mut after = None;
+        let mut chunk = String::with_capacity(EXPORT_CHUNK * 2);
+        loop {
+            let page = match snapshot.tracked_seqs(since, until, after, 1000) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let Some(&last) = page.last() else { break };
+            for (_, seq) in &page {
+                if let Ok(Some(event)) = snapshot.event_at_seq(*seq) {
+                    events::write_json(&mut chunk, *seq, &event);
+                    chunk.push('\n');
+                }
+                if chunk.len() >= EXPORT_CHUNK {
+                    let full =
+                        std::mem::replace(&mut chunk, String::with_capacity(EXPORT_CHUNK * 2));
+                    if tx.blocking_send(Ok(Bytes::from(full))).is_err() {
+                        return; // The client went away.
+                    }
+                }
+            }
+            after = Some(last);
+        }
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+        }
+    });
+    let body: ResponseBody = http_body_util::BodyExt::boxed(ChannelBody(rx));
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,359 @@
+//! Tracking tables: `messageId` deduplication, the per-person and
+//! per-event-name indexes that identity, stats, funnels and attribution read,
+//! campaign touches, and profiles with their linked anonymous ids.
+
+use redb::{ReadableTable, TableDefinition};
+
+use super::codec::{decode, encode, ProfileRecord};
+use super::{ReadTxn, StoreError, WriteTxn};
+
+/// (source, messageId) → (seq, received Unix ms).
+pub(crate) const TRACK_KEYS: TableDefinition<(&str, &str), (u64, i64)> =
+    TableDefinition::new("track_keys");
+/// (received Unix ms, seq) → (source, messageId or "" when Herald made one
+/// up): every tracked call in arrival order, for retention and for expiring
+/// deduplication keys.
+pub(crate) const TRACKED: TableDefinition<(i64, u64), (&str, &str)> =
+    TableDefinition::new("tracked");
+/// (person key, seq) → (): a person's calls. Person keys are `u:USERID` or
+/// `a:ANONYMOUSID`.
+pub(crate) const TRACK_BY_PERSON: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("track_by_person");
+/// (event type hash, timestamp ms, seq) → person key: one event name's
+/// calls in time order, which stats, funnels and attribution scan by range.
+pub(crate) const TRACK_BY_EVENT: TableDefinition<(u64, i64, u64), &str> =
+    TableDefinition::new("track_by_event");
+/// (person key, timestamp ms, seq) → (utm source, medium, name).
+pub(crate) const TOUCHES: TableDefinition<(&str, i64, u64), (&str, &str, &str)> =
+    TableDefinition::new("touches");
+/// userId → encoded `ProfileRecord`.
+pub(crate) const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+/// anonymousId (or an aliased previous id) → the userId it belongs to.
+pub(crate) const ID_LINKS: TableDefinition<&str, &str> = TableDefinition::new("id_links");
+/// "dedup_cursor" → (received ms, seq) up to which keys were expired.
+pub(crate) const TRACK_META: TableDefinition<&str, (i64, u64)> = TableDefinition::new("track_meta");
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(TRACK_KEYS)?;
+    txn.open_table(TRACKED)?;
+    txn.open_table(TRACK_BY_PERSON)?;
+    txn.open_table(TRACK_BY_EVENT)?;
+    txn.open_table(TOUCHES)?;
+    txn.open_table(PROFILES)?;
+    txn.open_table(ID_LINKS)?;
+    txn.open_table(TRACK_META)?;
+    Ok(())
+}
+
+pub fn person_key(user_id: Option<&str>, anonymous_id: Option<&str>) -> Option<String> {
+    match (user_id, anonymous_id) {
+        (Some(u), _) => Some(format!("u:{u}")),
+        (None, Some(a)) => Some(format!("a:{a}")),
+        (None, None) => None,
+    }
+}
+
+/// The tables one tracked batch writes, opened once per batch.
+pub struct TrackTables<'txn> {
+    keys: redb::Table<'txn, (&'static str, &'static str), (u64, i64)>,
+    tracked: redb::Table<'txn, (i64, u64), (&'static str, &'static str)>,
+    by_person: redb::Table<'txn, (&'static str, u64), ()>,
+    by_event: redb::Table<'txn, (u64, i64, u64), &'static str>,
+    touches:
+        redb::Table<'txn, (&'static str, i64, u64), (&'static str, &'static str, &'static str)>,
+    profiles: redb::Table<'txn, &'static str, &'static [u8]>,
+    links: redb::Table<'txn, &'static str, &'static str>,
+}
+
+/// What one tracked call adds to the indexes beside its log row.
+pub struct TrackedRow<'a> {
+    pub seq: u64,
+    pub received_ms: i64,
+    pub source: &'a str,
+    /// Empty when Herald assigned the id.
+    pub message_id: &'a str,
+    pub person: &'a str,
+    pub type_hash: u64,
+    pub timestamp_ms: i64,
+    pub campaign: Option<(&'a str, &'a str, &'a str)>,
+}
+
+impl<'txn> TrackTables<'txn> {
+    pub(crate) fn open(txn: &WriteTxn<'txn>) -> Result<Self, StoreError> {
+        let t = txn.txn;
+        Ok(TrackTables {
+            keys: t.open_table(TRACK_KEYS)?,
+            tracked: t.open_table(TRACKED)?,
+            by_person: t.open_table(TRACK_BY_PERSON)?,
+            by_event: t.open_table(TRACK_BY_EVENT)?,
+            touches: t.open_table(TOUCHES)?,
+            profiles: t.open_table(PROFILES)?,
+            links: t.open_table(ID_LINKS)?,
+        })
+    }
+
+    /// The seq a (source, messageId) was stored at, if seen since `not_before_ms`.
+    pub fn seen(
+        &self,
+        source: &str,
+        message_id: &str,
+        not_before_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .keys
+            .get((source, message_id))?
+            .map(|v| v.value())
+            .filter(|(_, received)| *received >= not_before_ms)
+            .map(|(seq, _)| seq))
+    }
+
+    pub fn index(&mut self, row: &TrackedRow<'_>) -> Result<(), StoreError> {
+        if !row.message_id.is_empty() {
+            self.keys
+                .insert((row.source, row.message_id), (row.seq, row.received_ms))?;
+        }
+        self.tracked
+            .insert((row.received_ms, row.seq), (row.source, row.message_id))?;
+        self.by_person.insert((row.person, row.seq), ())?;
+        self.by_event
+            .insert((row.type_hash, row.timestamp_ms, row.seq), row.person)?;
+        if let Some((source, medium, name)) = row.campaign {
+            self.touches.insert(
+                (row.person, row.timestamp_ms, row.seq),
+                (source, medium, name),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Links `other_id` (an anonymous id, or an aliased earlier id) to `user_id`.
+    pub fn link(&mut self, other_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        if other_id == user_id {
+            return Ok(false);
+        }
+        let previous = self.links.insert(other_id, user_id)?;
+        Ok(previous.is_none_or(|p| p.value() != user_id))
+    }
+
+    pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
+        let found = self.profiles.get(user_id)?;
+        found
+            .map(|b| decode(b.value()).map_err(StoreError::from))
+            .transpose()
+    }
+
+    pub fn put_profile(&mut self, user_id: &str, record: &ProfileRecord) -> Result<(), StoreError> {
+        self.profiles.insert(user_id, encode(record).as_slice())?;
+        Ok(())
+    }
+}
+
+/// One tracked call found by the maintenance pass.
+pub struct TrackedEntry {
+    pub received_ms: i64,
+    pub seq: u64,
+    pub source: String,
+    pub message_id: String,
+}
+
+impl WriteTxn<'_> {
+    pub(crate) fn track_cursor(&self, name: &str) -> Result<Option<(i64, u64)>, StoreError> {
+        let table = self.txn.open_table(TRACK_META)?;
+        let found = table.get(name)?;
+        Ok(found.map(|v| v.value()))
+    }
+
+    pub(crate) fn set_track_cursor(
+        &mut self,
+        name: &str,
+        at: (i64, u64),
+    ) -> Result<(), StoreError> {
+        self.txn.open_table(TRACK_META)?.insert(name, at)?;
+        Ok(())
+    }
+
+    /// Up to `limit` tracked calls received after `after`, and before `before_ms`.
+    pub(crate) fn tracked_before(
+        &self,
+        after: Option<(i64, u64)>,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TrackedEntry>, StoreError> {
+        let table = self.txn.open_table(TRACKED)?;
+        let start = after.map_or((i64::MIN, 0), |(ms, seq)| (ms, seq.saturating_add(1)));
+        let mut out = Vec::new();
+        for row in table.range(start..(before_ms, 0))?.take(limit) {
+            let (k, v) = row?;
+            let (received_ms, seq) = k.value();
+            let (source, message_id) = v.value();
+            out.push(TrackedEntry {
+                received_ms,
+                seq,
+                source: source.to_owned(),
+                message_id: message_id.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets a deduplication key if it still names `seq`.
+    pub(crate) fn expire_track_key(
+        &mut self,
+        source: &str,
+        message_id: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        if message_id.is_empty() {
+            return Ok(());
+        }
+        let mut keys = self.txn.open_table(TRACK_KEYS)?;
+        let current = keys.get((source, message_id))?.map(|v| v.value().0);
+        if current == Some(seq) {
+            keys.remove((source, message_id))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a tracked call and every index row of it.
+    pub(crate) fn remove_tracked(
+        &mut self,
+        entry: &TrackedEntry,
+        person: Option<&str>,
+        type_hash: u64,
+        timestamp_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.expire_track_key(&entry.source, &entry.message_id, entry.seq)?;
+        self.txn
+            .open_table(TRACKED)?
+            .remove((entry.received_ms, entry.seq))?;
+        if let Some(person) = person {
+            self.txn
+                .open_table(TRACK_BY_PERSON)?
+                .remove((person, entry.seq))?;
+            self.txn
+                .open_table(TOUCHES)?
+                .remove((person, timestamp_ms, entry.seq))?;
+        }
+        self.txn
+            .open_table(TRACK_BY_EVENT)?
+            .remove((type_hash, timestamp_ms, entry.seq))?;
+        self.remove_event(entry.seq, type_hash)?;
+        Ok(())
+    }
+}
+
+/// One event name's calls in a time range: (timestamp, seq, person key).
+pub type EventHits = Vec<(i64, u64, String)>;
+
+impl ReadTxn {
+    pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
+        let table = self.txn.open_table(PROFILES)?;
+        let found = table.get(user_id)?;
+        found
+            .map(|b| decode(b.value()).map_err(StoreError::from))
+            .transpose()
+    }
+
+    /// Every id → userId link (anonymous ids and aliases).
+    pub fn id_links(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let table = self.txn.open_table(ID_LINKS)?;
+        let mut out = std::collections::HashMap::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.insert(k.value().to_owned(), v.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Seqs of a person key's calls after `after`, oldest first.
+    pub fn person_seqs(
+        &self,
+        person: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let table = self.txn.open_table(TRACK_BY_PERSON)?;
+        let mut out = Vec::new();
+        for row in table
+            .range((person, after.saturating_add(1))..=(person, u64::MAX))?
+            .take(limit)
+        {
+            out.push(row?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// Calls of one event name with timestamps in [since, until), in time order.
+    pub fn event_hits(
+        &self,
+        type_hash: u64,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<EventHits, StoreError> {
+        let table = self.txn.open_table(TRACK_BY_EVENT)?;
+        let mut out = Vec::new();
+        for row in table.range((type_hash, since_ms, 0)..(type_hash, until_ms, 0))? {
+            let (k, v) = row?;
+            let (_, ts, seq) = k.value();
+            out.push((ts, seq, v.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Counts calls of one event name per bucket of `bucket_ms`, from `since`.
+    pub fn event_counts(
+        &self,
+        type_hash: u64,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let table = self.txn.open_table(TRACK_BY_EVENT)?;
+        let buckets = ((until_ms - since_ms + bucket_ms - 1) / bucket_ms).max(0) as usize;
+        let mut counts = vec![0u64; buckets];
+        for row in table.range((type_hash, since_ms, 0)..(type_hash, until_ms, 0))? {
+            let (k, _) = row?;
+            let index = ((k.value().1 - since_ms) / bucket_ms) as usize;
+            if let Some(c) = counts.get_mut(index) {
+                *c += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// A person key's campaign touches at or before `until_ms`, oldest first.
+    pub fn touches(
+        &self,
+        person: &str,
+        until_ms: i64,
+    ) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        let table = self.txn.open_table(TOUCHES)?;
+        let mut out = Vec::new();
+        for row in table.range((person, i64::MIN, 0)..=(person, until_ms, u64::MAX))? {
+            let (k, v) = row?;
+            let (s, m, n) = v.value();
+            out.push((k.value().1, s.to_owned(), m.to_owned(), n.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Tracked calls received in [since, until), in arrival order, from `after`.
+    pub fn tracked_seqs(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        after: Option<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let table = self.txn.open_table(TRACKED)?;
+        let start = match after {
+            Some((ms, seq)) => (ms, seq.saturating_add(1)),
+            None => (since_ms, 0),
+        };
+        let mut out = Vec::new();
+        for row in table.range(start..(until_ms, 0))?.take(limit) {
+            out.push(row?.0.value());
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,151 @@
+//! The `[tracking]` table: sources with their write keys, limits, the
+//! deduplication window and retention.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{duration, invalid_at, ConfigError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingSection {
+    pub sources: Vec<SourceSection>,
+    pub dedup_window: String,
+    pub max_event_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
+    pub retention: Option<String>,
+    pub prune_interval: String,
+}
+
+impl Default for TrackingSection {
+    fn default() -> Self {
+        TrackingSection {
+            sources: Vec::new(),
+            dedup_window: "7d".to_owned(),
+            max_event_bytes: 32 * 1024,
+            max_batch_bytes: 500 * 1024,
+            max_batch_events: 2500,
+            retention: None,
+            prune_interval: "1m".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    pub name: String,
+    pub write_key: String,
+}
+
+#[derive(Clone)]
+pub struct Source {
+    pub name: String,
+    pub write_key: String,
+}
+
+impl std::fmt::Debug for Source {
+    // Keys stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("name", &self.name).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrackingSettings {
+    pub sources: Vec<Source>,
+    pub dedup_window: Duration,
+    pub max_event_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
+    /// Tracked calls older than this are deleted; `None` keeps them.
+    pub retention: Option<Duration>,
+    pub prune_interval: Duration,
+}
+
+impl TrackingSettings {
+    /// The source a write key belongs to, compared in constant time.
+    pub fn source_for(&self, key: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| {
+            let (a, b) = (s.write_key.as_bytes(), key.as_bytes());
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        })
+    }
+}
+
+pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, ConfigError> {
+    let key = |k: &str| format!("tracking.{k}");
+    let mut sources: Vec<Source> = Vec::new();
+    for (i, s) in section.sources.into_iter().enumerate() {
+        let name_ok = !s.name.is_empty()
+            && s.name.len() <= 64
+            && s.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(invalid_at(
+                format!("tracking.sources[{i}].name"),
+                "use letters, digits, `_` and `-` (at most 64)",
+            ));
+        }
+        if s.write_key.len() < 16
+            || !s
+                .write_key
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b':')
+        {
+            return Err(invalid_at(
+                format!("tracking.sources[{i}].write_key"),
+                "needs at least 16 printable ASCII characters, without spaces or `:`",
+            ));
+        }
+        if sources
+            .iter()
+            .any(|o| o.name == s.name || o.write_key == s.write_key)
+        {
+            return Err(invalid_at(
+                format!("tracking.sources[{i}]"),
+                "source names and write keys must be unique",
+            ));
+        }
+        sources.push(Source {
+            name: s.name,
+            write_key: s.write_key,
+        });
+    }
+    let in_range = |k: &str, v: usize, lo: usize, hi: usize| {
+        if v < lo || v > hi {
+            Err(invalid_at(key(k), format!("{v} is outside {lo}..={hi}")))
+        } else {
+            Ok(v)
+        }
+    };
+    let max_event_bytes = in_range("max_event_bytes", section.max_event_bytes, 1024, 1 << 20)?;
+    let max_batch_bytes = in_range("max_batch_bytes", section.max_batch_bytes, 1024, 64 << 20)?;
+    if max_event_bytes > max_batch_bytes {
+        return Err(invalid_at(
+            key("max_event_bytes"),
+            "must not exceed tracking.max_batch_bytes",
+        ));
+    }
+    let year = Duration::from_secs(366 * 24 * 3600);
+    Ok(TrackingSettings {
+        sources,
+        dedup_window: duration("tracking.dedup_window", &section.dedup_window, year)?,
+        max_event_bytes,
+        max_batch_bytes,
+        max_batch_events: in_range("max_batch_events", section.max_batch_events, 1, 100_000)?,
+        retention: section
+            .retention
+            .as_deref()
+            .map(|r| duration("tracking.retention", r, year * 100))
+            .transpose()?,
+        prune_interval: duration(
+            "tracking.prune_interval",
+            &section.prune_interval,
+            Duration::from_secs(24 * 3600),
+        )?,
+    })
+}

@@ -1,0 +1,327 @@
+//! From an HTTP request to calls ready for the log: write-key
+//! authentication, gzip, size limits, the batch envelope; and the writer
+//! operation that deduplicates on `messageId` and appends with every index.
+
+use std::io::Read;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hyper::header::{AUTHORIZATION, CONTENT_ENCODING};
+use hyper::HeaderMap;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::config::TrackingSettings;
+use super::segment::{self, Call, Tracked};
+use crate::ids;
+use crate::store::codec::ProfileRecord;
+use crate::store::event_log::{IndexKeys, NewEventRow};
+use crate::store::tracking::{person_key, TrackTables, TrackedRow};
+use crate::store::{StoreError, WriteTxn};
+
+/// A refused request; nothing of it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Unauthorized,
+    TooLarge(String),
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Refusal {
+    Refusal::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The write key from `Authorization` (Basic with the key as user, with or
+/// without the colon; or Bearer), if the request carries one.
+pub fn header_key(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = String::from_utf8(STANDARD.decode(rest).ok()?).ok()?;
+        let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
+        Some(user.to_owned())
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Some(rest.to_owned())
+    } else {
+        None
+    }
+}
+
+/// Inflates a gzip body, refusing more than `limit` bytes of output: a
+/// small compressed body must not become a large allocation.
+pub fn decode_body(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
+    let encoding = headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(body.to_vec()),
+        Some("gzip") | Some("x-gzip") => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            flate2::read::MultiGzDecoder::new(body)
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| invalid("body", format!("not valid gzip: {e}")))?;
+            if out.len() > limit {
+                return Err(Refusal::TooLarge(format!(
+                    "the decompressed body exceeds {limit} bytes"
+                )));
+            }
+            Ok(out)
+        }
+        Some(other) => Err(invalid(
+            "content-encoding",
+            format!("`{other}` is not supported; send gzip or nothing"),
+        )),
+    }
+}
+
+/// A call validated on the request's thread, with its stored JSON already
+/// serialised so the writer only copies bytes.
+pub struct Prepared {
+    pub tracked: Tracked,
+    pub data: String,
+    pub person: String,
+    pub type_hash: u64,
+}
+
+/// Parses a request body for `call` (`None`: `/v1/batch`) into calls of
+/// `source`. Returns the body's `writeKey`, if any, for authentication.
+pub struct Parsed {
+    pub body_key: Option<String>,
+    pub items: Vec<Map<String, Value>>,
+    pub shared: Map<String, Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchEnvelope<'a> {
+    #[serde(borrow)]
+    batch: Vec<&'a RawValue>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+pub fn parse(
+    call: Option<Call>,
+    body: &[u8],
+    limits: &TrackingSettings,
+) -> Result<Parsed, Refusal> {
+    let json_error = |e: serde_json::Error| invalid("body", format!("not a JSON object: {e}"));
+    match call {
+        Some(_) => {
+            if body.len() > limits.max_event_bytes {
+                return Err(Refusal::TooLarge(format!(
+                    "a call may be at most {} bytes",
+                    limits.max_event_bytes
+                )));
+            }
+            let mut item: Map<String, Value> = serde_json::from_slice(body).map_err(json_error)?;
+            let body_key = match item.remove("writeKey") {
+                Some(Value::String(k)) => Some(k),
+                _ => None,
+            };
+            Ok(Parsed {
+                body_key,
+                items: vec![item],
+                shared: Map::new(),
+            })
+        }
+        None => {
+            let envelope: BatchEnvelope<'_> = serde_json::from_slice(body)
+                .map_err(|e| invalid("batch", format!("expected {{\"batch\": [...]}}: {e}")))?;
+            if envelope.batch.len() > limits.max_batch_events {
+                return Err(Refusal::TooLarge(format!(
+                    "a batch may hold at most {} calls",
+                    limits.max_batch_events
+                )));
+            }
+            let mut shared = envelope.rest;
+            let body_key = match shared.remove("writeKey") {
+                Some(Value::String(k)) => Some(k),
+                _ => None,
+            };
+            let mut items = Vec::with_capacity(envelope.batch.len());
+            for (i, raw) in envelope.batch.iter().enumerate() {
+                if raw.get().len() > limits.max_event_bytes {
+                    return Err(Refusal::TooLarge(format!(
+                        "batch[{i}] exceeds {} bytes",
+                        limits.max_event_bytes
+                    )));
+                }
+                let item: Map<String, Value> = serde_json::from_str(raw.get())
+                    .map_err(|_| invalid(format!("batch[{i}]"), "must be an object"))?;
+                items.push(item);
+            }
+            Ok(Parsed {
+                body_key,
+                items,
+                shared,
+            })
+        }
+    }
+}
+
+/// Validates every call; one bad call refuses the request.
+pub fn prepare(
+    call: Option<Call>,
+    parsed: Parsed,
+    source: &str,
+    received_at_ms: i64,
+) -> Result<Vec<Prepared>, Refusal> {
+    let batch_sent_at = parsed.shared.get("sentAt").cloned();
+    let mut out = Vec::with_capacity(parsed.items.len());
+    for (i, mut item) in parsed.items.into_iter().enumerate() {
+        segment::merge_shared(&mut item, &parsed.shared);
+        let tracked = segment::validate(
+            item,
+            call,
+            batch_sent_at.as_ref(),
+            source,
+            received_at_ms,
+            || format!("herald-{}", uuid::Uuid::from_u128(ids::new_id())),
+        )
+        .map_err(|r| {
+            let field = if call.is_none() {
+                format!("batch[{i}].{}", r.field)
+            } else {
+                r.field.to_owned()
+            };
+            invalid(field, r.message)
+        })?;
+        let person = person_key(tracked.user_id.as_deref(), tracked.anonymous_id.as_deref())
+            .unwrap_or_default();
+        let type_hash = IndexKeys::of(&tracked.event_type, None).type_hash;
+        let data = Value::Object(tracked.body.clone()).to_string();
+        out.push(Prepared {
+            tracked,
+            data,
+            person,
+            type_hash,
+        });
+    }
+    Ok(out)
+}
+
+/// What became of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: u64,
+    /// The `messageId` was seen within the window: nothing new was written.
+    pub duplicate: bool,
+}
+
+/// Appends `calls` of `source` in order, skipping `messageId`s seen since
+/// `not_before_ms`, with every index and identity change, in the caller's
+/// transaction.
+pub fn append(
+    txn: &mut WriteTxn<'_>,
+    source: &str,
+    calls: Vec<Prepared>,
+    not_before_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<Stored>, StoreError> {
+    let mut tables = TrackTables::open(txn)?;
+    let mut out = Vec::with_capacity(calls.len());
+    for call in calls {
+        let t = &call.tracked;
+        if t.message_id_given {
+            if let Some(seq) = tables.seen(source, &t.message_id, not_before_ms)? {
+                out.push(Stored {
+                    seq,
+                    duplicate: true,
+                });
+                continue;
+            }
+        }
+        let row = NewEventRow {
+            event_type: t.event_type.clone(),
+            tenant: None,
+            idempotency_key: None,
+            occurred_at_ms: Some(t.timestamp_ms),
+            data: call.data,
+            fingerprint: 0,
+            nonce: ids::new_id() as u16,
+            index: IndexKeys {
+                type_hash: call.type_hash,
+                tenant_hash: None,
+            },
+        };
+        let (seq, record) = txn.append_event(row, now_ms)?;
+        let campaign = t
+            .campaign
+            .as_ref()
+            .map(|c| (c.source.as_str(), c.medium.as_str(), c.name.as_str()));
+        tables.index(&TrackedRow {
+            seq,
+            received_ms: record.received_at_ms,
+            source,
+            message_id: if t.message_id_given {
+                &t.message_id
+            } else {
+                ""
+            },
+            person: &call.person,
+            type_hash: call.type_hash,
+            timestamp_ms: t.timestamp_ms,
+            campaign,
+        })?;
+        update_identity(&mut tables, t, record.received_at_ms)?;
+        out.push(Stored {
+            seq,
+            duplicate: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Identify merges traits into the profile; identify or any call with both
+/// ids, and alias, link the other id to the userId.
+fn update_identity(
+    tables: &mut TrackTables<'_>,
+    t: &Tracked,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let Some(user_id) = t.user_id.as_deref() else {
+        return Ok(());
+    };
+    let linked = match t.call {
+        Call::Alias => t.previous_id.as_deref(),
+        _ => t.anonymous_id.as_deref(),
+    };
+    let traits = match (t.call, t.body.get("traits")) {
+        (Call::Identify, Some(Value::Object(traits))) if !traits.is_empty() => Some(traits),
+        _ => None,
+    };
+    let newly_linked = match linked {
+        Some(other) => tables.link(other, user_id)?,
+        None => false,
+    };
+    if !newly_linked && traits.is_none() && t.call != Call::Identify {
+        return Ok(());
+    }
+    let mut profile = tables.profile(user_id)?.unwrap_or(ProfileRecord {
+        traits: "{}".to_owned(),
+        linked_ids: Vec::new(),
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+    });
+    if let Some(new) = traits {
+        let mut merged: Map<String, Value> =
+            serde_json::from_str(&profile.traits).unwrap_or_default();
+        for (k, v) in new {
+            merged.insert(k.clone(), v.clone());
+        }
+        profile.traits = Value::Object(merged).to_string();
+    }
+    if let Some(other) = linked.filter(|o| *o != user_id) {
+        if !profile.linked_ids.iter().any(|l| l == other) {
+            profile.linked_ids.push(other.to_owned());
+        }
+    }
+    profile.updated_at_ms = now_ms;
+    tables.put_profile(user_id, &profile)
+}

@@ -1,0 +1,9 @@
+//! Server-side tracking: Segment-compatible ingestion into the event log,
+//! identity (profiles, linked anonymous ids), and the questions asked of
+//! it: counts, funnels, attribution, export; plus retention.
+
+pub mod analysis;
+pub mod config;
+pub mod ingest;
+pub mod retention;
+pub mod segment;
