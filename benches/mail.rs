@@ -1,0 +1,1098 @@
+//! Transactional mail benchmark: a real `herald serve` relaying through an
+//! SMTP sink in this process, over loopback.
+//!
+//! `cargo bench --bench mail` runs, each against a fresh daemon, database
+//! and sink, so one scenario's backlog or pooled connections cannot flatter
+//! or slow the next:
+//! - `throughput`: `HERALD_BENCH_MESSAGES` messages posted to
+//!   `/v1/emails` 50 recipients a request, over a few keep-alive
+//!   connections, as fast as the API takes them; messages/s from the first
+//!   POST until the sink answered 250 to the last of them. Once per entry
+//!   of `HERALD_BENCH_WORKERS` (`[mail] workers`).
+//! - `latency`: one recipient a request at a steady rate (open loop) for a
+//!   few seconds; queue-to-250 latency is the sink's arrival time minus the
+//!   moment this client received the 202 naming that message, matched by
+//!   the `X-Herald-Id` header. It starts when the message is durably
+//!   queued, so the API's own commit is reported apart.
+//!
+//! Every scenario ends by checking that each accepted message id reached the
+//! sink exactly once; the bench exits non-zero when one did not, since its
+//! figures would then count work that was not done. API requests, SMTP reads
+//! and the waits for deliveries all have deadlines: a wedged daemon ends a
+//! scenario with a report of what arrived, not a hang.
+//!
+//! Environment:
+//! - `HERALD_BENCH_MESSAGES`: messages per throughput run (default 20,000).
+//! - `HERALD_BENCH_WORKERS`: comma-separated `[mail] workers` values, one
+//!   throughput run each (default `4,8`); the latency scenario uses the
+//!   first.
+//! - `HERALD_BENCH_RATE`: messages per second in the latency scenario
+//!   (default 200).
+//! - `HERALD_BENCH_SECS`: length of the latency scenario (default 10).
+//! - `HERALD_BENCH_SCENARIOS`: `throughput`, `latency` or both.
+//! - `HERALD_BENCH_THREADS`: threads of the bench's client runtime (default
+//!   2); the sink adds a thread per SMTP connection.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+
+use common::{connect, env_parse, exchange, post_json, quantile_ms, Daemon};
+
+const SCENARIOS: &[&str] = &["throughput", "latency"];
+/// Recipients per request in the throughput scenario: the API's maximum.
+const RECIPIENTS_PER_REQUEST: usize = 50;
+/// Connections posting at once in the throughput scenario, as a busy app
+/// would; more only queue behind the same group commit.
+const POSTERS: usize = 4;
+/// Keep-alive connections the open-loop poster spreads its requests over;
+/// enough that a slow commit rarely leaves a tick without a free one.
+const LATENCY_CONNECTIONS: usize = 8;
+/// A cap on one API request, so a wedged daemon ends a scenario with a
+/// failure instead of hanging the run.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The wait for deliveries gives up when the sink saw nothing new for this
+/// long: the daemon's SMTP timeout, after which a stuck attempt would be
+/// deferred by a minute or more anyway.
+const STALL: Duration = Duration::from_secs(30);
+/// How long the latency scenario waits for stragglers after its last post.
+const DRAIN: Duration = Duration::from_secs(30);
+/// Missing messages whose status the report looks up through the API.
+const DESCRIBE_MISSING: usize = 5;
+
+const FROM: &str = "Acme <no-reply@acme.com>";
+const SUBJECT: &str = "Your receipt for order 4200";
+/// A receipt-sized text part, so the relay moves a realistic message.
+const TEXT: &str = "Hello,\n\nThanks for your order. We charged 42.00 EUR to the card \
+ending in 4242.\n\nOrder: ord_1NzQ8x2eZvKYlo2C\nPlan: Pro, monthly\nNext invoice: 22 December\n\n\
+Questions? Reply to this message and a person will answer.\n\n-- Acme billing\n";
+
+// ---------------------------------------------------------------------------
+// SMTP sink
+
+/// Longer than any line RFC 5321 allows (1,000 bytes with CRLF), so only a
+/// broken client reaches it.
+const MAX_LINE: usize = 4096;
+/// Advertised as SIZE and enforced; far above what the bench sends.
+const MAX_MESSAGE: usize = 4 << 20;
+/// A connection idle this long is closed; lettre notices at its next NOOP
+/// and reconnects, and a client stuck mid-message cannot hold a thread.
+const SINK_READ_TIMEOUT: Duration = Duration::from_secs(60);
+const SINK_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One message the sink answered 250 to.
+struct Arrival {
+    at: Instant,
+    /// The `X-Herald-Id` header's value, when there was one.
+    id: Option<String>,
+}
+
+#[derive(Default)]
+struct SinkLog {
+    arrivals: Vec<Arrival>,
+    distinct: HashSet<String>,
+}
+
+#[derive(Default)]
+struct SinkShared {
+    log: Mutex<SinkLog>,
+    /// Changes whenever a message arrives, so waiters can spot a stall
+    /// without taking the lock.
+    messages: AtomicU64,
+    connections: AtomicU64,
+    commands: AtomicU64,
+    noops: AtomicU64,
+    /// Commands refused (out of sequence, unknown) and sessions ended by an
+    /// error: either means the sink and the daemon disagree about SMTP.
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    stop: AtomicBool,
+}
+
+impl SinkShared {
+    fn error(&self, message: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().unwrap().get_or_insert(message);
+    }
+
+    fn distinct(&self) -> usize {
+        self.log.lock().unwrap().distinct.len()
+    }
+}
+
+struct Sink {
+    addr: SocketAddr,
+    shared: Arc<SinkShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Sink {
+    /// Listens on an ephemeral loopback port; a thread per connection,
+    /// since the daemon holds at most `workers` of them.
+    fn start() -> std::io::Result<Sink> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(SinkShared::default());
+        let accepting = shared.clone();
+        let accept = std::thread::Builder::new()
+            .name("smtp-sink".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if accepting.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(stream) = stream else {
+                        // Out of descriptors, most likely: let some close.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let shared = accepting.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("smtp-sink-conn".into())
+                        .spawn(move || {
+                            shared.connections.fetch_add(1, Ordering::Relaxed);
+                            if let Err(e) = session(stream, &shared) {
+                                shared.error(e);
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        accepting.error(format!("spawning a session thread: {e}"));
+                    }
+                }
+            })?;
+        Ok(Sink {
+            addr,
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Wakes the blocking accept so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Reads one line, CRLF included, of at most `MAX_LINE` bytes; false at a
+/// clean end of stream.
+fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<bool> {
+    line.clear();
+    let n = reader
+        .by_ref()
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', line)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if !line.ends_with(b"\n") {
+        let what = if n == MAX_LINE {
+            format!("a line longer than {MAX_LINE} bytes")
+        } else {
+            "the connection closed mid-line".to_owned()
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+    }
+    Ok(true)
+}
+
+/// Queues a reply; sends what is queued only once every command the client
+/// pipelined has been read, so a pipelined group costs one write.
+fn reply(
+    writer: &mut BufWriter<std::net::TcpStream>,
+    pending_input: bool,
+    text: &[u8],
+) -> Result<(), String> {
+    writer
+        .write_all(text)
+        .map_err(|e| format!("writing: {e}"))?;
+    if !pending_input {
+        writer.flush().map_err(|e| format!("writing: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One SMTP session: enough ESMTP for lettre, with every read bounded in
+/// length and time.
+fn session(stream: std::net::TcpStream, sink: &SinkShared) -> Result<(), String> {
+    let setup = |e: std::io::Error| format!("setting up a session: {e}");
+    stream.set_nodelay(true).map_err(setup)?;
+    stream
+        .set_read_timeout(Some(SINK_READ_TIMEOUT))
+        .map_err(setup)?;
+    stream
+        .set_write_timeout(Some(SINK_WRITE_TIMEOUT))
+        .map_err(setup)?;
+    let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(setup)?);
+    let mut writer = BufWriter::with_capacity(4096, stream);
+    reply(&mut writer, false, b"220 herald-bench-sink ESMTP\r\n")?;
+    let mut line = Vec::with_capacity(1024);
+    let mut mail_from = false;
+    let mut recipients = 0usize;
+    loop {
+        match read_line(&mut reader, &mut line) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) if is_timeout(&e) => {
+                // An idle pooled connection, not an error.
+                let _ = reply(&mut writer, false, b"421 4.4.2 Idle timeout\r\n");
+                return Ok(());
+            }
+            Err(e) => return Err(format!("reading a command: {e}")),
+        }
+        if sink.stop.load(Ordering::Relaxed) {
+            let _ = reply(&mut writer, false, b"421 4.3.2 Shutting down\r\n");
+            return Ok(());
+        }
+        sink.commands.fetch_add(1, Ordering::Relaxed);
+        let command = String::from_utf8_lossy(&line);
+        let command = command.trim_end();
+        let verb = command
+            .split_once(' ')
+            .map_or(command, |(v, _)| v)
+            .to_ascii_uppercase();
+        let pending = !reader.buffer().is_empty();
+        match verb.as_str() {
+            "EHLO" => reply(
+                &mut writer,
+                pending,
+                format!(
+                    "250-herald-bench-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE {MAX_MESSAGE}\r\n"
+                )
+                .as_bytes(),
+            )?,
+            "HELO" => reply(&mut writer, pending, b"250 herald-bench-sink\r\n")?,
+            "MAIL" if mail_from => {
+                sink.error(format!("MAIL inside a transaction: {command}"));
+                reply(&mut writer, pending, b"503 5.5.1 Nested MAIL command\r\n")?;
+            }
+            "MAIL" if command.to_ascii_uppercase().starts_with("MAIL FROM:") => {
+                mail_from = true;
+                reply(&mut writer, pending, b"250 2.1.0 Ok\r\n")?;
+            }
+            "RCPT" if !mail_from => {
+                sink.error(format!("RCPT before MAIL: {command}"));
+                reply(&mut writer, pending, b"503 5.5.1 Need MAIL command\r\n")?;
+            }
+            "RCPT" if command.to_ascii_uppercase().starts_with("RCPT TO:") => {
+                recipients += 1;
+                reply(&mut writer, pending, b"250 2.1.5 Ok\r\n")?;
+            }
+            "DATA" if recipients == 0 => {
+                sink.error("DATA without a recipient".to_owned());
+                reply(&mut writer, pending, b"503 5.5.1 Need RCPT command\r\n")?;
+            }
+            "DATA" => {
+                reply(
+                    &mut writer,
+                    false,
+                    b"354 End data with <CR><LF>.<CR><LF>\r\n",
+                )?;
+                let id = read_message(&mut reader, &mut line)?;
+                let at = Instant::now();
+                let n = {
+                    let mut log = sink.log.lock().unwrap();
+                    if let Some(id) = &id {
+                        log.distinct.insert(id.clone());
+                    }
+                    log.arrivals.push(Arrival { at, id });
+                    log.arrivals.len()
+                };
+                sink.messages.fetch_add(1, Ordering::Relaxed);
+                mail_from = false;
+                recipients = 0;
+                let pending = !reader.buffer().is_empty();
+                reply(
+                    &mut writer,
+                    pending,
+                    format!("250 2.0.0 Ok: queued as {n}\r\n").as_bytes(),
+                )?;
+            }
+            "RSET" => {
+                mail_from = false;
+                recipients = 0;
+                reply(&mut writer, pending, b"250 2.0.0 Ok\r\n")?;
+            }
+            "NOOP" => {
+                sink.noops.fetch_add(1, Ordering::Relaxed);
+                reply(&mut writer, pending, b"250 2.0.0 Ok\r\n")?;
+            }
+            "QUIT" => {
+                reply(&mut writer, false, b"221 2.0.0 Bye\r\n")?;
+                return Ok(());
+            }
+            _ => {
+                let shown: String = command.chars().take(80).collect();
+                sink.error(format!("unrecognised command: {shown}"));
+                reply(
+                    &mut writer,
+                    pending,
+                    b"502 5.5.2 Error: command not recognized\r\n",
+                )?;
+            }
+        }
+    }
+}
+
+/// Reads a message up to its lone `.` line; the `X-Herald-Id` header's
+/// value when the header block has one.
+fn read_message(
+    reader: &mut BufReader<std::net::TcpStream>,
+    line: &mut Vec<u8>,
+) -> Result<Option<String>, String> {
+    const HEADER: &[u8] = b"x-herald-id:";
+    let mut id = None;
+    let mut in_headers = true;
+    let mut size = 0usize;
+    loop {
+        {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            unsafe {
+                libc::setsockopt(
+                    reader.get_ref().as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    &one as *const _ as *const libc::c_void,
+                    4,
+                );
+            }
+        }
+        match read_line(reader, line) {
+            Ok(true) => {}
+            Ok(false) => return Err("the connection closed inside DATA".to_owned()),
+            Err(e) => return Err(format!("reading DATA: {e}")),
+        }
+        if line.as_slice() == b".\r\n" {
+            return Ok(id);
+        }
+        size += line.len();
+        if size > MAX_MESSAGE {
+            return Err(format!("a message larger than {MAX_MESSAGE} bytes"));
+        }
+        if in_headers {
+            if line.as_slice() == b"\r\n" {
+                in_headers = false;
+            } else if line.len() > HEADER.len() && line[..HEADER.len()].eq_ignore_ascii_case(HEADER)
+            {
+                id = Some(
+                    String::from_utf8_lossy(&line[HEADER.len()..])
+                        .trim()
+                        .to_owned(),
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+/// One API request with a deadline.
+async fn post(
+    conn: &mut BufStream<TcpStream>,
+    addr: SocketAddr,
+    body: &str,
+) -> Result<Vec<u8>, String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, post_json(conn, addr, "/v1/emails", body))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+}
+
+fn email_body(to: Value) -> String {
+    json!({"stream": "transactional", "from": FROM, "to": to, "subject": SUBJECT, "text": TEXT})
+        .to_string()
+}
+
+/// The message ids of a 202, which must name every recipient.
+fn message_ids(body: &[u8], recipients: usize) -> Result<Vec<String>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("202 body: {e}"))?;
+    let ids: Vec<String> = v["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.len() == recipients {
+        Ok(ids)
+    } else {
+        Err(format!(
+            "202 named {} messages for {recipients} recipients: {}",
+            ids.len(),
+            String::from_utf8_lossy(body)
+        ))
+    }
+}
+
+/// The message's status and last attempt, as `GET /v1/emails/{id}` tells.
+async fn describe(conn: &mut BufStream<TcpStream>, addr: SocketAddr, id: &str) -> String {
+    let request = format!("GET /v1/emails/{id} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(conn, request.as_bytes()))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")));
+    let body = match answer {
+        Ok(body) => body,
+        Err(e) => return format!("GET failed: {e}"),
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return format!("GET answered {}", String::from_utf8_lossy(&body));
+    };
+    let last = v["attempts"]
+        .as_array()
+        .and_then(|a| a.last())
+        .map(|a| format!(", last attempt {} {}", a["code"], a["text"]))
+        .unwrap_or_default();
+    format!(
+        "status {}, {} attempts{last}, next {}",
+        v["status"], v["attempt_count"], v["next_attempt_at"]
+    )
+}
+
+#[derive(Default)]
+struct Tally {
+    failures: u64,
+    notes: Vec<String>,
+}
+
+impl Tally {
+    fn fail(&mut self, message: String) {
+        if self.failures == 0 {
+            self.notes.push(format!("first failure: {message}"));
+        }
+        self.failures += 1;
+    }
+}
+
+/// What a poster task brings back.
+#[derive(Default)]
+struct Posted {
+    /// Each accepted message id and when its 202 arrived.
+    answered: Vec<(String, Instant)>,
+    /// Schedule (or send) to 202, per request.
+    api_us: Vec<u32>,
+    failures: Vec<String>,
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// Waits until the sink holds `expected` distinct ids, the deadline passes,
+/// or the sink saw nothing new for `STALL`.
+async fn wait_for_sink(sink: &SinkShared, expected: usize, deadline: Instant) {
+    let mut seen = sink.messages.load(Ordering::Relaxed);
+    let mut progress_at = Instant::now();
+    while sink.distinct() < expected {
+        let now = Instant::now();
+        if now >= deadline || now.duration_since(progress_at) >= STALL {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let count = sink.messages.load(Ordering::Relaxed);
+        if count != seen {
+            seen = count;
+            progress_at = Instant::now();
+        }
+    }
+}
+
+/// How the sink's arrivals compare with the accepted ids.
+struct Verdict {
+    /// First arrival per accepted id.
+    first: HashMap<String, Instant>,
+    missing: Vec<String>,
+    /// Accepted ids that arrived more than once, and the extra copies.
+    duplicated: usize,
+    extra_copies: usize,
+    /// Arrivals with an id no 202 named, or with no id at all.
+    unknown: usize,
+    unlabelled: usize,
+}
+
+impl Verdict {
+    fn new(answered: &HashMap<String, Instant>, arrivals: &[Arrival]) -> Verdict {
+        let mut first = HashMap::with_capacity(answered.len());
+        let mut copies: HashMap<&str, usize> = HashMap::new();
+        let (mut unknown, mut unlabelled) = (0, 0);
+        for arrival in arrivals {
+            match &arrival.id {
+                None => unlabelled += 1,
+                Some(id) if !answered.contains_key(id) => unknown += 1,
+                Some(id) => {
+                    *copies.entry(id).or_default() += 1;
+                    let at = first.entry(id.clone()).or_insert(arrival.at);
+                    *at = (*at).min(arrival.at);
+                }
+            }
+        }
+        let mut missing: Vec<String> = answered
+            .keys()
+            .filter(|id| !first.contains_key(*id))
+            .cloned()
+            .collect();
+        missing.sort_unstable();
+        Verdict {
+            first,
+            missing,
+            duplicated: copies.values().filter(|&&n| n > 1).count(),
+            extra_copies: copies.values().map(|&n| n.saturating_sub(1)).sum(),
+            unknown,
+            unlabelled,
+        }
+    }
+
+    fn exactly_once(&self) -> bool {
+        self.missing.is_empty() && self.duplicated == 0 && self.unknown == 0 && self.unlabelled == 0
+    }
+
+    fn last_arrival(&self) -> Option<Instant> {
+        self.first.values().max().copied()
+    }
+}
+
+/// Machine-wide and own CPU time, to tell how much of the machine the
+/// daemon had: both share its cores with the sink and the client.
+struct Cpu {
+    busy_s: f64,
+    own_s: f64,
+}
+
+fn cpu_now() -> Option<Cpu> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and
+    // iowait is work.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    // SAFETY: sysconf and getrusage only write to the struct we pass.
+    let (hz, usage) = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let hz = libc::sysconf(libc::_SC_CLK_TCK);
+        (
+            hz,
+            (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then_some(usage),
+        )
+    };
+    let usage = usage?;
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(Cpu {
+        busy_s: busy as f64 / hz.max(1) as f64,
+        own_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+    })
+}
+
+fn cpu_note(before: Option<Cpu>, after: Option<Cpu>, wall: Duration) -> Option<String> {
+    let (before, after) = (before?, after?);
+    let wall = wall.as_secs_f64();
+    let busy = (after.busy_s - before.busy_s) / wall;
+    let own = (after.own_s - before.own_s) / wall;
+    Some(format!(
+        "CPU over the run: {busy:.2} cores busy machine-wide, {own:.2} of them this process \
+         (client and sink), so about {:.2} the daemon and anything else",
+        (busy - own).max(0.0)
+    ))
+}
+
+struct Row {
+    scenario: &'static str,
+    workers: usize,
+    requested: u64,
+    accepted: u64,
+    delivered: u64,
+    accepted_per_sec: f64,
+    delivered_per_sec: f64,
+    /// Queue-to-250, latency scenario only.
+    latencies_us: Vec<u32>,
+    tally: Tally,
+    exactly_once: bool,
+}
+
+fn daemon_config(workers: usize, relay: SocketAddr) -> String {
+    format!(
+        "[mail]\nworkers = {workers}\n[mail.streams.transactional]\nrelay = \"smtp://{relay}\"\n"
+    )
+}
+
+/// Starts the sink and a daemon relaying to it, runs `scenario`, then
+/// checks every accepted id against the sink and stops both.
+fn run<F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    name: &'static str,
+    workers: usize,
+    requested: u64,
+    scenario: F,
+) -> Row
+where
+    F: FnOnce(SocketAddr, Arc<SinkShared>) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let mut row = Row {
+        scenario: name,
+        workers,
+        requested,
+        accepted: 0,
+        delivered: 0,
+        accepted_per_sec: 0.0,
+        delivered_per_sec: 0.0,
+        latencies_us: Vec::new(),
+        tally: Tally::default(),
+        exactly_once: false,
+    };
+    let mut sink = match Sink::start() {
+        Ok(sink) => sink,
+        Err(e) => {
+            row.tally.fail(format!("starting the SMTP sink: {e}"));
+            return row;
+        }
+    };
+    let mut daemon = Daemon::start(&daemon_config(workers, sink.addr));
+    let cpu_before = cpu_now();
+    let outcome = runtime.block_on(scenario(daemon.addr, sink.shared.clone()));
+    let cpu_after = cpu_now();
+
+    let arrivals = std::mem::take(&mut sink.shared.log.lock().unwrap().arrivals);
+    let verdict = Verdict::new(&outcome.answered, &arrivals);
+    let mut tally = outcome.tally;
+    if !verdict.missing.is_empty() {
+        let described = runtime.block_on(async {
+            let mut lines = Vec::new();
+            let mut conn = match connect(daemon.addr).await {
+                Ok(c) => c,
+                Err(e) => return vec![format!("connecting to ask about them: {e}")],
+            };
+            for id in verdict.missing.iter().take(DESCRIBE_MISSING) {
+                lines.push(format!(
+                    "{id}: {}",
+                    describe(&mut conn, daemon.addr, id).await
+                ));
+            }
+            lines
+        });
+        tally.notes.push(format!(
+            "{} accepted messages never reached the sink; the first by id:",
+            verdict.missing.len()
+        ));
+        tally
+            .notes
+            .extend(described.into_iter().map(|d| format!("  {d}")));
+    }
+    let shared = &sink.shared;
+    tally.notes.push(format!(
+        "sink: {} messages from {} SMTP connections, {} commands ({} NOOP)",
+        arrivals.len(),
+        shared.connections.load(Ordering::Relaxed),
+        shared.commands.load(Ordering::Relaxed),
+        shared.noops.load(Ordering::Relaxed),
+    ));
+    let errors = shared.errors.load(Ordering::Relaxed);
+    if errors > 0 {
+        tally.notes.push(format!(
+            "sink: {errors} protocol errors, the first: {}",
+            shared
+                .first_error
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_default()
+        ));
+    }
+    daemon.stop();
+    sink.stop();
+
+    let accepted = outcome.answered.len();
+    let delivered = verdict.first.len();
+    tally.notes.push(format!(
+        "exactly once: {accepted} accepted, {delivered} arrived, {} missing, {} arrived more \
+         than once ({} extra copies), {} with an id no 202 named, {} without X-Herald-Id",
+        verdict.missing.len(),
+        verdict.duplicated,
+        verdict.extra_copies,
+        verdict.unknown,
+        verdict.unlabelled,
+    ));
+    if let (Some(started), Some(last)) = (outcome.first_post, verdict.last_arrival()) {
+        let elapsed = last.saturating_duration_since(started);
+        row.delivered_per_sec = delivered as f64 / elapsed.as_secs_f64();
+        tally.notes.push(format!(
+            "first POST to last 250: {:.2} s; first POST to last 202: {:.2} s",
+            elapsed.as_secs_f64(),
+            outcome.posted_in.as_secs_f64(),
+        ));
+        if let Some(note) = cpu_note(cpu_before, cpu_after, elapsed) {
+            tally.notes.push(note);
+        }
+    }
+    if outcome.posted_in > Duration::ZERO {
+        row.accepted_per_sec = accepted as f64 / outcome.posted_in.as_secs_f64();
+    }
+    if outcome.measure_latency {
+        let mut early = 0usize;
+        for (id, answered) in &outcome.answered {
+            if let Some(arrived) = verdict.first.get(id) {
+                if arrived < answered {
+                    early += 1;
+                }
+                row.latencies_us
+                    .push(micros(arrived.saturating_duration_since(*answered)));
+            }
+        }
+        row.latencies_us.sort_unstable();
+        if early > 0 {
+            tally.notes.push(format!(
+                "{early} messages reached the sink before this client had read their 202; \
+                 counted as 0 ms"
+            ));
+        }
+    }
+    row.accepted = accepted as u64;
+    row.delivered = delivered as u64;
+    row.exactly_once = accepted > 0 && verdict.exactly_once();
+    row.tally = tally;
+    row
+}
+
+/// What a scenario's client part brings back to `run`.
+#[derive(Default)]
+struct Outcome {
+    answered: HashMap<String, Instant>,
+    first_post: Option<Instant>,
+    /// First POST to the last 202 (or the last attempt to post).
+    posted_in: Duration,
+    measure_latency: bool,
+    tally: Tally,
+}
+
+impl Outcome {
+    fn absorb(&mut self, posted: Posted) -> Vec<u32> {
+        for f in posted.failures {
+            self.tally.fail(f);
+        }
+        self.answered.extend(posted.answered);
+        posted.api_us
+    }
+}
+
+async fn throughput(addr: SocketAddr, sink: Arc<SinkShared>, messages: u64) -> Outcome {
+    let mut outcome = Outcome::default();
+    let requests = messages.div_ceil(RECIPIENTS_PER_REQUEST as u64);
+    // Generous for any rate the bench could sensibly report (100/s), so
+    // only a daemon that stopped sending hits it.
+    let deadline = Instant::now() + Duration::from_secs(60 + messages / 100);
+    let started = Instant::now();
+    outcome.first_post = Some(started);
+    let posters: Vec<_> = (0..POSTERS as u64)
+        .map(|p| {
+            tokio::spawn(async move {
+                let mut posted = Posted::default();
+                let mut conn = None;
+                // Poster p sends requests p, p + POSTERS, …
+                let mut request = p;
+                while request < requests && Instant::now() < deadline {
+                    let first = request * RECIPIENTS_PER_REQUEST as u64;
+                    let to: Vec<String> = (first
+                        ..messages.min(first + RECIPIENTS_PER_REQUEST as u64))
+                        .map(|i| format!("user{i}@example.net"))
+                        .collect();
+                    let recipients = to.len();
+                    let body = email_body(json!(to));
+                    if conn.is_none() {
+                        match connect(addr).await {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => {
+                                posted.failures.push(format!("connect: {e}"));
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(stream) = conn.as_mut() else {
+                        continue;
+                    };
+                    let sent = Instant::now();
+                    match post(stream, addr, &body)
+                        .await
+                        .and_then(|b| message_ids(&b, recipients))
+                    {
+                        Ok(ids) => {
+                            let at = Instant::now();
+                            posted.api_us.push(micros(at - sent));
+                            posted.answered.extend(ids.into_iter().map(|id| (id, at)));
+                        }
+                        Err(e) => {
+                            posted
+                                .failures
+                                .push(format!("{recipients} recipients: {e}"));
+                            conn = None;
+                        }
+                    }
+                    request += POSTERS as u64;
+                }
+                posted
+            })
+        })
+        .collect();
+    let mut api_us = Vec::new();
+    for p in posters {
+        match p.await {
+            Ok(posted) => api_us.extend(outcome.absorb(posted)),
+            Err(e) => outcome.tally.fail(format!("poster task: {e}")),
+        }
+    }
+    outcome.posted_in = outcome
+        .answered
+        .values()
+        .max()
+        .map_or(started.elapsed(), |last| *last - started);
+    api_us.sort_unstable();
+    outcome.tally.notes.push(format!(
+        "POST of {RECIPIENTS_PER_REQUEST} recipients, {POSTERS} connections: p50 {} ms, \
+         p99 {} ms",
+        quantile_ms(&api_us, 0.50),
+        quantile_ms(&api_us, 0.99),
+    ));
+    wait_for_sink(&sink, outcome.answered.len(), deadline).await;
+    outcome
+}
+
+async fn latency(addr: SocketAddr, sink: Arc<SinkShared>, rate: u64, secs: u64) -> Outcome {
+    let mut outcome = Outcome {
+        measure_latency: true,
+        ..Outcome::default()
+    };
+    let total = rate * secs;
+    // Open loop: every tick queues a message with its scheduled time;
+    // whichever connection is free posts it, so a slow answer delays only
+    // its own connection and the client keeps the rate.
+    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(u64, Instant)>(total.max(1) as usize);
+    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+    let workers: Vec<_> = (0..LATENCY_CONNECTIONS)
+        .map(|_| {
+            let work_rx = work_rx.clone();
+            tokio::spawn(async move {
+                let mut posted = Posted::default();
+                let mut conn = None;
+                loop {
+                    let next = work_rx.lock().await.recv().await;
+                    let Some((i, scheduled)) = next else {
+                        break;
+                    };
+                    if conn.is_none() {
+                        match connect(addr).await {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => {
+                                posted.failures.push(format!("connect: {e}"));
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(stream) = conn.as_mut() else {
+                        continue;
+                    };
+                    let body = email_body(json!(format!("user{i}@example.net")));
+                    match post(stream, addr, &body)
+                        .await
+                        .and_then(|b| message_ids(&b, 1))
+                    {
+                        Ok(ids) => {
+                            let at = Instant::now();
+                            posted
+                                .api_us
+                                .push(micros(at.saturating_duration_since(scheduled)));
+                            posted.answered.extend(ids.into_iter().map(|id| (id, at)));
+                        }
+                        Err(e) => {
+                            posted.failures.push(e);
+                            conn = None;
+                        }
+                    }
+                }
+                posted
+            })
+        })
+        .collect();
+
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    outcome.first_post = Some(started);
+    for i in 0..total {
+        tick.tick().await;
+        let scheduled = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        if work_tx.send((i, scheduled)).await.is_err() {
+            break;
+        }
+    }
+    drop(work_tx);
+    let mut api_us = Vec::new();
+    for w in workers {
+        match w.await {
+            Ok(posted) => api_us.extend(outcome.absorb(posted)),
+            Err(e) => outcome.tally.fail(format!("poster task: {e}")),
+        }
+    }
+    outcome.posted_in = started.elapsed();
+    api_us.sort_unstable();
+    outcome.tally.notes.push(format!(
+        "{} of {total} messages accepted at {rate}/s scheduled; API (schedule to 202) \
+         p50 {} ms, p99 {} ms, p99.9 {} ms",
+        outcome.answered.len(),
+        quantile_ms(&api_us, 0.50),
+        quantile_ms(&api_us, 0.99),
+        quantile_ms(&api_us, 0.999),
+    ));
+    wait_for_sink(&sink, outcome.answered.len(), Instant::now() + DRAIN).await;
+    outcome
+}
+
+fn main() {
+    let messages = env_parse("HERALD_BENCH_MESSAGES", 20_000u64);
+    let rate = env_parse("HERALD_BENCH_RATE", 200u64);
+    let secs = env_parse("HERALD_BENCH_SECS", 10u64);
+    let threads = env_parse("HERALD_BENCH_THREADS", 2usize);
+    let workers_text = std::env::var("HERALD_BENCH_WORKERS").unwrap_or_else(|_| "4,8".to_owned());
+    let workers: Vec<usize> = workers_text
+        .split(',')
+        .map(|w| {
+            w.trim().parse().unwrap_or_else(|_| {
+                panic!("HERALD_BENCH_WORKERS={workers_text:?}: `{w}` is not a number")
+            })
+        })
+        .collect();
+    let selected: Option<Vec<String>> = std::env::var("HERALD_BENCH_SCENARIOS")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
+    let wanted = |name: &str| {
+        selected
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|n| n == name))
+    };
+    if !SCENARIOS.iter().any(|s| wanted(s)) {
+        eprintln!(
+            "HERALD_BENCH_SCENARIOS selects none of {}",
+            SCENARIOS.join(",")
+        );
+        std::process::exit(2);
+    }
+    if rate == 0 || secs == 0 || messages == 0 {
+        eprintln!(
+            "HERALD_BENCH_MESSAGES, HERALD_BENCH_RATE and HERALD_BENCH_SECS must be positive"
+        );
+        std::process::exit(2);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("bench runtime");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+
+    println!(
+        "`cargo bench --bench mail`: HERALD_BENCH_MESSAGES={messages} HERALD_BENCH_WORKERS={workers_text} \
+         HERALD_BENCH_RATE={rate} HERALD_BENCH_SECS={secs} HERALD_BENCH_THREADS={threads} \
+         HERALD_BENCH_SCENARIOS={}\n\
+         a fresh `herald serve` and SMTP sink per scenario, plaintext SMTP over loopback, no DKIM; \
+         {cores} cores shared by the daemon, the sink (a thread per SMTP connection) and the \
+         client ({threads} runtime threads)\n\n\
+         | scenario | workers | messages | accepted | delivered | accepted/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | failures |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        selected.as_ref().map_or("(all)".to_owned(), |v| v.join(",")),
+    );
+    let mut rows = Vec::new();
+    if wanted("throughput") {
+        for &w in &workers {
+            rows.push(run(&runtime, "throughput", w, messages, |addr, sink| {
+                throughput(addr, sink, messages)
+            }));
+            print_row(rows.last().unwrap());
+        }
+    }
+    if wanted("latency") {
+        let w = workers.first().copied().unwrap_or(4);
+        rows.push(run(&runtime, "latency", w, rate * secs, |addr, sink| {
+            latency(addr, sink, rate, secs)
+        }));
+        print_row(rows.last().unwrap());
+    }
+    // Notes wait until after the table so they do not break it.
+    println!(
+        "\n- throughput: {RECIPIENTS_PER_REQUEST} recipients per POST over {POSTERS} connections; \
+         accepted/s from the first POST to the last 202, delivered/s from the first POST to the \
+         last 250 at the sink\n\
+         - latency: one recipient per POST at {rate}/s over {LATENCY_CONNECTIONS} connections; \
+         percentiles are queue-to-250 (202 read by the client to 250 sent by the sink)"
+    );
+    for row in &rows {
+        for note in &row.tally.notes {
+            println!("- {} (workers {}): {note}", row.scenario, row.workers);
+        }
+    }
+    let broken: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.exactly_once)
+        .map(|r| format!("{} (workers {})", r.scenario, r.workers))
+        .collect();
+    if !broken.is_empty() {
+        println!(
+            "\nNOT every accepted message arrived exactly once in: {}; their figures do not \
+             stand for delivered mail",
+            broken.join(", ")
+        );
+        std::process::exit(1);
+    }
+}
+
+fn print_row(row: &Row) {
+    let q = |p: f64| quantile_ms(&row.latencies_us, p);
+    let max = row.latencies_us.last().map_or("-".to_owned(), |&us| {
+        format!("{:.2}", f64::from(us) / 1000.0)
+    });
+    println!(
+        "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {max} | {} |",
+        row.scenario,
+        row.workers,
+        row.requested,
+        row.accepted,
+        row.delivered,
+        row.accepted_per_sec,
+        row.delivered_per_sec,
+        q(0.50),
+        q(0.99),
+        q(0.999),
+        row.tally.failures,
+    );
+}
