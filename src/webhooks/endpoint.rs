@@ -48,8 +48,17 @@ fn type_matches(pattern: &str, event_type: &str) -> bool {
 fn valid_pattern(pattern: &str) -> bool {
     match pattern.strip_suffix(".*") {
         Some(prefix) => is_valid_type_name(prefix),
-        None => pattern == "*" || is_valid_type_name(pattern),
+        None => pattern == "*" || is_valid_type_name(pattern) || is_tracked_event_name(pattern),
     }
+}
+
+/// Tracked (Segment) event names are free text such as `Signed Up`;
+/// endpoints subscribe to them by their exact name.
+fn is_tracked_event_name(name: &str) -> bool {
+    (1..=128).contains(&name.chars().count())
+        && !name.contains('*')
+        && !name.chars().any(char::is_control)
+        && name.trim() == name
 }
 
 /// The fields a client may set, on create (all optional but `url`) and on
@@ -133,7 +142,7 @@ pub fn apply(
             let shown: String = bad.chars().take(140).collect();
             return Err(invalid(
                 "event_types",
-                format!("`{shown}` is neither a type name nor `prefix.*`"),
+                format!("`{shown}` is neither a type name, a tracked event name nor `prefix.*`"),
             ));
         }
         record.event_types = types;
@@ -306,7 +315,8 @@ mod tests {
             ("url", json!({"url": "ftp://example.com/"})),
             ("url", json!({"url": "https://user:pw@example.com/"})),
             ("url", json!({"url": "http://example.com/"})),
-            ("event_types", json!({"event_types": ["bad type"]})),
+            ("event_types", json!({"event_types": [" padded"]})),
+            ("event_types", json!({"event_types": ["tab\there"]})),
             ("event_types", json!({"event_types": ["user*"]})),
             ("tenant", json!({"tenant": "no spaces"})),
             ("headers", json!({"headers": {"webhook-id": "x"}})),
