@@ -131,8 +131,13 @@ impl<'txn> TrackTables<'txn> {
         if other_id == user_id {
             return Ok(false);
         }
-        let previous = self.links.insert(other_id, user_id)?;
-        Ok(previous.is_none_or(|p| p.value() != user_id))
+        // Most calls repeat a known link: reading first avoids rewriting
+        // the page for nothing.
+        if self.links.get(other_id)?.is_some_and(|v| v.value() == user_id) {
+            return Ok(false);
+        }
+        self.links.insert(other_id, user_id)?;
+        Ok(true)
     }
 
     pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
