@@ -69,6 +69,15 @@ struct EventInput<'a> {
 /// An event that passed validation and is ready for the writer.
 pub type NewEvent = NewEventRow;
 
+/// Tracked (Segment) event names are free text such as `Signed Up`; they
+/// enter the log under that name, so filters and subscriptions accept them.
+pub fn is_tracked_event_name(name: &str) -> bool {
+    (1..=128).contains(&name.chars().count())
+        && !name.contains('*')
+        && !name.chars().any(char::is_control)
+        && name.trim() == name
+}
+
 /// `^[A-Za-z0-9_.-]{1,128}$`
 pub fn is_valid_type_name(name: &str) -> bool {
     (1..=128).contains(&name.len())

@@ -138,7 +138,7 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
                 after = EventCursor::parse(&value)
                     .ok_or_else(|| bad("not a cursor returned by this API"))?
             }
-            "type" if events::is_valid_type_name(&value) => filter.event_type = Some(value),
+            "type" if events::is_tracked_event_name(&value) => filter.event_type = Some(value),
             "tenant" if events::is_valid_tenant(&value) => filter.tenant = Some(value),
             "type" | "tenant" => return Err(bad("not a valid name")),
             "since" => {

@@ -133,7 +133,11 @@ impl<'txn> TrackTables<'txn> {
         }
         // Most calls repeat a known link: reading first avoids rewriting
         // the page for nothing.
-        if self.links.get(other_id)?.is_some_and(|v| v.value() == user_id) {
+        if self
+            .links
+            .get(other_id)?
+            .is_some_and(|v| v.value() == user_id)
+        {
             return Ok(false);
         }
         self.links.insert(other_id, user_id)?;

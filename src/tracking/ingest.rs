@@ -292,8 +292,19 @@ fn update_identity(
         Call::Alias => t.previous_id.as_deref(),
         _ => t.anonymous_id.as_deref(),
     };
-    let traits = match (t.call, t.body.get("traits")) {
-        (Call::Identify, Some(Value::Object(traits))) if !traits.is_empty() => Some(traits),
+    // Some clients (rudder-sdk) send identify traits only in
+    // `context.traits`; top-level traits win where both name a key.
+    let traits: Option<Map<String, Value>> = match t.call {
+        Call::Identify => {
+            let mut merged = Map::new();
+            let nested = t.body.get("context").and_then(|c| c.get("traits"));
+            for source in [nested, t.body.get("traits")] {
+                if let Some(Value::Object(traits)) = source {
+                    merged.extend(traits.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+            (!merged.is_empty()).then_some(merged)
+        }
         _ => None,
     };
     let newly_linked = match linked {
@@ -312,9 +323,7 @@ fn update_identity(
     if let Some(new) = traits {
         let mut merged: Map<String, Value> =
             serde_json::from_str(&profile.traits).unwrap_or_default();
-        for (k, v) in new {
-            merged.insert(k.clone(), v.clone());
-        }
+        merged.extend(new);
         profile.traits = Value::Object(merged).to_string();
     }
     if let Some(other) = linked.filter(|o| *o != user_id) {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock;
-use crate::events::{is_valid_tenant, is_valid_type_name, Invalid};
+use crate::events::{is_tracked_event_name, is_valid_tenant, is_valid_type_name, Invalid};
 use crate::ids;
 use crate::store::codec::EndpointRecord;
 
@@ -50,15 +50,6 @@ fn valid_pattern(pattern: &str) -> bool {
         Some(prefix) => is_valid_type_name(prefix),
         None => pattern == "*" || is_valid_type_name(pattern) || is_tracked_event_name(pattern),
     }
-}
-
-/// Tracked (Segment) event names are free text such as `Signed Up`;
-/// endpoints subscribe to them by their exact name.
-fn is_tracked_event_name(name: &str) -> bool {
-    (1..=128).contains(&name.chars().count())
-        && !name.contains('*')
-        && !name.chars().any(char::is_control)
-        && name.trim() == name
 }
 
 /// The fields a client may set, on create (all optional but `url`) and on

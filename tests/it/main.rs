@@ -11,5 +11,6 @@ mod mail;
 mod receiver;
 mod smtp;
 mod support;
+mod tracking;
 mod verifier;
 mod webhooks;
