@@ -1,0 +1,1264 @@
+//! Tracking benchmark: Segment-compatible ingestion and the questions asked
+//! of it, against a real `herald serve` on loopback.
+//!
+//! `cargo bench --bench tracking` starts the release binary with a
+//! `[[tracking.sources]]` entry, a fresh daemon and database per scenario so
+//! one scenario's rows cannot slow or flatter the next, and runs:
+//! - `batch100-c8`, `batch100-c32`: closed-loop keep-alive clients (each
+//!   sends its next request when the previous answer arrived) POSTing
+//!   `/v1/batch` with 100 `track` calls a request and the write key in the
+//!   body, over 8 or 32 connections, for `HERALD_BENCH_SECS` after one
+//!   unmeasured second. Every call has a `messageId` of its own, one of
+//!   300,000 `userId`s, small properties and a `context`, a fifth of them
+//!   with a UTM campaign.
+//! - `track-c64`: the same calls one per request to `/v1/track`, with the
+//!   write key as Basic auth, over 64 connections.
+//! - `funnel-1m`: loads `HERALD_BENCH_FUNNEL_EVENTS` calls of a synthetic
+//!   product through `/v1/batch` (500 calls a request, 16 connections) as
+//!   fast as the daemon takes them, then times `GET /v1/funnels` (Signed
+//!   Up → Trial Started → Subscribed within 14 days, over the whole range)
+//!   five times, one first-touch attribution of `Subscribed` and one daily
+//!   count of `Signed Up`. Each answer is compared with what the generator
+//!   knows it sent.
+//!
+//! The product has one user per five calls or so (about 200,000 for a
+//! million): one or two anonymous page views before signing up, the first
+//! from a UTM campaign 40% of the time; `Signed Up` with both ids, which
+//! links the anonymous history to the user; `Trial Started` for 40% of
+//! users within a week; `Subscribed` for 40% of those up to two weeks
+//! later, so some fall outside the funnel's window; and more page views
+//! as the user. Signups are spread over the last 60 days and calls that
+//! would lie in the future are never sent, as for a live product. Calls
+//! go out in time order, as a live site would send them.
+//!
+//! Every 2xx counted here was fsynced by the daemon before it was sent.
+//!
+//! Environment:
+//! - `HERALD_BENCH_SECS`: measured seconds per throughput scenario
+//!   (default 8).
+//! - `HERALD_BENCH_SCENARIOS`: comma-separated subset of
+//!   `batch100-c8,batch100-c32,track-c64,funnel-1m`; `batch100` selects both
+//!   batch scenarios.
+//! - `HERALD_BENCH_FUNNEL_EVENTS`: calls loaded by `funnel-1m` (default
+//!   1,000,000).
+//! - `HERALD_BENCH_TARGET`: `http://IP:PORT` of an already running server to
+//!   drive with the throughput scenarios instead of starting one, as
+//!   `benches/ingest.rs` does; `funnel-1m` needs a daemon of its own and is
+//!   skipped.
+//! - `HERALD_BENCH_THREADS`: client threads (default 2, like `wrk -t2`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde_json::Value;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+
+use common::{connect, env_parse, exchange, quantile_ms, Daemon};
+
+const WRITE_KEY: &str = "bench_write_key_0123456789";
+
+const THROUGHPUT: &[Throughput] = &[
+    Throughput::new("batch100-c8", 8, 100),
+    Throughput::new("batch100-c32", 32, 100),
+    Throughput::new("track-c64", 64, 1),
+];
+const FUNNEL: &str = "funnel-1m";
+
+/// A cap on one ingest request, so a wedged server ends the run with an
+/// error instead of hanging it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Queries scan every row of their range; a slow one is a finding, but
+/// not one worth waiting on forever.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Distinct `userId`s in the throughput scenarios: enough that the
+/// per-person index is not one hot page.
+const THROUGHPUT_USERS: u64 = 300_000;
+
+/// Calls per `/v1/batch` while loading the funnel data: a bulk import
+/// sends as many as Segment's 500 KB request limit comfortably holds.
+/// Requests of 100 loaded about 40% slower here: the writer's group
+/// commit is the limit, and larger groups spread its cost thinner.
+const LOAD_BATCH: usize = 500;
+/// Connections loading at once: enough that several requests wait behind
+/// each commit and join the next group.
+const LOAD_CONNECTIONS: usize = 16;
+/// A batch that failed (429, a dropped connection) is sent again with the
+/// same `messageId`s, which the daemon deduplicates, as Segment's
+/// libraries do.
+const LOAD_ATTEMPTS: u32 = 5;
+const FUNNEL_RUNS: usize = 5;
+const FUNNEL_STEPS: [&str; 3] = ["Signed Up", "Trial Started", "Subscribed"];
+const WITHIN_MS: i64 = 14 * DAY_MS;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// How far back the product's history reaches.
+const HISTORY_MS: i64 = 60 * DAY_MS;
+
+fn config() -> String {
+    format!("[[tracking.sources]]\nname = \"bench\"\nwrite_key = \"{WRITE_KEY}\"\n")
+}
+
+struct Throughput {
+    name: &'static str,
+    connections: usize,
+    /// 1 posts to `/v1/track`; more posts that many to `/v1/batch`.
+    calls_per_request: usize,
+}
+
+impl Throughput {
+    const fn new(name: &'static str, connections: usize, calls_per_request: usize) -> Self {
+        Throughput {
+            name,
+            connections,
+            calls_per_request,
+        }
+    }
+}
+
+/// splitmix64: the bench needs reproducible spread, not a crypto RNG or
+/// another dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// (utm source, medium, name).
+const CAMPAIGNS: &[(&str, &str, &str)] = &[
+    ("google", "cpc", "brand-search"),
+    ("google", "cpc", "competitor-search"),
+    ("newsletter", "email", "november-digest"),
+    ("linkedin", "social", "launch-week"),
+    ("twitter", "social", "launch-week"),
+    ("partner", "referral", "integrations-directory"),
+];
+
+fn rfc3339_ms(unix_ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn write_context(out: &mut String, ip: u64, campaign: Option<usize>, browser: bool) {
+    let library = if browser {
+        r#"{"name":"analytics.js","version":"next-1.70.0"}"#
+    } else {
+        r#"{"name":"analytics-node","version":"2.1.2"}"#
+    };
+    let _ = write!(
+        out,
+        r#""context":{{"library":{library},"ip":"203.0.{}.{}","locale":"en-US""#,
+        ip % 250,
+        (ip >> 8) % 250 + 1
+    );
+    if browser {
+        out.push_str(
+            r#","userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15""#,
+        );
+    }
+    if let Some(c) = campaign {
+        let (source, medium, name) = CAMPAIGNS[c % CAMPAIGNS.len()];
+        let _ = write!(
+            out,
+            r#","campaign":{{"source":"{source}","medium":"{medium}","name":"{name}"}}"#
+        );
+    }
+    out.push('}');
+}
+
+// ---------------------------------------------------------------------------
+// Throughput scenarios
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    failures: u64,
+    first_failure: Option<String>,
+    /// Calls the daemon answered `duplicate` for: a `messageId` clash, which
+    /// would mean the bench measured less work than it claims.
+    duplicates: u64,
+}
+
+/// One `track` call of an e-commerce app's server: the event mix and the
+/// sizes of real ones, with a `messageId` unique to the run.
+fn write_track(out: &mut String, rng: &mut Rng, message_id: &str, timestamp: &str, batch: bool) {
+    let user = rng.below(THROUGHPUT_USERS);
+    let sku = rng.below(5000);
+    let roll = rng.below(100);
+    let (event, properties) = match roll {
+        0..45 => (
+            "Product Viewed",
+            format!(
+                r#"{{"product_id":"sku-{sku}","name":"Trail Runner {}","category":"shoes","price":{}.99,"currency":"EUR"}}"#,
+                sku % 40,
+                40 + sku % 90
+            ),
+        ),
+        45..65 => (
+            "Product Added",
+            format!(
+                r#"{{"product_id":"sku-{sku}","quantity":{},"price":{}.99,"currency":"EUR","cart_id":"cart-{user}"}}"#,
+                1 + sku % 3,
+                40 + sku % 90
+            ),
+        ),
+        65..77 => (
+            "Checkout Started",
+            format!(
+                r#"{{"order_id":"ord-{}","value":{}.50,"currency":"EUR","products":1}}"#,
+                rng.next() % 10_000_000,
+                40 + sku % 400
+            ),
+        ),
+        77..85 => (
+            "Order Completed",
+            format!(
+                r#"{{"order_id":"ord-{}","total":{}.50,"revenue":{}.00,"shipping":4.90,"currency":"EUR","coupon":"WELCOME10"}}"#,
+                rng.next() % 10_000_000,
+                40 + sku % 400,
+                30 + sku % 380
+            ),
+        ),
+        85..95 => (
+            "Signed Up",
+            r#"{"plan":"free","method":"email"}"#.to_owned(),
+        ),
+        _ => (
+            "Subscribed",
+            r#"{"plan":"pro","interval":"month","mrr":49}"#.to_owned(),
+        ),
+    };
+    out.push('{');
+    if batch {
+        out.push_str(r#""type":"track","#);
+    }
+    let _ = write!(
+        out,
+        r#""userId":"user-{user}","event":"{event}","messageId":"{message_id}","timestamp":"{timestamp}","properties":{properties},"#
+    );
+    let campaign = rng
+        .percent(20)
+        .then(|| rng.below(CAMPAIGNS.len() as u64) as usize);
+    write_context(out, user, campaign, false);
+    out.push('}');
+}
+
+fn throughput_request(
+    addr: SocketAddr,
+    calls: usize,
+    rng: &mut Rng,
+    prefix: &str,
+    sent: &mut u64,
+    basic_auth: &str,
+) -> String {
+    let now = rfc3339_ms(unix_ms());
+    let mut body = String::with_capacity(560 * calls + 128);
+    let next_id = |sent: &mut u64| {
+        *sent += 1;
+        format!("{prefix}-{sent}")
+    };
+    if calls == 1 {
+        let id = next_id(sent);
+        write_track(&mut body, rng, &id, &now, false);
+        format!(
+            "POST /v1/track HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {basic_auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        let _ = write!(
+            body,
+            r#"{{"writeKey":"{WRITE_KEY}","sentAt":"{now}","batch":["#
+        );
+        for i in 0..calls {
+            if i > 0 {
+                body.push(',');
+            }
+            let id = next_id(sent);
+            write_track(&mut body, rng, &id, &now, true);
+        }
+        body.push_str("]}");
+        format!(
+            "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+fn count_duplicates(answer: &[u8]) -> u64 {
+    const NEEDLE: &[u8] = br#""status":"duplicate""#;
+    answer
+        .windows(NEEDLE.len())
+        .filter(|w| *w == NEEDLE)
+        .count() as u64
+}
+
+async fn drive(addr: SocketAddr, scenario: &Throughput, secs: u64, run_id: u128) -> Tally {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for connection in 0..scenario.connections {
+        let (measuring, stop) = (measuring.clone(), stop.clone());
+        let calls = scenario.calls_per_request;
+        let prefix = format!("{}-{run_id}-{connection}", scenario.name);
+        let seed = mix(run_id as u64 ^ connection as u64);
+        clients.push(tokio::spawn(async move {
+            client(addr, calls, prefix, seed, measuring, stop).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut total = Tally::default();
+    for c in clients {
+        let tally = c.await.expect("client task");
+        total.latencies_us.extend(tally.latencies_us);
+        total.failures += tally.failures;
+        total.duplicates += tally.duplicates;
+        total.first_failure = total.first_failure.or(tally.first_failure);
+    }
+    total
+}
+
+/// One keep-alive connection sending requests back to back; reconnects
+/// after a failure so one refused request does not end the scenario.
+async fn client(
+    addr: SocketAddr,
+    calls: usize,
+    prefix: String,
+    seed: u64,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut rng = Rng(seed);
+    let mut sent = 0u64;
+    let basic_auth = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
+    let mut connection = None;
+    while !stop.load(Ordering::Relaxed) {
+        if connection.is_none() {
+            match connect(addr).await {
+                Ok(c) => connection = Some(c),
+                Err(e) => {
+                    note_failure(&mut tally, format!("connect: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(stream) = connection.as_mut() else {
+            continue;
+        };
+        let request = throughput_request(addr, calls, &mut rng, &prefix, &mut sent, &basic_auth);
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, request.as_bytes()))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")));
+        let elapsed = started.elapsed();
+        if outcome.is_err() {
+            connection = None;
+        }
+        if !measuring.load(Ordering::Relaxed) {
+            continue;
+        }
+        match outcome {
+            Ok(answer) => {
+                tally.duplicates += count_duplicates(&answer);
+                tally
+                    .latencies_us
+                    .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+            }
+            Err(e) => note_failure(&mut tally, e),
+        }
+    }
+    tally
+}
+
+fn note_failure(tally: &mut Tally, message: String) {
+    tally.failures += 1;
+    tally.first_failure.get_or_insert(message);
+}
+
+fn report_throughput(scenario: &Throughput, secs: u64, mut tally: Tally, notes: &mut Vec<String>) {
+    tally.latencies_us.sort_unstable();
+    let per_sec = tally.latencies_us.len() as f64 / secs as f64;
+    let quantile = |q: f64| quantile_ms(&tally.latencies_us, q);
+    println!(
+        "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
+        scenario.name,
+        scenario.connections,
+        per_sec,
+        per_sec * scenario.calls_per_request as f64,
+        quantile(0.50),
+        quantile(0.99),
+        quantile(0.999),
+        tally.failures,
+    );
+    if let Some(first) = tally.first_failure {
+        notes.push(format!("- {}: first failure: {first}", scenario.name));
+    }
+    if tally.duplicates > 0 {
+        notes.push(format!(
+            "- {}: {} calls answered `duplicate`: messageIds clashed, so fewer calls were stored than counted",
+            scenario.name, tally.duplicates
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The funnel scenario
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A page view; `anonymous` ones carry only the anonymousId.
+    Page {
+        page: u8,
+        campaign: Option<u8>,
+        anonymous: bool,
+    },
+    SignedUp,
+    TrialStarted,
+    Subscribed,
+}
+
+#[derive(Clone, Copy)]
+struct Planned {
+    ts_ms: i64,
+    user: u32,
+    kind: Kind,
+}
+
+/// (name, path, title).
+const PAGES: &[(&str, &str, &str)] = &[
+    ("Home", "/", "Acme: invoices that chase themselves"),
+    ("Pricing", "/pricing", "Pricing | Acme"),
+    ("Features", "/features", "Features | Acme"),
+    (
+        "Blog",
+        "/blog/dunning-emails",
+        "Dunning emails that work | Acme",
+    ),
+    (
+        "Docs",
+        "/docs/getting-started",
+        "Getting started | Acme docs",
+    ),
+    ("Dashboard", "/app", "Dashboard | Acme"),
+    ("Invoices", "/app/invoices", "Invoices | Acme"),
+];
+
+/// Calls of a synthetic product in time order, exactly `total` of them,
+/// none later than `now_ms`; and how many users they belong to.
+fn plan_product(total: usize, now_ms: i64, seed: u64) -> (Vec<Planned>, u32) {
+    let mut calls = Vec::with_capacity(total + 16);
+    let mut user = 0u32;
+    let mut mine = Vec::with_capacity(16);
+    while calls.len() < total {
+        let mut rng = Rng(mix(seed ^ u64::from(user)));
+        let pre = 1 + rng.below(2) as usize;
+        let signup =
+            now_ms - HISTORY_MS + 3 * DAY_MS + rng.below((HISTORY_MS - 3 * DAY_MS) as u64) as i64;
+        mine.clear();
+        // Generated in the user's own order, so a cut at `total` keeps a
+        // consistent history: no conversion without its signup.
+        let mut pre_times: Vec<i64> = (0..pre)
+            .map(|_| signup - 1 - rng.below(3 * DAY_MS as u64) as i64)
+            .collect();
+        pre_times.sort_unstable();
+        for (i, ts) in pre_times.into_iter().enumerate() {
+            let campaign =
+                (i == 0 && rng.percent(40)).then(|| rng.below(CAMPAIGNS.len() as u64) as u8);
+            let page = if i == 0 { rng.below(4) as u8 } else { 1 };
+            mine.push(Planned {
+                ts_ms: ts,
+                user,
+                kind: Kind::Page {
+                    page,
+                    campaign,
+                    anonymous: true,
+                },
+            });
+        }
+        mine.push(Planned {
+            ts_ms: signup,
+            user,
+            kind: Kind::SignedUp,
+        });
+        if rng.percent(40) {
+            let trial = signup + 1 + rng.below(7 * DAY_MS as u64) as i64;
+            mine.push(Planned {
+                ts_ms: trial,
+                user,
+                kind: Kind::TrialStarted,
+            });
+            if rng.percent(40) {
+                let subscribed = trial + 1 + rng.below(14 * DAY_MS as u64) as i64;
+                mine.push(Planned {
+                    ts_ms: subscribed,
+                    user,
+                    kind: Kind::Subscribed,
+                });
+            }
+        }
+        for _ in 0..rng.below(5) {
+            let ts = signup + 1 + rng.below(20 * DAY_MS as u64) as i64;
+            let campaign = rng.percent(10).then(|| 2 + rng.below(2) as u8);
+            mine.push(Planned {
+                ts_ms: ts,
+                user,
+                kind: Kind::Page {
+                    page: 4 + rng.below(3) as u8,
+                    campaign,
+                    anonymous: false,
+                },
+            });
+        }
+        for call in mine.iter().filter(|c| c.ts_ms <= now_ms) {
+            if calls.len() == total {
+                break;
+            }
+            calls.push(*call);
+        }
+        user += 1;
+    }
+    calls.sort_by_key(|c| (c.ts_ms, c.user));
+    (calls, user)
+}
+
+fn write_planned(out: &mut String, call: &Planned, message_id: usize, run_id: u128) {
+    let user = call.user;
+    let anonymous_id = format!("{:016x}", mix(u64::from(user) ^ 0xA11CE));
+    let timestamp = rfc3339_ms(call.ts_ms);
+    out.push('{');
+    match call.kind {
+        Kind::Page {
+            page,
+            campaign,
+            anonymous,
+        } => {
+            let (name, path, title) = PAGES[usize::from(page) % PAGES.len()];
+            if anonymous {
+                let _ = write!(out, r#""type":"page","anonymousId":"{anonymous_id}","#);
+            } else {
+                let _ = write!(out, r#""type":"page","userId":"u{user}","#);
+            }
+            let referrer = if campaign.is_some() {
+                "https://www.google.com/"
+            } else {
+                ""
+            };
+            let _ = write!(
+                out,
+                r#""name":"{name}","properties":{{"path":"{path}","url":"https://acme.example{path}","title":"{title}","referrer":"{referrer}"}},"#
+            );
+            write_context(out, u64::from(user), campaign.map(usize::from), true);
+        }
+        Kind::SignedUp => {
+            let _ = write!(
+                out,
+                r#""type":"track","event":"Signed Up","userId":"u{user}","anonymousId":"{anonymous_id}","properties":{{"plan":"free","method":"{}"}},"#,
+                if user % 3 == 0 { "google" } else { "email" }
+            );
+            write_context(out, u64::from(user), None, false);
+        }
+        Kind::TrialStarted => {
+            let _ = write!(
+                out,
+                r#""type":"track","event":"Trial Started","userId":"u{user}","properties":{{"plan":"pro","trial_days":14}},"#
+            );
+            write_context(out, u64::from(user), None, false);
+        }
+        Kind::Subscribed => {
+            let _ = write!(
+                out,
+                r#""type":"track","event":"Subscribed","userId":"u{user}","properties":{{"plan":"pro","interval":"{}","mrr":49}},"#,
+                if user % 4 == 0 { "year" } else { "month" }
+            );
+            write_context(out, u64::from(user), None, false);
+        }
+    }
+    let _ = write!(
+        out,
+        r#","timestamp":"{timestamp}","messageId":"load-{run_id}-{message_id}"}}"#
+    );
+}
+
+/// What the queries should answer, worked out from the planned calls with
+/// the semantics the API documents.
+struct Expected {
+    funnel: [u64; 3],
+    signed_up: u64,
+    subscribed: u64,
+    /// First-touch conversions per campaign index; `None` for no touch.
+    first_touch: BTreeMap<Option<u8>, u64>,
+}
+
+fn expected(calls: &[Planned], users: u32, within_ms: i64) -> Expected {
+    let n = users as usize;
+    let mut signup = vec![None::<i64>; n];
+    let mut trial = vec![None::<i64>; n];
+    let mut subscribed = vec![None::<i64>; n];
+    let mut touches: Vec<Vec<(i64, u8, bool)>> = vec![Vec::new(); n];
+    for c in calls {
+        let u = c.user as usize;
+        match c.kind {
+            Kind::SignedUp => signup[u] = signup[u].or(Some(c.ts_ms)),
+            Kind::TrialStarted => trial[u] = trial[u].or(Some(c.ts_ms)),
+            Kind::Subscribed => subscribed[u] = subscribed[u].or(Some(c.ts_ms)),
+            Kind::Page {
+                campaign: Some(campaign),
+                anonymous,
+                ..
+            } => touches[u].push((c.ts_ms, campaign, anonymous)),
+            Kind::Page { .. } => {}
+        }
+    }
+    let mut out = Expected {
+        funnel: [0; 3],
+        signed_up: 0,
+        subscribed: 0,
+        first_touch: BTreeMap::new(),
+    };
+    for u in 0..n {
+        let Some(entered) = signup[u] else { continue };
+        out.signed_up += 1;
+        out.funnel[0] += 1;
+        let deadline = entered + within_ms;
+        let Some(second) = trial[u].filter(|t| *t >= entered && *t <= deadline) else {
+            continue;
+        };
+        out.funnel[1] += 1;
+        if subscribed[u].is_some_and(|t| t >= second && t <= deadline) {
+            out.funnel[2] += 1;
+        }
+    }
+    for u in 0..n {
+        let Some(converted) = subscribed[u] else {
+            continue;
+        };
+        out.subscribed += 1;
+        // Anonymous touches count once Signed Up linked them.
+        let first = touches[u]
+            .iter()
+            .filter(|(t, _, anonymous)| *t <= converted && (!anonymous || signup[u].is_some()))
+            .min_by_key(|(t, _, _)| *t)
+            .map(|(_, c, _)| *c);
+        *out.first_touch.entry(first).or_default() += 1;
+    }
+    out
+}
+
+#[derive(Default)]
+struct Load {
+    calls: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+    failed_batches: u64,
+    retries: u64,
+    duplicates: u64,
+    first_failure: Option<String>,
+}
+
+async fn load(addr: SocketAddr, calls: Arc<Vec<Planned>>, run_id: u128) -> Load {
+    let next = Arc::new(AtomicUsize::new(0));
+    let batches = calls.len().div_ceil(LOAD_BATCH);
+    let started = Instant::now();
+    let posters: Vec<_> = (0..LOAD_CONNECTIONS)
+        .map(|_| {
+            let (calls, next) = (calls.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut out = Load::default();
+                let mut connection: Option<BufStream<TcpStream>> = None;
+                let mut body = String::with_capacity(LOAD_BATCH * 600);
+                loop {
+                    let batch = next.fetch_add(1, Ordering::Relaxed);
+                    if batch >= batches {
+                        break;
+                    }
+                    let range = batch * LOAD_BATCH..((batch + 1) * LOAD_BATCH).min(calls.len());
+                    let count = range.len();
+                    body.clear();
+                    let _ = write!(body, r#"{{"writeKey":"{WRITE_KEY}","batch":["#);
+                    for (i, call) in calls[range.clone()].iter().enumerate() {
+                        if i > 0 {
+                            body.push(',');
+                        }
+                        write_planned(&mut body, call, range.start + i, run_id);
+                    }
+                    body.push_str("]}");
+                    let request = format!(
+                        "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let mut stored = false;
+                    for attempt in 0..LOAD_ATTEMPTS {
+                        if attempt > 0 {
+                            out.retries += 1;
+                        }
+                        if connection.is_none() {
+                            match connect(addr).await {
+                                Ok(c) => connection = Some(c),
+                                Err(e) => {
+                                    out.first_failure.get_or_insert(format!("connect: {e}"));
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                    continue;
+                                }
+                            }
+                        }
+                        let Some(stream) = connection.as_mut() else {
+                            continue;
+                        };
+                        let sent_at = Instant::now();
+                        let outcome = tokio::time::timeout(
+                            REQUEST_TIMEOUT,
+                            exchange(stream, request.as_bytes()),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")));
+                        match outcome {
+                            Ok(answer) => {
+                                out.latencies_us.push(
+                                    u32::try_from(sent_at.elapsed().as_micros())
+                                        .unwrap_or(u32::MAX),
+                                );
+                                out.duplicates += count_duplicates(&answer);
+                                stored = true;
+                                break;
+                            }
+                            Err(e) => {
+                                // The daemon asks for a second on 429.
+                                let pause = if e.starts_with("429") { 1000 } else { 200 };
+                                out.first_failure.get_or_insert(e);
+                                connection = None;
+                                tokio::time::sleep(Duration::from_millis(pause)).await;
+                            }
+                        }
+                    }
+                    if stored {
+                        out.calls += count;
+                    } else {
+                        out.failed_batches += 1;
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut total = Load::default();
+    for p in posters {
+        let part = p.await.expect("load task");
+        total.calls += part.calls;
+        total.latencies_us.extend(part.latencies_us);
+        total.failed_batches += part.failed_batches;
+        total.retries += part.retries;
+        total.duplicates += part.duplicates;
+        total.first_failure = total.first_failure.or(part.first_failure);
+    }
+    total.elapsed = started.elapsed();
+    total.latencies_us.sort_unstable();
+    total
+}
+
+/// One GET with a deadline: wall time and the parsed answer.
+async fn query(
+    stream: &mut BufStream<TcpStream>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(Duration, Value), String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let started = Instant::now();
+    let answer = tokio::time::timeout(QUERY_TIMEOUT, exchange(stream, request.as_bytes()))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {QUERY_TIMEOUT:?}")))?;
+    let elapsed = started.elapsed();
+    let value = serde_json::from_slice(&answer).map_err(|e| format!("{path}: {e}"))?;
+    Ok((elapsed, value))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// min / median / max of a few samples.
+fn spread(mut samples: Vec<f64>, decimals: usize) -> String {
+    if samples.is_empty() {
+        return "-".to_owned();
+    }
+    samples.sort_by(f64::total_cmp);
+    format!(
+        "{:.decimals$} / {:.decimals$} / {:.decimals$}",
+        samples[0],
+        samples[samples.len() / 2],
+        samples[samples.len() - 1]
+    )
+}
+
+fn funnel_counts(answer: &Value) -> Vec<u64> {
+    answer["steps"]
+        .as_array()
+        .map(|steps| steps.iter().filter_map(|s| s["count"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+fn first_touch_counts(answer: &Value) -> BTreeMap<Option<u8>, u64> {
+    let mut out = BTreeMap::new();
+    for row in answer["by_campaign"].as_array().into_iter().flatten() {
+        let campaign = &row["campaign"];
+        let key = if campaign.is_null() {
+            None
+        } else {
+            let found = CAMPAIGNS.iter().position(|(s, m, n)| {
+                campaign["source"] == *s && campaign["medium"] == *m && campaign["name"] == *n
+            });
+            // An unknown campaign cannot match the expectation; 255 marks it.
+            Some(found.map_or(u8::MAX, |i| i as u8))
+        };
+        *out.entry(key).or_default() += row["conversions"].as_u64().unwrap_or(0);
+    }
+    out
+}
+
+/// What `funnel-1m` prints: its load row, its query rows, and notes.
+#[derive(Default)]
+struct FunnelReport {
+    load: String,
+    queries: Vec<String>,
+    notes: Vec<String>,
+}
+
+fn verdict(matches: bool, expected: String) -> String {
+    if matches {
+        "matches the data sent".to_owned()
+    } else {
+        format!("MISMATCH: expected {expected}")
+    }
+}
+
+/// Loads the product, then asks its questions.
+async fn funnel_scenario(
+    addr: SocketAddr,
+    total: usize,
+    run_id: u128,
+    pid: Option<u32>,
+) -> FunnelReport {
+    let mut report = FunnelReport::default();
+    // A minute back, so no call is in the future by the daemon's clock.
+    let now = unix_ms() - 60_000;
+    let (calls, users) = plan_product(total, now, run_id as u64);
+    let want = expected(&calls, users, WITHIN_MS);
+    let calls = Arc::new(calls);
+
+    let cpu_before = cpu_now(pid);
+    let loaded = load(addr, calls.clone(), run_id).await;
+    let label = format!("{FUNNEL} load");
+    report.notes.extend(cpu_note(
+        &label,
+        cpu_before,
+        cpu_now(pid),
+        loaded.elapsed,
+        pid,
+    ));
+    let q = |p: f64| quantile_ms(&loaded.latencies_us, p);
+    report.load = format!(
+        "| {} | {users} | {:.2} | {:.0} | {} | {} | {} | {} | {} |",
+        calls.len(),
+        loaded.elapsed.as_secs_f64(),
+        loaded.calls as f64 / loaded.elapsed.as_secs_f64(),
+        q(0.50),
+        q(0.99),
+        q(1.0),
+        loaded.calls,
+        loaded.failed_batches,
+    );
+    if loaded.retries > 0 || loaded.duplicates > 0 {
+        report.notes.push(format!(
+            "- {label}: {} requests retried, {} calls answered `duplicate` (stored by an earlier attempt)",
+            loaded.retries, loaded.duplicates
+        ));
+    }
+    if let Some(first) = &loaded.first_failure {
+        report
+            .notes
+            .push(format!("- {label}: first failure: {first}"));
+    }
+
+    let queries_started = Instant::now();
+    let cpu_before = cpu_now(pid);
+    let rfc3339 = |ms: i64| {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+    };
+    let since = rfc3339(now - HISTORY_MS - DAY_MS);
+    let until = rfc3339(unix_ms() + 60_000);
+    let range = format!("since={since}&until={until}");
+    let mut stream = match connect(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            report
+                .notes
+                .push(format!("- {FUNNEL}: connecting for the queries: {e}"));
+            return report;
+        }
+    };
+
+    let steps = FUNNEL_STEPS.join(",").replace(' ', "%20");
+    let path = format!("/v1/funnels?steps={steps}&within=14d&{range}");
+    let (mut walls, mut took, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..FUNNEL_RUNS {
+        match query(&mut stream, addr, &path).await {
+            Ok((wall, answer)) => {
+                walls.push(wall.as_secs_f64() * 1000.0);
+                took.extend(answer["took_ms"].as_f64());
+                counts = funnel_counts(&answer);
+            }
+            Err(e) => {
+                report
+                    .notes
+                    .push(format!("- {FUNNEL}: funnel query failed: {e}"));
+                stream = match connect(addr).await {
+                    Ok(s) => s,
+                    Err(_) => return report,
+                };
+            }
+        }
+    }
+    let shown: Vec<String> = counts.iter().map(u64::to_string).collect();
+    report.queries.push(format!(
+        "| funnel: {}, within 14d, since {} days ago | {} | {} | {} | {} ({}) |",
+        FUNNEL_STEPS.join(" → "),
+        (HISTORY_MS + DAY_MS) / DAY_MS,
+        walls.len(),
+        spread(walls, 1),
+        spread(took, 0),
+        shown.join(" → "),
+        verdict(counts == want.funnel, format!("{:?}", want.funnel)),
+    ));
+
+    let path = format!("/v1/attribution?event=Subscribed&model=first_touch&{range}");
+    match query(&mut stream, addr, &path).await {
+        Ok((wall, answer)) => {
+            let conversions = answer["conversions"].as_u64().unwrap_or(0);
+            let by = first_touch_counts(&answer);
+            let untouched = |m: &BTreeMap<Option<u8>, u64>| m.get(&None).copied().unwrap_or(0);
+            report.queries.push(format!(
+                "| attribution: Subscribed, first touch | 1 | {} | - | {conversions} conversions, {} from {} campaigns ({}) |",
+                ms(wall),
+                conversions - untouched(&by).min(conversions),
+                by.keys().filter(|k| k.is_some()).count(),
+                verdict(
+                    conversions == want.subscribed && by == want.first_touch,
+                    format!(
+                        "{} conversions, {} without a touch",
+                        want.subscribed,
+                        untouched(&want.first_touch)
+                    ),
+                ),
+            ));
+        }
+        Err(e) => {
+            report
+                .notes
+                .push(format!("- {FUNNEL}: attribution query failed: {e}"));
+            stream = match connect(addr).await {
+                Ok(s) => s,
+                Err(_) => return report,
+            };
+        }
+    }
+
+    let path = format!("/v1/stats/events?event=Signed%20Up&interval=day&{range}");
+    match query(&mut stream, addr, &path).await {
+        Ok((wall, answer)) => {
+            let total = answer["total"].as_u64().unwrap_or(0);
+            let buckets = answer["series"].as_array().map_or(0, Vec::len);
+            report.queries.push(format!(
+                "| stats: Signed Up per day | 1 | {} | - | {total} in {buckets} days ({}) |",
+                ms(wall),
+                verdict(total == want.signed_up, want.signed_up.to_string()),
+            ));
+        }
+        Err(e) => report
+            .notes
+            .push(format!("- {FUNNEL}: stats query failed: {e}")),
+    }
+    let label = format!("{FUNNEL} queries");
+    report.notes.extend(cpu_note(
+        &label,
+        cpu_before,
+        cpu_now(pid),
+        queries_started.elapsed(),
+        pid,
+    ));
+    report
+}
+
+// ---------------------------------------------------------------------------
+
+/// Machine-wide CPU time, this client's and the daemon's: they share the
+/// cores, and other processes on the machine may take some too.
+struct Cpu {
+    busy_s: f64,
+    own_s: f64,
+    daemon_s: Option<f64>,
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf reads a constant.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+/// The fields of `/proc/PID/stat` after the command name, which may hold
+/// spaces: state, ppid, … utime is the 12th, stime the 13th.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The daemon `Daemon::start` spawned: our only `herald` child. `common`
+/// keeps its handle private, and /proc is as close.
+fn daemon_pid() -> Option<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "herald" && proc_stat(pid).is_some_and(|f| f.get(1) == Some(&me))
+        })
+}
+
+/// The daemon's peak and current resident memory, in MiB.
+fn daemon_memory(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    };
+    Some((kib("VmHWM:")? / 1024.0, kib("VmRSS:")? / 1024.0))
+}
+
+fn cpu_now(daemon: Option<u32>) -> Option<Cpu> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and
+    // iowait is work.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    // SAFETY: getrusage only writes to the struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then_some(usage)
+    }?;
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let daemon_s = daemon.and_then(proc_stat).and_then(|f| {
+        let utime: u64 = f.get(11)?.parse().ok()?;
+        let stime: u64 = f.get(12)?.parse().ok()?;
+        Some((utime + stime) as f64 / clock_ticks())
+    });
+    Some(Cpu {
+        busy_s: busy as f64 / clock_ticks(),
+        own_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        daemon_s,
+    })
+}
+
+fn cpu_note(
+    name: &str,
+    before: Option<Cpu>,
+    after: Option<Cpu>,
+    wall: Duration,
+    daemon: Option<u32>,
+) -> Option<String> {
+    let (before, after) = (before?, after?);
+    let wall = wall.as_secs_f64();
+    let busy = (after.busy_s - before.busy_s) / wall;
+    let own = (after.own_s - before.own_s) / wall;
+    let mut note =
+        format!("- {name}: CPU {busy:.2} cores busy machine-wide, {own:.2} of them this client");
+    match (before.daemon_s, after.daemon_s) {
+        (Some(b), Some(a)) => {
+            let daemon_cores = (a - b) / wall;
+            let _ = write!(
+                note,
+                ", {daemon_cores:.2} the daemon, {:.2} other processes",
+                (busy - own - daemon_cores).max(0.0)
+            );
+        }
+        _ => {
+            let _ = write!(
+                note,
+                ", {:.2} the server and anything else",
+                (busy - own).max(0.0)
+            );
+        }
+    }
+    if let Some((peak, now)) = daemon.and_then(daemon_memory) {
+        let _ = write!(
+            note,
+            "; daemon resident memory {now:.0} MiB, peak {peak:.0} MiB"
+        );
+    }
+    Some(note)
+}
+
+fn main() {
+    let secs = env_parse("HERALD_BENCH_SECS", 8u64);
+    let threads = env_parse("HERALD_BENCH_THREADS", 2usize);
+    let funnel_events = env_parse("HERALD_BENCH_FUNNEL_EVENTS", 1_000_000usize);
+    let selected: Option<Vec<String>> = std::env::var("HERALD_BENCH_SCENARIOS")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
+    let wanted = |name: &str| {
+        selected.as_ref().is_none_or(|v| {
+            v.iter()
+                .any(|n| n == name || (n == "batch100" && name.starts_with("batch100-")))
+        })
+    };
+    let throughput: Vec<&Throughput> = THROUGHPUT.iter().filter(|s| wanted(s.name)).collect();
+    let funnel = wanted(FUNNEL);
+    if throughput.is_empty() && !funnel {
+        eprintln!(
+            "HERALD_BENCH_SCENARIOS selects none of batch100-c8,batch100-c32,track-c64,{FUNNEL}"
+        );
+        std::process::exit(2);
+    }
+    if secs == 0 || funnel_events == 0 {
+        eprintln!("HERALD_BENCH_SECS and HERALD_BENCH_FUNNEL_EVENTS must be positive");
+        std::process::exit(2);
+    }
+    let target = std::env::var("HERALD_BENCH_TARGET").ok().map(|target| {
+        target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|e| panic!("HERALD_BENCH_TARGET={target:?}: {e}"))
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+
+    println!(
+        "`cargo bench --bench tracking`: HERALD_BENCH_SECS={secs} HERALD_BENCH_FUNNEL_EVENTS={funnel_events} \
+         HERALD_BENCH_THREADS={threads} HERALD_BENCH_SCENARIOS={}\n\
+         {}; {cores} cores shared by the server and this client ({threads} runtime threads), \
+         so client CPU is server CPU lost",
+        selected.as_ref().map_or("(all)".to_owned(), |v| v.join(",")),
+        match target {
+            Some(addr) => format!("against {addr} (HERALD_BENCH_TARGET)"),
+            None => "a fresh `herald serve` per scenario on loopback".to_owned(),
+        },
+    );
+    let mut notes = Vec::new();
+    if !throughput.is_empty() {
+        println!(
+            "\n| scenario | connections | requests/s | events/s | p50 ms | p99 ms | p99.9 ms | failed |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+    }
+    for scenario in throughput {
+        let mut daemon = target.is_none().then(|| Daemon::start(&config()));
+        let addr = target
+            .or(daemon.as_ref().map(|d| d.addr))
+            .expect("an address");
+        let pid = daemon.as_ref().and_then(|_| daemon_pid());
+        let cpu_before = cpu_now(pid);
+        let started = Instant::now();
+        let tally = runtime.block_on(drive(addr, scenario, secs, run_id));
+        notes.extend(cpu_note(
+            scenario.name,
+            cpu_before,
+            cpu_now(pid),
+            started.elapsed(),
+            pid,
+        ));
+        report_throughput(scenario, secs, tally, &mut notes);
+        if let Some(daemon) = daemon.as_mut() {
+            daemon.stop();
+        }
+    }
+    if funnel {
+        if target.is_some() {
+            notes.push(format!(
+                "- {FUNNEL}: skipped: it needs an empty daemon of its own, not HERALD_BENCH_TARGET"
+            ));
+        } else {
+            let mut daemon = Daemon::start(&config());
+            let pid = daemon_pid();
+            let report = runtime.block_on(funnel_scenario(daemon.addr, funnel_events, run_id, pid));
+            daemon.stop();
+            println!(
+                "\n{FUNNEL}: load through /v1/batch, {LOAD_BATCH} calls a request over \
+                 {LOAD_CONNECTIONS} connections\n\n\
+                 | calls | users | seconds | calls/s | p50 ms | p99 ms | max ms | stored | failed requests |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}",
+                report.load
+            );
+            println!(
+                "\n| {FUNNEL} query | runs | wall ms (min / median / max) | server took_ms (min / median / max) | answer |\n\
+                 |---|---:|---:|---:|---|"
+            );
+            for row in &report.queries {
+                println!("{row}");
+            }
+            notes.extend(report.notes);
+        }
+    }
+    // Notes wait until after the tables so they do not break them.
+    if !notes.is_empty() {
+        println!("\n{}", notes.join("\n"));
+    }
+}
