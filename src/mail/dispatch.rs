@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use super::compose::{Composer, DkimCache};
 use super::config::{MailSettings, PublicSettings};
 use super::ledger::{self, format_email_id, AttemptReport, MailRetry};
-use super::relay::Destination;
+use super::relay::{Destination, RelayClient, RelayTlsConfig};
 use super::unsubscribe::TokenKey;
 use crate::clock;
 use crate::store::codec::EmailStatus;
@@ -48,7 +48,8 @@ pub struct MailContext {
     pub retry: MailRetry,
     store: Store,
     writer: Writer,
-    destinations: HashMap<String, Destination>,
+    /// TLS settings per stream with a relay, checked at start.
+    relay_tls: HashMap<String, RelayTlsConfig>,
 }
 
 impl MailContext {
@@ -59,14 +60,13 @@ impl MailContext {
         store: Store,
         writer: Writer,
     ) -> Result<Self, String> {
-        let mut destinations = HashMap::new();
+        let mut relay_tls = HashMap::new();
         for (name, stream) in &settings.streams {
-            let destination = match &stream.relay {
-                Some(relay) => Destination::smtp(relay, settings.timeout, settings.workers as u32)
-                    .map_err(|e| format!("mail.streams.{name}.relay: {e}"))?,
-                None => Destination::Outbox(settings.outbox.clone()),
-            };
-            destinations.insert(name.clone(), destination);
+            if let Some(relay) = &stream.relay {
+                let tls = RelayTlsConfig::new(relay)
+                    .map_err(|e| format!("mail.streams.{name}.relay: {e}"))?;
+                relay_tls.insert(name.clone(), tls);
+            }
         }
         Ok(MailContext {
             retry: MailRetry::new(&settings),
@@ -75,9 +75,36 @@ impl MailContext {
             tokens,
             store,
             writer,
-            destinations,
+            relay_tls,
         })
     }
+
+    /// A worker's own destinations: each holds its own relay connection.
+    fn destinations(&self) -> HashMap<String, Destination> {
+        self.settings
+            .streams
+            .iter()
+            .map(|(name, stream)| {
+                let destination = match (&stream.relay, self.relay_tls.get(name)) {
+                    (Some(relay), Some(tls)) => Destination::Smtp(RelayClient::new(
+                        relay.clone(),
+                        tls.clone(),
+                        self.settings.timeout,
+                    )),
+                    _ => Destination::Outbox(self.settings.outbox.clone()),
+                };
+                (name.clone(), destination)
+            })
+            .collect()
+    }
+}
+
+/// What one worker thread owns.
+struct Worker {
+    dkim: DkimCache,
+    destinations: HashMap<String, Destination>,
+    /// Drives the SMTP conversations of this thread.
+    runtime: tokio::runtime::Runtime,
 }
 
 /// The running scheduler and workers.
@@ -124,9 +151,17 @@ pub fn start(context: Arc<MailContext>) -> Result<MailThreads, StoreError> {
         std::thread::Builder::new()
             .name(format!("herald-mail-{n}"))
             .spawn(move || {
-                let mut dkim = DkimCache::new();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building a mail worker's runtime");
+                let mut worker = Worker {
+                    dkim: DkimCache::new(),
+                    destinations: context.destinations(),
+                    runtime,
+                };
                 for (id, stream) in jobs.iter() {
-                    attempt(&context, &queue, id, &stream, &mut dkim);
+                    attempt(&context, &queue, id, &stream, &mut worker);
                 }
                 let _ = exited.send(());
             })
@@ -294,11 +329,11 @@ impl Scheduler {
 /// One attempt at message `id`. The scheduler hears `Done` once the outcome
 /// is durable (or at once when there was nothing to do), never before: until
 /// then the message is not released again.
-fn attempt(context: &MailContext, queue: &MailQueue, id: u64, stream: &str, dkim: &mut DkimCache) {
+fn attempt(context: &MailContext, queue: &MailQueue, id: u64, stream: &str, worker: &mut Worker) {
     let done = |queue: &MailQueue| {
         let _ = queue.notes.send(Note::Done(id));
     };
-    if !attempt_inner(context, queue, id, stream, dkim) {
+    if !attempt_inner(context, queue, id, stream, worker) {
         done(queue);
     }
 }
@@ -309,7 +344,7 @@ fn attempt_inner(
     queue: &MailQueue,
     id: u64,
     stream: &str,
-    dkim: &mut DkimCache,
+    worker: &mut Worker,
 ) -> bool {
     let record = match context.store.read().and_then(|r| r.email(id)) {
         Ok(Some(record)) => record,
@@ -352,10 +387,18 @@ fn attempt_inner(
     let started = Instant::now();
     let at_ms = clock::now_ms();
     let reply = match composer.build(id, &record) {
-        Ok(mut message) => match composer.sign(&mut message, &record, dkim) {
+        Ok(mut message) => match composer.sign(&mut message, &record, &mut worker.dkim) {
             Ok(()) => {
                 let bytes = message.formatted();
-                context.destinations[stream].send(&format_email_id(id), message.envelope(), &bytes)
+                match worker.destinations.get_mut(stream) {
+                    Some(destination) => destination.send(
+                        &worker.runtime,
+                        &format_email_id(id),
+                        message.envelope(),
+                        &bytes,
+                    ),
+                    None => (0, format!("stream `{stream}` has no destination")),
+                }
             }
             Err(e) => (0, e.to_string()),
         },

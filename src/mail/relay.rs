@@ -1,15 +1,26 @@
-//! Where a stream's mail goes: a pooled SMTP connection to its relay, or
-//! `.eml` files in the outbox when no relay is configured.
+//! Where a stream's mail goes: an SMTP connection to its relay, or `.eml`
+//! files in the outbox when no relay is configured.
+//!
+//! Connections are opened here rather than by lettre's transport so that
+//! Nagle's algorithm can be turned off: lettre writes a message's body and
+//! its final `.` separately, and with Nagle on, the second write waits for
+//! the relay's delayed ACK of the first, about 40 ms per message on Linux.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{SmtpTransport, Transport};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::config::{Relay, RelayTls};
 
@@ -17,60 +28,268 @@ use super::config::{Relay, RelayTls};
 /// means no answer (connection, TLS or timeout failure).
 pub type Reply = (u16, String);
 
+/// A pooled connection idle longer than this is checked with NOOP first:
+/// relays close idle sessions.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(20);
+
+/// TLS settings for one relay, built once and shared by every worker.
+#[derive(Clone)]
+pub struct RelayTlsConfig {
+    /// For STARTTLS, handed to lettre.
+    starttls: Option<TlsParameters>,
+    /// For implicit TLS, our own connector (TLS before the greeting).
+    implicit: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+impl RelayTlsConfig {
+    pub fn new(relay: &Relay) -> Result<Self, String> {
+        match relay.tls {
+            RelayTls::None => Ok(RelayTlsConfig {
+                starttls: None,
+                implicit: None,
+            }),
+            RelayTls::StartTlsRequired => {
+                let mut params = TlsParameters::builder(relay.host.clone());
+                if let Some(pem) = &relay.ca_pem {
+                    let cert = Certificate::from_pem(pem)
+                        .map_err(|e| format!("relay_ca_file is not a PEM certificate: {e}"))?;
+                    params = params.add_root_certificate(cert);
+                }
+                let params = params
+                    .build_rustls()
+                    .map_err(|e| format!("TLS setup for {}: {e}", relay.host))?;
+                Ok(RelayTlsConfig {
+                    starttls: Some(params),
+                    implicit: None,
+                })
+            }
+            RelayTls::Implicit => {
+                let mut roots = rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
+                if let Some(pem) = &relay.ca_pem {
+                    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem) {
+                        let cert: rustls::pki_types::CertificateDer<'static> = cert
+                            .map_err(|e| format!("relay_ca_file is not a PEM certificate: {e}"))?;
+                        roots.add(cert).map_err(|e| format!("relay_ca_file: {e}"))?;
+                    }
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS is unavailable: {e}"))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                let name =
+                    rustls::pki_types::ServerName::try_from(relay.host.clone()).map_err(|e| {
+                        format!(
+                            "`{}` cannot be checked against a certificate: {e}",
+                            relay.host
+                        )
+                    })?;
+                Ok(RelayTlsConfig {
+                    starttls: None,
+                    implicit: Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name)),
+                })
+            }
+        }
+    }
+}
+
+/// One worker's connection to one relay, reopened when it breaks.
+pub struct RelayClient {
+    relay: Relay,
+    tls: RelayTlsConfig,
+    timeout: Duration,
+    hello: ClientId,
+    connection: Option<(AsyncSmtpConnection, Instant)>,
+}
+
+/// A TLS stream lettre can talk through (implicit TLS).
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+fn describe(e: &lettre::transport::smtp::Error) -> Reply {
+    match e.status() {
+        Some(code) => (
+            code.to_string().parse().unwrap_or(0),
+            std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
+        None => (0, e.to_string()),
+    }
+}
+
+impl RelayClient {
+    pub fn new(relay: Relay, tls: RelayTlsConfig, timeout: Duration) -> Self {
+        RelayClient {
+            relay,
+            tls,
+            timeout,
+            hello: ClientId::default(),
+            connection: None,
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Reply> {
+        let addr = (self.relay.host.as_str(), self.relay.port);
+        let tcp = TcpStream::connect(addr).await.map_err(|e| {
+            (
+                0,
+                format!(
+                    "cannot connect to {}:{}: {e}",
+                    self.relay.host, self.relay.port
+                ),
+            )
+        })?;
+        tcp.set_nodelay(true)
+            .map_err(|e| (0, format!("cannot configure the socket: {e}")))?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.tls.implicit {
+            Some((connector, name)) => Box::new(ImplicitTls(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| (0, format!("TLS with {}: {e}", self.relay.host)))?,
+            )),
+            None => Box::new(tcp),
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(|e| describe(&e))?;
+        if let Some(params) = &self.tls.starttls {
+            if !conn.can_starttls() {
+                return Err((
+                    0,
+                    format!(
+                        "{} does not offer STARTTLS, which is required",
+                        self.relay.host
+                    ),
+                ));
+            }
+            conn.starttls(params.clone(), &self.hello)
+                .await
+                .map_err(|e| describe(&e))?;
+        }
+        if let Some((user, pass)) = &self.relay.credentials {
+            let credentials = Credentials::new(user.clone(), pass.clone());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                .await
+                .map_err(|e| describe(&e))?;
+        }
+        Ok(conn)
+    }
+
+    async fn transact(&mut self, envelope: &Envelope, bytes: &[u8]) -> Reply {
+        let reusable = match self.connection.take() {
+            Some((mut conn, used)) if !conn.has_broken() => {
+                if used.elapsed() < CHECK_AFTER_IDLE || conn.test_connected().await {
+                    Some(conn)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let mut conn = match reusable {
+            Some(conn) => conn,
+            None => match self.connect().await {
+                Ok(conn) => conn,
+                Err(reply) => return reply,
+            },
+        };
+        match conn.send(envelope, bytes).await {
+            Ok(response) => {
+                self.connection = Some((conn, Instant::now()));
+                (
+                    response.code().to_string().parse().unwrap_or(250),
+                    response.message().collect::<Vec<_>>().join(" "),
+                )
+            }
+            Err(e) => {
+                // A refusal leaves the session usable (lettre resets it);
+                // anything else leaves it in an unknown state.
+                if e.status().is_some() && !conn.has_broken() {
+                    self.connection = Some((conn, Instant::now()));
+                }
+                describe(&e)
+            }
+        }
+    }
+
+    /// Relays one message, within the configured timeout.
+    pub async fn send(&mut self, envelope: &Envelope, bytes: &[u8]) -> Reply {
+        match tokio::time::timeout(self.timeout, self.transact(envelope, bytes)).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.connection = None;
+                (
+                    0,
+                    format!(
+                        "no answer from {} within {:?}",
+                        self.relay.host, self.timeout
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// A worker's way of delivering one stream's mail.
 pub enum Destination {
-    Smtp(SmtpTransport),
+    Smtp(RelayClient),
     Outbox(PathBuf),
 }
 
 impl Destination {
-    pub fn smtp(relay: &Relay, timeout: Duration, pool_size: u32) -> Result<Self, String> {
-        let mut builder = SmtpTransport::builder_dangerous(relay.host.clone())
-            .port(relay.port)
-            .timeout(Some(timeout))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(pool_size.max(1))
-                    .idle_timeout(Duration::from_secs(60)),
-            );
-        if relay.tls != RelayTls::None {
-            let mut params = TlsParameters::builder(relay.host.clone());
-            if let Some(pem) = &relay.ca_pem {
-                let cert = Certificate::from_pem(pem)
-                    .map_err(|e| format!("relay_ca_file is not a PEM certificate: {e}"))?;
-                params = params.add_root_certificate(cert);
-            }
-            let params = params
-                .build_rustls()
-                .map_err(|e| format!("TLS setup for {}: {e}", relay.host))?;
-            builder = builder.tls(match relay.tls {
-                RelayTls::Implicit => Tls::Wrapper(params),
-                _ => Tls::Required(params),
-            });
-        }
-        if let Some((user, pass)) = &relay.credentials {
-            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
-        }
-        Ok(Destination::Smtp(builder.build()))
-    }
-
-    /// Hands one message to the destination.
-    pub fn send(&self, name: &str, envelope: &Envelope, bytes: &[u8]) -> Reply {
+    /// Hands one message to the destination. `runtime` drives the SMTP
+    /// conversation on the worker's own thread.
+    pub fn send(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        name: &str,
+        envelope: &Envelope,
+        bytes: &[u8],
+    ) -> Reply {
         match self {
-            Destination::Smtp(transport) => match transport.send_raw(envelope, bytes) {
-                Ok(response) => (
-                    response.code().to_string().parse().unwrap_or(250),
-                    response.message().collect::<Vec<_>>().join(" "),
-                ),
-                Err(e) => match e.status() {
-                    Some(code) => (
-                        code.to_string().parse().unwrap_or(0),
-                        std::error::Error::source(&e)
-                            .map(ToString::to_string)
-                            .unwrap_or_default(),
-                    ),
-                    None => (0, e.to_string()),
-                },
-            },
+            Destination::Smtp(client) => runtime.block_on(client.send(envelope, bytes)),
             Destination::Outbox(dir) => match write_eml(dir, name, bytes) {
                 Ok(path) => (250, format!("2.0.0 written to {}", path.display())),
                 Err(e) => (
