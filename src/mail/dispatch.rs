@@ -86,11 +86,11 @@ impl MailContext {
             .iter()
             .map(|(name, stream)| {
                 let destination = match (&stream.relay, self.relay_tls.get(name)) {
-                    (Some(relay), Some(tls)) => Destination::Smtp(RelayClient::new(
+                    (Some(relay), Some(tls)) => Destination::Smtp(Box::new(RelayClient::new(
                         relay.clone(),
                         tls.clone(),
                         self.settings.timeout,
-                    )),
+                    ))),
                     _ => Destination::Outbox(self.settings.outbox.clone()),
                 };
                 (name.clone(), destination)

@@ -274,7 +274,7 @@ impl RelayClient {
 
 /// A worker's way of delivering one stream's mail.
 pub enum Destination {
-    Smtp(RelayClient),
+    Smtp(Box<RelayClient>),
     Outbox(PathBuf),
 }
 
