@@ -18,6 +18,7 @@ use super::{read, AppState};
 use crate::clock;
 use crate::events;
 use crate::store::event_log::IndexKeys;
+use crate::store::tracking::{person_hash, PersonKind};
 use crate::store::SubmitError;
 use crate::tracking::analysis::{self, Model, Resolver};
 use crate::tracking::ingest::{self, Refusal};
@@ -68,7 +69,7 @@ pub async fn ingest(
     let raw = read_body(body, &parts.headers, limit, state.config.body_timeout).await?;
     let settings = state.config.tracking.clone();
     let received_at = clock::now_ms();
-    let (source, prepared) = tokio::task::spawn_blocking(move || {
+    let prepared = tokio::task::spawn_blocking(move || {
         let body = ingest::decode_body(&parts.headers, &raw, limit)?;
         let parsed = ingest::parse(call, &body, &settings)?;
         let key = header_key.or_else(|| parsed.body_key.clone());
@@ -77,8 +78,7 @@ pub async fn ingest(
             .and_then(|k| settings.source_for(k))
             .map(|s| s.name.clone())
             .ok_or(Refusal::Unauthorized)?;
-        let prepared = ingest::prepare(call, parsed, &source, received_at)?;
-        Ok::<_, Refusal>((source, prepared))
+        ingest::prepare(call, parsed, &source, received_at)
     })
     .await
     .map_err(|_| ApiError::unavailable("the request was interrupted"))?
@@ -92,7 +92,7 @@ pub async fn ingest(
         .writer
         .write(move |txn| {
             let now = clock::now_ms();
-            ingest::append(txn, &source, prepared, now - window_ms, now)
+            ingest::append(txn, prepared, now - window_ms, now)
         })
         .await
         .map_err(|e| match e {
@@ -151,12 +151,12 @@ pub async fn user(state: Arc<AppState>, raw_id: &str) -> Result<Resp, ApiError> 
     let id = user_id.clone();
     let found = read(&state, move |txn| {
         let profile = txn.profile(&id)?;
-        let resolver = Resolver::new(txn.id_links()?);
+        let mut resolver = Resolver::new(txn.person_links()?);
         let mut first: Option<(i64, u64)> = None;
         let mut last: Option<(i64, u64)> = None;
         let mut count = 0u64;
-        for key in resolver.keys_of(&id) {
-            for seq in txn.person_seqs(&key, 0, usize::MAX)? {
+        for person in resolver.persons_of(person_hash(PersonKind::User, &id)) {
+            for seq in txn.person_seqs(person, 0, usize::MAX)? {
                 count += 1;
                 if let Some(event) = txn.event_at_seq(seq)? {
                     let t = (event.occurred_at_ms, seq);
@@ -212,10 +212,10 @@ pub async fn user_events(
     }
     let id = user_id.clone();
     let (lines, more) = read(&state, move |txn| {
-        let resolver = Resolver::new(txn.id_links()?);
+        let mut resolver = Resolver::new(txn.person_links()?);
         let mut seqs = Vec::new();
-        for key in resolver.keys_of(&id) {
-            seqs.extend(txn.person_seqs(&key, after, limit + 1)?);
+        for person in resolver.persons_of(person_hash(PersonKind::User, &id)) {
+            seqs.extend(txn.person_seqs(person, after, limit + 1)?);
         }
         seqs.sort_unstable();
         seqs.dedup();
@@ -338,7 +338,7 @@ pub async fn funnel(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let names = steps.clone();
     let started = std::time::Instant::now();
     let counts = read(&state, move |txn| {
-        let resolver = Resolver::new(txn.id_links()?);
+        let resolver = Resolver::new(txn.person_links()?);
         let mut hits = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             let hash = IndexKeys::of(name, None).type_hash;
@@ -347,8 +347,7 @@ pub async fn funnel(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
             } else {
                 until.saturating_add(within_ms)
             };
-            let rows = txn.event_hits(hash, since, end)?;
-            hits.push(rows.into_iter().map(|(t, _, k)| (t, k)).collect());
+            hits.push(txn.event_hits(hash, since, end)?);
         }
         Ok(analysis::funnel(&hits, within_ms, &resolver))
     })
@@ -387,15 +386,11 @@ pub async fn attribution(state: Arc<AppState>, req: Request<Incoming>) -> Result
     let (since, until) = range(&p, 30 * DAY_MS)?;
     let hash = IndexKeys::of(&event, None).type_hash;
     let (groups, total) = read(&state, move |txn| {
-        let resolver = Resolver::new(txn.id_links()?);
-        let conversions: Vec<(i64, String)> = txn
-            .event_hits(hash, since, until)?
-            .into_iter()
-            .map(|(t, _, k)| (t, k))
-            .collect();
+        let mut resolver = Resolver::new(txn.person_links()?);
+        let conversions = txn.event_hits(hash, since, until)?;
         let mut failure = None;
-        let groups = analysis::attribute(&conversions, model, &resolver, |key| {
-            match txn.touches(key, until) {
+        let groups = analysis::attribute(&conversions, model, &mut resolver, |person| {
+            match txn.touches(person, until) {
                 Ok(list) => list
                     .into_iter()
                     .map(|(t, s, m, n)| (t, (s, m, n)))

@@ -80,7 +80,7 @@ macro_rules! for_each_table {
         $f(tracking::TRACK_BY_EVENT, $($arg),*)?;
         $f(tracking::TOUCHES, $($arg),*)?;
         $f(tracking::PROFILES, $($arg),*)?;
-        $f(tracking::ID_LINKS, $($arg),*)?;
+        $f(tracking::PERSON_LINKS, $($arg),*)?;
         $f(tracking::TRACK_META, $($arg),*)?;
     }};
 }

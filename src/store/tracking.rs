@@ -2,35 +2,35 @@
 //! per-event-name indexes that identity, stats, funnels and attribution read,
 //! campaign touches, and profiles with their linked anonymous ids.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::codec::{decode, encode, ProfileRecord};
 use super::{ReadTxn, StoreError, WriteTxn};
 
-/// (source, messageId) → (seq, received Unix ms).
-pub(crate) const TRACK_KEYS: TableDefinition<(&str, &str), (u64, i64)> =
-    TableDefinition::new("track_keys");
-/// (received Unix ms, seq) → (source, messageId or "" when Herald made one
-/// up): every tracked call in arrival order, for retention and for expiring
-/// deduplication keys.
-pub(crate) const TRACKED: TableDefinition<(i64, u64), (&str, &str)> =
-    TableDefinition::new("tracked");
-/// (person key, seq) → (): a person's calls. Person keys are `u:USERID` or
-/// `a:ANONYMOUSID`.
-pub(crate) const TRACK_BY_PERSON: TableDefinition<(&str, u64), ()> =
+/// hash(source, messageId) → (seq, received Unix ms). Fixed-width keys:
+/// message ids are random, and short keys keep those random inserts cheap.
+pub(crate) const TRACK_KEYS: TableDefinition<u128, (u64, i64)> = TableDefinition::new("track_keys");
+/// (received Unix ms, seq) → hash(source, messageId), 0 when Herald made the
+/// id up: every tracked call in arrival order, for retention and for
+/// expiring deduplication keys.
+pub(crate) const TRACKED: TableDefinition<(i64, u64), u128> = TableDefinition::new("tracked");
+/// (person, seq) → (): a person's calls. A person is the hash of `u:USERID`
+/// or `a:ANONYMOUSID` (see `person_hash`).
+pub(crate) const TRACK_BY_PERSON: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("track_by_person");
-/// (event type hash, timestamp ms, seq) → person key: one event name's
-/// calls in time order, which stats, funnels and attribution scan by range.
-pub(crate) const TRACK_BY_EVENT: TableDefinition<(u64, i64, u64), &str> =
+/// (event type hash, timestamp ms, seq) → person: one event name's calls in
+/// time order, which stats, funnels and attribution scan by range.
+pub(crate) const TRACK_BY_EVENT: TableDefinition<(u64, i64, u64), u64> =
     TableDefinition::new("track_by_event");
-/// (person key, timestamp ms, seq) → (utm source, medium, name).
-pub(crate) const TOUCHES: TableDefinition<(&str, i64, u64), (&str, &str, &str)> =
+/// (person, timestamp ms, seq) → (utm source, medium, name).
+pub(crate) const TOUCHES: TableDefinition<(u64, i64, u64), (&str, &str, &str)> =
     TableDefinition::new("touches");
 /// userId → encoded `ProfileRecord`.
 pub(crate) const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
-/// anonymousId (or an aliased previous id) → the userId it belongs to.
-pub(crate) const ID_LINKS: TableDefinition<&str, &str> = TableDefinition::new("id_links");
-/// "dedup_cursor" → (received ms, seq) up to which keys were expired.
+/// person → the person (`u:USERID`) it belongs to: anonymous ids seen with a
+/// userId, and ids an alias retired.
+pub(crate) const PERSON_LINKS: TableDefinition<u64, u64> = TableDefinition::new("person_links");
+/// "dedup_expired_to" → (received ms, seq) up to which keys were expired.
 pub(crate) const TRACK_META: TableDefinition<&str, (i64, u64)> = TableDefinition::new("track_meta");
 
 pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
@@ -40,39 +40,73 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::Ta
     txn.open_table(TRACK_BY_EVENT)?;
     txn.open_table(TOUCHES)?;
     txn.open_table(PROFILES)?;
-    txn.open_table(ID_LINKS)?;
+    txn.open_table(PERSON_LINKS)?;
     txn.open_table(TRACK_META)?;
     Ok(())
 }
 
-pub fn person_key(user_id: Option<&str>, anonymous_id: Option<&str>) -> Option<String> {
+fn digest(domain: u8, parts: &[&str]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([domain]);
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// A person in the indexes: 64 bits of SHA-256 over `u:USERID` or
+/// `a:ANONYMOUSID`. Part of the file format; with a million people the
+/// chance of any two colliding is about 1 in 40 million.
+pub fn person_hash(kind: PersonKind, id: &str) -> u64 {
+    let prefix = match kind {
+        PersonKind::User => "u",
+        PersonKind::Anonymous => "a",
+    };
+    let d = digest(3, &[prefix, id]);
+    u64::from_be_bytes(d[..8].try_into().expect("32 bytes"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonKind {
+    User,
+    Anonymous,
+}
+
+/// The person a call belongs to: its userId, else its anonymousId.
+pub fn person_of(user_id: Option<&str>, anonymous_id: Option<&str>) -> Option<u64> {
     match (user_id, anonymous_id) {
-        (Some(u), _) => Some(format!("u:{u}")),
-        (None, Some(a)) => Some(format!("a:{a}")),
+        (Some(u), _) => Some(person_hash(PersonKind::User, u)),
+        (None, Some(a)) => Some(person_hash(PersonKind::Anonymous, a)),
         (None, None) => None,
     }
 }
 
+/// The deduplication key of (source, messageId); never 0.
+pub fn message_key(source: &str, message_id: &str) -> u128 {
+    let d = digest(4, &[source, message_id]);
+    u128::from_be_bytes(d[..16].try_into().expect("32 bytes")).max(1)
+}
+
 /// The tables one tracked batch writes, opened once per batch.
 pub struct TrackTables<'txn> {
-    keys: redb::Table<'txn, (&'static str, &'static str), (u64, i64)>,
-    tracked: redb::Table<'txn, (i64, u64), (&'static str, &'static str)>,
-    by_person: redb::Table<'txn, (&'static str, u64), ()>,
-    by_event: redb::Table<'txn, (u64, i64, u64), &'static str>,
-    touches:
-        redb::Table<'txn, (&'static str, i64, u64), (&'static str, &'static str, &'static str)>,
+    keys: redb::Table<'txn, u128, (u64, i64)>,
+    tracked: redb::Table<'txn, (i64, u64), u128>,
+    by_person: redb::Table<'txn, (u64, u64), ()>,
+    by_event: redb::Table<'txn, (u64, i64, u64), u64>,
+    touches: redb::Table<'txn, (u64, i64, u64), (&'static str, &'static str, &'static str)>,
     profiles: redb::Table<'txn, &'static str, &'static [u8]>,
-    links: redb::Table<'txn, &'static str, &'static str>,
+    links: redb::Table<'txn, u64, u64>,
 }
 
 /// What one tracked call adds to the indexes beside its log row.
 pub struct TrackedRow<'a> {
     pub seq: u64,
     pub received_ms: i64,
-    pub source: &'a str,
-    /// Empty when Herald assigned the id.
-    pub message_id: &'a str,
-    pub person: &'a str,
+    /// `message_key`, or 0 when Herald assigned the id.
+    pub message_key: u128,
+    pub person: u64,
     pub type_hash: u64,
     pub timestamp_ms: i64,
     pub campaign: Option<(&'a str, &'a str, &'a str)>,
@@ -88,32 +122,27 @@ impl<'txn> TrackTables<'txn> {
             by_event: t.open_table(TRACK_BY_EVENT)?,
             touches: t.open_table(TOUCHES)?,
             profiles: t.open_table(PROFILES)?,
-            links: t.open_table(ID_LINKS)?,
+            links: t.open_table(PERSON_LINKS)?,
         })
     }
 
-    /// The seq a (source, messageId) was stored at, if seen since `not_before_ms`.
-    pub fn seen(
-        &self,
-        source: &str,
-        message_id: &str,
-        not_before_ms: i64,
-    ) -> Result<Option<u64>, StoreError> {
+    /// The seq a message key was stored at, if seen since `not_before_ms`.
+    pub fn seen(&self, message_key: u128, not_before_ms: i64) -> Result<Option<u64>, StoreError> {
         Ok(self
             .keys
-            .get((source, message_id))?
+            .get(message_key)?
             .map(|v| v.value())
             .filter(|(_, received)| *received >= not_before_ms)
             .map(|(seq, _)| seq))
     }
 
     pub fn index(&mut self, row: &TrackedRow<'_>) -> Result<(), StoreError> {
-        if !row.message_id.is_empty() {
+        if row.message_key != 0 {
             self.keys
-                .insert((row.source, row.message_id), (row.seq, row.received_ms))?;
+                .insert(row.message_key, (row.seq, row.received_ms))?;
         }
         self.tracked
-            .insert((row.received_ms, row.seq), (row.source, row.message_id))?;
+            .insert((row.received_ms, row.seq), row.message_key)?;
         self.by_person.insert((row.person, row.seq), ())?;
         self.by_event
             .insert((row.type_hash, row.timestamp_ms, row.seq), row.person)?;
@@ -126,22 +155,25 @@ impl<'txn> TrackTables<'txn> {
         Ok(())
     }
 
-    /// Links `other_id` (an anonymous id, or an aliased earlier id) to `user_id`.
+    /// Links `other_id` (an anonymous id, or an aliased earlier id) to
+    /// `user_id`; true when that is news.
     pub fn link(&mut self, other_id: &str, user_id: &str) -> Result<bool, StoreError> {
         if other_id == user_id {
             return Ok(false);
         }
-        // Most calls repeat a known link: reading first avoids rewriting
-        // the page for nothing.
-        if self
-            .links
-            .get(other_id)?
-            .is_some_and(|v| v.value() == user_id)
-        {
-            return Ok(false);
+        let user = person_hash(PersonKind::User, user_id);
+        let mut changed = false;
+        for kind in [PersonKind::Anonymous, PersonKind::User] {
+            let other = person_hash(kind, other_id);
+            // Most calls repeat a known link: reading first avoids rewriting
+            // the page for nothing.
+            if self.links.get(other)?.is_some_and(|v| v.value() == user) {
+                continue;
+            }
+            self.links.insert(other, user)?;
+            changed = true;
         }
-        self.links.insert(other_id, user_id)?;
-        Ok(true)
+        Ok(changed)
     }
 
     pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
@@ -161,8 +193,8 @@ impl<'txn> TrackTables<'txn> {
 pub struct TrackedEntry {
     pub received_ms: i64,
     pub seq: u64,
-    pub source: String,
-    pub message_id: String,
+    /// 0 when the call has no deduplication key.
+    pub message_key: u128,
 }
 
 impl WriteTxn<'_> {
@@ -194,12 +226,10 @@ impl WriteTxn<'_> {
         for row in table.range(start..(before_ms, 0))?.take(limit) {
             let (k, v) = row?;
             let (received_ms, seq) = k.value();
-            let (source, message_id) = v.value();
             out.push(TrackedEntry {
                 received_ms,
                 seq,
-                source: source.to_owned(),
-                message_id: message_id.to_owned(),
+                message_key: v.value(),
             });
         }
         Ok(out)
@@ -208,17 +238,16 @@ impl WriteTxn<'_> {
     /// Forgets a deduplication key if it still names `seq`.
     pub(crate) fn expire_track_key(
         &mut self,
-        source: &str,
-        message_id: &str,
+        message_key: u128,
         seq: u64,
     ) -> Result<(), StoreError> {
-        if message_id.is_empty() {
+        if message_key == 0 {
             return Ok(());
         }
         let mut keys = self.txn.open_table(TRACK_KEYS)?;
-        let current = keys.get((source, message_id))?.map(|v| v.value().0);
+        let current = keys.get(message_key)?.map(|v| v.value().0);
         if current == Some(seq) {
-            keys.remove((source, message_id))?;
+            keys.remove(message_key)?;
         }
         Ok(())
     }
@@ -227,11 +256,11 @@ impl WriteTxn<'_> {
     pub(crate) fn remove_tracked(
         &mut self,
         entry: &TrackedEntry,
-        person: Option<&str>,
+        person: Option<u64>,
         type_hash: u64,
         timestamp_ms: i64,
     ) -> Result<(), StoreError> {
-        self.expire_track_key(&entry.source, &entry.message_id, entry.seq)?;
+        self.expire_track_key(entry.message_key, entry.seq)?;
         self.txn
             .open_table(TRACKED)?
             .remove((entry.received_ms, entry.seq))?;
@@ -251,8 +280,8 @@ impl WriteTxn<'_> {
     }
 }
 
-/// One event name's calls in a time range: (timestamp, seq, person key).
-pub type EventHits = Vec<(i64, u64, String)>;
+/// One event name's calls in a time range: (timestamp, person).
+pub type EventHits = Vec<(i64, u64)>;
 
 impl ReadTxn {
     pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
@@ -263,21 +292,21 @@ impl ReadTxn {
             .transpose()
     }
 
-    /// Every id → userId link (anonymous ids and aliases).
-    pub fn id_links(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
-        let table = self.txn.open_table(ID_LINKS)?;
-        let mut out = std::collections::HashMap::new();
+    /// Every person → user link (anonymous ids and aliases).
+    pub fn person_links(&self) -> Result<std::collections::HashMap<u64, u64>, StoreError> {
+        let table = self.txn.open_table(PERSON_LINKS)?;
+        let mut out = std::collections::HashMap::with_capacity(table.len()? as usize);
         for row in table.iter()? {
             let (k, v) = row?;
-            out.insert(k.value().to_owned(), v.value().to_owned());
+            out.insert(k.value(), v.value());
         }
         Ok(out)
     }
 
-    /// Seqs of a person key's calls after `after`, oldest first.
+    /// Seqs of a person's calls after `after`, oldest first.
     pub fn person_seqs(
         &self,
-        person: &str,
+        person: u64,
         after: u64,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
@@ -303,8 +332,7 @@ impl ReadTxn {
         let mut out = Vec::new();
         for row in table.range((type_hash, since_ms, 0)..(type_hash, until_ms, 0))? {
             let (k, v) = row?;
-            let (_, ts, seq) = k.value();
-            out.push((ts, seq, v.value().to_owned()));
+            out.push((k.value().1, v.value()));
         }
         Ok(out)
     }
@@ -330,10 +358,10 @@ impl ReadTxn {
         Ok(counts)
     }
 
-    /// A person key's campaign touches at or before `until_ms`, oldest first.
+    /// A person's campaign touches at or before `until_ms`, oldest first.
     pub fn touches(
         &self,
-        person: &str,
+        person: u64,
         until_ms: i64,
     ) -> Result<Vec<(i64, String, String, String)>, StoreError> {
         let table = self.txn.open_table(TOUCHES)?;

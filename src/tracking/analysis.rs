@@ -1,71 +1,70 @@
 //! The questions asked of tracked calls, as pure functions over index rows:
-//! who a person key belongs to, funnels, and first/last-touch attribution.
+//! who a person belongs to, funnels, and first/last-touch attribution.
+//! People are the 64-bit hashes the indexes use (`store::tracking::person_hash`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Resolves person keys (`u:ID`, `a:ID`) to the user they belong to, through
-/// the links identify and alias made.
+/// Resolves persons to the user they belong to, through the links identify
+/// and alias made.
 pub struct Resolver {
-    links: HashMap<String, String>,
-    /// userId → ids linked to it.
-    linked: HashMap<String, Vec<String>>,
+    links: HashMap<u64, u64>,
+    /// user → persons linked to it, built on first use.
+    linked: Option<HashMap<u64, Vec<u64>>>,
 }
 
 /// Chains of aliases longer than this are cut: a loop must not hang a query.
 const MAX_HOPS: usize = 8;
+/// Persons gathered for one user at most.
+const MAX_LINKED: usize = 10_000;
 
 impl Resolver {
-    pub fn new(links: HashMap<String, String>) -> Self {
-        let mut linked: HashMap<String, Vec<String>> = HashMap::new();
-        for (other, user) in &links {
-            linked.entry(user.clone()).or_default().push(other.clone());
+    pub fn new(links: HashMap<u64, u64>) -> Self {
+        Resolver {
+            links,
+            linked: None,
         }
-        Resolver { links, linked }
     }
 
-    /// The userId (or, for an anonymous id never linked, the anonymous id
-    /// itself with its `a:` prefix) that `key` stands for.
-    pub fn person(&self, key: &str) -> String {
-        let (kind, mut id) = key.split_at(key.len().min(2));
-        let mut resolved = false;
+    /// The user `person` belongs to, or `person` itself when not linked.
+    pub fn person(&self, person: u64) -> u64 {
+        let mut current = person;
         for _ in 0..MAX_HOPS {
-            match self.links.get(id) {
-                Some(user) if user != id => {
-                    id = user;
-                    resolved = true;
-                }
+            match self.links.get(&current) {
+                Some(&user) if user != current => current = user,
                 _ => break,
             }
         }
-        if resolved || kind == "u:" {
-            format!("u:{id}")
-        } else {
-            key.to_owned()
-        }
+        current
     }
 
-    /// Every person key whose calls belong to `user_id`, itself first.
-    pub fn keys_of(&self, user_id: &str) -> Vec<String> {
-        let mut keys = vec![format!("u:{user_id}")];
-        let mut pending = vec![user_id.to_owned()];
-        let mut seen = std::collections::HashSet::new();
-        seen.insert(user_id.to_owned());
-        while let Some(id) = pending.pop() {
-            for other in self.linked.get(&id).into_iter().flatten() {
-                if seen.insert(other.clone()) && seen.len() < 10_000 {
-                    keys.push(format!("a:{other}"));
-                    keys.push(format!("u:{other}"));
-                    pending.push(other.clone());
+    /// `user` and every person linked to it, directly or through aliases.
+    pub fn persons_of(&mut self, user: u64) -> Vec<u64> {
+        let links = &self.links;
+        let linked = self.linked.get_or_insert_with(|| {
+            let mut inverse: HashMap<u64, Vec<u64>> = HashMap::new();
+            for (&other, &user) in links {
+                inverse.entry(user).or_default().push(other);
+            }
+            inverse
+        });
+        let mut out = vec![user];
+        let mut seen: HashSet<u64> = HashSet::from([user]);
+        let mut pending = vec![user];
+        while let Some(p) = pending.pop() {
+            for &other in linked.get(&p).into_iter().flatten() {
+                if out.len() < MAX_LINKED && seen.insert(other) {
+                    out.push(other);
+                    pending.push(other);
                 }
             }
         }
-        keys
+        out
     }
 }
 
-/// Step `k` of a funnel: (timestamp ms, person key) of its calls, in time
-/// order. Step 0 covers [since, until); later steps run to until + within.
-pub type StepHits = Vec<(i64, String)>;
+/// Step `k` of a funnel: (timestamp ms, person) of its calls, in time order.
+/// Step 0 covers [since, until); later steps run to until + within.
+pub type StepHits = Vec<(i64, u64)>;
 
 /// People entering each step, in order. A person enters step 1 at their
 /// first step-1 call, and step k at their first step-k call at or after
@@ -75,30 +74,24 @@ pub fn funnel(steps: &[StepHits], within_ms: i64, resolver: &Resolver) -> Vec<u6
         return Vec::new();
     };
     // person → (entered step 1, entered the current step)
-    let mut current: HashMap<String, (i64, i64)> = HashMap::new();
-    for (ts, key) in first {
-        current.entry(resolver.person(key)).or_insert((*ts, *ts));
+    let mut current: HashMap<u64, (i64, i64)> = HashMap::with_capacity(first.len());
+    for &(ts, person) in first {
+        current.entry(resolver.person(person)).or_insert((ts, ts));
     }
     let mut counts = vec![current.len() as u64];
     for hits in &steps[1..] {
-        let mut times: HashMap<String, Vec<i64>> = HashMap::new();
-        for (ts, key) in hits {
-            let person = resolver.person(key);
-            if current.contains_key(&person) {
-                times.entry(person).or_default().push(*ts);
-            }
-        }
-        let mut next = HashMap::new();
-        for (person, (start, previous)) in current {
-            let Some(list) = times.get(&person) else {
+        let mut next: HashMap<u64, (i64, i64)> = HashMap::with_capacity(current.len());
+        // Hits come in time order, so the first qualifying one per person
+        // is the earliest.
+        for &(ts, person) in hits {
+            let person = resolver.person(person);
+            if next.contains_key(&person) {
                 continue;
-            };
-            // Hits arrive in time order, so the first qualifying is earliest.
-            if let Some(ts) = list
-                .iter()
-                .find(|ts| **ts >= previous && **ts <= start.saturating_add(within_ms))
-            {
-                next.insert(person, (start, *ts));
+            }
+            if let Some(&(start, previous)) = current.get(&person) {
+                if ts >= previous && ts <= start.saturating_add(within_ms) {
+                    next.insert(person, (start, ts));
+                }
             }
         }
         counts.push(next.len() as u64);
@@ -120,28 +113,25 @@ pub type CampaignKey = (String, String, String);
 /// (or last) campaign touch of the same person at or before it; `None`
 /// collects conversions with no touch.
 pub fn attribute(
-    conversions: &[(i64, String)],
+    conversions: &[(i64, u64)],
     model: Model,
-    resolver: &Resolver,
-    mut touches_of: impl FnMut(&str) -> Vec<(i64, CampaignKey)>,
+    resolver: &mut Resolver,
+    mut touches_of: impl FnMut(u64) -> Vec<(i64, CampaignKey)>,
 ) -> BTreeMap<Option<CampaignKey>, u64> {
-    let mut by_person: HashMap<String, Vec<(i64, CampaignKey)>> = HashMap::new();
+    let mut by_person: HashMap<u64, Vec<(i64, CampaignKey)>> = HashMap::new();
     let mut out: BTreeMap<Option<CampaignKey>, u64> = BTreeMap::new();
-    for (ts, key) in conversions {
-        let person = resolver.person(key);
-        let touches = by_person.entry(person.clone()).or_insert_with(|| {
-            let mut all: Vec<(i64, CampaignKey)> = match person.strip_prefix("u:") {
-                Some(user) => resolver
-                    .keys_of(user)
-                    .iter()
-                    .flat_map(|k| touches_of(k))
-                    .collect(),
-                None => touches_of(&person),
-            };
-            all.sort_by_key(|a| a.0);
+    for &(ts, person) in conversions {
+        let person = resolver.person(person);
+        let touches = by_person.entry(person).or_insert_with(|| {
+            let mut all: Vec<(i64, CampaignKey)> = resolver
+                .persons_of(person)
+                .into_iter()
+                .flat_map(&mut touches_of)
+                .collect();
+            all.sort_by_key(|t| t.0);
             all
         });
-        let eligible = touches.iter().filter(|(t, _)| t <= ts);
+        let eligible = touches.iter().filter(|(t, _)| *t <= ts);
         let chosen = match model {
             Model::FirstTouch => eligible.min_by_key(|(t, _)| *t),
             Model::LastTouch => eligible.max_by_key(|(t, _)| *t),
@@ -155,45 +145,35 @@ pub fn attribute(
 mod tests {
     use super::*;
 
-    fn resolver(pairs: &[(&str, &str)]) -> Resolver {
-        Resolver::new(
-            pairs
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-        )
-    }
-
-    fn hits(list: &[(i64, &str)]) -> StepHits {
-        list.iter().map(|(t, k)| (*t, k.to_string())).collect()
+    fn resolver(pairs: &[(u64, u64)]) -> Resolver {
+        Resolver::new(pairs.iter().copied().collect())
     }
 
     #[test]
-    fn anonymous_history_resolves_to_the_user() {
-        let r = resolver(&[("anon-1", "u1"), ("old-id", "u1")]);
-        assert_eq!(r.person("a:anon-1"), "u:u1");
-        assert_eq!(r.person("u:old-id"), "u:u1");
-        assert_eq!(r.person("a:anon-2"), "a:anon-2");
-        assert_eq!(r.person("u:u2"), "u:u2");
-        let mut keys = r.keys_of("u1");
-        keys.sort();
-        assert_eq!(
-            keys,
-            ["a:anon-1", "a:old-id", "u:anon-1", "u:old-id", "u:u1"]
-        );
+    fn linked_persons_resolve_to_the_user_and_back() {
+        // 10 and 11 are linked to user 1; 12 is on its own.
+        let mut r = resolver(&[(10, 1), (11, 1)]);
+        assert_eq!(r.person(10), 1);
+        assert_eq!(r.person(11), 1);
+        assert_eq!(r.person(12), 12);
+        assert_eq!(r.person(1), 1);
+        let mut persons = r.persons_of(1);
+        persons.sort_unstable();
+        assert_eq!(persons, [1, 10, 11]);
         // A loop of aliases ends.
-        let looped = resolver(&[("a", "b"), ("b", "a")]);
-        let _ = looped.person("u:a");
+        let looped = resolver(&[(1, 2), (2, 1)]);
+        let _ = looped.person(1);
     }
 
     #[test]
     fn funnels_follow_order_and_the_window() {
-        let r = resolver(&[("anon-3", "u3")]);
+        // Persons 1, 2, 4 are users; 30 is an anonymous id linked to user 3.
+        let r = resolver(&[(30, 3)]);
         let steps = vec![
-            hits(&[(10, "u:u1"), (11, "u:u2"), (12, "a:anon-3"), (13, "u:u4")]),
-            // u2's second step comes before its first: it does not count.
-            hits(&[(5, "u:u2"), (20, "u:u1"), (25, "u:u3"), (200, "u:u4")]),
-            hits(&[(30, "u:u1"), (26, "u:u3")]),
+            vec![(10, 1), (11, 2), (12, 30), (13, 4)],
+            // 2's second step comes before its first: it does not count.
+            vec![(5, 2), (20, 1), (25, 3), (200, 4)],
+            vec![(26, 3), (30, 1)],
         ];
         assert_eq!(funnel(&steps, 100, &r), vec![4, 2, 2]);
         assert_eq!(funnel(&steps, 15, &r), vec![4, 2, 1]);
@@ -202,20 +182,20 @@ mod tests {
 
     #[test]
     fn first_and_last_touch_pick_touches_before_the_conversion() {
-        let r = resolver(&[("anon-1", "u1")]);
+        let mut r = resolver(&[(10, 1)]);
         let camp = |s: &str| (s.to_string(), "cpc".to_string(), String::new());
-        let touches = |key: &str| -> Vec<(i64, CampaignKey)> {
-            match key {
-                "a:anon-1" => vec![(1, camp("google"))],
-                "u:u1" => vec![(5, camp("newsletter")), (50, camp("late"))],
+        let touches = |person: u64| -> Vec<(i64, CampaignKey)> {
+            match person {
+                10 => vec![(1, camp("google"))],
+                1 => vec![(5, camp("newsletter")), (50, camp("late"))],
                 _ => vec![],
             }
         };
-        let conversions = vec![(10, "u:u1".to_string()), (10, "u:u2".to_string())];
-        let first = attribute(&conversions, Model::FirstTouch, &r, touches);
+        let conversions = vec![(10, 1), (10, 2)];
+        let first = attribute(&conversions, Model::FirstTouch, &mut r, touches);
         assert_eq!(first[&Some(camp("google"))], 1);
         assert_eq!(first[&None], 1);
-        let last = attribute(&conversions, Model::LastTouch, &r, touches);
+        let last = attribute(&conversions, Model::LastTouch, &mut r, touches);
         assert_eq!(last[&Some(camp("newsletter"))], 1);
         assert!(!last.contains_key(&Some(camp("late"))));
     }

@@ -16,7 +16,7 @@ use super::segment::{self, Call, Tracked};
 use crate::ids;
 use crate::store::codec::ProfileRecord;
 use crate::store::event_log::{IndexKeys, NewEventRow};
-use crate::store::tracking::{person_key, TrackTables, TrackedRow};
+use crate::store::tracking::{message_key, person_of, TrackTables, TrackedRow};
 use crate::store::{StoreError, WriteTxn};
 
 /// A refused request; nothing of it is written.
@@ -83,10 +83,32 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec
 /// A call validated on the request's thread, with its stored JSON already
 /// serialised so the writer only copies bytes.
 pub struct Prepared {
+    /// The call without its body, which is already in `data`: dropping a
+    /// parsed JSON tree is work the writer thread should not do.
     pub tracked: Tracked,
     pub data: String,
-    pub person: String,
+    pub person: u64,
     pub type_hash: u64,
+    /// `message_key`, or 0 when Herald made the messageId up.
+    pub message_key: u128,
+    /// Identify's traits (top level over `context.traits`).
+    pub traits: Option<Map<String, Value>>,
+}
+
+/// Identify traits: some clients (rudder-sdk) send them only in
+/// `context.traits`; top-level traits win where both name a key.
+fn identify_traits(t: &Tracked) -> Option<Map<String, Value>> {
+    if t.call != Call::Identify {
+        return None;
+    }
+    let mut merged = Map::new();
+    let nested = t.body.get("context").and_then(|c| c.get("traits"));
+    for source in [nested, t.body.get("traits")] {
+        if let Some(Value::Object(traits)) = source {
+            merged.extend(traits.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    (!merged.is_empty()).then_some(merged)
 }
 
 /// Parses a request body for `call` (`None`: `/v1/batch`) into calls of
@@ -176,7 +198,7 @@ pub fn prepare(
     let mut out = Vec::with_capacity(parsed.items.len());
     for (i, mut item) in parsed.items.into_iter().enumerate() {
         segment::merge_shared(&mut item, &parsed.shared);
-        let tracked = segment::validate(
+        let mut tracked = segment::validate(
             item,
             call,
             batch_sent_at.as_ref(),
@@ -192,15 +214,24 @@ pub fn prepare(
             };
             invalid(field, r.message)
         })?;
-        let person = person_key(tracked.user_id.as_deref(), tracked.anonymous_id.as_deref())
+        let person = person_of(tracked.user_id.as_deref(), tracked.anonymous_id.as_deref())
             .unwrap_or_default();
         let type_hash = IndexKeys::of(&tracked.event_type, None).type_hash;
-        let data = Value::Object(tracked.body.clone()).to_string();
+        let traits = identify_traits(&tracked);
+        let body = std::mem::take(&mut tracked.body);
+        let data = Value::Object(body).to_string();
+        let message_key = if tracked.message_id_given {
+            message_key(source, &tracked.message_id)
+        } else {
+            0
+        };
         out.push(Prepared {
             tracked,
             data,
             person,
             type_hash,
+            message_key,
+            traits,
         });
     }
     Ok(out)
@@ -214,12 +245,11 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
-/// Appends `calls` of `source` in order, skipping `messageId`s seen since
+/// Appends `calls` in order, skipping `messageId`s seen (per source) since
 /// `not_before_ms`, with every index and identity change, in the caller's
 /// transaction.
 pub fn append(
     txn: &mut WriteTxn<'_>,
-    source: &str,
     calls: Vec<Prepared>,
     not_before_ms: i64,
     now_ms: i64,
@@ -228,8 +258,8 @@ pub fn append(
     let mut out = Vec::with_capacity(calls.len());
     for call in calls {
         let t = &call.tracked;
-        if t.message_id_given {
-            if let Some(seq) = tables.seen(source, &t.message_id, not_before_ms)? {
+        if call.message_key != 0 {
+            if let Some(seq) = tables.seen(call.message_key, not_before_ms)? {
                 out.push(Stored {
                     seq,
                     duplicate: true,
@@ -258,18 +288,13 @@ pub fn append(
         tables.index(&TrackedRow {
             seq,
             received_ms: record.received_at_ms,
-            source,
-            message_id: if t.message_id_given {
-                &t.message_id
-            } else {
-                ""
-            },
-            person: &call.person,
+            message_key: call.message_key,
+            person: call.person,
             type_hash: call.type_hash,
             timestamp_ms: t.timestamp_ms,
             campaign,
         })?;
-        update_identity(&mut tables, t, record.received_at_ms)?;
+        update_identity(&mut tables, t, call.traits, record.received_at_ms)?;
         out.push(Stored {
             seq,
             duplicate: false,
@@ -283,6 +308,7 @@ pub fn append(
 fn update_identity(
     tables: &mut TrackTables<'_>,
     t: &Tracked,
+    traits: Option<Map<String, Value>>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let Some(user_id) = t.user_id.as_deref() else {
@@ -291,21 +317,6 @@ fn update_identity(
     let linked = match t.call {
         Call::Alias => t.previous_id.as_deref(),
         _ => t.anonymous_id.as_deref(),
-    };
-    // Some clients (rudder-sdk) send identify traits only in
-    // `context.traits`; top-level traits win where both name a key.
-    let traits: Option<Map<String, Value>> = match t.call {
-        Call::Identify => {
-            let mut merged = Map::new();
-            let nested = t.body.get("context").and_then(|c| c.get("traits"));
-            for source in [nested, t.body.get("traits")] {
-                if let Some(Value::Object(traits)) = source {
-                    merged.extend(traits.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-            }
-            (!merged.is_empty()).then_some(merged)
-        }
-        _ => None,
     };
     let newly_linked = match linked {
         Some(other) => tables.link(other, user_id)?,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::config::TrackingSettings;
-use super::segment::stored_person_key;
+use super::segment::stored_person;
 use crate::clock;
 use crate::store::event_log::IndexKeys;
 use crate::store::{StoreError, WriteTxn, Writer};
@@ -65,7 +65,7 @@ fn expire_keys(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreErr
     let cursor = txn.track_cursor(DEDUP_CURSOR)?;
     let entries = txn.tracked_before(cursor, before_ms, BATCH)?;
     for entry in &entries {
-        txn.expire_track_key(&entry.source, &entry.message_id, entry.seq)?;
+        txn.expire_track_key(entry.message_key, entry.seq)?;
     }
     if let Some(last) = entries.last() {
         txn.set_track_cursor(DEDUP_CURSOR, (last.received_ms, last.seq))?;
@@ -85,9 +85,9 @@ fn remove_old(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreErro
         let Some(event) = txn.event_at(entry.seq)? else {
             continue;
         };
-        let person = stored_person_key(&event.data);
+        let person = stored_person(&event.data);
         let type_hash = IndexKeys::of(&event.event_type, None).type_hash;
-        txn.remove_tracked(entry, person.as_deref(), type_hash, event.occurred_at_ms)?;
+        txn.remove_tracked(entry, person, type_hash, event.occurred_at_ms)?;
         removed += 1;
     }
     Ok(removed)
