@@ -82,6 +82,7 @@ macro_rules! for_each_table {
         $f(tracking::PROFILES, $($arg),*)?;
         $f(tracking::PERSON_LINKS, $($arg),*)?;
         $f(tracking::TRACK_META, $($arg),*)?;
+        $f(super::recent_tracked::RECENT_TRACKED, $($arg),*)?;
     }};
 }
 

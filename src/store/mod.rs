@@ -9,6 +9,7 @@ pub mod event_log;
 mod fault;
 pub mod mail;
 pub mod recent_keys;
+pub mod recent_tracked;
 pub mod tracking;
 pub mod webhooks;
 pub mod writer;
@@ -210,6 +211,8 @@ impl Store {
                 .map_err(redb::Error::from)?;
             mail::create_tables(&txn).map_err(redb::Error::from)?;
             tracking::create_tables(&txn).map_err(redb::Error::from)?;
+            txn.open_table(recent_tracked::RECENT_TRACKED)
+                .map_err(redb::Error::from)?;
         }
         txn.commit().map_err(redb::Error::from)?;
         Ok(())
@@ -284,6 +287,7 @@ pub struct WriteTxn<'txn> {
     pub(crate) event_keys: redb::Table<'txn, (&'static str, &'static str), (u64, u64)>,
     pub(crate) recent_event_keys: redb::Table<'txn, u64, (&'static str, &'static str, u64)>,
     pub(crate) recent_keys: &'txn mut recent_keys::RecentKeys,
+    pub(crate) recent_tracked: &'txn mut recent_tracked::RecentTracked,
     /// Opened on first use: most commits touch no webhook table, and each
     /// table opened in a write transaction costs that commit time.
     pub(crate) hook_tables: Option<webhooks::HookTables<'txn>>,
@@ -299,6 +303,7 @@ impl<'txn> WriteTxn<'txn> {
         txn: &'txn redb::WriteTransaction,
         log: &'txn mut event_log::LogState,
         recent_keys: &'txn mut recent_keys::RecentKeys,
+        recent_tracked: &'txn mut recent_tracked::RecentTracked,
         hooks: &'txn mut webhooks::HookState,
     ) -> Result<Self, StoreError> {
         Ok(WriteTxn {
@@ -306,6 +311,7 @@ impl<'txn> WriteTxn<'txn> {
             event_keys: txn.open_table(EVENT_KEYS)?,
             recent_event_keys: txn.open_table(recent_keys::RECENT_EVENT_KEYS)?,
             recent_keys,
+            recent_tracked,
             hook_tables: None,
             txn,
             hooks,

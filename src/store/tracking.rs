@@ -93,11 +93,12 @@ pub fn message_key(source: &str, message_id: &str) -> u128 {
 pub struct TrackTables<'txn> {
     keys: redb::Table<'txn, u128, (u64, i64)>,
     tracked: redb::Table<'txn, (i64, u64), u128>,
-    by_person: redb::Table<'txn, (u64, u64), ()>,
     by_event: redb::Table<'txn, (u64, i64, u64), u64>,
     touches: redb::Table<'txn, (u64, i64, u64), (&'static str, &'static str, &'static str)>,
     profiles: redb::Table<'txn, &'static str, &'static [u8]>,
     links: redb::Table<'txn, u64, u64>,
+    /// Where dedup keys and person rows wait for a bulk merge.
+    pub(crate) recent: redb::Table<'txn, u64, (u128, u64, i64)>,
 }
 
 /// What one tracked call adds to the indexes beside its log row.
@@ -118,11 +119,11 @@ impl<'txn> TrackTables<'txn> {
         Ok(TrackTables {
             keys: t.open_table(TRACK_KEYS)?,
             tracked: t.open_table(TRACKED)?,
-            by_person: t.open_table(TRACK_BY_PERSON)?,
             by_event: t.open_table(TRACK_BY_EVENT)?,
             touches: t.open_table(TOUCHES)?,
             profiles: t.open_table(PROFILES)?,
             links: t.open_table(PERSON_LINKS)?,
+            recent: t.open_table(super::recent_tracked::RECENT_TRACKED)?,
         })
     }
 
@@ -137,13 +138,10 @@ impl<'txn> TrackTables<'txn> {
     }
 
     pub fn index(&mut self, row: &TrackedRow<'_>) -> Result<(), StoreError> {
-        if row.message_key != 0 {
-            self.keys
-                .insert(row.message_key, (row.seq, row.received_ms))?;
-        }
+        // The dedup key and the person row go through `recent_tracked`
+        // (see `ingest::append`).
         self.tracked
             .insert((row.received_ms, row.seq), row.message_key)?;
-        self.by_person.insert((row.person, row.seq), ())?;
         self.by_event
             .insert((row.type_hash, row.timestamp_ms, row.seq), row.person)?;
         if let Some((source, medium, name)) = row.campaign {
@@ -198,6 +196,17 @@ pub struct TrackedEntry {
 }
 
 impl WriteTxn<'_> {
+    /// Merges the held dedup keys and person rows now, inside this
+    /// transaction, so that upkeep sees every row in the sorted tables.
+    pub(crate) fn flush_recent_tracked(&mut self) -> Result<(), StoreError> {
+        if !self.recent_tracked.is_empty() {
+            self.recent_tracked.merge_into(self.txn)?;
+            // An abort of this transaction reloads the copy from the file.
+            self.recent_tracked.clear();
+        }
+        Ok(())
+    }
+
     pub(crate) fn track_cursor(&self, name: &str) -> Result<Option<(i64, u64)>, StoreError> {
         let table = self.txn.open_table(TRACK_META)?;
         let found = table.get(name)?;
@@ -303,7 +312,8 @@ impl ReadTxn {
         Ok(out)
     }
 
-    /// Seqs of a person's calls after `after`, oldest first.
+    /// Seqs of a person's calls after `after`, oldest first, including
+    /// those still held for a merge.
     pub fn person_seqs(
         &self,
         person: u64,
@@ -318,6 +328,15 @@ impl ReadTxn {
         {
             out.push(row?.0.value().1);
         }
+        let recent = self.txn.open_table(super::recent_tracked::RECENT_TRACKED)?;
+        for row in recent.range(after.saturating_add(1)..)? {
+            let (seq, value) = row?;
+            if value.value().1 == person {
+                out.push(seq.value());
+            }
+        }
+        out.sort_unstable();
+        out.truncate(limit);
         Ok(out)
     }
 

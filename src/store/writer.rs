@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::event_log::LogState;
 use super::recent_keys::RecentKeys;
+use super::recent_tracked::RecentTracked;
 use super::webhooks::{HookNote, HookState};
 use super::{Store, StoreError, WriteTxn};
 
@@ -76,6 +77,7 @@ impl Writer {
     ) -> Result<(Writer, WriterThread), StoreError> {
         let state = LogState::load(store.database())?;
         let recent_keys = RecentKeys::load(store.database())?;
+        let recent_tracked = RecentTracked::load(store.database())?;
         let hooks = HookState::load(store.database())?;
         let (tx, rx) = crossbeam_channel::bounded(queue_capacity);
         let alive = Arc::new(AtomicBool::new(true));
@@ -88,6 +90,7 @@ impl Writer {
                 let mut memory = WriterMemory {
                     log: state,
                     recent_keys,
+                    recent_tracked,
                     hooks,
                     hook_notes,
                 };
@@ -211,6 +214,7 @@ pub type HookNotes = tokio::sync::mpsc::UnboundedSender<HookNote>;
 struct WriterMemory {
     log: LogState,
     recent_keys: RecentKeys,
+    recent_tracked: RecentTracked,
     hooks: HookState,
     hook_notes: Option<HookNotes>,
 }
@@ -236,6 +240,12 @@ impl WriterMemory {
     fn roll_back(&mut self, store: &Store, before: LogState) {
         self.log = before;
         self.recent_keys.forget_from(before.next_seq);
+        // The group may also have merged (and cleared) the held rows: the
+        // file is the truth after an abort.
+        match RecentTracked::load(store.database()) {
+            Ok(recent) => self.recent_tracked = recent,
+            Err(e) => tracing::error!(error = %e, "reloading recent tracked calls failed"),
+        }
         match HookState::load(store.database()) {
             Ok(hooks) => self.hooks = hooks,
             Err(e) => {
@@ -322,6 +332,17 @@ fn commit_group(
         tracing::error!("storage failed: the writer stops and accepts no more writes");
         return Err(StorageFailed);
     }
+    if memory.recent_tracked.wants_merge() {
+        let started = Instant::now();
+        if let Err(e) = memory.recent_tracked.merge(store.database()) {
+            tracing::error!(error = %e, "merging tracked index rows failed: the writer stops");
+            return Err(StorageFailed);
+        }
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "merged recent tracked index rows"
+        );
+    }
     if memory.recent_keys.wants_merge() {
         let started = Instant::now();
         if let Err(e) = memory.recent_keys.merge(store.database()) {
@@ -350,6 +371,7 @@ fn apply_and_commit(
             &txn,
             &mut memory.log,
             &mut memory.recent_keys,
+            &mut memory.recent_tracked,
             &mut memory.hooks,
         )?;
         for op in batch.drain(..) {

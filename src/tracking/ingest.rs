@@ -259,7 +259,12 @@ pub fn append(
     for call in calls {
         let t = &call.tracked;
         if call.message_key != 0 {
-            if let Some(seq) = tables.seen(call.message_key, not_before_ms)? {
+            let held = txn.recent_tracked.seen(call.message_key, not_before_ms);
+            let seen = match held {
+                Some(seq) => Some(seq),
+                None => tables.seen(call.message_key, not_before_ms)?,
+            };
+            if let Some(seq) = seen {
                 out.push(Stored {
                     seq,
                     duplicate: true,
@@ -294,6 +299,13 @@ pub fn append(
             timestamp_ms: t.timestamp_ms,
             campaign,
         })?;
+        txn.recent_tracked.insert(
+            &mut tables.recent,
+            seq,
+            call.message_key,
+            call.person,
+            record.received_at_ms,
+        )?;
         update_identity(&mut tables, t, call.traits, record.received_at_ms)?;
         out.push(Stored {
             seq,
@@ -344,4 +356,96 @@ fn update_identity(
     }
     profile.updated_at_ms = now_ms;
     tables.put_profile(user_id, &profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::recent_tracked::MERGE_THRESHOLD;
+    use crate::store::tracking::{person_hash, PersonKind};
+    use crate::store::{Store, Writer};
+    use crate::tracking::config::{validate_tracking, TrackingSection};
+
+    const USERS: usize = 100;
+
+    fn batch(range: std::ops::Range<usize>) -> Vec<u8> {
+        let items: Vec<Value> = range
+            .map(|i| {
+                serde_json::json!({"type": "track", "userId": format!("u{}", i % USERS),
+                                   "event": "e", "messageId": format!("m{i}")})
+            })
+            .collect();
+        serde_json::json!({ "batch": items })
+            .to_string()
+            .into_bytes()
+    }
+
+    fn send(writer: &Writer, rt: &tokio::runtime::Runtime, total: usize) -> Vec<Stored> {
+        let limits = validate_tracking(TrackingSection {
+            max_batch_events: 1000,
+            ..TrackingSection::default()
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        for start in (0..total).step_by(1000) {
+            let body = batch(start..(start + 1000).min(total));
+            let parsed = parse(None, &body, &limits).unwrap();
+            let calls = prepare(None, parsed, "src", crate::clock::now_ms()).unwrap();
+            let stored = rt
+                .block_on(writer.write(move |txn| append(txn, calls, 0, crate::clock::now_ms())))
+                .unwrap();
+            out.extend(stored);
+        }
+        out
+    }
+
+    #[test]
+    fn held_rows_dedupe_and_are_found_before_and_after_a_merge_and_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.redb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // One merge's worth plus some still held afterwards.
+        let total = MERGE_THRESHOLD + MERGE_THRESHOLD / 2;
+        let store = Store::open(&path).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let first = send(&writer, &rt, total);
+        assert!(first.iter().all(|s| !s.duplicate));
+        let seqs: Vec<u64> = first.iter().map(|s| s.seq).collect();
+        let again = send(&writer, &rt, total);
+        assert!(again.iter().all(|s| s.duplicate));
+        assert_eq!(again.iter().map(|s| s.seq).collect::<Vec<_>>(), seqs);
+
+        let user0 = person_hash(PersonKind::User, "u0");
+        let expected: Vec<u64> = seqs.iter().copied().step_by(USERS).collect();
+        let found = store
+            .read()
+            .unwrap()
+            .person_seqs(user0, 0, usize::MAX)
+            .unwrap();
+        assert_eq!(found, expected, "merged and held rows together");
+        thread.stop();
+        drop((writer, store));
+
+        let store = Store::open(&path).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let after_restart = send(&writer, &rt, total);
+        assert!(after_restart.iter().all(|s| s.duplicate));
+        let found = store
+            .read()
+            .unwrap()
+            .person_seqs(user0, 0, usize::MAX)
+            .unwrap();
+        assert_eq!(found, expected);
+        // Paging continues across the merged and the held rows.
+        let tail = store
+            .read()
+            .unwrap()
+            .person_seqs(user0, expected[3], 2)
+            .unwrap();
+        assert_eq!(tail, expected[4..6]);
+        thread.stop();
+    }
 }

@@ -64,6 +64,10 @@ pub async fn pass(
 fn expire_keys(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreError> {
     let cursor = txn.track_cursor(DEDUP_CURSOR)?;
     let entries = txn.tracked_before(cursor, before_ms, BATCH)?;
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    txn.flush_recent_tracked()?;
     for entry in &entries {
         txn.expire_track_key(entry.message_key, entry.seq)?;
     }
@@ -75,6 +79,10 @@ fn expire_keys(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreErr
 
 fn remove_old(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreError> {
     let entries = txn.tracked_before(None, before_ms, BATCH)?;
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    txn.flush_recent_tracked()?;
     let mut removed = 0;
     for entry in &entries {
         // The log's last event stays: sequence numbers resume from it after
