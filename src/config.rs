@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::mail::config::{
-    validate_mail, validate_public, MailSection, MailSettings, PublicSection, PublicSettings,
+    check_unsubscribe_links, validate_mail, validate_public, MailSection, MailSettings,
+    PublicSection, PublicSettings,
 };
 use crate::tracking::config::{validate_tracking, TrackingSection, TrackingSettings};
 
@@ -415,6 +416,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
     }
     let mail = validate_mail(mail, &storage.data_dir)?;
     let public = validate_public(public, listen)?;
+    check_unsubscribe_links(&mail, &public)?;
     let tracking = validate_tracking(tracking)?;
     if events.max_event_bytes > events.max_request_bytes {
         return Err(invalid(
@@ -562,5 +564,22 @@ mod tests {
         }
         let err = check("[log]\nformat = \"xml\"\n").unwrap_err();
         assert!(err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn relayed_unsubscribe_links_need_a_public_url_and_retention_covers_the_window() {
+        let relayed = "[mail.streams.marketing]\nrelay = \"smtp://127.0.0.1:2525\"\n";
+        let err = check(relayed).unwrap_err();
+        assert!(err.starts_with("public.url"), "{err}");
+        assert!(check(&format!(
+            "{relayed}[public]\nurl = \"https://m.example.com\"\n"
+        ))
+        .is_ok());
+        assert!(check(&format!("{relayed}unsubscribe = false\n")).is_ok());
+        // Without a relay, mail goes to the outbox and links stay local.
+        assert!(check("[mail.streams.marketing]\n").is_ok());
+        let err = check("[tracking]\nretention = \"1d\"\n").unwrap_err();
+        assert!(err.starts_with("tracking.retention"), "{err}");
+        assert!(check("[tracking]\nretention = \"30d\"\n").is_ok());
     }
 }

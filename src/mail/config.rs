@@ -171,6 +171,33 @@ fn stream_key(name: &str, key: &str) -> String {
     format!("mail.streams.{name}.{key}")
 }
 
+/// Unsubscribe links in relayed mail must reach the public listener: a
+/// default link to this machine's loopback address would be signed into
+/// every message and useless to the mailbox provider.
+pub fn check_unsubscribe_links(
+    mail: &MailSettings,
+    public: &PublicSettings,
+) -> Result<(), ConfigError> {
+    if !public.url_is_default {
+        return Ok(());
+    }
+    match mail
+        .streams
+        .values()
+        .find(|s| s.unsubscribe && s.relay.is_some())
+    {
+        Some(stream) => Err(invalid_at(
+            "public.url".into(),
+            format!(
+                "stream `{}` relays mail with one-click unsubscribe links; set public.url to \
+                 the address mailbox providers reach (or unsubscribe = false)",
+                stream.name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn validate_public(
     section: PublicSection,
     private_listen: SocketAddr,
@@ -359,14 +386,15 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
             ))
         }
     };
-    if let Some(mailto) = &s.unsubscribe_mailto {
-        if super::address::normalize(mailto).is_err() {
-            return Err(invalid_at(
+    let unsubscribe_mailto = match &s.unsubscribe_mailto {
+        None => None,
+        Some(mailto) => Some(super::address::normalize(mailto).map_err(|_| {
+            invalid_at(
                 stream_key(name, "unsubscribe_mailto"),
                 format!("`{mailto}` is not an email address"),
-            ));
-        }
-    }
+            )
+        })?),
+    };
     if s.rate_limit_per_sec == Some(0) {
         return Err(invalid_at(
             stream_key(name, "rate_limit_per_sec"),
@@ -379,7 +407,7 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
         relay,
         dkim,
         unsubscribe: s.unsubscribe.unwrap_or(name == "marketing"),
-        unsubscribe_mailto: s.unsubscribe_mailto,
+        unsubscribe_mailto,
         rate_limit_per_sec: s.rate_limit_per_sec,
         esp: s.esp,
     })

@@ -153,15 +153,21 @@ impl<'txn> TrackTables<'txn> {
         Ok(())
     }
 
-    /// Links `other_id` (an anonymous id, or an aliased earlier id) to
-    /// `user_id`; true when that is news.
-    pub fn link(&mut self, other_id: &str, user_id: &str) -> Result<bool, StoreError> {
-        if other_id == user_id {
-            return Ok(false);
-        }
+    /// Links `other_id` to `user_id`; true when that is news. An
+    /// anonymousId links only as anonymous: the same text may be another
+    /// user's id. An alias's previousId may have been either, so both link.
+    pub fn link(
+        &mut self,
+        other_id: &str,
+        user_id: &str,
+        kinds: &[PersonKind],
+    ) -> Result<bool, StoreError> {
         let user = person_hash(PersonKind::User, user_id);
         let mut changed = false;
-        for kind in [PersonKind::Anonymous, PersonKind::User] {
+        for &kind in kinds {
+            if kind == PersonKind::User && other_id == user_id {
+                continue;
+            }
             let other = person_hash(kind, other_id);
             // Most calls repeat a known link: reading first avoids rewriting
             // the page for nothing.

@@ -131,17 +131,27 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
         ));
     }
     let year = Duration::from_secs(366 * 24 * 3600);
+    let dedup_window = duration("tracking.dedup_window", &section.dedup_window, year)?;
+    let retention = section
+        .retention
+        .as_deref()
+        .map(|r| duration("tracking.retention", r, year * 100))
+        .transpose()?;
+    // Deleting a call deletes its messageId key: a retry arriving after
+    // that, but inside the window, would be stored twice.
+    if retention.is_some_and(|r| r < dedup_window) {
+        return Err(invalid_at(
+            key("retention"),
+            "must be at least tracking.dedup_window",
+        ));
+    }
     Ok(TrackingSettings {
         sources,
-        dedup_window: duration("tracking.dedup_window", &section.dedup_window, year)?,
+        dedup_window,
         max_event_bytes,
         max_batch_bytes,
         max_batch_events: in_range("max_batch_events", section.max_batch_events, 1, 100_000)?,
-        retention: section
-            .retention
-            .as_deref()
-            .map(|r| duration("tracking.retention", r, year * 100))
-            .transpose()?,
+        retention,
         prune_interval: duration(
             "tracking.prune_interval",
             &section.prune_interval,

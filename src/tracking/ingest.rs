@@ -16,7 +16,7 @@ use super::segment::{self, Call, Tracked};
 use crate::ids;
 use crate::store::codec::ProfileRecord;
 use crate::store::event_log::{IndexKeys, NewEventRow};
-use crate::store::tracking::{message_key, person_of, TrackTables, TrackedRow};
+use crate::store::tracking::{message_key, person_of, PersonKind, TrackTables, TrackedRow};
 use crate::store::{StoreError, WriteTxn};
 
 /// A refused request; nothing of it is written.
@@ -331,7 +331,13 @@ fn update_identity(
         _ => t.anonymous_id.as_deref(),
     };
     let newly_linked = match linked {
-        Some(other) => tables.link(other, user_id)?,
+        Some(other) => {
+            let kinds: &[PersonKind] = match t.call {
+                Call::Alias => &[PersonKind::Anonymous, PersonKind::User],
+                _ => &[PersonKind::Anonymous],
+            };
+            tables.link(other, user_id, kinds)?
+        }
         None => false,
     };
     if !newly_linked && traits.is_none() && t.call != Call::Identify {
@@ -446,6 +452,47 @@ mod tests {
             .person_seqs(user0, expected[3], 2)
             .unwrap();
         assert_eq!(tail, expected[4..6]);
+        thread.stop();
+    }
+
+    #[test]
+    fn an_anonymous_id_links_as_anonymous_only_and_an_alias_links_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("herald.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let limits = validate_tracking(TrackingSection::default()).unwrap();
+        let body = serde_json::json!({"batch": [
+            {"type": "track", "userId": "1001", "event": "e"},
+            {"type": "identify", "userId": "7", "anonymousId": "1001"},
+            {"type": "alias", "previousId": "old", "userId": "7"},
+        ]})
+        .to_string();
+        let calls = prepare(None, parse(None, body.as_bytes(), &limits).unwrap(), "s", 0).unwrap();
+        rt.block_on(writer.write(move |txn| append(txn, calls, 0, crate::clock::now_ms())))
+            .unwrap();
+        let links = store.read().unwrap().person_links().unwrap();
+        let user7 = person_hash(PersonKind::User, "7");
+        assert_eq!(
+            links.get(&person_hash(PersonKind::Anonymous, "1001")),
+            Some(&user7)
+        );
+        assert_eq!(
+            links.get(&person_hash(PersonKind::User, "1001")),
+            None,
+            "user 1001 stays itself"
+        );
+        assert_eq!(
+            links.get(&person_hash(PersonKind::Anonymous, "old")),
+            Some(&user7)
+        );
+        assert_eq!(
+            links.get(&person_hash(PersonKind::User, "old")),
+            Some(&user7)
+        );
         thread.stop();
     }
 }

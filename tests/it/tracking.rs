@@ -1842,7 +1842,7 @@ fn kill9_during_batched_ingestion_keeps_every_acknowledged_batch_exactly_once() 
 #[test]
 fn retention_prunes_old_calls_from_the_log_and_the_user_but_keeps_the_last() {
     let d = Daemon::start(&config(
-        "[tracking]\nretention = \"1s\"\nprune_interval = \"200ms\"\n",
+        "[tracking]\nretention = \"1s\"\ndedup_window = \"1s\"\nprune_interval = \"200ms\"\n",
     ));
     let addr = d.addr;
     let old = json!({"batch": [
