@@ -449,6 +449,31 @@ impl Body for ChannelBody {
 }
 
 const EXPORT_CHUNK: usize = 64 * 1024;
+const EXPORT_PAGE: usize = 1000;
+/// A client that reads nothing for this long ends its export.
+const EXPORT_STALL: Duration = Duration::from_secs(60);
+
+/// Hands a chunk to the response; false when the client is gone or stalled.
+fn send_chunk(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    chunk: Result<Bytes, std::io::Error>,
+) -> bool {
+    let deadline = std::time::Instant::now() + EXPORT_STALL;
+    let mut pending = chunk;
+    loop {
+        match tx.try_send(pending) {
+            Ok(()) => return true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                pending = back;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
+        }
+    }
+}
 
 /// `GET /v1/events/export?since=&until=`: tracked calls received in the
 /// range, one JSON event per line, streamed as they are read.
@@ -458,41 +483,44 @@ pub async fn export(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {
-        let snapshot = match store.read() {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                return;
-            }
-        };
         let mut after = None;
         let mut chunk = String::with_capacity(EXPORT_CHUNK * 2);
         loop {
-            let page = match snapshot.tracked_seqs(since, until, after, 1000) {
+            // A snapshot per page: a slow reader must not pin old pages of
+            // the file for the whole export.
+            let page = store.read().and_then(|snapshot| {
+                let page = snapshot.tracked_seqs(since, until, after, EXPORT_PAGE)?;
+                let mut events = Vec::with_capacity(page.len());
+                for (received, seq) in page {
+                    events.push(((received, seq), snapshot.event_at_seq(seq)?));
+                }
+                Ok(events)
+            });
+            let page = match page {
                 Ok(p) => p,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    send_chunk(&tx, Err(std::io::Error::other(e.to_string())));
                     return;
                 }
             };
-            let Some(&last) = page.last() else { break };
-            for (_, seq) in &page {
-                if let Ok(Some(event)) = snapshot.event_at_seq(*seq) {
-                    events::write_json(&mut chunk, *seq, &event);
+            let Some(&(last, _)) = page.last() else { break };
+            for ((_, seq), event) in &page {
+                if let Some(event) = event {
+                    events::write_json(&mut chunk, *seq, event);
                     chunk.push('\n');
                 }
                 if chunk.len() >= EXPORT_CHUNK {
                     let full =
                         std::mem::replace(&mut chunk, String::with_capacity(EXPORT_CHUNK * 2));
-                    if tx.blocking_send(Ok(Bytes::from(full))).is_err() {
-                        return; // The client went away.
+                    if !send_chunk(&tx, Ok(Bytes::from(full))) {
+                        return;
                     }
                 }
             }
             after = Some(last);
         }
         if !chunk.is_empty() {
-            let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+            send_chunk(&tx, Ok(Bytes::from(chunk)));
         }
     });
     let body: ResponseBody = http_body_util::BodyExt::boxed(ChannelBody(rx));

@@ -52,6 +52,18 @@ pub fn enhanced_code(text: &str) -> Option<EnhancedCode> {
     })
 }
 
+/// The verdict on an attempt. A reply that is not about the recipient (to
+/// the session or to MAIL FROM) can only delay the message or flag our
+/// side: it never counts against the address.
+pub fn verdict(code: u16, text: &str, about_recipient: bool) -> Verdict {
+    match code {
+        0 => Verdict::Unreachable,
+        _ if about_recipient => classify(code, text),
+        500..=599 => Verdict::SenderProblem,
+        _ => Verdict::Unreachable,
+    }
+}
+
 pub fn classify(code: u16, text: &str) -> Verdict {
     let enhanced = enhanced_code(text);
     match code {
@@ -64,6 +76,12 @@ pub fn classify(code: u16, text: &str) -> Verdict {
                 detail: 2,
                 ..
             }) => Verdict::SoftBounce,
+            // Bad sender address syntax or domain: ours, not the recipient's.
+            Some(EnhancedCode {
+                subject: 1,
+                detail: 7 | 8,
+                ..
+            }) => Verdict::SenderProblem,
             // Bad address (5.1.x) or disabled mailbox (5.2.1).
             Some(EnhancedCode { subject: 1, .. })
             | Some(EnhancedCode {
@@ -102,6 +120,35 @@ mod tests {
         assert_eq!(classify(550, "mailbox unavailable"), Verdict::Rejected);
         assert_eq!(classify(554, "transaction failed"), Verdict::Rejected);
         assert_eq!(classify(0, ""), Verdict::Unreachable);
+        assert_eq!(
+            classify(553, "5.1.8 sender domain not found"),
+            Verdict::SenderProblem
+        );
+        assert_eq!(
+            classify(550, "5.1.7 bad sender syntax"),
+            Verdict::SenderProblem
+        );
+    }
+
+    #[test]
+    fn session_and_sender_replies_never_count_against_the_recipient() {
+        assert_eq!(
+            verdict(421, "4.3.2 not available", false),
+            Verdict::Unreachable
+        );
+        assert_eq!(
+            verdict(550, "5.1.1 no such user", false),
+            Verdict::SenderProblem
+        );
+        assert_eq!(
+            verdict(535, "5.7.8 bad credentials", false),
+            Verdict::SenderProblem
+        );
+        assert_eq!(
+            verdict(550, "5.1.1 no such user", true),
+            Verdict::HardBounce
+        );
+        assert_eq!(verdict(0, "", true), Verdict::Unreachable);
     }
 
     #[test]

@@ -3,17 +3,18 @@
 //! each composing, signing and relaying one message and recording the
 //! outcome through the writer.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use super::classify::{verdict, Verdict};
 use super::compose::{Composer, DkimCache};
 use super::config::{MailSettings, PublicSettings};
 use super::ledger::{self, format_email_id, AttemptReport, MailRetry};
-use super::relay::{Destination, RelayClient, RelayTlsConfig};
+use super::relay::{Destination, RelayClient, RelayTlsConfig, Reply};
 use super::unsubscribe::TokenKey;
 use crate::clock;
 use crate::store::codec::EmailStatus;
@@ -110,6 +111,10 @@ struct Worker {
 /// The running scheduler and workers.
 pub struct MailThreads {
     queue: MailQueue,
+    /// Set by `stop`: workers then leave jobs already handed out untouched
+    /// (their schedule rows keep them for the restart) instead of starting
+    /// attempts whose outcome the stopping writer might not record.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     scheduler: JoinHandle<()>,
     workers_exited: Receiver<()>,
     workers: usize,
@@ -123,6 +128,8 @@ impl MailThreads {
     /// Stops releasing messages and waits up to `grace` for attempts in
     /// flight; one still running then is retried after the restart.
     pub fn stop(self, grace: Duration) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.queue.notes.send(Note::Stop);
         let _ = self.scheduler.join();
         let deadline = Instant::now() + grace;
@@ -143,7 +150,9 @@ pub fn start(context: Arc<MailContext>) -> Result<MailThreads, StoreError> {
     let workers = context.settings.workers;
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<(u64, String)>(workers * 2);
     let (exited_tx, exited_rx) = crossbeam_channel::bounded(workers);
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for n in 0..workers {
+        let stopping = stopping.clone();
         let context = context.clone();
         let jobs = jobs_rx.clone();
         let queue = queue.clone();
@@ -161,13 +170,16 @@ pub fn start(context: Arc<MailContext>) -> Result<MailThreads, StoreError> {
                     runtime,
                 };
                 for (id, stream) in jobs.iter() {
+                    if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
                     attempt(&context, &queue, id, &stream, &mut worker);
                 }
                 let _ = exited.send(());
             })
             .expect("spawning a mail worker");
     }
-    let mut scheduler = Scheduler::new(&context);
+    let mut scheduler = Scheduler::new(context.clone());
     for due in context.store.read()?.due_emails()? {
         scheduler.add(due);
     }
@@ -177,6 +189,7 @@ pub fn start(context: Arc<MailContext>) -> Result<MailThreads, StoreError> {
         .expect("spawning the mail scheduler");
     Ok(MailThreads {
         queue,
+        stopping,
         scheduler: handle,
         workers_exited: exited_rx,
         workers,
@@ -214,29 +227,66 @@ impl Bucket {
 }
 
 struct Scheduler {
+    context: Arc<MailContext>,
     due: BTreeSet<(i64, u64)>,
     streams: HashMap<u64, String>,
-    in_flight: HashSet<u64>,
+    /// Released messages and when: an attempt whose outcome never arrives
+    /// (its commit group aborted) is reclaimed after `lost_after`.
+    in_flight: HashMap<u64, Instant>,
     buckets: HashMap<String, Bucket>,
+    last_rescan: Instant,
+    lost_after: Duration,
 }
 
-/// How long the scheduler sleeps at most; bounds how late a due message
-/// whose note was lost (it is always in the index) could be noticed.
+/// How long the scheduler sleeps at most.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// How often the durable schedule is read again for due messages the
+/// scheduler does not hold: one put aside after a read error, a wall clock
+/// that stepped back, an attempt whose outcome was lost. The index is the
+/// truth; memory is only the fast path.
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
 
 impl Scheduler {
-    fn new(context: &MailContext) -> Self {
+    fn new(context: Arc<MailContext>) -> Self {
         let buckets = context
             .settings
             .streams
             .iter()
             .filter_map(|(name, s)| s.rate_limit_per_sec.map(|r| (name.clone(), Bucket::new(r))))
             .collect();
+        let lost_after = context.settings.timeout * 2 + Duration::from_secs(60);
         Scheduler {
+            context,
             due: BTreeSet::new(),
             streams: HashMap::new(),
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             buckets,
+            last_rescan: Instant::now(),
+            lost_after,
+        }
+    }
+
+    /// Re-reads what is due now from the index and reclaims lost attempts.
+    fn rescan(&mut self) {
+        self.last_rescan = Instant::now();
+        let lost_after = self.lost_after;
+        self.in_flight
+            .retain(|_, released| released.elapsed() < lost_after);
+        let now_ms = clock::now_ms();
+        let due = self
+            .context
+            .store
+            .read()
+            .and_then(|r| r.due_emails_until(now_ms, 100_000));
+        match due {
+            Ok(rows) => {
+                for row in rows {
+                    if !self.in_flight.contains_key(&row.id) {
+                        self.add(row);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "re-reading the mail schedule failed"),
         }
     }
 
@@ -262,6 +312,9 @@ impl Scheduler {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self.last_rescan.elapsed() >= RESCAN_EVERY {
+                self.rescan();
             }
             wait = self.release(&jobs);
         }
@@ -291,7 +344,7 @@ impl Scheduler {
                 break;
             }
             self.due.pop_first();
-            if self.in_flight.contains(&id) {
+            if self.in_flight.contains_key(&id) {
                 // Rescheduled before its attempt reported Done: the Done
                 // note wakes us to release it.
                 held_back.push((due_ms, id));
@@ -309,7 +362,7 @@ impl Scheduler {
             }
             match jobs.try_send((id, stream)) {
                 Ok(()) => {
-                    self.in_flight.insert(id);
+                    self.in_flight.insert(id, Instant::now());
                     self.streams.remove(&id);
                 }
                 Err(TrySendError::Full(_)) => {
@@ -364,7 +417,15 @@ fn attempt_inner(
         .store
         .read()
         .and_then(|r| r.suppression_for(&record.to, &record.stream));
-    if let Ok(Some(entry)) = suppressed {
+    let entry = match suppressed {
+        Ok(entry) => entry,
+        Err(e) => {
+            // Never send without knowing: the periodic rescan retries it.
+            tracing::error!(error = %e, "reading the suppression list failed; the message waits");
+            return false;
+        }
+    };
+    if let Some(entry) = entry {
         let reason = entry.reason;
         let queue = queue.clone();
         return write(
@@ -397,25 +458,35 @@ fn attempt_inner(
                         message.envelope(),
                         &bytes,
                     ),
-                    None => (0, format!("stream `{stream}` has no destination")),
+                    None => Reply {
+                        code: 0,
+                        text: format!("stream `{stream}` has no destination"),
+                        about_recipient: false,
+                    },
                 }
             }
-            Err(e) => (0, e.to_string()),
+            Err(e) => Reply {
+                code: 0,
+                text: e.to_string(),
+                about_recipient: false,
+            },
         },
         // Validated at queueing, so only a bug or a changed rule gets here.
-        Err(e) => (554, format!("5.6.0 {e}")),
+        Err(e) => Reply {
+            code: 554,
+            text: format!("5.6.0 {e}"),
+            about_recipient: false,
+        },
     };
     let report = AttemptReport {
         at_ms,
-        code: reply.0,
-        text: reply.1,
+        code: reply.code,
+        text: reply.text,
+        about_recipient: reply.about_recipient,
         latency_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
         random_unit: f64::from(crate::ids::new_id() as u32) / f64::from(u32::MAX),
     };
-    if report.code >= 500
-        && crate::mail::classify::classify(report.code, &report.text)
-            == crate::mail::classify::Verdict::SenderProblem
-    {
+    if verdict(report.code, &report.text, report.about_recipient) == Verdict::SenderProblem {
         tracing::warn!(email = %format_email_id(id), code = report.code, reply = %report.text,
                        "the relay refused our mail for a sender-side reason; check the stream's domain, DKIM and relay account");
     }

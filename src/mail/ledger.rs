@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::classify::{classify, enhanced_code, Verdict};
+use super::classify::{enhanced_code, verdict, Verdict};
 use super::request::EmailRequest;
 use crate::clock;
 use crate::events::system_event;
@@ -245,6 +245,8 @@ pub struct AttemptReport {
     /// 0 when the relay could not be reached.
     pub code: u16,
     pub text: String,
+    /// Whether the reply was about the recipient (see `relay::Reply`).
+    pub about_recipient: bool,
     pub latency_ms: u32,
     pub random_unit: f64,
 }
@@ -267,11 +269,7 @@ pub fn record_attempt(
     }
     let now_ms = clock::now_ms();
     let previous_due = record.next_attempt_ms;
-    let verdict = if report.code == 0 {
-        Verdict::Unreachable
-    } else {
-        classify(report.code, &report.text)
-    };
+    let verdict = verdict(report.code, &report.text, report.about_recipient);
     let text: String = report.text.chars().take(1000).collect();
     record.attempts.push(MailAttemptRecord {
         at_ms: report.at_ms,

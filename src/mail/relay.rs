@@ -18,15 +18,39 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::config::{Relay, RelayTls};
 
-/// The relay's answer to one message: (reply code, reply text). Code 0
-/// means no answer (connection, TLS or timeout failure).
-pub type Reply = (u16, String);
+/// The relay's answer to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The SMTP reply code; 0 when no answer came (connection, TLS, timeout).
+    pub code: u16,
+    pub text: String,
+    /// Whether the reply concerns this recipient or message (RCPT, DATA and
+    /// the end of data). Refusals of the session (greeting, EHLO, STARTTLS,
+    /// AUTH) or of our sender (MAIL FROM) say nothing about the recipient
+    /// and must never count against the address.
+    pub about_recipient: bool,
+}
+
+impl Reply {
+    fn new(code: u16, text: impl Into<String>, about_recipient: bool) -> Self {
+        Reply {
+            code,
+            text: text.into(),
+            about_recipient,
+        }
+    }
+
+    fn unreachable(text: impl Into<String>) -> Self {
+        Reply::new(0, text, false)
+    }
+}
 
 /// A pooled connection idle longer than this is checked with NOOP first:
 /// relays close idle sessions.
@@ -146,15 +170,16 @@ impl AsyncTokioStream for ImplicitTls {
     }
 }
 
-fn describe(e: &lettre::transport::smtp::Error) -> Reply {
+fn describe(e: &lettre::transport::smtp::Error, about_recipient: bool) -> Reply {
     match e.status() {
-        Some(code) => (
+        Some(code) => Reply::new(
             code.to_string().parse().unwrap_or(0),
             std::error::Error::source(e)
                 .map(ToString::to_string)
                 .unwrap_or_default(),
+            about_recipient,
         ),
-        None => (0, e.to_string()),
+        None => Reply::unreachable(e.to_string()),
     }
 }
 
@@ -172,49 +197,70 @@ impl RelayClient {
     async fn connect(&self) -> Result<AsyncSmtpConnection, Reply> {
         let addr = (self.relay.host.as_str(), self.relay.port);
         let tcp = TcpStream::connect(addr).await.map_err(|e| {
-            (
-                0,
-                format!(
-                    "cannot connect to {}:{}: {e}",
-                    self.relay.host, self.relay.port
-                ),
-            )
+            Reply::unreachable(format!(
+                "cannot connect to {}:{}: {e}",
+                self.relay.host, self.relay.port
+            ))
         })?;
         tcp.set_nodelay(true)
-            .map_err(|e| (0, format!("cannot configure the socket: {e}")))?;
+            .map_err(|e| Reply::unreachable(format!("cannot configure the socket: {e}")))?;
         let stream: Box<dyn AsyncTokioStream> = match &self.tls.implicit {
             Some((connector, name)) => Box::new(ImplicitTls(
-                connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| (0, format!("TLS with {}: {e}", self.relay.host)))?,
+                connector.connect(name.clone(), tcp).await.map_err(|e| {
+                    Reply::unreachable(format!("TLS with {}: {e}", self.relay.host))
+                })?,
             )),
             None => Box::new(tcp),
         };
         let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| describe(&e, false))?;
         if let Some(params) = &self.tls.starttls {
             if !conn.can_starttls() {
-                return Err((
-                    0,
-                    format!(
-                        "{} does not offer STARTTLS, which is required",
-                        self.relay.host
-                    ),
-                ));
+                return Err(Reply::unreachable(format!(
+                    "{} does not offer STARTTLS, which is required",
+                    self.relay.host
+                )));
             }
             conn.starttls(params.clone(), &self.hello)
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| describe(&e, false))?;
         }
         if let Some((user, pass)) = &self.relay.credentials {
             let credentials = Credentials::new(user.clone(), pass.clone());
             conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| describe(&e, false))?;
         }
         Ok(conn)
+    }
+
+    /// MAIL, RCPT, DATA and the message, each refusal attributed to its
+    /// step.
+    async fn deliver(
+        conn: &mut AsyncSmtpConnection,
+        envelope: &Envelope,
+        bytes: &[u8],
+    ) -> Result<Reply, Reply> {
+        let mut params = Vec::new();
+        if !bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        conn.command(Mail::new(envelope.from().cloned(), params))
+            .await
+            .map_err(|e| describe(&e, false))?;
+        for to in envelope.to() {
+            conn.command(Rcpt::new(to.clone(), Vec::new()))
+                .await
+                .map_err(|e| describe(&e, true))?;
+        }
+        conn.command(Data).await.map_err(|e| describe(&e, true))?;
+        let response = conn.message(bytes).await.map_err(|e| describe(&e, true))?;
+        Ok(Reply::new(
+            response.code().to_string().parse().unwrap_or(250),
+            response.message().collect::<Vec<_>>().join(" "),
+            true,
+        ))
     }
 
     async fn transact(&mut self, envelope: &Envelope, bytes: &[u8]) -> Reply {
@@ -235,21 +281,18 @@ impl RelayClient {
                 Err(reply) => return reply,
             },
         };
-        match conn.send(envelope, bytes).await {
-            Ok(response) => {
+        match Self::deliver(&mut conn, envelope, bytes).await {
+            Ok(reply) => {
                 self.connection = Some((conn, Instant::now()));
-                (
-                    response.code().to_string().parse().unwrap_or(250),
-                    response.message().collect::<Vec<_>>().join(" "),
-                )
+                reply
             }
-            Err(e) => {
-                // A refusal leaves the session usable (lettre resets it);
-                // anything else leaves it in an unknown state.
-                if e.status().is_some() && !conn.has_broken() {
+            Err(reply) => {
+                // After a refusal the session is reusable once reset; after
+                // anything else its state is unknown.
+                if reply.code != 0 && !conn.has_broken() && conn.command(Rset).await.is_ok() {
                     self.connection = Some((conn, Instant::now()));
                 }
-                describe(&e)
+                reply
             }
         }
     }
@@ -260,13 +303,10 @@ impl RelayClient {
             Ok(reply) => reply,
             Err(_) => {
                 self.connection = None;
-                (
-                    0,
-                    format!(
-                        "no answer from {} within {:?}",
-                        self.relay.host, self.timeout
-                    ),
-                )
+                Reply::unreachable(format!(
+                    "no answer from {} within {:?}",
+                    self.relay.host, self.timeout
+                ))
             }
         }
     }
@@ -291,11 +331,10 @@ impl Destination {
         match self {
             Destination::Smtp(client) => runtime.block_on(client.send(envelope, bytes)),
             Destination::Outbox(dir) => match write_eml(dir, name, bytes) {
-                Ok(path) => (250, format!("2.0.0 written to {}", path.display())),
-                Err(e) => (
-                    0,
-                    format!("cannot write to the outbox {}: {e}", dir.display()),
-                ),
+                Ok(path) => Reply::new(250, format!("2.0.0 written to {}", path.display()), true),
+                Err(e) => {
+                    Reply::unreachable(format!("cannot write to the outbox {}: {e}", dir.display()))
+                }
             },
         }
     }

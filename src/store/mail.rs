@@ -257,6 +257,29 @@ impl ReadTxn {
         Ok(out)
     }
 
+    /// Up to `limit` messages due at or before `until_ms`, in due order.
+    pub fn due_emails_until(
+        &self,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueEmail>, StoreError> {
+        let table = self.txn.open_table(EMAILS_DUE)?;
+        let mut out = Vec::new();
+        for row in table
+            .range(..=(until_ms.max(0) as u64, u64::MAX))?
+            .take(limit)
+        {
+            let (key, stream) = row?;
+            let (due, id) = key.value();
+            out.push(DueEmail {
+                due_ms: due as i64,
+                id,
+                stream: stream.value().to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Messages after id `after` matching `filter`, oldest first.
     pub fn scan_emails(
         &self,

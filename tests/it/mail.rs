@@ -1331,3 +1331,48 @@ fn with_no_mail_config_messages_land_in_the_outbox() {
     assert_eq!(header("Subject"), Some("Hi"));
     assert!(header("To").unwrap_or_default().contains("x@example.net"));
 }
+
+/// A relay that refuses every session at the greeting, as during
+/// maintenance: `421` and close.
+fn refusing_relay() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"421 4.3.2 Service not available, closing channel\r\n",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn a_relay_refusing_the_session_defers_without_counting_against_the_recipient() {
+    let port = refusing_relay();
+    let d = Daemon::start(&format!(
+        "{MAIL}soft_bounce_limit = 2\n[mail.streams.transactional]\nrelay = \"smtp://127.0.0.1:{port}\"\n"
+    ));
+    let id = send_one(d.addr, &message("bob@example.net"));
+    // More refusals than the soft-bounce limit.
+    let mut e = Value::Null;
+    let retried = wait_until(deadline(SETTLE), || {
+        e = email(d.addr, &id);
+        attempts(&e).len() >= 4
+    });
+    assert!(retried, "{e}");
+    assert!(
+        attempts(&e).iter().all(|a| a["code"] == 421),
+        "every attempt met the refusal: {e}"
+    );
+    assert!(
+        ["queued", "deferred"].contains(&e["status"].as_str().unwrap_or("")),
+        "a refused session never ends the message early: {e}"
+    );
+    assert!(
+        suppressions(d.addr, "").is_empty(),
+        "the recipient did nothing wrong"
+    );
+}
