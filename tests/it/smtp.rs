@@ -13,26 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::wait_until;
+use crate::support::{python, wait_until};
 
 /// Starting Python and importing aiosmtpd can be slow on a loaded machine.
 const PYTHON_START: Duration = Duration::from_secs(30);
 /// RSA key generation and dkimpy both run well under this even when loaded.
 const PYTHON_RUN: Duration = Duration::from_secs(60);
-
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "HERALD_TEST_PYTHON is unset and {} is missing: run tests/run, which installs \
-         tests/requirements.txt (aiosmtpd, dkimpy, cryptography) into tests/.venv",
-        venv.display()
-    );
-    venv
-}
 
 fn script_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -176,20 +176,6 @@ fn export(addr: SocketAddr, query: &str) -> Vec<Value> {
         .collect()
 }
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "HERALD_TEST_PYTHON is unset and {} is missing: run tests/run, which installs \
-         tests/requirements.txt (segment-analytics-python, rudder-sdk-python) into tests/.venv",
-        venv.display()
-    );
-    venv
-}
-
 /// Runs tests/segment_clients.py with `spec` (see there), failing the test
 /// with the library's own complaint if it reported an error.
 fn run_client(spec: &Value) -> Value {

@@ -10,20 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::receiver::Recorded;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "HERALD_TEST_PYTHON is unset and {} is missing: run tests/run, which installs \
-         tests/requirements.txt (standardwebhooks) into tests/.venv",
-        venv.display()
-    );
-    venv
-}
+use crate::support::python;
 
 /// What `standardwebhooks.Webhook(secret).verify(body, headers)` says about
 /// the request: `Ok` or the library's reason.
