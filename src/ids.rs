@@ -9,6 +9,11 @@ pub fn new_id() -> u128 {
     uuid::Uuid::now_v7().as_u128()
 }
 
+/// A random number in [0, 1], for jitter: the random bits of a fresh id.
+pub fn random_unit() -> f64 {
+    f64::from(new_id() as u32) / f64::from(u32::MAX)
+}
+
 pub fn format(prefix: &str, id: u128) -> String {
     let mut out = String::with_capacity(prefix.len() + ENCODED_LEN);
     out.push_str(prefix);

@@ -9,6 +9,7 @@ mod events;
 mod ids;
 mod logging;
 mod mail;
+mod percent;
 mod store;
 mod tracking;
 mod webhooks;

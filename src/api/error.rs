@@ -56,6 +56,11 @@ impl ApiError {
         .with_field(field)
     }
 
+    /// A query parameter that is unknown, repeated or malformed.
+    pub fn invalid_query(name: &str, what: impl Into<String>) -> Self {
+        Self::bad_request("invalid_query", format!("{name}: {}", what.into())).with_field(name)
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }

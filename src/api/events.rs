@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use super::http::{json, query_params, read_body, require_json, Resp};
+use super::http::{json, page_limit, query_params, read_body, require_json, Resp};
 use super::{read, AppState};
 use crate::clock;
 use crate::events::{self, AppendBatch, KeyConflict, NewEvent};
@@ -151,13 +151,7 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
                     clock::parse_rfc3339(&value).ok_or_else(|| bad("not an RFC 3339 timestamp"))?,
                 )
             }
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| bad(&format!("must be a number from 1 to {MAX_PAGE}")))?
-            }
+            "limit" => limit = page_limit(&value, MAX_PAGE)?,
             _ => unreachable!("query_params only yields known names"),
         }
     }

@@ -137,7 +137,8 @@ impl ApiKeys {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets without leaking through timing how much of a guess matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -170,6 +171,17 @@ pub fn query_params(
         out.push((name.into_owned(), value.into_owned()));
     }
     Ok(out)
+}
+
+/// A page size from `limit=`: 1 to `max`.
+pub fn page_limit(value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid_query("limit", format!("must be a number from 1 to {max}"))
+        })
 }
 
 /// A response body streamed from an open file.

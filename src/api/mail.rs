@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::http::{json, query_params, read_body, require_json, Resp};
+use super::http::{json, page_limit, query_params, read_body, require_json, Resp};
 use super::{read, AppState};
 use crate::clock;
 use crate::events;
@@ -180,18 +180,6 @@ pub async fn get(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
     ))
 }
 
-fn bad_query(name: &str, what: &str) -> ApiError {
-    ApiError::bad_request("invalid_query", format!("{name}: {what}")).with_field(name)
-}
-
-fn page_limit(value: &str) -> Result<usize, ApiError> {
-    value
-        .parse::<usize>()
-        .ok()
-        .filter(|n| (1..=MAX_PAGE).contains(n))
-        .ok_or_else(|| bad_query("limit", &format!("must be a number from 1 to {MAX_PAGE}")))
-}
-
 pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let params = query_params(
         req.uri().query(),
@@ -203,20 +191,25 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
     for (name, value) in params {
         match name.as_str() {
             "to" => {
-                filter.to =
-                    Some(address::normalize(&value).map_err(|e| bad_query("to", &e.to_string()))?)
+                filter.to = Some(
+                    address::normalize(&value)
+                        .map_err(|e| ApiError::invalid_query("to", e.to_string()))?,
+                )
             }
             "status" => {
                 filter.status = Some(parse_status(&value).ok_or_else(|| {
-                    bad_query("status", "one of queued, deferred, sent, failed, bounced")
+                    ApiError::invalid_query(
+                        "status",
+                        "one of queued, deferred, sent, failed, bounced",
+                    )
                 })?)
             }
             "stream" => filter.stream = Some(value),
             "after" => {
-                after =
-                    parse_email_id(&value).ok_or_else(|| bad_query("after", "not a message id"))?
+                after = parse_email_id(&value)
+                    .ok_or_else(|| ApiError::invalid_query("after", "not a message id"))?
             }
-            "limit" => limit = page_limit(&value)?,
+            "limit" => limit = page_limit(&value, MAX_PAGE)?,
             _ => unreachable!("query_params only yields known names"),
         }
     }
@@ -264,17 +257,19 @@ pub async fn list_suppressions(
             "stream" => filter.stream = Some(value),
             "reason" => {
                 filter.reason = Some(SuppressionReason::parse(&value).ok_or_else(|| {
-                    bad_query(
+                    ApiError::invalid_query(
                         "reason",
                         "one of hard_bounce, complaint, unsubscribe, soft_bounce_limit, manual",
                     )
                 })?)
             }
             "after" => {
-                after =
-                    Some(decode_cursor(&value).ok_or_else(|| bad_query("after", "not a cursor"))?)
+                after = Some(
+                    decode_cursor(&value)
+                        .ok_or_else(|| ApiError::invalid_query("after", "not a cursor"))?,
+                )
             }
-            "limit" => limit = page_limit(&value)?,
+            "limit" => limit = page_limit(&value, MAX_PAGE)?,
             _ => unreachable!("query_params only yields known names"),
         }
     }
@@ -305,11 +300,9 @@ struct SuppressionInput {
 }
 
 fn path_address(raw: &str) -> Result<String, ApiError> {
-    let decoded: String =
-        form_urlencoded::parse(format!("a={}", raw.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+    let decoded = crate::percent::decode(raw).ok_or_else(|| {
+        ApiError::invalid_field("address", "a broken percent-escape or not UTF-8")
+    })?;
     address::normalize(&decoded).map_err(|e| {
         ApiError::invalid_field(
             "address",

@@ -13,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::http::{json, query_params, read_body, Resp, ResponseBody};
+use super::http::{json, page_limit, query_params, read_body, Resp, ResponseBody};
 use super::{read, AppState};
 use crate::clock;
 use crate::events;
@@ -122,12 +122,8 @@ pub async fn ingest(
     ))
 }
 
-fn bad_query(name: &str, what: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_query", format!("{name}: {}", what.into())).with_field(name)
-}
-
 fn time_param(name: &str, value: &str) -> Result<i64, ApiError> {
-    parse_time(value).ok_or_else(|| bad_query(name, "not an RFC 3339 timestamp"))
+    parse_time(value).ok_or_else(|| ApiError::invalid_query(name, "not an RFC 3339 timestamp"))
 }
 
 fn user_not_found(id: &str) -> ApiError {
@@ -138,16 +134,14 @@ fn user_not_found(id: &str) -> ApiError {
     )
 }
 
-fn decode_path(raw: &str) -> String {
-    form_urlencoded::parse(format!("a={}", raw.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// A user id from the path; one that cannot be decoded names nobody.
+fn path_user_id(raw: &str) -> Result<String, ApiError> {
+    crate::percent::decode(raw).ok_or_else(|| user_not_found(raw))
 }
 
 /// `GET /v1/users/{id}`: traits, linked ids, first and last seen.
 pub async fn user(state: Arc<AppState>, raw_id: &str) -> Result<Resp, ApiError> {
-    let user_id = decode_path(raw_id);
+    let user_id = path_user_id(raw_id)?;
     let id = user_id.clone();
     let found = read(&state, move |txn| {
         let profile = txn.profile(&id)?;
@@ -195,19 +189,17 @@ pub async fn user_events(
     raw_id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let user_id = decode_path(raw_id);
+    let user_id = path_user_id(raw_id)?;
     let mut after = 0u64;
     let mut limit = DEFAULT_PAGE;
     for (name, value) in query_params(req.uri().query(), &["after", "limit"])? {
         match name.as_str() {
-            "after" => after = value.parse().map_err(|_| bad_query("after", "not a seq"))?,
-            _ => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| bad_query("limit", format!("a number from 1 to {MAX_PAGE}")))?
+            "after" => {
+                after = value
+                    .parse()
+                    .map_err(|_| ApiError::invalid_query("after", "not a seq"))?
             }
+            _ => limit = page_limit(&value, MAX_PAGE)?,
         }
     }
     let id = user_id.clone();
@@ -261,7 +253,7 @@ fn range(params: &HashMap<String, String>, default_span: i64) -> Result<(i64, i6
         None => until - default_span,
     };
     if since >= until {
-        return Err(bad_query("since", "must be before until"));
+        return Err(ApiError::invalid_query("since", "must be before until"));
     }
     Ok((since, until))
 }
@@ -281,17 +273,17 @@ pub async fn stats(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp,
     let event = p
         .get("event")
         .cloned()
-        .ok_or_else(|| bad_query("event", "is required"))?;
+        .ok_or_else(|| ApiError::invalid_query("event", "is required"))?;
     let bucket_ms = match p.get("interval").map(String::as_str) {
         None | Some("day") => DAY_MS,
         Some("hour") => DAY_MS / 24,
-        Some(_) => return Err(bad_query("interval", "hour or day")),
+        Some(_) => return Err(ApiError::invalid_query("interval", "hour or day")),
     };
     let (since, until) = range(&p, 7 * DAY_MS)?;
     // Buckets start on whole UTC hours or days.
     let since = since.div_euclid(bucket_ms) * bucket_ms;
     if (until - since) / bucket_ms > MAX_BUCKETS {
-        return Err(bad_query(
+        return Err(ApiError::invalid_query(
             "since",
             format!("at most {MAX_BUCKETS} intervals"),
         ));
@@ -318,19 +310,21 @@ pub async fn funnel(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let p = params_map(&req, &["steps", "within", "since", "until"])?;
     let steps: Vec<String> = p
         .get("steps")
-        .ok_or_else(|| bad_query("steps", "is required, e.g. steps=Signed Up,Subscribed"))?
+        .ok_or_else(|| {
+            ApiError::invalid_query("steps", "is required, e.g. steps=Signed Up,Subscribed")
+        })?
         .split(',')
         .map(|s| s.trim().to_owned())
         .collect();
     if steps.len() < 2 || steps.len() > MAX_FUNNEL_STEPS || steps.iter().any(String::is_empty) {
-        return Err(bad_query(
+        return Err(ApiError::invalid_query(
             "steps",
             format!("2 to {MAX_FUNNEL_STEPS} event names"),
         ));
     }
     let within = match p.get("within") {
         Some(v) => humantime::parse_duration(v)
-            .map_err(|_| bad_query("within", "a duration such as 14d"))?,
+            .map_err(|_| ApiError::invalid_query("within", "a duration such as 14d"))?,
         None => Duration::from_secs(14 * 24 * 3600),
     };
     let within_ms = within.as_millis().min(i64::MAX as u128) as i64;
@@ -377,11 +371,16 @@ pub async fn attribution(state: Arc<AppState>, req: Request<Incoming>) -> Result
     let event = p
         .get("event")
         .cloned()
-        .ok_or_else(|| bad_query("event", "is required"))?;
+        .ok_or_else(|| ApiError::invalid_query("event", "is required"))?;
     let model = match p.get("model").map(String::as_str) {
         None | Some("first_touch") => Model::FirstTouch,
         Some("last_touch") => Model::LastTouch,
-        Some(_) => return Err(bad_query("model", "first_touch or last_touch")),
+        Some(_) => {
+            return Err(ApiError::invalid_query(
+                "model",
+                "first_touch or last_touch",
+            ))
+        }
     };
     let (since, until) = range(&p, 30 * DAY_MS)?;
     let hash = IndexKeys::of(&event, None).type_hash;

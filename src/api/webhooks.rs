@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::http::{json, query_params, read_body, require_json, Resp};
+use super::http::{json, page_limit, query_params, read_body, require_json, Resp};
 use super::{read, AppState};
 use crate::clock;
 use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
@@ -446,13 +446,7 @@ pub async fn list_deliveries(
                 })
             }
             "after" => after = parse_delivery_id(&value).ok_or_else(|| bad("not a delivery id"))?,
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| bad(&format!("must be a number from 1 to {MAX_PAGE}")))?
-            }
+            "limit" => limit = page_limit(&value, MAX_PAGE)?,
             _ => unreachable!("query_params only yields known names"),
         }
     }

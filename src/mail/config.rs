@@ -422,24 +422,10 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("bad percent-escape in the relay URL")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "the relay URL's credentials are not UTF-8".to_owned())
+fn decode_credential(text: &str) -> Result<String, String> {
+    crate::percent::decode(text).ok_or_else(|| {
+        "the relay URL's credentials have a bad percent-escape or are not UTF-8".to_owned()
+    })
 }
 
 /// `smtps://user:pass@host:465`, `smtp://host:587?tls=required`,
@@ -464,7 +450,7 @@ pub fn parse_relay(url: &str) -> Result<Relay, String> {
         Some((userinfo, hostport)) => {
             let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
             (
-                Some((percent_decode(user)?, percent_decode(pass)?)),
+                Some((decode_credential(user)?, decode_credential(pass)?)),
                 hostport,
             )
         }

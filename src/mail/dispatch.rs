@@ -399,11 +399,20 @@ fn attempt_inner(
     stream: &str,
     worker: &mut Worker,
 ) -> bool {
-    let record = match context.store.read().and_then(|r| r.email(id)) {
-        Ok(Some(record)) => record,
+    // The message and its recipient's suppression entry, from one snapshot.
+    let read = context.store.read().and_then(|snapshot| {
+        let Some(record) = snapshot.email(id)? else {
+            return Ok(None);
+        };
+        let suppression = snapshot.suppression_for(&record.to, &record.stream)?;
+        Ok(Some((record, suppression)))
+    });
+    let (record, suppression) = match read {
+        Ok(Some(found)) => found,
         Ok(None) => return false,
         Err(e) => {
-            tracing::error!(error = %e, "reading a queued message failed; it stays queued");
+            // Never send without knowing: the periodic rescan retries it.
+            tracing::error!(error = %e, "reading a queued message failed; it waits");
             return false;
         }
     };
@@ -413,19 +422,7 @@ fn attempt_inner(
     if !pending || record.next_attempt_ms.is_none_or(|due| due > now_ms + 50) {
         return false;
     }
-    let suppressed = context
-        .store
-        .read()
-        .and_then(|r| r.suppression_for(&record.to, &record.stream));
-    let entry = match suppressed {
-        Ok(entry) => entry,
-        Err(e) => {
-            // Never send without knowing: the periodic rescan retries it.
-            tracing::error!(error = %e, "reading the suppression list failed; the message waits");
-            return false;
-        }
-    };
-    if let Some(entry) = entry {
+    if let Some(entry) = suppression {
         let reason = entry.reason;
         let queue = queue.clone();
         return write(
@@ -484,7 +481,7 @@ fn attempt_inner(
         text: reply.text,
         about_recipient: reply.about_recipient,
         latency_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
-        random_unit: f64::from(crate::ids::new_id() as u32) / f64::from(u32::MAX),
+        random_unit: crate::ids::random_unit(),
     };
     if verdict(report.code, &report.text, report.about_recipient) == Verdict::SenderProblem {
         tracing::warn!(email = %format_email_id(id), code = report.code, reply = %report.text,

@@ -5,9 +5,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::codec::{decode, encode, EventRecord};
+use super::codec::{encode, EventRecord};
 use super::{
     last_u64_key, ReadTxn, StoreError, WriteTxn, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE,
+    EXAMINE_BUDGET,
 };
 
 /// Counters the writer carries between commits. Restored from the file at
@@ -44,10 +45,7 @@ fn read_event(
     table: &impl ReadableTable<u64, &'static [u8]>,
     seq: u64,
 ) -> Result<Option<EventRecord>, StoreError> {
-    match table.get(seq)? {
-        Some(bytes) => Ok(Some(decode(bytes.value())?)),
-        None => Ok(None),
-    }
+    super::get_record(table, seq)
 }
 
 /// Hashes that stand for names in the type and tenant indexes, whose keys
@@ -235,11 +233,6 @@ pub struct EventPage {
     /// Where to resume polling for events appended later.
     pub tail: EventCursor,
 }
-
-/// Rows a single page may examine beyond those it returns, so a selective
-/// filter cannot turn one request into a full scan. The page then ends early
-/// with a cursor to continue from.
-const EXAMINE_BUDGET: usize = 10_000;
 
 impl ReadTxn {
     pub fn event_at_seq(&self, seq: u64) -> Result<Option<EventRecord>, StoreError> {

@@ -6,7 +6,7 @@ use redb::{ReadableTable, TableDefinition};
 use super::codec::{
     decode, encode, EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord,
 };
-use super::{ReadTxn, StoreError, WriteTxn};
+use super::{ReadTxn, StoreError, WriteTxn, EXAMINE_BUDGET};
 
 /// message id → encoded `EmailRecord`. Ids are dense and start at 1.
 pub(crate) const EMAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("emails");
@@ -59,11 +59,7 @@ impl WriteTxn<'_> {
     }
 
     pub(crate) fn email(&self, id: u64) -> Result<Option<EmailRecord>, StoreError> {
-        let table = self.txn.open_table(EMAILS)?;
-        let found = table.get(id)?;
-        found
-            .map(|b| decode(b.value()).map_err(StoreError::from))
-            .transpose()
+        super::get_record(&self.txn.open_table(EMAILS)?, id)
     }
 
     /// Stores `record` as message `id`, moving its schedule row from
@@ -147,11 +143,7 @@ impl WriteTxn<'_> {
         address: &str,
         stream: &str,
     ) -> Result<Option<SuppressionRecord>, StoreError> {
-        let table = self.txn.open_table(SUPPRESSIONS)?;
-        let found = table.get((address, stream))?;
-        found
-            .map(|b| decode(b.value()).map_err(StoreError::from))
-            .transpose()
+        super::get_record(&self.txn.open_table(SUPPRESSIONS)?, (address, stream))
     }
 
     pub(crate) fn delete_suppression(
@@ -220,16 +212,9 @@ pub struct SuppressionPage {
     pub next_after: Option<(String, String)>,
 }
 
-/// Rows one page may examine beyond those it returns.
-const EXAMINE_BUDGET: usize = 10_000;
-
 impl ReadTxn {
     pub fn email(&self, id: u64) -> Result<Option<EmailRecord>, StoreError> {
-        let table = self.txn.open_table(EMAILS)?;
-        let found = table.get(id)?;
-        found
-            .map(|b| decode(b.value()).map_err(StoreError::from))
-            .transpose()
+        super::get_record(&self.txn.open_table(EMAILS)?, id)
     }
 
     pub fn suppression_for(
@@ -304,36 +289,12 @@ impl ReadTxn {
                     .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
             ),
         };
-        let mut page = Vec::new();
-        let mut last = after;
-        let mut more = false;
-        for (examined, id) in ids.enumerate() {
-            let id = id?;
-            if examined == limit + EXAMINE_BUDGET {
-                more = true;
-                break;
-            }
-            let Some(bytes) = emails.get(id)? else {
-                continue;
-            };
-            let record: EmailRecord = decode(bytes.value())?;
-            let wanted = filter.status.is_none_or(|s| s == record.status)
-                && filter.stream.as_deref().is_none_or(|s| s == record.stream);
-            if !wanted {
-                last = id;
-                continue;
-            }
-            if page.len() == limit {
-                more = true;
-                break;
-            }
-            last = id;
-            page.push((id, record));
-        }
-        Ok(EmailPage {
-            emails: page,
-            next_after: more.then_some(last),
-        })
+        let (emails, next_after) =
+            super::page_by_ids(ids, &emails, after, limit, |record: &EmailRecord| {
+                filter.status.is_none_or(|s| s == record.status)
+                    && filter.stream.as_deref().is_none_or(|s| s == record.stream)
+            })?;
+        Ok(EmailPage { emails, next_after })
     }
 
     /// Suppression entries after (address, stream) `after`, in address order.

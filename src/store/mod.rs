@@ -322,6 +322,57 @@ impl<'txn> WriteTxn<'txn> {
     }
 }
 
+/// Rows one page may examine beyond those it returns, so that a filter
+/// matching nothing cannot make one request scan a whole table.
+pub(crate) const EXAMINE_BUDGET: usize = 10_000;
+
+/// A page of (id, record) and where the next page starts, if there may be one.
+type IdPage<R> = (Vec<(u64, R)>, Option<u64>);
+
+/// Records looked up by the ids `ids` yields (ascending, after `after`):
+/// at most `limit` that pass `wanted`, and where the next page starts when
+/// there may be one.
+fn page_by_ids<R: codec::Record>(
+    ids: impl Iterator<Item = Result<u64, StoreError>>,
+    records: &impl ReadableTable<u64, &'static [u8]>,
+    after: u64,
+    limit: usize,
+    wanted: impl Fn(&R) -> bool,
+) -> Result<IdPage<R>, StoreError> {
+    let mut page = Vec::new();
+    let mut last = after;
+    for (examined, id) in ids.enumerate() {
+        let id = id?;
+        if examined == limit + EXAMINE_BUDGET {
+            return Ok((page, Some(last)));
+        }
+        let Some(record) = get_record::<u64, R>(records, id)? else {
+            continue;
+        };
+        if !wanted(&record) {
+            last = id;
+            continue;
+        }
+        if page.len() == limit {
+            return Ok((page, Some(last)));
+        }
+        last = id;
+        page.push((id, record));
+    }
+    Ok((page, None))
+}
+
+/// The record stored under `key`, decoded.
+fn get_record<'k, K: redb::Key + 'static, R: codec::Record>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Option<R>, StoreError> {
+    match table.get(key)? {
+        Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
 /// The last entry of a table keyed by u64, used to resume counters at start.
 fn last_u64_key<V: redb::Value + 'static>(
     table: &impl ReadableTable<u64, V>,

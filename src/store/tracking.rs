@@ -4,7 +4,7 @@
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::codec::{decode, encode, ProfileRecord};
+use super::codec::{encode, ProfileRecord};
 use super::{ReadTxn, StoreError, WriteTxn};
 
 /// hash(source, messageId) → (seq, received Unix ms). Fixed-width keys:
@@ -181,10 +181,7 @@ impl<'txn> TrackTables<'txn> {
     }
 
     pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
-        let found = self.profiles.get(user_id)?;
-        found
-            .map(|b| decode(b.value()).map_err(StoreError::from))
-            .transpose()
+        super::get_record(&self.profiles, user_id)
     }
 
     pub fn put_profile(&mut self, user_id: &str, record: &ProfileRecord) -> Result<(), StoreError> {
@@ -300,11 +297,7 @@ pub type EventHits = Vec<(i64, u64)>;
 
 impl ReadTxn {
     pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
-        let table = self.txn.open_table(PROFILES)?;
-        let found = table.get(user_id)?;
-        found
-            .map(|b| decode(b.value()).map_err(StoreError::from))
-            .transpose()
+        super::get_record(&self.txn.open_table(PROFILES)?, user_id)
     }
 
     /// Every person → user link (anonymous ids and aliases).

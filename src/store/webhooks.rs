@@ -180,10 +180,7 @@ impl<'txn> WriteTxn<'txn> {
     }
 
     pub(crate) fn delivery(&mut self, id: u64) -> Result<Option<DeliveryRecord>, StoreError> {
-        match self.tables()?.deliveries.get(id)? {
-            Some(bytes) => Ok(Some(decode(bytes.value())?)),
-            None => Ok(None),
-        }
+        super::get_record(&self.tables()?.deliveries, id)
     }
 
     /// Stores `record` for delivery `id`, moving its row in the schedule from
@@ -300,9 +297,6 @@ pub struct DeliveryPage {
 /// was cut short.
 pub type AttemptSample = (Vec<(i64, u16, u32)>, bool);
 
-/// Rows one page may examine beyond those it returns.
-const EXAMINE_BUDGET: usize = 10_000;
-
 impl ReadTxn {
     pub fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
         let table = self.txn.open_table(ENDPOINTS)?;
@@ -314,19 +308,11 @@ impl ReadTxn {
     }
 
     pub fn endpoint(&self, id: u128) -> Result<Option<EndpointRecord>, StoreError> {
-        let table = self.txn.open_table(ENDPOINTS)?;
-        match table.get(id)? {
-            Some(bytes) => Ok(Some(decode(bytes.value())?)),
-            None => Ok(None),
-        }
+        super::get_record(&self.txn.open_table(ENDPOINTS)?, id)
     }
 
     pub fn delivery(&self, id: u64) -> Result<Option<DeliveryRecord>, StoreError> {
-        let table = self.txn.open_table(DELIVERIES)?;
-        match table.get(id)? {
-            Some(bytes) => Ok(Some(decode(bytes.value())?)),
-            None => Ok(None),
-        }
+        super::get_record(&self.txn.open_table(DELIVERIES)?, id)
     }
 
     /// (attempt time, status code, latency ms) of the endpoint's attempts made
@@ -414,36 +400,15 @@ impl ReadTxn {
                         .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
                 )
             };
-        let mut page = Vec::new();
-        let mut last = after;
-        let mut more = false;
-        for (examined, id) in ids.enumerate() {
-            let id = id?;
-            if examined == limit + EXAMINE_BUDGET {
-                more = true;
-                break;
-            }
-            let Some(bytes) = deliveries.get(id)? else {
-                continue;
-            };
-            let record: DeliveryRecord = decode(bytes.value())?;
-            let wanted = filter.endpoint_id.is_none_or(|e| e == record.endpoint_id)
-                && filter.event_id.is_none_or(|e| e == record.event_id)
-                && filter.status.is_none_or(|s| s == record.status);
-            if !wanted {
-                last = id;
-                continue;
-            }
-            if page.len() == limit {
-                more = true;
-                break;
-            }
-            last = id;
-            page.push((id, record));
-        }
+        let (deliveries, next_after) =
+            super::page_by_ids(ids, &deliveries, after, limit, |record: &DeliveryRecord| {
+                filter.endpoint_id.is_none_or(|e| e == record.endpoint_id)
+                    && filter.event_id.is_none_or(|e| e == record.event_id)
+                    && filter.status.is_none_or(|s| s == record.status)
+            })?;
         Ok(DeliveryPage {
-            deliveries: page,
-            next_after: more.then_some(last),
+            deliveries,
+            next_after,
         })
     }
 }

@@ -185,20 +185,7 @@ impl Writer {
         T: Send + 'static,
         F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel::<Result<T, SubmitError>>();
-        let apply: Apply = Box::new(move |txn| {
-            let value = op(txn)?;
-            Ok(Box::new(move |committed: Result<(), Arc<StoreError>>| {
-                let _ = reply.send(committed.map(|()| value).map_err(SubmitError::Failed));
-            }))
-        });
-        match self.queue.try_send(Message::Op(apply)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
-        }
-        // A dropped reply means the writer exited before reaching this op.
-        answer.await.unwrap_or(Err(SubmitError::Closed))
+        self.write_then(op, |_| {}).await
     }
 }
 

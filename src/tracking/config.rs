@@ -68,10 +68,9 @@ pub struct TrackingSettings {
 impl TrackingSettings {
     /// The source a write key belongs to, compared in constant time.
     pub fn source_for(&self, key: &str) -> Option<&Source> {
-        self.sources.iter().find(|s| {
-            let (a, b) = (s.write_key.as_bytes(), key.as_bytes());
-            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-        })
+        self.sources
+            .iter()
+            .find(|s| crate::api::http::constant_time_eq(s.write_key.as_bytes(), key.as_bytes()))
     }
 }
 

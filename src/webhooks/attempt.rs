@@ -218,7 +218,7 @@ async fn attempt(
         kind,
         retry_after,
         gone: outcome.status == 410,
-        random_unit: f64::from(ids::new_id() as u32) / f64::from(u32::MAX),
+        random_unit: crate::ids::random_unit(),
     };
     let retry = ctx.retry.clone();
     let disable_after = ctx.settings.disable_after;
