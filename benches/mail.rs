@@ -47,7 +47,7 @@ use serde_json::{json, Value};
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
-use common::{connect, env_parse, exchange, post_json, quantile_ms, Daemon};
+use common::{connect, cpu_note, cpu_sample, env_parse, exchange, post_json, quantile_ms, Daemon};
 
 const SCENARIOS: &[&str] = &["throughput", "latency"];
 /// Recipients per request in the throughput scenario: the API's maximum.
@@ -571,98 +571,6 @@ impl Verdict {
     }
 }
 
-/// Machine-wide, own and the daemon's CPU time: the daemon shares the
-/// machine's cores with the sink and the client, and with whatever else
-/// runs on it.
-struct Cpu {
-    at: Instant,
-    busy_s: f64,
-    own_s: f64,
-    daemon_s: Option<f64>,
-}
-
-/// CPU seconds (user + system) of our child named `herald`: the daemon,
-/// since each scenario's is reaped before the next starts.
-fn daemon_cpu_s(hz: f64) -> Option<f64> {
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // The name is in parentheses and may hold spaces: split after it.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if !head.ends_with("(herald") || fields.get(1) != Some(&me.as_str()) {
-            continue;
-        }
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        return Some((utime + stime) / hz);
-    }
-    None
-}
-
-fn cpu_now() -> Option<Cpu> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal: all but idle and
-    // iowait is work.
-    let busy: u64 = ticks
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum();
-    // SAFETY: sysconf and getrusage only write to the struct we pass.
-    let (hz, usage) = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        let hz = libc::sysconf(libc::_SC_CLK_TCK);
-        (
-            hz,
-            (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then_some(usage),
-        )
-    };
-    let usage = usage?;
-    let hz = hz.max(1) as f64;
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Some(Cpu {
-        at: Instant::now(),
-        busy_s: busy as f64 / hz,
-        own_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        daemon_s: daemon_cpu_s(hz),
-    })
-}
-
-fn cpu_note(before: Option<Cpu>, after: Option<Cpu>) -> Option<String> {
-    let (before, after) = (before?, after?);
-    let wall = after.at.duration_since(before.at).as_secs_f64();
-    let busy = (after.busy_s - before.busy_s) / wall;
-    let own = (after.own_s - before.own_s) / wall;
-    let daemon = match (before.daemon_s, after.daemon_s) {
-        (Some(b), Some(a)) => (a - b) / wall,
-        _ => {
-            return Some(format!(
-                "CPU over the run: {busy:.2} cores busy machine-wide, {own:.2} of them this \
-                 process (client and sink); the daemon's share could not be read"
-            ))
-        }
-    };
-    Some(format!(
-        "CPU over the run: {busy:.2} cores busy machine-wide: daemon {daemon:.2}, this process \
-         (client and sink) {own:.2}, other processes {:.2}",
-        (busy - own - daemon).max(0.0)
-    ))
-}
-
 struct Row {
     scenario: &'static str,
     workers: usize,
@@ -716,9 +624,9 @@ where
         }
     };
     let mut daemon = Daemon::start(&daemon_config(workers, sink.addr));
-    let cpu_before = cpu_now();
+    let cpu_before = cpu_sample(Some(daemon.pid()));
     let outcome = runtime.block_on(scenario(daemon.addr, sink.shared.clone()));
-    let cpu_after = cpu_now();
+    let cpu_after = cpu_sample(Some(daemon.pid()));
 
     let (arrivals, mut data_us) = {
         let mut log = sink.shared.log.lock().unwrap();
@@ -801,7 +709,12 @@ where
             outcome.posted_in.as_secs_f64(),
         ));
     }
-    if let Some(note) = cpu_note(cpu_before, cpu_after) {
+    if let Some(note) = cpu_note(
+        cpu_before,
+        cpu_after,
+        "this process (client and sink)",
+        None,
+    ) {
         tally.notes.push(note);
     }
     if outcome.posted_in > Duration::ZERO {

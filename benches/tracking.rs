@@ -61,7 +61,7 @@ use serde_json::Value;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
-use common::{connect, env_parse, exchange, quantile_ms, Daemon};
+use common::{connect, cpu_note, cpu_sample, env_parse, exchange, quantile_ms, Daemon};
 
 const WRITE_KEY: &str = "bench_write_key_0123456789";
 
@@ -881,16 +881,13 @@ async fn funnel_scenario(
     let want = expected(&calls, users, WITHIN_MS);
     let calls = Arc::new(calls);
 
-    let cpu_before = cpu_now(pid);
+    let cpu_before = cpu_sample(pid);
     let loaded = load(addr, calls.clone(), run_id).await;
     let label = format!("{FUNNEL} load");
-    report.notes.extend(cpu_note(
-        &label,
-        cpu_before,
-        cpu_now(pid),
-        loaded.elapsed,
-        pid,
-    ));
+    report.notes.extend(
+        cpu_note(cpu_before, cpu_sample(pid), "this client", pid)
+            .map(|n| format!("- {}: {n}", &label)),
+    );
     let q = |p: f64| quantile_ms(&loaded.latencies_us, p);
     report.load = format!(
         "| {} | {users} | {:.2} | {:.0} | {} | {} | {} | {} | {} |",
@@ -915,8 +912,7 @@ async fn funnel_scenario(
             .push(format!("- {label}: first failure: {first}"));
     }
 
-    let queries_started = Instant::now();
-    let cpu_before = cpu_now(pid);
+    let cpu_before = cpu_sample(pid);
     let rfc3339 = |ms: i64| {
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
     };
@@ -1014,138 +1010,14 @@ async fn funnel_scenario(
             .push(format!("- {FUNNEL}: stats query failed: {e}")),
     }
     let label = format!("{FUNNEL} queries");
-    report.notes.extend(cpu_note(
-        &label,
-        cpu_before,
-        cpu_now(pid),
-        queries_started.elapsed(),
-        pid,
-    ));
+    report.notes.extend(
+        cpu_note(cpu_before, cpu_sample(pid), "this client", pid)
+            .map(|n| format!("- {}: {n}", &label)),
+    );
     report
 }
 
 // ---------------------------------------------------------------------------
-
-/// Machine-wide CPU time, this client's and the daemon's: they share the
-/// cores, and other processes on the machine may take some too.
-struct Cpu {
-    busy_s: f64,
-    own_s: f64,
-    daemon_s: Option<f64>,
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf reads a constant.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
-}
-
-/// The fields of `/proc/PID/stat` after the command name, which may hold
-/// spaces: state, ppid, … utime is the 12th, stime the 13th.
-fn proc_stat(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// The daemon `Daemon::start` spawned: our only `herald` child. `common`
-/// keeps its handle private, and /proc is as close.
-fn daemon_pid() -> Option<u32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            comm.trim() == "herald" && proc_stat(pid).is_some_and(|f| f.get(1) == Some(&me))
-        })
-}
-
-/// The daemon's peak and current resident memory, in MiB.
-fn daemon_memory(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-    };
-    Some((kib("VmHWM:")? / 1024.0, kib("VmRSS:")? / 1024.0))
-}
-
-fn cpu_now(daemon: Option<u32>) -> Option<Cpu> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal: all but idle and
-    // iowait is work.
-    let busy: u64 = ticks
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum();
-    // SAFETY: getrusage only writes to the struct we pass.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then_some(usage)
-    }?;
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let daemon_s = daemon.and_then(proc_stat).and_then(|f| {
-        let utime: u64 = f.get(11)?.parse().ok()?;
-        let stime: u64 = f.get(12)?.parse().ok()?;
-        Some((utime + stime) as f64 / clock_ticks())
-    });
-    Some(Cpu {
-        busy_s: busy as f64 / clock_ticks(),
-        own_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        daemon_s,
-    })
-}
-
-fn cpu_note(
-    name: &str,
-    before: Option<Cpu>,
-    after: Option<Cpu>,
-    wall: Duration,
-    daemon: Option<u32>,
-) -> Option<String> {
-    let (before, after) = (before?, after?);
-    let wall = wall.as_secs_f64();
-    let busy = (after.busy_s - before.busy_s) / wall;
-    let own = (after.own_s - before.own_s) / wall;
-    let mut note =
-        format!("- {name}: CPU {busy:.2} cores busy machine-wide, {own:.2} of them this client");
-    match (before.daemon_s, after.daemon_s) {
-        (Some(b), Some(a)) => {
-            let daemon_cores = (a - b) / wall;
-            let _ = write!(
-                note,
-                ", {daemon_cores:.2} the daemon, {:.2} other processes",
-                (busy - own - daemon_cores).max(0.0)
-            );
-        }
-        _ => {
-            let _ = write!(
-                note,
-                ", {:.2} the server and anything else",
-                (busy - own).max(0.0)
-            );
-        }
-    }
-    if let Some((peak, now)) = daemon.and_then(daemon_memory) {
-        let _ = write!(
-            note,
-            "; daemon resident memory {now:.0} MiB, peak {peak:.0} MiB"
-        );
-    }
-    Some(note)
-}
 
 fn main() {
     let secs = env_parse("HERALD_BENCH_SECS", 8u64);
@@ -1214,17 +1086,13 @@ fn main() {
         let addr = target
             .or(daemon.as_ref().map(|d| d.addr))
             .expect("an address");
-        let pid = daemon.as_ref().and_then(|_| daemon_pid());
-        let cpu_before = cpu_now(pid);
-        let started = Instant::now();
+        let pid = daemon.as_ref().map(Daemon::pid);
+        let cpu_before = cpu_sample(pid);
         let tally = runtime.block_on(drive(addr, scenario, secs, run_id));
-        notes.extend(cpu_note(
-            scenario.name,
-            cpu_before,
-            cpu_now(pid),
-            started.elapsed(),
-            pid,
-        ));
+        notes.extend(
+            cpu_note(cpu_before, cpu_sample(pid), "this client", pid)
+                .map(|n| format!("- {}: {n}", scenario.name)),
+        );
         report_throughput(scenario, secs, tally, &mut notes);
         if let Some(daemon) = daemon.as_mut() {
             daemon.stop();
@@ -1237,7 +1105,7 @@ fn main() {
             ));
         } else {
             let mut daemon = Daemon::start(&config());
-            let pid = daemon_pid();
+            let pid = Some(daemon.pid());
             let report = runtime.block_on(funnel_scenario(daemon.addr, funnel_events, run_id, pid));
             daemon.stop();
             println!(
