@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{connect, env_parse, exchange, quantile_ms, Daemon};
+use common::{connect, env_parse, exchange, quantile_ms, Daemon, Selection};
 
 const SCENARIOS: &[Scenario] = &[
     Scenario::new("single-c1", 1, 1),
@@ -64,21 +64,12 @@ struct Tally {
 fn main() {
     let secs = env_parse("HERALD_BENCH_SECS", 8u64);
     let threads = env_parse("HERALD_BENCH_THREADS", 2usize);
-    let selected: Option<Vec<String>> = std::env::var("HERALD_BENCH_SCENARIOS")
-        .ok()
-        .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
+    let selected = Selection::from_env();
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| {
-            selected
-                .as_ref()
-                .is_none_or(|v| v.iter().any(|n| n == s.name))
-        })
+        .filter(|s| selected.wants(s.name))
         .collect();
-    if scenarios.is_empty() {
-        eprintln!("HERALD_BENCH_SCENARIOS selects none of the known scenarios");
-        std::process::exit(2);
-    }
+    selected.require_any(&SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>());
 
     let (addr, mut daemon) = match std::env::var("HERALD_BENCH_TARGET") {
         Ok(target) => (

@@ -47,7 +47,9 @@ use serde_json::{json, Value};
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
-use common::{connect, cpu_note, cpu_sample, env_parse, exchange, post_json, quantile_ms, Daemon};
+use common::{
+    connect, cpu_note, cpu_sample, env_parse, exchange, post_json, quantile_ms, Daemon, Selection,
+};
 
 const SCENARIOS: &[&str] = &["throughput", "latency"];
 /// Recipients per request in the throughput scenario: the API's maximum.
@@ -968,21 +970,9 @@ fn main() {
             })
         })
         .collect();
-    let selected: Option<Vec<String>> = std::env::var("HERALD_BENCH_SCENARIOS")
-        .ok()
-        .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
-    let wanted = |name: &str| {
-        selected
-            .as_ref()
-            .is_none_or(|v| v.iter().any(|n| n == name))
-    };
-    if !SCENARIOS.iter().any(|s| wanted(s)) {
-        eprintln!(
-            "HERALD_BENCH_SCENARIOS selects none of {}",
-            SCENARIOS.join(",")
-        );
-        std::process::exit(2);
-    }
+    let selected = Selection::from_env();
+    let wanted = |name: &str| selected.wants(name);
+    selected.require_any(SCENARIOS);
     if rate == 0 || secs == 0 || messages == 0 {
         eprintln!(
             "HERALD_BENCH_MESSAGES, HERALD_BENCH_RATE and HERALD_BENCH_SECS must be positive"
@@ -1005,7 +995,7 @@ fn main() {
          client ({threads} runtime threads)\n\n\
          | scenario | workers | messages | accepted | delivered | accepted/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | failures |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        selected.as_ref().map_or("(all)".to_owned(), |v| v.join(",")),
+        selected.describe(),
     );
     let mut rows = Vec::new();
     if wanted("throughput") {

@@ -61,7 +61,7 @@ use serde_json::Value;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
-use common::{connect, cpu_note, cpu_sample, env_parse, exchange, quantile_ms, Daemon};
+use common::{connect, cpu_note, cpu_sample, env_parse, exchange, quantile_ms, Daemon, Selection};
 
 const WRITE_KEY: &str = "bench_write_key_0123456789";
 
@@ -1023,23 +1023,11 @@ fn main() {
     let secs = env_parse("HERALD_BENCH_SECS", 8u64);
     let threads = env_parse("HERALD_BENCH_THREADS", 2usize);
     let funnel_events = env_parse("HERALD_BENCH_FUNNEL_EVENTS", 1_000_000usize);
-    let selected: Option<Vec<String>> = std::env::var("HERALD_BENCH_SCENARIOS")
-        .ok()
-        .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
-    let wanted = |name: &str| {
-        selected.as_ref().is_none_or(|v| {
-            v.iter()
-                .any(|n| n == name || (n == "batch100" && name.starts_with("batch100-")))
-        })
-    };
+    let selected = Selection::from_env();
+    let wanted = |name: &str| selected.wants(name);
     let throughput: Vec<&Throughput> = THROUGHPUT.iter().filter(|s| wanted(s.name)).collect();
     let funnel = wanted(FUNNEL);
-    if throughput.is_empty() && !funnel {
-        eprintln!(
-            "HERALD_BENCH_SCENARIOS selects none of batch100-c8,batch100-c32,track-c64,{FUNNEL}"
-        );
-        std::process::exit(2);
-    }
+    selected.require_any(&["batch100-c8", "batch100-c32", "track-c64", FUNNEL]);
     if secs == 0 || funnel_events == 0 {
         eprintln!("HERALD_BENCH_SECS and HERALD_BENCH_FUNNEL_EVENTS must be positive");
         std::process::exit(2);
@@ -1068,7 +1056,7 @@ fn main() {
          HERALD_BENCH_THREADS={threads} HERALD_BENCH_SCENARIOS={}\n\
          {}; {cores} cores shared by the server and this client ({threads} runtime threads), \
          so client CPU is server CPU lost",
-        selected.as_ref().map_or("(all)".to_owned(), |v| v.join(",")),
+        selected.describe(),
         match target {
             Some(addr) => format!("against {addr} (HERALD_BENCH_TARGET)"),
             None => "a fresh `herald serve` per scenario on loopback".to_owned(),

@@ -48,7 +48,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
-use common::{connect, env_parse, post_json, quantile_ms, Daemon};
+use common::{connect, env_parse, post_json, quantile_ms, Daemon, Selection};
 
 /// Appended to the shared bench config (JSON logs at `info`, which the
 /// daemon keeps off the per-request path). Loopback must be allowed
@@ -538,21 +538,9 @@ fn main() {
     let deliveries = env_parse("HERALD_BENCH_EVENTS", 20_000u64);
     let secs = env_parse("HERALD_BENCH_SECS", 10u64);
     let threads = env_parse("HERALD_BENCH_THREADS", 2usize);
-    let selected: Option<Vec<String>> = std::env::var("HERALD_BENCH_SCENARIOS")
-        .ok()
-        .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
-    let wanted = |name: &str| {
-        selected
-            .as_ref()
-            .is_none_or(|v| v.iter().any(|n| n == name))
-    };
-    if !SCENARIOS.iter().any(|s| wanted(s)) {
-        eprintln!(
-            "HERALD_BENCH_SCENARIOS selects none of {}",
-            SCENARIOS.join(",")
-        );
-        std::process::exit(2);
-    }
+    let selected = Selection::from_env();
+    let wanted = |name: &str| selected.wants(name);
+    selected.require_any(SCENARIOS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -566,7 +554,7 @@ fn main() {
          max_in_flight_per_endpoint = 64\n\n\
          | scenario | endpoints | events | deliveries | deliveries/s | p50 ms | p99 ms | p99.9 ms | failures |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        selected.as_ref().map_or("(all)".to_owned(), |v| v.join(",")),
+        selected.describe(),
     );
     // Rows print as scenarios finish; notes wait until after the table so
     // they do not break it.
