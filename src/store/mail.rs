@@ -228,18 +228,7 @@ impl ReadTxn {
 
     /// Every message still to be attempted, in due order.
     pub fn due_emails(&self) -> Result<Vec<DueEmail>, StoreError> {
-        let table = self.txn.open_table(EMAILS_DUE)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (key, stream) = row?;
-            let (due, id) = key.value();
-            out.push(DueEmail {
-                due_ms: due as i64,
-                id,
-                stream: stream.value().to_owned(),
-            });
-        }
-        Ok(out)
+        self.due_emails_until(i64::MAX, usize::MAX)
     }
 
     /// Up to `limit` messages due at or before `until_ms`, in due order.
