@@ -1,23 +1,11 @@
-//! The `herald` command line: `serve`, `check-config`, `backup`.
-
-mod api;
-mod backup_client;
-mod clock;
-mod config;
-mod daemon;
-mod events;
-mod ids;
-mod logging;
-mod mail;
-mod percent;
-mod store;
-mod tracking;
-mod webhooks;
+//! The `herald` command line: `serve`, `check-config`, `backup`. Everything
+//! else lives in the library (`src/lib.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use herald::{backup_client, config, daemon, logging};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

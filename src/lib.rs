@@ -1,0 +1,28 @@
+//! Herald: an event log, signed webhooks and transactional email in one
+//! process, with all state in one redb file.
+//!
+//! The data path reads top to bottom:
+//!
+//! - [`api`]: the HTTP surfaces (private API, public listener) and their routes.
+//! - [`events`]: what a valid event is and how an idempotent append decides.
+//! - [`store`]: the one redb file; [`store::writer`] group-commits every write.
+//! - [`webhooks`] and [`mail`]: delivery to endpoints and relays; [`tracking`]:
+//!   Segment-compatible ingestion and the questions asked of it.
+//!
+//! Around it: [`config`] (the TOML file and its checks), [`daemon`] (wiring
+//! and shutdown), [`backup_client`] (`herald backup`), and small leaf modules
+//! ([`clock`], [`ids`], [`percent`], [`logging`]).
+
+pub mod api;
+pub mod backup_client;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod ids;
+pub mod logging;
+pub mod mail;
+pub mod percent;
+pub mod store;
+pub mod tracking;
+pub mod webhooks;
