@@ -13,6 +13,7 @@ use super::{read, AppState};
 use crate::clock;
 use crate::events::{self, AppendBatch, KeyConflict, NewEvent};
 use crate::ids;
+use crate::names;
 use crate::store::{EventCursor, EventFilter};
 
 const DEFAULT_PAGE: usize = 100;
@@ -138,8 +139,8 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
                 after = EventCursor::parse(&value)
                     .ok_or_else(|| bad("not a cursor returned by this API"))?
             }
-            "type" if events::is_tracked_event_name(&value) => filter.event_type = Some(value),
-            "tenant" if events::is_valid_tenant(&value) => filter.tenant = Some(value),
+            "type" if names::is_tracked_event_name(&value) => filter.event_type = Some(value),
+            "tenant" if names::is_valid_tenant(&value) => filter.tenant = Some(value),
             "type" | "tenant" => return Err(bad("not a valid name")),
             "since" => {
                 filter.since_ms = Some(

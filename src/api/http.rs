@@ -127,7 +127,7 @@ impl ApiKeys {
             .ok_or_else(ApiError::unauthorized)?;
         let mut matched = false;
         for key in &self.keys {
-            matched |= constant_time_eq(key, presented.as_bytes());
+            matched |= crate::constant_time::eq(key, presented.as_bytes());
         }
         if matched {
             Ok(())
@@ -135,14 +135,6 @@ impl ApiKeys {
             Err(ApiError::unauthorized())
         }
     }
-}
-
-/// Compares secrets without leaking through timing how much of a guess matched.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Query parameters, refusing names the endpoint does not know so a typo

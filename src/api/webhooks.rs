@@ -14,6 +14,7 @@ use super::{read, AppState};
 use crate::clock;
 use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
 use crate::ids;
+use crate::names;
 use crate::store::codec::{DeliveryRecord, DeliveryStatus, EndpointRecord};
 use crate::store::webhooks::DeliveryFilter;
 use crate::webhooks::attempt::{self, format_delivery_id, parse_delivery_id};
@@ -326,7 +327,12 @@ pub async fn replay(
         ..Default::default()
     };
     let wanted = move |e: &crate::store::codec::EventRecord| {
-        endpoint::wants(&record, &e.event_type, e.tenant.as_deref())
+        names::subscribes(
+            &record.event_types,
+            record.tenant.as_deref(),
+            &e.event_type,
+            e.tenant.as_deref(),
+        )
     };
     let page = read(&state, move |txn| {
         let mut picked = Vec::new();

@@ -13,9 +13,9 @@ use lettre::message::{Mailbox as LettreMailbox, MultiPart, SinglePart};
 use lettre::Message;
 
 use super::address::{domain_of, parse_mailbox};
-use super::config::{Esp, StreamSettings};
 use super::ledger::format_email_id;
 use super::unsubscribe::TokenKey;
+use crate::config::mail::{Esp, StreamSettings};
 use crate::store::codec::EmailRecord;
 
 #[derive(Debug, thiserror::Error)]

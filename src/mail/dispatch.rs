@@ -12,11 +12,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::classify::{verdict, Verdict};
 use super::compose::{Composer, DkimCache};
-use super::config::{MailSettings, PublicSettings};
 use super::ledger::{self, format_email_id, AttemptReport, MailRetry};
 use super::relay::{Destination, RelayClient, RelayTlsConfig, Reply};
 use super::unsubscribe::TokenKey;
 use crate::clock;
+use crate::config::mail::{MailSettings, PublicSettings};
 use crate::store::codec::EmailStatus;
 use crate::store::mail::DueEmail;
 use crate::store::{Store, StoreError, SubmitError, Writer};

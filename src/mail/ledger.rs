@@ -12,12 +12,12 @@ use super::request::EmailRequest;
 use crate::clock;
 use crate::events::system_event;
 use crate::ids;
+use crate::retry::{FailureKind, RetryPolicy};
 use crate::store::codec::{
     EmailRecord, EmailStatus, MailAttemptRecord, SuppressionReason, SuppressionRecord,
 };
 use crate::store::mail::{DueEmail, ALL_STREAMS};
 use crate::store::{StoreError, WriteTxn};
-use crate::webhooks::schedule::{FailureKind, RetryPolicy};
 
 pub const ID_PREFIX: &str = "msg_";
 
@@ -214,7 +214,7 @@ pub struct MailRetry {
 }
 
 impl MailRetry {
-    pub fn new(settings: &super::config::MailSettings) -> Self {
+    pub fn new(settings: &crate::config::mail::MailSettings) -> Self {
         MailRetry {
             policy: RetryPolicy::new(settings.retry_schedule.clone(), Duration::ZERO),
             steps: settings.retry_schedule.len() as u32,

@@ -6,7 +6,6 @@
 pub mod address;
 pub mod classify;
 pub mod compose;
-pub mod config;
 pub mod dispatch;
 pub mod ledger;
 pub mod relay;

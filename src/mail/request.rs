@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::address::{self, Mailbox};
-use super::config::{MailSettings, StreamSettings};
+use crate::config::mail::{MailSettings, StreamSettings};
 
 pub const DEFAULT_STREAM: &str = "transactional";
 const MAX_SUBJECT_CHARS: usize = 998;
@@ -304,7 +304,7 @@ fn fingerprint(r: &EmailRequest) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::config::{validate_mail, MailSection, StreamSection};
+    use crate::config::mail::{validate_mail, MailSection, StreamSection};
 
     fn settings() -> MailSettings {
         let mut section = MailSection::default();

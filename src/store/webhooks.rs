@@ -120,7 +120,12 @@ impl<'txn> WriteTxn<'txn> {
         for endpoint in &self.hooks.endpoints {
             if endpoint.enabled
                 && self.hooks.fan_out_exclude != Some(endpoint.id)
-                && crate::webhooks::endpoint::wants(endpoint, event_type, tenant)
+                && crate::names::subscribes(
+                    &endpoint.event_types,
+                    endpoint.tenant.as_deref(),
+                    event_type,
+                    tenant,
+                )
             {
                 matched.push(endpoint.id);
             }

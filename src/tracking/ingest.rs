@@ -11,8 +11,8 @@ use hyper::HeaderMap;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::config::TrackingSettings;
 use super::segment::{self, Call, Tracked};
+use crate::config::tracking::TrackingSettings;
 use crate::ids;
 use crate::store::codec::ProfileRecord;
 use crate::store::event_log::{IndexKeys, NewEventRow};
@@ -367,10 +367,10 @@ fn update_identity(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tracking::{validate_tracking, TrackingSection};
     use crate::store::recent_tracked::MERGE_THRESHOLD;
     use crate::store::tracking::{person_hash, PersonKind};
     use crate::store::{Store, Writer};
-    use crate::tracking::config::{validate_tracking, TrackingSection};
 
     const USERS: usize = 100;
 

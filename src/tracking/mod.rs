@@ -3,7 +3,6 @@
 //! it: counts, funnels, attribution, export; plus retention.
 
 pub mod analysis;
-pub mod config;
 pub mod ingest;
 pub mod retention;
 pub mod segment;

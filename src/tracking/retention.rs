@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use super::config::TrackingSettings;
 use super::segment::stored_person;
 use crate::clock;
+use crate::config::tracking::TrackingSettings;
 use crate::store::event_log::IndexKeys;
 use crate::store::{StoreError, WriteTxn, Writer};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::clock;
-use crate::config::WebhookSettings;
+use crate::config::webhooks::WebhookSettings;
 use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
 use crate::ids;
 use crate::store::codec::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord};
@@ -15,8 +15,8 @@ use crate::store::{Store, StoreError, WriteTxn, Writer};
 
 use super::endpoint::{signing_secrets, ID_PREFIX as ENDPOINT_ID_PREFIX};
 use super::outbound::{self, Client, Outcome};
-use super::schedule::{FailureKind, RetryPolicy};
 use super::{payload, signing};
+use crate::retry::{self, FailureKind, RetryPolicy};
 
 pub const DELIVERY_ID_PREFIX: &str = "dlv_";
 /// After this many failed attempts of one delivery, `delivery.failing`.
@@ -212,7 +212,7 @@ async fn attempt(
     let retry_after = outcome
         .retry_after
         .as_deref()
-        .and_then(|v| super::schedule::parse_retry_after(v, started_ms.div_euclid(1000)));
+        .and_then(|v| retry::parse_retry_after(v, started_ms.div_euclid(1000)));
     let report = AttemptReport {
         attempt,
         kind,

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock;
-use crate::events::{is_tracked_event_name, is_valid_tenant, is_valid_type_name, Invalid};
+use crate::events::Invalid;
 use crate::ids;
+use crate::names::{is_valid_pattern, is_valid_tenant};
 use crate::store::codec::EndpointRecord;
 
 use super::outbound::parse_target;
@@ -22,35 +23,6 @@ const MAX_URL_LEN: usize = 2048;
 const MAX_DESCRIPTION_LEN: usize = 1024;
 const MAX_HEADER_VALUE_LEN: usize = 1024;
 pub const MAX_TIMEOUT_SECS: u32 = 30;
-
-/// Whether `endpoint` subscribes to an event of this type and tenant.
-pub fn wants(endpoint: &EndpointRecord, event_type: &str, tenant: Option<&str>) -> bool {
-    if endpoint.tenant.is_some() && endpoint.tenant.as_deref() != tenant {
-        return false;
-    }
-    endpoint.event_types.is_empty()
-        || endpoint
-            .event_types
-            .iter()
-            .any(|pattern| type_matches(pattern, event_type))
-}
-
-/// `user.*` matches every type under `user.`; `*` matches all; anything
-/// else matches itself.
-fn type_matches(pattern: &str, event_type: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some("") => true,
-        Some(prefix) => event_type.starts_with(prefix),
-        None => pattern == event_type,
-    }
-}
-
-fn valid_pattern(pattern: &str) -> bool {
-    match pattern.strip_suffix(".*") {
-        Some(prefix) => is_valid_type_name(prefix),
-        None => pattern == "*" || is_valid_type_name(pattern) || is_tracked_event_name(pattern),
-    }
-}
 
 /// The fields a client may set, on create (all optional but `url`) and on
 /// update (all optional).
@@ -129,7 +101,7 @@ pub fn apply(
                 format!("at most {MAX_EVENT_TYPES} patterns"),
             ));
         }
-        if let Some(bad) = types.iter().find(|t| !valid_pattern(t)) {
+        if let Some(bad) = types.iter().find(|t| !is_valid_pattern(t)) {
             let shown: String = bad.chars().take(140).collect();
             return Err(invalid(
                 "event_types",
@@ -271,31 +243,6 @@ pub fn to_json(record: &EndpointRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn endpoint(types: &[&str], tenant: Option<&str>) -> EndpointRecord {
-        let mut r = new_record(0);
-        r.event_types = types.iter().map(|s| s.to_string()).collect();
-        r.tenant = tenant.map(str::to_owned);
-        r
-    }
-
-    #[test]
-    fn matching_by_type_pattern_and_tenant() {
-        let all = endpoint(&[], None);
-        assert!(wants(&all, "invoice.paid", None));
-        assert!(wants(&all, "invoice.paid", Some("acme")));
-        let users = endpoint(&["user.*", "invoice.paid"], None);
-        assert!(wants(&users, "user.created", None));
-        assert!(wants(&users, "user.a.b", None));
-        assert!(!wants(&users, "users.created", None));
-        assert!(!wants(&users, "user", None));
-        assert!(wants(&users, "invoice.paid", None));
-        assert!(!wants(&users, "invoice.paid.late", None));
-        let acme = endpoint(&[], Some("acme"));
-        assert!(wants(&acme, "x", Some("acme")));
-        assert!(!wants(&acme, "x", Some("other")));
-        assert!(!wants(&acme, "x", None));
-    }
 
     #[test]
     fn refuses_bad_fields_and_leaves_the_record_alone() {

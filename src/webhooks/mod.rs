@@ -6,6 +6,5 @@ pub mod dispatch;
 pub mod endpoint;
 pub mod outbound;
 pub mod payload;
-pub mod schedule;
 pub mod signing;
 pub mod ssrf;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{duration, invalid_at, ConfigError};
+use super::values::{duration, invalid, ConfigError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -186,8 +186,8 @@ pub fn check_unsubscribe_links(
         .values()
         .find(|s| s.unsubscribe && s.relay.is_some())
     {
-        Some(stream) => Err(invalid_at(
-            "public.url".into(),
+        Some(stream) => Err(invalid(
+            "public.url",
             format!(
                 "stream `{}` relays mail with one-click unsubscribe links; set public.url to \
                  the address mailbox providers reach (or unsubscribe = false)",
@@ -205,8 +205,8 @@ pub fn validate_public(
     let listen = match &section.listen {
         None => None,
         Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
-            invalid_at(
-                "public.listen".into(),
+            invalid(
+                "public.listen",
                 format!("`{text}` is not an address like 0.0.0.0:8080"),
             )
         })?),
@@ -221,8 +221,8 @@ pub fn validate_public(
             match rest {
                 Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => trimmed,
                 _ => {
-                    return Err(invalid_at(
-                        "public.url".into(),
+                    return Err(invalid(
+                        "public.url",
                         format!("`{url}` is not an http(s) URL like https://mail.example.com"),
                     ))
                 }
@@ -240,7 +240,7 @@ pub fn validate_public(
 pub fn validate_mail(section: MailSection, data_dir: &Path) -> Result<MailSettings, ConfigError> {
     let key = |k: &str| format!("mail.{k}");
     if section.retry_schedule.len() > 50 {
-        return Err(invalid_at(key("retry_schedule"), "at most 50 retries"));
+        return Err(invalid(key("retry_schedule"), "at most 50 retries"));
     }
     let week = Duration::from_secs(7 * 24 * 3600);
     let mut retry_schedule = Vec::with_capacity(section.retry_schedule.len());
@@ -248,19 +248,16 @@ pub fn validate_mail(section: MailSection, data_dir: &Path) -> Result<MailSettin
         retry_schedule.push(duration("mail.retry_schedule", text, week)?);
     }
     if section.workers == 0 || section.workers > 64 {
-        return Err(invalid_at(key("workers"), "must be between 1 and 64"));
+        return Err(invalid(key("workers"), "must be between 1 and 64"));
     }
     if section.soft_bounce_limit == 0 {
-        return Err(invalid_at(key("soft_bounce_limit"), "must be at least 1"));
+        return Err(invalid(key("soft_bounce_limit"), "must be at least 1"));
     }
     if section.max_recipients == 0 || section.max_recipients > 1000 {
-        return Err(invalid_at(
-            key("max_recipients"),
-            "must be between 1 and 1000",
-        ));
+        return Err(invalid(key("max_recipients"), "must be between 1 and 1000"));
     }
     if section.max_message_bytes < 1024 || section.max_message_bytes > 32 << 20 {
-        return Err(invalid_at(
+        return Err(invalid(
             key("max_message_bytes"),
             "must be between 1024 and 33554432",
         ));
@@ -301,7 +298,7 @@ fn is_stream_name(name: &str) -> bool {
 
 fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, ConfigError> {
     if !is_stream_name(name) {
-        return Err(invalid_at(
+        return Err(invalid(
             format!("mail.streams.{name}"),
             "stream names use letters, digits, `_` and `-` (at most 64)",
         ));
@@ -309,8 +306,8 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
     let mut from_domains = Vec::with_capacity(s.from_domains.len());
     for domain in &s.from_domains {
         let lower = domain.trim().to_ascii_lowercase();
-        if !super::address::is_domain(&lower) {
-            return Err(invalid_at(
+        if !crate::mail::address::is_domain(&lower) {
+            return Err(invalid(
                 stream_key(name, "from_domains"),
                 format!("`{domain}` is not a domain name"),
             ));
@@ -320,11 +317,10 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
     let relay = match &s.relay {
         None => None,
         Some(url) => {
-            let mut relay =
-                parse_relay(url).map_err(|m| invalid_at(stream_key(name, "relay"), m))?;
+            let mut relay = parse_relay(url).map_err(|m| invalid(stream_key(name, "relay"), m))?;
             if let Some(path) = &s.relay_ca_file {
                 relay.ca_pem = Some(std::fs::read(path).map_err(|e| {
-                    invalid_at(
+                    invalid(
                         stream_key(name, "relay_ca_file"),
                         format!("cannot read {}: {e}", path.display()),
                     )
@@ -337,7 +333,7 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
         (None, None) => None,
         (Some(selector), Some(path)) => {
             let key_pem = std::fs::read_to_string(path).map_err(|e| {
-                invalid_at(
+                invalid(
                     stream_key(name, "dkim_key_file"),
                     format!("cannot read {}: {e}", path.display()),
                 )
@@ -346,7 +342,7 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
                 &key_pem,
                 lettre::message::dkim::DkimSigningAlgorithm::Rsa,
             ) {
-                return Err(invalid_at(
+                return Err(invalid(
                     stream_key(name, "dkim_key_file"),
                     format!("not an RSA private key in PKCS#1 PEM: {e}"),
                 ));
@@ -356,17 +352,17 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
                     !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 });
             if !selector_ok {
-                return Err(invalid_at(
+                return Err(invalid(
                     stream_key(name, "dkim_selector"),
                     format!("`{selector}` is not a DNS label"),
                 ));
             }
             let domain = match &s.dkim_domain {
-                Some(d) if super::address::is_domain(&d.to_ascii_lowercase()) => {
+                Some(d) if crate::mail::address::is_domain(&d.to_ascii_lowercase()) => {
                     Some(d.to_ascii_lowercase())
                 }
                 Some(d) => {
-                    return Err(invalid_at(
+                    return Err(invalid(
                         stream_key(name, "dkim_domain"),
                         format!("`{d}` is not a domain name"),
                     ))
@@ -380,7 +376,7 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
             })
         }
         _ => {
-            return Err(invalid_at(
+            return Err(invalid(
                 stream_key(name, "dkim_selector"),
                 "dkim_selector and dkim_key_file go together",
             ))
@@ -388,15 +384,15 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
     };
     let unsubscribe_mailto = match &s.unsubscribe_mailto {
         None => None,
-        Some(mailto) => Some(super::address::normalize(mailto).map_err(|_| {
-            invalid_at(
+        Some(mailto) => Some(crate::mail::address::normalize(mailto).map_err(|_| {
+            invalid(
                 stream_key(name, "unsubscribe_mailto"),
                 format!("`{mailto}` is not an email address"),
             )
         })?),
     };
     if s.rate_limit_per_sec == Some(0) {
-        return Err(invalid_at(
+        return Err(invalid(
             stream_key(name, "rate_limit_per_sec"),
             "must be at least 1 (leave it out for no limit)",
         ));

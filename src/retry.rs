@@ -1,29 +1,11 @@
-//! When to retry a failed webhook attempt: the schedule, jitter, throttling floors and `Retry-After`.
+//! When to retry a failed attempt, for webhooks and mail alike: the
+//! schedule, jitter, the floor after throttling and `Retry-After`.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 /// ±20 %, as Svix does: receivers recovering from an outage are not hit by
 /// every queued delivery in the same second.
 pub const DEFAULT_JITTER: f64 = 0.2;
-
-/// Parses entries such as `"5s"`, `"5m"`, `"2h"`, `"100ms"`.
-// The configuration parses its schedule with its own messages today; this
-// stays for callers that take a schedule from elsewhere (API, tools).
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn parse_schedule(items: &[String]) -> Result<Vec<Duration>, String> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            humantime::parse_duration(item).map_err(|e| {
-                format!(
-                    "retry {} (`{item}`) is not a duration ({e}); write e.g. \"5s\", \"5m\" or \"2h\"",
-                    index + 1
-                )
-            })
-        })
-        .collect()
-}
 
 /// Why an attempt failed, as far as the schedule cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,29 +107,8 @@ mod tests {
     }
 
     fn svix() -> RetryPolicy {
-        let schedule =
-            parse_schedule(&["5s", "5m", "30m", "2h", "5h", "10h", "10h"].map(String::from))
-                .unwrap();
+        let schedule = [5, 300, 1800, 7200, 18000, 36000, 36000].map(secs).to_vec();
         RetryPolicy::new(schedule, secs(60))
-    }
-
-    #[test]
-    fn parses_humantime_entries() {
-        let parsed = parse_schedule(&["100ms", "5s", "5m", "2h"].map(String::from)).unwrap();
-        assert_eq!(
-            parsed,
-            [Duration::from_millis(100), secs(5), secs(300), secs(7200)]
-        );
-        assert!(parse_schedule(&[]).unwrap().is_empty());
-    }
-
-    #[test]
-    fn refuses_entries_that_are_not_durations() {
-        let error = parse_schedule(&["5s", "soon"].map(String::from)).unwrap_err();
-        assert!(error.contains("retry 2 (`soon`)"), "{error}");
-        assert!(parse_schedule(&[String::new()]).is_err());
-        assert!(parse_schedule(&["5".to_owned()]).is_err());
-        assert!(parse_schedule(&["-5s".to_owned()]).is_err());
     }
 
     #[test]

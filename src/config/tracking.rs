@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{duration, invalid_at, ConfigError};
+use super::values::{duration, in_range, invalid, ConfigError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,7 +70,7 @@ impl TrackingSettings {
     pub fn source_for(&self, key: &str) -> Option<&Source> {
         self.sources
             .iter()
-            .find(|s| crate::api::http::constant_time_eq(s.write_key.as_bytes(), key.as_bytes()))
+            .find(|s| crate::constant_time::eq(s.write_key.as_bytes(), key.as_bytes()))
     }
 }
 
@@ -84,7 +84,7 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !name_ok {
-            return Err(invalid_at(
+            return Err(invalid(
                 format!("tracking.sources[{i}].name"),
                 "use letters, digits, `_` and `-` (at most 64)",
             ));
@@ -95,7 +95,7 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b':')
         {
-            return Err(invalid_at(
+            return Err(invalid(
                 format!("tracking.sources[{i}].write_key"),
                 "needs at least 16 printable ASCII characters, without spaces or `:`",
             ));
@@ -104,7 +104,7 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
             .iter()
             .any(|o| o.name == s.name || o.write_key == s.write_key)
         {
-            return Err(invalid_at(
+            return Err(invalid(
                 format!("tracking.sources[{i}]"),
                 "source names and write keys must be unique",
             ));
@@ -114,17 +114,20 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
             write_key: s.write_key,
         });
     }
-    let in_range = |k: &str, v: usize, lo: usize, hi: usize| {
-        if v < lo || v > hi {
-            Err(invalid_at(key(k), format!("{v} is outside {lo}..={hi}")))
-        } else {
-            Ok(v)
-        }
-    };
-    let max_event_bytes = in_range("max_event_bytes", section.max_event_bytes, 1024, 1 << 20)?;
-    let max_batch_bytes = in_range("max_batch_bytes", section.max_batch_bytes, 1024, 64 << 20)?;
+    let max_event_bytes = in_range(
+        "tracking.max_event_bytes",
+        section.max_event_bytes,
+        1024,
+        1 << 20,
+    )?;
+    let max_batch_bytes = in_range(
+        "tracking.max_batch_bytes",
+        section.max_batch_bytes,
+        1024,
+        64 << 20,
+    )?;
     if max_event_bytes > max_batch_bytes {
-        return Err(invalid_at(
+        return Err(invalid(
             key("max_event_bytes"),
             "must not exceed tracking.max_batch_bytes",
         ));
@@ -139,7 +142,7 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
     // Deleting a call deletes its messageId key: a retry arriving after
     // that, but inside the window, would be stored twice.
     if retention.is_some_and(|r| r < dedup_window) {
-        return Err(invalid_at(
+        return Err(invalid(
             key("retention"),
             "must be at least tracking.dedup_window",
         ));
@@ -149,7 +152,12 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
         dedup_window,
         max_event_bytes,
         max_batch_bytes,
-        max_batch_events: in_range("max_batch_events", section.max_batch_events, 1, 100_000)?,
+        max_batch_events: in_range(
+            "tracking.max_batch_events",
+            section.max_batch_events,
+            1,
+            100_000,
+        )?,
         retention,
         prune_interval: duration(
             "tracking.prune_interval",

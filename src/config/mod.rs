@@ -7,41 +7,25 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::mail::config::{
+pub mod mail;
+pub mod tracking;
+mod values;
+pub mod webhooks;
+
+pub use values::ConfigError;
+use values::{duration, in_range, invalid};
+
+use mail::{
     check_unsubscribe_links, validate_mail, validate_public, MailSection, MailSettings,
     PublicSection, PublicSettings,
 };
-use crate::tracking::config::{validate_tracking, TrackingSection, TrackingSettings};
+use tracking::{validate_tracking, TrackingSection, TrackingSettings};
+use webhooks::{validate_webhooks, WebhookSettings, WebhooksSection};
 
 /// Port of the private API when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8425";
 /// Environment variable holding extra API keys, comma-separated.
 pub const API_KEYS_ENV: &str = "HERALD_API_KEYS";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    invalid_at(key.to_owned(), message)
-}
-
-/// As `invalid`, for keys built at run time (`mail.streams.NAME.relay`).
-pub(crate) fn invalid_at(key: String, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
-}
 
 /// The file as written. Every table rejects unknown keys so a typo is an error
 /// at start-up instead of a silently ignored setting.
@@ -56,38 +40,6 @@ pub struct FileConfig {
     pub mail: MailSection,
     pub public: PublicSection,
     pub tracking: TrackingSection,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhooksSection {
-    pub allow_networks: Vec<String>,
-    pub require_https: bool,
-    pub retry_schedule: Vec<String>,
-    pub min_throttle_delay: String,
-    pub timeout: String,
-    pub max_in_flight_per_endpoint: usize,
-    pub circuit_failures: u32,
-    pub circuit_cooldown: String,
-    pub disable_after: String,
-}
-
-impl Default for WebhooksSection {
-    fn default() -> Self {
-        Self {
-            allow_networks: Vec::new(),
-            require_https: true,
-            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
-                .map(str::to_owned)
-                .to_vec(),
-            min_throttle_delay: "60s".to_owned(),
-            timeout: "15s".to_owned(),
-            max_in_flight_per_endpoint: 8,
-            circuit_failures: 10,
-            circuit_cooldown: "30s".to_owned(),
-            disable_after: "5d".to_owned(),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,19 +153,6 @@ pub struct Config {
     pub tracking: TrackingSettings,
 }
 
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    pub allow_networks: Vec<crate::webhooks::ssrf::Cidr>,
-    pub require_https: bool,
-    pub retry_schedule: Vec<Duration>,
-    pub min_throttle_delay: Duration,
-    pub timeout: Duration,
-    pub max_in_flight_per_endpoint: usize,
-    pub circuit_failures: u32,
-    pub circuit_cooldown: Duration,
-    pub disable_after: Duration,
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct EventLimits {
     pub max_event_bytes: usize,
@@ -274,94 +213,6 @@ pub fn load(
         file.storage.data_dir = dir.clone();
     }
     validate(file, env_keys)
-}
-
-pub(crate) fn duration(
-    key: &'static str,
-    text: &str,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(text).map_err(|e| {
-        invalid(
-            key,
-            format!("`{text}` is not a duration ({e}); write e.g. \"10s\""),
-        )
-    })?;
-    if d.is_zero() || d > max {
-        return Err(invalid(
-            key,
-            format!(
-                "must be between 1ms and {}",
-                humantime::format_duration(max)
-            ),
-        ));
-    }
-    Ok(d)
-}
-
-fn in_range(key: &'static str, value: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
-    if value < min || value > max {
-        return Err(invalid(key, format!("{value} is outside {min}..={max}")));
-    }
-    Ok(value)
-}
-
-const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn validate_webhooks(section: WebhooksSection) -> Result<WebhookSettings, ConfigError> {
-    let mut allow_networks = Vec::with_capacity(section.allow_networks.len());
-    for text in &section.allow_networks {
-        allow_networks.push(text.parse().map_err(|e| {
-            invalid(
-                "webhooks.allow_networks",
-                format!("`{text}` is not a network like \"127.0.0.1/32\": {e}"),
-            )
-        })?);
-    }
-    if section.retry_schedule.len() > 50 {
-        return Err(invalid("webhooks.retry_schedule", "at most 50 retries"));
-    }
-    let mut retry_schedule = Vec::with_capacity(section.retry_schedule.len());
-    for text in &section.retry_schedule {
-        retry_schedule.push(duration(
-            "webhooks.retry_schedule",
-            text,
-            Duration::from_secs(7 * 24 * 3600),
-        )?);
-    }
-    Ok(WebhookSettings {
-        allow_networks,
-        require_https: section.require_https,
-        retry_schedule,
-        min_throttle_delay: duration(
-            "webhooks.min_throttle_delay",
-            &section.min_throttle_delay,
-            Duration::from_secs(3600),
-        )?,
-        timeout: duration("webhooks.timeout", &section.timeout, MAX_WEBHOOK_TIMEOUT)?,
-        max_in_flight_per_endpoint: in_range(
-            "webhooks.max_in_flight_per_endpoint",
-            section.max_in_flight_per_endpoint,
-            1,
-            1024,
-        )?,
-        circuit_failures: in_range(
-            "webhooks.circuit_failures",
-            section.circuit_failures as usize,
-            1,
-            1_000_000,
-        )? as u32,
-        circuit_cooldown: duration(
-            "webhooks.circuit_cooldown",
-            &section.circuit_cooldown,
-            Duration::from_secs(24 * 3600),
-        )?,
-        disable_after: duration(
-            "webhooks.disable_after",
-            &section.disable_after,
-            Duration::from_secs(365 * 24 * 3600),
-        )?,
-    })
 }
 
 pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, ConfigError> {

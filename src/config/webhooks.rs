@@ -1,0 +1,111 @@
+//! The `[webhooks]` table: which destinations may be reached, the retry
+//! schedule, timeouts and the per-endpoint limits of the dispatcher.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{duration, in_range, invalid, ConfigError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    pub allow_networks: Vec<String>,
+    pub require_https: bool,
+    pub retry_schedule: Vec<String>,
+    pub min_throttle_delay: String,
+    pub timeout: String,
+    pub max_in_flight_per_endpoint: usize,
+    pub circuit_failures: u32,
+    pub circuit_cooldown: String,
+    pub disable_after: String,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        Self {
+            allow_networks: Vec::new(),
+            require_https: true,
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .map(str::to_owned)
+                .to_vec(),
+            min_throttle_delay: "60s".to_owned(),
+            timeout: "15s".to_owned(),
+            max_in_flight_per_endpoint: 8,
+            circuit_failures: 10,
+            circuit_cooldown: "30s".to_owned(),
+            disable_after: "5d".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub allow_networks: Vec<crate::webhooks::ssrf::Cidr>,
+    pub require_https: bool,
+    pub retry_schedule: Vec<Duration>,
+    pub min_throttle_delay: Duration,
+    pub timeout: Duration,
+    pub max_in_flight_per_endpoint: usize,
+    pub circuit_failures: u32,
+    pub circuit_cooldown: Duration,
+    pub disable_after: Duration,
+}
+
+const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn validate_webhooks(section: WebhooksSection) -> Result<WebhookSettings, ConfigError> {
+    let mut allow_networks = Vec::with_capacity(section.allow_networks.len());
+    for text in &section.allow_networks {
+        allow_networks.push(text.parse().map_err(|e| {
+            invalid(
+                "webhooks.allow_networks",
+                format!("`{text}` is not a network like \"127.0.0.1/32\": {e}"),
+            )
+        })?);
+    }
+    if section.retry_schedule.len() > 50 {
+        return Err(invalid("webhooks.retry_schedule", "at most 50 retries"));
+    }
+    let mut retry_schedule = Vec::with_capacity(section.retry_schedule.len());
+    for text in &section.retry_schedule {
+        retry_schedule.push(duration(
+            "webhooks.retry_schedule",
+            text,
+            Duration::from_secs(7 * 24 * 3600),
+        )?);
+    }
+    Ok(WebhookSettings {
+        allow_networks,
+        require_https: section.require_https,
+        retry_schedule,
+        min_throttle_delay: duration(
+            "webhooks.min_throttle_delay",
+            &section.min_throttle_delay,
+            Duration::from_secs(3600),
+        )?,
+        timeout: duration("webhooks.timeout", &section.timeout, MAX_WEBHOOK_TIMEOUT)?,
+        max_in_flight_per_endpoint: in_range(
+            "webhooks.max_in_flight_per_endpoint",
+            section.max_in_flight_per_endpoint,
+            1,
+            1024,
+        )?,
+        circuit_failures: in_range(
+            "webhooks.circuit_failures",
+            section.circuit_failures,
+            1,
+            1_000_000,
+        )?,
+        circuit_cooldown: duration(
+            "webhooks.circuit_cooldown",
+            &section.circuit_cooldown,
+            Duration::from_secs(24 * 3600),
+        )?,
+        disable_after: duration(
+            "webhooks.disable_after",
+            &section.disable_after,
+            Duration::from_secs(365 * 24 * 3600),
+        )?,
+    })
+}
