@@ -1,19 +1,27 @@
-//! `herald serve`: opens the store, starts the writer, serves the API until
-//! SIGTERM/SIGINT, then drains requests, commits and closes the file.
+//! `herald serve`: opens the store, starts the writer, the schedulers and
+//! the background workers, serves the API until SIGTERM/SIGINT, then drains
+//! requests, stops every worker, commits and closes the file.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Surface};
 use crate::config::Config;
-use crate::mail::dispatch::{self as mail_dispatch, MailContext};
+use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::unsubscribe::TokenKey;
-use crate::store::{backup, OpenError, Store, StoreError, Writer};
-use crate::webhooks;
+use crate::scheduler::{self, Inbox, Scheduler, StoreSource};
+use crate::store::due::ScheduleListener;
+use crate::store::writer::Listeners;
+use crate::store::{backup, OpenError, Queue, Store, StoreError, Writer};
+use crate::tracking::retention::Upkeep;
+use crate::webhooks::dispatch::{AttemptContext, Deliveries};
+use crate::worker::Workers;
 
-/// How long stopping waits for mail attempts in flight.
-const MAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long stopping waits for attempts in flight (webhook requests, SMTP
+/// conversations); those still running are made again after the restart.
+const WORKER_STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -32,6 +40,8 @@ pub enum DaemonError {
     StorageFailed,
     #[error("cannot start mail delivery: {0}")]
     Mail(String),
+    #[error("cannot start a background worker: {0}")]
+    Worker(std::io::Error),
 }
 
 pub fn run(config: Config) -> Result<(), DaemonError> {
@@ -45,14 +55,18 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let path = config.database_path();
     let store = Store::open_with_cache(&path, config.cache_bytes)?;
     backup::remove_stale_temp_files(&config.data_dir);
-    let (hook_notes, hook_inbox) = tokio::sync::mpsc::unbounded_channel();
+    let (webhook_inbox_tx, webhook_inbox) = scheduler::inbox();
+    let (mail_inbox_tx, mail_inbox) = scheduler::inbox();
+    let listeners = Listeners::default()
+        .on(Queue::Webhooks, forward_to(webhook_inbox_tx.clone()))
+        .on(Queue::Mail, forward_to(mail_inbox_tx.clone()));
     let (writer, writer_thread) = Writer::start(
         &store,
         config.queue_capacity,
         config.max_commit_batch,
-        Some(hook_notes),
+        listeners,
     )?;
-    let hooks = Arc::new(webhooks::attempt::AttemptContext::new(
+    let hooks = Arc::new(AttemptContext::new(
         store.clone(),
         writer.clone(),
         &config.webhooks,
@@ -81,14 +95,45 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         )
         .map_err(DaemonError::Mail)?,
     );
-    let mail_threads = mail_dispatch::start(mail.clone())?;
+    let mut workers = Workers::new();
+    let deliveries = Deliveries::new(hooks.clone(), runtime.handle().clone(), webhook_inbox_tx)?;
+    let source = |queue| StoreSource {
+        store: store.clone(),
+        queue,
+    };
+    workers
+        .spawn(Scheduler::new(
+            "webhooks",
+            source(Queue::Webhooks),
+            deliveries,
+            webhook_inbox,
+            scheduler::Limits::default(),
+        ))
+        .map_err(DaemonError::Worker)?;
+    let (releases, jobs) = Releases::new(&config.mail, config.mail.workers, mail_inbox_tx.clone());
+    workers
+        .spawn(Scheduler::new(
+            "mail",
+            source(Queue::Mail),
+            releases,
+            mail_inbox,
+            scheduler::Limits::default(),
+        ))
+        .map_err(DaemonError::Worker)?;
+    for number in 0..config.mail.workers {
+        let worker = MailWorker::new(number, mail.clone(), jobs.clone(), mail_inbox_tx.clone())
+            .map_err(DaemonError::Worker)?;
+        workers.spawn(worker).map_err(DaemonError::Worker)?;
+    }
+    workers
+        .spawn(Upkeep::new(writer.clone(), config.tracking.clone()))
+        .map_err(DaemonError::Worker)?;
     let state = Arc::new(AppState::new(
         store.clone(),
         writer.clone(),
         config.clone(),
         hooks.clone(),
         mail,
-        mail_threads.queue(),
     ));
 
     let served = runtime.block_on(async {
@@ -108,13 +153,6 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             );
         }
         tracing::info!(addr = %addr, database = %path.display(), "listening");
-        // Attempts it has in flight at shutdown are dropped with the
-        // runtime; their schedule rows make them retry after the restart.
-        runtime_spawn_dispatcher(hooks, hook_inbox);
-        tokio::spawn(crate::tracking::retention::run(
-            writer.clone(),
-            config.tracking.clone(),
-        ));
         let (public_stop, public_stopped) = tokio::sync::oneshot::channel::<()>();
         let public_server = public_listener.map(|listener| {
             match listener.local_addr() {
@@ -148,11 +186,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         }
     });
 
+    // Workers record their outcomes through the writer, and webhook
+    // attempts run on the runtime: both stop before the writer and the
+    // runtime do.
+    workers.stop(Instant::now() + WORKER_STOP_GRACE);
     // Handlers that outlived the grace period are dropped with the runtime;
     // then the writer commits what it already accepted and the file closes.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    // Mail attempts record their outcome through the writer: stop them first.
-    mail_threads.stop(MAIL_STOP_GRACE);
+    runtime.shutdown_timeout(Duration::from_secs(2));
     writer_thread.stop();
     drop(store);
     tracing::info!("stopped");
@@ -176,12 +216,12 @@ fn adopt(
     TcpListener::from_std(listener).map_err(|source| DaemonError::Listen { addr, source })
 }
 
-fn runtime_spawn_dispatcher(
-    hooks: Arc<webhooks::attempt::AttemptContext>,
-    inbox: tokio::sync::mpsc::UnboundedReceiver<crate::store::webhooks::HookNote>,
-) {
-    let dispatcher = webhooks::dispatch::Dispatcher::new(hooks, inbox);
-    tokio::spawn(dispatcher.run(std::future::pending()));
+/// Hands a queue's schedule notes from the writer to its scheduler.
+fn forward_to(inbox: crossbeam_channel::Sender<Inbox>) -> ScheduleListener {
+    Box::new(move |note| {
+        // After the scheduler stopped nobody listens: nothing to tell.
+        let _ = inbox.send(Inbox::Schedule(note));
+    })
 }
 
 fn notify_systemd(states: &[sd_notify::NotifyState]) {

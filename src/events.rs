@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 use crate::ids;
 use crate::names::{is_valid_tenant, is_valid_type_name};
-use crate::store::codec::EventRecord;
-use crate::store::event_log::{IndexKeys, NewEventRow};
+use crate::store::log::{IndexKeys, NewEventRow};
+use crate::store::records::EventRecord;
 use crate::store::{StoreError, WriteTxn};
 
 pub const ID_PREFIX: &str = "evt_";
@@ -320,7 +320,7 @@ pub fn append(
             Plan::Stored(seq) => Appended {
                 created: false,
                 seq,
-                record: stored_event(txn, seq)?,
+                record: txn.keyed_event(seq)?,
             },
             Plan::EarlierInBatch(i) => Appended {
                 created: false,
@@ -330,15 +330,6 @@ pub fn append(
         out.push(appended);
     }
     Ok(Ok(out))
-}
-
-fn stored_event(txn: &WriteTxn<'_>, seq: u64) -> Result<EventRecord, StoreError> {
-    txn.event_at(seq)?.ok_or_else(|| {
-        StoreError::Codec(crate::store::codec::CodecError::Corrupt {
-            record: "event",
-            detail: format!("idempotency key points at missing seq {seq}"),
-        })
-    })
 }
 
 /// Writes an event as the API shows it. `data` is inserted verbatim: it was

@@ -26,6 +26,8 @@ pub mod mail;
 pub mod names;
 pub mod percent;
 pub mod retry;
+pub mod scheduler;
 pub mod store;
 pub mod tracking;
 pub mod webhooks;
+pub mod worker;

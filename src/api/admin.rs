@@ -41,17 +41,7 @@ pub async fn backup(state: Arc<AppState>) -> Result<Resp, ApiError> {
     let store = state.store.clone();
     let dir = state.config.data_dir.clone();
     let made = tokio::task::spawn_blocking(move || {
-        let path = dir.join(format!(
-            "{}{}.redb",
-            backup::TEMP_PREFIX,
-            uuid::Uuid::now_v7().simple()
-        ));
-        let result = backup::write_backup(&store, &path).and_then(|summary| {
-            let file = std::fs::File::open(&path)
-                .map_err(|e| crate::store::StoreError::Redb(redb::StorageError::Io(e).into()))?;
-            Ok((summary, file))
-        });
-        let _ = std::fs::remove_file(&path);
+        let result = backup::take(&store, &dir);
         drop(permit);
         result
     })

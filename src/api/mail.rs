@@ -19,8 +19,8 @@ use crate::mail::address;
 use crate::mail::classify::enhanced_code;
 use crate::mail::ledger::{self, format_email_id, parse_email_id, stream_label, Queued};
 use crate::mail::request::{self, EmailInput};
-use crate::store::codec::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
 use crate::store::mail::{EmailFilter, SuppressionFilter, ALL_STREAMS};
+use crate::store::records::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -119,20 +119,12 @@ pub async fn send(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         ApiError::new(status, r.code, format!("{}: {}", r.field, r.message)).with_field(r.field)
     })?;
-    let queue = state.mail_queue.clone();
     let outcome = state
         .writer
-        .write_then(
-            move |txn| ledger::queue(txn, &request, clock::now_ms()),
-            move |queued| {
-                if let Queued::Created { due, .. } = queued {
-                    queue.due(due.clone());
-                }
-            },
-        )
+        .write(move |txn| ledger::queue(txn, &request, clock::now_ms()))
         .await?;
     match outcome {
-        Queued::Created { messages, .. } => Ok(json(
+        Queued::Created(messages) => Ok(json(
             StatusCode::ACCEPTED,
             messages_json(&messages).to_string(),
         )),

@@ -28,10 +28,10 @@ use error::ApiError;
 use http::{error_response, ApiKeys, Resp};
 
 use crate::config::Config;
-use crate::mail::dispatch::{MailContext, MailQueue};
+use crate::mail::dispatch::MailContext;
 use crate::store::{ReadTxn, Store, StoreError, Writer};
 use crate::tracking::segment::Call;
-use crate::webhooks::attempt::AttemptContext;
+use crate::webhooks::dispatch::AttemptContext;
 
 pub struct AppState {
     pub store: Store,
@@ -43,7 +43,6 @@ pub struct AppState {
     /// For attempts the API makes itself (tests, manual retries).
     pub hooks: Arc<AttemptContext>,
     pub mail: Arc<MailContext>,
-    pub mail_queue: MailQueue,
 }
 
 /// Which routes a listener serves.
@@ -62,12 +61,10 @@ impl AppState {
         config: Arc<Config>,
         hooks: Arc<AttemptContext>,
         mail: Arc<MailContext>,
-        mail_queue: MailQueue,
     ) -> Self {
         AppState {
             hooks,
             mail,
-            mail_queue,
             keys: ApiKeys::new(&config.api_keys),
             store,
             writer,

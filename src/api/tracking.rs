@@ -17,7 +17,7 @@ use super::http::{json, page_limit, query_params, read_body, Resp, ResponseBody}
 use super::{read, AppState};
 use crate::clock;
 use crate::events;
-use crate::store::event_log::IndexKeys;
+use crate::store::log::IndexKeys;
 use crate::store::tracking::{person_hash, PersonKind};
 use crate::store::SubmitError;
 use crate::tracking::analysis::{self, Model, Resolver};

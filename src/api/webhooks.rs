@@ -15,10 +15,11 @@ use crate::clock;
 use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
 use crate::ids;
 use crate::names;
-use crate::store::codec::{DeliveryRecord, DeliveryStatus, EndpointRecord};
+use crate::store::records::{DeliveryRecord, DeliveryStatus, EndpointRecord};
 use crate::store::webhooks::DeliveryFilter;
-use crate::webhooks::attempt::{self, format_delivery_id, parse_delivery_id};
+use crate::webhooks::dispatch;
 use crate::webhooks::endpoint::{self, EndpointInput, ID_PREFIX as ENDPOINT_ID_PREFIX};
+use crate::webhooks::ledger::{self, format_delivery_id, parse_delivery_id};
 use crate::webhooks::payload;
 use crate::webhooks::signing::Secret;
 
@@ -138,21 +139,9 @@ where
     let key = parse_endpoint_id(id)?;
     let outcome = state
         .writer
-        .write(move |txn| {
-            let Some(current) = txn.endpoint(key).cloned() else {
-                return Ok(Ok(None));
-            };
-            match change(current) {
-                Ok(mut updated) => {
-                    updated.updated_at_ms = clock::now_ms();
-                    txn.put_endpoint(updated.clone())?;
-                    Ok(Ok(Some(updated)))
-                }
-                Err(e) => Ok(Err(e)),
-            }
-        })
+        .write(move |txn| ledger::update_endpoint(txn, key, change))
         .await?;
-    outcome?.ok_or_else(|| endpoint_not_found(id))
+    outcome.ok_or_else(|| endpoint_not_found(id))?
 }
 
 pub async fn patch_endpoint(
@@ -173,7 +162,7 @@ pub async fn delete_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, Api
     let key = parse_endpoint_id(id)?;
     let deleted = state
         .writer
-        .write(move |txn| txn.delete_endpoint(key))
+        .write(move |txn| ledger::delete_endpoint(txn, key))
         .await?;
     if !deleted {
         return Err(endpoint_not_found(id));
@@ -242,7 +231,7 @@ pub async fn rotate_secret(
 pub async fn test_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
     let record = load_endpoint(&state, id).await?;
     let now = clock::now_ms();
-    let event = crate::store::codec::EventRecord {
+    let event = crate::store::records::EventRecord {
         id: ids::new_id(),
         event_type: "herald.test".to_owned(),
         tenant: record.tenant.clone(),
@@ -252,14 +241,15 @@ pub async fn test_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiEr
         data: json!({"message": "a test event from Herald"}).to_string(),
     };
     let msg_id = ids::format(EVENT_ID_PREFIX, event.id);
-    let outcome = attempt::send(&state.hooks, &record, &msg_id, payload::v1(0, &event)).await;
+    let outcome = dispatch::send(&state.hooks, &record, &msg_id, payload::v1(0, &event)).await;
     Ok(json(
         StatusCode::OK,
         json!({
             "status_code": outcome.status,
             "latency_ms": outcome.latency.as_millis() as u64,
             "response": outcome.response_excerpt,
-            "error": outcome.error,
+            "error": outcome.error_text(),
+            "error_kind": outcome.failure.as_ref().map(|f| f.kind().as_str()),
         })
         .to_string(),
     ))
@@ -287,22 +277,7 @@ pub async fn recover(
     let key = parse_endpoint_id(id)?;
     let requeued = state
         .writer
-        .write(move |txn| {
-            if txn.endpoint(key).is_none() {
-                return Ok(None);
-            }
-            let now = clock::now_ms();
-            let failed =
-                txn.endpoint_deliveries_since(key, since, DeliveryStatus::Failed, MAX_REQUEUE)?;
-            let count = failed.len();
-            for (delivery_id, mut record) in failed {
-                record.status = DeliveryStatus::Pending;
-                record.next_attempt_ms = Some(now);
-                record.schedule_from = record.attempts.len() as u32;
-                txn.put_delivery(delivery_id, &record, None)?;
-            }
-            Ok(Some(count))
-        })
+        .write(move |txn| ledger::recover(txn, key, since, MAX_REQUEUE))
         .await?
         .ok_or_else(|| endpoint_not_found(id))?;
     Ok(json(
@@ -326,7 +301,7 @@ pub async fn replay(
         tenant: record.tenant.clone(),
         ..Default::default()
     };
-    let wanted = move |e: &crate::store::codec::EventRecord| {
+    let wanted = move |e: &crate::store::records::EventRecord| {
         names::subscribes(
             &record.event_types,
             record.tenant.as_deref(),
@@ -355,16 +330,9 @@ pub async fn replay(
     })
     .await?;
     let key = parse_endpoint_id(id)?;
-    let count = page.len();
-    state
+    let count = state
         .writer
-        .write(move |txn| {
-            let now = clock::now_ms();
-            for (seq, event_id, event_type) in page {
-                txn.create_delivery(key, seq, event_id, &event_type, now)?;
-            }
-            Ok(())
-        })
+        .write(move |txn| ledger::replay(txn, key, page))
         .await?;
     Ok(json(
         StatusCode::ACCEPTED,
@@ -383,6 +351,7 @@ fn delivery_json(id: u64, record: &DeliveryRecord) -> Value {
                 "at": clock::format_rfc3339(a.at_ms),
                 "status_code": a.status_code,
                 "error": a.error,
+                "error_kind": a.failure.map(|f| f.as_str()),
                 "latency_ms": a.latency_ms,
                 "response": a.response,
                 "trigger": if a.manual { "manual" } else { "scheduled" },
@@ -488,7 +457,7 @@ pub async fn get_delivery(state: Arc<AppState>, id: &str) -> Result<Resp, ApiErr
 
 pub async fn retry_delivery(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
     let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
-    match attempt::run_manual(&state.hooks, key).await {
+    match dispatch::run_manual(&state.hooks, key).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(delivery_not_found(id)),
         Err(e) => {

@@ -16,7 +16,7 @@ use super::address::{domain_of, parse_mailbox};
 use super::ledger::format_email_id;
 use super::unsubscribe::TokenKey;
 use crate::config::mail::{Esp, StreamSettings};
-use crate::store::codec::EmailRecord;
+use crate::store::records::EmailRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {

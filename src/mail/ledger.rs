@@ -3,20 +3,18 @@
 //! suppressing or releasing addresses. Each change appends its `email.*`
 //! event in the same transaction.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use super::classify::{enhanced_code, verdict, Verdict};
+use super::classify::enhanced_code;
+use super::policy::{self, AttemptReport, Event, MailRetry};
 use super::request::EmailRequest;
 use crate::clock;
 use crate::events::system_event;
 use crate::ids;
-use crate::retry::{FailureKind, RetryPolicy};
-use crate::store::codec::{
+use crate::store::mail::ALL_STREAMS;
+use crate::store::records::{
     EmailRecord, EmailStatus, MailAttemptRecord, SuppressionReason, SuppressionRecord,
 };
-use crate::store::mail::{DueEmail, ALL_STREAMS};
 use crate::store::{StoreError, WriteTxn};
 
 pub const ID_PREFIX: &str = "msg_";
@@ -51,10 +49,7 @@ fn append(
 #[derive(Debug)]
 pub enum Queued {
     /// New messages, (id, recipient) in request order.
-    Created {
-        messages: Vec<(u64, String)>,
-        due: Vec<DueEmail>,
-    },
+    Created(Vec<(u64, String)>),
     /// The idempotency key named an earlier identical request.
     Replayed(Vec<(u64, String)>),
     KeyConflict,
@@ -101,7 +96,6 @@ pub fn queue(
     }
     let first = txn.next_email_id()?;
     let mut messages = Vec::with_capacity(request.to.len());
-    let mut due = Vec::with_capacity(request.to.len());
     for (offset, to) in request.to.iter().enumerate() {
         let id = first + offset as u64;
         let record = EmailRecord {
@@ -126,7 +120,7 @@ pub fn queue(
             smtp_response: None,
             flagged: false,
         };
-        due.extend(txn.put_email(id, &record, None, true)?);
+        txn.put_email(id, &record, None, true)?;
         let tags: serde_json::Map<String, serde_json::Value> = record
             .tags
             .iter()
@@ -144,7 +138,7 @@ pub fn queue(
     if let Some(key) = &request.idempotency_key {
         txn.put_email_key(key, first, messages.len() as u32, request.fingerprint)?;
     }
-    Ok(Queued::Created { messages, due })
+    Ok(Queued::Created(messages))
 }
 
 /// Adds a suppression entry and its `email.suppressed` event; false when
@@ -204,72 +198,35 @@ pub fn unsubscribe(
     Ok(added)
 }
 
-/// How attempts are retried; built once from the settings.
-#[derive(Debug, Clone)]
-pub struct MailRetry {
-    pub policy: RetryPolicy,
-    pub steps: u32,
-    pub give_up_after: Duration,
-    pub soft_bounce_limit: u32,
-}
-
-impl MailRetry {
-    pub fn new(settings: &crate::config::mail::MailSettings) -> Self {
-        MailRetry {
-            policy: RetryPolicy::new(settings.retry_schedule.clone(), Duration::ZERO),
-            steps: settings.retry_schedule.len() as u32,
-            give_up_after: settings.give_up_after,
-            soft_bounce_limit: settings.soft_bounce_limit,
-        }
-    }
-
-    /// The wait after `failures` temporary failures: the schedule, then its
-    /// last step again until `give_up_after`.
-    fn delay(&self, failures: u32, random_unit: f64) -> Option<Duration> {
-        if self.steps == 0 {
-            return None;
-        }
-        self.policy.next_delay(
-            failures.min(self.steps),
-            FailureKind::Other,
-            None,
-            random_unit,
-        )
-    }
-}
-
-/// What a worker saw when it tried a message.
-#[derive(Debug, Clone)]
-pub struct AttemptReport {
-    pub at_ms: i64,
-    /// 0 when the relay could not be reached.
-    pub code: u16,
-    pub text: String,
-    /// Whether the reply was about the recipient (see `relay::Reply`).
-    pub about_recipient: bool,
-    pub latency_ms: u32,
-    pub random_unit: f64,
-}
-
-/// Records an attempt on message `id` and moves it on: sent, retried,
-/// failed or bounced, with suppressions and events. Returns the message's
-/// next due row, if any.
+/// Records an attempt on message `id` and moves it on as the policy
+/// decides: sent, retried, failed or bounced, with suppressions and events.
 pub fn record_attempt(
     txn: &mut WriteTxn<'_>,
     id: u64,
     report: AttemptReport,
     retry: &MailRetry,
-) -> Result<Option<DueEmail>, StoreError> {
+) -> Result<(), StoreError> {
     let Some(mut record) = txn.email(id)? else {
-        return Ok(None);
+        return Ok(());
     };
     if !matches!(record.status, EmailStatus::Queued | EmailStatus::Deferred) {
         // Another attempt already settled it (a duplicate after a restart).
-        return Ok(None);
+        return Ok(());
     }
     let now_ms = clock::now_ms();
+    let to = record.to.clone();
+    let soft_bounces = txn.soft_bounces(&to)?;
+    let decision = policy::decide(
+        policy::Message {
+            created_at_ms: record.created_at_ms,
+            attempts_before: record.attempts.len() as u32,
+            soft_bounces,
+        },
+        &report,
+        retry,
+        now_ms,
+    );
     let previous_due = record.next_attempt_ms;
-    let verdict = verdict(report.code, &report.text, report.about_recipient);
     let text: String = report.text.chars().take(1000).collect();
     record.attempts.push(MailAttemptRecord {
         at_ms: report.at_ms,
@@ -277,87 +234,38 @@ pub fn record_attempt(
         text: text.clone(),
         latency_ms: report.latency_ms,
     });
-    let message_id = format_email_id(id);
-    let to = record.to.clone();
-    let enhanced = enhanced_code(&text).map(|c| c.to_string());
-    let base = json!({"message_id": message_id, "stream": record.stream, "to": to,
-                      "code": report.code, "enhanced": enhanced, "response": text,
-                      "attempt": record.attempts.len()});
-    record.next_attempt_ms = None;
+    record.status = decision.status;
+    record.next_attempt_ms = decision.next_attempt_ms;
+    record.flagged |= decision.flagged;
     // The final reply is kept whatever it was; a deferral keeps the last one.
     record.smtp_response = Some(format!("{} {}", report.code, text));
-    match verdict {
-        Verdict::Accepted => {
-            record.status = EmailStatus::Sent;
-            txn.set_soft_bounces(&to, 0)?;
-            append(txn, "email.sent", base, now_ms)?;
-        }
-        Verdict::SoftBounce | Verdict::Unreachable => {
-            let mut over_limit = false;
-            if verdict == Verdict::SoftBounce {
-                let count = txn.soft_bounces(&to)?.saturating_add(1);
-                txn.set_soft_bounces(&to, count)?;
-                over_limit = count >= retry.soft_bounce_limit;
-            }
-            let failures = record.attempts.len() as u32;
-            let next = retry
-                .delay(failures, report.random_unit)
-                .map(|d| now_ms.saturating_add(d.as_millis() as i64))
-                .filter(|next| {
-                    (next - record.created_at_ms) as u128 <= retry.give_up_after.as_millis()
-                });
-            if over_limit {
-                record.status = EmailStatus::Failed;
-                let mut data = base;
-                data["reason"] = "soft_bounce_limit".into();
-                append(txn, "email.failed", data, now_ms)?;
-                suppress(
-                    txn,
-                    &to,
-                    ALL_STREAMS,
-                    SuppressionReason::SoftBounceLimit,
-                    Some(id),
-                    now_ms,
-                )?;
-            } else if let Some(next) = next {
-                record.status = EmailStatus::Deferred;
-                record.next_attempt_ms = Some(next);
-                let mut data = base;
+    if decision.soft_bounces != soft_bounces {
+        txn.set_soft_bounces(&to, decision.soft_bounces)?;
+    }
+    let enhanced = enhanced_code(&text).map(|c| c.to_string());
+    let mut data = json!({"message_id": format_email_id(id), "stream": record.stream, "to": to,
+                          "code": report.code, "enhanced": enhanced, "response": text,
+                          "attempt": record.attempts.len()});
+    let event_type = match decision.event {
+        Event::Sent => "email.sent",
+        Event::Bounced => "email.bounced",
+        Event::Deferred => {
+            if let Some(next) = decision.next_attempt_ms {
                 data["next_attempt_at"] = clock::format_rfc3339(next).into();
-                append(txn, "email.deferred", data, now_ms)?;
-            } else {
-                record.status = EmailStatus::Failed;
-                let mut data = base;
-                data["reason"] = "expired".into();
-                append(txn, "email.failed", data, now_ms)?;
             }
+            "email.deferred"
         }
-        Verdict::HardBounce => {
-            record.status = EmailStatus::Bounced;
-            append(txn, "email.bounced", base, now_ms)?;
-            suppress(
-                txn,
-                &to,
-                ALL_STREAMS,
-                SuppressionReason::HardBounce,
-                Some(id),
-                now_ms,
-            )?;
-        }
-        Verdict::SenderProblem | Verdict::Rejected => {
-            record.status = EmailStatus::Failed;
-            let flagged = verdict == Verdict::SenderProblem;
-            record.flagged = flagged;
-            let mut data = base;
-            data["reason"] = if flagged {
-                "sender_refused"
-            } else {
-                "rejected"
+        Event::Failed(reason) => {
+            data["reason"] = reason.into();
+            if reason == "sender_refused" || reason == "rejected" {
+                data["flagged"] = decision.flagged.into();
             }
-            .into();
-            data["flagged"] = flagged.into();
-            append(txn, "email.failed", data, now_ms)?;
+            "email.failed"
         }
+    };
+    append(txn, event_type, data, now_ms)?;
+    if let Some(reason) = decision.suppress {
+        suppress(txn, &to, ALL_STREAMS, reason, Some(id), now_ms)?;
     }
     txn.put_email(id, &record, previous_due, false)
 }
@@ -400,21 +308,5 @@ mod tests {
         assert_eq!(parse_email_id("msg_2a"), None);
         assert_eq!(parse_email_id("msg_0000000000000000"), None);
         assert_eq!(parse_email_id("evt_000000000000002a"), None);
-    }
-
-    #[test]
-    fn retries_repeat_the_last_step() {
-        let retry = MailRetry {
-            policy: RetryPolicy::new(
-                vec![Duration::from_secs(60), Duration::from_secs(300)],
-                Duration::ZERO,
-            ),
-            steps: 2,
-            give_up_after: Duration::from_secs(3600),
-            soft_bounce_limit: 5,
-        };
-        assert_eq!(retry.delay(1, 0.5), Some(Duration::from_secs(60)));
-        assert_eq!(retry.delay(2, 0.5), Some(Duration::from_secs(300)));
-        assert_eq!(retry.delay(9, 0.5), Some(Duration::from_secs(300)));
     }
 }

@@ -8,6 +8,7 @@ pub mod classify;
 pub mod compose;
 pub mod dispatch;
 pub mod ledger;
+pub mod policy;
 pub mod relay;
 pub mod request;
 pub mod unsubscribe;

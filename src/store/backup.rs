@@ -4,17 +4,10 @@
 
 use std::path::Path;
 
-use redb::{
-    Database, Durability, Key, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value,
-};
+use redb::{Database, Durability, Key, ReadableDatabase, TableDefinition, TableHandle, Value};
 
-use super::mail;
-use super::recent_keys::RECENT_EVENT_KEYS;
-use super::tracking;
-use super::webhooks::{
-    DELIVERIES, DELIVERIES_BY_ENDPOINT, DELIVERIES_BY_EVENT, DELIVERIES_DUE, ENDPOINTS,
-};
-use super::{Store, StoreError, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE, EVENT_KEYS, META};
+use super::tables::{for_each_table, TableVisitor};
+use super::{Store, StoreError};
 
 /// Backups are built next to the live file under this prefix and unlinked
 /// once open; a crash mid-backup can leave one behind.
@@ -53,118 +46,65 @@ impl BackupSummary {
     }
 }
 
-/// Every table in the file. A table missing here would silently be left out
-/// of backups; a unit test compares this list with the tables of a fresh file.
-macro_rules! for_each_table {
-    ($f:ident, $($arg:expr),*) => {{
-        $f(META, $($arg),*)?;
-        $f(EVENTS, $($arg),*)?;
-        $f(EVENT_KEYS, $($arg),*)?;
-        $f(RECENT_EVENT_KEYS, $($arg),*)?;
-        $f(ENDPOINTS, $($arg),*)?;
-        $f(DELIVERIES, $($arg),*)?;
-        $f(DELIVERIES_DUE, $($arg),*)?;
-        $f(DELIVERIES_BY_ENDPOINT, $($arg),*)?;
-        $f(DELIVERIES_BY_EVENT, $($arg),*)?;
-        $f(EVENTS_BY_TYPE, $($arg),*)?;
-        $f(EVENTS_BY_TENANT, $($arg),*)?;
-        $f(mail::EMAILS, $($arg),*)?;
-        $f(mail::EMAILS_DUE, $($arg),*)?;
-        $f(mail::EMAILS_BY_TO, $($arg),*)?;
-        $f(mail::EMAIL_KEYS, $($arg),*)?;
-        $f(mail::SUPPRESSIONS, $($arg),*)?;
-        $f(mail::SOFT_BOUNCES, $($arg),*)?;
-        $f(tracking::TRACK_KEYS, $($arg),*)?;
-        $f(tracking::TRACKED, $($arg),*)?;
-        $f(tracking::TRACK_BY_PERSON, $($arg),*)?;
-        $f(tracking::TRACK_BY_EVENT, $($arg),*)?;
-        $f(tracking::TOUCHES, $($arg),*)?;
-        $f(tracking::PROFILES, $($arg),*)?;
-        $f(tracking::PERSON_LINKS, $($arg),*)?;
-        $f(tracking::TRACK_META, $($arg),*)?;
-        $f(super::recent_tracked::RECENT_TRACKED, $($arg),*)?;
-    }};
+/// Builds a backup beside the live file in `dir`, opens it and unlinks its
+/// name at once (a crash then leaves nothing behind), and returns the open
+/// file for streaming with what it holds.
+pub fn take(store: &Store, dir: &Path) -> Result<(BackupSummary, std::fs::File), StoreError> {
+    let path = dir.join(format!(
+        "{TEMP_PREFIX}{}.redb",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let result =
+        write_backup(store, &path).and_then(|summary| Ok((summary, std::fs::File::open(&path)?)));
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Writes a consistent, compacted copy of the live database to `dest`, which
 /// must not exist yet. Runs alongside the writer: it only reads the live file.
 pub fn write_backup(store: &Store, dest: &Path) -> Result<BackupSummary, StoreError> {
     let snapshot = store.database().begin_read()?;
-    let mut copy = Database::builder()
-        .create(dest)
-        .map_err(redb::Error::from)?;
+    let mut copy = Database::builder().create(dest)?;
     let mut summary = BackupSummary::default();
     {
         let mut txn = copy.begin_write()?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| StoreError::Redb(e.into()))?;
-        for_each_table!(copy_table, &snapshot, &txn, &mut summary);
+        txn.set_durability(Durability::Immediate)?;
+        for_each_table(&mut Copy {
+            from: &snapshot,
+            into: &txn,
+            summary: &mut summary,
+        })?;
         txn.commit()?;
     }
     drop(snapshot);
     // Compaction is allowed here because nobody else has the copy open.
-    copy.compact().map_err(redb::Error::from)?;
+    copy.compact()?;
     drop(copy);
-    std::fs::File::open(dest)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::Redb(redb::StorageError::Io(e).into()))?;
+    std::fs::File::open(dest)?.sync_all()?;
     Ok(summary)
 }
 
-fn copy_table<K: Key + 'static, V: Value + 'static>(
-    def: TableDefinition<K, V>,
-    from: &redb::ReadTransaction,
-    into: &redb::WriteTransaction,
-    summary: &mut BackupSummary,
-) -> Result<(), StoreError> {
-    let source = from.open_table(def)?;
-    let mut target = into.open_table(def)?;
-    let mut rows = 0u64;
-    for entry in source.iter()? {
-        let (k, v) = entry?;
-        target.insert(k.value(), v.value())?;
-        rows += 1;
-    }
-    summary.tables.push((def.name().to_owned(), rows));
-    Ok(())
+/// Copies each table it visits from a snapshot into the new file.
+struct Copy<'a> {
+    from: &'a redb::ReadTransaction,
+    into: &'a redb::WriteTransaction,
+    summary: &'a mut BackupSummary,
 }
 
-/// Names of the tables `write_backup` copies.
-#[cfg(test)]
-fn table_names() -> Vec<String> {
-    fn name<K: Key + 'static, V: Value + 'static>(
+impl TableVisitor for Copy<'_> {
+    fn visit<K: Key + 'static, V: Value + 'static>(
+        &mut self,
         def: TableDefinition<K, V>,
-        out: &mut Vec<String>,
     ) -> Result<(), StoreError> {
-        out.push(def.name().to_owned());
+        let source = self.from.open_table(def)?;
+        let mut target = self.into.open_table(def)?;
+        let mut rows = 0u64;
+        for entry in redb::ReadableTable::iter(&source)? {
+            let (k, v) = entry?;
+            target.insert(k.value(), v.value())?;
+            rows += 1;
+        }
+        self.summary.tables.push((def.name().to_owned(), rows));
         Ok(())
-    }
-    let mut out = Vec::new();
-    let result: Result<(), StoreError> = (|| {
-        for_each_table!(name, &mut out);
-        Ok(())
-    })();
-    result.expect("listing names cannot fail");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backup_covers_every_table_of_a_fresh_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("live.redb")).unwrap();
-        let txn = store.database().begin_read().unwrap();
-        let mut live: Vec<String> = txn
-            .list_tables()
-            .unwrap()
-            .map(|t| t.name().to_owned())
-            .collect();
-        live.sort();
-        let mut copied = table_names();
-        copied.sort();
-        assert_eq!(live, copied);
     }
 }

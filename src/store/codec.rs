@@ -2,7 +2,7 @@
 //! version. Every record type that reaches the file goes through here, so the
 //! on-disk format can change in one place and old versions keep a decode path.
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -80,210 +80,9 @@ pub fn decode_body<T: DeserializeOwned>(
     Ok(value)
 }
 
-/// An event as stored. Its sequence number is the table key, not a field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventRecord {
-    pub id: u128,
-    pub event_type: String,
-    pub tenant: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub occurred_at_ms: i64,
-    pub received_at_ms: i64,
-    /// The `data` object as JSON text, returned verbatim on reads.
-    pub data: String,
-}
-
-impl Record for EventRecord {
-    const NAME: &'static str = "event";
-    const VERSION: u8 = 1;
-}
-
-/// A webhook endpoint as stored. Its id is the table key as well.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointRecord {
-    pub id: u128,
-    pub url: String,
-    pub tenant: Option<String>,
-    pub event_types: Vec<String>,
-    pub description: String,
-    pub headers: Vec<(String, String)>,
-    pub rate_limit_per_sec: Option<u32>,
-    pub timeout_secs: Option<u32>,
-    /// The signing secret (`whsec_…`) first, then retired secrets that still
-    /// sign until their expiry (Unix ms).
-    pub secret: String,
-    pub old_secrets: Vec<(String, i64)>,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
-    pub payload_version: u8,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    /// Start of the current run of failures, cleared by any success; drives
-    /// auto-disable.
-    pub failing_since_ms: Option<i64>,
-}
-
-impl Record for EndpointRecord {
-    const NAME: &'static str = "endpoint";
-    const VERSION: u8 = 1;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeliveryStatus {
-    Pending,
-    Succeeded,
-    /// The schedule is exhausted: a dead letter until retried or recovered.
-    Failed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptRecord {
-    pub at_ms: i64,
-    /// 0 when no HTTP answer arrived.
-    pub status_code: u16,
-    pub error: Option<String>,
-    pub latency_ms: u32,
-    pub response: String,
-    pub manual: bool,
-}
-
-/// One event on its way to one endpoint. Its id is the table key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryRecord {
-    pub endpoint_id: u128,
-    pub event_seq: u64,
-    pub event_id: u128,
-    pub event_type: String,
-    pub status: DeliveryStatus,
-    pub attempts: Vec<AttemptRecord>,
-    pub next_attempt_ms: Option<i64>,
-    pub created_at_ms: i64,
-    /// Attempts before this index do not count against the retry schedule:
-    /// a recovered delivery starts the schedule afresh.
-    pub schedule_from: u32,
-}
-
-impl Record for DeliveryRecord {
-    const NAME: &'static str = "delivery";
-    const VERSION: u8 = 1;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EmailStatus {
-    Queued,
-    /// A temporary failure; another attempt is scheduled.
-    Deferred,
-    Sent,
-    Failed,
-    /// The recipient's mailbox does not exist: the address is suppressed.
-    Bounced,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailAttemptRecord {
-    pub at_ms: i64,
-    /// The SMTP reply code; 0 when the relay could not be reached.
-    pub code: u16,
-    pub text: String,
-    pub latency_ms: u32,
-}
-
-/// One message to one recipient. Its id is the table key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EmailRecord {
-    pub stream: String,
-    pub from: String,
-    /// Normalised recipient address.
-    pub to: String,
-    pub reply_to: Option<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub tags: Vec<(String, String)>,
-    /// The `Message-ID` header, fixed at queueing so every attempt (and a
-    /// DKIM signature over it) names the same message.
-    pub message_id: String,
-    pub created_at_ms: i64,
-    pub status: EmailStatus,
-    pub attempts: Vec<MailAttemptRecord>,
-    pub next_attempt_ms: Option<i64>,
-    /// The relay's accepting reply: ESPs put their own message id there.
-    pub smtp_response: Option<String>,
-    /// A sender-side refusal (5.7.x) that an operator should look at.
-    pub flagged: bool,
-}
-
-impl Record for EmailRecord {
-    const NAME: &'static str = "email";
-    const VERSION: u8 = 1;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SuppressionReason {
-    HardBounce,
-    Complaint,
-    Unsubscribe,
-    SoftBounceLimit,
-    Manual,
-}
-
-impl SuppressionReason {
-    pub const ALL: [SuppressionReason; 5] = [
-        SuppressionReason::HardBounce,
-        SuppressionReason::Complaint,
-        SuppressionReason::Unsubscribe,
-        SuppressionReason::SoftBounceLimit,
-        SuppressionReason::Manual,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SuppressionReason::HardBounce => "hard_bounce",
-            SuppressionReason::Complaint => "complaint",
-            SuppressionReason::Unsubscribe => "unsubscribe",
-            SuppressionReason::SoftBounceLimit => "soft_bounce_limit",
-            SuppressionReason::Manual => "manual",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == text)
-    }
-}
-
-/// Why an address (for one stream, or all) must not be sent to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SuppressionRecord {
-    pub reason: SuppressionReason,
-    pub created_at_ms: i64,
-    /// The message whose outcome caused it, when one did.
-    pub email_id: Option<u64>,
-}
-
-impl Record for SuppressionRecord {
-    const NAME: &'static str = "suppression";
-    const VERSION: u8 = 1;
-}
-
-/// What identify calls said about one user. The userId is the table key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProfileRecord {
-    /// The merged traits object as JSON text (later calls win per key).
-    pub traits: String,
-    /// Anonymous ids (and aliased earlier ids) linked to this user.
-    pub linked_ids: Vec<String>,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-}
-
-impl Record for ProfileRecord {
-    const NAME: &'static str = "profile";
-    const VERSION: u8 = 1;
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::records::*;
     use super::*;
 
     fn sample() -> EventRecord {
@@ -354,6 +153,7 @@ mod tests {
                 at_ms: 1_700_000_000_000,
                 status_code: 500,
                 error: Some("e".into()),
+                failure: None,
                 latency_ms: 12,
                 response: "r".into(),
                 manual: false,
@@ -367,14 +167,33 @@ mod tests {
     const ENDPOINT_V1_GOLDEN: &str = "01fe020000000000008000700000a1f392011868747470733a2f2f6578616d706c652e636f6d2f686f6f6b010461636d650106757365722e2a01640103782d6101620105002677687365635f4d664b51397238474b59717254776a55504438494c505a496f324c614c615377010977687365635f6f6c64fd00d0ca9f17030000010001fd00d0ca9f17030000fd02d0ca9f1703000001fd04d0ca9f17030000";
     const DELIVERY_V1_GOLDEN: &str = "01022a070c696e766f6963652e706169640001fd00d0ca9f17030000fbf4010101650c01720001fd10f7ca9f17030000fd00d0ca9f1703000000";
 
+    const DELIVERY_V2_GOLDEN: &str = "02022a070c696e766f6963652e706169640001fd00d0ca9f17030000fbf40101016501050c01720001fd10f7ca9f17030000fd00d0ca9f1703000000";
+
+    /// A version 2 delivery: its attempt says what kind of failure it was.
+    fn sample_delivery_v2() -> DeliveryRecord {
+        let mut delivery = sample_delivery();
+        delivery.attempts[0].failure = Some(FailureKind::Timeout);
+        delivery
+    }
+
     #[test]
-    fn webhook_records_v1_match_golden_bytes() {
+    fn webhook_records_match_golden_bytes() {
         assert_eq!(hex(&encode(&sample_endpoint())), ENDPOINT_V1_GOLDEN);
         assert_eq!(
             decode::<EndpointRecord>(&unhex(ENDPOINT_V1_GOLDEN)).unwrap(),
             sample_endpoint()
         );
-        assert_eq!(hex(&encode(&sample_delivery())), DELIVERY_V1_GOLDEN);
+        assert_eq!(hex(&encode(&sample_delivery_v2())), DELIVERY_V2_GOLDEN);
+        assert_eq!(
+            decode::<DeliveryRecord>(&unhex(DELIVERY_V2_GOLDEN)).unwrap(),
+            sample_delivery_v2()
+        );
+    }
+
+    /// Files written before failure kinds keep reading: their attempts
+    /// have none.
+    #[test]
+    fn version_1_deliveries_decode_without_failure_kinds() {
         assert_eq!(
             decode::<DeliveryRecord>(&unhex(DELIVERY_V1_GOLDEN)).unwrap(),
             sample_delivery()

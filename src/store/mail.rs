@@ -1,53 +1,13 @@
-//! Mail tables: messages, their durable send schedule, idempotency keys,
-//! the suppression list and soft-bounce counts.
+//! Mail tables: messages, idempotency keys, the suppression list and
+//! soft-bounce counts. A message's schedule row lives in `due`.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
 
-use super::codec::{
-    decode, encode, EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord,
-};
+use super::codec::{decode, encode};
+use super::due::{stream_key, Queue};
+use super::records::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
+use super::tables::{EMAILS, EMAILS_BY_TO, EMAIL_KEYS, SOFT_BOUNCES, SUPPRESSIONS};
 use super::{ReadTxn, StoreError, WriteTxn, EXAMINE_BUDGET};
-
-/// message id → encoded `EmailRecord`. Ids are dense and start at 1.
-pub(crate) const EMAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("emails");
-/// (due Unix ms, message id) → stream: every message still to be attempted.
-/// The row stays while an attempt is in flight, so a crash re-sends rather
-/// than loses.
-pub(crate) const EMAILS_DUE: TableDefinition<(u64, u64), &str> = TableDefinition::new("emails_due");
-/// (recipient, message id) → (): a recipient's messages without a scan.
-pub(crate) const EMAILS_BY_TO: TableDefinition<(&str, u64), ()> =
-    TableDefinition::new("emails_by_to");
-/// idempotency key → (first message id, message count, request fingerprint).
-/// One request's messages get consecutive ids.
-pub(crate) const EMAIL_KEYS: TableDefinition<&str, (u64, u32, u64)> =
-    TableDefinition::new("email_keys");
-/// (address, stream or "" for every stream) → encoded `SuppressionRecord`.
-pub(crate) const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("suppressions");
-/// address → temporary failures since its last accepted message.
-pub(crate) const SOFT_BOUNCES: TableDefinition<&str, u32> = TableDefinition::new("soft_bounces");
-
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
-    txn.open_table(EMAILS)?;
-    txn.open_table(EMAILS_DUE)?;
-    txn.open_table(EMAILS_BY_TO)?;
-    txn.open_table(EMAIL_KEYS)?;
-    txn.open_table(SUPPRESSIONS)?;
-    txn.open_table(SOFT_BOUNCES)?;
-    Ok(())
-}
-
-/// A message the mail scheduler should attempt at `due_ms`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueEmail {
-    pub due_ms: i64,
-    pub id: u64,
-    pub stream: String,
-}
-
-fn due_key(due_ms: i64, id: u64) -> (u64, u64) {
-    (due_ms.max(0) as u64, id)
-}
 
 /// The stream column of a suppression covering every stream.
 pub const ALL_STREAMS: &str = "";
@@ -63,26 +23,21 @@ impl WriteTxn<'_> {
     }
 
     /// Stores `record` as message `id`, moving its schedule row from
-    /// `previous_due` to `record.next_attempt_ms`; returns the new row.
+    /// `previous_due` to `record.next_attempt_ms`.
     pub(crate) fn put_email(
         &mut self,
         id: u64,
         record: &EmailRecord,
         previous_due: Option<i64>,
         is_new: bool,
-    ) -> Result<Option<DueEmail>, StoreError> {
-        let mut due = self.txn.open_table(EMAILS_DUE)?;
-        if let Some(previous) = previous_due {
-            due.remove(due_key(previous, id))?;
-        }
-        let scheduled = record.next_attempt_ms.map(|due_ms| DueEmail {
-            due_ms,
+    ) -> Result<(), StoreError> {
+        self.reschedule(
+            Queue::Mail,
+            stream_key(&record.stream),
             id,
-            stream: record.stream.clone(),
-        });
-        if let Some(s) = &scheduled {
-            due.insert(due_key(s.due_ms, id), s.stream.as_str())?;
-        }
+            previous_due,
+            record.next_attempt_ms,
+        )?;
         if is_new {
             self.txn
                 .open_table(EMAILS_BY_TO)?
@@ -91,7 +46,7 @@ impl WriteTxn<'_> {
         self.txn
             .open_table(EMAILS)?
             .insert(id, encode(record).as_slice())?;
-        Ok(scheduled)
+        Ok(())
     }
 
     pub(crate) fn email_key(&self, key: &str) -> Result<Option<(u64, u32, u64)>, StoreError> {
@@ -224,34 +179,6 @@ impl ReadTxn {
     ) -> Result<Option<SuppressionRecord>, StoreError> {
         let table = self.txn.open_table(SUPPRESSIONS)?;
         suppression_in(&table, address, stream)
-    }
-
-    /// Every message still to be attempted, in due order.
-    pub fn due_emails(&self) -> Result<Vec<DueEmail>, StoreError> {
-        self.due_emails_until(i64::MAX, usize::MAX)
-    }
-
-    /// Up to `limit` messages due at or before `until_ms`, in due order.
-    pub fn due_emails_until(
-        &self,
-        until_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<DueEmail>, StoreError> {
-        let table = self.txn.open_table(EMAILS_DUE)?;
-        let mut out = Vec::new();
-        for row in table
-            .range(..=(until_ms.max(0) as u64, u64::MAX))?
-            .take(limit)
-        {
-            let (key, stream) = row?;
-            let (due, id) = key.value();
-            out.push(DueEmail {
-                due_ms: due as i64,
-                id,
-                stream: stream.value().to_owned(),
-            });
-        }
-        Ok(out)
     }
 
     /// Messages after id `after` matching `filter`, oldest first.

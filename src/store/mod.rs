@@ -1,15 +1,20 @@
 //! The store owns the one redb file: its tables, the schema version, the
 //! record codec and the single writer thread. Nothing outside this module
-//! touches redb; callers get typed read and write transactions.
+//! touches redb or a transaction's insides; callers get typed read and
+//! write transactions whose methods are the operations the domain needs.
 
 pub mod backup;
 pub mod codec;
-pub mod event_log;
+pub mod due;
 #[cfg(test)]
 mod fault;
+pub mod log;
 pub mod mail;
-pub mod recent_keys;
-pub mod recent_tracked;
+pub(crate) mod recent_keys;
+pub(crate) mod recent_tracked;
+pub mod records;
+mod schema;
+pub mod tables;
 pub mod tracking;
 pub mod webhooks;
 pub mod writer;
@@ -17,31 +22,15 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
-pub use event_log::{EventCursor, EventFilter};
+pub use due::{DueChange, Queue, ScheduleNote};
+pub use log::{EventCursor, EventFilter};
+pub use schema::SCHEMA_VERSION;
 pub use writer::{SubmitError, Writer};
 
-/// Bumped when a table's key or value layout changes. A file whose version is
-/// newer than this binary's is refused instead of misread.
-pub const SCHEMA_VERSION: u32 = 1;
+use tables::{EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE, EVENT_KEYS, META, RECENT_EVENT_KEYS};
 
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// seq → encoded `EventRecord`. Sequence numbers are dense and start at 1.
-pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// (tenant or "", idempotency key) → (seq, request fingerprint). Keyed by the
-/// names themselves, not a hash: merged keys that sort together (time or
-/// counter prefixes) then share leaves. New keys reach it in bulk through
-/// `recent_keys`.
-pub(crate) const EVENT_KEYS: TableDefinition<(&str, &str), (u64, u64)> =
-    TableDefinition::new("event_keys");
-/// hash(type) << 64 | seq → (): pages of one event type without scanning the log.
-pub(crate) const EVENTS_BY_TYPE: TableDefinition<u128, ()> = TableDefinition::new("events_by_type");
-/// hash(tenant) << 64 | seq → (): pages of one tenant without scanning the log.
-pub(crate) const EVENTS_BY_TENANT: TableDefinition<u128, ()> =
-    TableDefinition::new("events_by_tenant");
-
-const SCHEMA_KEY: &str = "schema_version";
 /// Page cache for opens outside the daemon (backup checks, tests).
 const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
@@ -53,7 +42,7 @@ pub enum OpenError {
         source: std::io::Error,
     },
     #[error("cannot open database {path}: {source}")]
-    Database { path: PathBuf, source: redb::Error },
+    Database { path: PathBuf, source: StoreError },
     #[error(
         "database {path} has schema version {found}, newer than this binary's {supported}; \
          run a herald release that supports it"
@@ -75,6 +64,9 @@ pub enum StoreError {
     Redb(#[from] redb::Error),
     #[error(transparent)]
     Codec(#[from] codec::CodecError),
+    /// A file beside the database (a backup, randomness for a secret).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 macro_rules! redb_error_from {
@@ -87,10 +79,13 @@ macro_rules! redb_error_from {
     )*};
 }
 redb_error_from!(
+    redb::DatabaseError,
     redb::StorageError,
     redb::TableError,
     redb::TransactionError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError,
+    redb::CompactionError
 );
 
 /// Shared handle to the open database. Cloning is cheap; the file closes when
@@ -115,14 +110,13 @@ impl Store {
                 source,
             })?;
         }
-        let db_err = |source: redb::Error| OpenError::Database {
-            path: path.to_owned(),
-            source,
-        };
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)
-            .map_err(|e| db_err(e.into()))?;
+            .map_err(|e| OpenError::Database {
+                path: path.to_owned(),
+                source: e.into(),
+            })?;
         Self::prepare(db, path)
     }
 
@@ -142,80 +136,22 @@ impl Store {
     }
 
     fn prepare(db: Database, path: &Path) -> Result<Store, OpenError> {
-        let db_err = |source: redb::Error| OpenError::Database {
-            path: path.to_owned(),
-            source,
-        };
-        let store = Store { db: Arc::new(db) };
-        store.prepare_schema().map_err(|e| match e {
-            PrepareError::Newer(found) => OpenError::NewerSchema {
+        schema::prepare(&db).map_err(|e| match e {
+            schema::PrepareError::Newer(found) => OpenError::NewerSchema {
                 path: path.to_owned(),
                 found,
                 supported: SCHEMA_VERSION,
             },
-            PrepareError::Damaged(detail) => OpenError::Damaged {
+            schema::PrepareError::Damaged(detail) => OpenError::Damaged {
                 path: path.to_owned(),
                 detail,
             },
-            PrepareError::Redb(e) => db_err(e),
+            schema::PrepareError::Store(source) => OpenError::Database {
+                path: path.to_owned(),
+                source,
+            },
         })?;
-        Ok(store)
-    }
-
-    fn prepare_schema(&self) -> Result<(), PrepareError> {
-        let txn = self.db.begin_write().map_err(redb::Error::from)?;
-        {
-            let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
-            let found = meta
-                .get(SCHEMA_KEY)
-                .map_err(redb::Error::from)?
-                .map(|v| v.value().to_vec());
-            match found {
-                None => {
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())
-                        .map_err(redb::Error::from)?;
-                }
-                Some(bytes) => {
-                    let bytes: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
-                        PrepareError::Damaged(format!(
-                            "meta.{SCHEMA_KEY} holds {} bytes, expected 4",
-                            bytes.len()
-                        ))
-                    })?;
-                    let found = u32::from_le_bytes(bytes);
-                    if found > SCHEMA_VERSION {
-                        return Err(PrepareError::Newer(found));
-                    }
-                    // Older versions would be migrated here, inside this
-                    // transaction; version 1 is the first.
-                }
-            }
-            // Creating every table up front lets readers open them without
-            // racing the first write.
-            txn.open_table(EVENTS).map_err(redb::Error::from)?;
-            txn.open_table(EVENT_KEYS).map_err(redb::Error::from)?;
-            txn.open_table(recent_keys::RECENT_EVENT_KEYS)
-                .map_err(redb::Error::from)?;
-            txn.open_table(EVENTS_BY_TYPE).map_err(redb::Error::from)?;
-            txn.open_table(EVENTS_BY_TENANT)
-                .map_err(redb::Error::from)?;
-            txn.open_table(webhooks::ENDPOINTS)
-                .map_err(redb::Error::from)?;
-            txn.open_table(webhooks::DELIVERIES)
-                .map_err(redb::Error::from)?;
-            txn.open_table(webhooks::DELIVERIES_DUE)
-                .map_err(redb::Error::from)?;
-            txn.open_table(webhooks::DELIVERIES_BY_ENDPOINT)
-                .map_err(redb::Error::from)?;
-            txn.open_table(webhooks::DELIVERIES_BY_EVENT)
-                .map_err(redb::Error::from)?;
-            mail::create_tables(&txn).map_err(redb::Error::from)?;
-            tracking::create_tables(&txn).map_err(redb::Error::from)?;
-            txn.open_table(recent_tracked::RECENT_TRACKED)
-                .map_err(redb::Error::from)?;
-        }
-        txn.commit().map_err(redb::Error::from)?;
-        Ok(())
+        Ok(Store { db: Arc::new(db) })
     }
 
     /// A consistent snapshot for queries. It never waits for the writer.
@@ -247,8 +183,7 @@ impl Store {
             }
         }
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| StoreError::Redb(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
+        getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
         let txn = self.db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -258,20 +193,8 @@ impl Store {
         Ok(secret)
     }
 
-    pub(crate) fn database(&self) -> &Database {
+    fn database(&self) -> &Database {
         &self.db
-    }
-}
-
-enum PrepareError {
-    Newer(u32),
-    Damaged(String),
-    Redb(redb::Error),
-}
-
-impl From<redb::Error> for PrepareError {
-    fn from(e: redb::Error) -> Self {
-        PrepareError::Redb(e)
     }
 }
 
@@ -281,50 +204,47 @@ pub struct ReadTxn {
 }
 
 /// The tables of one write transaction, opened once per group commit and
-/// handed to every operation in it.
+/// handed to every operation in it, with the writer's memory of the file.
 pub struct WriteTxn<'txn> {
-    pub(crate) events: redb::Table<'txn, u64, &'static [u8]>,
-    pub(crate) event_keys: redb::Table<'txn, (&'static str, &'static str), (u64, u64)>,
-    pub(crate) recent_event_keys: redb::Table<'txn, u64, (&'static str, &'static str, u64)>,
-    pub(crate) recent_keys: &'txn mut recent_keys::RecentKeys,
-    pub(crate) recent_tracked: &'txn mut recent_tracked::RecentTracked,
+    events: redb::Table<'txn, u64, &'static [u8]>,
+    event_keys: redb::Table<'txn, (&'static str, &'static str), (u64, u64)>,
+    recent_event_keys: redb::Table<'txn, u64, (&'static str, &'static str, u64)>,
+    events_by_type: redb::Table<'txn, u128, ()>,
+    events_by_tenant: redb::Table<'txn, u128, ()>,
     /// Opened on first use: most commits touch no webhook table, and each
     /// table opened in a write transaction costs that commit time.
-    pub(crate) hook_tables: Option<webhooks::HookTables<'txn>>,
-    pub(crate) txn: &'txn redb::WriteTransaction,
-    pub(crate) hooks: &'txn mut webhooks::HookState,
-    pub(crate) events_by_type: redb::Table<'txn, u128, ()>,
-    pub(crate) events_by_tenant: redb::Table<'txn, u128, ()>,
-    pub(crate) log: &'txn mut event_log::LogState,
+    hook_tables: Option<webhooks::HookTables<'txn>>,
+    /// Opened on first use, like `hook_tables`.
+    due: Option<redb::Table<'txn, (u8, u128, u64, u64), ()>>,
+    /// Opened on first use, like `hook_tables`.
+    track_tables: Option<tracking::TrackTables<'txn>>,
+    txn: &'txn redb::WriteTransaction,
+    memory: &'txn mut writer::WriterMemory,
 }
 
 impl<'txn> WriteTxn<'txn> {
     fn open(
         txn: &'txn redb::WriteTransaction,
-        log: &'txn mut event_log::LogState,
-        recent_keys: &'txn mut recent_keys::RecentKeys,
-        recent_tracked: &'txn mut recent_tracked::RecentTracked,
-        hooks: &'txn mut webhooks::HookState,
+        memory: &'txn mut writer::WriterMemory,
     ) -> Result<Self, StoreError> {
         Ok(WriteTxn {
             events: txn.open_table(EVENTS)?,
             event_keys: txn.open_table(EVENT_KEYS)?,
-            recent_event_keys: txn.open_table(recent_keys::RECENT_EVENT_KEYS)?,
-            recent_keys,
-            recent_tracked,
-            hook_tables: None,
-            txn,
-            hooks,
+            recent_event_keys: txn.open_table(RECENT_EVENT_KEYS)?,
             events_by_type: txn.open_table(EVENTS_BY_TYPE)?,
             events_by_tenant: txn.open_table(EVENTS_BY_TENANT)?,
-            log,
+            hook_tables: None,
+            due: None,
+            track_tables: None,
+            txn,
+            memory,
         })
     }
 }
 
 /// Rows one page may examine beyond those it returns, so that a filter
 /// matching nothing cannot make one request scan a whole table.
-pub(crate) const EXAMINE_BUDGET: usize = 10_000;
+const EXAMINE_BUDGET: usize = 10_000;
 
 /// A page of (id, record) and where the next page starts, if there may be one.
 type IdPage<R> = (Vec<(u64, R)>, Option<u64>);

@@ -10,14 +10,10 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable};
 
-use super::{StoreError, EVENT_KEYS};
-
-/// seq → (tenant or "", idempotency key, request fingerprint) for keyed
-/// events not yet merged into `event_keys`. Emptied by every merge.
-pub(crate) const RECENT_EVENT_KEYS: TableDefinition<u64, (&str, &str, u64)> =
-    TableDefinition::new("recent_event_keys");
+use super::tables::{EVENT_KEYS, RECENT_EVENT_KEYS};
+use super::StoreError;
 
 /// Keys held before a merge. Bounds the writer's memory (about 100 bytes a
 /// key) and the time one merge adds to the group commit that follows it.

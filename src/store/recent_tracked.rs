@@ -9,15 +9,10 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable};
 
-use super::tracking::{TRACK_BY_PERSON, TRACK_KEYS};
+use super::tables::{RECENT_TRACKED, TRACK_BY_PERSON, TRACK_KEYS};
 use super::StoreError;
-
-/// seq → (message key or 0, person, received Unix ms) for tracked calls not
-/// yet merged. Emptied by every merge.
-pub(crate) const RECENT_TRACKED: TableDefinition<u64, (u128, u64, i64)> =
-    TableDefinition::new("recent_tracked");
 
 /// Calls held before a merge: bounds the writer's memory (about 60 bytes a
 /// call) and the time one merge takes.

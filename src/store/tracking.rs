@@ -2,48 +2,15 @@
 //! per-event-name indexes that identity, stats, funnels and attribution read,
 //! campaign touches, and profiles with their linked anonymous ids.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::codec::{encode, ProfileRecord};
+use super::codec::encode;
+use super::records::ProfileRecord;
+use super::tables::{
+    PERSON_LINKS, PROFILES, RECENT_TRACKED, TOUCHES, TRACKED, TRACK_BY_EVENT, TRACK_BY_PERSON,
+    TRACK_KEYS, TRACK_META,
+};
 use super::{ReadTxn, StoreError, WriteTxn};
-
-/// hash(source, messageId) → (seq, received Unix ms). Fixed-width keys:
-/// message ids are random, and short keys keep those random inserts cheap.
-pub(crate) const TRACK_KEYS: TableDefinition<u128, (u64, i64)> = TableDefinition::new("track_keys");
-/// (received Unix ms, seq) → hash(source, messageId), 0 when Herald made the
-/// id up: every tracked call in arrival order, for retention and for
-/// expiring deduplication keys.
-pub(crate) const TRACKED: TableDefinition<(i64, u64), u128> = TableDefinition::new("tracked");
-/// (person, seq) → (): a person's calls. A person is the hash of `u:USERID`
-/// or `a:ANONYMOUSID` (see `person_hash`).
-pub(crate) const TRACK_BY_PERSON: TableDefinition<(u64, u64), ()> =
-    TableDefinition::new("track_by_person");
-/// (event type hash, timestamp ms, seq) → person: one event name's calls in
-/// time order, which stats, funnels and attribution scan by range.
-pub(crate) const TRACK_BY_EVENT: TableDefinition<(u64, i64, u64), u64> =
-    TableDefinition::new("track_by_event");
-/// (person, timestamp ms, seq) → (utm source, medium, name).
-pub(crate) const TOUCHES: TableDefinition<(u64, i64, u64), (&str, &str, &str)> =
-    TableDefinition::new("touches");
-/// userId → encoded `ProfileRecord`.
-pub(crate) const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
-/// person → the person (`u:USERID`) it belongs to: anonymous ids seen with a
-/// userId, and ids an alias retired.
-pub(crate) const PERSON_LINKS: TableDefinition<u64, u64> = TableDefinition::new("person_links");
-/// "dedup_expired_to" → (received ms, seq) up to which keys were expired.
-pub(crate) const TRACK_META: TableDefinition<&str, (i64, u64)> = TableDefinition::new("track_meta");
-
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
-    txn.open_table(TRACK_KEYS)?;
-    txn.open_table(TRACKED)?;
-    txn.open_table(TRACK_BY_PERSON)?;
-    txn.open_table(TRACK_BY_EVENT)?;
-    txn.open_table(TOUCHES)?;
-    txn.open_table(PROFILES)?;
-    txn.open_table(PERSON_LINKS)?;
-    txn.open_table(TRACK_META)?;
-    Ok(())
-}
 
 fn digest(domain: u8, parts: &[&str]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
@@ -89,8 +56,8 @@ pub fn message_key(source: &str, message_id: &str) -> u128 {
     u128::from_be_bytes(d[..16].try_into().expect("32 bytes")).max(1)
 }
 
-/// The tables one tracked batch writes, opened once per batch.
-pub struct TrackTables<'txn> {
+/// The tables tracked calls write, opened on first use in a transaction.
+pub(super) struct TrackTables<'txn> {
     keys: redb::Table<'txn, u128, (u64, i64)>,
     tracked: redb::Table<'txn, (i64, u64), u128>,
     by_event: redb::Table<'txn, (u64, i64, u64), u64>,
@@ -98,7 +65,7 @@ pub struct TrackTables<'txn> {
     profiles: redb::Table<'txn, &'static str, &'static [u8]>,
     links: redb::Table<'txn, u64, u64>,
     /// Where dedup keys and person rows wait for a bulk merge.
-    pub(crate) recent: redb::Table<'txn, u64, (u128, u64, i64)>,
+    recent: redb::Table<'txn, u64, (u128, u64, i64)>,
 }
 
 /// What one tracked call adds to the indexes beside its log row.
@@ -114,8 +81,7 @@ pub struct TrackedRow<'a> {
 }
 
 impl<'txn> TrackTables<'txn> {
-    pub(crate) fn open(txn: &WriteTxn<'txn>) -> Result<Self, StoreError> {
-        let t = txn.txn;
+    fn open(t: &'txn redb::WriteTransaction) -> Result<Self, StoreError> {
         Ok(TrackTables {
             keys: t.open_table(TRACK_KEYS)?,
             tracked: t.open_table(TRACKED)?,
@@ -123,13 +89,30 @@ impl<'txn> TrackTables<'txn> {
             touches: t.open_table(TOUCHES)?,
             profiles: t.open_table(PROFILES)?,
             links: t.open_table(PERSON_LINKS)?,
-            recent: t.open_table(super::recent_tracked::RECENT_TRACKED)?,
+            recent: t.open_table(RECENT_TRACKED)?,
         })
+    }
+}
+
+impl<'txn> WriteTxn<'txn> {
+    fn track_tables(&mut self) -> Result<&mut TrackTables<'txn>, StoreError> {
+        if self.track_tables.is_none() {
+            self.track_tables = Some(TrackTables::open(self.txn)?);
+        }
+        Ok(self.track_tables.as_mut().expect("opened just above"))
     }
 
     /// The seq a message key was stored at, if seen since `not_before_ms`.
-    pub fn seen(&self, message_key: u128, not_before_ms: i64) -> Result<Option<u64>, StoreError> {
+    pub fn tracked_message(
+        &mut self,
+        message_key: u128,
+        not_before_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        if let Some(seq) = self.memory.recent_tracked.seen(message_key, not_before_ms) {
+            return Ok(Some(seq));
+        }
         Ok(self
+            .track_tables()?
             .keys
             .get(message_key)?
             .map(|v| v.value())
@@ -137,15 +120,26 @@ impl<'txn> TrackTables<'txn> {
             .map(|(seq, _)| seq))
     }
 
-    pub fn index(&mut self, row: &TrackedRow<'_>) -> Result<(), StoreError> {
-        // The dedup key and the person row go through `recent_tracked`
-        // (see `ingest::append`).
-        self.tracked
+    /// Writes the index rows of a call appended at `row.seq`. Its dedup key
+    /// and person row wait in `recent_tracked` for a bulk merge.
+    pub fn index_tracked(&mut self, row: &TrackedRow<'_>) -> Result<(), StoreError> {
+        self.track_tables()?;
+        let tables = self.track_tables.as_mut().expect("opened just above");
+        self.memory.recent_tracked.insert(
+            &mut tables.recent,
+            row.seq,
+            row.message_key,
+            row.person,
+            row.received_ms,
+        )?;
+        tables
+            .tracked
             .insert((row.received_ms, row.seq), row.message_key)?;
-        self.by_event
+        tables
+            .by_event
             .insert((row.type_hash, row.timestamp_ms, row.seq), row.person)?;
         if let Some((source, medium, name)) = row.campaign {
-            self.touches.insert(
+            tables.touches.insert(
                 (row.person, row.timestamp_ms, row.seq),
                 (source, medium, name),
             )?;
@@ -163,6 +157,7 @@ impl<'txn> TrackTables<'txn> {
         kinds: &[PersonKind],
     ) -> Result<bool, StoreError> {
         let user = person_hash(PersonKind::User, user_id);
+        let links = &mut self.track_tables()?.links;
         let mut changed = false;
         for &kind in kinds {
             if kind == PersonKind::User && other_id == user_id {
@@ -171,21 +166,23 @@ impl<'txn> TrackTables<'txn> {
             let other = person_hash(kind, other_id);
             // Most calls repeat a known link: reading first avoids rewriting
             // the page for nothing.
-            if self.links.get(other)?.is_some_and(|v| v.value() == user) {
+            if links.get(other)?.is_some_and(|v| v.value() == user) {
                 continue;
             }
-            self.links.insert(other, user)?;
+            links.insert(other, user)?;
             changed = true;
         }
         Ok(changed)
     }
 
-    pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
-        super::get_record(&self.profiles, user_id)
+    pub fn profile(&mut self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
+        super::get_record(&self.track_tables()?.profiles, user_id)
     }
 
     pub fn put_profile(&mut self, user_id: &str, record: &ProfileRecord) -> Result<(), StoreError> {
-        self.profiles.insert(user_id, encode(record).as_slice())?;
+        self.track_tables()?
+            .profiles
+            .insert(user_id, encode(record).as_slice())?;
         Ok(())
     }
 }
@@ -202,10 +199,13 @@ impl WriteTxn<'_> {
     /// Merges the held dedup keys and person rows now, inside this
     /// transaction, so that upkeep sees every row in the sorted tables.
     pub(crate) fn flush_recent_tracked(&mut self) -> Result<(), StoreError> {
-        if !self.recent_tracked.is_empty() {
-            self.recent_tracked.merge_into(self.txn)?;
+        // The merge opens these tables itself, and a table is open once at
+        // a time in a transaction.
+        self.track_tables = None;
+        if !self.memory.recent_tracked.is_empty() {
+            self.memory.recent_tracked.merge_into(self.txn)?;
             // An abort of this transaction reloads the copy from the file.
-            self.recent_tracked.clear();
+            self.memory.recent_tracked.clear();
         }
         Ok(())
     }
@@ -227,12 +227,12 @@ impl WriteTxn<'_> {
 
     /// Up to `limit` tracked calls received after `after`, and before `before_ms`.
     pub(crate) fn tracked_before(
-        &self,
+        &mut self,
         after: Option<(i64, u64)>,
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<TrackedEntry>, StoreError> {
-        let table = self.txn.open_table(TRACKED)?;
+        let table = &self.track_tables()?.tracked;
         let start = after.map_or((i64::MIN, 0), |(ms, seq)| (ms, seq.saturating_add(1)));
         let mut out = Vec::new();
         for row in table.range(start..(before_ms, 0))?.take(limit) {
@@ -256,7 +256,7 @@ impl WriteTxn<'_> {
         if message_key == 0 {
             return Ok(());
         }
-        let mut keys = self.txn.open_table(TRACK_KEYS)?;
+        let keys = &mut self.track_tables()?.keys;
         let current = keys.get(message_key)?.map(|v| v.value().0);
         if current == Some(seq) {
             keys.remove(message_key)?;
@@ -273,20 +273,20 @@ impl WriteTxn<'_> {
         timestamp_ms: i64,
     ) -> Result<(), StoreError> {
         self.expire_track_key(entry.message_key, entry.seq)?;
-        self.txn
-            .open_table(TRACKED)?
-            .remove((entry.received_ms, entry.seq))?;
+        let tables = self.track_tables()?;
+        tables.tracked.remove((entry.received_ms, entry.seq))?;
         if let Some(person) = person {
+            tables.touches.remove((person, timestamp_ms, entry.seq))?;
+        }
+        tables
+            .by_event
+            .remove((type_hash, timestamp_ms, entry.seq))?;
+        if let Some(person) = person {
+            // Not among the cached tables: only merges write it.
             self.txn
                 .open_table(TRACK_BY_PERSON)?
                 .remove((person, entry.seq))?;
-            self.txn
-                .open_table(TOUCHES)?
-                .remove((person, timestamp_ms, entry.seq))?;
         }
-        self.txn
-            .open_table(TRACK_BY_EVENT)?
-            .remove((type_hash, timestamp_ms, entry.seq))?;
         self.remove_event(entry.seq, type_hash)?;
         Ok(())
     }
@@ -327,7 +327,7 @@ impl ReadTxn {
         {
             out.push(row?.0.value().1);
         }
-        let recent = self.txn.open_table(super::recent_tracked::RECENT_TRACKED)?;
+        let recent = self.txn.open_table(RECENT_TRACKED)?;
         for row in recent.range(after.saturating_add(1)..)? {
             let (seq, value) = row?;
             if value.value().1 == person {

@@ -1,54 +1,22 @@
-//! Webhook tables: endpoints, deliveries and the durable schedule of due
-//! attempts, with fan-out of new events inside the appending transaction.
+//! Webhook tables: endpoints and deliveries (with their attempts), read
+//! and written inside transactions. Deliveries are created by the log's
+//! fan-out; their schedule rows live in `due`.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable};
 
-use super::codec::{decode, encode, AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord};
+use super::codec::{decode, encode};
+use super::due::Queue;
+use super::records::{DeliveryRecord, DeliveryStatus, EndpointRecord};
+use super::tables::{DELIVERIES, DELIVERIES_BY_ENDPOINT, DELIVERIES_BY_EVENT, ENDPOINTS};
 use super::{ReadTxn, StoreError, WriteTxn};
-
-/// endpoint id → encoded `EndpointRecord`.
-pub(crate) const ENDPOINTS: TableDefinition<u128, &[u8]> = TableDefinition::new("endpoints");
-/// delivery id → encoded `DeliveryRecord`. Ids are dense and start at 1.
-pub(crate) const DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("deliveries");
-/// (due Unix ms, delivery id) → endpoint id: every pending delivery exactly
-/// once. The source of truth for the dispatcher, which rebuilds its queues
-/// from it at start. A row stays while its attempt is in flight, so a crash
-/// mid-attempt means a retry, never a loss.
-pub(crate) const DELIVERIES_DUE: TableDefinition<(u64, u64), u128> =
-    TableDefinition::new("deliveries_due");
-/// (endpoint id, delivery id) → (): an endpoint's deliveries, oldest first.
-pub(crate) const DELIVERIES_BY_ENDPOINT: TableDefinition<(u128, u64), ()> =
-    TableDefinition::new("deliveries_by_endpoint");
-/// (event seq, delivery id) → (): an event's deliveries.
-pub(crate) const DELIVERIES_BY_EVENT: TableDefinition<(u64, u64), ()> =
-    TableDefinition::new("deliveries_by_event");
-
-/// A delivery the dispatcher should attempt at `due_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DueDelivery {
-    pub due_ms: i64,
-    pub delivery_id: u64,
-    pub endpoint_id: u128,
-}
-
-/// What the writer tells the dispatcher after a commit.
-#[derive(Debug)]
-pub enum HookNote {
-    Due(Vec<DueDelivery>),
-    EndpointsChanged,
-}
 
 /// What the writer keeps in memory for webhooks between commits.
 #[derive(Debug, Default)]
 pub struct HookState {
     /// Every endpoint, for matching new events without reading the table.
     pub endpoints: Vec<EndpointRecord>,
+    /// The id the next delivery gets: ids are dense and start at 1.
     pub next_delivery_id: u64,
-    /// Deliveries made due by the transaction in progress, handed to the
-    /// dispatcher once it committed.
-    pub newly_due: Vec<DueDelivery>,
-    /// An endpoint changed in the transaction in progress.
-    pub endpoints_changed: bool,
     /// Set while appending an operational event about this endpoint, which
     /// it must not receive itself.
     pub fan_out_exclude: Option<u128>,
@@ -68,8 +36,6 @@ impl HookState {
         Ok(HookState {
             endpoints,
             next_delivery_id,
-            newly_due: Vec::new(),
-            endpoints_changed: false,
             fan_out_exclude: None,
         })
     }
@@ -79,13 +45,8 @@ impl HookState {
 pub struct HookTables<'txn> {
     endpoints: redb::Table<'txn, u128, &'static [u8]>,
     deliveries: redb::Table<'txn, u64, &'static [u8]>,
-    due: redb::Table<'txn, (u64, u64), u128>,
     by_endpoint: redb::Table<'txn, (u128, u64), ()>,
     by_event: redb::Table<'txn, (u64, u64), ()>,
-}
-
-fn due_key(due_ms: i64, delivery_id: u64) -> (u64, u64) {
-    (due_ms.max(0) as u64, delivery_id)
 }
 
 impl<'txn> WriteTxn<'txn> {
@@ -95,7 +56,6 @@ impl<'txn> WriteTxn<'txn> {
             self.hook_tables = Some(HookTables {
                 endpoints: txn.open_table(ENDPOINTS)?,
                 deliveries: txn.open_table(DELIVERIES)?,
-                due: txn.open_table(DELIVERIES_DUE)?,
                 by_endpoint: txn.open_table(DELIVERIES_BY_ENDPOINT)?,
                 by_event: txn.open_table(DELIVERIES_BY_EVENT)?,
             });
@@ -103,85 +63,18 @@ impl<'txn> WriteTxn<'txn> {
         Ok(self.hook_tables.as_mut().expect("opened just above"))
     }
 
-    /// Creates one pending delivery per enabled endpoint that wants the event
-    /// at `seq`, due now.
-    pub(crate) fn fan_out(
+    /// Writes a new delivery with its index rows; its schedule row is the
+    /// caller's.
+    pub(crate) fn insert_delivery(
         &mut self,
-        seq: u64,
-        event_id: u128,
-        event_type: &str,
-        tenant: Option<&str>,
-        now_ms: i64,
+        id: u64,
+        record: &DeliveryRecord,
     ) -> Result<(), StoreError> {
-        if self.hooks.endpoints.is_empty() {
-            return Ok(());
-        }
-        let mut matched = Vec::new();
-        for endpoint in &self.hooks.endpoints {
-            if endpoint.enabled
-                && self.hooks.fan_out_exclude != Some(endpoint.id)
-                && crate::names::subscribes(
-                    &endpoint.event_types,
-                    endpoint.tenant.as_deref(),
-                    event_type,
-                    tenant,
-                )
-            {
-                matched.push(endpoint.id);
-            }
-        }
-        for endpoint_id in matched {
-            self.create_delivery(endpoint_id, seq, event_id, event_type, now_ms)?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn create_delivery(
-        &mut self,
-        endpoint_id: u128,
-        event_seq: u64,
-        event_id: u128,
-        event_type: &str,
-        now_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let id = self.hooks.next_delivery_id;
-        let record = DeliveryRecord {
-            endpoint_id,
-            event_seq,
-            event_id,
-            event_type: event_type.to_owned(),
-            status: DeliveryStatus::Pending,
-            attempts: Vec::new(),
-            next_attempt_ms: Some(now_ms),
-            created_at_ms: now_ms,
-            schedule_from: 0,
-        };
         let tables = self.tables()?;
-        tables.deliveries.insert(id, encode(&record).as_slice())?;
-        tables.due.insert(due_key(now_ms, id), endpoint_id)?;
-        tables.by_endpoint.insert((endpoint_id, id), ())?;
-        tables.by_event.insert((event_seq, id), ())?;
-        self.hooks.next_delivery_id = id + 1;
-        self.hooks.newly_due.push(DueDelivery {
-            due_ms: now_ms,
-            delivery_id: id,
-            endpoint_id,
-        });
-        Ok(id)
-    }
-
-    /// Appends an event Herald itself produced; `exclude` names an endpoint
-    /// that must not receive it.
-    pub(crate) fn append_system_event(
-        &mut self,
-        row: super::event_log::NewEventRow,
-        now_ms: i64,
-        exclude: Option<u128>,
-    ) -> Result<u64, StoreError> {
-        self.hooks.fan_out_exclude = exclude;
-        let appended = self.append_event(row, now_ms);
-        self.hooks.fan_out_exclude = None;
-        appended.map(|(seq, _)| seq)
+        tables.deliveries.insert(id, encode(record).as_slice())?;
+        tables.by_endpoint.insert((record.endpoint_id, id), ())?;
+        tables.by_event.insert((record.event_seq, id), ())?;
+        Ok(())
     }
 
     pub(crate) fn delivery(&mut self, id: u64) -> Result<Option<DeliveryRecord>, StoreError> {
@@ -196,18 +89,13 @@ impl<'txn> WriteTxn<'txn> {
         record: &DeliveryRecord,
         previous_due: Option<i64>,
     ) -> Result<(), StoreError> {
-        let tables = self.tables()?;
-        if let Some(due) = previous_due {
-            tables.due.remove(due_key(due, id))?;
-        }
-        if let Some(due) = record.next_attempt_ms {
-            tables.due.insert(due_key(due, id), record.endpoint_id)?;
-            self.hooks.newly_due.push(DueDelivery {
-                due_ms: due,
-                delivery_id: id,
-                endpoint_id: record.endpoint_id,
-            });
-        }
+        self.reschedule(
+            Queue::Webhooks,
+            record.endpoint_id,
+            id,
+            previous_due,
+            record.next_attempt_ms,
+        )?;
         self.tables()?
             .deliveries
             .insert(id, encode(record).as_slice())?;
@@ -215,45 +103,44 @@ impl<'txn> WriteTxn<'txn> {
     }
 
     pub(crate) fn endpoint(&self, id: u128) -> Option<&EndpointRecord> {
-        self.hooks.endpoints.iter().find(|e| e.id == id)
+        self.memory.hooks.endpoints.iter().find(|e| e.id == id)
     }
 
     pub(crate) fn put_endpoint(&mut self, record: EndpointRecord) -> Result<(), StoreError> {
         self.tables()?
             .endpoints
             .insert(record.id, encode(&record).as_slice())?;
-        match self.hooks.endpoints.iter_mut().find(|e| e.id == record.id) {
+        let endpoints = &mut self.memory.hooks.endpoints;
+        match endpoints.iter_mut().find(|e| e.id == record.id) {
             Some(slot) => *slot = record,
-            None => self.hooks.endpoints.push(record),
+            None => endpoints.push(record),
         }
-        self.hooks.endpoints_changed = true;
+        self.keys_changed(Queue::Webhooks);
         Ok(())
     }
 
-    /// Deletes the endpoint and cancels its pending deliveries; their
-    /// history stays readable.
-    pub(crate) fn delete_endpoint(&mut self, id: u128) -> Result<bool, StoreError> {
+    /// Deletes the endpoint; its deliveries stay. False when there was no
+    /// such endpoint.
+    pub(crate) fn remove_endpoint(&mut self, id: u128) -> Result<bool, StoreError> {
         if self.tables()?.endpoints.remove(id)?.is_none() {
             return Ok(false);
         }
-        self.hooks.endpoints.retain(|e| e.id != id);
-        self.hooks.endpoints_changed = true;
-        let pending = self.endpoint_delivery_ids(id)?;
-        for delivery_id in pending {
-            let Some(mut record) = self.delivery(delivery_id)? else {
-                continue;
-            };
-            if record.status == DeliveryStatus::Pending {
-                let due = record.next_attempt_ms.take();
-                record.status = DeliveryStatus::Failed;
-                self.put_delivery(delivery_id, &record, due)?;
-            }
-        }
+        self.memory.hooks.endpoints.retain(|e| e.id != id);
+        self.keys_changed(Queue::Webhooks);
         Ok(true)
     }
 
-    /// Deliveries of `endpoint_id` created at or after `since_ms` whose status
-    /// is `status`, oldest first, at most `limit`.
+    /// Every delivery of `endpoint_id` whose status is `status`, oldest
+    /// first.
+    pub(crate) fn endpoint_deliveries(
+        &mut self,
+        endpoint_id: u128,
+        status: DeliveryStatus,
+    ) -> Result<Vec<(u64, DeliveryRecord)>, StoreError> {
+        self.endpoint_deliveries_since(endpoint_id, i64::MIN, status, usize::MAX)
+    }
+
+    /// Every delivery id of `endpoint_id`, oldest first.
     fn endpoint_delivery_ids(&mut self, endpoint_id: u128) -> Result<Vec<u64>, StoreError> {
         Ok(self
             .tables()?
@@ -263,6 +150,8 @@ impl<'txn> WriteTxn<'txn> {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Deliveries of `endpoint_id` created at or after `since_ms` whose status
+    /// is `status`, oldest first, at most `limit`.
     pub(crate) fn endpoint_deliveries_since(
         &mut self,
         endpoint_id: u128,
@@ -358,22 +247,6 @@ impl ReadTxn {
         Ok((out, false))
     }
 
-    /// Every pending delivery in due order: what the dispatcher starts from.
-    pub fn due_deliveries(&self) -> Result<Vec<super::webhooks::DueDelivery>, StoreError> {
-        let table = self.txn.open_table(DELIVERIES_DUE)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (key, endpoint) = row?;
-            let (due, delivery_id) = key.value();
-            out.push(DueDelivery {
-                due_ms: due as i64,
-                delivery_id,
-                endpoint_id: endpoint.value(),
-            });
-        }
-        Ok(out)
-    }
-
     /// Deliveries after id `after` matching `filter`, oldest first.
     pub fn scan_deliveries(
         &self,
@@ -384,7 +257,7 @@ impl ReadTxn {
         let deliveries = self.txn.open_table(DELIVERIES)?;
         let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> =
             if let Some(event_id) = filter.event_id {
-                let seq = super::event_log::seq_of_event_id(event_id);
+                let seq = super::log::seq_of_event_id(event_id);
                 let index = self.txn.open_table(DELIVERIES_BY_EVENT)?;
                 Box::new(
                     index
@@ -416,27 +289,4 @@ impl ReadTxn {
             next_after,
         })
     }
-}
-
-/// Appends `attempt` and decides what happens next; returns the schedule
-/// row the delivery had before, for `put_delivery`.
-pub fn record_attempt(
-    record: &mut DeliveryRecord,
-    attempt: AttemptRecord,
-    next_attempt_ms: Option<i64>,
-    succeeded: bool,
-) -> Option<i64> {
-    let previous = record.next_attempt_ms;
-    record.attempts.push(attempt);
-    if succeeded {
-        record.status = DeliveryStatus::Succeeded;
-        record.next_attempt_ms = None;
-    } else if let Some(next) = next_attempt_ms {
-        record.status = DeliveryStatus::Pending;
-        record.next_attempt_ms = Some(next);
-    } else {
-        record.status = DeliveryStatus::Failed;
-        record.next_attempt_ms = None;
-    }
-    previous
 }

@@ -13,10 +13,11 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use redb::Durability;
 use tokio::sync::{oneshot, Notify};
 
-use super::event_log::LogState;
+use super::due::{DueChange, Queue, ScheduleListener, ScheduleNote};
+use super::log::LogState;
 use super::recent_keys::RecentKeys;
 use super::recent_tracked::RecentTracked;
-use super::webhooks::{HookNote, HookState};
+use super::webhooks::HookState;
 use super::{Store, StoreError, WriteTxn};
 
 /// Runs inside the group transaction; returns what to do once the commit's
@@ -69,11 +70,13 @@ impl WriterThread {
 }
 
 impl Writer {
+    /// Starts the writer thread. `listeners` hear about schedule changes
+    /// once they are durable.
     pub fn start(
         store: &Store,
         queue_capacity: usize,
         max_batch: usize,
-        hook_notes: Option<HookNotes>,
+        listeners: Listeners,
     ) -> Result<(Writer, WriterThread), StoreError> {
         let state = LogState::load(store.database())?;
         let recent_keys = RecentKeys::load(store.database())?;
@@ -92,7 +95,8 @@ impl Writer {
                     recent_keys,
                     recent_tracked,
                     hooks,
-                    hook_notes,
+                    schedule: Default::default(),
+                    listeners,
                 };
                 let outcome = run(&store, &rx, &mut memory, max_batch);
                 thread_alive.store(false, Ordering::SeqCst);
@@ -125,58 +129,6 @@ impl Writer {
         self.failed.notified().await
     }
 
-    /// As `write`, and `on_commit` runs on the writer thread right after the
-    /// commit is durable, whether or not the submitter still waits: what it
-    /// announces (work now due) is never lost to a dropped request.
-    pub async fn write_then<T, F, C>(&self, op: F, on_commit: C) -> Result<T, SubmitError>
-    where
-        T: Send + 'static,
-        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
-        C: FnOnce(&T) + Send + 'static,
-    {
-        let answer = self.submit(op, on_commit)?;
-        answer.await.unwrap_or(Err(SubmitError::Closed))
-    }
-
-    /// Queues `op` without waiting for its commit; `on_commit` runs once it
-    /// is durable. For callers whose next step does not depend on the
-    /// outcome (mail workers), so they need not idle through each fsync.
-    pub fn submit_then<T, F, C>(&self, op: F, on_commit: C) -> Result<(), SubmitError>
-    where
-        T: Send + 'static,
-        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
-        C: FnOnce(&T) + Send + 'static,
-    {
-        self.submit(op, on_commit).map(drop)
-    }
-
-    fn submit<T, F, C>(
-        &self,
-        op: F,
-        on_commit: C,
-    ) -> Result<oneshot::Receiver<Result<T, SubmitError>>, SubmitError>
-    where
-        T: Send + 'static,
-        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
-        C: FnOnce(&T) + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel::<Result<T, SubmitError>>();
-        let apply: Apply = Box::new(move |txn| {
-            let value = op(txn)?;
-            Ok(Box::new(move |committed: Result<(), Arc<StoreError>>| {
-                if committed.is_ok() {
-                    on_commit(&value);
-                }
-                let _ = reply.send(committed.map(|()| value).map_err(SubmitError::Failed));
-            }))
-        });
-        match self.queue.try_send(Message::Op(apply)) {
-            Ok(()) => Ok(answer),
-            Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
-        }
-    }
-
     /// Queues `op` for the next group commit and resolves once that commit is
     /// durable. `op` must only write after it has decided to succeed: a
     /// logical refusal belongs in `T`, while `Err` aborts the whole group.
@@ -185,7 +137,84 @@ impl Writer {
         T: Send + 'static,
         F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.write_then(op, |_| {}).await
+        let (apply, answer) = replying(op);
+        match self.queue.try_send(Message::Op(apply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
+        }
+        answer.await.unwrap_or(Err(SubmitError::Closed))
+    }
+
+    /// As `write`, for threads outside the async runtime (background
+    /// workers): it waits while the queue is full rather than refusing.
+    pub fn write_blocking<T, F>(&self, op: F) -> Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (apply, answer) = replying(op);
+        if self.queue.send(Message::Op(apply)).is_err() {
+            return Err(SubmitError::Closed);
+        }
+        answer.blocking_recv().unwrap_or(Err(SubmitError::Closed))
+    }
+
+    /// Queues `op` from a worker thread, waiting while the queue is full but
+    /// not for the commit, so a worker need not idle through each fsync.
+    /// `done` runs exactly once, on the writer thread: `true` once the
+    /// commit is durable, `false` if it is not (the group failed, or the
+    /// writer stopped first).
+    pub fn submit<F>(&self, op: F, done: impl FnOnce(bool) + Send + 'static)
+    where
+        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<(), StoreError> + Send + 'static,
+    {
+        let done = Completion(Some(Box::new(done)));
+        let apply: Apply = Box::new(move |txn| {
+            op(txn)?;
+            Ok(Box::new(move |committed: Result<(), Arc<StoreError>>| {
+                done.finish(committed.is_ok())
+            }))
+        });
+        // If the writer is gone the operation is dropped here, and with it
+        // `done`, which then reports `false`.
+        let _ = self.queue.send(Message::Op(apply));
+    }
+}
+
+/// `op` as the writer runs it, and where its answer arrives.
+fn replying<T, F>(op: F) -> (Apply, oneshot::Receiver<Result<T, SubmitError>>)
+where
+    T: Send + 'static,
+    F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel::<Result<T, SubmitError>>();
+    let apply: Apply = Box::new(move |txn| {
+        let value = op(txn)?;
+        Ok(Box::new(move |committed: Result<(), Arc<StoreError>>| {
+            let _ = reply.send(committed.map(|()| value).map_err(SubmitError::Failed));
+        }))
+    });
+    (apply, answer)
+}
+
+/// A `submit` caller's callback, called with `false` if it is dropped
+/// uncalled: whatever path an operation takes, its submitter hears once.
+struct Completion(Option<Box<dyn FnOnce(bool) + Send>>);
+
+impl Completion {
+    fn finish(mut self, committed: bool) {
+        if let Some(done) = self.0.take() {
+            done(committed);
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(false);
+        }
     }
 }
 
@@ -194,38 +223,76 @@ impl Writer {
 #[derive(Debug)]
 struct StorageFailed;
 
-/// Where the writer tells the webhook dispatcher about committed changes.
-pub type HookNotes = tokio::sync::mpsc::UnboundedSender<HookNote>;
+/// Who hears about each queue's schedule changes.
+#[derive(Default)]
+pub struct Listeners([Option<ScheduleListener>; 2]);
+
+impl Listeners {
+    /// `listener` hears `queue`'s notes.
+    pub fn on(mut self, queue: Queue, listener: ScheduleListener) -> Self {
+        self.0[queue.index()] = Some(listener);
+        self
+    }
+}
+
+/// Schedule changes of the transaction in progress, per queue.
+#[derive(Default)]
+struct PendingNotes {
+    changes: [Vec<DueChange>; 2],
+    keys_changed: [bool; 2],
+}
 
 /// What the writer thread keeps between commits.
-struct WriterMemory {
-    log: LogState,
-    recent_keys: RecentKeys,
-    recent_tracked: RecentTracked,
-    hooks: HookState,
-    hook_notes: Option<HookNotes>,
+pub(super) struct WriterMemory {
+    /// Where the log continues.
+    pub(super) log: LogState,
+    /// Idempotency keys not yet merged into their sorted table.
+    pub(super) recent_keys: RecentKeys,
+    /// Tracking index rows not yet merged into their sorted tables.
+    pub(super) recent_tracked: RecentTracked,
+    /// Endpoints, for fan-out without reading their table.
+    pub(super) hooks: HookState,
+    /// Announced to `listeners` once the transaction is durable.
+    schedule: PendingNotes,
+    listeners: Listeners,
 }
 
 impl WriterMemory {
-    /// After a commit: the dispatcher learns about new due deliveries only
-    /// once they are durable, so it never attempts one that could vanish.
-    fn announce_hooks(&mut self) {
-        let due = std::mem::take(&mut self.hooks.newly_due);
-        let changed = std::mem::take(&mut self.hooks.endpoints_changed);
-        let Some(notes) = &self.hook_notes else {
-            return;
-        };
-        if changed {
-            let _ = notes.send(HookNote::EndpointsChanged);
-        }
-        if !due.is_empty() {
-            let _ = notes.send(HookNote::Due(due));
+    pub(super) fn schedule_changed(&mut self, queue: Queue, change: DueChange) {
+        self.schedule.changes[queue.index()].push(change);
+    }
+
+    pub(super) fn keys_changed(&mut self, queue: Queue) {
+        self.schedule.keys_changed[queue.index()] = true;
+    }
+
+    /// After a commit: schedulers learn about changes only once they are
+    /// durable, so none attempts a job that could vanish.
+    fn announce(&mut self) {
+        let PendingNotes {
+            changes,
+            keys_changed,
+        } = std::mem::take(&mut self.schedule);
+        // `Queue::ALL` is in `Queue::index` order, as the arrays are.
+        for ((queue, changes), keys_changed) in
+            Queue::ALL.into_iter().zip(changes).zip(keys_changed)
+        {
+            let Some(listener) = &self.listeners.0[queue.index()] else {
+                continue;
+            };
+            if keys_changed {
+                listener(ScheduleNote::KeysChanged);
+            }
+            if !changes.is_empty() {
+                listener(ScheduleNote::Changed(changes));
+            }
         }
     }
 
     /// After an aborted group: forget what its operations did in memory.
     fn roll_back(&mut self, store: &Store, before: LogState) {
         self.log = before;
+        self.schedule = PendingNotes::default();
         self.recent_keys.forget_from(before.next_seq);
         // The group may also have merged (and cleared) the held rows: the
         // file is the truth after an abort.
@@ -235,13 +302,9 @@ impl WriterMemory {
         }
         match HookState::load(store.database()) {
             Ok(hooks) => self.hooks = hooks,
-            Err(e) => {
-                // Keep going with the old copy minus this group's notes; the
-                // next storage error stops the writer anyway.
-                tracing::error!(error = %e, "reloading endpoints after an abort failed");
-                self.hooks.newly_due.clear();
-                self.hooks.endpoints_changed = false;
-            }
+            // Keep going with the old copy; the next storage error stops
+            // the writer anyway.
+            Err(e) => tracing::error!(error = %e, "reloading endpoints after an abort failed"),
         }
     }
 }
@@ -296,7 +359,7 @@ fn commit_group(
     let fatal = matches!(result, Err(StoreError::Redb(_)));
     let outcome = match result {
         Ok(()) => {
-            memory.announce_hooks();
+            memory.announce();
             Ok(())
         }
         Err(e) => {
@@ -354,13 +417,7 @@ fn apply_and_commit(
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Redb(e.into()))?;
     {
-        let mut tables = WriteTxn::open(
-            &txn,
-            &mut memory.log,
-            &mut memory.recent_keys,
-            &mut memory.recent_tracked,
-            &mut memory.hooks,
-        )?;
+        let mut tables = WriteTxn::open(&txn, memory)?;
         for op in batch.drain(..) {
             completions.push(op(&mut tables)?);
         }
@@ -428,19 +485,19 @@ mod tests {
         let expected: Vec<(bool, u64)> = (1..=total as u64).map(|seq| (false, seq)).collect();
 
         let store = Store::open(&path).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
         let first = append_keys(&writer, &rt, &keys);
         assert!(first.iter().all(|(created, _)| *created));
         {
             use redb::{ReadableDatabase, ReadableTableMetadata};
             let txn = store.database().begin_read().unwrap();
             let merged = txn
-                .open_table(crate::store::EVENT_KEYS)
+                .open_table(crate::store::tables::EVENT_KEYS)
                 .unwrap()
                 .len()
                 .unwrap();
             let recent = txn
-                .open_table(crate::store::recent_keys::RECENT_EVENT_KEYS)
+                .open_table(crate::store::tables::RECENT_EVENT_KEYS)
                 .unwrap()
                 .len()
                 .unwrap();
@@ -454,7 +511,7 @@ mod tests {
 
         // After a restart both merged and recent keys still name their event.
         let store = Store::open(&path).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
         assert_eq!(append_keys(&writer, &rt, &keys), expected);
         let fresh = append_keys(&writer, &rt, &["new".to_owned()]);
         assert_eq!(fresh, vec![(true, total as u64 + 1)]);
@@ -467,7 +524,7 @@ mod tests {
         let path = dir.path().join("herald.redb");
         let (backend, fail_sync) = FaultyFile::open(&path);
         let store = Store::open_on(backend, &path).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 use super::segment::{self, Call, Tracked};
 use crate::config::tracking::TrackingSettings;
 use crate::ids;
-use crate::store::codec::ProfileRecord;
-use crate::store::event_log::{IndexKeys, NewEventRow};
-use crate::store::tracking::{message_key, person_of, PersonKind, TrackTables, TrackedRow};
+use crate::store::log::{IndexKeys, NewEventRow};
+use crate::store::records::ProfileRecord;
+use crate::store::tracking::{message_key, person_of, PersonKind, TrackedRow};
 use crate::store::{StoreError, WriteTxn};
 
 /// A refused request; nothing of it is written.
@@ -254,17 +254,11 @@ pub fn append(
     not_before_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<Stored>, StoreError> {
-    let mut tables = TrackTables::open(txn)?;
     let mut out = Vec::with_capacity(calls.len());
     for call in calls {
         let t = &call.tracked;
         if call.message_key != 0 {
-            let held = txn.recent_tracked.seen(call.message_key, not_before_ms);
-            let seen = match held {
-                Some(seq) => Some(seq),
-                None => tables.seen(call.message_key, not_before_ms)?,
-            };
-            if let Some(seq) = seen {
+            if let Some(seq) = txn.tracked_message(call.message_key, not_before_ms)? {
                 out.push(Stored {
                     seq,
                     duplicate: true,
@@ -290,7 +284,7 @@ pub fn append(
             .campaign
             .as_ref()
             .map(|c| (c.source.as_str(), c.medium.as_str(), c.name.as_str()));
-        tables.index(&TrackedRow {
+        txn.index_tracked(&TrackedRow {
             seq,
             received_ms: record.received_at_ms,
             message_key: call.message_key,
@@ -299,14 +293,7 @@ pub fn append(
             timestamp_ms: t.timestamp_ms,
             campaign,
         })?;
-        txn.recent_tracked.insert(
-            &mut tables.recent,
-            seq,
-            call.message_key,
-            call.person,
-            record.received_at_ms,
-        )?;
-        update_identity(&mut tables, t, call.traits, record.received_at_ms)?;
+        update_identity(txn, t, call.traits, record.received_at_ms)?;
         out.push(Stored {
             seq,
             duplicate: false,
@@ -318,7 +305,7 @@ pub fn append(
 /// Identify merges traits into the profile; identify or any call with both
 /// ids, and alias, link the other id to the userId.
 fn update_identity(
-    tables: &mut TrackTables<'_>,
+    tables: &mut WriteTxn<'_>,
     t: &Tracked,
     traits: Option<Map<String, Value>>,
     now_ms: i64,
@@ -416,7 +403,7 @@ mod tests {
         // One merge's worth plus some still held afterwards.
         let total = MERGE_THRESHOLD + MERGE_THRESHOLD / 2;
         let store = Store::open(&path).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Default::default()).unwrap();
         let first = send(&writer, &rt, total);
         assert!(first.iter().all(|s| !s.duplicate));
         let seqs: Vec<u64> = first.iter().map(|s| s.seq).collect();
@@ -436,7 +423,7 @@ mod tests {
         drop((writer, store));
 
         let store = Store::open(&path).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Default::default()).unwrap();
         let after_restart = send(&writer, &rt, total);
         assert!(after_restart.iter().all(|s| s.duplicate));
         let found = store
@@ -459,7 +446,7 @@ mod tests {
     fn an_anonymous_id_links_as_anonymous_only_and_an_alias_links_both() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("herald.redb")).unwrap();
-        let (writer, thread) = Writer::start(&store, 16, 16, None).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Default::default()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -2,13 +2,14 @@
 //! the deduplication window, and deleting calls older than the retention
 //! age. Both work in small writer operations so ingestion keeps flowing.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::segment::stored_person;
 use crate::clock;
 use crate::config::tracking::TrackingSettings;
-use crate::store::event_log::IndexKeys;
+use crate::store::log::IndexKeys;
 use crate::store::{StoreError, WriteTxn, Writer};
+use crate::worker::{Step, Worker};
 
 /// Calls handled per writer operation: a few milliseconds of work.
 const BATCH: usize = 500;
@@ -16,48 +17,78 @@ const BATCH: usize = 500;
 const BREATHER: Duration = Duration::from_millis(20);
 const DEDUP_CURSOR: &str = "dedup_expired_to";
 
-pub async fn run(writer: Writer, settings: TrackingSettings) {
-    let window_ms = settings.dedup_window.as_millis() as i64;
-    let retention_ms = settings.retention.map(|r| r.as_millis() as i64);
-    loop {
-        if let Err(e) = pass(&writer, window_ms, retention_ms).await {
-            tracing::warn!(error = %e, "tracking upkeep failed; retrying at the next interval");
+/// The upkeep of tracked calls, run every `prune_interval` as a worker.
+pub struct Upkeep {
+    writer: Writer,
+    settings: TrackingSettings,
+    phase: Phase,
+}
+
+/// Where a pass is: expiring keys first, then deleting old calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    ExpireKeys,
+    RemoveOld,
+}
+
+impl Upkeep {
+    pub fn new(writer: Writer, settings: TrackingSettings) -> Self {
+        Upkeep {
+            writer,
+            settings,
+            phase: Phase::ExpireKeys,
         }
-        tokio::time::sleep(settings.prune_interval).await;
+    }
+
+    /// The pass is over: the next begins after the interval.
+    fn rest(&mut self) -> Step {
+        self.phase = Phase::ExpireKeys;
+        Step::Idle(Some(Instant::now() + self.settings.prune_interval))
     }
 }
 
-/// One full pass: both jobs until nothing older is left.
-pub async fn pass(
-    writer: &Writer,
-    window_ms: i64,
-    retention_ms: Option<i64>,
-) -> Result<(), crate::store::SubmitError> {
-    loop {
-        let now = clock::now_ms();
-        let done = writer
-            .write(move |txn| expire_keys(txn, now - window_ms))
-            .await?;
-        if done < BATCH {
-            break;
-        }
-        tokio::time::sleep(BREATHER).await;
+impl Worker for Upkeep {
+    fn name(&self) -> String {
+        "tracking-upkeep".into()
     }
-    let Some(retention_ms) = retention_ms else {
-        return Ok(());
-    };
-    loop {
+
+    /// One batch of the pass.
+    fn work(&mut self) -> Step {
         let now = clock::now_ms();
-        let removed = writer
-            .write(move |txn| remove_old(txn, now - retention_ms))
-            .await?;
-        if removed > 0 {
-            tracing::info!(removed, "pruned tracked calls past retention");
+        let done = match self.phase {
+            Phase::ExpireKeys => {
+                let before = now - self.settings.dedup_window.as_millis() as i64;
+                self.writer
+                    .write_blocking(move |txn| expire_keys(txn, before))
+                    .map(|expired| (expired, expired < BATCH))
+            }
+            Phase::RemoveOld => {
+                let Some(retention) = self.settings.retention else {
+                    return self.rest();
+                };
+                let before = now - retention.as_millis() as i64;
+                self.writer
+                    .write_blocking(move |txn| remove_old(txn, before))
+                    .map(|removed| {
+                        if removed > 0 {
+                            tracing::info!(removed, "pruned tracked calls past retention");
+                        }
+                        (removed, removed < BATCH - 1)
+                    })
+            }
+        };
+        match done {
+            Ok((_, false)) => Step::Idle(Some(Instant::now() + BREATHER)),
+            Ok((_, true)) if self.phase == Phase::ExpireKeys => {
+                self.phase = Phase::RemoveOld;
+                Step::Busy
+            }
+            Ok((_, true)) => self.rest(),
+            Err(e) => {
+                tracing::warn!(error = %e, "tracking upkeep failed; retrying at the next interval");
+                self.rest()
+            }
         }
-        if removed < BATCH - 1 {
-            return Ok(());
-        }
-        tokio::time::sleep(BREATHER).await;
     }
 }
 
@@ -85,9 +116,7 @@ fn remove_old(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreErro
     txn.flush_recent_tracked()?;
     let mut removed = 0;
     for entry in &entries {
-        // The log's last event stays: sequence numbers resume from it after
-        // a restart and must never be handed out twice.
-        if entry.seq + 1 >= txn.log.next_seq {
+        if txn.is_last_event(entry.seq) {
             continue;
         }
         let Some(event) = txn.event_at(entry.seq)? else {

@@ -10,10 +10,10 @@ use crate::clock;
 use crate::events::Invalid;
 use crate::ids;
 use crate::names::{is_valid_pattern, is_valid_tenant};
-use crate::store::codec::EndpointRecord;
+use crate::store::records::EndpointRecord;
 
-use super::outbound::parse_target;
 use super::signing::Secret;
+use super::target;
 
 pub const ID_PREFIX: &str = "ep_";
 pub const PAYLOAD_VERSION: u8 = 1;
@@ -83,7 +83,7 @@ pub fn apply(
         if url.len() > MAX_URL_LEN {
             return Err(invalid("url", format!("longer than {MAX_URL_LEN} bytes")));
         }
-        parse_target(&url, require_https).map_err(|m| invalid("url", m))?;
+        target::parse(&url, require_https).map_err(|m| invalid("url", m))?;
         record.url = url;
     }
     if let Some(tenant) = input.tenant {

@@ -3,7 +3,7 @@
 use crate::clock;
 use crate::events::ID_PREFIX as EVENT_ID_PREFIX;
 use crate::ids;
-use crate::store::codec::EventRecord;
+use crate::store::records::EventRecord;
 
 /// Version 1: `{"id","type","version","seq","timestamp","tenant","data"}`.
 /// `timestamp` is when the event occurred; `seq` its position in the log, so

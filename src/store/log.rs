@@ -1,15 +1,17 @@
-//! The append-only event log's tables: appending inside a write transaction,
-//! and point reads and filtered pages inside a read transaction.
+//! The append-only event log: appending an event inside a write
+//! transaction with its index rows and its deliveries (the fan-out to every
+//! subscribed endpoint), and point reads and filtered pages inside a read
+//! transaction.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::codec::{encode, EventRecord};
-use super::{
-    last_u64_key, ReadTxn, StoreError, WriteTxn, EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE,
-    EXAMINE_BUDGET,
-};
+use super::codec::{encode, CodecError};
+use super::due::Queue;
+use super::records::{DeliveryRecord, DeliveryStatus, EventRecord};
+use super::tables::{EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE};
+use super::{last_u64_key, ReadTxn, StoreError, WriteTxn, EXAMINE_BUDGET};
 
 /// Counters the writer carries between commits. Restored from the file at
 /// start and rolled back when a transaction aborts.
@@ -126,7 +128,7 @@ impl WriteTxn<'_> {
         key: &str,
     ) -> Result<Option<(u64, u64)>, StoreError> {
         let tenant = tenant.unwrap_or("");
-        if let Some(found) = self.recent_keys.get(tenant, key) {
+        if let Some(found) = self.memory.recent_keys.get(tenant, key) {
             return Ok(Some(found));
         }
         Ok(self.event_keys.get((tenant, key))?.map(|v| v.value()))
@@ -136,14 +138,32 @@ impl WriteTxn<'_> {
         read_event(&self.events, seq)
     }
 
+    /// The event an idempotency key named: it must exist, so its absence
+    /// is damage, reported as such.
+    pub fn keyed_event(&self, seq: u64) -> Result<EventRecord, StoreError> {
+        self.event_at(seq)?.ok_or_else(|| {
+            StoreError::Codec(CodecError::Corrupt {
+                record: "event",
+                detail: format!("idempotency key points at missing seq {seq}"),
+            })
+        })
+    }
+
+    /// Whether `seq` is the last event of the log. It is never deleted:
+    /// sequence numbers resume from it after a restart and must never be
+    /// handed out twice.
+    pub(crate) fn is_last_event(&self, seq: u64) -> bool {
+        seq + 1 >= self.memory.log.next_seq
+    }
+
     /// Appends one event at the next sequence number, with its indexes.
     pub fn append_event(
         &mut self,
         row: NewEventRow,
         now_ms: i64,
     ) -> Result<(u64, EventRecord), StoreError> {
-        let seq = self.log.next_seq;
-        let received_at_ms = now_ms.max(self.log.last_received_ms);
+        let seq = self.memory.log.next_seq;
+        let received_at_ms = now_ms.max(self.memory.log.last_received_ms);
         let record = EventRecord {
             id: event_id(received_at_ms, seq, row.nonce),
             event_type: row.event_type,
@@ -158,7 +178,9 @@ impl WriteTxn<'_> {
             let tenant = record.tenant.as_deref().unwrap_or("");
             self.recent_event_keys
                 .insert(seq, (tenant, key, row.fingerprint))?;
-            self.recent_keys.insert(tenant, key, seq, row.fingerprint);
+            self.memory
+                .recent_keys
+                .insert(tenant, key, seq, row.fingerprint);
         }
         self.events_by_type
             .insert(index_key(row.index.type_hash, seq), ())?;
@@ -166,8 +188,8 @@ impl WriteTxn<'_> {
             self.events_by_tenant
                 .insert(index_key(tenant_hash, seq), ())?;
         }
-        self.log.next_seq = seq + 1;
-        self.log.last_received_ms = received_at_ms;
+        self.memory.log.next_seq = seq + 1;
+        self.memory.log.last_received_ms = received_at_ms;
         self.fan_out(
             seq,
             record.id,
@@ -180,6 +202,84 @@ impl WriteTxn<'_> {
 }
 
 impl WriteTxn<'_> {
+    /// Creates one pending delivery per enabled endpoint that subscribes to
+    /// the event at `seq`, due now: a 2xx for the event means its
+    /// deliveries are durable too.
+    fn fan_out(
+        &mut self,
+        seq: u64,
+        event_id: u128,
+        event_type: &str,
+        tenant: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let hooks = &self.memory.hooks;
+        if hooks.endpoints.is_empty() {
+            return Ok(());
+        }
+        let subscribed: Vec<u128> = hooks
+            .endpoints
+            .iter()
+            .filter(|endpoint| {
+                endpoint.enabled
+                    && hooks.fan_out_exclude != Some(endpoint.id)
+                    && crate::names::subscribes(
+                        &endpoint.event_types,
+                        endpoint.tenant.as_deref(),
+                        event_type,
+                        tenant,
+                    )
+            })
+            .map(|endpoint| endpoint.id)
+            .collect();
+        for endpoint_id in subscribed {
+            self.create_delivery(endpoint_id, seq, event_id, event_type, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// A pending delivery of the event at `event_seq` to `endpoint_id`, due
+    /// now.
+    pub(crate) fn create_delivery(
+        &mut self,
+        endpoint_id: u128,
+        event_seq: u64,
+        event_id: u128,
+        event_type: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let id = self.memory.hooks.next_delivery_id;
+        let record = DeliveryRecord {
+            endpoint_id,
+            event_seq,
+            event_id,
+            event_type: event_type.to_owned(),
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_attempt_ms: Some(now_ms),
+            created_at_ms: now_ms,
+            schedule_from: 0,
+        };
+        self.insert_delivery(id, &record)?;
+        self.reschedule(Queue::Webhooks, endpoint_id, id, None, Some(now_ms))?;
+        self.memory.hooks.next_delivery_id = id + 1;
+        Ok(id)
+    }
+
+    /// Appends an event Herald itself produced; `exclude` names an endpoint
+    /// that must not receive it.
+    pub(crate) fn append_system_event(
+        &mut self,
+        row: NewEventRow,
+        now_ms: i64,
+        exclude: Option<u128>,
+    ) -> Result<u64, StoreError> {
+        self.memory.hooks.fan_out_exclude = exclude;
+        let appended = self.append_event(row, now_ms);
+        self.memory.hooks.fan_out_exclude = None;
+        appended.map(|(seq, _)| seq)
+    }
+
     /// Deletes an event without a tenant (retention of tracked calls).
     pub(crate) fn remove_event(&mut self, seq: u64, type_hash: u64) -> Result<(), StoreError> {
         self.events.remove(seq)?;

@@ -1,0 +1,363 @@
+//! What follows a mail attempt, decided without I/O: the message's next
+//! attempt or its end, the recipient's soft-bounce count, whether the
+//! address is suppressed, and the `email.*` event that says so.
+
+use std::time::Duration;
+
+use super::classify::{verdict, Verdict};
+use crate::config::mail::MailSettings;
+use crate::retry::{FailureKind, RetryPolicy};
+use crate::store::records::{EmailStatus, SuppressionReason};
+
+/// How attempts are retried; built once from the settings.
+#[derive(Debug, Clone)]
+pub struct MailRetry {
+    pub policy: RetryPolicy,
+    /// How many steps the schedule has: its last step repeats.
+    pub steps: u32,
+    /// A message still failing this long after it was queued fails.
+    pub give_up_after: Duration,
+    /// Temporary failures in a row that suppress the address.
+    pub soft_bounce_limit: u32,
+}
+
+impl MailRetry {
+    pub fn new(settings: &MailSettings) -> Self {
+        MailRetry {
+            policy: RetryPolicy::new(settings.retry_schedule.clone(), Duration::ZERO),
+            steps: settings.retry_schedule.len() as u32,
+            give_up_after: settings.give_up_after,
+            soft_bounce_limit: settings.soft_bounce_limit,
+        }
+    }
+
+    /// The wait after `failures` temporary failures: the schedule, then its
+    /// last step again until `give_up_after`.
+    fn delay(&self, failures: u32, random_unit: f64) -> Option<Duration> {
+        if self.steps == 0 {
+            return None;
+        }
+        self.policy.next_delay(
+            failures.min(self.steps),
+            FailureKind::Other,
+            None,
+            random_unit,
+        )
+    }
+}
+
+/// What a worker saw when it tried a message.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub at_ms: i64,
+    /// 0 when the relay could not be reached.
+    pub code: u16,
+    pub text: String,
+    /// Whether the reply was about the recipient (see `relay::Reply`).
+    pub about_recipient: bool,
+    pub latency_ms: u32,
+    /// In [0, 1): picks the jitter, so decisions are reproducible.
+    pub random_unit: f64,
+}
+
+/// The event a decision records, beyond the fields every `email.*` event
+/// of an attempt carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Sent,
+    Deferred,
+    Bounced,
+    /// With the reason: `soft_bounce_limit`, `expired`, `sender_refused`,
+    /// `rejected`.
+    Failed(&'static str),
+}
+
+/// What to do after the attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub status: EmailStatus,
+    pub next_attempt_ms: Option<i64>,
+    /// The recipient's soft-bounce count from now on.
+    pub soft_bounces: u32,
+    /// Suppress the address on every stream for this reason.
+    pub suppress: Option<SuppressionReason>,
+    /// A sender-side refusal an operator should look at.
+    pub flagged: bool,
+    pub event: Event,
+}
+
+/// The message as far as the decision needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message {
+    pub created_at_ms: i64,
+    /// Attempts made before this one.
+    pub attempts_before: u32,
+    /// The recipient's soft bounces before this attempt.
+    pub soft_bounces: u32,
+}
+
+/// Decides what follows `report` for `message`, at `now_ms`.
+pub fn decide(
+    message: Message,
+    report: &AttemptReport,
+    retry: &MailRetry,
+    now_ms: i64,
+) -> Decision {
+    let verdict = verdict(report.code, &report.text, report.about_recipient);
+    let ended = |status, event| Decision {
+        status,
+        next_attempt_ms: None,
+        soft_bounces: message.soft_bounces,
+        suppress: None,
+        flagged: false,
+        event,
+    };
+    match verdict {
+        Verdict::Accepted => Decision {
+            soft_bounces: 0,
+            ..ended(EmailStatus::Sent, Event::Sent)
+        },
+        Verdict::SoftBounce | Verdict::Unreachable => {
+            let soft_bounces = if verdict == Verdict::SoftBounce {
+                message.soft_bounces.saturating_add(1)
+            } else {
+                message.soft_bounces
+            };
+            if verdict == Verdict::SoftBounce && soft_bounces >= retry.soft_bounce_limit {
+                return Decision {
+                    soft_bounces,
+                    suppress: Some(SuppressionReason::SoftBounceLimit),
+                    ..ended(EmailStatus::Failed, Event::Failed("soft_bounce_limit"))
+                };
+            }
+            let failures = message.attempts_before + 1;
+            let next = retry
+                .delay(failures, report.random_unit)
+                .map(|d| now_ms.saturating_add(d.as_millis() as i64))
+                .filter(|next| {
+                    (next - message.created_at_ms) as u128 <= retry.give_up_after.as_millis()
+                });
+            match next {
+                Some(next) => Decision {
+                    next_attempt_ms: Some(next),
+                    soft_bounces,
+                    ..ended(EmailStatus::Deferred, Event::Deferred)
+                },
+                None => Decision {
+                    soft_bounces,
+                    ..ended(EmailStatus::Failed, Event::Failed("expired"))
+                },
+            }
+        }
+        Verdict::HardBounce => Decision {
+            suppress: Some(SuppressionReason::HardBounce),
+            ..ended(EmailStatus::Bounced, Event::Bounced)
+        },
+        Verdict::SenderProblem => Decision {
+            flagged: true,
+            ..ended(EmailStatus::Failed, Event::Failed("sender_refused"))
+        },
+        Verdict::Rejected => ended(EmailStatus::Failed, Event::Failed("rejected")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 10_000_000;
+    const MIN: i64 = 60_000;
+
+    fn retry() -> MailRetry {
+        MailRetry {
+            policy: RetryPolicy::new(
+                vec![Duration::from_secs(60), Duration::from_secs(300)],
+                Duration::ZERO,
+            ),
+            steps: 2,
+            give_up_after: Duration::from_secs(3600),
+            soft_bounce_limit: 5,
+        }
+    }
+
+    fn report(code: u16, text: &str, about_recipient: bool) -> AttemptReport {
+        AttemptReport {
+            at_ms: NOW,
+            code,
+            text: text.into(),
+            about_recipient,
+            latency_ms: 1,
+            random_unit: 0.5,
+        }
+    }
+
+    fn message(attempts_before: u32, soft_bounces: u32) -> Message {
+        Message {
+            created_at_ms: NOW - 10 * MIN,
+            attempts_before,
+            soft_bounces,
+        }
+    }
+
+    #[test]
+    fn retries_repeat_the_last_step() {
+        let retry = retry();
+        assert_eq!(retry.delay(1, 0.5), Some(Duration::from_secs(60)));
+        assert_eq!(retry.delay(2, 0.5), Some(Duration::from_secs(300)));
+        assert_eq!(retry.delay(9, 0.5), Some(Duration::from_secs(300)));
+    }
+
+    /// One row of the decision table.
+    struct Case {
+        name: &'static str,
+        message: Message,
+        reply: AttemptReport,
+        status: EmailStatus,
+        next: Option<i64>,
+        soft_bounces: u32,
+        suppress: Option<SuppressionReason>,
+        flagged: bool,
+        event: Event,
+    }
+
+    #[test]
+    fn replies_decide_the_message_and_the_address() {
+        use EmailStatus::*;
+        use SuppressionReason::*;
+        let case =
+            |name, message, reply, status, next, soft_bounces, suppress, flagged, event| Case {
+                name,
+                message,
+                reply,
+                status,
+                next,
+                soft_bounces,
+                suppress,
+                flagged,
+                event,
+            };
+        let cases = [
+            case(
+                "accepted resets the count",
+                message(0, 3),
+                report(250, "2.0.0 ok", true),
+                Sent,
+                None,
+                0,
+                None,
+                false,
+                Event::Sent,
+            ),
+            case(
+                "a 4xx defers and counts",
+                message(0, 0),
+                report(450, "4.2.0 later", true),
+                Deferred,
+                Some(NOW + MIN),
+                1,
+                None,
+                false,
+                Event::Deferred,
+            ),
+            case(
+                "the second deferral waits longer",
+                message(1, 1),
+                report(451, "4.3.0 later", true),
+                Deferred,
+                Some(NOW + 5 * MIN),
+                2,
+                None,
+                false,
+                Event::Deferred,
+            ),
+            case(
+                "no answer defers without counting",
+                message(0, 2),
+                report(0, "connection refused", false),
+                Deferred,
+                Some(NOW + MIN),
+                2,
+                None,
+                false,
+                Event::Deferred,
+            ),
+            case(
+                "the limit of soft bounces suppresses",
+                message(4, 4),
+                report(450, "4.2.0 later", true),
+                Failed,
+                None,
+                5,
+                Some(SoftBounceLimit),
+                false,
+                Event::Failed("soft_bounce_limit"),
+            ),
+            case(
+                "a hard bounce suppresses at once",
+                message(0, 0),
+                report(550, "5.1.1 no such user", true),
+                Bounced,
+                None,
+                0,
+                Some(HardBounce),
+                false,
+                Event::Bounced,
+            ),
+            case(
+                "5.7.x flags the sender side, keeps the address",
+                message(0, 0),
+                report(550, "5.7.1 denied", true),
+                Failed,
+                None,
+                0,
+                None,
+                true,
+                Event::Failed("sender_refused"),
+            ),
+            case(
+                "a bare 5xx fails without suppressing",
+                message(0, 0),
+                report(550, "mailbox unavailable", true),
+                Failed,
+                None,
+                0,
+                None,
+                false,
+                Event::Failed("rejected"),
+            ),
+            case(
+                "a session refusal never counts against the address",
+                message(0, 0),
+                report(421, "4.3.2 shutting down", false),
+                Deferred,
+                Some(NOW + MIN),
+                0,
+                None,
+                false,
+                Event::Deferred,
+            ),
+        ];
+        for c in cases {
+            let d = decide(c.message, &c.reply, &retry(), NOW);
+            assert_eq!(d.status, c.status, "{}", c.name);
+            assert_eq!(d.next_attempt_ms, c.next, "{}", c.name);
+            assert_eq!(d.soft_bounces, c.soft_bounces, "{}", c.name);
+            assert_eq!(d.suppress, c.suppress, "{}", c.name);
+            assert_eq!(d.flagged, c.flagged, "{}", c.name);
+            assert_eq!(d.event, c.event, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn a_message_past_give_up_after_fails_as_expired() {
+        let old = Message {
+            created_at_ms: NOW - 59 * MIN,
+            attempts_before: 6,
+            soft_bounces: 0,
+        };
+        let d = decide(old, &report(0, "timeout", false), &retry(), NOW);
+        assert_eq!(d.status, EmailStatus::Failed);
+        assert_eq!(d.event, Event::Failed("expired"));
+        assert_eq!(d.next_attempt_ms, None);
+    }
+}

@@ -1,0 +1,189 @@
+//! The file's schema version: checked when the file opens, every table of
+//! the current layout created, and older layouts migrated in that same
+//! transaction, so a file is either wholly old or wholly new.
+
+use redb::{Database, Key, ReadableTable, TableDefinition, Value};
+
+use super::due::{stream_key, Queue};
+use super::tables::{for_each_table, TableVisitor, DUE, META};
+use super::StoreError;
+
+/// Bumped when a table's key or value layout changes. A file whose version is
+/// newer than this binary's is refused instead of misread.
+///
+/// 1: the first layout. 2: one `due` table keyed by (queue, key, due, id)
+/// replaces `deliveries_due` and `emails_due`.
+pub const SCHEMA_VERSION: u32 = 2;
+
+const SCHEMA_KEY: &str = "schema_version";
+
+pub(super) enum PrepareError {
+    Newer(u32),
+    Damaged(String),
+    Store(StoreError),
+}
+
+impl<E: Into<StoreError>> From<E> for PrepareError {
+    fn from(e: E) -> Self {
+        PrepareError::Store(e.into())
+    }
+}
+
+/// Checks the version, migrates an older layout and creates every table.
+pub(super) fn prepare(db: &Database) -> Result<(), PrepareError> {
+    let txn = db.begin_write()?;
+    let found = {
+        let meta = txn.open_table(META)?;
+        let found = meta.get(SCHEMA_KEY)?.map(|v| v.value().to_vec());
+        found
+    };
+    let found = match found {
+        None => None,
+        Some(bytes) => {
+            let bytes: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
+                PrepareError::Damaged(format!(
+                    "meta.{SCHEMA_KEY} holds {} bytes, expected 4",
+                    bytes.len()
+                ))
+            })?;
+            Some(u32::from_le_bytes(bytes))
+        }
+    };
+    match found {
+        Some(version) if version > SCHEMA_VERSION => return Err(PrepareError::Newer(version)),
+        Some(1) => migrate_v1(&txn)?,
+        _ => {}
+    }
+    if found != Some(SCHEMA_VERSION) {
+        txn.open_table(META)?
+            .insert(SCHEMA_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+    }
+    // Creating every table up front lets readers open them without racing
+    // the first write.
+    struct Create<'a>(&'a redb::WriteTransaction);
+    impl TableVisitor for Create<'_> {
+        fn visit<K: Key + 'static, V: Value + 'static>(
+            &mut self,
+            table: TableDefinition<K, V>,
+        ) -> Result<(), StoreError> {
+            self.0.open_table(table)?;
+            Ok(())
+        }
+    }
+    for_each_table(&mut Create(&txn))?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Version 1's webhook schedule: (due ms, delivery id) → endpoint id.
+const DELIVERIES_DUE_V1: TableDefinition<(u64, u64), u128> = TableDefinition::new("deliveries_due");
+/// Version 1's mail schedule: (due ms, message id) → stream.
+const EMAILS_DUE_V1: TableDefinition<(u64, u64), &str> = TableDefinition::new("emails_due");
+
+/// Moves both schedules into `due`, keyed so that each endpoint's and each
+/// stream's jobs can be read in due order on their own.
+fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut due = txn.open_table(DUE)?;
+    {
+        let deliveries = txn.open_table(DELIVERIES_DUE_V1)?;
+        for row in deliveries.iter()? {
+            let (key, endpoint) = row?;
+            let (due_ms, id) = key.value();
+            due.insert((Queue::Webhooks.code(), endpoint.value(), due_ms, id), ())?;
+        }
+        let emails = txn.open_table(EMAILS_DUE_V1)?;
+        for row in emails.iter()? {
+            let (key, stream) = row?;
+            let (due_ms, id) = key.value();
+            due.insert(
+                (Queue::Mail.code(), stream_key(stream.value()), due_ms, id),
+                (),
+            )?;
+        }
+    }
+    txn.delete_table(DELIVERIES_DUE_V1)?;
+    txn.delete_table(EMAILS_DUE_V1)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OpenError, Store};
+
+    /// A version 1 file with one pending delivery and one queued message
+    /// opens as version 2 with both in the new schedule.
+    #[test]
+    fn a_version_1_file_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_KEY, 1u32.to_le_bytes().as_slice())
+                .unwrap();
+            txn.open_table(DELIVERIES_DUE_V1)
+                .unwrap()
+                .insert((1_000, 7), 42u128)
+                .unwrap();
+            txn.open_table(EMAILS_DUE_V1)
+                .unwrap()
+                .insert((2_000, 9), "marketing")
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let read = store.read().unwrap();
+        assert_eq!(read.due_keys(Queue::Webhooks).unwrap(), vec![42]);
+        assert_eq!(
+            read.due_after(Queue::Webhooks, 42, None, 10).unwrap(),
+            vec![(1_000, 7)]
+        );
+        let stream = stream_key("marketing");
+        assert_eq!(read.due_keys(Queue::Mail).unwrap(), vec![stream]);
+        assert_eq!(
+            read.due_after(Queue::Mail, stream, None, 10).unwrap(),
+            vec![(2_000, 9)]
+        );
+        let names: Vec<String> = read.table_names().unwrap();
+        assert!(!names
+            .iter()
+            .any(|n| n == "deliveries_due" || n == "emails_due"));
+        drop((read, store));
+        // Opening again finds version 2 and changes nothing.
+        assert!(Store::open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_newer_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v9.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_KEY, 9u32.to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(
+            Store::open(&path),
+            Err(OpenError::NewerSchema { found: 9, .. })
+        ));
+    }
+
+    /// Every table the file has is in the one list, so backups copy it.
+    #[test]
+    fn a_fresh_file_has_exactly_the_listed_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("fresh.redb")).unwrap();
+        let mut live = store.read().unwrap().table_names().unwrap();
+        live.sort();
+        let mut listed = crate::store::tables::table_names();
+        listed.sort();
+        assert_eq!(live, listed);
+    }
+}

@@ -1,0 +1,186 @@
+//! Every table in the file, with its key and value. Opening the file,
+//! the schema check and backups all read [`for_each_table`], so a table
+//! added here is created, checked and copied without another list to keep.
+
+use redb::{Key, TableDefinition, Value};
+
+use super::{ReadTxn, StoreError};
+
+// The file itself.
+
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+// The event log.
+
+/// seq → encoded `EventRecord`. Sequence numbers are dense and start at 1.
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// (tenant or "", idempotency key) → (seq, request fingerprint). Keyed by the
+/// names themselves, not a hash: merged keys that sort together (time or
+/// counter prefixes) then share leaves. New keys reach it in bulk through
+/// `recent_keys`.
+pub const EVENT_KEYS: TableDefinition<(&str, &str), (u64, u64)> =
+    TableDefinition::new("event_keys");
+
+/// seq → (tenant or "", idempotency key, request fingerprint) for keyed
+/// events not yet merged into `event_keys`. Emptied by every merge.
+pub const RECENT_EVENT_KEYS: TableDefinition<u64, (&str, &str, u64)> =
+    TableDefinition::new("recent_event_keys");
+
+/// hash(type) << 64 | seq → (): pages of one event type without scanning the log.
+pub const EVENTS_BY_TYPE: TableDefinition<u128, ()> = TableDefinition::new("events_by_type");
+
+/// hash(tenant) << 64 | seq → (): pages of one tenant without scanning the log.
+pub const EVENTS_BY_TENANT: TableDefinition<u128, ()> = TableDefinition::new("events_by_tenant");
+
+// The durable schedule of webhook deliveries and mail.
+
+/// (queue, key, due Unix ms, job id) → (): every webhook delivery and mail
+/// message still to be attempted, exactly once. The key is the endpoint id
+/// (webhooks) or the stream's `stream_key` (mail), so each key's jobs can be
+/// read in due order without reading anyone else's: the scheduler holds
+/// only a window of each in memory. A row stays while its attempt is in
+/// flight, so a crash means a retry, never a loss.
+pub const DUE: TableDefinition<(u8, u128, u64, u64), ()> = TableDefinition::new("due");
+
+// Webhooks.
+
+/// endpoint id → encoded `EndpointRecord`.
+pub const ENDPOINTS: TableDefinition<u128, &[u8]> = TableDefinition::new("endpoints");
+
+/// delivery id → encoded `DeliveryRecord`. Ids are dense and start at 1.
+pub const DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("deliveries");
+
+/// (endpoint id, delivery id) → (): an endpoint's deliveries, oldest first.
+pub const DELIVERIES_BY_ENDPOINT: TableDefinition<(u128, u64), ()> =
+    TableDefinition::new("deliveries_by_endpoint");
+
+/// (event seq, delivery id) → (): an event's deliveries.
+pub const DELIVERIES_BY_EVENT: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("deliveries_by_event");
+
+// Mail.
+
+/// message id → encoded `EmailRecord`. Ids are dense and start at 1.
+pub const EMAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("emails");
+
+/// (recipient, message id) → (): a recipient's messages without a scan.
+pub const EMAILS_BY_TO: TableDefinition<(&str, u64), ()> = TableDefinition::new("emails_by_to");
+
+/// idempotency key → (first message id, message count, request fingerprint).
+/// One request's messages get consecutive ids.
+pub const EMAIL_KEYS: TableDefinition<&str, (u64, u32, u64)> = TableDefinition::new("email_keys");
+
+/// (address, stream or "" for every stream) → encoded `SuppressionRecord`.
+pub const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("suppressions");
+
+/// address → temporary failures since its last accepted message.
+pub const SOFT_BOUNCES: TableDefinition<&str, u32> = TableDefinition::new("soft_bounces");
+
+// Tracking.
+
+/// hash(source, messageId) → (seq, received Unix ms). Fixed-width keys:
+/// message ids are random, and short keys keep those random inserts cheap.
+pub const TRACK_KEYS: TableDefinition<u128, (u64, i64)> = TableDefinition::new("track_keys");
+
+/// seq → (message key or 0, person, received Unix ms) for tracked calls not
+/// yet merged. Emptied by every merge.
+pub const RECENT_TRACKED: TableDefinition<u64, (u128, u64, i64)> =
+    TableDefinition::new("recent_tracked");
+
+/// (received Unix ms, seq) → hash(source, messageId), 0 when Herald made the
+/// id up: every tracked call in arrival order, for retention and for
+/// expiring deduplication keys.
+pub const TRACKED: TableDefinition<(i64, u64), u128> = TableDefinition::new("tracked");
+
+/// (person, seq) → (): a person's calls. A person is the hash of `u:USERID`
+/// or `a:ANONYMOUSID` (see `person_hash`).
+pub const TRACK_BY_PERSON: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("track_by_person");
+
+/// (event type hash, timestamp ms, seq) → person: one event name's calls in
+/// time order, which stats, funnels and attribution scan by range.
+pub const TRACK_BY_EVENT: TableDefinition<(u64, i64, u64), u64> =
+    TableDefinition::new("track_by_event");
+
+/// (person, timestamp ms, seq) → (utm source, medium, name).
+pub const TOUCHES: TableDefinition<(u64, i64, u64), (&str, &str, &str)> =
+    TableDefinition::new("touches");
+
+/// userId → encoded `ProfileRecord`.
+pub const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+
+/// person → the person (`u:USERID`) it belongs to: anonymous ids seen with a
+/// userId, and ids an alias retired.
+pub const PERSON_LINKS: TableDefinition<u64, u64> = TableDefinition::new("person_links");
+
+/// "dedup_expired_to" → (received ms, seq) up to which keys were expired.
+pub const TRACK_META: TableDefinition<&str, (i64, u64)> = TableDefinition::new("track_meta");
+
+/// Something done to every table of the file in turn.
+pub(crate) trait TableVisitor {
+    fn visit<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        table: TableDefinition<K, V>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Calls `visitor` with every table of the current schema.
+pub(crate) fn for_each_table(visitor: &mut impl TableVisitor) -> Result<(), StoreError> {
+    visitor.visit(META)?;
+    visitor.visit(EVENTS)?;
+    visitor.visit(EVENT_KEYS)?;
+    visitor.visit(RECENT_EVENT_KEYS)?;
+    visitor.visit(EVENTS_BY_TYPE)?;
+    visitor.visit(EVENTS_BY_TENANT)?;
+    visitor.visit(DUE)?;
+    visitor.visit(ENDPOINTS)?;
+    visitor.visit(DELIVERIES)?;
+    visitor.visit(DELIVERIES_BY_ENDPOINT)?;
+    visitor.visit(DELIVERIES_BY_EVENT)?;
+    visitor.visit(EMAILS)?;
+    visitor.visit(EMAILS_BY_TO)?;
+    visitor.visit(EMAIL_KEYS)?;
+    visitor.visit(SUPPRESSIONS)?;
+    visitor.visit(SOFT_BOUNCES)?;
+    visitor.visit(TRACK_KEYS)?;
+    visitor.visit(RECENT_TRACKED)?;
+    visitor.visit(TRACKED)?;
+    visitor.visit(TRACK_BY_PERSON)?;
+    visitor.visit(TRACK_BY_EVENT)?;
+    visitor.visit(TOUCHES)?;
+    visitor.visit(PROFILES)?;
+    visitor.visit(PERSON_LINKS)?;
+    visitor.visit(TRACK_META)?;
+    Ok(())
+}
+
+/// The names of every table, in `for_each_table` order.
+pub fn table_names() -> Vec<String> {
+    struct Names(Vec<String>);
+    impl TableVisitor for Names {
+        fn visit<K: Key + 'static, V: Value + 'static>(
+            &mut self,
+            table: TableDefinition<K, V>,
+        ) -> Result<(), StoreError> {
+            use redb::TableHandle;
+            self.0.push(table.name().to_owned());
+            Ok(())
+        }
+    }
+    let mut names = Names(Vec::new());
+    for_each_table(&mut names).expect("listing names cannot fail");
+    names.0
+}
+
+impl ReadTxn {
+    /// The names of the tables the file holds, for the schema check.
+    pub fn table_names(&self) -> Result<Vec<String>, StoreError> {
+        use redb::TableHandle;
+        Ok(self
+            .txn
+            .list_tables()?
+            .map(|t| t.name().to_owned())
+            .collect())
+    }
+}
