@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{duration, invalid, ConfigError};
+use crate::mail::settings::{
+    DkimSettings, Esp, MailSettings, PublicSettings, Relay, RelayTls, StreamSettings,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -62,109 +65,6 @@ pub struct StreamSection {
 pub struct PublicSection {
     pub url: Option<String>,
     pub listen: Option<String>,
-}
-
-/// Providers whose metadata header carries our message id, so their
-/// feedback (bounces, complaints) can be matched back to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Esp {
-    Ses,
-    Sendgrid,
-    Postmark,
-    Mailgun,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayTls {
-    /// TLS from the first byte (port 465).
-    Implicit,
-    /// STARTTLS, and the connection fails if the server does not offer it.
-    StartTlsRequired,
-    /// Plaintext: only to loopback.
-    None,
-}
-
-#[derive(Clone)]
-pub struct Relay {
-    pub host: String,
-    pub port: u16,
-    pub tls: RelayTls,
-    pub credentials: Option<(String, String)>,
-    /// Extra trusted roots (PEM) for the relay's certificate.
-    pub ca_pem: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Relay {
-    // Never print the password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("user", &self.credentials.as_ref().map(|c| &c.0))
-            .finish()
-    }
-}
-
-#[derive(Clone)]
-pub struct DkimSettings {
-    pub selector: String,
-    /// The signing domain; `None` signs as the From domain.
-    pub domain: Option<String>,
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for DkimSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DkimSettings")
-            .field("selector", &self.selector)
-            .field("domain", &self.domain)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct StreamSettings {
-    pub name: String,
-    /// Lowercase; empty allows any From domain.
-    pub from_domains: Vec<String>,
-    /// `None` writes `.eml` files to the outbox instead of sending.
-    pub relay: Option<Relay>,
-    pub dkim: Option<DkimSettings>,
-    pub unsubscribe: bool,
-    pub unsubscribe_mailto: Option<String>,
-    pub rate_limit_per_sec: Option<u32>,
-    pub esp: Option<Esp>,
-}
-
-impl StreamSettings {
-    pub fn allows_from_domain(&self, domain: &str) -> bool {
-        self.from_domains.is_empty() || self.from_domains.iter().any(|d| d == domain)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct MailSettings {
-    pub workers: usize,
-    pub retry_schedule: Vec<Duration>,
-    pub give_up_after: Duration,
-    pub soft_bounce_limit: u32,
-    pub outbox: PathBuf,
-    pub timeout: Duration,
-    pub max_recipients: usize,
-    pub max_message_bytes: usize,
-    pub streams: BTreeMap<String, StreamSettings>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PublicSettings {
-    /// Base of links in messages, without a trailing slash.
-    pub url: String,
-    /// No `url` was configured: the daemon derives it from the address it
-    /// actually bound.
-    pub url_is_default: bool,
-    pub listen: Option<SocketAddr>,
 }
 
 fn stream_key(name: &str, key: &str) -> String {

@@ -15,12 +15,12 @@ pub mod webhooks;
 pub use values::ConfigError;
 use values::{duration, in_range, invalid};
 
-use mail::{
-    check_unsubscribe_links, validate_mail, validate_public, MailSection, MailSettings,
-    PublicSection, PublicSettings,
-};
-use tracking::{validate_tracking, TrackingSection, TrackingSettings};
-use webhooks::{validate_webhooks, WebhookSettings, WebhooksSection};
+use crate::mail::settings::{MailSettings, PublicSettings};
+use crate::tracking::settings::TrackingSettings;
+use crate::webhooks::settings::WebhookSettings;
+use mail::{check_unsubscribe_links, validate_mail, validate_public, MailSection, PublicSection};
+use tracking::{validate_tracking, TrackingSection};
+use webhooks::{validate_webhooks, WebhooksSection};
 
 /// Port of the private API when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8425";

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{duration, in_range, invalid, ConfigError};
+use crate::tracking::settings::{Source, TrackingSettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,40 +39,6 @@ impl Default for TrackingSection {
 pub struct SourceSection {
     pub name: String,
     pub write_key: String,
-}
-
-#[derive(Clone)]
-pub struct Source {
-    pub name: String,
-    pub write_key: String,
-}
-
-impl std::fmt::Debug for Source {
-    // Keys stay out of logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("name", &self.name).finish()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TrackingSettings {
-    pub sources: Vec<Source>,
-    pub dedup_window: Duration,
-    pub max_event_bytes: usize,
-    pub max_batch_bytes: usize,
-    pub max_batch_events: usize,
-    /// Tracked calls older than this are deleted; `None` keeps them.
-    pub retention: Option<Duration>,
-    pub prune_interval: Duration,
-}
-
-impl TrackingSettings {
-    /// The source a write key belongs to, compared in constant time.
-    pub fn source_for(&self, key: &str) -> Option<&Source> {
-        self.sources
-            .iter()
-            .find(|s| crate::constant_time::eq(s.write_key.as_bytes(), key.as_bytes()))
-    }
 }
 
 pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, ConfigError> {

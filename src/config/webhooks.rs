@@ -6,18 +6,28 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{duration, in_range, invalid, ConfigError};
+use crate::webhooks::settings::WebhookSettings;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksSection {
+    /// CIDRs endpoints may reach beyond public addresses.
     pub allow_networks: Vec<String>,
+    /// Refuse `http://` endpoint URLs.
     pub require_https: bool,
+    /// Waits after the 1st, 2nd, … failed attempt, as durations.
     pub retry_schedule: Vec<String>,
+    /// The shortest wait after a timeout or a 429.
     pub min_throttle_delay: String,
+    /// How long one attempt may take, unless the endpoint says less.
     pub timeout: String,
+    /// Attempts one endpoint may have in flight at once.
     pub max_in_flight_per_endpoint: usize,
+    /// Consecutive failures that open an endpoint's circuit breaker.
     pub circuit_failures: u32,
+    /// How long an open breaker pauses its endpoint.
     pub circuit_cooldown: String,
+    /// A streak of failures this long disables an endpoint.
     pub disable_after: String,
 }
 
@@ -37,19 +47,6 @@ impl Default for WebhooksSection {
             disable_after: "5d".to_owned(),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    pub allow_networks: Vec<crate::webhooks::ssrf::Cidr>,
-    pub require_https: bool,
-    pub retry_schedule: Vec<Duration>,
-    pub min_throttle_delay: Duration,
-    pub timeout: Duration,
-    pub max_in_flight_per_endpoint: usize,
-    pub circuit_failures: u32,
-    pub circuit_cooldown: Duration,
-    pub disable_after: Duration,
 }
 
 const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -14,8 +14,8 @@ use lettre::Message;
 
 use super::address::{domain_of, parse_mailbox};
 use super::ledger::format_email_id;
+use super::settings::{Esp, StreamSettings};
 use super::unsubscribe::TokenKey;
-use crate::config::mail::{Esp, StreamSettings};
 use crate::store::records::EmailRecord;
 
 #[derive(Debug, thiserror::Error)]

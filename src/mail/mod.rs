@@ -11,4 +11,5 @@ pub mod ledger;
 pub mod policy;
 pub mod relay;
 pub mod request;
+pub mod settings;
 pub mod unsubscribe;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::classify::{verdict, Verdict};
-use crate::config::mail::MailSettings;
+use super::settings::MailSettings;
 use crate::retry::{FailureKind, RetryPolicy};
 use crate::store::records::{EmailStatus, SuppressionReason};
 

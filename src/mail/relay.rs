@@ -23,7 +23,7 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::config::mail::{Relay, RelayTls};
+use super::settings::{Relay, RelayTls};
 
 /// The relay's answer to one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

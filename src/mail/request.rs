@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::address::{self, Mailbox};
-use crate::config::mail::{MailSettings, StreamSettings};
+use super::settings::{MailSettings, StreamSettings};
 
 pub const DEFAULT_STREAM: &str = "transactional";
 const MAX_SUBJECT_CHARS: usize = 998;

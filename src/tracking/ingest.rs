@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::segment::{self, Call, Tracked};
-use crate::config::tracking::TrackingSettings;
+use super::settings::TrackingSettings;
 use crate::ids;
 use crate::store::log::{IndexKeys, NewEventRow};
 use crate::store::records::ProfileRecord;

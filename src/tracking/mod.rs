@@ -6,3 +6,4 @@ pub mod analysis;
 pub mod ingest;
 pub mod retention;
 pub mod segment;
+pub mod settings;

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::segment::stored_person;
+use super::settings::TrackingSettings;
 use crate::clock;
-use crate::config::tracking::TrackingSettings;
 use crate::store::log::IndexKeys;
 use crate::store::{StoreError, WriteTxn, Writer};
 use crate::worker::{Step, Worker};

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod payload;
 pub mod policy;
 mod pool;
+pub mod settings;
 pub mod signing;
 pub mod ssrf;
 pub mod target;
