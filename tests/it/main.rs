@@ -1,13 +1,11 @@
 //! Integration tests: each test starts the real `herald` binary on a
-//! loopback port of its own and talks HTTP/1.1 to it.
+//! loopback port of its own and talks HTTP/1.1 to it. One folder per
+//! capability; `support` is what they all share.
 
-mod backup;
-mod cli;
-mod durability;
-mod errors;
-mod events_api;
+mod events;
 mod hooks;
 mod mail;
+mod operations;
 mod receiver;
 mod smtp;
 mod support;
