@@ -2,32 +2,17 @@
 //! HTTP receivers on loopback, signatures checked by the reference Python
 //! library. Edge cases and crash recovery are in `webhooks.rs`.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::receiver::{Receiver, Reply};
 use crate::support::*;
 use crate::verifier::reference_verify;
-use crate::webhooks::{create_endpoint, settled};
-
-/// Loopback receivers need the allow-list; short retries keep tests fast.
-const HOOKS: &str = r#"
-[webhooks]
-allow_networks = ["127.0.0.1/32"]
-require_https = false
-retry_schedule = ["100ms", "200ms", "300ms"]
-min_throttle_delay = "100ms"
-timeout = "2s"
-circuit_failures = 100
-"#;
-
-const ARRIVAL: Duration = Duration::from_secs(20);
+use crate::webhooks::{config, create_endpoint, settled, SETTLE, WEBHOOKS};
 
 #[test]
 fn a_delivery_carries_the_documented_body_and_verifies_with_the_reference_library() {
     let receiver = Receiver::always(204);
-    let d = Daemon::start(HOOKS);
+    let d = Daemon::start(WEBHOOKS);
     let endpoint = create_endpoint(
         d.addr,
         json!({"url": receiver.url("/hook?x=1"), "headers": {"x-team": "billing"}}),
@@ -39,7 +24,7 @@ fn a_delivery_carries_the_documented_body_and_verifies_with_the_reference_librar
         d.addr,
         &json!({"type": "invoice.paid", "tenant": "acme", "data": {"amount": 4200}}),
     );
-    let got = receiver.wait_for_requests(1, deadline(ARRIVAL));
+    let got = receiver.wait_for_requests(1, deadline(SETTLE));
     let request = &got[0];
     assert_eq!(request.path, "/hook?x=1");
     assert_eq!(request.header("webhook-id"), event["id"]);
@@ -76,10 +61,10 @@ fn failures_are_retried_with_the_same_webhook_id_until_one_succeeds() {
         1 | 2 => Reply::Drop,
         _ => Reply::status(200),
     });
-    let d = Daemon::start(HOOKS);
+    let d = Daemon::start(WEBHOOKS);
     create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let event = create(d.addr, &json!({"type": "a"}));
-    let got = receiver.wait_for_requests(4, deadline(ARRIVAL));
+    let got = receiver.wait_for_requests(4, deadline(SETTLE));
     assert!(got.iter().all(|r| r.header("webhook-id") == event["id"]));
 
     let list = settled(d.addr, event["id"].as_str().unwrap(), 1);
@@ -94,7 +79,7 @@ fn failures_are_retried_with_the_same_webhook_id_until_one_succeeds() {
 #[test]
 fn an_exhausted_delivery_is_a_dead_letter_until_a_manual_retry_succeeds() {
     let receiver = Receiver::start(|n, _| Reply::status(if n < 4 { 503 } else { 200 }));
-    let d = Daemon::start(HOOKS);
+    let d = Daemon::start(WEBHOOKS);
     let endpoint = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let event = create(d.addr, &json!({"type": "a"}));
     let list = settled(d.addr, event["id"].as_str().unwrap(), 1);
@@ -141,7 +126,7 @@ fn an_exhausted_delivery_is_a_dead_letter_until_a_manual_retry_succeeds() {
 fn gone_disables_the_endpoint_and_redirects_are_failures_not_followed() {
     let gone = Receiver::always(410);
     let moved = Receiver::always(302);
-    let d = Daemon::start(HOOKS);
+    let d = Daemon::start(WEBHOOKS);
     let gone_ep = create_endpoint(d.addr, json!({"url": gone.url("/"), "event_types": ["a"]}));
     create_endpoint(d.addr, json!({"url": moved.url("/"), "event_types": ["a"]}));
     let event = create(d.addr, &json!({"type": "a"}));
@@ -175,7 +160,7 @@ fn endpoints_receive_only_the_types_and_tenant_they_subscribe_to() {
     let all = Receiver::always(200);
     let users = Receiver::always(200);
     let acme = Receiver::always(200);
-    let d = Daemon::start(HOOKS);
+    let d = Daemon::start(WEBHOOKS);
     create_endpoint(d.addr, json!({"url": all.url("/")}));
     create_endpoint(
         d.addr,
@@ -193,7 +178,7 @@ fn endpoints_receive_only_the_types_and_tenant_they_subscribe_to() {
     }
     let types = |r: &Receiver, n: usize| -> Vec<String> {
         let mut v: Vec<String> = r
-            .wait_for_requests(n, deadline(ARRIVAL))
+            .wait_for_requests(n, deadline(SETTLE))
             .iter()
             .map(|x| x.json()["type"].as_str().unwrap().to_owned())
             .collect();
@@ -208,190 +193,18 @@ fn endpoints_receive_only_the_types_and_tenant_they_subscribe_to() {
     assert_eq!(types(&acme, 1), ["invoice.paid"]);
     // Everything for the first endpoint arrived; the others got nothing more.
     let marker = create(d.addr, &json!({"type": "user.created", "tenant": "acme"}));
-    all.wait_for_requests(5, deadline(ARRIVAL));
-    users.wait_for_requests(3, deadline(ARRIVAL));
-    acme.wait_for_requests(2, deadline(ARRIVAL));
+    all.wait_for_requests(5, deadline(SETTLE));
+    users.wait_for_requests(3, deadline(SETTLE));
+    acme.wait_for_requests(2, deadline(SETTLE));
     settled(d.addr, marker["id"].as_str().unwrap(), 3);
     assert_eq!(users.requests().len(), 3);
     assert_eq!(acme.requests().len(), 2);
 }
 
 #[test]
-fn during_a_rotation_both_secrets_verify() {
-    let receiver = Receiver::always(200);
-    let d = Daemon::start(HOOKS);
-    let endpoint = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
-    let id = endpoint["id"].as_str().unwrap();
-    let old = endpoint["secret"].as_str().unwrap().to_owned();
-    let rotated = post_json(
-        d.addr,
-        &format!("/v1/endpoints/{id}/rotate-secret"),
-        &json!({"grace_secs": 3600}),
-    );
-    assert_eq!(rotated.status, 200, "{}", rotated.text());
-    let new = rotated.json()["secret"].as_str().unwrap().to_owned();
-    assert_ne!(new, old);
-
-    create(d.addr, &json!({"type": "a"}));
-    let got = receiver.wait_for_requests(1, deadline(ARRIVAL));
-    assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
-    assert!(reference_verify(&new, &got[0]).is_ok());
-    assert!(reference_verify(&old, &got[0]).is_ok());
-
-    // Without a grace period the old secret stops signing at once.
-    let rotated = post_json(
-        d.addr,
-        &format!("/v1/endpoints/{id}/rotate-secret"),
-        &json!({"grace_secs": 0}),
-    );
-    let newest = rotated.json()["secret"].as_str().unwrap().to_owned();
-    create(d.addr, &json!({"type": "a"}));
-    let got = receiver.wait_for_requests(2, deadline(ARRIVAL));
-    assert!(reference_verify(&newest, &got[1]).is_ok());
-    assert!(reference_verify(&new, &got[1]).is_err());
-    // The first rotation's grace period is still running.
-    assert!(reference_verify(&old, &got[1]).is_ok());
-}
-
-#[test]
-fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
-    let hanging = Receiver::start(|_, _| Reply::Hang);
-    let healthy = Receiver::always(200);
-    let d = Daemon::start(
-        &format!("{HOOKS}\nmax_in_flight_per_endpoint = 2\n")
-            .replace("timeout = \"2s\"", "timeout = \"30s\""),
-    );
-    create_endpoint(d.addr, json!({"url": hanging.url("/")}));
-    create_endpoint(d.addr, json!({"url": healthy.url("/")}));
-    for i in 0..20 {
-        create(d.addr, &json!({"type": "a", "data": {"i": i}}));
-    }
-    // The hanging endpoint holds its two attempts for 30 s; all twenty
-    // reach the healthy one long before that.
-    healthy.wait_for_requests(20, deadline(Duration::from_secs(25)));
-    assert!(hanging.requests().len() <= 2, "the in-flight cap holds");
-}
-
-#[test]
-fn the_rate_limit_spaces_out_deliveries() {
-    let receiver = Receiver::always(200);
-    let d = Daemon::start(HOOKS);
-    create_endpoint(
-        d.addr,
-        json!({"url": receiver.url("/"), "rate_limit_per_sec": 5}),
-    );
-    let events: Vec<Value> = (0..15).map(|_| json!({"type": "a"})).collect();
-    let resp = post_json(d.addr, "/v1/events/batch", &json!({ "events": events }));
-    assert_eq!(resp.status, 200);
-    let got = receiver.wait_for_requests(15, deadline(Duration::from_secs(30)));
-    // A bucket of 5 refilled at 5/s: the 15th cannot come before 2 s after
-    // the first (10 tokens to refill), whatever the machine's speed.
-    let first = got[0].at;
-    let last = got[14].at;
-    assert!(
-        last.duration_since(first) >= Duration::from_millis(1900),
-        "15 deliveries took only {:?}",
-        last.duration_since(first)
-    );
-}
-
-#[test]
-fn non_public_destinations_are_refused_unless_allowed() {
-    let receiver = Receiver::always(200);
-    // No allow-list: loopback is not a public address.
-    let d = Daemon::start("[webhooks]\nrequire_https = false\nretry_schedule = []\n");
-    let urls = [
-        receiver.url("/"),
-        format!("http://localhost:{}/", receiver.addr.port()),
-        "http://169.254.169.254/latest/meta-data/".to_owned(),
-    ];
-    for url in &urls {
-        create_endpoint(d.addr, json!({"url": url}));
-    }
-    let event = create(d.addr, &json!({"type": "a"}));
-    let list = settled(d.addr, event["id"].as_str().unwrap(), 3);
-    for delivery in &list {
-        let attempt = &delivery["attempts"][0];
-        assert_eq!(attempt["status_code"], 0, "{delivery}");
-        let error = attempt["error"].as_str().unwrap();
-        assert!(error.contains("public"), "{error}");
-    }
-    assert!(receiver.requests().is_empty());
-}
-
-#[test]
-fn endpoint_input_is_validated_and_refusals_change_nothing() {
-    let d = Daemon::start("");
-    for (body, field) in [
-        (json!({"url": "ftp://example.com/"}), "url"),
-        (json!({"url": "https://user:pw@example.com/"}), "url"),
-        (json!({"url": "http://example.com/"}), "url"),
-        (
-            json!({"url": "https://example.com/", "secret": "nope"}),
-            "secret",
-        ),
-        (
-            json!({"url": "https://example.com/", "event_types": ["a*b"]}),
-            "event_types",
-        ),
-        (
-            json!({"url": "https://example.com/", "timeout_secs": 0}),
-            "timeout_secs",
-        ),
-    ] {
-        let resp = post_json(d.addr, "/v1/endpoints", &body);
-        assert_eq!(resp.status, 422, "{body}: {}", resp.text());
-        assert_eq!(resp.json()["error"]["field"], field, "{body}");
-    }
-    let resp = post_json(d.addr, "/v1/endpoints", &json!({"description": "no url"}));
-    assert_eq!(resp.status, 400);
-    assert_eq!(
-        get(d.addr, "/v1/endpoints").json(),
-        json!({"endpoints": []})
-    );
-
-    let ep = create_endpoint(d.addr, json!({"url": "https://example.com/a"}));
-    let id = ep["id"].as_str().unwrap();
-    let path = format!("/v1/endpoints/{id}");
-    let resp = request(
-        d.addr,
-        "PATCH",
-        &path,
-        &[JSON],
-        br#"{"url":"https://example.com/b","timeout_secs":99}"#,
-    );
-    assert_eq!(resp.status, 422);
-    assert_eq!(
-        get(d.addr, &path).json(),
-        ep,
-        "a refused PATCH changes nothing"
-    );
-    let resp = request(
-        d.addr,
-        "PATCH",
-        &path,
-        &[JSON],
-        br#"{"description":"billing"}"#,
-    );
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.json()["description"], "billing");
-    assert_eq!(resp.json()["url"], "https://example.com/a");
-
-    assert_eq!(request(d.addr, "DELETE", &path, &[], b"").status, 204);
-    let resp = get(d.addr, &path);
-    assert_eq!(resp.status, 404);
-    assert_eq!(resp.code(), "endpoint_not_found");
-    assert_eq!(get(d.addr, "/v1/endpoints/ep_garbage").status, 404);
-    assert_eq!(
-        get(d.addr, "/v1/deliveries/dlv_garbage").code(),
-        "delivery_not_found"
-    );
-}
-
-#[test]
 fn an_endpoint_failing_past_disable_after_is_disabled_when_a_delivery_is_exhausted() {
     let receiver = Receiver::always(500);
-    let d = Daemon::start(&format!("{HOOKS}disable_after = \"1ms\"\n"));
+    let d = Daemon::start(&config(&[("disable_after", r#""1ms""#)]));
     let ep = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let event = create(d.addr, &json!({"type": "a"}));
     settled(d.addr, event["id"].as_str().unwrap(), 1);
@@ -417,7 +230,7 @@ fn replay_redelivers_what_a_disabled_endpoint_missed_and_recover_requeues_failur
             Reply::status(200)
         }
     });
-    let d = Daemon::start(HOOKS);
+    let d = Daemon::start(WEBHOOKS);
     let ep = create_endpoint(
         d.addr,
         json!({"url": receiver.url("/"), "event_types": ["a"]}),

@@ -18,8 +18,10 @@ use crate::receiver::{Receiver, Reply};
 use crate::support::*;
 use crate::verifier::reference_verify;
 
-/// Loopback receivers need the allow-list; a short schedule keeps tests fast.
-const WEBHOOKS: &str = r#"
+/// Loopback receivers need the allow-list; a short schedule keeps tests
+/// fast. Tests that count attempts rely on its three retries; those about
+/// throttling, the circuit or in-flight attempts override what they need.
+pub const WEBHOOKS: &str = r#"
 [webhooks]
 allow_networks = ["127.0.0.1/32"]
 require_https = false
@@ -37,10 +39,10 @@ const GOLDEN_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const OTHER_SECRET: &str = "whsec_plJ3nmyCDGBKInavdOK15jsl";
 
 /// Generous: a debug build on a loaded 2-core machine.
-const SETTLE: Duration = Duration::from_secs(30);
+pub const SETTLE: Duration = Duration::from_secs(30);
 
 /// `WEBHOOKS` with some `[webhooks]` keys replaced (values are TOML).
-fn config(overrides: &[(&str, &str)]) -> String {
+pub fn config(overrides: &[(&str, &str)]) -> String {
     let mut table: toml::Table = WEBHOOKS.parse().unwrap();
     let hooks = table["webhooks"].as_table_mut().unwrap();
     for (key, value) in overrides {
@@ -275,8 +277,20 @@ fn bad_input_and_unknown_ids_are_refused_and_change_nothing() {
             "secret",
         ),
         (
+            json!({"url": "https://example.com/", "secret": "nope"}),
+            "secret",
+        ),
+        (
             json!({"url": "https://example.com/", "secret": "whsec_!!!not base64!!!"}),
             "secret",
+        ),
+        (
+            json!({"url": "https://example.com/", "event_types": ["a*b"]}),
+            "event_types",
+        ),
+        (
+            json!({"url": "https://example.com/", "timeout_secs": 0}),
+            "timeout_secs",
         ),
         (
             json!({"url": "https://example.com/", "timeout_secs": 31}),
@@ -288,15 +302,33 @@ fn bad_input_and_unknown_ids_are_refused_and_change_nothing() {
         assert_eq!(resp.code(), "invalid_field", "{body}");
         assert_eq!(resp.json()["error"]["field"], field, "{body}");
     }
+    let resp = post_json(d.addr, "/v1/endpoints", &json!({"description": "no url"}));
+    assert_eq!(resp.status, 400, "{}", resp.text());
     assert_eq!(
         get(d.addr, "/v1/endpoints").json(),
         json!({"endpoints": []}),
         "nothing was created"
     );
 
-    // A well-formed id that no longer exists.
     let ep = create_endpoint(d.addr, json!({"url": "https://example.com/a"}));
     let path = format!("/v1/endpoints/{}", s(&ep["id"]));
+    let resp = patch(
+        d.addr,
+        &path,
+        &json!({"url": "https://example.com/b", "timeout_secs": 99}),
+    );
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    assert_eq!(
+        get(d.addr, &path).json(),
+        ep,
+        "a refused PATCH changes nothing"
+    );
+    let resp = patch(d.addr, &path, &json!({"description": "billing"}));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["description"], "billing");
+    assert_eq!(resp.json()["url"], "https://example.com/a");
+
+    // A well-formed id that no longer exists, and one that never could.
     assert_eq!(request(d.addr, "DELETE", &path, &[], b"").status, 204);
     let answers = [
         ("GET", path.clone(), None),
@@ -310,6 +342,7 @@ fn bad_input_and_unknown_ids_are_refused_and_change_nothing() {
         ("POST", format!("{path}/enable"), None),
         ("POST", format!("{path}/disable"), None),
         ("POST", format!("{path}/test"), None),
+        ("GET", "/v1/endpoints/ep_garbage".to_owned(), None),
         (
             "PATCH",
             "/v1/endpoints/ep_garbage".to_owned(),
@@ -324,9 +357,14 @@ fn bad_input_and_unknown_ids_are_refused_and_change_nothing() {
         assert_eq!(resp.status, 404, "{method} {path}: {}", resp.text());
         assert_eq!(resp.code(), "endpoint_not_found", "{method} {path}");
     }
-    let resp = post_empty(d.addr, "/v1/deliveries/dlv_garbage/retry");
-    assert_eq!(resp.status, 404, "{}", resp.text());
-    assert_eq!(resp.code(), "delivery_not_found");
+    for (method, path) in [
+        ("GET", "/v1/deliveries/dlv_garbage"),
+        ("POST", "/v1/deliveries/dlv_garbage/retry"),
+    ] {
+        let resp = request(d.addr, method, path, &[], b"");
+        assert_eq!(resp.status, 404, "{method} {path}: {}", resp.text());
+        assert_eq!(resp.code(), "delivery_not_found", "{method} {path}");
+    }
     assert_eq!(
         get(d.addr, "/v1/endpoints").json(),
         json!({"endpoints": []})
@@ -444,18 +482,21 @@ fn a_supplied_secret_signs_every_attempt_afresh() {
 }
 
 #[test]
-fn rotation_signs_with_both_secrets_and_each_verifies_alone() {
+fn rotation_signs_with_both_secrets_until_the_old_ones_grace_ends() {
     let receiver = Receiver::always(200);
     let d = Daemon::start(WEBHOOKS);
     let ep = create_endpoint(
         d.addr,
         json!({"url": receiver.url("/"), "secret": GOLDEN_SECRET}),
     );
-    let rotated = post_json(
-        d.addr,
-        &format!("/v1/endpoints/{}/rotate-secret", s(&ep["id"])),
-        &json!({"grace_secs": 3600}),
-    );
+    let rotate = |grace_secs: u64| {
+        post_json(
+            d.addr,
+            &format!("/v1/endpoints/{}/rotate-secret", s(&ep["id"])),
+            &json!({ "grace_secs": grace_secs }),
+        )
+    };
+    let rotated = rotate(3600);
     assert_eq!(rotated.status, 200, "{}", rotated.text());
     let rotated = rotated.json();
     let new = s(&rotated["secret"]).to_owned();
@@ -477,6 +518,15 @@ fn rotation_signs_with_both_secrets_and_each_verifies_alone() {
     reference_verify(&new, &got[0]).expect("the new secret verifies");
     reference_verify(GOLDEN_SECRET, &got[0]).expect("the old secret verifies");
     assert!(reference_verify(OTHER_SECRET, &got[0]).is_err());
+
+    // Without a grace period the secret it replaces stops signing at once.
+    let newest = s(&rotate(0).json()["secret"]).to_owned();
+    create(d.addr, &json!({"type": "a"}));
+    let got = receiver.wait_for_requests(2, deadline(SETTLE));
+    assert!(reference_verify(&newest, &got[1]).is_ok());
+    assert!(reference_verify(&new, &got[1]).is_err());
+    // The first rotation's grace period is still running.
+    assert!(reference_verify(GOLDEN_SECRET, &got[1]).is_ok());
 }
 
 // ---------------------------------------------------------------------------
@@ -573,25 +623,32 @@ fn an_endpoint_timeout_cuts_a_hanging_attempt_short() {
 }
 
 #[test]
-fn a_slow_endpoint_does_not_hold_up_a_healthy_one() {
-    // Slow, not hanging: each answer takes 3 s, under the 30 s timeout.
+fn a_hanging_or_slow_endpoint_does_not_hold_up_a_healthy_one() {
+    // One endpoint never answers: each attempt holds its connection until
+    // the 30 s timeout. Another answers, but only after 3 s.
+    let hanging = Receiver::start(|_, _| Reply::Hang);
     let slow = Receiver::start(|_, _| Reply::status(200).after(Duration::from_secs(3)));
     let healthy = Receiver::always(200);
     let d = Daemon::start(&config(&[
         ("timeout", r#""30s""#),
-        ("max_in_flight_per_endpoint", "1"),
+        ("max_in_flight_per_endpoint", "2"),
     ]));
+    let hanging_ep = create_endpoint(d.addr, json!({"url": hanging.url("/")}));
     create_endpoint(d.addr, json!({"url": slow.url("/")}));
     create_endpoint(d.addr, json!({"url": healthy.url("/")}));
-    let events: Vec<Value> = (0..30)
-        .map(|i| json!({"type": "a", "data": {"i": i}}))
-        .collect();
-    let resp = post_json(d.addr, "/v1/events/batch", &json!({ "events": events }));
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    // The slow endpoint needs 90 s for all thirty, one at a time.
-    let got = healthy.wait_for_requests(30, deadline(Duration::from_secs(25)));
+    post_numbered_events(d.addr, 30);
+    let got = healthy.wait_for_requests(30, deadline(SETTLE));
     let ids: HashSet<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids.len(), 30);
+    // Attempts are recorded when they end: none at the hanging endpoint
+    // has, so all thirty got through while it still held its first two.
+    let held = all_deliveries(d.addr, &format!("endpoint={}", s(&hanging_ep["id"])), 100);
+    assert!(
+        held.iter().all(|x| x["attempts"] == json!([])),
+        "the hanging endpoint's attempts ended first: {held:#?}"
+    );
+    assert!(hanging.requests().len() <= 2, "the in-flight cap holds");
+    // Two at a time, 3 s each: the slow endpoint needs 45 s for all thirty.
     assert!(
         slow.requests().len() < 30,
         "the slow endpoint cannot have finished yet"
@@ -599,23 +656,26 @@ fn a_slow_endpoint_does_not_hold_up_a_healthy_one() {
 }
 
 #[test]
-fn the_rate_limit_caps_arrivals_in_any_second() {
+fn the_rate_limit_spaces_out_deliveries_and_caps_arrivals_in_any_second() {
     let receiver = Receiver::always(200);
     let d = Daemon::start(WEBHOOKS);
     create_endpoint(
         d.addr,
         json!({"url": receiver.url("/"), "rate_limit_per_sec": 5}),
     );
-    let events: Vec<Value> = (0..20)
-        .map(|i| json!({"type": "a", "data": {"i": i}}))
-        .collect();
-    let resp = post_json(d.addr, "/v1/events/batch", &json!({ "events": events }));
-    assert_eq!(resp.status, 200, "{}", resp.text());
+    post_numbered_events(d.addr, 20);
     let got = receiver.wait_for_requests(20, deadline(Duration::from_secs(60)));
     let ids: HashSet<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids.len(), 20, "each event once");
-    // A bucket of at most 5 refilled at 5/s lets at most 5 + 5 through in
-    // any 1 s window; allow 2 more for timer slack.
+    // A bucket of 5 refilled at 5/s: the 15th cannot come before 2 s after
+    // the first (10 tokens to refill), whatever the machine's speed.
+    let spread = got[14].at.duration_since(got[0].at);
+    assert!(
+        spread >= Duration::from_millis(1900),
+        "15 deliveries took only {spread:?}"
+    );
+    // Nor can more than 5 + 5 come within any 1 s window; allow 2 more for
+    // timer slack.
     let times: Vec<Instant> = got.iter().map(|r| r.at).collect();
     for (i, start) in times.iter().enumerate() {
         let window = times[i..]
@@ -705,7 +765,7 @@ fn a_dropped_connection_is_a_network_error() {
 }
 
 #[test]
-fn refused_destinations_are_named_and_never_contacted() {
+fn non_public_destinations_are_refused_named_and_never_contacted() {
     let receiver = Receiver::always(200);
     let port = receiver.addr.port();
     // No allow-list: nothing on loopback, private or link-local networks.
@@ -748,6 +808,7 @@ fn refused_destinations_are_named_and_never_contacted() {
         let error = s(&attempt["error"]);
         if let Some(named) = named {
             assert!(error.contains(named), "{url}: {error:?} names no {named}");
+            assert!(error.contains("public"), "{url}: {error:?}");
         } else {
             assert!(!error.is_empty(), "{url}");
         }
