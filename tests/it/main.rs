@@ -3,12 +3,9 @@
 //! capability; `support` is what they all share.
 
 mod events;
-mod hooks;
 mod mail;
 mod operations;
-mod receiver;
 mod smtp;
 mod support;
 mod tracking;
-mod verifier;
 mod webhooks;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::receiver::Recorded;
+use super::receiver::Recorded;
 use crate::support::python;
 
 /// What `standardwebhooks.Webhook(secret).verify(body, headers)` says about
