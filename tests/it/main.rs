@@ -5,7 +5,6 @@
 mod events;
 mod mail;
 mod operations;
-mod smtp;
 mod support;
 mod tracking;
 mod webhooks;

@@ -1,8 +1,8 @@
-//! Real SMTP peers for `mail.rs`: tests/smtp_sink.py (aiosmtpd) run from the
-//! test venv, the test PKI from tests/make_test_pki.py and the reference DKIM
-//! check tests/verify_dkim.py (dkimpy). A Python peer rather than a Rust one
-//! so that what the daemon speaks is judged by an implementation it shares no
-//! code with.
+//! Real SMTP peers for the mail tests: tests/smtp_sink.py (aiosmtpd) run
+//! from the test venv, the test PKI from tests/make_test_pki.py and the
+//! reference DKIM check tests/verify_dkim.py (dkimpy). A Python peer rather
+//! than a Rust one so that what the daemon speaks is judged by an
+//! implementation it shares no code with.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
