@@ -9,11 +9,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use herald::clock::{format_rfc3339, now_ms};
 use serde_json::{json, Value};
 
-use super::{
-    by_message_id, config, enc, get_with, ms_of, now_ms, rfc3339, user_events, DAY, WRITE_KEY,
-};
+use super::{by_message_id, config, enc, get_with, ms_of, user_events, DAY, WRITE_KEY};
 use crate::support::*;
 
 /// Starting Python and importing `requests` can be slow on a loaded machine;
@@ -102,7 +101,7 @@ fn segment_analytics_python_calls_are_stored_and_queryable() {
             json!({"anonymous_id": "seg-anon-1", "category": "Docs", "name": "Pricing",
                    "properties": {"url": "https://example.com/pricing"},
                    "context": {"campaign": {"source": "google", "medium": "cpc", "name": "spring"}},
-                   "timestamp": rfc3339(two_days_ago), "message_id": "seg-page-1"}),
+                   "timestamp": format_rfc3339(two_days_ago), "message_id": "seg-page-1"}),
         ),
         call(
             "identify",
@@ -213,8 +212,8 @@ fn segment_analytics_python_calls_are_stored_and_queryable() {
         &format!(
             "/v1/stats/events?event={}&interval=day&since={}&until={}",
             enc("Signed Up"),
-            enc(&rfc3339(now_ms() - 3 * DAY)),
-            enc(&rfc3339(now_ms() + DAY))
+            enc(&format_rfc3339(now_ms() - 3 * DAY)),
+            enc(&format_rfc3339(now_ms() + DAY))
         ),
         &[],
     );

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use herald::clock::now_ms;
 use serde_json::{json, Value};
 
-use super::{by_message_id, config, get_with, ms_of, now_ms, post_tracking, track_ok, APP_KEY};
+use super::{by_message_id, config, get_with, ms_of, post_tracking, track_ok, APP_KEY};
 use crate::support::*;
 
 #[test]

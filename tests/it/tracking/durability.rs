@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald::clock::{format_rfc3339, now_ms};
 use serde_json::{json, Value};
 
 use super::{
-    by_message_id, config, enc, export, get_with, message_id, now_ms, post_tracking, rfc3339,
-    track_ok, user_events, web_auth, DAY,
+    by_message_id, config, enc, export, get_with, message_id, post_tracking, track_ok, user_events,
+    web_auth, DAY,
 };
 use crate::support::*;
 
@@ -177,7 +178,7 @@ fn retention_prunes_old_calls_from_the_log_and_the_user_but_keeps_the_last() {
         &format!(
             "/v1/stats/events?event={}&since={}",
             enc("Old Thing"),
-            enc(&rfc3339(now_ms() - DAY))
+            enc(&format_rfc3339(now_ms() - DAY))
         ),
         &[],
     );

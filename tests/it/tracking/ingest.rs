@@ -2,11 +2,12 @@
 //! field, gzip bodies, batch context and clock-skew correction, and calls
 //! listed by their event name.
 
+use herald::clock::{format_rfc3339, now_ms};
 use serde_json::{json, Value};
 
 use super::{
-    basic, by_message_id, config, get_with, gzip, ms_of, now_ms, post_tracking, rfc3339, track_ok,
-    web_auth, APP_KEY, DAY, HOUR, WRITE_KEY,
+    basic, by_message_id, config, get_with, gzip, ms_of, post_tracking, track_ok, web_auth,
+    APP_KEY, DAY, HOUR, WRITE_KEY,
 };
 use crate::support::*;
 
@@ -154,7 +155,7 @@ fn invalid_calls_are_refused_whole_with_the_field_named() {
         ),
         (
             "/v1/track",
-            json!({"userId": "u", "event": "E", "timestamp": rfc3339(now + 25 * HOUR)}),
+            json!({"userId": "u", "event": "E", "timestamp": format_rfc3339(now + 25 * HOUR)}),
             &["timestamp"],
         ),
     ];
@@ -210,7 +211,7 @@ fn invalid_calls_are_refused_whole_with_the_field_named() {
     track_ok(
         addr,
         "/v1/track",
-        &json!({"userId": "u", "event": "E", "timestamp": rfc3339(now + 23 * HOUR)}),
+        &json!({"userId": "u", "event": "E", "timestamp": format_rfc3339(now + 23 * HOUR)}),
     );
     track_ok(addr, "/v1/identify", &json!({"anonymousId": "only-anon"}));
     assert_eq!(count_events(addr), 8);
@@ -270,22 +271,22 @@ fn batch_context_merges_into_items_and_sent_at_corrects_client_skew() {
     let batch = json!({
         "batch": [
             {"type": "track", "userId": "ctx-u", "event": "Own Context", "messageId": "ctx-1",
-             "timestamp": rfc3339(original),
+             "timestamp": format_rfc3339(original),
              "context": {"ip": "203.0.113.7", "locale": "de-DE"}},
             {"type": "page", "userId": "ctx-u", "messageId": "ctx-2",
-             "timestamp": rfc3339(original - 60_000)},
+             "timestamp": format_rfc3339(original - 60_000)},
             // An item's own sentAt wins over the batch's, and
             // originalTimestamp over timestamp.
             {"type": "screen", "userId": "ctx-u", "messageId": "ctx-3",
-             "originalTimestamp": rfc3339(original - 5000),
-             "timestamp": rfc3339(original - 999_999),
-             "sentAt": rfc3339(original + 1000)},
+             "originalTimestamp": format_rfc3339(original - 5000),
+             "timestamp": format_rfc3339(original - 999_999),
+             "sentAt": format_rfc3339(original + 1000)},
             {"type": "identify", "userId": "ctx-u", "messageId": "ctx-4",
              "integrations": {"Mixpanel": true}},
         ],
         "context": {"ip": "198.51.100.1", "library": {"name": "custom", "version": "1"}},
         "integrations": {"All": false},
-        "sentAt": rfc3339(sent),
+        "sentAt": format_rfc3339(sent),
     });
     track_ok(addr, "/v1/batch", &batch);
     let stored = by_message_id(&list_all(addr, "", &[]));
@@ -328,7 +329,7 @@ fn batch_context_merges_into_items_and_sent_at_corrects_client_skew() {
         addr,
         "/v1/track",
         &json!({"userId": "ctx-u", "event": "No Sent At", "messageId": "ctx-5",
-                "timestamp": rfc3339(given)}),
+                "timestamp": format_rfc3339(given)}),
     );
     let five = by_message_id(&list_all(addr, "", &[]))["ctx-5"][0].clone();
     assert_eq!(ms_of(&five["data"]["timestamp"]), given);

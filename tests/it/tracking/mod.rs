@@ -15,10 +15,10 @@ mod queries;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use herald::clock;
 use serde_json::Value;
 
 use crate::support::*;
@@ -78,38 +78,13 @@ fn enc(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Unix ms as `2026-11-22T08:00:00.000Z`.
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .expect("a representable time");
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
 /// An RFC 3339 text (any offset, any precision) as Unix ms, digits below
 /// the millisecond dropped.
 fn ms_of(text: &Value) -> i64 {
     let text = text
         .as_str()
         .unwrap_or_else(|| panic!("{text} is no timestamp"));
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|e| panic!("{text}: {e}"));
-    t.unix_timestamp_nanos().div_euclid(1_000_000) as i64
+    clock::parse_rfc3339(text).unwrap_or_else(|| panic!("{text} is not RFC 3339"))
 }
 
 fn message_id(event: &Value) -> String {

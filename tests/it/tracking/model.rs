@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use herald::clock::format_rfc3339;
 use serde_json::{json, Value};
 
-use super::{rfc3339, DAY, HOUR};
+use super::{DAY, HOUR};
 
 /// splitmix64: a fixed seed gives the same data set on every run.
 struct Rng(u64);
@@ -83,8 +84,7 @@ impl Sent {
     }
 
     pub(super) fn to_json(&self, message_id: &str) -> Value {
-        let mut m =
-            json!({"type": self.kind, "messageId": message_id, "timestamp": rfc3339(self.ts)});
+        let mut m = json!({"type": self.kind, "messageId": message_id, "timestamp": format_rfc3339(self.ts)});
         if let Some(u) = &self.user {
             m["userId"] = json!(u);
         }

@@ -4,16 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use herald::clock::{format_rfc3339, now_ms};
 use serde_json::{json, Value};
 
 use super::model::{
     expected_attribution, expected_counts, expected_funnel, generate, Campaign, People, Sent, BASE,
     SINCE, STEPS, UNTIL, WITHIN,
 };
-use super::{
-    config, enc, export, get_with, message_id, ms_of, now_ms, rfc3339, track_ok, user_events, DAY,
-    HOUR,
-};
+use super::{config, enc, export, get_with, message_id, ms_of, track_ok, user_events, DAY, HOUR};
 use crate::support::*;
 
 fn campaign_key(v: &Value) -> Option<Campaign> {
@@ -53,8 +51,8 @@ fn funnels_attribution_and_counts_match_an_independent_computation() {
     let range = |since: i64, until: i64| {
         format!(
             "since={}&until={}",
-            enc(&rfc3339(since)),
-            enc(&rfc3339(until))
+            enc(&format_rfc3339(since)),
+            enc(&format_rfc3339(until))
         )
     };
     let funnels: Vec<(Vec<&str>, &str, i64, i64, i64)> = vec![
@@ -277,20 +275,20 @@ fn export_streams_the_tracked_calls_received_in_range_as_stored() {
     };
     // By default the last 24 hours: everything.
     check(&export(addr, ""), None);
-    let since = format!("?since={}", enc(&rfc3339(split)));
+    let since = format!("?since={}", enc(&format_rfc3339(split)));
     check(&export(addr, &since), Some("b-"));
-    let until = format!("?until={}", enc(&rfc3339(split)));
+    let until = format!("?until={}", enc(&format_rfc3339(split)));
     check(&export(addr, &until), Some("a-"));
     let window = format!(
         "?since={}&until={}",
-        enc(&rfc3339(split - DAY)),
-        enc(&rfc3339(split + DAY))
+        enc(&format_rfc3339(split - DAY)),
+        enc(&format_rfc3339(split + DAY))
     );
     check(&export(addr, &window), None);
     let later = format!(
         "?since={}&until={}",
-        enc(&rfc3339(split + DAY)),
-        enc(&rfc3339(split + 2 * DAY))
+        enc(&format_rfc3339(split + DAY)),
+        enc(&format_rfc3339(split + 2 * DAY))
     );
     assert!(export(addr, &later).is_empty());
     let exported = export(addr, "");

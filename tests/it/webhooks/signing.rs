@@ -1,9 +1,8 @@
 //! What arrives and how it is signed: the documented body, a fresh
 //! signature on every attempt, and both secrets during a rotation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine as _;
+use herald::clock;
 use serde_json::json;
 
 use super::receiver::{Receiver, Reply};
@@ -12,16 +11,6 @@ use super::{
     create_endpoint, s, settled, status_codes, GOLDEN_SECRET, OTHER_SECRET, SETTLE, WEBHOOKS,
 };
 use crate::support::*;
-
-fn unix_now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
 
 /// Each signature in the header: `v1,` and the base64 of 32 bytes.
 fn assert_signature_shape(header: &str) {
@@ -110,10 +99,10 @@ fn a_supplied_secret_signs_every_attempt_afresh() {
             .header("webhook-timestamp")
             .parse()
             .unwrap_or_else(|_| panic!("webhook-timestamp {:?}", r.header("webhook-timestamp")));
+        let now = clock::now_ms().div_euclid(1000);
         assert!(
-            (ts - unix_now()).abs() <= 300,
-            "attempt {i} is stamped {ts}, now is {}",
-            unix_now()
+            (ts - now).abs() <= 300,
+            "attempt {i} is stamped {ts}, now is {now}"
         );
         assert_signature_shape(r.header("webhook-signature"));
         assert_eq!(
