@@ -3,11 +3,6 @@
 //! can be queried, and a resend stores nothing new.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use herald::clock::{format_rfc3339, now_ms};
 use serde_json::{json, Value};
@@ -15,46 +10,10 @@ use serde_json::{json, Value};
 use super::{by_message_id, config, enc, get_with, ms_of, user_events, DAY, WRITE_KEY};
 use crate::support::*;
 
-/// Starting Python and importing `requests` can be slow on a loaded machine;
-/// the clients also wait up to `upload_interval` before sending.
-const PYTHON_RUN: Duration = Duration::from_secs(60);
-
 /// Runs tests/segment_clients.py with `spec` (see there), failing the test
 /// with the library's own complaint if it reported an error.
 fn run_client(spec: &Value) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/segment_clients.py");
-    let mut child = Command::new(python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "running {} with {}: {e}",
-                script.display(),
-                python().display()
-            )
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = rx
-        .recv_timeout(PYTHON_RUN)
-        .unwrap_or_else(|_| {
-            panic!(
-                "the {} client did not finish within {PYTHON_RUN:?}",
-                spec["library"]
-            )
-        })
-        .expect("waiting for the Python client");
+    let output = run_python("segment_clients.py", &[], spec.to_string().as_bytes());
     assert!(
         output.status.success(),
         "the {} client failed ({}): {}",
