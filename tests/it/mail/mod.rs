@@ -120,39 +120,18 @@ fn attempts(email: &Value) -> &Vec<Value> {
         .unwrap_or_else(|| panic!("attempts array in {email}"))
 }
 
-/// Follows `next_cursor` through a listing, collecting `key`'s items.
-fn list(addr: SocketAddr, path: &str, key: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..10_000 {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let mut p = format!("{path}{sep}limit=100");
-        if let Some(c) = &cursor {
-            p.push_str(&format!("&after={c}"));
-        }
-        let resp = get(addr, &p);
-        assert_eq!(resp.status, 200, "GET {p}: {}", resp.text());
-        let page = resp.json();
-        items.extend(
-            page[key]
-                .as_array()
-                .unwrap_or_else(|| panic!("{key} array in {page}"))
-                .clone(),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return items,
-        }
-    }
-    panic!("{path} did not end");
-}
-
 fn emails(addr: SocketAddr, query: &str) -> Vec<Value> {
-    list(addr, &format!("/v1/emails{query}"), "emails")
+    list_pages(addr, &format!("/v1/emails{query}"), "emails", 100, &[])
 }
 
 fn suppressions(addr: SocketAddr, query: &str) -> Vec<Value> {
-    list(addr, &format!("/v1/suppressions{query}"), "suppressions")
+    list_pages(
+        addr,
+        &format!("/v1/suppressions{query}"),
+        "suppressions",
+        100,
+        &[],
+    )
 }
 
 /// The events of this type about message `id`.

@@ -111,23 +111,8 @@ fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Value {
 
 /// Every call in a user's history, following `next_cursor` with pages of `limit`.
 fn user_events(addr: SocketAddr, user: &str, limit: usize) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    for _ in 0..10_000 {
-        let mut path = format!("/v1/users/{}/events?limit={limit}", enc(user));
-        if let Some(a) = &after {
-            path.push_str(&format!("&after={a}"));
-        }
-        let page = get_with(addr, &path, &[]);
-        let events = page["events"].as_array().expect("events").clone();
-        assert!(events.len() <= limit, "{path}: more than asked for");
-        out.extend(events);
-        match page["next_cursor"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
-            None => return out,
-        }
-    }
-    panic!("the history of {user} never ended");
+    let path = format!("/v1/users/{}/events", enc(user));
+    list_pages(addr, &path, "events", limit, &[])
 }
 
 /// The export's lines, each parsed; fails on a line that is not JSON.

@@ -121,23 +121,11 @@ fn status_codes(delivery: &Value) -> Vec<i64> {
 
 /// Every delivery matching `query`, following `next_cursor` (`limit` per page).
 fn all_deliveries(addr: SocketAddr, query: &str, limit: usize) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let mut path = format!("/v1/deliveries?limit={limit}&{query}");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&after={c}"));
-        }
-        let resp = get(addr, &path);
-        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
-        let page = resp.json();
-        let items = page["deliveries"].as_array().expect("deliveries").clone();
-        assert!(items.len() <= limit, "{path} gave {} items", items.len());
-        out.extend(items);
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return out,
-        }
-    }
-    panic!("listing {query:?} did not end");
+    list_pages(
+        addr,
+        &format!("/v1/deliveries?{query}"),
+        "deliveries",
+        limit,
+        &[],
+    )
 }
