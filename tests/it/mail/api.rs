@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Value};
 
 use super::smtp::{Script, SmtpSink};
-use super::{barrier, emails, message, s, suppressions, transactional, FROM, SETTLE};
+use super::{barrier, emails, message, suppressions, transactional, FROM, SETTLE};
 use crate::support::*;
 
 #[test]

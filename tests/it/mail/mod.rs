@@ -59,11 +59,6 @@ fn transactional_with(sink: &SmtpSink, mail_keys: &str) -> String {
     toml::to_string(&table).unwrap()
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string: {v}"))
-}
-
 /// The request body of a plain one-recipient message.
 fn message(to: &str) -> Value {
     json!({"from": FROM, "to": to, "subject": "Your receipt", "text": "Thanks for your order."})

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde_json::{json, Value};
 
 use super::smtp::{make_pki, verify_dkim, Script, SmtpSink};
-use super::{email, emails, message, s, send_one, suppressions, MAIL, SETTLE};
+use super::{email, emails, message, send_one, suppressions, MAIL, SETTLE};
 use crate::support::*;
 
 /// A stream that signs with d=example.com for mail from news.example.com and

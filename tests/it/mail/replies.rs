@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::smtp::{Script, SmtpSink};
 use super::{
-    attempts, barrier, email, emails, events_about, message, s, send_one, settled, suppressions,
+    attempts, barrier, email, emails, events_about, message, send_one, settled, suppressions,
     transactional, transactional_with, FINAL, FROM, SETTLE,
 };
 use crate::support::*;

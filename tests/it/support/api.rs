@@ -71,3 +71,10 @@ pub fn create(addr: SocketAddr, event: &Value) -> Value {
     assert_eq!(resp.status, 201, "creating {event}: {}", resp.text());
     resp.json()
 }
+
+/// The string in a JSON answer, failing the test where there is none. Short
+/// because tests read ids and statuses out of answers everywhere.
+pub fn s(v: &Value) -> &str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string: {v}"))
+}

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::receiver::Receiver;
-use super::{post_empty, s, settled};
+use super::{post_empty, settled};
 use crate::support::*;
 
 #[test]

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::receiver::Receiver;
 use super::{
-    create_endpoint, deliveries_of, patch, post_empty, s, settled, GOLDEN_SECRET, SETTLE, WEBHOOKS,
+    create_endpoint, deliveries_of, patch, post_empty, settled, GOLDEN_SECRET, SETTLE, WEBHOOKS,
 };
 use crate::support::*;
 

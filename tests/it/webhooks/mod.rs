@@ -55,11 +55,6 @@ fn config(overrides: &[(&str, &str)]) -> String {
     toml::to_string(&table).unwrap()
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string: {v}"))
-}
-
 fn create_endpoint(addr: SocketAddr, body: Value) -> Value {
     let resp = post_json(addr, "/v1/endpoints", &body);
     assert_eq!(resp.status, 201, "{body}: {}", resp.text());

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::receiver::{Receiver, Reply};
 use super::{
-    all_deliveries, config, create_endpoint, deliveries_of, post_numbered_events, s, settled,
+    all_deliveries, config, create_endpoint, deliveries_of, post_numbered_events, settled,
     status_codes, SETTLE, WEBHOOKS,
 };
 use crate::support::*;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 
 use super::receiver::Receiver;
-use super::{all_deliveries, config, create_endpoint, deliveries_of, s, settled, SETTLE, WEBHOOKS};
+use super::{all_deliveries, config, create_endpoint, deliveries_of, settled, SETTLE, WEBHOOKS};
 use crate::support::*;
 
 #[test]

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::receiver::{Receiver, Reply};
 use super::verifier::reference_verify;
-use super::{config, create_endpoint, post_empty, s, settled, status_codes, SETTLE, WEBHOOKS};
+use super::{config, create_endpoint, post_empty, settled, status_codes, SETTLE, WEBHOOKS};
 use crate::support::*;
 
 #[test]

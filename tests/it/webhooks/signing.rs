@@ -8,7 +8,7 @@ use serde_json::json;
 use super::receiver::{Receiver, Reply};
 use super::verifier::reference_verify;
 use super::{
-    create_endpoint, s, settled, status_codes, GOLDEN_SECRET, OTHER_SECRET, SETTLE, WEBHOOKS,
+    create_endpoint, settled, status_codes, GOLDEN_SECRET, OTHER_SECRET, SETTLE, WEBHOOKS,
 };
 use crate::support::*;
 
