@@ -1,8 +1,6 @@
 //! Bulk streams: DKIM signatures checked by dkimpy, List-Unsubscribe
 //! headers, and one-click unsubscribe on the public listener.
 
-use std::net::SocketAddr;
-
 use serde_json::{json, Value};
 
 use super::smtp::{make_pki, verify_dkim, Script, SmtpSink};
@@ -136,27 +134,6 @@ fn one_click_headers_are_covered_by_the_dkim_signature() {
     }
 }
 
-/// The public listener's address from its log line.
-fn public_addr(d: &Daemon) -> SocketAddr {
-    let mut found = None;
-    let logged = wait_until(deadline(SETTLE), || {
-        found = d.logs().iter().find_map(|line| {
-            let v: Value = serde_json::from_str(line).ok()?;
-            if v["message"] != "public listening" {
-                return None;
-            }
-            v["addr"].as_str()?.parse().ok()
-        });
-        found.is_some()
-    });
-    assert!(
-        logged,
-        "no \"public listening\" line:\n{}",
-        d.logs().join("\n")
-    );
-    found.unwrap()
-}
-
 /// The token with the character at `at` (from the start, or from the end when
 /// negative) changed to another of its class: once in what is likely the
 /// payload, once in what is likely the MAC.
@@ -198,7 +175,7 @@ fn one_click_unsubscribe_on_the_public_listener() {
         sink.port
     ));
     let d = Daemon::start(&toml);
-    let public = public_addr(&d);
+    let public = d.logged_addr("public listening");
     assert_ne!(public, d.addr);
     let reader = "reader@example.net";
     let id = send_one(d.addr, &newsletter(reader));

@@ -73,12 +73,7 @@ fn implicit_tls_with_a_login_delivers_and_keeps_the_password_out_of_sight() {
 
 #[test]
 fn a_relay_that_is_down_defers_and_retries() {
-    // A port that was free a moment ago: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let d = Daemon::start(&format!(
         "{MAIL}\n[mail.streams.transactional]\nrelay = \"smtp://127.0.0.1:{port}\"\n"
     ));

@@ -251,10 +251,10 @@ fn sigterm_is_handled(pid: u32) -> bool {
     })
 }
 
-/// The address in a JSON log line `{"message":"listening","addr":...}`.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+/// The address in a JSON log line `{"message": MESSAGE, "addr": ...}`.
+fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
     let v: Value = serde_json::from_str(line).ok()?;
-    if v["message"] != "listening" {
+    if v["message"] != message {
         return None;
     }
     v["addr"].as_str()?.parse().ok()
@@ -357,7 +357,7 @@ impl Daemon {
             .args(&self.options.args)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)));
         let mut proc = Spawned::spawn(&mut cmd, self.logs.clone());
-        match proc.wait_for_line(deadline(STARTUP), listening_addr) {
+        match proc.wait_for_line(deadline(STARTUP), |l| logged_addr(l, "listening")) {
             Ok(addr) => {
                 self.addr = addr;
                 self.proc = Some(proc);
@@ -435,5 +435,21 @@ impl Daemon {
     /// Whether a JSON log line with this message has been written.
     pub fn has_logged(&self, message: &str) -> bool {
         self.logs().iter().any(|l| is_log_message(l, message))
+    }
+
+    /// The address in the log line with this message (such as
+    /// "public listening"), waiting for the line to be written.
+    pub fn logged_addr(&self, message: &str) -> SocketAddr {
+        let mut found = None;
+        let logged = wait_until(deadline(STARTUP), || {
+            found = self.logs().iter().find_map(|l| logged_addr(l, message));
+            found.is_some()
+        });
+        assert!(
+            logged,
+            "no {message:?} line with an address:\n{}",
+            self.logs().join("\n")
+        );
+        found.expect("found")
     }
 }

@@ -2,7 +2,7 @@
 //! answer read before returning.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -197,4 +197,11 @@ pub fn post_json(addr: SocketAddr, path: &str, body: &Value) -> Response {
 
 pub fn try_post_json(addr: SocketAddr, path: &str, body: &Value) -> io::Result<Response> {
     try_request(addr, "POST", path, &[JSON], body.to_string().as_bytes())
+}
+
+/// A loopback port that was free a moment ago: connections to it are
+/// refused until something binds it again.
+pub fn unused_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("the bound address").port()
 }

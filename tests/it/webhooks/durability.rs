@@ -45,12 +45,8 @@ fn attempts_in_flight_at_kill_9_are_made_again_after_the_restart() {
 
 #[test]
 fn deliveries_to_a_receiver_down_at_kill_9_arrive_once_it_is_up() {
-    // Reserve a port, then free it: connections are refused until the
-    // receiver is started on it.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Connections are refused until the receiver is started on this port.
+    let port = unused_port();
     let mut d = Daemon::start(&config(&[(
         "retry_schedule",
         r#"["200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms"]"#,
