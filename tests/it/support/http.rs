@@ -38,6 +38,16 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The `Retry-After` of a refusal, in seconds.
+    pub fn retry_after(&self) -> u64 {
+        let value = self
+            .header("retry-after")
+            .unwrap_or_else(|| panic!("{} carries no Retry-After", self.status));
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("Retry-After {value:?} is not in seconds"))
+    }
+
     /// The `error.code` of an error answer.
     pub fn code(&self) -> String {
         self.json()["error"]["code"]

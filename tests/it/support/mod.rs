@@ -4,11 +4,13 @@
 mod api;
 mod daemon;
 mod http;
+mod load;
 mod python;
 mod wait;
 
 pub use api::*;
 pub use daemon::*;
 pub use http::*;
+pub use load::*;
 pub use python::*;
 pub use wait::*;

@@ -2,7 +2,7 @@
 //! queue (429): refused requests write nothing.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -113,47 +113,28 @@ fn a_full_write_queue_answers_429_with_retry_after_and_writes_nothing() {
     ));
     let addr = d.addr;
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut overloaded = 0;
-    // Whether a burst overflows a one-slot queue is down to scheduling, so
-    // bursts repeat until one does; heavy batches keep the writer busy.
-    for burst in 0..30 {
-        const THREADS: usize = 24;
-        let start = Arc::new(Barrier::new(THREADS));
-        let threads: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let (start, acked) = (start.clone(), acked.clone());
-                std::thread::spawn(move || {
-                    let prefix = format!("busy-{burst}-{t}");
-                    let body = batch_of_len(&prefix, 40, 400_000);
-                    let auth = web_auth();
-                    start.wait();
-                    let resp = post_tracking(addr, "/v1/batch", &[("Authorization", &auth)], &body);
-                    match resp.status {
-                        200 => {
-                            acked.lock().unwrap().push(prefix);
-                            false
-                        }
-                        429 => {
-                            let retry: u64 = resp
-                                .header("retry-after")
-                                .expect("429 carries Retry-After")
-                                .parse()
-                                .expect("Retry-After in seconds");
-                            assert!(retry >= 1);
-                            true
-                        }
-                        other => panic!("unexpected {other}: {}", resp.text()),
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            overloaded += usize::from(t.join().expect("poster thread"));
+    let sink = acked.clone();
+    // Heavy batches keep the writer busy.
+    let overloaded = burst_until_refused(30, 24, move |burst, t| {
+        let acked = sink.clone();
+        let prefix = format!("busy-{burst}-{t}");
+        let body = batch_of_len(&prefix, 40, 400_000);
+        let auth = web_auth();
+        move || {
+            let resp = post_tracking(addr, "/v1/batch", &[("Authorization", &auth)], &body);
+            match resp.status {
+                200 => {
+                    acked.lock().unwrap().push(prefix);
+                    false
+                }
+                429 => {
+                    assert!(resp.retry_after() >= 1);
+                    true
+                }
+                other => panic!("unexpected {other}: {}", resp.text()),
+            }
         }
-        if overloaded > 0 {
-            break;
-        }
-    }
+    });
     assert!(overloaded > 0, "30 bursts never filled a one-slot queue");
     let acked = acked.lock().unwrap().clone();
     let stored: BTreeSet<String> = list_all(addr, "", &[])
