@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{python, python_script, run_python, wait_until};
+use crate::support::{header_value, python, python_script, run_python, wait_until};
 
 /// Starting Python and importing aiosmtpd can be slow on a loaded machine.
 const PYTHON_START: Duration = Duration::from_secs(30);
@@ -133,10 +133,7 @@ impl Received {
 
     /// The first header with this name, unfolded, value trimmed.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     pub fn text(&self) -> String {

@@ -165,12 +165,7 @@ fn with_no_mail_config_messages_land_in_the_outbox() {
     assert!(landed, "no .eml with {needle} in {}", outbox.display());
     let raw = std::fs::read(found.unwrap()).unwrap();
     let headers = super::smtp::parse_headers(&raw);
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |name: &str| header_value(&headers, name);
     assert_eq!(header("Subject"), Some("Hi"));
     assert!(header("To").unwrap_or_default().contains("x@example.net"));
 }

@@ -32,10 +32,7 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     /// The `Retry-After` of a refusal, in seconds.
@@ -55,6 +52,14 @@ impl Response {
             .unwrap_or_else(|| panic!("no error code in {}: {}", self.status, self.text()))
             .to_owned()
     }
+}
+
+/// The first of `headers` with this name, compared without case.
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Sends raw bytes and reads the answer until the server closes.
@@ -113,13 +118,7 @@ fn parse_response(buf: &[u8]) -> io::Result<Response> {
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
         .collect();
     let rest = &buf[end + 4..];
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let body = if let Some(len) = find("content-length") {
+    let body = if let Some(len) = header_value(&headers, "content-length") {
         let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
         if rest.len() < len {
             return Err(io::Error::new(
@@ -128,7 +127,9 @@ fn parse_response(buf: &[u8]) -> io::Result<Response> {
             ));
         }
         rest[..len].to_vec()
-    } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    } else if header_value(&headers, "transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         dechunk(rest)?
     } else {
         rest.to_vec()
