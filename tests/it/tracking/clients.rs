@@ -3,11 +3,12 @@
 //! can be queried, and a resend stores nothing new.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 
 use herald::clock::{format_rfc3339, now_ms};
 use serde_json::{json, Value};
 
-use super::{by_message_id, config, enc, get_with, ms_of, user_events, DAY, WRITE_KEY};
+use super::{by_message_id, config, enc, get_with, linked_ids, ms_of, user_events, DAY, WRITE_KEY};
 use crate::support::*;
 
 /// Runs tests/segment_clients.py with `spec` (see there), failing the test
@@ -22,6 +23,29 @@ fn run_client(spec: &Value) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("the client script prints JSON")
+}
+
+/// What segment_clients.py runs: `library` sending `calls` with the web
+/// source's key, batched in the background or (`sync`) a request each.
+fn client_spec(library: &str, addr: SocketAddr, sync: bool, calls: &Value) -> Value {
+    json!({"library": library, "host": format!("http://{addr}"),
+           "write_key": WRITE_KEY, "sync": sync, "calls": calls})
+}
+
+/// Sends `spec`'s calls again, a request each, and checks that the log is
+/// still `stored`.
+fn assert_resend_stores_nothing(addr: SocketAddr, spec: &Value, stored: &[Value]) {
+    run_client(&client_spec(
+        s(&spec["library"]),
+        addr,
+        true,
+        &spec["calls"],
+    ));
+    assert_eq!(
+        list_all(addr, "", &[]),
+        stored,
+        "a resend stores no second copy"
+    );
 }
 
 /// Checks the three times of the skew correction that every stored call
@@ -98,8 +122,7 @@ fn segment_analytics_python_calls_are_stored_and_queryable() {
             json!({"user_id": "seg-u1", "traits": {"plan": "pro"}, "message_id": "seg-identify-2"}),
         ),
     ];
-    let spec = json!({"library": "segment", "host": format!("http://{addr}"),
-                      "write_key": WRITE_KEY, "sync": false, "calls": calls});
+    let spec = client_spec("segment", addr, false, &json!(calls));
     let client = run_client(&spec);
 
     let expected_types: BTreeMap<&str, (&str, &str)> = [
@@ -187,14 +210,8 @@ fn segment_analytics_python_calls_are_stored_and_queryable() {
         json!({"email": "ada@example.com", "plan": "pro"}),
         "identify merges traits, the later value winning: {user}"
     );
-    let linked: BTreeSet<&str> = user["linked_ids"]
-        .as_array()
-        .expect("linked_ids")
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
     assert_eq!(
-        linked,
+        linked_ids(&user),
         BTreeSet::from(["seg-anon-1", "seg-old-id"]),
         "{user}"
     );
@@ -215,15 +232,7 @@ fn segment_analytics_python_calls_are_stored_and_queryable() {
     in_log_order.sort_by_key(|e| e["seq"].as_u64());
     assert_eq!(history, in_log_order, "the user's history, paged by 3");
 
-    // The same calls again, one request each this time: nothing new.
-    let again = json!({"library": "segment", "host": format!("http://{addr}"),
-                       "write_key": WRITE_KEY, "sync": true, "calls": spec["calls"]});
-    run_client(&again);
-    assert_eq!(
-        list_all(addr, "", &[]),
-        all,
-        "a resend stores no second copy"
-    );
+    assert_resend_stores_nothing(addr, &spec, &all);
 }
 
 #[test]
@@ -247,8 +256,7 @@ fn rudder_sdk_python_calls_are_stored_and_queryable() {
                    "properties": {"step": 2}, "message_id": "rud-page-1"}),
         ),
     ];
-    let spec = json!({"library": "rudder", "host": format!("http://{addr}"),
-                      "write_key": WRITE_KEY, "sync": false, "calls": calls});
+    let spec = client_spec("rudder", addr, false, &json!(calls));
     let client = run_client(&spec);
 
     let all = list_all(addr, "", &[]);
@@ -285,14 +293,7 @@ fn rudder_sdk_python_calls_are_stored_and_queryable() {
     in_log_order.sort_by_key(|e| e["seq"].as_u64());
     assert_eq!(user_events(addr, "rud-u1", 100), in_log_order);
 
-    let again = json!({"library": "rudder", "host": format!("http://{addr}"),
-                       "write_key": WRITE_KEY, "sync": true, "calls": spec["calls"]});
-    run_client(&again);
-    assert_eq!(
-        list_all(addr, "", &[]),
-        all,
-        "a resend stores no second copy"
-    );
+    assert_resend_stores_nothing(addr, &spec, &all);
 
     // rudder-sdk-python 2.x puts identify's traits in `context.traits`
     // only (never at the top level): a profile must still get them.

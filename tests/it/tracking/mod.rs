@@ -12,7 +12,7 @@ mod limits;
 mod model;
 mod queries;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
 
@@ -101,6 +101,16 @@ fn by_message_id(events: &[Value]) -> HashMap<String, Vec<Value>> {
         out.entry(message_id(e)).or_default().push(e.clone());
     }
     out
+}
+
+/// The other ids a user profile is tied to.
+fn linked_ids(profile: &Value) -> BTreeSet<&str> {
+    profile["linked_ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no linked_ids in {profile}"))
+        .iter()
+        .map(s)
+        .collect()
 }
 
 fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Value {
