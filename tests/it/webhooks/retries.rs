@@ -1,5 +1,6 @@
-//! Failed attempts: retries under one webhook-id, dead letters and manual
-//! retries, gone and redirect answers, disabling, replay and recovery.
+//! Failed attempts: retries under one webhook-id, network errors and the
+//! answer excerpt kept, dead letters and manual retries, gone and redirect
+//! answers, disabling, replay and recovery.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
