@@ -1,16 +1,10 @@
 //! Integration tests: each test starts the real `herald` binary on a
-//! loopback port of its own and talks HTTP/1.1 to it.
+//! loopback port of its own and talks HTTP/1.1 to it. One folder per
+//! capability; `support` is what they all share.
 
-mod backup;
-mod cli;
-mod durability;
-mod errors;
-mod events_api;
-mod hooks;
+mod events;
 mod mail;
-mod receiver;
-mod smtp;
+mod operations;
 mod support;
 mod tracking;
-mod verifier;
 mod webhooks;

@@ -1,8 +1,8 @@
-//! A scriptable HTTP/1.1 webhook receiver on loopback for `webhooks.rs`.
+//! A scriptable HTTP/1.1 webhook receiver on loopback.
 //!
-//! Unlike `hook_receiver`, an answer can carry its own headers and body
-//! (`Retry-After`, large bodies for the response excerpt) and can be slow.
-//! Keep-alive is supported (the daemon pools connections); bodies are read by
+//! An answer can carry its own headers and body (`Retry-After`, large
+//! bodies for the response excerpt), be slow, hang or drop. Keep-alive is
+//! supported (the daemon pools connections); bodies are read by
 //! `Content-Length` or chunked encoding, answers always carry a
 //! `Content-Length`. Every request is recorded with its arrival time.
 

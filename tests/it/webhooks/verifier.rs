@@ -1,16 +1,10 @@
 //! The reference verifier: tests/verify_webhook.py, which checks a webhook
 //! with the `standardwebhooks` library from PyPI (installed by tests/run).
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
-use crate::receiver::Recorded;
-use crate::support::python;
+use super::receiver::Recorded;
+use crate::support::run_python;
 
 /// What `standardwebhooks.Webhook(secret).verify(body, headers)` says about
 /// the request: `Ok` or the library's reason.
@@ -25,28 +19,7 @@ pub fn reference_verify(secret: &str, request: &Recorded) -> Result<(), String> 
         "headers": headers,
         "body": String::from_utf8(request.body.clone()).expect("UTF-8 body"),
     });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/verify_webhook.py");
-    let mut child = Command::new(python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running the Python verifier");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(case.to_string().as_bytes())
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the Python verifier did not finish within 60 s")
-        .expect("waiting for the Python verifier");
+    let output = run_python("verify_webhook.py", &[], case.to_string().as_bytes());
     if output.status.success() {
         Ok(())
     } else {

@@ -1,8 +1,8 @@
-//! Shared machinery: starting the real daemon, reading its log, a tiny
-//! blocking HTTP/1.1 client, and bounded polling.
+//! The daemon under test: starting, signalling, killing and restarting the
+//! real `herald` binary, its config file, and reading its log.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -12,32 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::wait::{deadline, wait_until};
+
 /// Debug builds on a loaded 2-core machine can be slow to open a file and bind.
 pub const STARTUP: Duration = Duration::from_secs(20);
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longer than the default `server.shutdown_grace` (20 s) plus the runtime's
 /// own 2 s, so a slow but correct shutdown is not mistaken for a hang.
 pub const SHUTDOWN: Duration = Duration::from_secs(30);
-/// Caps every "follow the cursor" loop so a cursor bug fails instead of spinning.
-const MAX_PAGES: usize = 100_000;
-
-pub fn deadline(after: Duration) -> Instant {
-    Instant::now() + after
-}
-
-/// Polls `cond` until it holds or `deadline` passes; returns whether it held.
-/// The short pause between polls only saves CPU: correctness never depends on it.
-pub fn wait_until(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// The binary under test with an environment that cannot leak the caller's
 /// settings into it: keys or a log filter from the shell would change results.
@@ -270,10 +251,10 @@ fn sigterm_is_handled(pid: u32) -> bool {
     })
 }
 
-/// The address in a JSON log line `{"message":"listening","addr":...}`.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+/// The address in a JSON log line `{"message": MESSAGE, "addr": ...}`.
+fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
     let v: Value = serde_json::from_str(line).ok()?;
-    if v["message"] != "listening" {
+    if v["message"] != message {
         return None;
     }
     v["addr"].as_str()?.parse().ok()
@@ -376,7 +357,7 @@ impl Daemon {
             .args(&self.options.args)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)));
         let mut proc = Spawned::spawn(&mut cmd, self.logs.clone());
-        match proc.wait_for_line(deadline(STARTUP), listening_addr) {
+        match proc.wait_for_line(deadline(STARTUP), |l| logged_addr(l, "listening")) {
             Ok(addr) => {
                 self.addr = addr;
                 self.proc = Some(proc);
@@ -455,254 +436,20 @@ impl Daemon {
     pub fn has_logged(&self, message: &str) -> bool {
         self.logs().iter().any(|l| is_log_message(l, message))
     }
-}
 
-// ---------------------------------------------------------------------------
-// HTTP/1.1 client
-
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response {} is not JSON ({e}): {}",
-                self.status,
-                self.text()
-            )
-        })
+    /// The address in the log line with this message (such as
+    /// "public listening"), waiting for the line to be written.
+    pub fn logged_addr(&self, message: &str) -> SocketAddr {
+        let mut found = None;
+        let logged = wait_until(deadline(STARTUP), || {
+            found = self.logs().iter().find_map(|l| logged_addr(l, message));
+            found.is_some()
+        });
+        assert!(
+            logged,
+            "no {message:?} line with an address:\n{}",
+            self.logs().join("\n")
+        );
+        found.expect("found")
     }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The `error.code` of an error answer.
-    pub fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error code in {}: {}", self.status, self.text()))
-            .to_owned()
-    }
-}
-
-/// Sends raw bytes and reads the answer until the server closes.
-pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    if let Err(e) = stream.write_all(bytes) {
-        // A server refusing a body early (413) may close before reading all
-        // of it; its answer can still be waiting in our receive buffer.
-        if !matches!(
-            e.kind(),
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-        ) {
-            return Err(e);
-        }
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            // The same early close can arrive as a reset after the answer.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !buf.is_empty() => break,
-            Err(e) => return Err(e),
-        }
-    }
-    parse_response(&buf)
-}
-
-fn bad(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
-fn parse_response(buf: &[u8]) -> io::Result<Response> {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("no complete response head in {} bytes", buf.len()),
-            )
-        })?;
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("head is not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let rest = &buf[end + 4..];
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let body = if let Some(len) = find("content-length") {
-        let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
-        if rest.len() < len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("body cut short: {} of {len} bytes", rest.len()),
-            ));
-        }
-        rest[..len].to_vec()
-    } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else {
-        rest.to_vec()
-    };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut rest: &[u8]) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    // Each round consumes at least one chunk header, so `rest` shrinks.
-    for _ in 0..=rest.len() {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("chunk header"))?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|_| bad("chunk size"))?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| bad("chunk size"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if rest.len() < size + 2 {
-            return Err(bad("chunk cut short"));
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
-    Err(bad("unterminated chunked body"))
-}
-
-pub fn try_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> io::Result<Response> {
-    let mut msg = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        msg.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    for (name, value) in headers {
-        msg.push_str(&format!("{name}: {value}\r\n"));
-    }
-    msg.push_str("\r\n");
-    let mut bytes = msg.into_bytes();
-    bytes.extend_from_slice(body);
-    send_raw(addr, &bytes)
-}
-
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    try_request(addr, method, path, headers, body)
-        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
-}
-
-pub const JSON: (&str, &str) = ("Content-Type", "application/json");
-
-pub fn get(addr: SocketAddr, path: &str) -> Response {
-    request(addr, "GET", path, &[], b"")
-}
-
-pub fn post_json(addr: SocketAddr, path: &str, body: &Value) -> Response {
-    request(addr, "POST", path, &[JSON], body.to_string().as_bytes())
-}
-
-pub fn try_post_json(addr: SocketAddr, path: &str, body: &Value) -> io::Result<Response> {
-    try_request(addr, "POST", path, &[JSON], body.to_string().as_bytes())
-}
-
-/// Every event matching `query` (without `after`/`limit`), oldest first,
-/// following `next_cursor` to the end.
-pub fn list_all(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut path = format!("/v1/events?limit=1000{}{query}", sep(query));
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&after={c}"));
-        }
-        let resp = request(addr, "GET", &path, headers, b"");
-        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
-        let page = resp.json();
-        events.extend(page["events"].as_array().expect("events array").clone());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return events,
-        }
-    }
-    panic!("listing {query:?} did not end after {MAX_PAGES} pages");
-}
-
-fn sep(query: &str) -> &'static str {
-    if query.is_empty() {
-        ""
-    } else {
-        "&"
-    }
-}
-
-pub fn count_events(addr: SocketAddr) -> usize {
-    list_all(addr, "", &[]).len()
-}
-
-/// Creates one event and returns it, failing unless the answer is 201.
-pub fn create(addr: SocketAddr, event: &Value) -> Value {
-    let resp = post_json(addr, "/v1/events", event);
-    assert_eq!(resp.status, 201, "creating {event}: {}", resp.text());
-    resp.json()
-}
-
-/// The Python with the test peers (tests/requirements.txt): the one tests/run
-/// names in HERALD_TEST_PYTHON, else tests/.venv's.
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "HERALD_TEST_PYTHON is unset and {} is missing: run tests/run, which installs \
-         tests/requirements.txt into tests/.venv",
-        venv.display()
-    );
-    venv
 }

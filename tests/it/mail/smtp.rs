@@ -1,48 +1,22 @@
-//! Real SMTP peers for `mail.rs`: tests/smtp_sink.py (aiosmtpd) run from the
-//! test venv, the test PKI from tests/make_test_pki.py and the reference DKIM
-//! check tests/verify_dkim.py (dkimpy). A Python peer rather than a Rust one
-//! so that what the daemon speaks is judged by an implementation it shares no
-//! code with.
+//! Real SMTP peers for the mail tests: tests/smtp_sink.py (aiosmtpd) run
+//! from the test venv, the test PKI from tests/make_test_pki.py and the
+//! reference DKIM check tests/verify_dkim.py (dkimpy). A Python peer rather
+//! than a Rust one so that what the daemon speaks is judged by an
+//! implementation it shares no code with.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{python, wait_until};
+use crate::support::{header_value, python, python_script, run_python, wait_until};
 
 /// Starting Python and importing aiosmtpd can be slow on a loaded machine.
 const PYTHON_START: Duration = Duration::from_secs(30);
-/// RSA key generation and dkimpy both run well under this even when loaded.
-const PYTHON_RUN: Duration = Duration::from_secs(60);
-
-fn script_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join(name)
-}
-
-/// Runs a Python script to completion, failing the test if it hangs.
-fn run_python(args: &[&str]) -> Output {
-    let child = Command::new(python())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {args:?} with {}: {e}", python().display()));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(PYTHON_RUN)
-        .unwrap_or_else(|_| panic!("{args:?} did not finish within {PYTHON_RUN:?}"))
-        .expect("waiting for Python")
-}
 
 /// What the sink answers at the end of DATA. A list's last reply repeats once
 /// it is used up; a bare code gets a text ("250" -> "250 2.0.0 Ok: queued as
@@ -159,10 +133,7 @@ impl Received {
 
     /// The first header with this name, unfolded, value trimmed.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -238,7 +209,7 @@ impl SmtpSink {
         }
         let log = File::create(dir.path().join("sink.log")).expect("sink log");
         let mut child = Command::new(python())
-            .arg(script_path("smtp_sink.py"))
+            .arg(python_script("smtp_sink.py"))
             .arg(opts.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -397,11 +368,11 @@ pub struct Pki {
 
 pub fn make_pki() -> Pki {
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = script_path("make_test_pki.py");
-    let out = run_python(&[
-        script.to_str().expect("utf-8 path"),
-        dir.path().to_str().expect("utf-8 temp path"),
-    ]);
+    let out = run_python(
+        "make_test_pki.py",
+        &[dir.path().to_str().expect("utf-8 temp path")],
+        b"",
+    );
     assert!(
         out.status.success(),
         "make_test_pki.py failed ({}): {}",
@@ -426,14 +397,16 @@ pub fn verify_dkim(raw: &[u8], txt: &str, selector: &str, domain: &str) -> Resul
     let dir = tempfile::tempdir().expect("tempdir");
     let msg = dir.path().join("message.eml");
     std::fs::write(&msg, raw).expect("writing the message");
-    let script = script_path("verify_dkim.py");
-    let out = run_python(&[
-        script.to_str().expect("utf-8 path"),
-        msg.to_str().expect("utf-8 temp path"),
-        txt,
-        selector,
-        domain,
-    ]);
+    let out = run_python(
+        "verify_dkim.py",
+        &[
+            msg.to_str().expect("utf-8 temp path"),
+            txt,
+            selector,
+            domain,
+        ],
+        b"",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     match out.status.code() {
         Some(0) => Ok(serde_json::from_slice(&out.stdout).expect("verify_dkim.py prints JSON")),

@@ -2,7 +2,7 @@
 //! a refused request leaves the log as it was.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -476,49 +476,30 @@ fn a_full_write_queue_answers_503_overloaded_and_writes_nothing() {
     let d = Daemon::start("[storage]\nqueue_capacity = 1\nmax_commit_batch = 1\n");
     let addr = d.addr;
     // Large-ish events keep the writer busy longer per commit, which makes a
-    // full one-slot queue likely; still, whether a burst overflows it is
-    // down to scheduling, so bursts repeat until one does.
+    // full one-slot queue likely.
     let payload = pad(48 * 1024);
     let created = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut overloaded = 0;
-    for _burst in 0..30 {
-        const THREADS: usize = 32;
-        let start = Arc::new(Barrier::new(THREADS));
-        let threads: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (start, created, payload) = (start.clone(), created.clone(), payload.clone());
-                std::thread::spawn(move || {
-                    let body = json!({"type": "load", "data": {"pad": payload}});
-                    start.wait();
-                    let resp = post_json(addr, "/v1/events", &body);
-                    match resp.status {
-                        201 => {
-                            let id = resp.json()["id"].as_str().unwrap().to_owned();
-                            created.lock().unwrap().push(id);
-                            false
-                        }
-                        503 => {
-                            assert_eq!(resp.code(), "overloaded");
-                            let retry: u64 = resp
-                                .header("retry-after")
-                                .expect("503 carries Retry-After")
-                                .parse()
-                                .expect("Retry-After in seconds");
-                            assert!(retry >= 1);
-                            true
-                        }
-                        other => panic!("unexpected {other}: {}", resp.text()),
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            overloaded += usize::from(t.join().expect("poster thread"));
+    let sink = created.clone();
+    let overloaded = burst_until_refused(30, 32, move |_, _| {
+        let created = sink.clone();
+        let body = json!({"type": "load", "data": {"pad": payload}});
+        move || {
+            let resp = post_json(addr, "/v1/events", &body);
+            match resp.status {
+                201 => {
+                    let id = resp.json()["id"].as_str().unwrap().to_owned();
+                    created.lock().unwrap().push(id);
+                    false
+                }
+                503 => {
+                    assert_eq!(resp.code(), "overloaded");
+                    assert!(resp.retry_after() >= 1);
+                    true
+                }
+                other => panic!("unexpected {other}: {}", resp.text()),
+            }
         }
-        if overloaded > 0 {
-            break;
-        }
-    }
+    });
     assert!(
         overloaded > 0,
         "30 bursts of 32 never filled a one-slot queue"
