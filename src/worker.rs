@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
@@ -78,6 +78,9 @@ impl Stop {
     }
 }
 
+/// How long past the stop deadline joining waits for a worker to return.
+const JOIN_MARGIN: Duration = Duration::from_millis(500);
+
 struct Running {
     name: String,
     handle: JoinHandle<()>,
@@ -142,18 +145,25 @@ impl Workers {
     pub fn stop(mut self, deadline: Instant) {
         let _ = self.stop.deadline.set(deadline);
         drop(self.raise.take());
+        // Workers hand back what they hold by `deadline`; returning from
+        // that takes a moment more.
+        let join_by = deadline + JOIN_MARGIN;
+        let (mut joined, mut left) = (0usize, 0usize);
         for running in self.running.drain(..) {
-            match running.exited.recv_deadline(deadline) {
+            match running.exited.recv_deadline(join_by) {
                 Err(RecvTimeoutError::Disconnected) | Ok(()) => {
                     if running.handle.join().is_err() {
                         tracing::error!(worker = %running.name, "worker panicked");
                     }
+                    joined += 1;
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::warn!(worker = %running.name, "worker did not stop in time; leaving it");
+                    left += 1;
                 }
             }
         }
+        tracing::info!(joined, left, "background workers stopped");
     }
 }
 
@@ -172,7 +182,6 @@ fn run(worker: &mut impl Worker, stop: &Stop) {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     /// Counts its pieces of work; idles between them.
     struct Counter {

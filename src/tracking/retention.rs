@@ -129,3 +129,84 @@ fn remove_old(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreErro
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tracking::{validate_tracking, TrackingSection};
+    use crate::events::{self, AppendBatch};
+    use crate::store::Store;
+    use crate::tracking::ingest;
+
+    /// Prepared `track` calls with fresh message ids.
+    fn calls(prefix: &str, n: usize) -> Vec<ingest::Prepared> {
+        let settings = validate_tracking(TrackingSection::default()).unwrap();
+        let items: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                serde_json::json!({"type": "track", "userId": format!("u{i}"), "event": "e",
+                                   "messageId": format!("{prefix}{i}")})
+            })
+            .collect();
+        let body = serde_json::json!({ "batch": items }).to_string();
+        let parsed = ingest::parse(None, body.as_bytes(), &settings).unwrap();
+        ingest::prepare(None, parsed, "src", clock::now_ms()).unwrap()
+    }
+
+    /// Operations of every kind may meet in one group commit, in any
+    /// order: none may trip over a table another left open (redb opens a
+    /// table once at a time per transaction, and the store caches some).
+    #[test]
+    fn upkeep_ingest_and_fan_out_share_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("herald.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 64, 64, Default::default()).unwrap();
+        // The first operation holds the writer until the rest are queued,
+        // so the rest commit together in the next group.
+        let (release, held) = crossbeam_channel::bounded::<()>(0);
+        writer.submit(
+            move |_| {
+                let _ = held.recv();
+                Ok(())
+            },
+            |_| {},
+        );
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let later = clock::now_ms() + 3_600_000;
+        let mut submit =
+            |op: Box<dyn for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<(), StoreError> + Send>| {
+                let done_tx = done_tx.clone();
+                writer.submit(op, move |committed| {
+                    let _ = done_tx.send(committed);
+                });
+            };
+        let first = calls("a", 10);
+        submit(Box::new(move |txn| {
+            ingest::append(txn, first, 0, clock::now_ms()).map(drop)
+        }));
+        submit(Box::new(move |txn| expire_keys(txn, later).map(drop)));
+        let second = calls("b", 10);
+        submit(Box::new(move |txn| {
+            ingest::append(txn, second, 0, clock::now_ms()).map(drop)
+        }));
+        submit(Box::new(move |txn| remove_old(txn, later).map(drop)));
+        let mut endpoint = crate::webhooks::endpoint::new_record(clock::now_ms());
+        endpoint.url = "https://example.com/hook".into();
+        submit(Box::new(move |txn| txn.put_endpoint(endpoint)));
+        let event = events::parse_event(br#"{"type":"invoice.paid"}"#).unwrap();
+        submit(Box::new(move |txn| {
+            events::append(txn, AppendBatch::one(event)).map(drop)
+        }));
+        let third = calls("c", 10);
+        submit(Box::new(move |txn| {
+            ingest::append(txn, third, 0, clock::now_ms()).map(drop)
+        }));
+        drop(release);
+        for n in 0..7 {
+            let committed = done
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("every operation hears back");
+            assert!(committed, "operation {n} of the group was not committed");
+        }
+        thread.stop();
+    }
+}

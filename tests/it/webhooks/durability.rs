@@ -1,5 +1,5 @@
-//! Deliveries across kill -9: attempts in flight are made again, and a
-//! receiver that was down gets everything once it is up.
+//! Deliveries across kill -9 and SIGTERM: attempts in flight are made
+//! again, and a receiver that was down gets everything once it is up.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,52 @@ fn attempts_in_flight_at_kill_9_are_made_again_after_the_restart() {
     open.store(true, Ordering::SeqCst);
     d.restart();
 
+    assert_all_arrive(&receiver, before_restart, &ids);
+    for id in &ids {
+        let list = settled(d.addr, id, 1);
+        assert_eq!(list[0]["status"], "succeeded", "{list:?}");
+    }
+}
+
+#[test]
+fn sigterm_with_attempts_in_flight_stops_every_worker_and_loses_nothing() {
+    // Until the gate opens, the receiver holds every request unanswered,
+    // longer than the daemon waits for attempts when it stops.
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if gate.load(Ordering::SeqCst) {
+            Reply::status(200)
+        } else {
+            Reply::Hang
+        }
+    });
+    let mut d = Daemon::start(&config(&[("timeout", r#""30s""#)]));
+    create_endpoint(d.addr, json!({"url": receiver.url("/")}));
+    let ids = post_numbered_events(d.addr, 12);
+    receiver.wait_for_requests(4, deadline(SETTLE));
+
+    let status = d.sigterm();
+    assert_eq!(status.code(), Some(0), "logs:\n{}", d.logs().join("\n"));
+    // Every worker (both schedulers, the mail workers, upkeep) was joined;
+    // the webhook scheduler gave up on the hanging attempts at its deadline
+    // and left them to the restart.
+    let stopped = d
+        .logs()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "background workers stopped");
+    let stopped = stopped.unwrap_or_else(|| panic!("logs:\n{}", d.logs().join("\n")));
+    // Two schedulers, four mail workers, tracking upkeep.
+    assert_eq!(
+        (&stopped["joined"], &stopped["left"]),
+        (&json!(7), &json!(0))
+    );
+    assert!(d.has_logged("jobs still in flight at the deadline; they run again after the restart"));
+
+    let before_restart = receiver.requests().len();
+    open.store(true, Ordering::SeqCst);
+    d.restart();
     assert_all_arrive(&receiver, before_restart, &ids);
     for id in &ids {
         let list = settled(d.addr, id, 1);
