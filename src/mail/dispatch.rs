@@ -20,6 +20,7 @@ use crate::clock;
 use crate::scheduler::{Admit, Dispatch, Ended, Inbox, Job, TokenBucket};
 use crate::store::due::stream_key;
 use crate::store::records::EmailStatus;
+use crate::store::writer::WriteOp;
 use crate::store::{Store, Writer};
 use crate::worker::{Step, Stop, Worker};
 
@@ -298,15 +299,9 @@ impl MailWorker {
     }
 }
 
-/// The writer operation that records an attempt.
-type RecordOp = Box<
-    dyn for<'t> FnOnce(&mut crate::store::WriteTxn<'t>) -> Result<(), crate::store::StoreError>
-        + Send,
->;
-
 enum Attempted {
     /// An outcome to record.
-    Submitted(RecordOp),
+    Submitted(WriteOp),
     /// Nothing to record; how the job ended.
     Nothing(Ended),
 }

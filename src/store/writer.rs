@@ -20,6 +20,9 @@ use super::recent_tracked::RecentTracked;
 use super::webhooks::HookState;
 use super::{Store, StoreError, WriteTxn};
 
+/// A write whose only answer is whether it committed (see `Writer::submit`).
+pub type WriteOp = Box<dyn for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<(), StoreError> + Send>;
+
 /// Runs inside the group transaction; returns what to do once the commit's
 /// fate is known.
 type Apply = Box<dyn for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<Complete, StoreError> + Send>;

@@ -135,6 +135,7 @@ mod tests {
     use super::*;
     use crate::config::tracking::{validate_tracking, TrackingSection};
     use crate::events::{self, AppendBatch};
+    use crate::store::writer::WriteOp;
     use crate::store::Store;
     use crate::tracking::ingest;
 
@@ -172,13 +173,12 @@ mod tests {
         );
         let (done_tx, done) = crossbeam_channel::unbounded();
         let later = clock::now_ms() + 3_600_000;
-        let mut submit =
-            |op: Box<dyn for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<(), StoreError> + Send>| {
-                let done_tx = done_tx.clone();
-                writer.submit(op, move |committed| {
-                    let _ = done_tx.send(committed);
-                });
-            };
+        let submit = |op: WriteOp| {
+            let done_tx = done_tx.clone();
+            writer.submit(op, move |committed| {
+                let _ = done_tx.send(committed);
+            });
+        };
         let first = calls("a", 10);
         submit(Box::new(move |txn| {
             ingest::append(txn, first, 0, clock::now_ms()).map(drop)
