@@ -31,3 +31,6 @@ pub mod store;
 pub mod tracking;
 pub mod webhooks;
 pub mod worker;
+
+#[cfg(test)]
+mod layering;
