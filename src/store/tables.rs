@@ -8,6 +8,9 @@ use super::{ReadTxn, StoreError};
 
 // The file itself.
 
+/// `schema_version` → the layout's version (u32, little-endian), checked
+/// at every open; `secret.NAME` → 32 random bytes kept with the data so what
+/// they sign survives restarts and restores (unsubscribe links).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 // The event log.
