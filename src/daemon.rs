@@ -11,7 +11,7 @@ use crate::api::{self, AppState, Surface};
 use crate::config::Config;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::unsubscribe::TokenKey;
-use crate::scheduler::{self, Inbox, Scheduler, StoreSource};
+use crate::scheduler::{self, Inbox, Scheduler};
 use crate::store::due::ScheduleListener;
 use crate::store::writer::Listeners;
 use crate::store::{backup, OpenError, Queue, Store, StoreError, Writer};
@@ -97,29 +97,11 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     );
     let mut workers = Workers::new();
     let deliveries = Deliveries::new(hooks.clone(), runtime.handle().clone(), webhook_inbox_tx)?;
-    let source = |queue| StoreSource {
-        store: store.clone(),
-        queue,
-    };
-    workers
-        .spawn(Scheduler::new(
-            "webhooks",
-            source(Queue::Webhooks),
-            deliveries,
-            webhook_inbox,
-            scheduler::Limits::default(),
-        ))
-        .map_err(DaemonError::Worker)?;
     let (releases, jobs) = Releases::new(&config.mail, config.mail.workers, mail_inbox_tx.clone());
-    workers
-        .spawn(Scheduler::new(
-            "mail",
-            source(Queue::Mail),
-            releases,
-            mail_inbox,
-            scheduler::Limits::default(),
-        ))
-        .map_err(DaemonError::Worker)?;
+    let webhooks = Scheduler::for_queue(store.clone(), Queue::Webhooks, deliveries, webhook_inbox);
+    workers.spawn(webhooks).map_err(DaemonError::Worker)?;
+    let mail_scheduler = Scheduler::for_queue(store.clone(), Queue::Mail, releases, mail_inbox);
+    workers.spawn(mail_scheduler).map_err(DaemonError::Worker)?;
     for number in 0..config.mail.workers {
         let worker = MailWorker::new(number, mail.clone(), jobs.clone(), mail_inbox_tx.clone())
             .map_err(DaemonError::Worker)?;

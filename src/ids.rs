@@ -43,6 +43,22 @@ pub fn parse(prefix: &str, text: &str) -> Option<u128> {
     Some(value)
 }
 
+/// A dense sequential id (deliveries, messages: table keys) as `prefix`
+/// and 16 hex digits, such as `dlv_000000000000002a`.
+pub fn format_seq(prefix: &str, id: u64) -> String {
+    format!("{prefix}{id:016x}")
+}
+
+/// Parses an id written by `format_seq` with the same prefix; 0 is never
+/// an id.
+pub fn parse_seq(prefix: &str, text: &str) -> Option<u64> {
+    let hex = text.strip_prefix(prefix)?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok().filter(|id| *id > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,6 +182,23 @@ pub struct Scheduler<D: Dispatch, S: DueSource = StoreSource> {
     stopping: bool,
 }
 
+impl<D: Dispatch> Scheduler<D, StoreSource> {
+    /// The scheduler of `queue` in `store`, with the default limits.
+    pub fn for_queue(store: Store, queue: Queue, dispatch: D, inbox: Receiver<Inbox>) -> Self {
+        let name = match queue {
+            Queue::Webhooks => "webhooks",
+            Queue::Mail => "mail",
+        };
+        Scheduler::new(
+            name,
+            StoreSource { store, queue },
+            dispatch,
+            inbox,
+            Limits::default(),
+        )
+    }
+}
+
 impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
     pub fn new(
         name: &'static str,
@@ -670,6 +687,21 @@ mod tests {
             }
             started
         }
+
+        /// Starts and ends jobs until none is left to start; what started,
+        /// in order.
+        fn run_dry(&mut self) -> Vec<Job> {
+            let mut seen = Vec::new();
+            for _ in 0..100 {
+                self.settle();
+                let ended = self.end_all();
+                if ended.is_empty() {
+                    return seen;
+                }
+                seen.extend(ended);
+            }
+            panic!("jobs kept coming");
+        }
     }
 
     fn small() -> Limits {
@@ -716,15 +748,7 @@ mod tests {
             table.insert(3, ((id * 7919) % 1_000) as i64, id);
         }
         let mut rig = rig(&[], small(), table);
-        let mut seen = Vec::new();
-        for _ in 0..100 {
-            rig.settle();
-            let ended = rig.end_all();
-            if ended.is_empty() {
-                break;
-            }
-            seen.extend(ended.into_iter().map(|j| (j.due_ms, j.id)));
-        }
+        let seen: Vec<DueAt> = rig.run_dry().iter().map(|j| (j.due_ms, j.id)).collect();
         assert_eq!(seen.len(), 1_000);
         let mut sorted = seen.clone();
         sorted.sort();
@@ -750,15 +774,7 @@ mod tests {
         }]);
         rig.inbox.send(Inbox::Schedule(note)).unwrap();
         rig.scheduler.dispatch.blocked.clear();
-        let mut seen = Vec::new();
-        for _ in 0..100 {
-            rig.settle();
-            let ended = rig.end_all();
-            if ended.is_empty() {
-                break;
-            }
-            seen.extend(ended.into_iter().map(|j| j.id));
-        }
+        let seen: Vec<u64> = rig.run_dry().iter().map(|j| j.id).collect();
         assert_eq!(seen.len(), 300);
         assert_eq!(seen.last(), Some(&1), "the moved job runs last, once");
     }

@@ -20,15 +20,11 @@ use crate::store::{StoreError, WriteTxn};
 pub const ID_PREFIX: &str = "msg_";
 
 pub fn format_email_id(id: u64) -> String {
-    format!("{ID_PREFIX}{id:016x}")
+    ids::format_seq(ID_PREFIX, id)
 }
 
 pub fn parse_email_id(text: &str) -> Option<u64> {
-    let hex = text.strip_prefix(ID_PREFIX)?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok().filter(|id| *id > 0)
+    ids::parse_seq(ID_PREFIX, text)
 }
 
 /// The stream column shown to users: `None` for an entry covering all.

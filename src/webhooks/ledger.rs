@@ -17,15 +17,11 @@ use super::endpoint::ID_PREFIX as ENDPOINT_ID_PREFIX;
 pub const DELIVERY_ID_PREFIX: &str = "dlv_";
 
 pub fn format_delivery_id(id: u64) -> String {
-    format!("{DELIVERY_ID_PREFIX}{id:016x}")
+    ids::format_seq(DELIVERY_ID_PREFIX, id)
 }
 
 pub fn parse_delivery_id(text: &str) -> Option<u64> {
-    let hex = text.strip_prefix(DELIVERY_ID_PREFIX)?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok().filter(|id| *id > 0)
+    ids::parse_seq(DELIVERY_ID_PREFIX, text)
 }
 
 /// Records `attempt` on delivery `delivery_id` and applies what the policy

@@ -14,17 +14,8 @@ use crate::support::*;
 
 #[test]
 fn attempts_in_flight_at_kill_9_are_made_again_after_the_restart() {
-    // Until the gate opens, the receiver holds every request unanswered, so
-    // attempts are in flight when the daemon dies.
-    let open = Arc::new(AtomicBool::new(false));
-    let gate = open.clone();
-    let receiver = Receiver::start(move |_, _| {
-        if gate.load(Ordering::SeqCst) {
-            Reply::status(200)
-        } else {
-            Reply::Hang
-        }
-    });
+    // Attempts are in flight when the daemon dies.
+    let (receiver, open) = hanging_until_opened();
     let mut d = Daemon::start(&config(&[("timeout", r#""30s""#)]));
     create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let ids = post_numbered_events(d.addr, 12);
@@ -45,17 +36,8 @@ fn attempts_in_flight_at_kill_9_are_made_again_after_the_restart() {
 
 #[test]
 fn sigterm_with_attempts_in_flight_stops_every_worker_and_loses_nothing() {
-    // Until the gate opens, the receiver holds every request unanswered,
-    // longer than the daemon waits for attempts when it stops.
-    let open = Arc::new(AtomicBool::new(false));
-    let gate = open.clone();
-    let receiver = Receiver::start(move |_, _| {
-        if gate.load(Ordering::SeqCst) {
-            Reply::status(200)
-        } else {
-            Reply::Hang
-        }
-    });
+    // Attempts hang longer than the daemon waits for them when it stops.
+    let (receiver, open) = hanging_until_opened();
     let mut d = Daemon::start(&config(&[("timeout", r#""30s""#)]));
     create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let ids = post_numbered_events(d.addr, 12);
@@ -111,6 +93,21 @@ fn deliveries_to_a_receiver_down_at_kill_9_arrive_once_it_is_up() {
     let receiver = bind_receiver_on(port);
     d.restart();
     assert_all_arrive(&receiver, 0, &ids);
+}
+
+/// A receiver that holds every request unanswered until the flag is set,
+/// then answers 200.
+fn hanging_until_opened() -> (Receiver, Arc<AtomicBool>) {
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if gate.load(Ordering::SeqCst) {
+            Reply::status(200)
+        } else {
+            Reply::Hang
+        }
+    });
+    (receiver, open)
 }
 
 /// Waits until every event in `ids` reached `receiver` among the requests
