@@ -16,14 +16,27 @@ use crate::mail::settings::{
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailSection {
+    /// Worker threads relaying mail (1–64), each keeping its own SMTP connections.
     pub workers: usize,
+    /// Waits before each retry after a temporary failure, as durations, with
+    /// ±20% jitter; the last repeats until `give_up_after`.
     pub retry_schedule: Vec<String>,
+    /// A message still failing this long after it was queued fails.
     pub give_up_after: String,
+    /// Temporary failures in a row (4xx replies, mailbox full; not an unreachable
+    /// relay) that suppress an address as `soft_bounce_limit`; an accepted
+    /// message resets the count.
     pub soft_bounce_limit: u32,
+    /// Where streams without a relay write `.eml` files; `None`: `<data_dir>/outbox`.
     pub outbox: Option<PathBuf>,
+    /// Limit on relaying one message: connecting, TLS, AUTH and every command.
     pub timeout: String,
+    /// Recipients per `POST /v1/emails`; each gets its own message.
     pub max_recipients: usize,
+    /// Text and HTML parts together, in bytes.
     pub max_message_bytes: usize,
+    /// `[mail.streams.NAME]` tables; none gives `transactional` and `marketing`,
+    /// which accept any From domain and write to the outbox.
     pub streams: BTreeMap<String, StreamSection>,
 }
 
@@ -48,22 +61,39 @@ impl Default for MailSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSection {
+    /// From domains this stream may send as; empty allows any.
     pub from_domains: Vec<String>,
+    /// `smtps://` (implicit TLS), `smtp://` (STARTTLS required) or plaintext
+    /// `smtp://` to loopback, credentials percent-encoded; `None` writes to the outbox.
     pub relay: Option<String>,
+    /// Extra CA certificate (PEM) trusted for the relay, e.g. a private CA.
     pub relay_ca_file: Option<PathBuf>,
+    /// DKIM selector: the key is published at `SELECTOR._domainkey.DOMAIN`.
+    /// Set with `dkim_key_file` or not at all.
     pub dkim_selector: Option<String>,
+    /// RSA private key in PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`) that signs the mail.
     pub dkim_key_file: Option<PathBuf>,
+    /// The signing domain; `None`: the From address's domain.
     pub dkim_domain: Option<String>,
+    /// RFC 8058 one-click List-Unsubscribe headers; `None`: only for a stream
+    /// named `marketing`.
     pub unsubscribe: Option<bool>,
+    /// An address that also accepts unsubscribing by mail.
     pub unsubscribe_mailto: Option<String>,
+    /// Messages per second handed to the relay; `None`: no limit.
     pub rate_limit_per_sec: Option<u32>,
+    /// Whose metadata header carries our message id, so its feedback matches back.
     pub esp: Option<Esp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublicSection {
+    /// Base URL of links in mail; `None`: `http://` + `listen`, or the private
+    /// address. Required when a stream relays mail with `unsubscribe`.
     pub url: Option<String>,
+    /// A second listener serving only the public routes (`/u/TOKEN`), for a
+    /// reverse proxy to expose; `None`: no public routes.
     pub listen: Option<String>,
 }
 

@@ -32,24 +32,41 @@ pub const API_KEYS_ENV: &str = "HERALD_API_KEYS";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
+    /// `[server]`: the private API's address, keys and connection limits.
     pub server: ServerSection,
+    /// `[storage]`: where the database lives and how writes are batched.
     pub storage: StorageSection,
+    /// `[events]`: size limits of posted events.
     pub events: EventsSection,
+    /// `[log]`: output format and level.
     pub log: LogSection,
+    /// `[webhooks]`: reachable networks, retries and per-endpoint limits.
     pub webhooks: WebhooksSection,
+    /// `[mail]`: workers, retries, limits and the `[mail.streams.*]` tables.
     pub mail: MailSection,
+    /// `[public]`: the internet-facing listener and the base URL of links in mail.
     pub public: PublicSection,
+    /// `[tracking]`: Segment sources, limits, deduplication and retention.
     pub tracking: TrackingSection,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
+    /// Address of the private API; one off loopback is refused without API keys.
     pub listen: String,
+    /// Bearer keys of the private API, each at least 16 printable ASCII characters
+    /// without spaces; `HERALD_API_KEYS` adds more. With none the API is open to
+    /// local callers.
     pub api_keys: Vec<String>,
+    /// Open connections at most; more wait in the kernel's accept backlog.
     pub max_connections: usize,
+    /// Time a client has to send its request headers, as a duration.
     pub header_timeout: String,
+    /// Time a client has to send the body, as a duration; then it gets 408.
     pub body_timeout: String,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT; keep it
+    /// below systemd's `TimeoutStopSec`.
     pub shutdown_grace: String,
 }
 
@@ -69,9 +86,15 @@ impl Default for ServerSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
+    /// Directory of `herald.redb`, the one file with all state; `--data` overrides it.
     pub data_dir: PathBuf,
+    /// Writes waiting for the writer; when full, writes get 503 `overloaded`
+    /// instead of queueing without bound.
     pub queue_capacity: usize,
+    /// Most operations in one transaction (one fsync): larger groups give more
+    /// throughput under load and a longer wait for the first request of a group.
     pub max_commit_batch: usize,
+    /// redb's page cache in MiB, on top of the kernel's; lower it on a small VPS.
     pub cache_mb: usize,
 }
 
@@ -89,8 +112,11 @@ impl Default for StorageSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsSection {
+    /// Largest single event (its JSON text), and largest `POST /v1/events` body.
     pub max_event_bytes: usize,
+    /// Largest request body, which bounds `POST /v1/events/batch`.
     pub max_request_bytes: usize,
+    /// Most events in one `POST /v1/events/batch`.
     pub max_batch_events: usize,
 }
 
@@ -107,7 +133,9 @@ impl Default for EventsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
+    /// How log lines look; `auto` picks by whether stderr is a terminal.
     pub format: LogFormat,
+    /// A level or a filter such as `info,herald=debug`; `RUST_LOG` overrides it.
     pub level: String,
 }
 
@@ -125,38 +153,60 @@ impl Default for LogSection {
 pub enum LogFormat {
     /// Pretty on a terminal, compact lines otherwise (journald adds its own timestamps).
     Auto,
+    /// Full lines, coloured on a terminal: for reading by eye.
     Pretty,
+    /// Shorter lines, never coloured: for journald and files.
     Compact,
+    /// One JSON object per line, its fields at the top level, for log shippers.
     Json,
 }
 
 /// Settings after validation: every value has its final type and range.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The private API's address; a port of 0 lets the kernel choose.
     pub listen: SocketAddr,
+    /// The file's keys, then those of `HERALD_API_KEYS`; empty only on loopback.
     pub api_keys: Vec<String>,
+    /// Open connections per listener; further clients wait in the backlog.
     pub max_connections: usize,
+    /// Time a client has to send its request headers.
     pub header_timeout: Duration,
+    /// Time a client has to send a body before it gets 408.
     pub body_timeout: Duration,
+    /// How long in-flight requests may finish once shutdown begins.
     pub shutdown_grace: Duration,
+    /// Holds `herald.redb`, and the outbox unless `mail.outbox` is set.
     pub data_dir: PathBuf,
+    /// Writes the writer's queue holds; beyond it they are refused as overloaded.
     pub queue_capacity: usize,
+    /// Most operations the writer commits in one transaction.
     pub max_commit_batch: usize,
-    /// redb's own page cache, on top of the kernel's.
+    /// redb's own page cache in bytes (`cache_mb` MiB), on top of the kernel's.
     pub cache_bytes: usize,
+    /// Size limits of the event API.
     pub limits: EventLimits,
+    /// `auto` is resolved when logging starts, by whether stderr is a terminal.
     pub log_format: LogFormat,
+    /// A level or filter `EnvFilter` accepts; `RUST_LOG` still overrides it.
     pub log_level: String,
+    /// What the webhook dispatcher and every attempt follow.
     pub webhooks: WebhookSettings,
+    /// Streams, and what the mail workers follow.
     pub mail: MailSettings,
+    /// The configured `url`, or a default the daemon completes once bound.
     pub public: PublicSettings,
+    /// Sources and limits of ingestion, and the upkeep's timing.
     pub tracking: TrackingSettings,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct EventLimits {
+    /// Largest event JSON, alone or in a batch; at most `max_request_bytes`.
     pub max_event_bytes: usize,
+    /// Largest batch request body.
     pub max_request_bytes: usize,
+    /// Most events in one batch.
     pub max_batch_events: usize,
 }
 
@@ -176,7 +226,9 @@ impl Config {
 /// Overrides given on the command line, applied after the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// `--listen`: replaces `server.listen`, checked like it.
     pub listen: Option<String>,
+    /// `--data`: replaces `storage.data_dir`.
     pub data_dir: Option<PathBuf>,
 }
 

@@ -11,12 +11,20 @@ use crate::tracking::settings::{Source, TrackingSettings};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackingSection {
+    /// `[[tracking.sources]]`: the clients that may send; none refuses every call with 401.
     pub sources: Vec<SourceSection>,
+    /// How long a `messageId` is remembered per source: a call resent within it
+    /// is answered "duplicate" and stored once.
     pub dedup_window: String,
+    /// Bytes per call, alone or in a batch (Segment's limit), after gzip decompression.
     pub max_event_bytes: usize,
+    /// Bytes per `/v1/batch` request (Segment's limit), after gzip decompression.
     pub max_batch_bytes: usize,
+    /// Calls per batch (Segment's limit).
     pub max_batch_events: usize,
+    /// Delete tracked calls older than this, at least `dedup_window`; `None` keeps them forever.
     pub retention: Option<String>,
+    /// How often the upkeep pass (retention, expiring `messageId` keys) runs.
     pub prune_interval: String,
 }
 
@@ -37,7 +45,10 @@ impl Default for TrackingSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
+    /// Unique; letters, digits, `_` and `-`, at most 64. Keeps sources' `messageId`s apart.
     pub name: String,
+    /// What the source's clients authenticate with (Basic user, Bearer or
+    /// `writeKey`); unique, at least 16 printable ASCII characters, no `:`.
     pub write_key: String,
 }
 

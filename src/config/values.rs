@@ -6,15 +6,31 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file as named on the command line.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// The file is not valid TOML or has a key or type the file may not have.
     #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file as named on the command line.
+        path: PathBuf,
+        /// The TOML parser's message, showing the offending line.
+        message: String,
+    },
+    /// A value a check refused.
     #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
+    Invalid {
+        /// The value's place in the file (`server.listen`,
+        /// `mail.streams.NAME.relay`…), so the message leads with it.
+        key: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
 }
 
 /// A refusal of the value at `key` (`server.listen`,

@@ -19,7 +19,8 @@ pub struct WebhooksSection {
     pub retry_schedule: Vec<String>,
     /// The shortest wait after a timeout or a 429.
     pub min_throttle_delay: String,
-    /// How long one attempt may take, unless the endpoint says less.
+    /// How long one attempt may take (at most 30s); an endpoint's `timeout_secs`
+    /// overrides it, longer or shorter.
     pub timeout: String,
     /// Attempts one endpoint may have in flight at once.
     pub max_in_flight_per_endpoint: usize,
@@ -27,7 +28,8 @@ pub struct WebhooksSection {
     pub circuit_failures: u32,
     /// How long an open breaker pauses its endpoint.
     pub circuit_cooldown: String,
-    /// A streak of failures this long disables an endpoint.
+    /// A streak of failures this long disables an endpoint once one of its
+    /// deliveries exhausts its retries.
     pub disable_after: String,
 }
 

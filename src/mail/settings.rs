@@ -13,9 +13,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Esp {
+    /// Amazon SES: a `herald_id` tag in `X-SES-MESSAGE-TAGS`.
     Ses,
+    /// `herald_id` in the `unique_args` of `X-SMTPAPI`.
     Sendgrid,
+    /// `X-PM-Metadata-herald-id`.
     Postmark,
+    /// `herald_id` in `X-Mailgun-Variables`.
     Mailgun,
 }
 
@@ -34,6 +38,7 @@ pub enum RelayTls {
 pub struct Relay {
     /// Name or IP literal, as the certificate must name it.
     pub host: String,
+    /// From the URL; without one, 465 for `smtps://` and 587 for `smtp://`.
     pub port: u16,
     /// How the connection is protected; never weaker than configured.
     pub tls: RelayTls,
@@ -88,7 +93,7 @@ pub struct StreamSettings {
     pub dkim: Option<DkimSettings>,
     /// Whether messages carry RFC 8058 one-click unsubscribe headers.
     pub unsubscribe: bool,
-    /// A `mailto:` offered beside the one-click link.
+    /// A `mailto:` offered beside the one-click link; only with `unsubscribe`.
     pub unsubscribe_mailto: Option<String>,
     /// Messages a second at most, so a burst cannot trip the relay's limits.
     pub rate_limit_per_sec: Option<u32>,
@@ -114,11 +119,11 @@ pub struct MailSettings {
     pub soft_bounce_limit: u32,
     /// Where streams without a relay write `.eml` files.
     pub outbox: PathBuf,
-    /// The limit on each SMTP command and on connecting.
+    /// The limit on relaying one message: connecting, TLS, AUTH and every command.
     pub timeout: Duration,
     /// Recipients one request may name; each gets its own message.
     pub max_recipients: usize,
-    /// The largest text or HTML body a request may carry.
+    /// The most bytes a request's text and HTML parts may hold together.
     pub max_message_bytes: usize,
     /// Every stream by name; without configured ones, `transactional` and
     /// `marketing` writing to the outbox.

@@ -8,11 +8,19 @@ use super::codec::{decode_body, CodecError, Record};
 /// An event as stored. Its sequence number is the table key, not a field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
+    /// Received ms, seq and a nonce (`log::event_id`): sorts by time and stays
+    /// unique after a restored backup; `evt_…` in the API, `webhook-id` in deliveries.
     pub id: u128,
+    /// What subscriptions and filters match: the client's `type`, a tracked
+    /// call's event name, or one of Herald's own (`email.sent`…).
     pub event_type: String,
+    /// `None`: tied to no tenant, so only endpoints without a tenant receive it.
     pub tenant: Option<String>,
+    /// The client's key, unique per tenant: a repeat returns this event.
     pub idempotency_key: Option<String>,
+    /// When it happened, as the client said (Unix ms); `received_at_ms` if it did not.
     pub occurred_at_ms: i64,
+    /// When it was stored (Unix ms); never earlier than the event before it.
     pub received_at_ms: i64,
     /// The `data` object as JSON text, returned verbatim on reads.
     pub data: String,
@@ -26,22 +34,36 @@ impl Record for EventRecord {
 /// A webhook endpoint as stored. Its id is the table key as well.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
+    /// A UUIDv7; `ep_…` in the API.
     pub id: u128,
+    /// Where attempts are POSTed; checked against the SSRF rules at every attempt.
     pub url: String,
+    /// `None` receives every tenant's events; otherwise only that tenant's.
     pub tenant: Option<String>,
+    /// Type names, tracked event names, `prefix.*` or `*`; empty subscribes to all.
     pub event_types: Vec<String>,
+    /// Free text for operators; Herald does nothing with it.
     pub description: String,
+    /// Extra request headers, names lowercased; never one Herald sets itself.
     pub headers: Vec<(String, String)>,
+    /// Attempts a second at most, so a small receiver is not flooded; `None`: no limit.
     pub rate_limit_per_sec: Option<u32>,
+    /// Per-attempt limit in seconds (1–30) instead of `webhooks.timeout`.
     pub timeout_secs: Option<u32>,
-    /// The signing secret (`whsec_…`) first, then retired secrets that still
-    /// sign until their expiry (Unix ms).
+    /// The current signing secret (`whsec_…`); every attempt is signed with it.
     pub secret: String,
+    /// Retired secrets with their expiry (Unix ms), newest first, at most 4:
+    /// they still sign, so receivers can switch over without losing deliveries.
     pub old_secrets: Vec<(String, i64)>,
+    /// A disabled endpoint gets no new deliveries and its pending ones wait.
     pub enabled: bool,
+    /// Why it was disabled (by the API, 410 Gone, failing too long); cleared on enable.
     pub disabled_reason: Option<String>,
+    /// Shape of the JSON body sent; 1 is the only one so far.
     pub payload_version: u8,
+    /// When it was created (Unix ms).
     pub created_at_ms: i64,
+    /// Last change by the API or by the dispatcher (failing streak, auto-disable).
     pub updated_at_ms: i64,
     /// Start of the current run of failures, cleared by any success; drives
     /// auto-disable.
@@ -55,9 +77,12 @@ impl Record for EndpointRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeliveryStatus {
+    /// Waiting for the attempt due at `next_attempt_ms`.
     Pending,
+    /// A 2xx answer arrived; nothing more is attempted.
     Succeeded,
-    /// The schedule is exhausted: a dead letter until retried or recovered.
+    /// No more scheduled attempts (schedule exhausted, 410 Gone or endpoint
+    /// deleted): a dead letter until retried or recovered.
     Failed,
 }
 
@@ -129,11 +154,13 @@ pub struct DeliveryRecord {
     pub event_id: u128,
     /// Copied from the event so listings need not read it.
     pub event_type: String,
+    /// Where it stands; `Failed` ones are the dead letters.
     pub status: DeliveryStatus,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptRecord>,
     /// When the next scheduled attempt is due; `None` once settled.
     pub next_attempt_ms: Option<i64>,
+    /// When fan-out or a replay made it (Unix ms); `recover` selects by it.
     pub created_at_ms: i64,
     /// Attempts before this index do not count against the retry schedule:
     /// a recovered delivery starts the schedule afresh.
@@ -162,26 +189,43 @@ pub(super) mod v1 {
 
     use super::DeliveryStatus;
 
+    /// An attempt before failure kinds were recorded.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct AttemptRecord {
+        /// As the current record's `at_ms`.
         pub at_ms: i64,
+        /// As the current record's `status_code`.
         pub status_code: u16,
+        /// As the current record's `error`.
         pub error: Option<String>,
+        /// As the current record's `latency_ms`.
         pub latency_ms: u32,
+        /// As the current record's `response`.
         pub response: String,
+        /// As the current record's `manual`.
         pub manual: bool,
     }
 
+    /// A delivery whose attempts have no `failure` kind.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct DeliveryRecord {
+        /// As the current record's `endpoint_id`.
         pub endpoint_id: u128,
+        /// As the current record's `event_seq`.
         pub event_seq: u64,
+        /// As the current record's `event_id`.
         pub event_id: u128,
+        /// As the current record's `event_type`.
         pub event_type: String,
+        /// As the current record's `status`.
         pub status: DeliveryStatus,
+        /// As the current record's `attempts`, in the old shape.
         pub attempts: Vec<AttemptRecord>,
+        /// As the current record's `next_attempt_ms`.
         pub next_attempt_ms: Option<i64>,
+        /// As the current record's `created_at_ms`.
         pub created_at_ms: i64,
+        /// As the current record's `schedule_from`.
         pub schedule_from: u32,
     }
 
@@ -216,10 +260,14 @@ pub(super) mod v1 {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EmailStatus {
+    /// Waiting for its first attempt.
     Queued,
     /// A temporary failure; another attempt is scheduled.
     Deferred,
+    /// The relay accepted it, or it was written to the outbox.
     Sent,
+    /// Given up without a hard bounce: expired, refused, soft-bounce limit
+    /// reached, or the recipient was suppressed after queueing.
     Failed,
     /// The recipient's mailbox does not exist: the address is suppressed.
     Bounced,
@@ -227,34 +275,53 @@ pub enum EmailStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailAttemptRecord {
+    /// When the attempt started (Unix ms).
     pub at_ms: i64,
-    /// The SMTP reply code; 0 when the relay could not be reached.
+    /// The SMTP reply code (250 for the outbox); 0 when no reply came: relay
+    /// unreachable or silent, or a local failure such as signing.
     pub code: u16,
+    /// The reply's text (at most 1000 characters), or what went wrong locally.
     pub text: String,
+    /// From composing the message to the relay's reply.
     pub latency_ms: u32,
 }
 
 /// One message to one recipient. Its id is the table key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailRecord {
+    /// The stream it was queued on; if the config drops that stream it stays queued.
     pub stream: String,
+    /// `Name <address>` or the bare address, address normalised; every attempt
+    /// composes the message anew from these fields.
     pub from: String,
     /// Normalised recipient address.
     pub to: String,
+    /// As `from`; `None`: no Reply-To header.
     pub reply_to: Option<String>,
+    /// The Subject header, as the request gave it.
     pub subject: String,
+    /// The plain-text part; always present, as HTML-only mail is penalised.
     pub text: String,
+    /// The HTML part; `None` sends text only.
     pub html: Option<String>,
+    /// The request's extra headers; never one Herald writes itself.
     pub headers: Vec<(String, String)>,
+    /// The caller's labels, shown in the API and `email.queued`; not in the message.
     pub tags: Vec<(String, String)>,
     /// The `Message-ID` header, fixed at queueing so every attempt (and a
     /// DKIM signature over it) names the same message.
     pub message_id: String,
+    /// When it was queued (Unix ms): the Date header, and where
+    /// `give_up_after` counts from.
     pub created_at_ms: i64,
+    /// Where it stands; only `Queued` and `Deferred` are still attempted.
     pub status: EmailStatus,
+    /// Every attempt, oldest first; their number picks the retry wait.
     pub attempts: Vec<MailAttemptRecord>,
+    /// When the next attempt is due (Unix ms); `None` once it is settled.
     pub next_attempt_ms: Option<i64>,
-    /// The relay's accepting reply: ESPs put their own message id there.
+    /// The latest reply as `CODE text`, whatever it said. An accepting one is
+    /// where ESPs put their own message id.
     pub smtp_response: Option<String>,
     /// A sender-side refusal (5.7.x) that an operator should look at.
     pub flagged: bool,
@@ -267,10 +334,15 @@ impl Record for EmailRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SuppressionReason {
+    /// The relay said the mailbox does not exist or is disabled.
     HardBounce,
+    /// The recipient reported mail as spam; set through the API.
     Complaint,
+    /// The recipient used an unsubscribe link (for that link's stream).
     Unsubscribe,
+    /// `mail.soft_bounce_limit` temporary failures in a row.
     SoftBounceLimit,
+    /// Added through the API without a reason.
     Manual,
 }
 
@@ -301,7 +373,9 @@ impl SuppressionReason {
 /// Why an address (for one stream, or all) must not be sent to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuppressionRecord {
+    /// Shown in the API and in the refusal of a request to the address.
     pub reason: SuppressionReason,
+    /// When it was added or its reason last changed (Unix ms).
     pub created_at_ms: i64,
     /// The message whose outcome caused it, when one did.
     pub email_id: Option<u64>,
@@ -319,7 +393,9 @@ pub struct ProfileRecord {
     pub traits: String,
     /// Anonymous ids (and aliased earlier ids) linked to this user.
     pub linked_ids: Vec<String>,
+    /// Receive time of the first call that made the profile (Unix ms).
     pub created_at_ms: i64,
+    /// Receive time of the last call that touched it (Unix ms).
     pub updated_at_ms: i64,
 }
 
