@@ -97,7 +97,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     );
     let mut workers = Workers::new();
     let deliveries = Deliveries::new(hooks.clone(), runtime.handle().clone(), webhook_inbox_tx)?;
-    let (releases, jobs) = Releases::new(&config.mail, config.mail.workers, mail_inbox_tx.clone());
+    let (releases, jobs) = Releases::new(
+        &config.mail,
+        config.mail.workers,
+        mail_inbox_tx.clone(),
+        writer.clone(),
+    );
     let webhooks = Scheduler::for_queue(store.clone(), Queue::Webhooks, deliveries, webhook_inbox);
     workers.spawn(webhooks).map_err(DaemonError::Worker)?;
     let mail_scheduler = Scheduler::for_queue(store.clone(), Queue::Mail, releases, mail_inbox);

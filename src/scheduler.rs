@@ -45,8 +45,12 @@ pub enum Admit {
 pub enum Ended {
     Succeeded,
     Failed,
-    /// Nothing was attempted: the job was no longer due.
+    /// Nothing was attempted: the job is gone or settled.
     Skipped,
+    /// Nothing was attempted: by the clock the job is not due yet (the
+    /// clock stepped back, or the job moved and its note is on the way).
+    /// It stays where it is.
+    NotDue,
     /// Attempted or not, its outcome could not be recorded: the job stays
     /// where it was in the table and is tried again after a pause.
     Unrecorded,
@@ -72,6 +76,12 @@ pub trait Dispatch: Send + 'static {
     fn ended(&mut self, key: u128, ended: Ended, now: Instant);
     /// The keys' settings changed in the store.
     fn keys_changed(&mut self);
+    /// Whether outcomes can be recorded: while not (the writer stopped
+    /// after a storage failure), no job starts, since its outcome would be
+    /// lost and the job made again after the restart anyway.
+    fn recording(&self) -> bool {
+        true
+    }
 }
 
 /// How much memory the windows may take.
@@ -177,6 +187,9 @@ pub struct Scheduler<D: Dispatch, S: DueSource = StoreSource> {
     to_refill: BTreeSet<u128>,
     /// Set by a failed read: retry refills no sooner than this.
     refill_pause_until: Option<Instant>,
+    /// Jobs whose outcome could not be recorded: held at their place in
+    /// their window, but not started again before the instant.
+    paused: BTreeSet<(Instant, u64)>,
     /// A gate said no until this instant.
     gate_wake: Option<Instant>,
     stopping: bool,
@@ -222,6 +235,7 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
             after_flight: HashMap::new(),
             to_refill: BTreeSet::new(),
             refill_pause_until: None,
+            paused: BTreeSet::new(),
             gate_wake: None,
             stopping: false,
         }
@@ -282,10 +296,21 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
         self.dispatch.ended(job.key, ended, Instant::now());
         if let Some(change) = self.after_flight.remove(&job.id) {
             self.change(change);
-        } else if ended == Ended::Unrecorded {
-            // The row is still where it was; look again after a pause.
-            let retry_ms = clock::now_ms() + UNRECORDED_PAUSE.as_millis() as i64;
-            self.offer(job.key, (job.due_ms.max(retry_ms), job.id));
+            return;
+        }
+        match ended {
+            // The row is still where it was: the job goes back to its
+            // place, so the window's bookkeeping stays true.
+            Ended::NotDue => self.offer(job.key, (job.due_ms, job.id)),
+            Ended::Unrecorded => {
+                self.offer(job.key, (job.due_ms, job.id));
+                if self.positions.contains_key(&job.id) {
+                    self.timers.remove(&(job.due_ms, job.id, job.key));
+                    self.paused
+                        .insert((Instant::now() + UNRECORDED_PAUSE, job.id));
+                }
+            }
+            Ended::Succeeded | Ended::Failed | Ended::Skipped => {}
         }
     }
 
@@ -383,6 +408,16 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
     /// Moves due jobs to their key's ready queue and starts what the gates
     /// admit. Returns when to look again.
     fn start_due(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        while let Some(&(until, id)) = self.paused.first() {
+            if until > now {
+                break;
+            }
+            self.paused.pop_first();
+            if let Some(&(key, due_ms)) = self.positions.get(&id) {
+                self.timers.insert((due_ms, id, key));
+            }
+        }
         let now_ms = clock::now_ms();
         while let Some(&(due_ms, id, key)) = self.timers.first() {
             if due_ms > now_ms {
@@ -393,13 +428,19 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
                 self.ready.entry(key).or_default().push_back(id);
             }
         }
-        let now = Instant::now();
         let mut wake = self.timers.first().map(|&(due_ms, _, _)| {
             now + Duration::from_millis(u64::try_from(due_ms - now_ms).unwrap_or(0))
         });
+        if let Some(&(until, _)) = self.paused.first() {
+            wake = Some(wake.map_or(until, |w| w.min(until)));
+        }
         self.gate_wake = None;
         if self.stopping {
             return wake;
+        }
+        if !self.dispatch.recording() {
+            // Looked at again shortly; the daemon is on its way down.
+            return Some(now + UNRECORDED_PAUSE);
         }
         let keys: Vec<u128> = self.ready.keys().copied().collect();
         for key in keys {
@@ -817,6 +858,41 @@ mod tests {
         let again: Vec<u64> = rig.started.lock().unwrap().iter().map(|j| j.id).collect();
         assert_eq!(again, vec![1], "the retry starts; the unrecorded job waits");
         assert_eq!(rig.scheduler.held(), (1, 1));
+    }
+
+    #[test]
+    fn an_unrecorded_job_inside_a_long_backlog_is_started_again() {
+        let table = Table::default();
+        for id in 1..=1_000 {
+            table.insert(4, id as i64, id);
+        }
+        let mut rig = rig(&[], small(), table);
+        rig.settle();
+        let mut started = std::mem::take(&mut *rig.started.lock().unwrap());
+        let first = started.remove(0);
+        // The first could not record its outcome: its row stays. The
+        // others end normally.
+        rig.inbox
+            .send(Inbox::Ended {
+                job: first,
+                ended: Ended::Unrecorded,
+            })
+            .unwrap();
+        rig.started.lock().unwrap().extend(started);
+        let rest = rig.run_dry();
+        assert!(rest.iter().all(|j| j.id != first.id));
+        assert_eq!(rest.len(), 999, "every other job ran once");
+        // It waits out a pause first.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut again = false;
+        while !again && Instant::now() < deadline {
+            rig.settle();
+            again = rig.started.lock().unwrap().iter().any(|j| j.id == first.id);
+            if !again {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        assert!(again, "the unrecorded job never started again");
     }
 
     #[test]

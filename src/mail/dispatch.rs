@@ -89,6 +89,8 @@ pub struct Releases {
     buckets: HashMap<u128, TokenBucket>,
     jobs: Sender<Job>,
     inbox: Sender<Inbox>,
+    /// Whose health decides whether outcomes can be recorded.
+    writer: Writer,
 }
 
 impl Releases {
@@ -97,6 +99,7 @@ impl Releases {
         settings: &MailSettings,
         workers: usize,
         inbox: Sender<Inbox>,
+        writer: Writer,
     ) -> (Releases, Receiver<Job>) {
         let now = Instant::now();
         let buckets = settings
@@ -115,6 +118,7 @@ impl Releases {
                 buckets,
                 jobs,
                 inbox,
+                writer,
             },
             taken,
         )
@@ -147,6 +151,10 @@ impl Dispatch for Releases {
     fn ended(&mut self, _key: u128, _ended: Ended, _now: Instant) {}
 
     fn keys_changed(&mut self) {}
+
+    fn recording(&self) -> bool {
+        self.writer.is_alive()
+    }
 }
 
 /// One mail worker thread: its own relay connections and DKIM keys.
@@ -226,10 +234,13 @@ impl MailWorker {
             }
         };
         let now_ms = clock::now_ms();
-        let pending = matches!(record.status, EmailStatus::Queued | EmailStatus::Deferred);
-        // A stale job (the message was rescheduled or settled since).
-        if !pending || record.next_attempt_ms.is_none_or(|due| due > now_ms + 50) {
+        if !matches!(record.status, EmailStatus::Queued | EmailStatus::Deferred) {
             return Attempted::Nothing(Ended::Skipped);
+        }
+        // Moved since the scheduler read it (its note is on the way), or
+        // the clock stepped back: it stays where it is.
+        if record.next_attempt_ms.is_none_or(|due| due > now_ms + 50) {
+            return Attempted::Nothing(Ended::NotDue);
         }
         if let Some(entry) = suppression {
             let reason = entry.reason;
@@ -329,6 +340,17 @@ impl Worker for MailWorker {
         select! {
             recv(jobs) -> job => self.next = job.ok(),
             recv(stop.receiver()) -> _ => {}
+        }
+    }
+
+    /// Hands back the jobs released but not started, so the scheduler
+    /// need not wait for them; their rows keep them for the restart.
+    fn stop(&mut self, _deadline: Instant) {
+        for job in self.next.take().into_iter().chain(self.jobs.try_iter()) {
+            let _ = self.inbox.send(Inbox::Ended {
+                job,
+                ended: Ended::Skipped,
+            });
         }
     }
 }

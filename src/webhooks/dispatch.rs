@@ -22,7 +22,7 @@ use crate::ids;
 use crate::retry::{self, RetryPolicy};
 use crate::scheduler::{Admit, Dispatch, Ended, Inbox, Job};
 use crate::store::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord};
-use crate::store::{Store, StoreError, Writer};
+use crate::store::{Store, StoreError, SubmitError, Writer};
 
 /// What every attempt needs; shared by the dispatcher and the API (manual
 /// retries, test sends).
@@ -128,14 +128,19 @@ impl Dispatch for Deliveries {
             tracing::error!(error = %e, "reloading endpoints failed; keeping the previous settings");
         }
     }
+
+    fn recording(&self) -> bool {
+        self.ctx.writer.is_alive()
+    }
 }
 
 /// The attempt the schedule asked for.
 pub async fn run_scheduled(ctx: &AttemptContext, delivery_id: u64) -> Ended {
     match attempt(ctx, delivery_id, false).await {
-        Ok(Some(outcome)) if (200..300).contains(&outcome.status) => Ended::Succeeded,
-        Ok(Some(_)) => Ended::Failed,
-        Ok(None) => Ended::Skipped,
+        Ok(Attempted::Made(outcome)) if (200..300).contains(&outcome.status) => Ended::Succeeded,
+        Ok(Attempted::Made(_)) => Ended::Failed,
+        Ok(Attempted::NotDue) => Ended::NotDue,
+        Ok(Attempted::Nothing) => Ended::Skipped,
         Err(e) => {
             tracing::error!(error = %e, delivery = delivery_id, "webhook attempt could not be recorded");
             Ended::Unrecorded
@@ -144,9 +149,29 @@ pub async fn run_scheduled(ctx: &AttemptContext, delivery_id: u64) -> Ended {
 }
 
 /// A manual attempt (`POST /v1/deliveries/{id}/retry`): made now, whatever
-/// the delivery's status; it does not advance the retry schedule.
+/// the delivery's status; it does not advance the retry schedule. `None`
+/// when there is no such delivery.
 pub async fn run_manual(ctx: &AttemptContext, delivery_id: u64) -> Result<Option<Outcome>, String> {
-    attempt(ctx, delivery_id, true).await
+    match attempt(ctx, delivery_id, true).await? {
+        Attempted::Made(outcome) => Ok(Some(outcome)),
+        Attempted::NotDue | Attempted::Nothing => Ok(None),
+    }
+}
+
+/// What became of an attempt that could be recorded, or had nothing to.
+enum Attempted {
+    Made(Outcome),
+    /// Pending, but by the clock not due yet.
+    NotDue,
+    /// Gone or settled: nothing to attempt.
+    Nothing,
+}
+
+/// What `load` found.
+enum Found {
+    Ready(Box<Loaded>),
+    NotDue,
+    Nothing,
 }
 
 struct Loaded {
@@ -155,41 +180,42 @@ struct Loaded {
     body: String,
 }
 
-/// The delivery with what its attempt needs; `None` when there is nothing
-/// to attempt: it is gone, or (scheduled) no longer due, as when the
-/// scheduler acted on a window read before the delivery moved.
-async fn load(
-    ctx: &AttemptContext,
-    delivery_id: u64,
-    manual: bool,
-) -> Result<Option<Loaded>, StoreError> {
+/// The delivery with what its attempt needs. A scheduled attempt finds
+/// nothing to do when the delivery is settled, and `NotDue` when it is
+/// pending but later than now (the scheduler acted on a window read before
+/// the delivery moved, or the clock stepped back).
+async fn load(ctx: &AttemptContext, delivery_id: u64, manual: bool) -> Result<Found, StoreError> {
     let store = ctx.store.clone();
     tokio::task::spawn_blocking(move || {
         let txn = store.read()?;
         let Some(delivery) = txn.delivery(delivery_id)? else {
-            return Ok(None);
+            return Ok(Found::Nothing);
         };
-        let due = delivery.status == DeliveryStatus::Pending
-            && delivery
+        if !manual {
+            if delivery.status != DeliveryStatus::Pending {
+                return Ok(Found::Nothing);
+            }
+            if delivery
                 .next_attempt_ms
-                .is_some_and(|due| due <= clock::now_ms());
-        if !manual && !due {
-            return Ok(None);
+                .is_none_or(|due| due > clock::now_ms())
+            {
+                return Ok(Found::NotDue);
+            }
         }
         let Some(endpoint) = txn.endpoint(delivery.endpoint_id)? else {
-            return Ok(None);
+            return Ok(Found::Nothing);
         };
         let Some((seq, event)) = txn.event_by_id(delivery.event_id)? else {
-            return Ok(None);
+            return Ok(Found::Nothing);
         };
-        Ok(Some(Loaded {
+        Ok(Found::Ready(Box::new(Loaded {
             body: payload::v1(seq, &event),
             delivery,
             endpoint,
-        }))
+        })))
     })
     .await
-    .unwrap_or_else(|_| Ok(None))
+    .unwrap_or(Ok(Found::Nothing))
 }
 
 /// The request headers of one attempt, signature included.
@@ -251,12 +277,14 @@ async fn attempt(
     ctx: &AttemptContext,
     delivery_id: u64,
     manual: bool,
-) -> Result<Option<Outcome>, String> {
-    let Some(loaded) = load(ctx, delivery_id, manual)
+) -> Result<Attempted, String> {
+    let loaded = match load(ctx, delivery_id, manual)
         .await
         .map_err(|e| e.to_string())?
-    else {
-        return Ok(None);
+    {
+        Found::Ready(loaded) => loaded,
+        Found::NotDue => return Ok(Attempted::NotDue),
+        Found::Nothing => return Ok(Attempted::Nothing),
     };
     let msg_id = ids::format(EVENT_ID_PREFIX, loaded.delivery.event_id);
     let started_ms = clock::now_ms();
@@ -281,10 +309,22 @@ async fn attempt(
         manual,
         random_unit: ids::random_unit(),
     };
-    let policy = ctx.policy.clone();
-    ctx.writer
-        .write(move |txn| ledger::record_attempt(txn, delivery_id, attempt, &report, &policy))
-        .await
-        .map(|()| Some(outcome))
-        .map_err(|e| format!("the attempt's outcome was not written: {e}"))
+    // The request was made: its outcome must be recorded, so a full write
+    // queue is waited out (an unrecorded attempt is made again).
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (attempt, report, policy) = (attempt.clone(), report.clone(), ctx.policy.clone());
+        let written = ctx
+            .writer
+            .write(move |txn| ledger::record_attempt(txn, delivery_id, attempt, &report, &policy))
+            .await;
+        match written {
+            Ok(()) => return Ok(Attempted::Made(outcome)),
+            Err(SubmitError::Busy) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => return Err(format!("the attempt's outcome was not written: {e}")),
+        }
+    }
 }

@@ -88,7 +88,7 @@ impl Gate {
                     self.open_until = Some(now + limits.circuit_cooldown);
                 }
             }
-            Ended::Skipped | Ended::Unrecorded => {}
+            Ended::Skipped | Ended::NotDue | Ended::Unrecorded => {}
         }
     }
 }
@@ -169,13 +169,13 @@ mod tests {
     }
 
     #[test]
-    fn skipped_and_unrecorded_attempts_neither_open_nor_close_the_breaker() {
+    fn attempts_not_made_or_not_recorded_neither_open_nor_close_the_breaker() {
         let mut g = gate(None);
         let l = limits(8, 2);
         let now = Instant::now();
         assert_eq!(g.admit(now, &l), Admit::Now);
         g.ended(Ended::Failed, now, &l);
-        for ended in [Ended::Skipped, Ended::Unrecorded] {
+        for ended in [Ended::Skipped, Ended::NotDue, Ended::Unrecorded] {
             assert_eq!(g.admit(now, &l), Admit::Now);
             g.ended(ended, now, &l);
         }
