@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{connect, env_parse, exchange, quantile_ms, Daemon, Selection};
+use common::daemon::Daemon;
+use common::http::{connect, exchange};
+use common::knobs::{env_parse, Selection};
+use common::report::quantile_ms;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario::new("single-c1", 1, 1),

@@ -47,9 +47,10 @@ use serde_json::{json, Value};
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
-use common::{
-    connect, cpu_note, cpu_sample, env_parse, exchange, post_json, quantile_ms, Daemon, Selection,
-};
+use common::daemon::Daemon;
+use common::http::{connect, exchange, post_json};
+use common::knobs::{env_parse, Selection};
+use common::report::{cpu_note, cpu_sample, quantile_ms};
 
 const SCENARIOS: &[&str] = &["throughput", "latency"];
 /// Recipients per request in the throughput scenario: the API's maximum.

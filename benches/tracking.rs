@@ -61,7 +61,10 @@ use serde_json::Value;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
-use common::{connect, cpu_note, cpu_sample, env_parse, exchange, quantile_ms, Daemon, Selection};
+use common::daemon::Daemon;
+use common::http::{connect, exchange};
+use common::knobs::{env_parse, Selection};
+use common::report::{cpu_note, cpu_sample, quantile_ms};
 
 const WRITE_KEY: &str = "bench_write_key_0123456789";
 

@@ -48,7 +48,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
-use common::{connect, env_parse, post_json, quantile_ms, Daemon, Selection};
+use common::daemon::Daemon;
+use common::http::{connect, post_json};
+use common::knobs::{env_parse, Selection};
+use common::report::quantile_ms;
 
 /// Appended to the shared bench config (JSON logs at `info`, which the
 /// daemon keeps off the per-request path). Loopback must be allowed
