@@ -33,18 +33,11 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
@@ -52,6 +45,7 @@ use common::daemon::Daemon;
 use common::http::{connect, post_json};
 use common::knobs::{env_parse, Selection};
 use common::report::quantile_ms;
+use common::webhook_receiver::{self, unix_us, Received};
 
 /// Appended to the shared bench config (JSON logs at `info`, which the
 /// daemon keeps off the per-request path). Loopback must be allowed
@@ -84,96 +78,6 @@ const RATE: u64 = 1000;
 /// Keep-alive connections the open-loop poster spreads its events over;
 /// enough that a slow commit rarely leaves a tick without one.
 const LATENCY_CONNECTIONS: usize = 16;
-
-#[derive(Default)]
-struct Received {
-    /// Distinct deliveries: one per endpoint and `webhook-id`.
-    count: AtomicU64,
-    redeliveries: AtomicU64,
-    /// Deliveries without the Standard Webhooks headers or a JSON body.
-    malformed: AtomicU64,
-    seen: Mutex<HashSet<String>>,
-    /// Schedule-to-receipt latency per distinct delivery, when measured.
-    latencies_us: Mutex<Vec<u32>>,
-}
-
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// The receiver: answers 204 at once on keep-alive connections and counts;
-/// with `measure`, reads the send time out of the event's data.
-async fn start_receiver(
-    received: Arc<Received>,
-    measure: bool,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // Out of descriptors, most likely: let some close.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let received = received.clone();
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let received = received.clone();
-                async move {
-                    receive(&received, measure, req).await;
-                    let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                    *resp.status_mut() = hyper::StatusCode::NO_CONTENT;
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            tokio::spawn(async move {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok((addr, task))
-}
-
-async fn receive(received: &Received, measure: bool, req: hyper::Request<hyper::body::Incoming>) {
-    let key = req
-        .headers()
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|id| format!("{} {id}", req.uri().path()));
-    let signed = req.headers().contains_key("webhook-signature")
-        && req.headers().contains_key("webhook-timestamp");
-    let body = req.into_body().collect().await.map(|b| b.to_bytes());
-    let now = unix_us();
-    let Some(key) = key else {
-        received.malformed.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    if !received.seen.lock().unwrap().insert(key) {
-        received.redeliveries.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let sent = body
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["data"]["sent_unix_us"].as_u64());
-    if !signed || sent.is_none() {
-        received.malformed.fetch_add(1, Ordering::Relaxed);
-    }
-    if let (true, Some(sent)) = (measure, sent) {
-        let us = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
-        received.latencies_us.lock().unwrap().push(us);
-    }
-    received.count.fetch_add(1, Ordering::Relaxed);
-}
 
 /// One API request with a deadline.
 async fn post(
@@ -264,7 +168,7 @@ async fn throughput(
 ) -> Row {
     let mut tally = Tally::default();
     let received = Arc::new(Received::default());
-    let (receiver, receiver_task) = match start_receiver(received.clone(), false).await {
+    let (receiver, receiver_task) = match webhook_receiver::start(received.clone(), false).await {
         Ok(r) => r,
         Err(e) => {
             tally.fail(format!("starting the receiver: {e}"));
@@ -357,7 +261,7 @@ async fn throughput(
             "only {got} of {expected} deliveries arrived within {DEADLINE:?}"
         ));
     }
-    note_receiver(&received, &mut tally);
+    tally.notes.extend(received.anomalies());
     Row {
         scenario: name,
         endpoints: created,
@@ -380,7 +284,7 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
     let name = "latency-1000-eps";
     let mut tally = Tally::default();
     let received = Arc::new(Received::default());
-    let (receiver, receiver_task) = match start_receiver(received.clone(), true).await {
+    let (receiver, receiver_task) = match webhook_receiver::start(received.clone(), true).await {
         Ok(r) => r,
         Err(e) => {
             tally.fail(format!("starting the receiver: {e}"));
@@ -496,7 +400,7 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
         quantile_ms(&answered_us, 0.99),
         quantile_ms(&answered_us, 0.999),
     ));
-    note_receiver(&received, &mut tally);
+    tally.notes.extend(received.anomalies());
     let mut latencies = std::mem::take(&mut *received.latencies_us.lock().unwrap());
     latencies.sort_unstable();
     Row {
@@ -507,21 +411,6 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
         per_sec: got as f64 / elapsed.as_secs_f64(),
         latencies_us: latencies,
         tally,
-    }
-}
-
-fn note_receiver(received: &Received, tally: &mut Tally) {
-    let redeliveries = received.redeliveries.load(Ordering::Relaxed);
-    if redeliveries > 0 {
-        tally.notes.push(format!(
-            "{redeliveries} redeliveries (same endpoint and webhook-id) not counted"
-        ));
-    }
-    let malformed = received.malformed.load(Ordering::Relaxed);
-    if malformed > 0 {
-        tally.notes.push(format!(
-            "{malformed} deliveries lacked webhook headers or the event's data"
-        ));
     }
 }
 

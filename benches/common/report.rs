@@ -1,6 +1,13 @@
 //! What the benches measure besides their own clocks: latency quantiles,
 //! CPU shares and the daemon's resident memory.
 
+use std::time::Duration;
+
+/// Microseconds, saturating: latency samples are kept as `u32`.
+pub fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
 /// The `q` quantile of sorted samples in microseconds, as milliseconds.
 pub fn quantile_ms(sorted_us: &[u32], q: f64) -> String {
     if sorted_us.is_empty() {
