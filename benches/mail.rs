@@ -42,13 +42,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::BufStream;
-use tokio::net::TcpStream;
 
 use common::daemon::Daemon;
-use common::http::{connect, exchange, post_json};
+use common::http::{self, connect, exchange_within, Connection};
 use common::knobs::{env_parse, Selection};
-use common::report::{cpu_note, cpu_sample, micros, quantile_ms};
+use common::load::{self, Conversation, Load, Scheduled, Shares};
+use common::report::{cpu_note, cpu_sample, micros, quantile_ms, Findings};
 use common::smtp_sink::{Arrival, Sink, SinkShared};
 
 const SCENARIOS: &[&str] = &["throughput", "latency"];
@@ -81,18 +80,8 @@ const TEXT: &str = "Hello,\n\nThanks for your order. We charged 42.00 EUR to the
 ending in 4242.\n\nOrder: ord_1NzQ8x2eZvKYlo2C\nPlan: Pro, monthly\nNext invoice: 22 December\n\n\
 Questions? Reply to this message and a person will answer.\n\n-- Acme billing\n";
 
-// ---------------------------------------------------------------------------
-// Client
-
-/// One API request with a deadline.
-async fn post(
-    conn: &mut BufStream<TcpStream>,
-    addr: SocketAddr,
-    body: &str,
-) -> Result<Vec<u8>, String> {
-    tokio::time::timeout(REQUEST_TIMEOUT, post_json(conn, addr, "/v1/emails", body))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+fn email_request(addr: SocketAddr, to: Value) -> Vec<u8> {
+    http::post(addr, "/v1/emails", "", &email_body(to))
 }
 
 fn email_body(to: Value) -> String {
@@ -123,11 +112,9 @@ fn message_ids(body: &[u8], recipients: usize) -> Result<Vec<String>, String> {
 }
 
 /// The message's status and last attempt, as `GET /v1/emails/{id}` tells.
-async fn describe(conn: &mut BufStream<TcpStream>, addr: SocketAddr, id: &str) -> String {
-    let request = format!("GET /v1/emails/{id} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(conn, request.as_bytes()))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")));
+async fn describe(conn: &mut Connection, addr: SocketAddr, id: &str) -> String {
+    let request = http::get(addr, &format!("/v1/emails/{id}"));
+    let answer = exchange_within(conn, &request, REQUEST_TIMEOUT).await;
     let body = match answer {
         Ok(body) => body,
         Err(e) => return format!("GET failed: {e}"),
@@ -144,31 +131,6 @@ async fn describe(conn: &mut BufStream<TcpStream>, addr: SocketAddr, id: &str) -
         "status {}, {} attempts{last}, next {}",
         v["status"], v["attempt_count"], v["next_attempt_at"]
     )
-}
-
-#[derive(Default)]
-struct Tally {
-    failures: u64,
-    notes: Vec<String>,
-}
-
-impl Tally {
-    fn fail(&mut self, message: String) {
-        if self.failures == 0 {
-            self.notes.push(format!("first failure: {message}"));
-        }
-        self.failures += 1;
-    }
-}
-
-/// What a poster task brings back.
-#[derive(Default)]
-struct Posted {
-    /// Each accepted message id and when its 202 arrived.
-    answered: Vec<(String, Instant)>,
-    /// Schedule (or send) to 202, per request.
-    api_us: Vec<u32>,
-    failures: Vec<String>,
 }
 
 fn wait_budget(messages: u64) -> Duration {
@@ -258,7 +220,7 @@ struct Row {
     delivered_per_sec: f64,
     /// Queue-to-250, latency scenario only.
     latencies_us: Vec<u32>,
-    tally: Tally,
+    tally: Findings,
     exactly_once: bool,
 }
 
@@ -290,7 +252,7 @@ where
         accepted_per_sec: 0.0,
         delivered_per_sec: 0.0,
         latencies_us: Vec::new(),
-        tally: Tally::default(),
+        tally: Findings::default(),
         exactly_once: false,
     };
     let mut sink = match Sink::start() {
@@ -440,97 +402,103 @@ struct Outcome {
     /// First POST to the last 202 (or the last attempt to post).
     posted_in: Duration,
     measure_latency: bool,
-    tally: Tally,
+    tally: Findings,
 }
 
-impl Outcome {
-    fn absorb(&mut self, posted: Posted) -> Vec<u32> {
-        for f in posted.failures {
-            self.tally.fail(f);
-        }
-        self.answered.extend(posted.answered);
-        posted.api_us
+/// A connection of the throughput scenario: requests of
+/// `RECIPIENTS_PER_REQUEST` recipients, taken in turn with the others.
+struct Poster {
+    addr: SocketAddr,
+    messages: u64,
+    requests: Shares,
+    /// Recipients of the request in flight, which its 202 must name.
+    recipients: usize,
+    /// Each accepted message id and when its 202 arrived.
+    answered: Vec<(String, Instant)>,
+}
+
+impl Conversation for Poster {
+    async fn next_request(&mut self) -> Option<Vec<u8>> {
+        let first = self.requests.take()? * RECIPIENTS_PER_REQUEST as u64;
+        let to: Vec<String> = (first..self.messages.min(first + RECIPIENTS_PER_REQUEST as u64))
+            .map(|i| format!("user{i}@example.net"))
+            .collect();
+        self.recipients = to.len();
+        Some(email_request(self.addr, json!(to)))
+    }
+
+    fn answered(&mut self, body: &[u8]) -> Result<(), String> {
+        let ids = message_ids(body, self.recipients)?;
+        let at = Instant::now();
+        self.answered.extend(ids.into_iter().map(|id| (id, at)));
+        Ok(())
+    }
+
+    fn failed(&mut self, error: String) -> (String, Duration) {
+        (
+            format!("{} recipients: {error}", self.recipients),
+            Duration::ZERO,
+        )
     }
 }
 
 async fn throughput(addr: SocketAddr, sink: Arc<SinkShared>, messages: u64) -> Outcome {
     let mut outcome = Outcome::default();
-    let requests = messages.div_ceil(RECIPIENTS_PER_REQUEST as u64);
-    let started = Instant::now();
-    let deadline = started + wait_budget(messages);
+    let budget = wait_budget(messages);
+    let requests = Shares::new(messages.div_ceil(RECIPIENTS_PER_REQUEST as u64));
+    let load = Load {
+        connections: POSTERS,
+        warmup: Duration::ZERO,
+        limit: Some(budget),
+        request_timeout: REQUEST_TIMEOUT,
+    };
+    let posted = load::run(addr, &load, |_| Poster {
+        addr,
+        messages,
+        requests: requests.clone(),
+        recipients: 0,
+        answered: Vec::new(),
+    })
+    .await;
+    let started = posted.started;
     outcome.first_post = Some(started);
-    let posters: Vec<_> = (0..POSTERS as u64)
-        .map(|p| {
-            tokio::spawn(async move {
-                let mut posted = Posted::default();
-                let mut conn = None;
-                // Poster p sends requests p, p + POSTERS, …
-                let mut request = p;
-                while request < requests && Instant::now() < deadline {
-                    let first = request * RECIPIENTS_PER_REQUEST as u64;
-                    let to: Vec<String> = (first
-                        ..messages.min(first + RECIPIENTS_PER_REQUEST as u64))
-                        .map(|i| format!("user{i}@example.net"))
-                        .collect();
-                    let recipients = to.len();
-                    let body = email_body(json!(to));
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                posted.failures.push(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(stream) = conn.as_mut() else {
-                        continue;
-                    };
-                    let sent = Instant::now();
-                    match post(stream, addr, &body)
-                        .await
-                        .and_then(|b| message_ids(&b, recipients))
-                    {
-                        Ok(ids) => {
-                            let at = Instant::now();
-                            posted.api_us.push(micros(at - sent));
-                            posted.answered.extend(ids.into_iter().map(|id| (id, at)));
-                        }
-                        Err(e) => {
-                            posted
-                                .failures
-                                .push(format!("{recipients} recipients: {e}"));
-                            conn = None;
-                        }
-                    }
-                    request += POSTERS as u64;
-                }
-                posted
-            })
-        })
-        .collect();
-    let mut api_us = Vec::new();
-    for p in posters {
-        match p.await {
-            Ok(posted) => api_us.extend(outcome.absorb(posted)),
-            Err(e) => outcome.tally.fail(format!("poster task: {e}")),
-        }
+    outcome.tally.count(&posted.tally);
+    for poster in posted.conversations {
+        outcome.answered.extend(poster.answered);
     }
     outcome.posted_in = outcome
         .answered
         .values()
         .max()
-        .map_or(started.elapsed(), |last| *last - started);
-    api_us.sort_unstable();
+        .map_or(posted.elapsed, |last| *last - started);
+    let api_us = &posted.tally.latencies_us;
     outcome.tally.notes.push(format!(
         "POST of {RECIPIENTS_PER_REQUEST} recipients, {POSTERS} connections: p50 {} ms, \
          p99 {} ms",
-        quantile_ms(&api_us, 0.50),
-        quantile_ms(&api_us, 0.99),
+        quantile_ms(api_us, 0.50),
+        quantile_ms(api_us, 0.99),
     ));
-    wait_for_sink(&sink, outcome.answered.len(), deadline).await;
+    wait_for_sink(&sink, outcome.answered.len(), started + budget).await;
     outcome
+}
+
+/// A connection of the latency scenario: one recipient a request.
+struct Paced {
+    addr: SocketAddr,
+    answered: Vec<(String, Instant)>,
+}
+
+impl Scheduled for Paced {
+    fn request(&mut self, index: u64, _due: Instant) -> Vec<u8> {
+        email_request(self.addr, json!(format!("user{index}@example.net")))
+    }
+
+    fn answered(&mut self, body: &[u8]) -> Result<(), String> {
+        let ids = message_ids(body, 1)?;
+        let at = Instant::now();
+        self.answered.extend(ids.into_iter().map(|id| (id, at)));
+        Ok(())
+    }
 }
 
 async fn latency(addr: SocketAddr, sink: Arc<SinkShared>, rate: u64, secs: u64) -> Outcome {
@@ -539,87 +507,32 @@ async fn latency(addr: SocketAddr, sink: Arc<SinkShared>, rate: u64, secs: u64) 
         ..Outcome::default()
     };
     let total = rate * secs;
-    // Open loop: every tick queues a message with its scheduled time;
-    // whichever connection is free posts it, so a slow answer delays only
-    // its own connection and the client keeps the rate.
-    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(u64, Instant)>(total.max(1) as usize);
-    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-    let workers: Vec<_> = (0..LATENCY_CONNECTIONS)
-        .map(|_| {
-            let work_rx = work_rx.clone();
-            tokio::spawn(async move {
-                let mut posted = Posted::default();
-                let mut conn = None;
-                loop {
-                    let next = work_rx.lock().await.recv().await;
-                    let Some((i, scheduled)) = next else {
-                        break;
-                    };
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                posted.failures.push(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(stream) = conn.as_mut() else {
-                        continue;
-                    };
-                    let body = email_body(json!(format!("user{i}@example.net")));
-                    match post(stream, addr, &body)
-                        .await
-                        .and_then(|b| message_ids(&b, 1))
-                    {
-                        Ok(ids) => {
-                            let at = Instant::now();
-                            posted
-                                .api_us
-                                .push(micros(at.saturating_duration_since(scheduled)));
-                            posted.answered.extend(ids.into_iter().map(|id| (id, at)));
-                        }
-                        Err(e) => {
-                            posted.failures.push(e);
-                            conn = None;
-                        }
-                    }
-                }
-                posted
-            })
-        })
-        .collect();
-
-    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    outcome.first_post = Some(started);
-    for i in 0..total {
-        tick.tick().await;
-        let scheduled = started + Duration::from_secs_f64(i as f64 / rate as f64);
-        if work_tx.send((i, scheduled)).await.is_err() {
-            break;
-        }
+    let posted = load::open_loop(
+        addr,
+        LATENCY_CONNECTIONS,
+        rate,
+        total,
+        REQUEST_TIMEOUT,
+        || Paced {
+            addr,
+            answered: Vec::new(),
+        },
+    )
+    .await;
+    outcome.first_post = Some(posted.started);
+    outcome.posted_in = posted.elapsed;
+    outcome.tally.count(&posted.tally);
+    for paced in posted.conversations {
+        outcome.answered.extend(paced.answered);
     }
-    drop(work_tx);
-    let mut api_us = Vec::new();
-    for w in workers {
-        match w.await {
-            Ok(posted) => api_us.extend(outcome.absorb(posted)),
-            Err(e) => outcome.tally.fail(format!("poster task: {e}")),
-        }
-    }
-    outcome.posted_in = started.elapsed();
-    api_us.sort_unstable();
+    let api_us = &posted.tally.latencies_us;
     outcome.tally.notes.push(format!(
         "{} of {total} messages accepted at {rate}/s scheduled; API (schedule to 202) \
          p50 {} ms, p99 {} ms, p99.9 {} ms",
         outcome.answered.len(),
-        quantile_ms(&api_us, 0.50),
-        quantile_ms(&api_us, 0.99),
-        quantile_ms(&api_us, 0.999),
+        quantile_ms(api_us, 0.50),
+        quantile_ms(api_us, 0.99),
+        quantile_ms(api_us, 0.999),
     ));
     let accepted = outcome.answered.len();
     wait_for_sink(
@@ -654,11 +567,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("bench runtime");
+    let runtime = load::runtime(threads);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
 
     println!(

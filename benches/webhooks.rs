@@ -34,17 +34,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::BufStream;
-use tokio::net::TcpStream;
-
 use common::daemon::Daemon;
-use common::http::{connect, post_json};
+use common::http::{self, connect, post_json};
 use common::knobs::{env_parse, Selection};
-use common::report::quantile_ms;
+use common::load::{self, Conversation, Load, Scheduled, Shares};
+use common::report::{quantile_ms, Findings};
 use common::webhook_receiver::{self, unix_us, Received};
 
 /// Appended to the shared bench config (JSON logs at `info`, which the
@@ -71,32 +68,20 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// A cap on one API request, so a wedged daemon ends a scenario with a
 /// failure instead of hanging the run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const BATCH: usize = 500;
+const BATCH: u64 = 500;
 /// Connections posting batches at once, as a busy app would.
-const POSTERS: u64 = 4;
+const POSTERS: usize = 4;
 const RATE: u64 = 1000;
 /// Keep-alive connections the open-loop poster spreads its events over;
 /// enough that a slow commit rarely leaves a tick without one.
 const LATENCY_CONNECTIONS: usize = 16;
-
-/// One API request with a deadline.
-async fn post(
-    conn: &mut BufStream<TcpStream>,
-    addr: SocketAddr,
-    path: &str,
-    body: &str,
-) -> Result<Vec<u8>, String> {
-    tokio::time::timeout(REQUEST_TIMEOUT, post_json(conn, addr, path, body))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
-}
 
 /// Creates `n` endpoints on the receiver; how many were created.
 async fn create_endpoints(
     daemon: SocketAddr,
     receiver: SocketAddr,
     n: usize,
-    tally: &mut Tally,
+    tally: &mut Findings,
 ) -> usize {
     let mut conn = match connect(daemon).await {
         Ok(c) => c,
@@ -109,7 +94,7 @@ async fn create_endpoints(
     for i in 0..n {
         // A path per endpoint tells the receiver whose delivery it is.
         let body = format!(r#"{{"url":"http://{receiver}/hook/{i}"}}"#);
-        match post(&mut conn, daemon, "/v1/endpoints", &body).await {
+        match post_json(&mut conn, daemon, "/v1/endpoints", &body, REQUEST_TIMEOUT).await {
             Ok(_) => created += 1,
             Err(e) => tally.fail(format!("creating an endpoint: {e}")),
         }
@@ -123,21 +108,6 @@ fn event_json(i: u64, sent_unix_us: u64) -> String {
     )
 }
 
-#[derive(Default)]
-struct Tally {
-    failures: u64,
-    notes: Vec<String>,
-}
-
-impl Tally {
-    fn fail(&mut self, message: String) {
-        if self.failures == 0 {
-            self.notes.push(format!("first failure: {message}"));
-        }
-        self.failures += 1;
-    }
-}
-
 struct Row {
     scenario: &'static str,
     endpoints: usize,
@@ -145,7 +115,40 @@ struct Row {
     deliveries: u64,
     per_sec: f64,
     latencies_us: Vec<u32>,
-    tally: Tally,
+    tally: Findings,
+}
+
+/// A connection of a throughput scenario: batches of `BATCH` events, taken
+/// in turn with the other posters.
+struct Poster {
+    addr: SocketAddr,
+    events: u64,
+    batches: Shares,
+    /// Events in the batch in flight.
+    batch: u64,
+    /// Events in the batches the API accepted.
+    posted: u64,
+}
+
+impl Conversation for Poster {
+    async fn next_request(&mut self) -> Option<Vec<u8>> {
+        let first = self.batches.take()? * BATCH;
+        let events: Vec<String> = (first..self.events.min(first + BATCH))
+            .map(|i| event_json(i, unix_us()))
+            .collect();
+        self.batch = events.len() as u64;
+        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+        Some(http::post(self.addr, "/v1/events/batch", "", &body))
+    }
+
+    fn answered(&mut self, _body: &[u8]) -> Result<(), String> {
+        self.posted += self.batch;
+        Ok(())
+    }
+
+    fn failed(&mut self, error: String) -> (String, Duration) {
+        (format!("batch of {}: {error}", self.batch), Duration::ZERO)
+    }
 }
 
 fn run_throughput(
@@ -166,7 +169,7 @@ async fn throughput(
     endpoints: usize,
     deliveries: u64,
 ) -> Row {
-    let mut tally = Tally::default();
+    let mut tally = Findings::default();
     let received = Arc::new(Received::default());
     let (receiver, receiver_task) = match webhook_receiver::start(received.clone(), false).await {
         Ok(r) => r,
@@ -182,69 +185,29 @@ async fn throughput(
         return empty_row(name, endpoints, tally);
     }
 
-    let started = Instant::now();
-    let deadline = started + DEADLINE;
-    let posters: Vec<_> = (0..POSTERS)
-        .map(|p| {
-            tokio::spawn(async move {
-                let mut failures = Vec::new();
-                let mut posted = 0u64;
-                let mut conn = None;
-                // Poster p sends events p, p + POSTERS, …
-                let mut i = p;
-                while i < events && Instant::now() < deadline {
-                    let mut batch = Vec::with_capacity(BATCH);
-                    while batch.len() < BATCH && i < events {
-                        batch.push(event_json(i, unix_us()));
-                        i += POSTERS;
-                    }
-                    let body = format!(r#"{{"events":[{}]}}"#, batch.join(","));
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                failures.push(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(stream) = conn.as_mut() else {
-                        continue;
-                    };
-                    match post(stream, addr, "/v1/events/batch", &body).await {
-                        Ok(_) => posted += batch.len() as u64,
-                        Err(e) => {
-                            failures.push(format!("batch of {}: {e}", batch.len()));
-                            conn = None;
-                        }
-                    }
-                }
-                (posted, failures)
-            })
-        })
-        .collect();
-    let mut posted = 0;
-    for p in posters {
-        match p.await {
-            Ok((n, failures)) => {
-                posted += n;
-                for f in failures {
-                    tally.fail(f);
-                }
-            }
-            Err(e) => tally.fail(format!("poster task: {e}")),
-        }
-    }
-    let posted_in = started.elapsed();
+    let load = Load {
+        connections: POSTERS,
+        warmup: Duration::ZERO,
+        limit: Some(DEADLINE),
+        request_timeout: REQUEST_TIMEOUT,
+    };
+    let batches = Shares::new(events.div_ceil(BATCH));
+    let posting = load::run(addr, &load, |_| Poster {
+        addr,
+        events,
+        batches: batches.clone(),
+        batch: 0,
+        posted: 0,
+    })
+    .await;
+    tally.count(&posting.tally);
+    let posted: u64 = posting.conversations.iter().map(|p| p.posted).sum();
+    let (started, posted_in) = (posting.started, posting.elapsed);
 
     let expected = posted * created as u64;
-    while received.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let got = received.wait_for(expected, started + DEADLINE).await;
     let elapsed = started.elapsed();
     receiver_task.abort();
-    let got = received.count.load(Ordering::Relaxed);
     tally.notes.push(format!(
         "{posted} events accepted in {:.2} s ({:.0} events/s); last delivery counted at {:.2} s",
         posted_in.as_secs_f64(),
@@ -280,9 +243,26 @@ fn run_latency(runtime: &tokio::runtime::Runtime, secs: u64) -> Row {
     row
 }
 
+/// A connection of the latency scenario: single events, each stamped with
+/// the wall time it was due, which the receiver compares against.
+struct Paced {
+    addr: SocketAddr,
+    /// An instant and the wall clock then, to turn a due instant into
+    /// wall time.
+    epoch: (Instant, u64),
+}
+
+impl Scheduled for Paced {
+    fn request(&mut self, index: u64, due: Instant) -> Vec<u8> {
+        let (epoch, epoch_us) = self.epoch;
+        let due_us = epoch_us + due.saturating_duration_since(epoch).as_micros() as u64;
+        http::post(self.addr, "/v1/events", "", &event_json(index, due_us))
+    }
+}
+
 async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
     let name = "latency-1000-eps";
-    let mut tally = Tally::default();
+    let mut tally = Findings::default();
     let received = Arc::new(Received::default());
     let (receiver, receiver_task) = match webhook_receiver::start(received.clone(), true).await {
         Ok(r) => r,
@@ -296,91 +276,27 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
         return empty_row(name, 1, tally);
     }
 
-    // Open loop: every tick queues an event stamped with its scheduled
-    // time; whichever connection is free posts it. A slow answer delays
-    // only its own connection, and the event's wait in the queue counts
-    // toward its latency, as a real producer's would.
+    // Open loop, so a slow answer delays only its own connection and the
+    // event's wait for a free one counts toward its latency.
     let total = RATE * secs;
-    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(u64, u64)>(total.max(1) as usize);
-    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-    let workers: Vec<_> = (0..LATENCY_CONNECTIONS)
-        .map(|_| {
-            let work_rx = work_rx.clone();
-            tokio::spawn(async move {
-                let mut accepted = 0u64;
-                let mut answered_us = Vec::new();
-                let mut failures = Vec::new();
-                let mut conn = None;
-                loop {
-                    let next = work_rx.lock().await.recv().await;
-                    let Some((i, scheduled_us)) = next else {
-                        break;
-                    };
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                failures.push(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(stream) = conn.as_mut() else {
-                        continue;
-                    };
-                    let body = event_json(i, scheduled_us);
-                    match post(stream, addr, "/v1/events", &body).await {
-                        Ok(_) => {
-                            accepted += 1;
-                            let us = unix_us().saturating_sub(scheduled_us);
-                            answered_us.push(u32::try_from(us).unwrap_or(u32::MAX));
-                        }
-                        Err(e) => {
-                            failures.push(e);
-                            conn = None;
-                        }
-                    }
-                }
-                (accepted, answered_us, failures)
-            })
-        })
-        .collect();
-
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let started_unix_us = unix_us();
-    for i in 0..total {
-        tick.tick().await;
-        let scheduled_us = started_unix_us + i * 1_000_000 / RATE;
-        if work_tx.send((i, scheduled_us)).await.is_err() {
-            break;
-        }
-    }
-    drop(work_tx);
-    let mut accepted = 0;
-    let mut answered_us = Vec::new();
-    for w in workers {
-        match w.await {
-            Ok((n, answered, failures)) => {
-                accepted += n;
-                answered_us.extend(answered);
-                for f in failures {
-                    tally.fail(f);
-                }
-            }
-            Err(e) => tally.fail(format!("poster task: {e}")),
-        }
-    }
-    let posted_in = started.elapsed();
-    let drain_until = Instant::now() + DRAIN;
-    while received.count.load(Ordering::Relaxed) < accepted && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let epoch = (Instant::now(), unix_us());
+    let posting = load::open_loop(
+        addr,
+        LATENCY_CONNECTIONS,
+        RATE,
+        total,
+        REQUEST_TIMEOUT,
+        || Paced { addr, epoch },
+    )
+    .await;
+    tally.count(&posting.tally);
+    let (started, posted_in) = (posting.started, posting.elapsed);
+    // Every answered request is one accepted event.
+    let answered_us = &posting.tally.latencies_us;
+    let accepted = answered_us.len() as u64;
+    let got = received.wait_for(accepted, Instant::now() + DRAIN).await;
     let elapsed = started.elapsed();
     receiver_task.abort();
-    let got = received.count.load(Ordering::Relaxed);
     tally.notes.push(format!(
         "{accepted} of {total} events accepted in {:.2} s ({:.0} events/s achieved against {RATE} scheduled)",
         posted_in.as_secs_f64(),
@@ -393,12 +309,11 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
     }
     // Splits the latency: how much of it the API's durable commit (and the
     // wait for a free connection) took, the rest being delivery.
-    answered_us.sort_unstable();
     tally.notes.push(format!(
         "API answered (schedule to 2xx) p50 {} ms, p99 {} ms, p99.9 {} ms",
-        quantile_ms(&answered_us, 0.50),
-        quantile_ms(&answered_us, 0.99),
-        quantile_ms(&answered_us, 0.999),
+        quantile_ms(answered_us, 0.50),
+        quantile_ms(answered_us, 0.99),
+        quantile_ms(answered_us, 0.999),
     ));
     tally.notes.extend(received.anomalies());
     let mut latencies = std::mem::take(&mut *received.latencies_us.lock().unwrap());
@@ -414,7 +329,7 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
     }
 }
 
-fn empty_row(scenario: &'static str, endpoints: usize, tally: Tally) -> Row {
+fn empty_row(scenario: &'static str, endpoints: usize, tally: Findings) -> Row {
     Row {
         scenario,
         endpoints,
@@ -433,11 +348,7 @@ fn main() {
     let selected = Selection::from_env();
     let wanted = |name: &str| selected.wants(name);
     selected.require_any(SCENARIOS);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("bench runtime");
+    let runtime = load::runtime(threads);
 
     println!(
         "`cargo bench --bench webhooks`: HERALD_BENCH_EVENTS={deliveries} HERALD_BENCH_SECS={secs} \

@@ -1,27 +1,43 @@
-//! A minimal keep-alive HTTP/1.1 client: one exchange at a time on a
-//! connection, answers with a `Content-Length`.
+//! A minimal keep-alive HTTP/1.1 client: requests as bytes, one exchange at
+//! a time on a connection, answers with a `Content-Length`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-pub async fn connect(addr: SocketAddr) -> std::io::Result<BufStream<TcpStream>> {
+pub type Connection = BufStream<TcpStream>;
+
+pub async fn connect(addr: SocketAddr) -> std::io::Result<Connection> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(BufStream::new(stream))
 }
 
-/// One request and its answer on a keep-alive connection. A hand-rolled
-/// HTTP/1.1 client, like wrk's, so that the load generator sharing the
-/// machine's cores takes as little of them as it can; it understands the
-/// `Content-Length` answers both Herald and the ceiling send.
-pub async fn exchange(
-    stream: &mut BufStream<TcpStream>,
-    request: &[u8],
-) -> Result<Vec<u8>, String> {
+/// A POST of a JSON body; `headers` are extra header lines, each ending in
+/// CRLF, or empty.
+pub fn post(addr: SocketAddr, path: &str, headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes()
+}
+
+/// One request and its answer on a keep-alive connection: the body on 2xx,
+/// the status and body otherwise. A hand-rolled HTTP/1.1 client, like
+/// wrk's, so that the load generator sharing the machine's cores takes as
+/// little of them as it can; it understands the `Content-Length` answers
+/// both Herald and the ceiling send.
+pub async fn exchange(stream: &mut Connection, request: &[u8]) -> Result<Vec<u8>, String> {
     stream.write_all(request).await.map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
     let mut head = Vec::with_capacity(256);
@@ -60,17 +76,37 @@ pub async fn exchange(
     }
 }
 
-/// POSTs a JSON body on a keep-alive connection; the answer's body on 2xx.
+/// `exchange` with a deadline, so a wedged server ends a scenario with a
+/// failure instead of hanging the run. A connection that timed out is in
+/// an unknown state: drop it.
+pub async fn exchange_within(
+    stream: &mut Connection,
+    request: &[u8],
+    limit: Duration,
+) -> Result<Vec<u8>, String> {
+    tokio::time::timeout(limit, exchange(stream, request))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+}
+
+/// POSTs a JSON body with a deadline; the answer's body on 2xx.
 pub async fn post_json(
-    stream: &mut BufStream<TcpStream>,
+    stream: &mut Connection,
     addr: SocketAddr,
     path: &str,
     body: &str,
+    limit: Duration,
 ) -> Result<Vec<u8>, String> {
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    exchange(stream, request.as_bytes()).await
+    exchange_within(stream, &post(addr, path, "", body), limit).await
+}
+
+/// GETs a JSON answer with a deadline.
+pub async fn get_json(
+    stream: &mut Connection,
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<serde_json::Value, String> {
+    let answer = exchange_within(stream, &get(addr, path), limit).await?;
+    serde_json::from_slice(&answer).map_err(|e| format!("{path}: {e}"))
 }

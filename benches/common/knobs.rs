@@ -1,5 +1,7 @@
-//! The environment knobs every bench reads the same way: numbers and the
-//! scenario selection.
+//! The environment knobs every bench reads the same way: numbers, the
+//! scenario selection and the server to drive instead of a daemon.
+
+use std::net::SocketAddr;
 
 pub fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -8,6 +10,19 @@ pub fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
         Err(_) => default,
     }
+}
+
+/// `HERALD_BENCH_TARGET`: `http://IP:PORT` of an already running server to
+/// drive instead of starting a daemon, for comparing Herald with another
+/// server that accepts the same requests.
+pub fn target() -> Option<SocketAddr> {
+    std::env::var("HERALD_BENCH_TARGET").ok().map(|target| {
+        target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|e| panic!("HERALD_BENCH_TARGET={target:?}: {e}"))
+    })
 }
 
 /// `HERALD_BENCH_SCENARIOS`: a comma-separated list of scenario names, or

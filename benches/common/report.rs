@@ -1,7 +1,10 @@
-//! What the benches measure besides their own clocks: latency quantiles,
-//! CPU shares and the daemon's resident memory.
+//! What the benches measure besides their own clocks, and how they print
+//! it: latency quantiles, CPU shares, the daemon's resident memory, and the
+//! failures and notes under a table.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::load::Tally;
 
 /// Microseconds, saturating: latency samples are kept as `u32`.
 pub fn micros(d: Duration) -> u32 {
@@ -17,10 +20,40 @@ pub fn quantile_ms(sorted_us: &[u32], q: f64) -> String {
     format!("{:.2}", f64::from(sorted_us[index]) / 1000.0)
 }
 
+/// The table a closed-loop throughput bench prints, a
+/// `Throughput::row` per scenario.
+pub const THROUGHPUT_HEADER: &str =
+    "| scenario | connections | requests/s | events/s | p50 ms | p99 ms | p99.9 ms | failed |\n\
+     |---|---:|---:|---:|---:|---:|---:|---:|";
+
+/// A scenario's failure count and the notes printed under its table.
+#[derive(Default)]
+pub struct Findings {
+    pub failures: u64,
+    pub notes: Vec<String>,
+}
+
+impl Findings {
+    pub fn fail(&mut self, message: String) {
+        if self.failures == 0 {
+            self.notes.push(format!("first failure: {message}"));
+        }
+        self.failures += 1;
+    }
+
+    /// Takes on a load's failures.
+    pub fn count(&mut self, tally: &Tally) {
+        if let Some(first) = &tally.first_failure {
+            self.fail(first.clone());
+            self.failures += tally.failures.saturating_sub(1);
+        }
+    }
+}
+
 /// Machine-wide CPU time, this process's and the daemon's: daemon and bench
 /// share the cores, and other processes on the machine may take some too.
 pub struct CpuSample {
-    at: std::time::Instant,
+    at: Instant,
     busy_s: f64,
     own_s: f64,
     daemon_s: Option<f64>,
@@ -81,7 +114,7 @@ pub fn cpu_sample(daemon: Option<u32>) -> Option<CpuSample> {
         Some((utime + stime) as f64 / clock_ticks())
     });
     Some(CpuSample {
-        at: std::time::Instant::now(),
+        at: Instant::now(),
         busy_s: busy as f64 / clock_ticks(),
         own_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         daemon_s,

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -38,6 +38,15 @@ pub struct Received {
 }
 
 impl Received {
+    /// Waits until `expected` distinct deliveries arrived or `deadline`
+    /// passed; how many did.
+    pub async fn wait_for(&self, expected: u64, deadline: Instant) -> u64 {
+        while self.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.count.load(Ordering::Relaxed)
+    }
+
     /// Notes on what was received but not counted.
     pub fn anomalies(&self) -> Vec<String> {
         let mut notes = Vec::new();
