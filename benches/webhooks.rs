@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use common::daemon::Daemon;
 use common::http::{self, connect, post_json};
 use common::knobs::{env_parse, Selection};
-use common::load::{self, Conversation, Load, Scheduled, Shares};
+use common::load::{self, Load, Scheduled};
 use common::report::{quantile_ms, Findings};
 use common::webhook_receiver::{self, unix_us, Received};
 
@@ -118,39 +118,6 @@ struct Row {
     tally: Findings,
 }
 
-/// A connection of a throughput scenario: batches of `BATCH` events, taken
-/// in turn with the other posters.
-struct Poster {
-    addr: SocketAddr,
-    events: u64,
-    batches: Shares,
-    /// Events in the batch in flight.
-    batch: u64,
-    /// Events in the batches the API accepted.
-    posted: u64,
-}
-
-impl Conversation for Poster {
-    async fn next_request(&mut self) -> Option<Vec<u8>> {
-        let first = self.batches.take()? * BATCH;
-        let events: Vec<String> = (first..self.events.min(first + BATCH))
-            .map(|i| event_json(i, unix_us()))
-            .collect();
-        self.batch = events.len() as u64;
-        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
-        Some(http::post(self.addr, "/v1/events/batch", "", &body))
-    }
-
-    fn answered(&mut self, _body: &[u8]) -> Result<(), String> {
-        self.posted += self.batch;
-        Ok(())
-    }
-
-    fn failed(&mut self, error: String) -> (String, Duration) {
-        (format!("batch of {}: {error}", self.batch), Duration::ZERO)
-    }
-}
-
 fn run_throughput(
     runtime: &tokio::runtime::Runtime,
     name: &'static str,
@@ -191,15 +158,8 @@ async fn throughput(
         limit: Some(DEADLINE),
         request_timeout: REQUEST_TIMEOUT,
     };
-    let batches = Shares::new(events.div_ceil(BATCH));
-    let posting = load::run(addr, &load, |_| Poster {
-        addr,
-        events,
-        batches: batches.clone(),
-        batch: 0,
-        posted: 0,
-    })
-    .await;
+    let posters = load::event_batches(addr, events, BATCH, |i| event_json(i, unix_us()));
+    let posting = load::run(addr, &load, posters).await;
     tally.count(&posting.tally);
     let posted: u64 = posting.conversations.iter().map(|p| p.posted).sum();
     let (started, posted_in) = (posting.started, posting.elapsed);

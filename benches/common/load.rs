@@ -273,6 +273,67 @@ impl Shares {
     }
 }
 
+/// A connection posting events to `/v1/events/batch`, `per_request` a
+/// request, its batches taken in turn with the other connections'.
+pub struct EventBatches<F> {
+    addr: SocketAddr,
+    total: u64,
+    per_request: u64,
+    batches: Shares,
+    /// The `i`th event's JSON.
+    event: F,
+    /// Events in the batch in flight.
+    in_flight: u64,
+    /// Events in the batches the API accepted.
+    pub posted: u64,
+}
+
+/// Makes the connections that post events `0..total` between them.
+pub fn event_batches<F>(
+    addr: SocketAddr,
+    total: u64,
+    per_request: u64,
+    event: F,
+) -> impl FnMut(usize) -> EventBatches<F>
+where
+    F: Fn(u64) -> String + Clone + Send + 'static,
+{
+    let batches = Shares::new(total.div_ceil(per_request));
+    move |_| EventBatches {
+        addr,
+        total,
+        per_request,
+        batches: batches.clone(),
+        event: event.clone(),
+        in_flight: 0,
+        posted: 0,
+    }
+}
+
+impl<F: Fn(u64) -> String + Send + 'static> Conversation for EventBatches<F> {
+    async fn next_request(&mut self) -> Option<Vec<u8>> {
+        let first = self.batches.take()? * self.per_request;
+        let events: Vec<String> = (first..self.total.min(first + self.per_request))
+            .map(&self.event)
+            .collect();
+        self.in_flight = events.len() as u64;
+        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+        Some(super::http::post(self.addr, "/v1/events/batch", "", &body))
+    }
+
+    fn answered(&mut self, _body: &[u8]) -> Result<(), String> {
+        self.posted += self.in_flight;
+        Ok(())
+    }
+
+    fn failed(&mut self, error: String) -> (String, Duration) {
+        (
+            format!("batch of {}: {error}", self.in_flight),
+            Duration::ZERO,
+        )
+    }
+}
+
 /// One connection's part of an open loop: the request for a due slot and
 /// what it makes of the answer.
 pub trait Scheduled: Send + 'static {
