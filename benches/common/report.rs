@@ -72,8 +72,8 @@ fn proc_stat(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-/// A process's peak and current resident memory, in MiB.
-fn resident_mib(pid: u32) -> Option<(f64, f64)> {
+/// A process's peak and current resident memory (VmHWM, VmRSS), in MiB.
+pub fn resident_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |name: &str| {
         status
