@@ -1,7 +1,7 @@
 //! Ingest benchmark: durable event POSTs against a real `herald serve`.
 //!
 //! `cargo bench --bench ingest` starts the release binary on a loopback port
-//! with a fresh database under `target/bench-data/`, drives it with
+//! with a fresh database under `target/tmp/`, drives it with
 //! closed-loop HTTP/1.1 keep-alive clients (each sends its next request when
 //! the previous answer arrived) and prints one Markdown row per scenario.
 //! Every 2xx counted here was fsynced by the daemon before it was sent.
