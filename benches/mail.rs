@@ -35,21 +35,20 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::BufStream;
-use tokio::net::TcpStream;
 
-use common::{
-    connect, cpu_note, cpu_sample, env_parse, exchange, post_json, quantile_ms, Daemon, Selection,
-};
+use common::daemon::Daemon;
+use common::http::{self, connect, exchange_within, Connection};
+use common::knobs::{env_parse, Selection};
+use common::load::{self, Conversation, Load, Scheduled, Shares};
+use common::report::{cpu_note, cpu_sample, micros, quantile_ms, Findings};
+use common::smtp_sink::{Arrival, Sink, SinkShared};
 
 const SCENARIOS: &[&str] = &["throughput", "latency"];
 /// Recipients per request in the throughput scenario: the API's maximum.
@@ -81,339 +80,8 @@ const TEXT: &str = "Hello,\n\nThanks for your order. We charged 42.00 EUR to the
 ending in 4242.\n\nOrder: ord_1NzQ8x2eZvKYlo2C\nPlan: Pro, monthly\nNext invoice: 22 December\n\n\
 Questions? Reply to this message and a person will answer.\n\n-- Acme billing\n";
 
-// ---------------------------------------------------------------------------
-// SMTP sink
-
-/// Longer than any line RFC 5321 allows (1,000 bytes with CRLF), so only a
-/// broken client reaches it.
-const MAX_LINE: usize = 4096;
-/// Advertised as SIZE and enforced; far above what the bench sends.
-const MAX_MESSAGE: usize = 4 << 20;
-/// A connection idle this long is closed; lettre notices at its next NOOP
-/// and reconnects, and a client stuck mid-message cannot hold a thread.
-const SINK_READ_TIMEOUT: Duration = Duration::from_secs(60);
-const SINK_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One message the sink answered 250 to.
-struct Arrival {
-    at: Instant,
-    /// The `X-Herald-Id` header's value, when there was one.
-    id: Option<String>,
-}
-
-#[derive(Default)]
-struct SinkLog {
-    arrivals: Vec<Arrival>,
-    distinct: HashSet<String>,
-    /// From sending 354 to reading the terminating `.`, per message: the
-    /// client's share of a transaction, which for a small message over
-    /// loopback should be a fraction of a millisecond.
-    data_us: Vec<u32>,
-}
-
-#[derive(Default)]
-struct SinkShared {
-    log: Mutex<SinkLog>,
-    /// Changes whenever a message arrives, so waiters can spot a stall
-    /// without taking the lock.
-    messages: AtomicU64,
-    connections: AtomicU64,
-    commands: AtomicU64,
-    noops: AtomicU64,
-    /// Commands refused (out of sequence, unknown) and sessions ended by an
-    /// error: either means the sink and the daemon disagree about SMTP.
-    errors: AtomicU64,
-    first_error: Mutex<Option<String>>,
-    stop: AtomicBool,
-}
-
-impl SinkShared {
-    fn error(&self, message: String) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        self.first_error.lock().unwrap().get_or_insert(message);
-    }
-
-    fn distinct(&self) -> usize {
-        self.log.lock().unwrap().distinct.len()
-    }
-}
-
-struct Sink {
-    addr: SocketAddr,
-    shared: Arc<SinkShared>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Sink {
-    /// Listens on an ephemeral loopback port; a thread per connection,
-    /// since the daemon holds at most `workers` of them.
-    fn start() -> std::io::Result<Sink> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(SinkShared::default());
-        let accepting = shared.clone();
-        let accept = std::thread::Builder::new()
-            .name("smtp-sink".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    if accepting.stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(stream) = stream else {
-                        // Out of descriptors, most likely: let some close.
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    };
-                    let shared = accepting.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("smtp-sink-conn".into())
-                        .spawn(move || {
-                            shared.connections.fetch_add(1, Ordering::Relaxed);
-                            if let Err(e) = session(stream, &shared) {
-                                shared.error(e);
-                            }
-                        });
-                    if let Err(e) = spawned {
-                        accepting.error(format!("spawning a session thread: {e}"));
-                    }
-                }
-            })?;
-        Ok(Sink {
-            addr,
-            shared,
-            accept: Some(accept),
-        })
-    }
-
-    fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        // Wakes the blocking accept so it sees the flag.
-        let _ = std::net::TcpStream::connect(self.addr);
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
-    }
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-    )
-}
-
-/// Reads one line, CRLF included, of at most `MAX_LINE` bytes; false at a
-/// clean end of stream.
-fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<bool> {
-    line.clear();
-    let n = reader
-        .by_ref()
-        .take(MAX_LINE as u64)
-        .read_until(b'\n', line)?;
-    if n == 0 {
-        return Ok(false);
-    }
-    if !line.ends_with(b"\n") {
-        let what = if n == MAX_LINE {
-            format!("a line longer than {MAX_LINE} bytes")
-        } else {
-            "the connection closed mid-line".to_owned()
-        };
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
-    }
-    Ok(true)
-}
-
-/// Queues a reply; sends what is queued only once every command the client
-/// pipelined has been read, so a pipelined group costs one write.
-fn reply(
-    writer: &mut BufWriter<std::net::TcpStream>,
-    pending_input: bool,
-    text: &[u8],
-) -> Result<(), String> {
-    writer
-        .write_all(text)
-        .map_err(|e| format!("writing: {e}"))?;
-    if !pending_input {
-        writer.flush().map_err(|e| format!("writing: {e}"))?;
-    }
-    Ok(())
-}
-
-/// One SMTP session: enough ESMTP for lettre, with every read bounded in
-/// length and time.
-fn session(stream: std::net::TcpStream, sink: &SinkShared) -> Result<(), String> {
-    let setup = |e: std::io::Error| format!("setting up a session: {e}");
-    stream.set_nodelay(true).map_err(setup)?;
-    stream
-        .set_read_timeout(Some(SINK_READ_TIMEOUT))
-        .map_err(setup)?;
-    stream
-        .set_write_timeout(Some(SINK_WRITE_TIMEOUT))
-        .map_err(setup)?;
-    let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(setup)?);
-    let mut writer = BufWriter::with_capacity(4096, stream);
-    reply(&mut writer, false, b"220 herald-bench-sink ESMTP\r\n")?;
-    let mut line = Vec::with_capacity(1024);
-    let mut mail_from = false;
-    let mut recipients = 0usize;
-    loop {
-        match read_line(&mut reader, &mut line) {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
-            Err(e) if is_timeout(&e) => {
-                // An idle pooled connection, not an error.
-                let _ = reply(&mut writer, false, b"421 4.4.2 Idle timeout\r\n");
-                return Ok(());
-            }
-            Err(e) => return Err(format!("reading a command: {e}")),
-        }
-        if sink.stop.load(Ordering::Relaxed) {
-            let _ = reply(&mut writer, false, b"421 4.3.2 Shutting down\r\n");
-            return Ok(());
-        }
-        sink.commands.fetch_add(1, Ordering::Relaxed);
-        let command = String::from_utf8_lossy(&line);
-        let command = command.trim_end();
-        let verb = command
-            .split_once(' ')
-            .map_or(command, |(v, _)| v)
-            .to_ascii_uppercase();
-        let pending = !reader.buffer().is_empty();
-        match verb.as_str() {
-            "EHLO" => reply(
-                &mut writer,
-                pending,
-                format!(
-                    "250-herald-bench-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE {MAX_MESSAGE}\r\n"
-                )
-                .as_bytes(),
-            )?,
-            "HELO" => reply(&mut writer, pending, b"250 herald-bench-sink\r\n")?,
-            "MAIL" if mail_from => {
-                sink.error(format!("MAIL inside a transaction: {command}"));
-                reply(&mut writer, pending, b"503 5.5.1 Nested MAIL command\r\n")?;
-            }
-            "MAIL" if command.to_ascii_uppercase().starts_with("MAIL FROM:") => {
-                mail_from = true;
-                reply(&mut writer, pending, b"250 2.1.0 Ok\r\n")?;
-            }
-            "RCPT" if !mail_from => {
-                sink.error(format!("RCPT before MAIL: {command}"));
-                reply(&mut writer, pending, b"503 5.5.1 Need MAIL command\r\n")?;
-            }
-            "RCPT" if command.to_ascii_uppercase().starts_with("RCPT TO:") => {
-                recipients += 1;
-                reply(&mut writer, pending, b"250 2.1.5 Ok\r\n")?;
-            }
-            "DATA" if recipients == 0 => {
-                sink.error("DATA without a recipient".to_owned());
-                reply(&mut writer, pending, b"503 5.5.1 Need RCPT command\r\n")?;
-            }
-            "DATA" => {
-                reply(
-                    &mut writer,
-                    false,
-                    b"354 End data with <CR><LF>.<CR><LF>\r\n",
-                )?;
-                let data_started = Instant::now();
-                let id = read_message(&mut reader, &mut line)?;
-                let at = Instant::now();
-                let n = {
-                    let mut log = sink.log.lock().unwrap();
-                    if let Some(id) = &id {
-                        log.distinct.insert(id.clone());
-                    }
-                    log.data_us.push(micros(at - data_started));
-                    log.arrivals.push(Arrival { at, id });
-                    log.arrivals.len()
-                };
-                sink.messages.fetch_add(1, Ordering::Relaxed);
-                mail_from = false;
-                recipients = 0;
-                let pending = !reader.buffer().is_empty();
-                reply(
-                    &mut writer,
-                    pending,
-                    format!("250 2.0.0 Ok: queued as {n}\r\n").as_bytes(),
-                )?;
-            }
-            "RSET" => {
-                mail_from = false;
-                recipients = 0;
-                reply(&mut writer, pending, b"250 2.0.0 Ok\r\n")?;
-            }
-            "NOOP" => {
-                sink.noops.fetch_add(1, Ordering::Relaxed);
-                reply(&mut writer, pending, b"250 2.0.0 Ok\r\n")?;
-            }
-            "QUIT" => {
-                reply(&mut writer, false, b"221 2.0.0 Bye\r\n")?;
-                return Ok(());
-            }
-            _ => {
-                let shown: String = command.chars().take(80).collect();
-                sink.error(format!("unrecognised command: {shown}"));
-                reply(
-                    &mut writer,
-                    pending,
-                    b"502 5.5.2 Error: command not recognized\r\n",
-                )?;
-            }
-        }
-    }
-}
-
-/// Reads a message up to its lone `.` line; the `X-Herald-Id` header's
-/// value when the header block has one.
-fn read_message(
-    reader: &mut BufReader<std::net::TcpStream>,
-    line: &mut Vec<u8>,
-) -> Result<Option<String>, String> {
-    const HEADER: &[u8] = b"x-herald-id:";
-    let mut id = None;
-    let mut in_headers = true;
-    let mut size = 0usize;
-    loop {
-        match read_line(reader, line) {
-            Ok(true) => {}
-            Ok(false) => return Err("the connection closed inside DATA".to_owned()),
-            Err(e) => return Err(format!("reading DATA: {e}")),
-        }
-        if line.as_slice() == b".\r\n" {
-            return Ok(id);
-        }
-        size += line.len();
-        if size > MAX_MESSAGE {
-            return Err(format!("a message larger than {MAX_MESSAGE} bytes"));
-        }
-        if in_headers {
-            if line.as_slice() == b"\r\n" {
-                in_headers = false;
-            } else if line.len() > HEADER.len() && line[..HEADER.len()].eq_ignore_ascii_case(HEADER)
-            {
-                id = Some(
-                    String::from_utf8_lossy(&line[HEADER.len()..])
-                        .trim()
-                        .to_owned(),
-                );
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Client
-
-/// One API request with a deadline.
-async fn post(
-    conn: &mut BufStream<TcpStream>,
-    addr: SocketAddr,
-    body: &str,
-) -> Result<Vec<u8>, String> {
-    tokio::time::timeout(REQUEST_TIMEOUT, post_json(conn, addr, "/v1/emails", body))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+fn email_request(addr: SocketAddr, to: Value) -> Vec<u8> {
+    http::post(addr, "/v1/emails", "", &email_body(to))
 }
 
 fn email_body(to: Value) -> String {
@@ -444,11 +112,9 @@ fn message_ids(body: &[u8], recipients: usize) -> Result<Vec<String>, String> {
 }
 
 /// The message's status and last attempt, as `GET /v1/emails/{id}` tells.
-async fn describe(conn: &mut BufStream<TcpStream>, addr: SocketAddr, id: &str) -> String {
-    let request = format!("GET /v1/emails/{id} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(conn, request.as_bytes()))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")));
+async fn describe(conn: &mut Connection, addr: SocketAddr, id: &str) -> String {
+    let request = http::get(addr, &format!("/v1/emails/{id}"));
+    let answer = exchange_within(conn, &request, REQUEST_TIMEOUT).await;
     let body = match answer {
         Ok(body) => body,
         Err(e) => return format!("GET failed: {e}"),
@@ -465,35 +131,6 @@ async fn describe(conn: &mut BufStream<TcpStream>, addr: SocketAddr, id: &str) -
         "status {}, {} attempts{last}, next {}",
         v["status"], v["attempt_count"], v["next_attempt_at"]
     )
-}
-
-#[derive(Default)]
-struct Tally {
-    failures: u64,
-    notes: Vec<String>,
-}
-
-impl Tally {
-    fn fail(&mut self, message: String) {
-        if self.failures == 0 {
-            self.notes.push(format!("first failure: {message}"));
-        }
-        self.failures += 1;
-    }
-}
-
-/// What a poster task brings back.
-#[derive(Default)]
-struct Posted {
-    /// Each accepted message id and when its 202 arrived.
-    answered: Vec<(String, Instant)>,
-    /// Schedule (or send) to 202, per request.
-    api_us: Vec<u32>,
-    failures: Vec<String>,
-}
-
-fn micros(d: Duration) -> u32 {
-    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 fn wait_budget(messages: u64) -> Duration {
@@ -583,7 +220,7 @@ struct Row {
     delivered_per_sec: f64,
     /// Queue-to-250, latency scenario only.
     latencies_us: Vec<u32>,
-    tally: Tally,
+    tally: Findings,
     exactly_once: bool,
 }
 
@@ -615,7 +252,7 @@ where
         accepted_per_sec: 0.0,
         delivered_per_sec: 0.0,
         latencies_us: Vec::new(),
-        tally: Tally::default(),
+        tally: Findings::default(),
         exactly_once: false,
     };
     let mut sink = match Sink::start() {
@@ -765,97 +402,103 @@ struct Outcome {
     /// First POST to the last 202 (or the last attempt to post).
     posted_in: Duration,
     measure_latency: bool,
-    tally: Tally,
+    tally: Findings,
 }
 
-impl Outcome {
-    fn absorb(&mut self, posted: Posted) -> Vec<u32> {
-        for f in posted.failures {
-            self.tally.fail(f);
-        }
-        self.answered.extend(posted.answered);
-        posted.api_us
+/// A connection of the throughput scenario: requests of
+/// `RECIPIENTS_PER_REQUEST` recipients, taken in turn with the others.
+struct Poster {
+    addr: SocketAddr,
+    messages: u64,
+    requests: Shares,
+    /// Recipients of the request in flight, which its 202 must name.
+    recipients: usize,
+    /// Each accepted message id and when its 202 arrived.
+    answered: Vec<(String, Instant)>,
+}
+
+impl Conversation for Poster {
+    async fn next_request(&mut self) -> Option<Vec<u8>> {
+        let first = self.requests.take()? * RECIPIENTS_PER_REQUEST as u64;
+        let to: Vec<String> = (first..self.messages.min(first + RECIPIENTS_PER_REQUEST as u64))
+            .map(|i| format!("user{i}@example.net"))
+            .collect();
+        self.recipients = to.len();
+        Some(email_request(self.addr, json!(to)))
+    }
+
+    fn answered(&mut self, body: &[u8]) -> Result<(), String> {
+        let ids = message_ids(body, self.recipients)?;
+        let at = Instant::now();
+        self.answered.extend(ids.into_iter().map(|id| (id, at)));
+        Ok(())
+    }
+
+    fn failed(&mut self, error: String) -> (String, Duration) {
+        (
+            format!("{} recipients: {error}", self.recipients),
+            Duration::ZERO,
+        )
     }
 }
 
 async fn throughput(addr: SocketAddr, sink: Arc<SinkShared>, messages: u64) -> Outcome {
     let mut outcome = Outcome::default();
-    let requests = messages.div_ceil(RECIPIENTS_PER_REQUEST as u64);
-    let started = Instant::now();
-    let deadline = started + wait_budget(messages);
+    let budget = wait_budget(messages);
+    let requests = Shares::new(messages.div_ceil(RECIPIENTS_PER_REQUEST as u64));
+    let load = Load {
+        connections: POSTERS,
+        warmup: Duration::ZERO,
+        limit: Some(budget),
+        request_timeout: REQUEST_TIMEOUT,
+    };
+    let posted = load::run(addr, &load, |_| Poster {
+        addr,
+        messages,
+        requests: requests.clone(),
+        recipients: 0,
+        answered: Vec::new(),
+    })
+    .await;
+    let started = posted.started;
     outcome.first_post = Some(started);
-    let posters: Vec<_> = (0..POSTERS as u64)
-        .map(|p| {
-            tokio::spawn(async move {
-                let mut posted = Posted::default();
-                let mut conn = None;
-                // Poster p sends requests p, p + POSTERS, …
-                let mut request = p;
-                while request < requests && Instant::now() < deadline {
-                    let first = request * RECIPIENTS_PER_REQUEST as u64;
-                    let to: Vec<String> = (first
-                        ..messages.min(first + RECIPIENTS_PER_REQUEST as u64))
-                        .map(|i| format!("user{i}@example.net"))
-                        .collect();
-                    let recipients = to.len();
-                    let body = email_body(json!(to));
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                posted.failures.push(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(stream) = conn.as_mut() else {
-                        continue;
-                    };
-                    let sent = Instant::now();
-                    match post(stream, addr, &body)
-                        .await
-                        .and_then(|b| message_ids(&b, recipients))
-                    {
-                        Ok(ids) => {
-                            let at = Instant::now();
-                            posted.api_us.push(micros(at - sent));
-                            posted.answered.extend(ids.into_iter().map(|id| (id, at)));
-                        }
-                        Err(e) => {
-                            posted
-                                .failures
-                                .push(format!("{recipients} recipients: {e}"));
-                            conn = None;
-                        }
-                    }
-                    request += POSTERS as u64;
-                }
-                posted
-            })
-        })
-        .collect();
-    let mut api_us = Vec::new();
-    for p in posters {
-        match p.await {
-            Ok(posted) => api_us.extend(outcome.absorb(posted)),
-            Err(e) => outcome.tally.fail(format!("poster task: {e}")),
-        }
+    outcome.tally.count(&posted.tally);
+    for poster in posted.conversations {
+        outcome.answered.extend(poster.answered);
     }
     outcome.posted_in = outcome
         .answered
         .values()
         .max()
-        .map_or(started.elapsed(), |last| *last - started);
-    api_us.sort_unstable();
+        .map_or(posted.elapsed, |last| *last - started);
+    let api_us = &posted.tally.latencies_us;
     outcome.tally.notes.push(format!(
         "POST of {RECIPIENTS_PER_REQUEST} recipients, {POSTERS} connections: p50 {} ms, \
          p99 {} ms",
-        quantile_ms(&api_us, 0.50),
-        quantile_ms(&api_us, 0.99),
+        quantile_ms(api_us, 0.50),
+        quantile_ms(api_us, 0.99),
     ));
-    wait_for_sink(&sink, outcome.answered.len(), deadline).await;
+    wait_for_sink(&sink, outcome.answered.len(), started + budget).await;
     outcome
+}
+
+/// A connection of the latency scenario: one recipient a request.
+struct Paced {
+    addr: SocketAddr,
+    answered: Vec<(String, Instant)>,
+}
+
+impl Scheduled for Paced {
+    fn request(&mut self, index: u64, _due: Instant) -> Vec<u8> {
+        email_request(self.addr, json!(format!("user{index}@example.net")))
+    }
+
+    fn answered(&mut self, body: &[u8]) -> Result<(), String> {
+        let ids = message_ids(body, 1)?;
+        let at = Instant::now();
+        self.answered.extend(ids.into_iter().map(|id| (id, at)));
+        Ok(())
+    }
 }
 
 async fn latency(addr: SocketAddr, sink: Arc<SinkShared>, rate: u64, secs: u64) -> Outcome {
@@ -864,87 +507,32 @@ async fn latency(addr: SocketAddr, sink: Arc<SinkShared>, rate: u64, secs: u64) 
         ..Outcome::default()
     };
     let total = rate * secs;
-    // Open loop: every tick queues a message with its scheduled time;
-    // whichever connection is free posts it, so a slow answer delays only
-    // its own connection and the client keeps the rate.
-    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(u64, Instant)>(total.max(1) as usize);
-    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-    let workers: Vec<_> = (0..LATENCY_CONNECTIONS)
-        .map(|_| {
-            let work_rx = work_rx.clone();
-            tokio::spawn(async move {
-                let mut posted = Posted::default();
-                let mut conn = None;
-                loop {
-                    let next = work_rx.lock().await.recv().await;
-                    let Some((i, scheduled)) = next else {
-                        break;
-                    };
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                posted.failures.push(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(stream) = conn.as_mut() else {
-                        continue;
-                    };
-                    let body = email_body(json!(format!("user{i}@example.net")));
-                    match post(stream, addr, &body)
-                        .await
-                        .and_then(|b| message_ids(&b, 1))
-                    {
-                        Ok(ids) => {
-                            let at = Instant::now();
-                            posted
-                                .api_us
-                                .push(micros(at.saturating_duration_since(scheduled)));
-                            posted.answered.extend(ids.into_iter().map(|id| (id, at)));
-                        }
-                        Err(e) => {
-                            posted.failures.push(e);
-                            conn = None;
-                        }
-                    }
-                }
-                posted
-            })
-        })
-        .collect();
-
-    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    outcome.first_post = Some(started);
-    for i in 0..total {
-        tick.tick().await;
-        let scheduled = started + Duration::from_secs_f64(i as f64 / rate as f64);
-        if work_tx.send((i, scheduled)).await.is_err() {
-            break;
-        }
+    let posted = load::open_loop(
+        addr,
+        LATENCY_CONNECTIONS,
+        rate,
+        total,
+        REQUEST_TIMEOUT,
+        || Paced {
+            addr,
+            answered: Vec::new(),
+        },
+    )
+    .await;
+    outcome.first_post = Some(posted.started);
+    outcome.posted_in = posted.elapsed;
+    outcome.tally.count(&posted.tally);
+    for paced in posted.conversations {
+        outcome.answered.extend(paced.answered);
     }
-    drop(work_tx);
-    let mut api_us = Vec::new();
-    for w in workers {
-        match w.await {
-            Ok(posted) => api_us.extend(outcome.absorb(posted)),
-            Err(e) => outcome.tally.fail(format!("poster task: {e}")),
-        }
-    }
-    outcome.posted_in = started.elapsed();
-    api_us.sort_unstable();
+    let api_us = &posted.tally.latencies_us;
     outcome.tally.notes.push(format!(
         "{} of {total} messages accepted at {rate}/s scheduled; API (schedule to 202) \
          p50 {} ms, p99 {} ms, p99.9 {} ms",
         outcome.answered.len(),
-        quantile_ms(&api_us, 0.50),
-        quantile_ms(&api_us, 0.99),
-        quantile_ms(&api_us, 0.999),
+        quantile_ms(api_us, 0.50),
+        quantile_ms(api_us, 0.99),
+        quantile_ms(api_us, 0.999),
     ));
     let accepted = outcome.answered.len();
     wait_for_sink(
@@ -979,11 +567,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("bench runtime");
+    let runtime = load::runtime(threads);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
 
     println!(

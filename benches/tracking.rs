@@ -52,16 +52,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::io::BufStream;
-use tokio::net::TcpStream;
 
-use common::{connect, cpu_note, cpu_sample, env_parse, exchange, quantile_ms, Daemon, Selection};
+use common::daemon::Daemon;
+use common::http::{self, connect, get_json, Connection};
+use common::knobs::{self, env_parse, Selection};
+use common::load::{self, Conversation, Load, Shares, Tally, Throughput};
+use common::report::{cpu_note, cpu_sample, quantile_ms, THROUGHPUT_HEADER};
 
 const WRITE_KEY: &str = "bench_write_key_0123456789";
 
@@ -103,23 +104,6 @@ const HISTORY_MS: i64 = 60 * DAY_MS;
 
 fn config() -> String {
     format!("[[tracking.sources]]\nname = \"bench\"\nwrite_key = \"{WRITE_KEY}\"\n")
-}
-
-struct Throughput {
-    name: &'static str,
-    connections: usize,
-    /// 1 posts to `/v1/track`; more posts that many to `/v1/batch`.
-    calls_per_request: usize,
-}
-
-impl Throughput {
-    const fn new(name: &'static str, connections: usize, calls_per_request: usize) -> Self {
-        Throughput {
-            name,
-            connections,
-            calls_per_request,
-        }
-    }
 }
 
 /// splitmix64: the bench needs reproducible spread, not a crypto RNG or
@@ -198,16 +182,6 @@ fn write_context(out: &mut String, ip: u64, campaign: Option<usize>, browser: bo
 // ---------------------------------------------------------------------------
 // Throughput scenarios
 
-#[derive(Default)]
-struct Tally {
-    latencies_us: Vec<u32>,
-    failures: u64,
-    first_failure: Option<String>,
-    /// Calls the daemon answered `duplicate` for: a `messageId` clash, which
-    /// would mean the bench measured less work than it claims.
-    duplicates: u64,
-}
-
 /// One `track` call of an e-commerce app's server: the event mix and the
 /// sizes of real ones, with a `messageId` unique to the run.
 fn write_track(out: &mut String, rng: &mut Rng, message_id: &str, timestamp: &str, batch: bool) {
@@ -279,7 +253,7 @@ fn throughput_request(
     prefix: &str,
     sent: &mut u64,
     basic_auth: &str,
-) -> String {
+) -> Vec<u8> {
     let now = rfc3339_ms(unix_ms());
     let mut body = String::with_capacity(560 * calls + 128);
     let next_id = |sent: &mut u64| {
@@ -289,11 +263,8 @@ fn throughput_request(
     if calls == 1 {
         let id = next_id(sent);
         write_track(&mut body, rng, &id, &now, false);
-        format!(
-            "POST /v1/track HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {basic_auth}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
+        let auth = format!("Authorization: Basic {basic_auth}\r\n");
+        http::post(addr, "/v1/track", &auth, &body)
     } else {
         let _ = write!(
             body,
@@ -307,11 +278,7 @@ fn throughput_request(
             write_track(&mut body, rng, &id, &now, true);
         }
         body.push_str("]}");
-        format!(
-            "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
+        http::post(addr, "/v1/batch", "", &body)
     }
 }
 
@@ -323,116 +290,69 @@ fn count_duplicates(answer: &[u8]) -> u64 {
         .count() as u64
 }
 
-async fn drive(addr: SocketAddr, scenario: &Throughput, secs: u64, run_id: u128) -> Tally {
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for connection in 0..scenario.connections {
-        let (measuring, stop) = (measuring.clone(), stop.clone());
-        let calls = scenario.calls_per_request;
-        let prefix = format!("{}-{run_id}-{connection}", scenario.name);
-        let seed = mix(run_id as u64 ^ connection as u64);
-        clients.push(tokio::spawn(async move {
-            client(addr, calls, prefix, seed, measuring, stop).await
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    measuring.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-
-    let mut total = Tally::default();
-    for c in clients {
-        let tally = c.await.expect("client task");
-        total.latencies_us.extend(tally.latencies_us);
-        total.failures += tally.failures;
-        total.duplicates += tally.duplicates;
-        total.first_failure = total.first_failure.or(tally.first_failure);
-    }
-    total
-}
-
-/// One keep-alive connection sending requests back to back; reconnects
-/// after a failure so one refused request does not end the scenario.
-async fn client(
+/// One connection of a throughput scenario: `track` calls with
+/// `messageId`s of its own series.
+struct Tracker {
     addr: SocketAddr,
     calls: usize,
+    rng: Rng,
     prefix: String,
-    seed: u64,
-    measuring: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> Tally {
-    let mut tally = Tally::default();
-    let mut rng = Rng(seed);
-    let mut sent = 0u64;
-    let basic_auth = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
-    let mut connection = None;
-    while !stop.load(Ordering::Relaxed) {
-        if connection.is_none() {
-            match connect(addr).await {
-                Ok(c) => connection = Some(c),
-                Err(e) => {
-                    note_failure(&mut tally, format!("connect: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
-        }
-        let Some(stream) = connection.as_mut() else {
-            continue;
-        };
-        let request = throughput_request(addr, calls, &mut rng, &prefix, &mut sent, &basic_auth);
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, request.as_bytes()))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")));
-        let elapsed = started.elapsed();
-        if outcome.is_err() {
-            connection = None;
-        }
-        if !measuring.load(Ordering::Relaxed) {
-            continue;
-        }
-        match outcome {
-            Ok(answer) => {
-                tally.duplicates += count_duplicates(&answer);
-                tally
-                    .latencies_us
-                    .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
-            }
-            Err(e) => note_failure(&mut tally, e),
-        }
+    sent: u64,
+    basic_auth: String,
+    /// Calls the daemon answered `duplicate` for: a `messageId` clash, which
+    /// would mean the bench measured less work than it claims.
+    duplicates: u64,
+}
+
+impl Conversation for Tracker {
+    async fn next_request(&mut self) -> Option<Vec<u8>> {
+        Some(throughput_request(
+            self.addr,
+            self.calls,
+            &mut self.rng,
+            &self.prefix,
+            &mut self.sent,
+            &self.basic_auth,
+        ))
     }
-    tally
+
+    fn answered(&mut self, body: &[u8]) -> Result<(), String> {
+        self.duplicates += count_duplicates(body);
+        Ok(())
+    }
 }
 
-fn note_failure(tally: &mut Tally, message: String) {
-    tally.failures += 1;
-    tally.first_failure.get_or_insert(message);
+async fn drive(addr: SocketAddr, scenario: &Throughput, secs: u64, run_id: u128) -> (Tally, u64) {
+    let load = scenario.load(secs, REQUEST_TIMEOUT);
+    let basic_auth = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
+    let outcome = load::run(addr, &load, |connection| Tracker {
+        addr,
+        calls: scenario.per_request,
+        rng: Rng(mix(run_id as u64 ^ connection as u64)),
+        prefix: format!("{}-{run_id}-{connection}", scenario.name),
+        sent: 0,
+        basic_auth: basic_auth.clone(),
+        duplicates: 0,
+    })
+    .await;
+    let duplicates = outcome.conversations.iter().map(|t| t.duplicates).sum();
+    (outcome.tally, duplicates)
 }
 
-fn report_throughput(scenario: &Throughput, secs: u64, mut tally: Tally, notes: &mut Vec<String>) {
-    tally.latencies_us.sort_unstable();
-    let per_sec = tally.latencies_us.len() as f64 / secs as f64;
-    let quantile = |q: f64| quantile_ms(&tally.latencies_us, q);
-    println!(
-        "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
-        scenario.name,
-        scenario.connections,
-        per_sec,
-        per_sec * scenario.calls_per_request as f64,
-        quantile(0.50),
-        quantile(0.99),
-        quantile(0.999),
-        tally.failures,
-    );
+fn report_throughput(
+    scenario: &Throughput,
+    secs: u64,
+    (tally, duplicates): (Tally, u64),
+    notes: &mut Vec<String>,
+) {
+    println!("{}", scenario.row(secs, &tally));
     if let Some(first) = tally.first_failure {
         notes.push(format!("- {}: first failure: {first}", scenario.name));
     }
-    if tally.duplicates > 0 {
+    if duplicates > 0 {
         notes.push(format!(
-            "- {}: {} calls answered `duplicate`: messageIds clashed, so fewer calls were stored than counted",
-            scenario.name, tally.duplicates
+            "- {}: {duplicates} calls answered `duplicate`: messageIds clashed, so fewer calls were stored than counted",
+            scenario.name
         ));
     }
 }
@@ -680,10 +600,11 @@ fn expected(calls: &[Planned], users: u32, within_ms: i64) -> Expected {
     out
 }
 
-#[derive(Default)]
-struct Load {
+/// What loading the product came to.
+struct Loaded {
     calls: usize,
     elapsed: Duration,
+    /// Per successful request, sorted.
     latencies_us: Vec<u32>,
     failed_batches: u64,
     retries: u64,
@@ -691,121 +612,116 @@ struct Load {
     first_failure: Option<String>,
 }
 
-async fn load(addr: SocketAddr, calls: Arc<Vec<Planned>>, run_id: u128) -> Load {
-    let next = Arc::new(AtomicUsize::new(0));
-    let batches = calls.len().div_ceil(LOAD_BATCH);
-    let started = Instant::now();
-    let posters: Vec<_> = (0..LOAD_CONNECTIONS)
-        .map(|_| {
-            let (calls, next) = (calls.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut out = Load::default();
-                let mut connection: Option<BufStream<TcpStream>> = None;
-                let mut body = String::with_capacity(LOAD_BATCH * 600);
-                loop {
-                    let batch = next.fetch_add(1, Ordering::Relaxed);
-                    if batch >= batches {
-                        break;
-                    }
-                    let range = batch * LOAD_BATCH..((batch + 1) * LOAD_BATCH).min(calls.len());
-                    let count = range.len();
-                    body.clear();
-                    let _ = write!(body, r#"{{"writeKey":"{WRITE_KEY}","batch":["#);
-                    for (i, call) in calls[range.clone()].iter().enumerate() {
-                        if i > 0 {
-                            body.push(',');
-                        }
-                        write_planned(&mut body, call, range.start + i, run_id);
-                    }
-                    body.push_str("]}");
-                    let request = format!(
-                        "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-                         Content-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let mut stored = false;
-                    for attempt in 0..LOAD_ATTEMPTS {
-                        if attempt > 0 {
-                            out.retries += 1;
-                        }
-                        if connection.is_none() {
-                            match connect(addr).await {
-                                Ok(c) => connection = Some(c),
-                                Err(e) => {
-                                    out.first_failure.get_or_insert(format!("connect: {e}"));
-                                    tokio::time::sleep(Duration::from_millis(200)).await;
-                                    continue;
-                                }
-                            }
-                        }
-                        let Some(stream) = connection.as_mut() else {
-                            continue;
-                        };
-                        let sent_at = Instant::now();
-                        let outcome = tokio::time::timeout(
-                            REQUEST_TIMEOUT,
-                            exchange(stream, request.as_bytes()),
-                        )
-                        .await
-                        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")));
-                        match outcome {
-                            Ok(answer) => {
-                                out.latencies_us.push(
-                                    u32::try_from(sent_at.elapsed().as_micros())
-                                        .unwrap_or(u32::MAX),
-                                );
-                                out.duplicates += count_duplicates(&answer);
-                                stored = true;
-                                break;
-                            }
-                            Err(e) => {
-                                // The daemon asks for a second on 429.
-                                let pause = if e.starts_with("429") { 1000 } else { 200 };
-                                out.first_failure.get_or_insert(e);
-                                connection = None;
-                                tokio::time::sleep(Duration::from_millis(pause)).await;
-                            }
-                        }
-                    }
-                    if stored {
-                        out.calls += count;
-                    } else {
-                        out.failed_batches += 1;
-                    }
-                }
-                out
-            })
-        })
-        .collect();
-    let mut total = Load::default();
-    for p in posters {
-        let part = p.await.expect("load task");
-        total.calls += part.calls;
-        total.latencies_us.extend(part.latencies_us);
-        total.failed_batches += part.failed_batches;
-        total.retries += part.retries;
-        total.duplicates += part.duplicates;
-        total.first_failure = total.first_failure.or(part.first_failure);
+/// One connection of the load: batches of `LOAD_BATCH` planned calls,
+/// taken in turn with the others, each retried until `LOAD_ATTEMPTS`.
+struct Loader {
+    addr: SocketAddr,
+    calls: Arc<Vec<Planned>>,
+    run_id: u128,
+    batches: Shares,
+    body: String,
+    /// The batch in flight: its index and the attempts it has had.
+    batch: Option<(usize, u32)>,
+    stored: usize,
+    failed_batches: u64,
+    retries: u64,
+    duplicates: u64,
+}
+
+impl Loader {
+    fn range(&self, batch: usize) -> std::ops::Range<usize> {
+        batch * LOAD_BATCH..((batch + 1) * LOAD_BATCH).min(self.calls.len())
     }
-    total.elapsed = started.elapsed();
-    total.latencies_us.sort_unstable();
-    total
+}
+
+impl Conversation for Loader {
+    async fn next_request(&mut self) -> Option<Vec<u8>> {
+        let batch = match self.batch {
+            Some((batch, _)) => batch,
+            None => {
+                let batch = self.batches.take()? as usize;
+                self.batch = Some((batch, 0));
+                batch
+            }
+        };
+        let range = self.range(batch);
+        self.body.clear();
+        let _ = write!(self.body, r#"{{"writeKey":"{WRITE_KEY}","batch":["#);
+        for (i, call) in self.calls[range.clone()].iter().enumerate() {
+            if i > 0 {
+                self.body.push(',');
+            }
+            write_planned(&mut self.body, call, range.start + i, self.run_id);
+        }
+        self.body.push_str("]}");
+        Some(http::post(self.addr, "/v1/batch", "", &self.body))
+    }
+
+    fn answered(&mut self, body: &[u8]) -> Result<(), String> {
+        if let Some((batch, _)) = self.batch.take() {
+            self.stored += self.range(batch).len();
+        }
+        self.duplicates += count_duplicates(body);
+        Ok(())
+    }
+
+    fn failed(&mut self, error: String) -> (String, Duration) {
+        if let Some((batch, attempts)) = self.batch.take() {
+            if attempts + 1 < LOAD_ATTEMPTS {
+                self.retries += 1;
+                self.batch = Some((batch, attempts + 1));
+            } else {
+                self.failed_batches += 1;
+            }
+        }
+        // The daemon asks for a second on 429.
+        let pause = if error.starts_with("429") { 1000 } else { 200 };
+        (error, Duration::from_millis(pause))
+    }
+}
+
+async fn load_product(addr: SocketAddr, calls: Arc<Vec<Planned>>, run_id: u128) -> Loaded {
+    let load = Load {
+        connections: LOAD_CONNECTIONS,
+        warmup: Duration::ZERO,
+        limit: None,
+        request_timeout: REQUEST_TIMEOUT,
+    };
+    let batches = Shares::new(calls.len().div_ceil(LOAD_BATCH) as u64);
+    let outcome = load::run(addr, &load, |_| Loader {
+        addr,
+        calls: calls.clone(),
+        run_id,
+        batches: batches.clone(),
+        body: String::with_capacity(LOAD_BATCH * 600),
+        batch: None,
+        stored: 0,
+        failed_batches: 0,
+        retries: 0,
+        duplicates: 0,
+    })
+    .await;
+    let loaders = &outcome.conversations;
+    Loaded {
+        calls: loaders.iter().map(|l| l.stored).sum(),
+        elapsed: outcome.elapsed,
+        failed_batches: loaders.iter().map(|l| l.failed_batches).sum(),
+        retries: loaders.iter().map(|l| l.retries).sum(),
+        duplicates: loaders.iter().map(|l| l.duplicates).sum(),
+        latencies_us: outcome.tally.latencies_us,
+        first_failure: outcome.tally.first_failure,
+    }
 }
 
 /// One GET with a deadline: wall time and the parsed answer.
 async fn query(
-    stream: &mut BufStream<TcpStream>,
+    stream: &mut Connection,
     addr: SocketAddr,
     path: &str,
 ) -> Result<(Duration, Value), String> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     let started = Instant::now();
-    let answer = tokio::time::timeout(QUERY_TIMEOUT, exchange(stream, request.as_bytes()))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {QUERY_TIMEOUT:?}")))?;
-    let elapsed = started.elapsed();
-    let value = serde_json::from_slice(&answer).map_err(|e| format!("{path}: {e}"))?;
-    Ok((elapsed, value))
+    let value = get_json(stream, addr, path, QUERY_TIMEOUT).await?;
+    Ok((started.elapsed(), value))
 }
 
 fn ms(d: Duration) -> String {
@@ -882,7 +798,7 @@ async fn funnel_scenario(
     let calls = Arc::new(calls);
 
     let cpu_before = cpu_sample(pid);
-    let loaded = load(addr, calls.clone(), run_id).await;
+    let loaded = load_product(addr, calls.clone(), run_id).await;
     let label = format!("{FUNNEL} load");
     report.notes.extend(
         cpu_note(cpu_before, cpu_sample(pid), "this client", pid)
@@ -1032,24 +948,11 @@ fn main() {
         eprintln!("HERALD_BENCH_SECS and HERALD_BENCH_FUNNEL_EVENTS must be positive");
         std::process::exit(2);
     }
-    let target = std::env::var("HERALD_BENCH_TARGET").ok().map(|target| {
-        target
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse::<SocketAddr>()
-            .unwrap_or_else(|e| panic!("HERALD_BENCH_TARGET={target:?}: {e}"))
-    });
+    let target = knobs::target();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("client runtime");
+    let runtime = load::runtime(threads);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let run_id = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let run_id = load::run_id();
 
     println!(
         "`cargo bench --bench tracking`: HERALD_BENCH_SECS={secs} HERALD_BENCH_FUNNEL_EVENTS={funnel_events} \
@@ -1064,10 +967,7 @@ fn main() {
     );
     let mut notes = Vec::new();
     if !throughput.is_empty() {
-        println!(
-            "\n| scenario | connections | requests/s | events/s | p50 ms | p99 ms | p99.9 ms | failed |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|"
-        );
+        println!("\n{THROUGHPUT_HEADER}");
     }
     for scenario in throughput {
         let mut daemon = target.is_none().then(|| Daemon::start(&config()));
@@ -1076,12 +976,12 @@ fn main() {
             .expect("an address");
         let pid = daemon.as_ref().map(Daemon::pid);
         let cpu_before = cpu_sample(pid);
-        let tally = runtime.block_on(drive(addr, scenario, secs, run_id));
+        let measured = runtime.block_on(drive(addr, scenario, secs, run_id));
         notes.extend(
             cpu_note(cpu_before, cpu_sample(pid), "this client", pid)
                 .map(|n| format!("- {}: {n}", scenario.name)),
         );
-        report_throughput(scenario, secs, tally, &mut notes);
+        report_throughput(scenario, secs, measured, &mut notes);
         if let Some(daemon) = daemon.as_mut() {
             daemon.stop();
         }

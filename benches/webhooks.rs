@@ -33,22 +33,16 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::BufStream;
-use tokio::net::TcpStream;
-
-use common::{connect, env_parse, post_json, quantile_ms, Daemon, Selection};
+use common::daemon::Daemon;
+use common::http::{self, connect, post_json};
+use common::knobs::{env_parse, Selection};
+use common::load::{self, Load, Scheduled};
+use common::report::{quantile_ms, Findings};
+use common::webhook_receiver::{self, unix_us, Received};
 
 /// Appended to the shared bench config (JSON logs at `info`, which the
 /// daemon keeps off the per-request path). Loopback must be allowed
@@ -74,122 +68,20 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// A cap on one API request, so a wedged daemon ends a scenario with a
 /// failure instead of hanging the run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const BATCH: usize = 500;
+const BATCH: u64 = 500;
 /// Connections posting batches at once, as a busy app would.
-const POSTERS: u64 = 4;
+const POSTERS: usize = 4;
 const RATE: u64 = 1000;
 /// Keep-alive connections the open-loop poster spreads its events over;
 /// enough that a slow commit rarely leaves a tick without one.
 const LATENCY_CONNECTIONS: usize = 16;
-
-#[derive(Default)]
-struct Received {
-    /// Distinct deliveries: one per endpoint and `webhook-id`.
-    count: AtomicU64,
-    redeliveries: AtomicU64,
-    /// Deliveries without the Standard Webhooks headers or a JSON body.
-    malformed: AtomicU64,
-    seen: Mutex<HashSet<String>>,
-    /// Schedule-to-receipt latency per distinct delivery, when measured.
-    latencies_us: Mutex<Vec<u32>>,
-}
-
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// The receiver: answers 204 at once on keep-alive connections and counts;
-/// with `measure`, reads the send time out of the event's data.
-async fn start_receiver(
-    received: Arc<Received>,
-    measure: bool,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // Out of descriptors, most likely: let some close.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let received = received.clone();
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let received = received.clone();
-                async move {
-                    receive(&received, measure, req).await;
-                    let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                    *resp.status_mut() = hyper::StatusCode::NO_CONTENT;
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            tokio::spawn(async move {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok((addr, task))
-}
-
-async fn receive(received: &Received, measure: bool, req: hyper::Request<hyper::body::Incoming>) {
-    let key = req
-        .headers()
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|id| format!("{} {id}", req.uri().path()));
-    let signed = req.headers().contains_key("webhook-signature")
-        && req.headers().contains_key("webhook-timestamp");
-    let body = req.into_body().collect().await.map(|b| b.to_bytes());
-    let now = unix_us();
-    let Some(key) = key else {
-        received.malformed.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    if !received.seen.lock().unwrap().insert(key) {
-        received.redeliveries.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let sent = body
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["data"]["sent_unix_us"].as_u64());
-    if !signed || sent.is_none() {
-        received.malformed.fetch_add(1, Ordering::Relaxed);
-    }
-    if let (true, Some(sent)) = (measure, sent) {
-        let us = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
-        received.latencies_us.lock().unwrap().push(us);
-    }
-    received.count.fetch_add(1, Ordering::Relaxed);
-}
-
-/// One API request with a deadline.
-async fn post(
-    conn: &mut BufStream<TcpStream>,
-    addr: SocketAddr,
-    path: &str,
-    body: &str,
-) -> Result<Vec<u8>, String> {
-    tokio::time::timeout(REQUEST_TIMEOUT, post_json(conn, addr, path, body))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
-}
 
 /// Creates `n` endpoints on the receiver; how many were created.
 async fn create_endpoints(
     daemon: SocketAddr,
     receiver: SocketAddr,
     n: usize,
-    tally: &mut Tally,
+    tally: &mut Findings,
 ) -> usize {
     let mut conn = match connect(daemon).await {
         Ok(c) => c,
@@ -202,7 +94,7 @@ async fn create_endpoints(
     for i in 0..n {
         // A path per endpoint tells the receiver whose delivery it is.
         let body = format!(r#"{{"url":"http://{receiver}/hook/{i}"}}"#);
-        match post(&mut conn, daemon, "/v1/endpoints", &body).await {
+        match post_json(&mut conn, daemon, "/v1/endpoints", &body, REQUEST_TIMEOUT).await {
             Ok(_) => created += 1,
             Err(e) => tally.fail(format!("creating an endpoint: {e}")),
         }
@@ -216,21 +108,6 @@ fn event_json(i: u64, sent_unix_us: u64) -> String {
     )
 }
 
-#[derive(Default)]
-struct Tally {
-    failures: u64,
-    notes: Vec<String>,
-}
-
-impl Tally {
-    fn fail(&mut self, message: String) {
-        if self.failures == 0 {
-            self.notes.push(format!("first failure: {message}"));
-        }
-        self.failures += 1;
-    }
-}
-
 struct Row {
     scenario: &'static str,
     endpoints: usize,
@@ -238,7 +115,7 @@ struct Row {
     deliveries: u64,
     per_sec: f64,
     latencies_us: Vec<u32>,
-    tally: Tally,
+    tally: Findings,
 }
 
 fn run_throughput(
@@ -259,9 +136,9 @@ async fn throughput(
     endpoints: usize,
     deliveries: u64,
 ) -> Row {
-    let mut tally = Tally::default();
+    let mut tally = Findings::default();
     let received = Arc::new(Received::default());
-    let (receiver, receiver_task) = match start_receiver(received.clone(), false).await {
+    let (receiver, receiver_task) = match webhook_receiver::start(received.clone(), false).await {
         Ok(r) => r,
         Err(e) => {
             tally.fail(format!("starting the receiver: {e}"));
@@ -275,69 +152,22 @@ async fn throughput(
         return empty_row(name, endpoints, tally);
     }
 
-    let started = Instant::now();
-    let deadline = started + DEADLINE;
-    let posters: Vec<_> = (0..POSTERS)
-        .map(|p| {
-            tokio::spawn(async move {
-                let mut failures = Vec::new();
-                let mut posted = 0u64;
-                let mut conn = None;
-                // Poster p sends events p, p + POSTERS, …
-                let mut i = p;
-                while i < events && Instant::now() < deadline {
-                    let mut batch = Vec::with_capacity(BATCH);
-                    while batch.len() < BATCH && i < events {
-                        batch.push(event_json(i, unix_us()));
-                        i += POSTERS;
-                    }
-                    let body = format!(r#"{{"events":[{}]}}"#, batch.join(","));
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                failures.push(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(stream) = conn.as_mut() else {
-                        continue;
-                    };
-                    match post(stream, addr, "/v1/events/batch", &body).await {
-                        Ok(_) => posted += batch.len() as u64,
-                        Err(e) => {
-                            failures.push(format!("batch of {}: {e}", batch.len()));
-                            conn = None;
-                        }
-                    }
-                }
-                (posted, failures)
-            })
-        })
-        .collect();
-    let mut posted = 0;
-    for p in posters {
-        match p.await {
-            Ok((n, failures)) => {
-                posted += n;
-                for f in failures {
-                    tally.fail(f);
-                }
-            }
-            Err(e) => tally.fail(format!("poster task: {e}")),
-        }
-    }
-    let posted_in = started.elapsed();
+    let load = Load {
+        connections: POSTERS,
+        warmup: Duration::ZERO,
+        limit: Some(DEADLINE),
+        request_timeout: REQUEST_TIMEOUT,
+    };
+    let posters = load::event_batches(addr, events, BATCH, |i| event_json(i, unix_us()));
+    let posting = load::run(addr, &load, posters).await;
+    tally.count(&posting.tally);
+    let posted: u64 = posting.conversations.iter().map(|p| p.posted).sum();
+    let (started, posted_in) = (posting.started, posting.elapsed);
 
     let expected = posted * created as u64;
-    while received.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let got = received.wait_for(expected, started + DEADLINE).await;
     let elapsed = started.elapsed();
     receiver_task.abort();
-    let got = received.count.load(Ordering::Relaxed);
     tally.notes.push(format!(
         "{posted} events accepted in {:.2} s ({:.0} events/s); last delivery counted at {:.2} s",
         posted_in.as_secs_f64(),
@@ -354,7 +184,7 @@ async fn throughput(
             "only {got} of {expected} deliveries arrived within {DEADLINE:?}"
         ));
     }
-    note_receiver(&received, &mut tally);
+    tally.notes.extend(received.anomalies());
     Row {
         scenario: name,
         endpoints: created,
@@ -373,11 +203,28 @@ fn run_latency(runtime: &tokio::runtime::Runtime, secs: u64) -> Row {
     row
 }
 
+/// A connection of the latency scenario: single events, each stamped with
+/// the wall time it was due, which the receiver compares against.
+struct Paced {
+    addr: SocketAddr,
+    /// An instant and the wall clock then, to turn a due instant into
+    /// wall time.
+    epoch: (Instant, u64),
+}
+
+impl Scheduled for Paced {
+    fn request(&mut self, index: u64, due: Instant) -> Vec<u8> {
+        let (epoch, epoch_us) = self.epoch;
+        let due_us = epoch_us + due.saturating_duration_since(epoch).as_micros() as u64;
+        http::post(self.addr, "/v1/events", "", &event_json(index, due_us))
+    }
+}
+
 async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
     let name = "latency-1000-eps";
-    let mut tally = Tally::default();
+    let mut tally = Findings::default();
     let received = Arc::new(Received::default());
-    let (receiver, receiver_task) = match start_receiver(received.clone(), true).await {
+    let (receiver, receiver_task) = match webhook_receiver::start(received.clone(), true).await {
         Ok(r) => r,
         Err(e) => {
             tally.fail(format!("starting the receiver: {e}"));
@@ -389,91 +236,27 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
         return empty_row(name, 1, tally);
     }
 
-    // Open loop: every tick queues an event stamped with its scheduled
-    // time; whichever connection is free posts it. A slow answer delays
-    // only its own connection, and the event's wait in the queue counts
-    // toward its latency, as a real producer's would.
+    // Open loop, so a slow answer delays only its own connection and the
+    // event's wait for a free one counts toward its latency.
     let total = RATE * secs;
-    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(u64, u64)>(total.max(1) as usize);
-    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-    let workers: Vec<_> = (0..LATENCY_CONNECTIONS)
-        .map(|_| {
-            let work_rx = work_rx.clone();
-            tokio::spawn(async move {
-                let mut accepted = 0u64;
-                let mut answered_us = Vec::new();
-                let mut failures = Vec::new();
-                let mut conn = None;
-                loop {
-                    let next = work_rx.lock().await.recv().await;
-                    let Some((i, scheduled_us)) = next else {
-                        break;
-                    };
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                failures.push(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(stream) = conn.as_mut() else {
-                        continue;
-                    };
-                    let body = event_json(i, scheduled_us);
-                    match post(stream, addr, "/v1/events", &body).await {
-                        Ok(_) => {
-                            accepted += 1;
-                            let us = unix_us().saturating_sub(scheduled_us);
-                            answered_us.push(u32::try_from(us).unwrap_or(u32::MAX));
-                        }
-                        Err(e) => {
-                            failures.push(e);
-                            conn = None;
-                        }
-                    }
-                }
-                (accepted, answered_us, failures)
-            })
-        })
-        .collect();
-
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let started_unix_us = unix_us();
-    for i in 0..total {
-        tick.tick().await;
-        let scheduled_us = started_unix_us + i * 1_000_000 / RATE;
-        if work_tx.send((i, scheduled_us)).await.is_err() {
-            break;
-        }
-    }
-    drop(work_tx);
-    let mut accepted = 0;
-    let mut answered_us = Vec::new();
-    for w in workers {
-        match w.await {
-            Ok((n, answered, failures)) => {
-                accepted += n;
-                answered_us.extend(answered);
-                for f in failures {
-                    tally.fail(f);
-                }
-            }
-            Err(e) => tally.fail(format!("poster task: {e}")),
-        }
-    }
-    let posted_in = started.elapsed();
-    let drain_until = Instant::now() + DRAIN;
-    while received.count.load(Ordering::Relaxed) < accepted && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let epoch = (Instant::now(), unix_us());
+    let posting = load::open_loop(
+        addr,
+        LATENCY_CONNECTIONS,
+        RATE,
+        total,
+        REQUEST_TIMEOUT,
+        || Paced { addr, epoch },
+    )
+    .await;
+    tally.count(&posting.tally);
+    let (started, posted_in) = (posting.started, posting.elapsed);
+    // Every answered request is one accepted event.
+    let answered_us = &posting.tally.latencies_us;
+    let accepted = answered_us.len() as u64;
+    let got = received.wait_for(accepted, Instant::now() + DRAIN).await;
     let elapsed = started.elapsed();
     receiver_task.abort();
-    let got = received.count.load(Ordering::Relaxed);
     tally.notes.push(format!(
         "{accepted} of {total} events accepted in {:.2} s ({:.0} events/s achieved against {RATE} scheduled)",
         posted_in.as_secs_f64(),
@@ -486,14 +269,13 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
     }
     // Splits the latency: how much of it the API's durable commit (and the
     // wait for a free connection) took, the rest being delivery.
-    answered_us.sort_unstable();
     tally.notes.push(format!(
         "API answered (schedule to 2xx) p50 {} ms, p99 {} ms, p99.9 {} ms",
-        quantile_ms(&answered_us, 0.50),
-        quantile_ms(&answered_us, 0.99),
-        quantile_ms(&answered_us, 0.999),
+        quantile_ms(answered_us, 0.50),
+        quantile_ms(answered_us, 0.99),
+        quantile_ms(answered_us, 0.999),
     ));
-    note_receiver(&received, &mut tally);
+    tally.notes.extend(received.anomalies());
     let mut latencies = std::mem::take(&mut *received.latencies_us.lock().unwrap());
     latencies.sort_unstable();
     Row {
@@ -507,22 +289,7 @@ async fn steady_latency(addr: SocketAddr, secs: u64) -> Row {
     }
 }
 
-fn note_receiver(received: &Received, tally: &mut Tally) {
-    let redeliveries = received.redeliveries.load(Ordering::Relaxed);
-    if redeliveries > 0 {
-        tally.notes.push(format!(
-            "{redeliveries} redeliveries (same endpoint and webhook-id) not counted"
-        ));
-    }
-    let malformed = received.malformed.load(Ordering::Relaxed);
-    if malformed > 0 {
-        tally.notes.push(format!(
-            "{malformed} deliveries lacked webhook headers or the event's data"
-        ));
-    }
-}
-
-fn empty_row(scenario: &'static str, endpoints: usize, tally: Tally) -> Row {
+fn empty_row(scenario: &'static str, endpoints: usize, tally: Findings) -> Row {
     Row {
         scenario,
         endpoints,
@@ -541,11 +308,7 @@ fn main() {
     let selected = Selection::from_env();
     let wanted = |name: &str| selected.wants(name);
     selected.require_any(SCENARIOS);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("bench runtime");
+    let runtime = load::runtime(threads);
 
     println!(
         "`cargo bench --bench webhooks`: HERALD_BENCH_EVENTS={deliveries} HERALD_BENCH_SECS={secs} \
