@@ -40,7 +40,11 @@ impl Daemon {
     /// listens.
     fn spawn(dir: PathBuf) -> Daemon {
         let spawned = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        // Another build can be measured with this bench's load, such as
+        // an older release for a before-and-after on one machine.
+        let binary = std::env::var_os("HERALD_BENCH_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_herald").into());
+        let mut child = Command::new(binary)
             .arg("serve")
             .arg("--config")
             .arg(config_path(&dir))
