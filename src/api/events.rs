@@ -31,17 +31,19 @@ fn conflict(c: &KeyConflict) -> ApiError {
     .with_field("idempotency_key")
 }
 
-pub async fn create(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+/// A JSON body of at most `limit` bytes.
+async fn json_body(
+    state: &AppState,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
     require_json(req.headers())?;
-    let limits = state.config.limits;
     let (parts, body) = req.into_parts();
-    let body = read_body(
-        body,
-        &parts.headers,
-        limits.max_event_bytes,
-        state.config.body_timeout,
-    )
-    .await?;
+    read_body(body, &parts.headers, limit, state.config.body_timeout).await
+}
+
+pub async fn create(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body = json_body(&state, req, state.config.limits.max_event_bytes).await?;
     let event = events::parse_event(&body)?;
     let outcome = state
         .writer
@@ -65,16 +67,8 @@ struct BatchInput<'a> {
 }
 
 pub async fn create_batch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    require_json(req.headers())?;
     let limits = state.config.limits;
-    let (parts, body) = req.into_parts();
-    let body = read_body(
-        body,
-        &parts.headers,
-        limits.max_request_bytes,
-        state.config.body_timeout,
-    )
-    .await?;
+    let body = json_body(&state, req, limits.max_request_bytes).await?;
     let input: BatchInput =
         serde_json::from_slice(&body).map_err(|e| ApiError::from(events::json_error(&e)))?;
     if input.events.is_empty() || input.events.len() > limits.max_batch_events {
