@@ -53,9 +53,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use herald::clock::{format_rfc3339, now_ms};
 use serde_json::Value;
 
 use common::daemon::Daemon;
@@ -140,17 +141,6 @@ const CAMPAIGNS: &[(&str, &str, &str)] = &[
     ("twitter", "social", "launch-week"),
     ("partner", "referral", "integrations-directory"),
 ];
-
-fn rfc3339_ms(unix_ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 fn write_context(out: &mut String, ip: u64, campaign: Option<usize>, browser: bool) {
     let library = if browser {
@@ -254,7 +244,7 @@ fn throughput_request(
     sent: &mut u64,
     basic_auth: &str,
 ) -> Vec<u8> {
-    let now = rfc3339_ms(unix_ms());
+    let now = format_rfc3339(now_ms());
     let mut body = String::with_capacity(560 * calls + 128);
     let next_id = |sent: &mut u64| {
         *sent += 1;
@@ -480,7 +470,7 @@ fn plan_product(total: usize, now_ms: i64, seed: u64) -> (Vec<Planned>, u32) {
 fn write_planned(out: &mut String, call: &Planned, message_id: usize, run_id: u128) {
     let user = call.user;
     let anonymous_id = format!("{:016x}", mix(u64::from(user) ^ 0xA11CE));
-    let timestamp = rfc3339_ms(call.ts_ms);
+    let timestamp = format_rfc3339(call.ts_ms);
     out.push('{');
     match call.kind {
         Kind::Page {
@@ -792,7 +782,7 @@ async fn funnel_scenario(
 ) -> FunnelReport {
     let mut report = FunnelReport::default();
     // A minute back, so no call is in the future by the daemon's clock.
-    let now = unix_ms() - 60_000;
+    let now = now_ms() - 60_000;
     let (calls, users) = plan_product(total, now, run_id as u64);
     let want = expected(&calls, users, WITHIN_MS);
     let calls = Arc::new(calls);
@@ -829,11 +819,8 @@ async fn funnel_scenario(
     }
 
     let cpu_before = cpu_sample(pid);
-    let rfc3339 = |ms: i64| {
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-    };
-    let since = rfc3339(now - HISTORY_MS - DAY_MS);
-    let until = rfc3339(unix_ms() + 60_000);
+    let since = format_rfc3339(now - HISTORY_MS - DAY_MS);
+    let until = format_rfc3339(now_ms() + 60_000);
     let range = format!("since={since}&until={until}");
     let mut stream = match connect(addr).await {
         Ok(s) => s,
