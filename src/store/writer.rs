@@ -135,6 +135,7 @@ impl Writer {
     /// Queues `op` for the next group commit and resolves once that commit is
     /// durable. `op` must only write after it has decided to succeed: a
     /// logical refusal belongs in `T`, while `Err` aborts the whole group.
+    /// A full queue answers `Busy` at once, so a request can be shed.
     pub async fn write<T, F>(&self, op: F) -> Result<T, SubmitError>
     where
         T: Send + 'static,
@@ -145,6 +146,30 @@ impl Writer {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
+        }
+        answer.await.unwrap_or(Err(SubmitError::Closed))
+    }
+
+    /// As `write`, but a full queue is waited out: for writes that must
+    /// not be shed, such as the outcome of a request already made.
+    pub async fn write_waiting<T, F>(&self, op: F) -> Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (apply, answer) = replying(op);
+        let mut message = Message::Op(apply);
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match self.queue.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) => {
+                    message = back;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
+            }
         }
         answer.await.unwrap_or(Err(SubmitError::Closed))
     }
@@ -518,6 +543,43 @@ mod tests {
         assert_eq!(append_keys(&writer, &rt, &keys), expected);
         let fresh = append_keys(&writer, &rt, &["new".to_owned()]);
         assert_eq!(fresh, vec![(true, total as u64 + 1)]);
+        thread.stop();
+    }
+
+    #[test]
+    fn a_full_queue_refuses_write_but_write_waiting_waits_its_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("herald.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 1, 16, Listeners::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The first operation holds the writer; the second fills the queue.
+        let (entered_tx, entered) = crossbeam_channel::bounded(1);
+        let (release, held) = crossbeam_channel::bounded::<()>(0);
+        writer.submit(
+            move |_| {
+                let _ = entered_tx.send(());
+                let _ = held.recv();
+                Ok(())
+            },
+            |_| {},
+        );
+        entered.recv().unwrap();
+        writer.submit(|_| Ok(()), |_| {});
+        rt.block_on(async {
+            assert!(matches!(
+                writer.write(|_| Ok(1)).await,
+                Err(SubmitError::Busy)
+            ));
+            let waiting = writer.write_waiting(|_| Ok(7));
+            tokio::pin!(waiting);
+            let first_look = tokio::time::timeout(std::time::Duration::ZERO, &mut waiting).await;
+            assert!(first_look.is_err(), "it waits instead of refusing");
+            drop(release);
+            assert_eq!(waiting.await.unwrap(), 7);
+        });
         thread.stop();
     }
 

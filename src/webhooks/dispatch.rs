@@ -22,7 +22,7 @@ use crate::ids;
 use crate::retry::{self, RetryPolicy};
 use crate::scheduler::{Admit, Dispatch, Ended, Inbox, Job};
 use crate::store::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord};
-use crate::store::{Store, StoreError, SubmitError, Writer};
+use crate::store::{Store, StoreError, Writer};
 
 /// What every attempt needs; shared by the dispatcher and the API (manual
 /// retries, test sends).
@@ -309,22 +309,14 @@ async fn attempt(
         manual,
         random_unit: ids::random_unit(),
     };
-    // The request was made: its outcome must be recorded, so a full write
-    // queue is waited out (an unrecorded attempt is made again).
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let (attempt, report, policy) = (attempt.clone(), report.clone(), ctx.policy.clone());
-        let written = ctx
-            .writer
-            .write(move |txn| ledger::record_attempt(txn, delivery_id, attempt, &report, &policy))
-            .await;
-        match written {
-            Ok(()) => return Ok(Attempted::Made(outcome)),
-            Err(SubmitError::Busy) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-            Err(e) => return Err(format!("the attempt's outcome was not written: {e}")),
-        }
-    }
+    // The request was made: its outcome must be recorded, not shed (an
+    // unrecorded attempt is made again).
+    let policy = ctx.policy.clone();
+    ctx.writer
+        .write_waiting(move |txn| {
+            ledger::record_attempt(txn, delivery_id, attempt, &report, &policy)
+        })
+        .await
+        .map(|()| Attempted::Made(outcome))
+        .map_err(|e| format!("the attempt's outcome was not written: {e}"))
 }
