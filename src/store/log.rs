@@ -156,11 +156,32 @@ impl WriteTxn<'_> {
         seq + 1 >= self.memory.log.next_seq
     }
 
-    /// Appends one event at the next sequence number, with its indexes.
+    /// Appends one event at the next sequence number, with its indexes
+    /// and its deliveries.
     pub fn append_event(
         &mut self,
         row: NewEventRow,
         now_ms: i64,
+    ) -> Result<(u64, EventRecord), StoreError> {
+        self.append(row, now_ms, None)
+    }
+
+    /// Appends an event Herald itself produced; `exclude` names an endpoint
+    /// that must not receive it.
+    pub(crate) fn append_system_event(
+        &mut self,
+        row: NewEventRow,
+        now_ms: i64,
+        exclude: Option<u128>,
+    ) -> Result<u64, StoreError> {
+        self.append(row, now_ms, exclude).map(|(seq, _)| seq)
+    }
+
+    fn append(
+        &mut self,
+        row: NewEventRow,
+        now_ms: i64,
+        exclude: Option<u128>,
     ) -> Result<(u64, EventRecord), StoreError> {
         let seq = self.memory.log.next_seq;
         let received_at_ms = now_ms.max(self.memory.log.last_received_ms);
@@ -196,6 +217,7 @@ impl WriteTxn<'_> {
             &record.event_type,
             record.tenant.as_deref(),
             received_at_ms,
+            exclude,
         )?;
         Ok((seq, record))
     }
@@ -203,8 +225,8 @@ impl WriteTxn<'_> {
 
 impl WriteTxn<'_> {
     /// Creates one pending delivery per enabled endpoint that subscribes to
-    /// the event at `seq`, due now: a 2xx for the event means its
-    /// deliveries are durable too.
+    /// the event at `seq`, due now, except `exclude`: a 2xx for the event
+    /// means its deliveries are durable too.
     fn fan_out(
         &mut self,
         seq: u64,
@@ -212,6 +234,7 @@ impl WriteTxn<'_> {
         event_type: &str,
         tenant: Option<&str>,
         now_ms: i64,
+        exclude: Option<u128>,
     ) -> Result<(), StoreError> {
         let hooks = &self.memory.hooks;
         if hooks.endpoints.is_empty() {
@@ -222,7 +245,7 @@ impl WriteTxn<'_> {
             .iter()
             .filter(|endpoint| {
                 endpoint.enabled
-                    && hooks.fan_out_exclude != Some(endpoint.id)
+                    && exclude != Some(endpoint.id)
                     && crate::names::subscribes(
                         &endpoint.event_types,
                         endpoint.tenant.as_deref(),
@@ -264,20 +287,6 @@ impl WriteTxn<'_> {
         self.reschedule(Queue::Webhooks, endpoint_id, id, None, Some(now_ms))?;
         self.memory.hooks.next_delivery_id = id + 1;
         Ok(id)
-    }
-
-    /// Appends an event Herald itself produced; `exclude` names an endpoint
-    /// that must not receive it.
-    pub(crate) fn append_system_event(
-        &mut self,
-        row: NewEventRow,
-        now_ms: i64,
-        exclude: Option<u128>,
-    ) -> Result<u64, StoreError> {
-        self.memory.hooks.fan_out_exclude = exclude;
-        let appended = self.append_event(row, now_ms);
-        self.memory.hooks.fan_out_exclude = None;
-        appended.map(|(seq, _)| seq)
     }
 
     /// Deletes an event without a tenant (retention of tracked calls).

@@ -17,9 +17,6 @@ pub struct HookState {
     pub endpoints: Vec<EndpointRecord>,
     /// The id the next delivery gets: ids are dense and start at 1.
     pub next_delivery_id: u64,
-    /// Set while appending an operational event about this endpoint, which
-    /// it must not receive itself.
-    pub fan_out_exclude: Option<u128>,
 }
 
 impl HookState {
@@ -36,7 +33,6 @@ impl HookState {
         Ok(HookState {
             endpoints,
             next_delivery_id,
-            fan_out_exclude: None,
         })
     }
 }
