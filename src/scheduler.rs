@@ -190,8 +190,6 @@ pub struct Scheduler<D: Dispatch, S: DueSource = StoreSource> {
     /// Jobs whose outcome could not be recorded: held at their place in
     /// their window, but not started again before the instant.
     paused: BTreeSet<(Instant, u64)>,
-    /// A gate said no until this instant.
-    gate_wake: Option<Instant>,
     stopping: bool,
 }
 
@@ -236,13 +234,13 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
             to_refill: BTreeSet::new(),
             refill_pause_until: None,
             paused: BTreeSet::new(),
-            gate_wake: None,
             stopping: false,
         }
     }
 
     /// Jobs in memory and in flight: what the windows cost.
-    pub fn held(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
         (self.positions.len(), self.in_flight.len())
     }
 
@@ -268,10 +266,7 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
                     self.change(change);
                 }
             }
-            Inbox::Schedule(ScheduleNote::KeysChanged) => {
-                self.dispatch.keys_changed();
-                self.gate_wake = None;
-            }
+            Inbox::Schedule(ScheduleNote::KeysChanged) => self.dispatch.keys_changed(),
             Inbox::Ended { job, ended } => self.ended(job, ended),
         }
     }
@@ -292,7 +287,6 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
         if self.in_flight.remove(&job.id).is_none() {
             return;
         }
-        self.gate_wake = None;
         self.dispatch.ended(job.key, ended, Instant::now());
         if let Some(change) = self.after_flight.remove(&job.id) {
             self.change(change);
@@ -314,6 +308,15 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
         }
     }
 
+    /// Keeps a job of `key` in memory at `at`, with a timer.
+    fn hold(&mut self, key: u128, at: DueAt) {
+        if let Some(window) = self.windows.get_mut(&key) {
+            window.loaded.insert(at);
+        }
+        self.timers.insert((at.0, at.1, key));
+        self.positions.insert(at.1, (key, at.0));
+    }
+
     /// Holds the job in memory if its key's window covers its place.
     fn offer(&mut self, key: u128, at: DueAt) {
         let limit = self.per_key_limit();
@@ -326,9 +329,8 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
         if !window.covers(at) {
             return;
         }
-        window.loaded.insert(at);
-        self.timers.insert((at.0, at.1, key));
-        self.positions.insert(at.1, (key, at.0));
+        self.hold(key, at);
+        let window = self.windows.get_mut(&key).expect("made above");
         if window.loaded.len() > limit {
             // Give the latest back to the table.
             if let Some(last) = window.loaded.pop_last() {
@@ -393,13 +395,9 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
                 window.loaded_to = Some(*last);
             }
             for at in rows {
-                if self.in_flight.contains_key(&at.1) || self.positions.contains_key(&at.1) {
-                    continue;
+                if !self.in_flight.contains_key(&at.1) && !self.positions.contains_key(&at.1) {
+                    self.hold(key, at);
                 }
-                let window = self.windows.get_mut(&key).expect("looked up above");
-                window.loaded.insert(at);
-                self.timers.insert((at.0, at.1, key));
-                self.positions.insert(at.1, (key, at.0));
             }
         }
         self.refill_pause_until = None;
@@ -434,7 +432,6 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
         if let Some(&(until, _)) = self.paused.first() {
             wake = Some(wake.map_or(until, |w| w.min(until)));
         }
-        self.gate_wake = None;
         if self.stopping {
             return wake;
         }
@@ -457,7 +454,7 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
                 match self.dispatch.admit(key, now) {
                     Admit::Now => {}
                     Admit::At(at) => {
-                        self.gate_wake = Some(self.gate_wake.map_or(at, |w| w.min(at)));
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
                         break;
                     }
                     Admit::Later => break,
@@ -470,9 +467,6 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
             }
         }
         self.ready.retain(|_, queue| !queue.is_empty());
-        if let Some(at) = self.gate_wake {
-            wake = Some(wake.map_or(at, |w| w.min(at)));
-        }
         wake
     }
 
@@ -519,12 +513,7 @@ impl<D: Dispatch, S: DueSource> Worker for Scheduler<D, S> {
     }
 
     fn wait_for_work(&mut self, until: Option<Instant>, stop: &Stop) {
-        let timeout = until.map(|at| at.saturating_duration_since(Instant::now()));
-        let never = crossbeam_channel::never();
-        let tick = match timeout {
-            Some(t) => crossbeam_channel::after(t),
-            None => never,
-        };
+        let tick = until.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
         let inbox = self.inbox.clone();
         select! {
             recv(inbox) -> message => {
@@ -707,24 +696,34 @@ mod tests {
             panic!("the scheduler never idled");
         }
 
+        /// Moves job `id` of `key` from `from` to `to` in the table, and
+        /// the writer says so.
+        fn moved(&self, key: u128, id: u64, from: i64, to: Option<i64>) {
+            self.table.remove(key, from, id);
+            if let Some(to) = to {
+                self.table.insert(key, to, id);
+            }
+            let change = DueChange {
+                id,
+                key,
+                due_ms: to,
+            };
+            let note = ScheduleNote::Changed(vec![change]);
+            self.inbox.send(Inbox::Schedule(note)).unwrap();
+        }
+
+        /// A started job reports how it ended.
+        fn report(&self, job: Job, ended: Ended) {
+            self.inbox.send(Inbox::Ended { job, ended }).unwrap();
+        }
+
         /// Ends every started job as the store would: its row leaves the
         /// table and the writer says so, then the job reports.
         fn end_all(&mut self) -> Vec<Job> {
             let started = std::mem::take(&mut *self.started.lock().unwrap());
             for job in &started {
-                self.table.remove(job.key, job.due_ms, job.id);
-                let note = ScheduleNote::Changed(vec![DueChange {
-                    id: job.id,
-                    key: job.key,
-                    due_ms: None,
-                }]);
-                self.inbox.send(Inbox::Schedule(note)).unwrap();
-                self.inbox
-                    .send(Inbox::Ended {
-                        job: *job,
-                        ended: Ended::Succeeded,
-                    })
-                    .unwrap();
+                self.moved(job.key, job.id, job.due_ms, None);
+                self.report(*job, Ended::Succeeded);
             }
             started
         }
@@ -806,14 +805,7 @@ mod tests {
         rig.settle();
         // Job 1 moves to the end of the key's schedule; the window does not
         // reach there, so memory drops it and the table keeps it.
-        rig.table.remove(5, 1, 1);
-        rig.table.insert(5, 1_000, 1);
-        let note = ScheduleNote::Changed(vec![DueChange {
-            id: 1,
-            key: 5,
-            due_ms: Some(1_000),
-        }]);
-        rig.inbox.send(Inbox::Schedule(note)).unwrap();
+        rig.moved(5, 1, 1, Some(1_000));
         rig.scheduler.dispatch.blocked.clear();
         let seen: Vec<u64> = rig.run_dry().iter().map(|j| j.id).collect();
         assert_eq!(seen.len(), 300);
@@ -831,29 +823,11 @@ mod tests {
         assert_eq!(started.len(), 2);
         // Job 1's outcome moves it to now (a retry due at once) before it
         // reports; job 2 could not record its outcome.
-        let now = clock::now_ms();
-        rig.table.remove(9, 1, 1);
-        rig.table.insert(9, now, 1);
-        let note = ScheduleNote::Changed(vec![DueChange {
-            id: 1,
-            key: 9,
-            due_ms: Some(now),
-        }]);
-        rig.inbox.send(Inbox::Schedule(note)).unwrap();
+        rig.moved(9, 1, 1, Some(clock::now_ms()));
         rig.settle();
         assert!(rig.started.lock().unwrap().is_empty(), "still in flight");
-        rig.inbox
-            .send(Inbox::Ended {
-                job: started[0],
-                ended: Ended::Failed,
-            })
-            .unwrap();
-        rig.inbox
-            .send(Inbox::Ended {
-                job: started[1],
-                ended: Ended::Unrecorded,
-            })
-            .unwrap();
+        rig.report(started[0], Ended::Failed);
+        rig.report(started[1], Ended::Unrecorded);
         rig.settle();
         let again: Vec<u64> = rig.started.lock().unwrap().iter().map(|j| j.id).collect();
         assert_eq!(again, vec![1], "the retry starts; the unrecorded job waits");
@@ -872,12 +846,7 @@ mod tests {
         let first = started.remove(0);
         // The first could not record its outcome: its row stays. The
         // others end normally.
-        rig.inbox
-            .send(Inbox::Ended {
-                job: first,
-                ended: Ended::Unrecorded,
-            })
-            .unwrap();
+        rig.report(first, Ended::Unrecorded);
         rig.started.lock().unwrap().extend(started);
         let rest = rig.run_dry();
         assert!(rest.iter().all(|j| j.id != first.id));
