@@ -61,7 +61,8 @@ pub struct Deliveries {
     runtime: tokio::runtime::Handle,
     inbox: Sender<Inbox>,
     limits: gate::Limits,
-    endpoints: HashMap<u128, EndpointRecord>,
+    /// One per endpoint; an endpoint heard of nowhere (deleted) admits
+    /// nothing.
     gates: HashMap<u128, Gate>,
 }
 
@@ -81,19 +82,30 @@ impl Deliveries {
             runtime,
             inbox,
             limits,
-            endpoints: HashMap::new(),
             gates: HashMap::new(),
         };
         deliveries.load_endpoints()?;
         Ok(deliveries)
     }
 
+    /// Configures every gate from the endpoints' current settings.
     fn load_endpoints(&mut self) -> Result<(), StoreError> {
-        let endpoints = self.ctx.store.read()?.endpoints()?;
-        self.endpoints = endpoints.into_iter().map(|e| (e.id, e)).collect();
+        let endpoints: HashMap<u128, EndpointRecord> = self
+            .ctx
+            .store
+            .read()?
+            .endpoints()?
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
         let now = Instant::now();
         for (id, gate) in &mut self.gates {
-            gate.configure(self.endpoints.get(id), now);
+            gate.configure(endpoints.get(id), now);
+        }
+        for (id, endpoint) in &endpoints {
+            self.gates
+                .entry(*id)
+                .or_insert_with(|| Gate::new(Some(endpoint), now));
         }
         Ok(())
     }
@@ -101,10 +113,9 @@ impl Deliveries {
 
 impl Dispatch for Deliveries {
     fn admit(&mut self, key: u128, now: Instant) -> Admit {
-        let endpoints = &self.endpoints;
         self.gates
             .entry(key)
-            .or_insert_with(|| Gate::new(endpoints.get(&key), now))
+            .or_insert_with(|| Gate::new(None, now))
             .admit(now, &self.limits)
     }
 
@@ -137,10 +148,10 @@ impl Dispatch for Deliveries {
 /// The attempt the schedule asked for.
 pub async fn run_scheduled(ctx: &AttemptContext, delivery_id: u64) -> Ended {
     match attempt(ctx, delivery_id, false).await {
-        Ok(Attempted::Made(outcome)) if (200..300).contains(&outcome.status) => Ended::Succeeded,
-        Ok(Attempted::Made(_)) => Ended::Failed,
-        Ok(Attempted::NotDue) => Ended::NotDue,
-        Ok(Attempted::Nothing) => Ended::Skipped,
+        Ok(Ok(outcome)) if (200..300).contains(&outcome.status) => Ended::Succeeded,
+        Ok(Ok(_)) => Ended::Failed,
+        Ok(Err(NotMade::NotDue)) => Ended::NotDue,
+        Ok(Err(NotMade::Nothing)) => Ended::Skipped,
         Err(e) => {
             tracing::error!(error = %e, delivery = delivery_id, "webhook attempt could not be recorded");
             Ended::Unrecorded
@@ -152,25 +163,14 @@ pub async fn run_scheduled(ctx: &AttemptContext, delivery_id: u64) -> Ended {
 /// the delivery's status; it does not advance the retry schedule. `None`
 /// when there is no such delivery.
 pub async fn run_manual(ctx: &AttemptContext, delivery_id: u64) -> Result<Option<Outcome>, String> {
-    match attempt(ctx, delivery_id, true).await? {
-        Attempted::Made(outcome) => Ok(Some(outcome)),
-        Attempted::NotDue | Attempted::Nothing => Ok(None),
-    }
+    Ok(attempt(ctx, delivery_id, true).await?.ok())
 }
 
-/// What became of an attempt that could be recorded, or had nothing to.
-enum Attempted {
-    Made(Outcome),
+/// Why no request was made.
+enum NotMade {
     /// Pending, but by the clock not due yet.
     NotDue,
     /// Gone or settled: nothing to attempt.
-    Nothing,
-}
-
-/// What `load` found.
-enum Found {
-    Ready(Box<Loaded>),
-    NotDue,
     Nothing,
 }
 
@@ -184,38 +184,42 @@ struct Loaded {
 /// nothing to do when the delivery is settled, and `NotDue` when it is
 /// pending but later than now (the scheduler acted on a window read before
 /// the delivery moved, or the clock stepped back).
-async fn load(ctx: &AttemptContext, delivery_id: u64, manual: bool) -> Result<Found, StoreError> {
+async fn load(
+    ctx: &AttemptContext,
+    delivery_id: u64,
+    manual: bool,
+) -> Result<Result<Loaded, NotMade>, StoreError> {
     let store = ctx.store.clone();
     tokio::task::spawn_blocking(move || {
         let txn = store.read()?;
         let Some(delivery) = txn.delivery(delivery_id)? else {
-            return Ok(Found::Nothing);
+            return Ok(Err(NotMade::Nothing));
         };
         if !manual {
             if delivery.status != DeliveryStatus::Pending {
-                return Ok(Found::Nothing);
+                return Ok(Err(NotMade::Nothing));
             }
             if delivery
                 .next_attempt_ms
                 .is_none_or(|due| due > clock::now_ms())
             {
-                return Ok(Found::NotDue);
+                return Ok(Err(NotMade::NotDue));
             }
         }
         let Some(endpoint) = txn.endpoint(delivery.endpoint_id)? else {
-            return Ok(Found::Nothing);
+            return Ok(Err(NotMade::Nothing));
         };
         let Some((seq, event)) = txn.event_by_id(delivery.event_id)? else {
-            return Ok(Found::Nothing);
+            return Ok(Err(NotMade::Nothing));
         };
-        Ok(Found::Ready(Box::new(Loaded {
+        Ok(Ok(Loaded {
             body: payload::v1(seq, &event),
             delivery,
             endpoint,
-        })))
+        }))
     })
     .await
-    .unwrap_or(Ok(Found::Nothing))
+    .unwrap_or(Ok(Err(NotMade::Nothing)))
 }
 
 /// The request headers of one attempt, signature included.
@@ -277,14 +281,13 @@ async fn attempt(
     ctx: &AttemptContext,
     delivery_id: u64,
     manual: bool,
-) -> Result<Attempted, String> {
+) -> Result<Result<Outcome, NotMade>, String> {
     let loaded = match load(ctx, delivery_id, manual)
         .await
         .map_err(|e| e.to_string())?
     {
-        Found::Ready(loaded) => loaded,
-        Found::NotDue => return Ok(Attempted::NotDue),
-        Found::Nothing => return Ok(Attempted::Nothing),
+        Ok(loaded) => loaded,
+        Err(not_made) => return Ok(Err(not_made)),
     };
     let msg_id = ids::format(EVENT_ID_PREFIX, loaded.delivery.event_id);
     let started_ms = clock::now_ms();
@@ -317,6 +320,6 @@ async fn attempt(
             ledger::record_attempt(txn, delivery_id, attempt, &report, &policy)
         })
         .await
-        .map(|()| Attempted::Made(outcome))
+        .map(|()| Ok(outcome))
         .map_err(|e| format!("the attempt's outcome was not written: {e}"))
 }
