@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver, Sender, TryRecvError, TrySendError};
 
-use super::classify::{verdict, Verdict};
 use super::compose::{Composer, DkimCache};
 use super::ledger::{self, format_email_id};
 use super::policy::{AttemptReport, MailRetry};
@@ -307,10 +306,6 @@ impl MailWorker {
             latency_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
             random_unit: crate::ids::random_unit(),
         };
-        if verdict(report.code, &report.text, report.about_recipient) == Verdict::SenderProblem {
-            tracing::warn!(email = %format_email_id(id), code = report.code, reply = %report.text,
-                           "the relay refused our mail for a sender-side reason; check the stream's domain, DKIM and relay account");
-        }
         let retry = context.retry.clone();
         Attempted::Submitted(Box::new(move |txn| {
             ledger::record_attempt(txn, id, report, &retry)

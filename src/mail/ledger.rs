@@ -233,6 +233,10 @@ pub fn record_attempt(
     record.status = decision.status;
     record.next_attempt_ms = decision.next_attempt_ms;
     record.flagged |= decision.flagged;
+    if decision.flagged {
+        tracing::warn!(email = %format_email_id(id), code = report.code, reply = %text,
+                       "the relay refused our mail for a sender-side reason; check the stream's domain, DKIM and relay account");
+    }
     // The final reply is kept whatever it was; a deferral keeps the last one.
     record.smtp_response = Some(format!("{} {}", report.code, text));
     if decision.soft_bounces != soft_bounces {
