@@ -242,6 +242,20 @@ impl<'txn> WriteTxn<'txn> {
     }
 }
 
+/// SHA-256 over a domain byte and length-prefixed parts: the hashes that
+/// stand for names in keys (people, message ids, streams). Each use has its
+/// own domain, and the values are part of the file format.
+fn digest(domain: u8, parts: &[&str]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([domain]);
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
 /// Rows one page may examine beyond those it returns, so that a filter
 /// matching nothing cannot make one request scan a whole table.
 const EXAMINE_BUDGET: usize = 10_000;

@@ -10,18 +10,7 @@ use super::tables::{
     PERSON_LINKS, PROFILES, RECENT_TRACKED, TOUCHES, TRACKED, TRACK_BY_EVENT, TRACK_BY_PERSON,
     TRACK_KEYS, TRACK_META,
 };
-use super::{ReadTxn, StoreError, WriteTxn};
-
-fn digest(domain: u8, parts: &[&str]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update([domain]);
-    for part in parts {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    h.finalize().into()
-}
+use super::{digest, ReadTxn, StoreError, WriteTxn};
 
 /// A person in the indexes: 64 bits of SHA-256 over `u:USERID` or
 /// `a:ANONYMOUSID`. Part of the file format; with a million people the
