@@ -524,8 +524,13 @@ mod tests {
         let mut request = attempt(&target);
         request.timeout = Duration::from_millis(300);
         let outcome = loopback_allowed().send(request).await;
+        // The server answers 200 after 10 s: no status and this limit as
+        // the failure mean the timeout, not the answer, ended the attempt.
         assert_eq!(outcome.status, 0);
-        assert!(matches!(outcome.failure, Some(Failure::Timeout(_))));
+        assert_eq!(
+            outcome.failure,
+            Some(Failure::Timeout(Duration::from_millis(300)))
+        );
         assert!(
             outcome
                 .error_text()
@@ -535,7 +540,6 @@ mod tests {
             "{outcome:?}"
         );
         assert!(outcome.latency >= Duration::from_millis(300));
-        assert!(outcome.latency < Duration::from_secs(5));
     }
 
     #[tokio::test]
