@@ -55,12 +55,13 @@ impl Worker for Upkeep {
     /// One batch of the pass.
     fn work(&mut self) -> Step {
         let now = clock::now_ms();
-        let done = match self.phase {
+        // Whether this phase has nothing older left.
+        let finished = match self.phase {
             Phase::ExpireKeys => {
                 let before = now - self.settings.dedup_window.as_millis() as i64;
                 self.writer
                     .write_blocking(move |txn| expire_keys(txn, before))
-                    .map(|expired| (expired, expired < BATCH))
+                    .map(|expired| expired < BATCH)
             }
             Phase::RemoveOld => {
                 let Some(retention) = self.settings.retention else {
@@ -73,17 +74,17 @@ impl Worker for Upkeep {
                         if removed > 0 {
                             tracing::info!(removed, "pruned tracked calls past retention");
                         }
-                        (removed, removed < BATCH - 1)
+                        removed < BATCH - 1
                     })
             }
         };
-        match done {
-            Ok((_, false)) => Step::Idle(Some(Instant::now() + BREATHER)),
-            Ok((_, true)) if self.phase == Phase::ExpireKeys => {
+        match finished {
+            Ok(false) => Step::Idle(Some(Instant::now() + BREATHER)),
+            Ok(true) if self.phase == Phase::ExpireKeys => {
                 self.phase = Phase::RemoveOld;
                 Step::Busy
             }
-            Ok((_, true)) => self.rest(),
+            Ok(true) => self.rest(),
             Err(e) => {
                 tracing::warn!(error = %e, "tracking upkeep failed; retrying at the next interval");
                 self.rest()
