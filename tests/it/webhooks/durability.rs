@@ -12,37 +12,57 @@ use super::receiver::{Receiver, Reply};
 use super::{config, create_endpoint, deliveries_of, post_numbered_events, settled, SETTLE};
 use crate::support::*;
 
-#[test]
-fn attempts_in_flight_at_kill_9_are_made_again_after_the_restart() {
-    // Attempts are in flight when the daemon dies.
-    let (receiver, open) = hanging_until_opened();
-    let mut d = Daemon::start(&config(&[("timeout", r#""30s""#)]));
-    create_endpoint(d.addr, json!({"url": receiver.url("/")}));
-    let ids = post_numbered_events(d.addr, 12);
-    assert_eq!(ids.len(), 12);
-    // max_in_flight_per_endpoint = 4: four attempts hang, eight wait.
-    receiver.wait_for_requests(4, deadline(SETTLE));
-    d.kill9();
-    let before_restart = receiver.requests().len();
-    open.store(true, Ordering::SeqCst);
-    d.restart();
+/// A daemon with attempts in flight to a receiver that holds every request
+/// unanswered, longer than the daemon waits for attempts when it stops.
+struct InFlight {
+    d: Daemon,
+    receiver: Receiver,
+    open: Arc<AtomicBool>,
+    ids: Vec<String>,
+}
 
-    assert_all_arrive(&receiver, before_restart, &ids);
-    for id in &ids {
-        let list = settled(d.addr, id, 1);
-        assert_eq!(list[0]["status"], "succeeded", "{list:?}");
+impl InFlight {
+    fn start() -> InFlight {
+        let (receiver, open) = hanging_until_opened();
+        let d = Daemon::start(&config(&[("timeout", r#""30s""#)]));
+        create_endpoint(d.addr, json!({"url": receiver.url("/")}));
+        let ids = post_numbered_events(d.addr, 12);
+        assert_eq!(ids.len(), 12);
+        // max_in_flight_per_endpoint = 4: four attempts hang, eight wait.
+        receiver.wait_for_requests(4, deadline(SETTLE));
+        InFlight {
+            d,
+            receiver,
+            open,
+            ids,
+        }
+    }
+
+    /// After the daemon stopped: the receiver answers again, the daemon
+    /// restarts, and every delivery arrives and succeeds.
+    fn restart_and_deliver_all(mut self) {
+        let before_restart = self.receiver.requests().len();
+        self.open.store(true, Ordering::SeqCst);
+        self.d.restart();
+        assert_all_arrive(&self.receiver, before_restart, &self.ids);
+        for id in &self.ids {
+            let list = settled(self.d.addr, id, 1);
+            assert_eq!(list[0]["status"], "succeeded", "{list:?}");
+        }
     }
 }
 
 #[test]
-fn sigterm_with_attempts_in_flight_stops_every_worker_and_loses_nothing() {
-    // Attempts hang longer than the daemon waits for them when it stops.
-    let (receiver, open) = hanging_until_opened();
-    let mut d = Daemon::start(&config(&[("timeout", r#""30s""#)]));
-    create_endpoint(d.addr, json!({"url": receiver.url("/")}));
-    let ids = post_numbered_events(d.addr, 12);
-    receiver.wait_for_requests(4, deadline(SETTLE));
+fn attempts_in_flight_at_kill_9_are_made_again_after_the_restart() {
+    let mut run = InFlight::start();
+    run.d.kill9();
+    run.restart_and_deliver_all();
+}
 
+#[test]
+fn sigterm_with_attempts_in_flight_stops_every_worker_and_loses_nothing() {
+    let mut run = InFlight::start();
+    let d = &mut run.d;
     let status = d.sigterm();
     assert_eq!(status.code(), Some(0), "logs:\n{}", d.logs().join("\n"));
     // Every worker (both schedulers, the mail workers, upkeep) was joined;
@@ -60,15 +80,7 @@ fn sigterm_with_attempts_in_flight_stops_every_worker_and_loses_nothing() {
         (&json!(7), &json!(0))
     );
     assert!(d.has_logged("jobs still in flight at the deadline; they run again after the restart"));
-
-    let before_restart = receiver.requests().len();
-    open.store(true, Ordering::SeqCst);
-    d.restart();
-    assert_all_arrive(&receiver, before_restart, &ids);
-    for id in &ids {
-        let list = settled(d.addr, id, 1);
-        assert_eq!(list[0]["status"], "succeeded", "{list:?}");
-    }
+    run.restart_and_deliver_all();
 }
 
 #[test]
