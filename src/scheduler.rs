@@ -608,6 +608,15 @@ mod tests {
     struct Table(Arc<Mutex<BTreeSet<(u128, i64, u64)>>>);
 
     impl Table {
+        /// Jobs `ids` of `key`, each due at its id in ms.
+        fn with(key: u128, ids: std::ops::RangeInclusive<u64>) -> Table {
+            let table = Table::default();
+            for id in ids {
+                table.insert(key, id as i64, id);
+            }
+            table
+        }
+
         fn insert(&self, key: u128, due_ms: i64, id: u64) {
             self.0.lock().unwrap().insert((key, due_ms, id));
         }
@@ -754,11 +763,7 @@ mod tests {
 
     #[test]
     fn a_backlog_costs_one_window_of_memory_not_the_backlog() {
-        let table = Table::default();
-        for id in 1..=200_000 {
-            table.insert(7, id as i64, id);
-        }
-        let mut rig = rig(&[7], small(), table);
+        let mut rig = rig(&[7], small(), Table::with(7, 1..=200_000));
         rig.settle();
         let (held, in_flight) = rig.scheduler.held();
         assert!(held <= 100, "{held} jobs held for one blocked key");
@@ -767,10 +772,7 @@ mod tests {
 
     #[test]
     fn a_blocked_key_does_not_hold_up_another() {
-        let table = Table::default();
-        for id in 1..=5_000 {
-            table.insert(1, id as i64, id);
-        }
+        let table = Table::with(1, 1..=5_000);
         for id in 10_001..=10_010 {
             table.insert(2, id as i64, id);
         }
@@ -797,11 +799,7 @@ mod tests {
 
     #[test]
     fn a_job_moved_beyond_the_window_is_found_in_the_table_later() {
-        let table = Table::default();
-        for id in 1..=300 {
-            table.insert(5, id as i64, id);
-        }
-        let mut rig = rig(&[5], small(), table);
+        let mut rig = rig(&[5], small(), Table::with(5, 1..=300));
         rig.settle();
         // Job 1 moves to the end of the key's schedule; the window does not
         // reach there, so memory drops it and the table keeps it.
@@ -836,11 +834,7 @@ mod tests {
 
     #[test]
     fn an_unrecorded_job_inside_a_long_backlog_is_started_again() {
-        let table = Table::default();
-        for id in 1..=1_000 {
-            table.insert(4, id as i64, id);
-        }
-        let mut rig = rig(&[], small(), table);
+        let mut rig = rig(&[], small(), Table::with(4, 1..=1_000));
         rig.settle();
         let mut started = std::mem::take(&mut *rig.started.lock().unwrap());
         let first = started.remove(0);

@@ -111,19 +111,29 @@ mod tests {
     use super::*;
     use crate::store::{OpenError, Store};
 
+    /// Writes a file that says it is at `version`, with what `fill` adds.
+    fn file_at_version(
+        path: &std::path::Path,
+        version: u32,
+        fill: impl FnOnce(&redb::WriteTransaction),
+    ) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(SCHEMA_KEY, version.to_le_bytes().as_slice())
+            .unwrap();
+        fill(&txn);
+        txn.commit().unwrap();
+    }
+
     /// A version 1 file with one pending delivery and one queued message
     /// opens as version 2 with both in the new schedule.
     #[test]
     fn a_version_1_file_is_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(SCHEMA_KEY, 1u32.to_le_bytes().as_slice())
-                .unwrap();
+        file_at_version(&path, 1, |txn| {
             txn.open_table(DELIVERIES_DUE_V1)
                 .unwrap()
                 .insert((1_000, 7), 42u128)
@@ -132,8 +142,7 @@ mod tests {
                 .unwrap()
                 .insert((2_000, 9), "marketing")
                 .unwrap();
-            txn.commit().unwrap();
-        }
+        });
         let store = Store::open(&path).unwrap();
         let read = store.read().unwrap();
         assert_eq!(read.due_keys(Queue::Webhooks).unwrap(), vec![42]);
@@ -160,15 +169,7 @@ mod tests {
     fn a_newer_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v9.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(SCHEMA_KEY, 9u32.to_le_bytes().as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-        }
+        file_at_version(&path, 9, |_| {});
         assert!(matches!(
             Store::open(&path),
             Err(OpenError::NewerSchema { found: 9, .. })
