@@ -77,6 +77,11 @@ impl ApiError {
         )
     }
 
+    /// The key is valid but its role or tenant does not allow this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     pub fn method_not_allowed(allow: &'static str) -> Self {
         let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

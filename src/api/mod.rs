@@ -1,6 +1,7 @@
 //! The private HTTP API: the accept loop with its connection cap and
 //! timeouts, routing, and the state handlers share.
 
+pub mod access;
 mod admin;
 pub mod error;
 mod events;
@@ -24,6 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use access::Role;
 use error::ApiError;
 use http::{error_response, ApiKeys, Resp};
 
@@ -185,9 +187,15 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
             only(&method, &Method::POST, "POST")?;
             return tracking::ingest(state, Call::parse(name), req).await;
         }
-        ["v1", ..] => state.keys.check(req.headers())?,
+        ["v1", ..] => {}
         _ => return Err(not_found(&path)),
     }
+    let access = state.keys.check(req.headers())?;
+    let needed = match segments.as_slice() {
+        ["v1", "admin", ..] | ["v1", "keys", ..] => Role::Admin,
+        _ => Role::for_method(&method),
+    };
+    access.require(needed)?;
 
     match segments.as_slice() {
         ["v1", "events"] => match method {

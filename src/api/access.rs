@@ -1,0 +1,148 @@
+//! Who a request speaks for: the role and tenant its API key grants, and
+//! the checks every handler applies with them.
+
+use hyper::Method;
+
+use super::error::ApiError;
+
+/// What a key may do. Each role includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Lists and lookups.
+    Read,
+    /// Reads, and creating or changing events, endpoints, mail and suppressions.
+    Write,
+    /// Everything, including backups and key management.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "read" => Some(Role::Read),
+            "write" => Some(Role::Write),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// The role a route needs by its method alone: reading needs `read`,
+    /// anything that may change state needs `write`.
+    pub fn for_method(method: &Method) -> Role {
+        if matches!(*method, Method::GET | Method::HEAD) {
+            Role::Read
+        } else {
+            Role::Write
+        }
+    }
+}
+
+/// The grant of the key a request presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub role: Role,
+    /// `Some`: the key sees and changes this tenant's objects only.
+    pub tenant: Option<String>,
+}
+
+impl Access {
+    /// What an unscoped admin key, or an API without keys on loopback, grants.
+    pub fn admin() -> Access {
+        Access {
+            role: Role::Admin,
+            tenant: None,
+        }
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    pub fn require(&self, needed: Role) -> Result<(), ApiError> {
+        if self.role >= needed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this key's role `{}` does not allow this; it needs `{}`",
+                self.role.as_str(),
+                needed.as_str()
+            )))
+        }
+    }
+
+    /// Whether an object of `tenant` exists for this key. Handlers answer
+    /// 404 for one it does not see, exactly as for a missing one, so ids of
+    /// other tenants cannot be probed.
+    pub fn sees(&self, tenant: Option<&str>) -> bool {
+        match &self.tenant {
+            None => true,
+            Some(own) => tenant == Some(own.as_str()),
+        }
+    }
+
+    /// The tenant a new object is created for: a tenant key's own by
+    /// default; naming another tenant, or none, is forbidden to it.
+    pub fn tenant_for_write(&self, requested: Option<String>) -> Result<Option<String>, ApiError> {
+        match (&self.tenant, requested) {
+            (None, requested) => Ok(requested),
+            (Some(own), None) => Ok(Some(own.clone())),
+            (Some(own), Some(named)) if *own == named => Ok(Some(named)),
+            (Some(own), Some(named)) => Err(ApiError::forbidden(format!(
+                "this key belongs to tenant `{own}` and cannot act for tenant `{named}`"
+            ))
+            .with_field("tenant")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant_key(role: Role, tenant: &str) -> Access {
+        Access {
+            role,
+            tenant: Some(tenant.to_owned()),
+        }
+    }
+
+    #[test]
+    fn roles_include_the_ones_below() {
+        let read = tenant_key(Role::Read, "a");
+        assert!(read.require(Role::Read).is_ok());
+        assert_eq!(read.require(Role::Write).unwrap_err().status, 403);
+        assert!(tenant_key(Role::Write, "a").require(Role::Read).is_ok());
+        assert!(tenant_key(Role::Write, "a").require(Role::Admin).is_err());
+        assert!(Access::admin().require(Role::Admin).is_ok());
+    }
+
+    #[test]
+    fn a_tenant_key_sees_and_writes_only_its_tenant() {
+        let acme = tenant_key(Role::Write, "acme");
+        assert!(acme.sees(Some("acme")));
+        assert!(!acme.sees(Some("other")));
+        assert!(!acme.sees(None));
+        assert_eq!(
+            acme.tenant_for_write(None).unwrap().as_deref(),
+            Some("acme")
+        );
+        assert!(acme.tenant_for_write(Some("acme".into())).is_ok());
+        assert_eq!(
+            acme.tenant_for_write(Some("other".into()))
+                .unwrap_err()
+                .code,
+            "forbidden"
+        );
+        let admin = Access::admin();
+        assert!(admin.sees(None) && admin.sees(Some("x")));
+        assert_eq!(admin.tenant_for_write(None).unwrap(), None);
+    }
+}
