@@ -26,6 +26,7 @@ pub mod mail;
 pub mod names;
 pub mod percent;
 pub mod retry;
+pub mod roles;
 pub mod scheduler;
 pub mod store;
 pub mod tracking;

@@ -133,7 +133,7 @@ fn main() -> ExitCode {
                 }
                 format!("http://{addr}")
             });
-            let key = api_key.or_else(|| cfg.api_keys.first().cloned());
+            let key = api_key.or_else(|| cfg.admin_key().map(str::to_owned));
             match backup_client::run(&url, key.as_deref(), &out) {
                 Ok(done) => {
                     println!(

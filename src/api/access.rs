@@ -5,43 +5,15 @@ use hyper::Method;
 
 use super::error::ApiError;
 
-/// What a key may do. Each role includes the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Lists and lookups.
-    Read,
-    /// Reads, and creating or changing events, endpoints, mail and suppressions.
-    Write,
-    /// Everything, including backups and key management.
-    Admin,
-}
+pub use crate::roles::Role;
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Write => "write",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "read" => Some(Role::Read),
-            "write" => Some(Role::Write),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    /// The role a route needs by its method alone: reading needs `read`,
-    /// anything that may change state needs `write`.
-    pub fn for_method(method: &Method) -> Role {
-        if matches!(*method, Method::GET | Method::HEAD) {
-            Role::Read
-        } else {
-            Role::Write
-        }
+/// The role a route needs by its method alone: reading needs `read`,
+/// anything that may change state needs `write`.
+pub fn role_for_method(method: &Method) -> Role {
+    if matches!(*method, Method::GET | Method::HEAD) {
+        Role::Read
+    } else {
+        Role::Write
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::access::Access;
 use super::error::ApiError;
+use crate::config::KeySetting;
 
 pub type ResponseBody = BoxBody<Bytes, std::io::Error>;
 pub type Resp = Response<ResponseBody>;
@@ -101,15 +102,25 @@ pub async fn read_body(
     }
 }
 
-/// API keys, compared without leaking through timing how much of a guess matched.
+/// The configured API keys with their grants, compared without leaking
+/// through timing how much of a guess matched.
 pub struct ApiKeys {
-    keys: Vec<Vec<u8>>,
+    keys: Vec<(Vec<u8>, Access)>,
 }
 
 impl ApiKeys {
-    pub fn new(keys: &[String]) -> Self {
+    pub fn new(keys: &[KeySetting]) -> Self {
         ApiKeys {
-            keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            keys: keys
+                .iter()
+                .map(|k| {
+                    let access = Access {
+                        role: k.role,
+                        tenant: k.tenant.clone(),
+                    };
+                    (k.key.as_bytes().to_vec(), access)
+                })
+                .collect(),
         }
     }
 
@@ -119,25 +130,29 @@ impl ApiKeys {
         if self.keys.is_empty() {
             return Ok(Access::admin());
         }
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
-        let mut matched = false;
-        for key in &self.keys {
-            matched |= crate::constant_time::eq(key, presented.as_bytes());
+        let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+        // Every key is compared, so the time taken does not tell which
+        // (or whether an early one) matched.
+        let mut granted = None;
+        for (key, access) in &self.keys {
+            if crate::constant_time::eq(key, presented.as_bytes()) {
+                granted = Some(access);
+            }
         }
-        if matched {
-            Ok(Access::admin())
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        granted.cloned().ok_or_else(ApiError::unauthorized)
     }
+}
+
+/// The key of an `Authorization: Bearer KEY` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// Query parameters, refusing names the endpoint does not know so a typo
@@ -222,6 +237,7 @@ impl Body for FileBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roles::Role;
 
     #[test]
     fn query_params_refuse_unknown_and_repeated_names() {
@@ -236,25 +252,37 @@ mod tests {
     }
 
     #[test]
-    fn bearer_keys_must_match_exactly() {
-        let keys = ApiKeys::new(&["secret-key-0123456789".into()]);
-        let mut h = HeaderMap::new();
-        assert!(keys.check(&h).is_err());
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("Bearer secret-key-0123456789"),
+    fn bearer_keys_must_match_exactly_and_grant_their_scope() {
+        let admin = KeySetting {
+            key: "secret-key-0123456789".into(),
+            role: Role::Admin,
+            tenant: None,
+        };
+        let reader = KeySetting {
+            key: "acme-reader-0123456789abcdef".into(),
+            role: Role::Read,
+            tenant: Some("acme".into()),
+        };
+        let keys = ApiKeys::new(&[admin, reader]);
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_static(value));
+            keys.check(&h)
+        };
+        assert!(keys.check(&HeaderMap::new()).is_err());
+        assert_eq!(
+            with("Bearer secret-key-0123456789").unwrap(),
+            Access::admin()
         );
-        assert!(keys.check(&h).is_ok());
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("Bearer secret-key-012345678"),
+        assert_eq!(
+            with("Bearer acme-reader-0123456789abcdef").unwrap(),
+            Access {
+                role: Role::Read,
+                tenant: Some("acme".into())
+            }
         );
-        assert!(keys.check(&h).is_err());
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("Basic secret-key-0123456789"),
-        );
-        assert!(keys.check(&h).is_err());
+        assert!(with("Bearer secret-key-012345678").is_err());
+        assert!(with("Basic secret-key-0123456789").is_err());
         assert!(ApiKeys::new(&[]).check(&HeaderMap::new()).is_ok());
     }
 

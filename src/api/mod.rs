@@ -67,7 +67,7 @@ impl AppState {
         AppState {
             hooks,
             mail,
-            keys: ApiKeys::new(&config.api_keys),
+            keys: ApiKeys::new(&config.keys),
             store,
             writer,
             config,
@@ -193,7 +193,7 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
     let access = state.keys.check(req.headers())?;
     let needed = match segments.as_slice() {
         ["v1", "admin", ..] | ["v1", "keys", ..] => Role::Admin,
-        _ => Role::for_method(&method),
+        _ => access::role_for_method(&method),
     };
     access.require(needed)?;
 

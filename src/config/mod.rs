@@ -16,6 +16,7 @@ pub use values::ConfigError;
 use values::{duration, in_range, invalid};
 
 use crate::mail::settings::{MailSettings, PublicSettings};
+use crate::roles::Role;
 use crate::tracking::settings::TrackingSettings;
 use crate::webhooks::settings::WebhookSettings;
 use mail::{check_unsubscribe_links, validate_mail, validate_public, MailSection, PublicSection};
@@ -59,6 +60,9 @@ pub struct ServerSection {
     /// without spaces; `HERALD_API_KEYS` adds more. With none the API is open to
     /// local callers.
     pub api_keys: Vec<String>,
+    /// `[[server.keys]]`: keys with a role and, optionally, a tenant they are
+    /// confined to. Keys created through `POST /v1/keys` live in the database.
+    pub keys: Vec<KeySection>,
     /// Open connections at most; more wait in the kernel's accept backlog.
     pub max_connections: usize,
     /// Time a client has to send its request headers, as a duration.
@@ -75,6 +79,7 @@ impl Default for ServerSection {
         Self {
             listen: DEFAULT_LISTEN.to_owned(),
             api_keys: Vec::new(),
+            keys: Vec::new(),
             max_connections: 1024,
             header_timeout: "10s".to_owned(),
             body_timeout: "30s".to_owned(),
@@ -82,6 +87,23 @@ impl Default for ServerSection {
         }
     }
 }
+
+/// One `[[server.keys]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    /// The bearer key itself, at least 24 printable ASCII characters without spaces.
+    pub key: Option<String>,
+    /// Or the name of an environment variable holding it, so the file can be shared.
+    pub key_env: Option<String>,
+    /// `admin`, `write` or `read`.
+    pub role: String,
+    /// Confines the key to this tenant's objects.
+    pub tenant: Option<String>,
+}
+
+/// Shortest key accepted in `[[server.keys]]`.
+pub const MIN_SCOPED_KEY_LEN: usize = 24;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -166,8 +188,10 @@ pub enum LogFormat {
 pub struct Config {
     /// The private API's address; a port of 0 lets the kernel choose.
     pub listen: SocketAddr,
-    /// The file's keys, then those of `HERALD_API_KEYS`; empty only on loopback.
-    pub api_keys: Vec<String>,
+    /// Every configured key with what it grants: `server.api_keys` and
+    /// `HERALD_API_KEYS` as unscoped admins, then `[[server.keys]]`. Empty
+    /// only on loopback.
+    pub keys: Vec<KeySetting>,
     /// Open connections per listener; further clients wait in the backlog.
     pub max_connections: usize,
     /// Time a client has to send its request headers.
@@ -200,6 +224,26 @@ pub struct Config {
     pub tracking: TrackingSettings,
 }
 
+/// A configured API key and what it grants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySetting {
+    pub key: String,
+    pub role: Role,
+    /// `Some`: the key sees and changes only this tenant's objects.
+    pub tenant: Option<String>,
+}
+
+// Written by hand so that no debug print of the config shows a key.
+impl std::fmt::Debug for KeySetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySetting")
+            .field("key", &"[redacted]")
+            .field("role", &self.role)
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct EventLimits {
     /// Largest event JSON, alone or in a batch; at most `max_request_bytes`.
@@ -219,7 +263,15 @@ impl Config {
     /// Whether the private API may run without keys: only when nobody off this
     /// machine can reach it.
     pub fn is_unauthenticated(&self) -> bool {
-        self.api_keys.is_empty()
+        self.keys.is_empty()
+    }
+
+    /// A key that may take backups: the first unscoped admin key.
+    pub fn admin_key(&self) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|k| k.role == Role::Admin && k.tenant.is_none())
+            .map(|k| k.key.as_str())
     }
 }
 
@@ -304,7 +356,25 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
             ));
         }
     }
-    if api_keys.is_empty() && !listen.ip().is_loopback() {
+    let mut keys: Vec<KeySetting> = api_keys
+        .into_iter()
+        .map(|key| KeySetting {
+            key,
+            role: Role::Admin,
+            tenant: None,
+        })
+        .collect();
+    for (i, section) in server.keys.into_iter().enumerate() {
+        let setting = validate_key(i, section, &|name| std::env::var(name).ok())?;
+        if keys.iter().any(|k| k.key == setting.key) {
+            return Err(invalid(
+                format!("server.keys[{i}]"),
+                "this key is configured twice; every key must be different",
+            ));
+        }
+        keys.push(setting);
+    }
+    if keys.is_empty() && !listen.ip().is_loopback() {
         return Err(invalid(
             "server.listen",
             format!(
@@ -338,7 +408,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
 
     Ok(Config {
         listen,
-        api_keys,
+        keys,
         max_connections: in_range("server.max_connections", server.max_connections, 1, 1 << 20)?,
         header_timeout: duration(
             "server.header_timeout",
@@ -393,6 +463,54 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
     })
 }
 
+/// Checks one `[[server.keys]]` table. No message quotes the key: errors
+/// end up in logs and terminals.
+fn validate_key(
+    index: usize,
+    section: KeySection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<KeySetting, ConfigError> {
+    let at = |field: &str| format!("server.keys[{index}].{field}");
+    let key = match (section.key, section.key_env) {
+        (Some(key), None) => key,
+        (None, Some(name)) => env(&name).ok_or_else(|| {
+            invalid(
+                at("key_env"),
+                "the environment variable it names is not set",
+            )
+        })?,
+        _ => {
+            return Err(invalid(
+                format!("server.keys[{index}]"),
+                "set exactly one of `key` and `key_env`",
+            ))
+        }
+    };
+    if key.len() < MIN_SCOPED_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            at("key"),
+            format!(
+                "needs at least {MIN_SCOPED_KEY_LEN} printable ASCII characters without spaces"
+            ),
+        ));
+    }
+    let role = Role::parse(&section.role)
+        .ok_or_else(|| invalid(at("role"), "must be `admin`, `write` or `read`"))?;
+    if let Some(tenant) = &section.tenant {
+        if !crate::names::is_valid_tenant(tenant) {
+            return Err(invalid(
+                at("tenant"),
+                "use 1 to 128 letters, digits, `_`, `.`, `:` or `-`",
+            ));
+        }
+    }
+    Ok(KeySetting {
+        key,
+        role,
+        tenant: section.tenant,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,12 +557,79 @@ mod tests {
             Some(" k1k1k1k1k1k1k1k1k1 , ,k2k2k2k2k2k2k2k2k2"),
         )
         .unwrap();
-        assert_eq!(
-            cfg.api_keys,
-            vec!["k1k1k1k1k1k1k1k1k1", "k2k2k2k2k2k2k2k2k2"]
-        );
+        let keys: Vec<&str> = cfg.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, vec!["k1k1k1k1k1k1k1k1k1", "k2k2k2k2k2k2k2k2k2"]);
+        assert!(cfg
+            .keys
+            .iter()
+            .all(|k| k.role == Role::Admin && k.tenant.is_none()));
         let err = validate(FileConfig::default(), Some("short")).unwrap_err();
         assert!(err.to_string().starts_with("server.api_keys"));
+    }
+
+    #[test]
+    fn scoped_keys_carry_role_and_tenant_and_errors_never_show_them() {
+        let key = "acme-write-key-0123456789abc";
+        let cfg = check(&format!(
+            "[[server.keys]]\nkey = \"{key}\"\nrole = \"write\"\ntenant = \"acme\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.keys,
+            vec![KeySetting {
+                key: key.into(),
+                role: Role::Write,
+                tenant: Some("acme".into())
+            }]
+        );
+        assert_eq!(cfg.admin_key(), None);
+        assert!(!format!("{cfg:?}").contains(key));
+        let secret = "s3cr3t-but-too-short";
+        for (text, place) in [
+            (
+                format!("[[server.keys]]\nkey = \"{secret}\"\nrole = \"read\"\n"),
+                "server.keys[0].key",
+            ),
+            (
+                format!("[[server.keys]]\nkey = \"{secret}-long-enough\"\nrole = \"root\"\n"),
+                "server.keys[0].role",
+            ),
+            (
+                format!(
+                    "[[server.keys]]\nkey = \"{secret}-long-enough\"\nrole = \"read\"\ntenant = \"a b\"\n"
+                ),
+                "server.keys[0].tenant",
+            ),
+            (
+                format!(
+                    "[server]\napi_keys = [\"{secret}-long-enough\"]\n[[server.keys]]\nkey = \"{secret}-long-enough\"\nrole = \"read\"\n"
+                ),
+                "server.keys[0]",
+            ),
+            (
+                "[[server.keys]]\nrole = \"read\"\n".to_owned(),
+                "server.keys[0]",
+            ),
+        ] {
+            let err = check(&text).unwrap_err();
+            assert!(err.starts_with(place), "{text}: {err}");
+            assert!(!err.contains(secret), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_key_may_come_from_the_environment() {
+        let section = |name: &str| KeySection {
+            key: None,
+            key_env: Some(name.into()),
+            role: "admin".into(),
+            tenant: None,
+        };
+        let env = |name: &str| (name == "SET").then(|| "from-the-environment-0123456".to_owned());
+        let got = validate_key(0, section("SET"), &env).unwrap();
+        assert_eq!(got.key, "from-the-environment-0123456");
+        let err = validate_key(0, section("UNSET"), &env).unwrap_err();
+        assert!(err.to_string().starts_with("server.keys[0].key_env"));
     }
 
     #[test]
