@@ -207,6 +207,7 @@ mod tests {
     /// whatever its name; those need not take anything else.
     #[test]
     fn an_endpoint_takes_only_the_sources_it_names() {
+        let takes = |s: Subscription<'_>, t: &str, source| subscribes(s, t, source, None);
         let every_type: Vec<String> = Vec::new();
         let bounced = vec!["email.bounced".to_owned()];
         let default = Subscription {
@@ -214,41 +215,16 @@ mod tests {
             sources: &EventSource::DEFAULT_FOR_ENDPOINTS,
             tenant: None,
         };
-        assert!(subscribes(
-            default,
-            "email.bounced",
-            EventSource::Herald,
-            None
-        ));
-        assert!(!subscribes(
-            default,
-            "email.bounced",
-            EventSource::Tracking,
-            None
-        ));
+        assert!(takes(default, "email.bounced", EventSource::Herald));
+        assert!(!takes(default, "email.bounced", EventSource::Tracking));
         let tracking_only = Subscription {
             patterns: &every_type,
             sources: &[EventSource::Tracking],
             tenant: None,
         };
-        assert!(subscribes(
-            tracking_only,
-            "Signed Up",
-            EventSource::Tracking,
-            None
-        ));
-        assert!(!subscribes(
-            tracking_only,
-            "invoice.paid",
-            EventSource::Api,
-            None
-        ));
-        assert!(!subscribes(
-            tracking_only,
-            "email.sent",
-            EventSource::Herald,
-            None
-        ));
+        assert!(takes(tracking_only, "Signed Up", EventSource::Tracking));
+        assert!(!takes(tracking_only, "invoice.paid", EventSource::Api));
+        assert!(!takes(tracking_only, "email.sent", EventSource::Herald));
     }
 
     #[test]
