@@ -16,6 +16,7 @@ use crate::store::due::ScheduleListener;
 use crate::store::writer::Listeners;
 use crate::store::{backup, OpenError, Queue, Store, StoreError, Writer};
 use crate::tracking::retention::Upkeep;
+use crate::tracking::settings::Source;
 use crate::webhooks::dispatch::{AttemptContext, Deliveries};
 use crate::worker::Workers;
 
@@ -44,8 +45,7 @@ pub enum DaemonError {
     Worker(std::io::Error),
 }
 
-pub fn run(config: Config) -> Result<(), DaemonError> {
-    let config = Arc::new(config);
+pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herald-io")
@@ -54,6 +54,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     let path = config.database_path();
     let store = Store::open_with_cache(&path, config.cache_bytes)?;
+    add_development_source(&mut config, &store)?;
+    let config = Arc::new(config);
     backup::remove_stale_temp_files(&config.data_dir);
     let (webhook_inbox_tx, webhook_inbox) = scheduler::inbox();
     let (mail_inbox_tx, mail_inbox) = scheduler::inbox();
@@ -184,6 +186,25 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     drop(store);
     tracing::info!("stopped");
     served
+}
+
+/// Makes the README's Segment snippet work out of the box: where the API
+/// itself accepts every local caller (loopback, no API key) and no tracking
+/// source is configured, a `development` source is added and its write key
+/// logged. Anywhere else a key in the log would be a key handed out.
+fn add_development_source(config: &mut Config, store: &Store) -> Result<(), DaemonError> {
+    let local_only = config.listen.ip().is_loopback() && config.is_unauthenticated();
+    if !local_only || !config.tracking.sources.is_empty() {
+        return Ok(());
+    }
+    let source = Source::development(store.persistent_secret("tracking.development")?);
+    tracing::info!(
+        source = %source.name,
+        write_key = %source.write_key,
+        "development tracking source"
+    );
+    config.tracking.sources.push(source);
+    Ok(())
 }
 
 fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, DaemonError> {

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::clock;
 use crate::ids;
-use crate::names::{is_valid_tenant, is_valid_type_name};
+use crate::names::{is_reserved_type, is_valid_tenant, is_valid_type_name, RESERVED_PREFIXES};
 use crate::store::log::{IndexKeys, NewEventRow};
-use crate::store::records::EventRecord;
+use crate::store::records::{EventRecord, EventSource};
 use crate::store::{StoreError, WriteTxn};
 
 pub const ID_PREFIX: &str = "evt_";
@@ -70,15 +70,25 @@ struct EventInput<'a> {
 /// An event that passed validation and is ready for the writer.
 pub type NewEvent = NewEventRow;
 
+/// A type an API client may post: well formed and outside Herald's own
+/// prefixes, so that no client can pose as Herald.
 pub fn validate_type_name(name: &str) -> Result<(), Invalid> {
-    if is_valid_type_name(name) {
-        Ok(())
-    } else {
-        Err(field(
+    if !is_valid_type_name(name) {
+        return Err(field(
             "type",
             "must be 1 to 128 characters of letters, digits, '_', '.' or '-'",
-        ))
+        ));
     }
+    if is_reserved_type(name) {
+        return Err(field(
+            "type",
+            format!(
+                "types under {} are Herald's own events",
+                RESERVED_PREFIXES.map(|p| format!("`{p}`")).join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn validate_tenant(tenant: &str) -> Result<(), Invalid> {
@@ -146,6 +156,7 @@ pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
         event_type,
         tenant,
         idempotency_key,
+        source: EventSource::Api,
     })
 }
 
@@ -202,6 +213,7 @@ pub fn system_event(event_type: &str, tenant: Option<&str>, data: serde_json::Va
         idempotency_key: None,
         occurred_at_ms: None,
         data,
+        source: EventSource::Herald,
     }
 }
 
@@ -340,10 +352,11 @@ pub fn write_json(out: &mut String, seq: u64, record: &EventRecord) {
     let opt = |s: &Option<String>| s.as_deref().map_or_else(|| "null".to_owned(), string);
     let _ = write!(
         out,
-        r#"{{"id":"{}","seq":{},"type":{},"tenant":{},"idempotency_key":{},"occurred_at":"{}","received_at":"{}","data":{}}}"#,
+        r#"{{"id":"{}","seq":{},"type":{},"source":"{}","tenant":{},"idempotency_key":{},"occurred_at":"{}","received_at":"{}","data":{}}}"#,
         ids::format(ID_PREFIX, record.id),
         seq,
         string(&record.event_type),
+        record.source.as_str(),
         opt(&record.tenant),
         opt(&record.idempotency_key),
         clock::format_rfc3339(record.occurred_at_ms),
@@ -392,6 +405,10 @@ mod tests {
             (br#"{"type":"a","data":"x"}"#, "data"),
             (br#"{"type":"a","occurred_at":"tuesday"}"#, "occurred_at"),
             (br#"{"type":"a","idempotency_key":""}"#, "idempotency_key"),
+            (br#"{"type":"email.bounced"}"#, "type"),
+            (br#"{"type":"delivery.exhausted"}"#, "type"),
+            (br#"{"type":"endpoint.disabled"}"#, "type"),
+            (br#"{"type":"herald.test"}"#, "type"),
         ];
         for (input, want) in cases {
             let got = match parse_event(input).unwrap_err() {
@@ -438,9 +455,11 @@ mod tests {
             occurred_at_ms: 0,
             received_at_ms: 1,
             data: r#"{"n":1}"#.into(),
+            source: EventSource::Tracking,
         };
         let v: serde_json::Value = serde_json::from_str(&to_json(3, &record)).unwrap();
         assert_eq!(v["seq"], 3);
+        assert_eq!(v["source"], "tracking");
         assert_eq!(v["tenant"], serde_json::Value::Null);
         assert_eq!(v["idempotency_key"], "quote\"and\\slash");
         assert_eq!(v["data"]["n"], 1);

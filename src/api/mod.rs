@@ -193,6 +193,8 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
     let access = state.keys.check(req.headers())?;
     let needed = match segments.as_slice() {
         ["v1", "admin", ..] | ["v1", "keys", ..] => Role::Admin,
+        // The secret signs deliveries: whoever reads it can forge them.
+        ["v1", "endpoints", _, "secret"] => Role::Write,
         _ => access::role_for_method(&method),
     };
     access.require(needed)?;
@@ -249,6 +251,10 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         ["v1", "endpoints", id, "stats"] => {
             only(&method, &Method::GET, "GET")?;
             webhooks::endpoint_stats(state, id).await
+        }
+        ["v1", "endpoints", id, "secret"] => {
+            only(&method, &Method::GET, "GET")?;
+            webhooks::get_secret(state, id).await
         }
         ["v1", "endpoints", id, action] => {
             only(&method, &Method::POST, "POST")?;

@@ -15,7 +15,7 @@ use crate::clock;
 use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
 use crate::ids;
 use crate::names;
-use crate::store::records::{DeliveryRecord, DeliveryStatus, EndpointRecord};
+use crate::store::records::{DeliveryRecord, DeliveryStatus, EndpointRecord, EventSource};
 use crate::store::webhooks::DeliveryFilter;
 use crate::webhooks::dispatch;
 use crate::webhooks::endpoint::{self, EndpointInput, ID_PREFIX as ENDPOINT_ID_PREFIX};
@@ -67,8 +67,15 @@ async fn json_body<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(&body).map_err(|e| events::json_error(&e).into())
 }
 
+/// An endpoint as answers show it: no secret, custom header values redacted.
 fn endpoint_json(status: StatusCode, record: &EndpointRecord) -> Resp {
     json(status, endpoint::to_json(record).to_string())
+}
+
+/// The answers that create or replace the secret carry it: the caller has
+/// no other moment to learn it but `GET /v1/endpoints/{id}/secret`.
+fn endpoint_json_with_secret(status: StatusCode, record: &EndpointRecord) -> Resp {
+    json(status, endpoint::to_json_with_secret(record).to_string())
 }
 
 pub async fn create_endpoint(
@@ -90,7 +97,7 @@ pub async fn create_endpoint(
         .writer
         .write(move |txn| txn.put_endpoint(stored))
         .await?;
-    Ok(endpoint_json(StatusCode::CREATED, &record))
+    Ok(endpoint_json_with_secret(StatusCode::CREATED, &record))
 }
 
 pub async fn list_endpoints(
@@ -123,6 +130,15 @@ pub async fn get_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiErr
     Ok(endpoint_json(
         StatusCode::OK,
         &load_endpoint(&state, id).await?,
+    ))
+}
+
+/// `GET /v1/endpoints/{id}/secret`: the one read that shows the secret.
+pub async fn get_secret(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+    let record = load_endpoint(&state, id).await?;
+    Ok(json(
+        StatusCode::OK,
+        endpoint::secret_json(&record).to_string(),
     ))
 }
 
@@ -225,7 +241,7 @@ pub async fn rotate_secret(
         Ok(current)
     })
     .await?;
-    Ok(endpoint_json(StatusCode::OK, &updated))
+    Ok(endpoint_json_with_secret(StatusCode::OK, &updated))
 }
 
 pub async fn test_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
@@ -239,6 +255,7 @@ pub async fn test_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiEr
         occurred_at_ms: now,
         received_at_ms: now,
         data: json!({"message": "a test event from Herald"}).to_string(),
+        source: EventSource::Herald,
     };
     let msg_id = ids::format(EVENT_ID_PREFIX, event.id);
     let outcome = dispatch::send(&state.hooks, &record, &msg_id, payload::v1(0, &event)).await;
@@ -275,14 +292,14 @@ pub async fn recover(
     let input: SinceInput = json_body(&state, req, false).await?;
     let since = parse_since(&input)?;
     let key = parse_endpoint_id(id)?;
-    let requeued = state
+    let count = state
         .writer
         .write(move |txn| ledger::recover(txn, key, since, MAX_REQUEUE))
         .await?
         .ok_or_else(|| endpoint_not_found(id))?;
     Ok(json(
         StatusCode::ACCEPTED,
-        json!({ "requeued": requeued, "more": requeued == MAX_REQUEUE }).to_string(),
+        json!({ "requeued": count.requeued, "more": count.examined == MAX_REQUEUE }).to_string(),
     ))
 }
 
@@ -303,9 +320,9 @@ pub async fn replay(
     };
     let wanted = move |e: &crate::store::records::EventRecord| {
         names::subscribes(
-            &record.event_types,
-            record.tenant.as_deref(),
+            record.subscription(),
             &e.event_type,
+            e.source,
             e.tenant.as_deref(),
         )
     };

@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{encode, CodecError};
 use super::due::Queue;
-use super::records::{DeliveryRecord, DeliveryStatus, EventRecord};
+use super::records::{DeliveryRecord, DeliveryStatus, EventRecord, EventSource};
 use super::tables::{EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE};
 use super::{last_u64_key, ReadTxn, StoreError, WriteTxn, EXAMINE_BUDGET};
 
@@ -100,6 +100,8 @@ pub struct NewEventRow {
     pub idempotency_key: Option<String>,
     pub occurred_at_ms: Option<i64>,
     pub data: String,
+    /// Who made it; decides which endpoints take it.
+    pub source: EventSource,
     /// Hash of what the caller sent, stored with the idempotency key.
     pub fingerprint: u64,
     /// Random bits that make ids unguessable from (time, seq) alone.
@@ -174,6 +176,14 @@ impl WriteTxn<'_> {
         now_ms: i64,
         exclude: Option<u128>,
     ) -> Result<u64, StoreError> {
+        // Receivers trust these names to come from Herald, so the list that
+        // reserves them must know every one: an unlisted name fails the tests.
+        debug_assert!(
+            row.source == EventSource::Herald
+                && crate::names::is_herald_event_type(&row.event_type),
+            "`{}` is not listed in names::HERALD_EVENT_TYPES",
+            row.event_type
+        );
         self.append(row, now_ms, exclude).map(|(seq, _)| seq)
     }
 
@@ -193,6 +203,7 @@ impl WriteTxn<'_> {
             occurred_at_ms: row.occurred_at_ms.unwrap_or(received_at_ms),
             received_at_ms,
             data: row.data,
+            source: row.source,
         };
         self.events.insert(seq, encode(&record).as_slice())?;
         if let Some(key) = record.idempotency_key.as_deref() {
@@ -211,29 +222,19 @@ impl WriteTxn<'_> {
         }
         self.memory.log.next_seq = seq + 1;
         self.memory.log.last_received_ms = received_at_ms;
-        self.fan_out(
-            seq,
-            record.id,
-            &record.event_type,
-            record.tenant.as_deref(),
-            received_at_ms,
-            exclude,
-        )?;
+        self.fan_out(seq, &record, exclude)?;
         Ok((seq, record))
     }
 }
 
 impl WriteTxn<'_> {
     /// Creates one pending delivery per enabled endpoint that subscribes to
-    /// the event at `seq`, due now, except `exclude`: a 2xx for the event
-    /// means its deliveries are durable too.
+    /// the event at `seq`, due at its receipt, except `exclude`: a 2xx for
+    /// the event means its deliveries are durable too.
     fn fan_out(
         &mut self,
         seq: u64,
-        event_id: u128,
-        event_type: &str,
-        tenant: Option<&str>,
-        now_ms: i64,
+        event: &EventRecord,
         exclude: Option<u128>,
     ) -> Result<(), StoreError> {
         let hooks = &self.memory.hooks;
@@ -247,16 +248,22 @@ impl WriteTxn<'_> {
                 endpoint.enabled
                     && exclude != Some(endpoint.id)
                     && crate::names::subscribes(
-                        &endpoint.event_types,
-                        endpoint.tenant.as_deref(),
-                        event_type,
-                        tenant,
+                        endpoint.subscription(),
+                        &event.event_type,
+                        event.source,
+                        event.tenant.as_deref(),
                     )
             })
             .map(|endpoint| endpoint.id)
             .collect();
         for endpoint_id in subscribed {
-            self.create_delivery(endpoint_id, seq, event_id, event_type, now_ms)?;
+            self.create_delivery(
+                endpoint_id,
+                seq,
+                event.id,
+                &event.event_type,
+                event.received_at_ms,
+            )?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_body, CodecError, Record};
+pub use crate::names::EventSource;
 
 /// An event as stored. Its sequence number is the table key, not a field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,11 +25,25 @@ pub struct EventRecord {
     pub received_at_ms: i64,
     /// The `data` object as JSON text, returned verbatim on reads.
     pub data: String,
+    /// Who made it: an API client, Herald, or a tracking write key. Endpoints
+    /// take only the sources they name.
+    pub source: EventSource,
 }
 
 impl Record for EventRecord {
     const NAME: &'static str = "event";
-    const VERSION: u8 = 1;
+    /// 2: events carry their `source`.
+    const VERSION: u8 = 2;
+
+    fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => Ok(decode_body::<v1::EventRecord>(Self::NAME, body)?.into()),
+            _ => Err(CodecError::UnknownVersion {
+                record: Self::NAME,
+                version,
+            }),
+        }
+    }
 }
 
 /// A webhook endpoint as stored. Its id is the table key as well.
@@ -68,11 +83,35 @@ pub struct EndpointRecord {
     /// Start of the current run of failures, cleared by any success; drives
     /// auto-disable.
     pub failing_since_ms: Option<i64>,
+    /// The sources whose events it takes; never empty, no repeats.
+    pub sources: Vec<EventSource>,
+}
+
+impl EndpointRecord {
+    /// What it subscribes to, for matching events.
+    pub fn subscription(&self) -> crate::names::Subscription<'_> {
+        crate::names::Subscription {
+            patterns: &self.event_types,
+            sources: &self.sources,
+            tenant: self.tenant.as_deref(),
+        }
+    }
 }
 
 impl Record for EndpointRecord {
     const NAME: &'static str = "endpoint";
-    const VERSION: u8 = 1;
+    /// 2: endpoints name the `sources` they take.
+    const VERSION: u8 = 2;
+
+    fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => Ok(decode_body::<v1::EndpointRecord>(Self::NAME, body)?.into()),
+            _ => Err(CodecError::UnknownVersion {
+                record: Self::NAME,
+                version,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,7 +226,112 @@ impl Record for DeliveryRecord {
 pub(super) mod v1 {
     use serde::{Deserialize, Serialize};
 
-    use super::DeliveryStatus;
+    use super::{DeliveryStatus, EventSource};
+
+    /// An event before sources were recorded.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EventRecord {
+        /// As the current record's `id`.
+        pub id: u128,
+        /// As the current record's `event_type`.
+        pub event_type: String,
+        /// As the current record's `tenant`.
+        pub tenant: Option<String>,
+        /// As the current record's `idempotency_key`.
+        pub idempotency_key: Option<String>,
+        /// As the current record's `occurred_at_ms`.
+        pub occurred_at_ms: i64,
+        /// As the current record's `received_at_ms`.
+        pub received_at_ms: i64,
+        /// As the current record's `data`.
+        pub data: String,
+    }
+
+    impl From<EventRecord> for super::EventRecord {
+        /// The type tells Herald's own events from API events. Tracked calls
+        /// cannot be told apart here: the schema migration to version 3
+        /// rewrites them with their source.
+        fn from(old: EventRecord) -> Self {
+            let source = if crate::names::is_herald_event_type(&old.event_type) {
+                EventSource::Herald
+            } else {
+                EventSource::Api
+            };
+            super::EventRecord {
+                id: old.id,
+                event_type: old.event_type,
+                tenant: old.tenant,
+                idempotency_key: old.idempotency_key,
+                occurred_at_ms: old.occurred_at_ms,
+                received_at_ms: old.received_at_ms,
+                data: old.data,
+                source,
+            }
+        }
+    }
+
+    /// An endpoint before it named its sources.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EndpointRecord {
+        /// As the current record's `id`.
+        pub id: u128,
+        /// As the current record's `url`.
+        pub url: String,
+        /// As the current record's `tenant`.
+        pub tenant: Option<String>,
+        /// As the current record's `event_types`.
+        pub event_types: Vec<String>,
+        /// As the current record's `description`.
+        pub description: String,
+        /// As the current record's `headers`.
+        pub headers: Vec<(String, String)>,
+        /// As the current record's `rate_limit_per_sec`.
+        pub rate_limit_per_sec: Option<u32>,
+        /// As the current record's `timeout_secs`.
+        pub timeout_secs: Option<u32>,
+        /// As the current record's `secret`.
+        pub secret: String,
+        /// As the current record's `old_secrets`.
+        pub old_secrets: Vec<(String, i64)>,
+        /// As the current record's `enabled`.
+        pub enabled: bool,
+        /// As the current record's `disabled_reason`.
+        pub disabled_reason: Option<String>,
+        /// As the current record's `payload_version`.
+        pub payload_version: u8,
+        /// As the current record's `created_at_ms`.
+        pub created_at_ms: i64,
+        /// As the current record's `updated_at_ms`.
+        pub updated_at_ms: i64,
+        /// As the current record's `failing_since_ms`.
+        pub failing_since_ms: Option<i64>,
+    }
+
+    impl From<EndpointRecord> for super::EndpointRecord {
+        /// The default sources: what such an endpoint was meant to receive.
+        /// Tracked calls reached it too, which is what sources now prevent.
+        fn from(old: EndpointRecord) -> Self {
+            super::EndpointRecord {
+                id: old.id,
+                url: old.url,
+                tenant: old.tenant,
+                event_types: old.event_types,
+                description: old.description,
+                headers: old.headers,
+                rate_limit_per_sec: old.rate_limit_per_sec,
+                timeout_secs: old.timeout_secs,
+                secret: old.secret,
+                old_secrets: old.old_secrets,
+                enabled: old.enabled,
+                disabled_reason: old.disabled_reason,
+                payload_version: old.payload_version,
+                created_at_ms: old.created_at_ms,
+                updated_at_ms: old.updated_at_ms,
+                failing_since_ms: old.failing_since_ms,
+                sources: EventSource::DEFAULT_FOR_ENDPOINTS.to_vec(),
+            }
+        }
+    }
 
     /// An attempt before failure kinds were recorded.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

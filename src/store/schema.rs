@@ -4,16 +4,19 @@
 
 use redb::{Database, Key, ReadableTable, TableDefinition, Value};
 
+use super::codec::{decode, encode};
 use super::due::{stream_key, Queue};
-use super::tables::{for_each_table, TableVisitor, DUE, META};
+use super::records::{EventRecord, EventSource};
+use super::tables::{for_each_table, TableVisitor, DUE, EVENTS, META, RECENT_TRACKED, TRACKED};
 use super::StoreError;
 
 /// Bumped when a table's key or value layout changes. A file whose version is
 /// newer than this binary's is refused instead of misread.
 ///
 /// 1: the first layout. 2: one `due` table keyed by (queue, key, due, id)
-/// replaces `deliveries_due` and `emails_due`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// replaces `deliveries_due` and `emails_due`. 3: tracked calls in `events`
+/// say that they are tracked (`source`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA_KEY: &str = "schema_version";
 
@@ -51,7 +54,11 @@ pub(super) fn prepare(db: &Database) -> Result<(), PrepareError> {
     };
     match found {
         Some(version) if version > SCHEMA_VERSION => return Err(PrepareError::Newer(version)),
-        Some(1) => migrate_v1(&txn)?,
+        Some(1) => {
+            migrate_v1(&txn)?;
+            migrate_v2(&txn)?;
+        }
+        Some(2) => migrate_v2(&txn)?,
         _ => {}
     }
     if found != Some(SCHEMA_VERSION) {
@@ -103,6 +110,44 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     }
     txn.delete_table(DELIVERIES_DUE_V1)?;
     txn.delete_table(EMAILS_DUE_V1)?;
+    Ok(())
+}
+
+/// The steps from version 2 to 3.
+fn migrate_v2(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    mark_tracked_events(txn)?;
+    Ok(())
+}
+
+/// Rewrites every tracked call in the log with source `tracking`. Version 1
+/// event records carry no source and decode as `api` or `herald` by their
+/// type; only the tracking tables know which seqs were Segment calls.
+fn mark_tracked_events(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut seqs: Vec<u64> = Vec::new();
+    {
+        let tracked = txn.open_table(TRACKED)?;
+        for row in tracked.iter()? {
+            seqs.push(row?.0.value().1);
+        }
+        // Every call has its `tracked` row; the held rows are read too so a
+        // call is marked whichever table still names it.
+        let recent = txn.open_table(RECENT_TRACKED)?;
+        for row in recent.iter()? {
+            seqs.push(row?.0.value());
+        }
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut events = txn.open_table(EVENTS)?;
+    for seq in seqs {
+        let found = events.get(seq)?.map(|v| decode::<EventRecord>(v.value()));
+        let Some(record) = found else {
+            continue;
+        };
+        let mut record = record?;
+        record.source = EventSource::Tracking;
+        events.insert(seq, encode(&record).as_slice())?;
+    }
     Ok(())
 }
 
@@ -163,6 +208,80 @@ mod tests {
         drop((read, store));
         // Opening again finds version 2 and changes nothing.
         assert!(Store::open(&path).is_ok());
+    }
+
+    fn v1_event(event_type: &str, seq: u64) -> Vec<u8> {
+        crate::store::codec::encode_old(
+            1,
+            &crate::store::records::v1::EventRecord {
+                id: crate::store::log::event_id(1_700_000_000_000, seq, 0),
+                event_type: event_type.into(),
+                tenant: None,
+                idempotency_key: None,
+                occurred_at_ms: 1_700_000_000_000,
+                received_at_ms: 1_700_000_000_000,
+                data: "{}".into(),
+            },
+        )
+    }
+
+    /// A version 2 file (events without a source) opens as version 3:
+    /// tracked calls, listed in `tracked` or only in `recent_tracked`, say
+    /// so, whatever their name; other events are `herald` by Herald's own
+    /// names and `api` otherwise.
+    #[test]
+    fn a_version_2_file_marks_its_tracked_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.redb");
+        let events = [
+            (1, "invoice.paid"),
+            (2, "Signed Up"),
+            (3, "email.bounced"),
+            (4, "email.bounced"),
+            (5, "endpoint.disabled"),
+            (6, "email.custom"),
+        ];
+        file_at_version(&path, 2, |txn| {
+            let mut table = txn.open_table(EVENTS).unwrap();
+            for (seq, event_type) in events {
+                table
+                    .insert(seq, v1_event(event_type, seq).as_slice())
+                    .unwrap();
+            }
+            txn.open_table(TRACKED)
+                .unwrap()
+                .insert((1_700_000_000_000, 2), 0u128)
+                .unwrap();
+            txn.open_table(RECENT_TRACKED)
+                .unwrap()
+                .insert(3, (0u128, 9u64, 1_700_000_000_000))
+                .unwrap();
+        });
+        let store = Store::open(&path).unwrap();
+        let read = store.read().unwrap();
+        let source = |seq| read.event_at_seq(seq).unwrap().unwrap().source;
+        assert_eq!(source(1), EventSource::Api);
+        assert_eq!(source(2), EventSource::Tracking);
+        assert_eq!(source(3), EventSource::Tracking);
+        assert_eq!(source(4), EventSource::Herald);
+        assert_eq!(source(5), EventSource::Herald);
+        assert_eq!(source(6), EventSource::Api);
+        let event = read.event_at_seq(2).unwrap().unwrap();
+        assert_eq!(event.event_type, "Signed Up");
+        assert_eq!(event.data, "{}");
+        drop((read, store));
+        // Opening again finds version 3 and changes nothing.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store
+                .read()
+                .unwrap()
+                .event_at_seq(2)
+                .unwrap()
+                .unwrap()
+                .source,
+            EventSource::Tracking
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::segment::{self, Call, Tracked};
 use super::settings::TrackingSettings;
 use crate::ids;
 use crate::store::log::{IndexKeys, NewEventRow};
-use crate::store::records::ProfileRecord;
+use crate::store::records::{EventSource, ProfileRecord};
 use crate::store::tracking::{message_key, person_of, PersonKind, TrackedRow};
 use crate::store::{StoreError, WriteTxn};
 
@@ -272,6 +272,7 @@ pub fn append(
             idempotency_key: None,
             occurred_at_ms: Some(t.timestamp_ms),
             data: call.data,
+            source: EventSource::Tracking,
             fingerprint: 0,
             nonce: ids::new_id() as u16,
             index: IndexKeys {

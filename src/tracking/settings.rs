@@ -7,8 +7,25 @@ use std::time::Duration;
 pub struct Source {
     /// Keeps one source's `messageId`s apart from another's.
     pub name: String,
-    /// What its clients authenticate with; never printed.
+    /// What its clients authenticate with; never printed, but for the
+    /// development source's at start.
     pub write_key: String,
+}
+
+/// The name of the source Herald makes up for a local install without any.
+pub const DEVELOPMENT_SOURCE: &str = "development";
+
+impl Source {
+    /// The development source, whose write key comes from `secret`: random,
+    /// kept in the database so the key a developer copied keeps working
+    /// across restarts.
+    pub fn development(secret: [u8; 32]) -> Source {
+        let hex: String = secret[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Source {
+            name: DEVELOPMENT_SOURCE.to_owned(),
+            write_key: format!("wk_dev_{hex}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Source {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::events::Invalid;
 use crate::ids;
-use crate::names::{is_valid_pattern, is_valid_tenant};
+use crate::names::{is_valid_pattern, is_valid_tenant, EventSource};
 use crate::store::records::EndpointRecord;
 
 use super::signing::Secret;
@@ -23,6 +23,9 @@ const MAX_URL_LEN: usize = 2048;
 const MAX_DESCRIPTION_LEN: usize = 1024;
 const MAX_HEADER_VALUE_LEN: usize = 1024;
 pub const MAX_TIMEOUT_SECS: u32 = 30;
+/// Shown instead of a custom header's value: such headers often carry the
+/// receiver's own credentials, which answers must not hand out again.
+pub const REDACTED: &str = "[redacted]";
 
 /// The fields a client may set, on create (all optional but `url`) and on
 /// update (all optional).
@@ -33,6 +36,7 @@ pub struct EndpointInput {
     #[serde(default, deserialize_with = "nullable")]
     pub tenant: Option<Option<String>>,
     pub event_types: Option<Vec<String>>,
+    pub sources: Option<Vec<String>>,
     pub description: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -110,6 +114,9 @@ pub fn apply(
         }
         record.event_types = types;
     }
+    if let Some(sources) = input.sources {
+        record.sources = parse_sources(&sources)?;
+    }
     if let Some(description) = input.description {
         if description.len() > MAX_DESCRIPTION_LEN {
             return Err(invalid(
@@ -132,6 +139,14 @@ pub fn apply(
                 return Err(invalid(
                     "headers",
                     format!("`{name}` is not a header name an endpoint may set"),
+                ));
+            }
+            if value == REDACTED {
+                return Err(invalid(
+                    "headers",
+                    format!(
+                        "`{name}` holds the redaction marker `{REDACTED}`; send the real value"
+                    ),
                 ));
             }
             if value.len() > MAX_HEADER_VALUE_LEN
@@ -180,6 +195,36 @@ pub fn apply(
     Ok(record)
 }
 
+/// Source names as an endpoint takes them: at least one, each known, none twice.
+fn parse_sources(names: &[String]) -> Result<Vec<EventSource>, Invalid> {
+    let known = || {
+        EventSource::ALL
+            .map(|s| format!("`{}`", s.as_str()))
+            .join(", ")
+    };
+    if names.is_empty() {
+        return Err(invalid(
+            "sources",
+            format!("must name at least one of {}", known()),
+        ));
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let shown: String = name.chars().take(64).collect();
+        let source = EventSource::parse(name).ok_or_else(|| {
+            invalid(
+                "sources",
+                format!("`{shown}` is not a source; use {}", known()),
+            )
+        })?;
+        if out.contains(&source) {
+            return Err(invalid("sources", format!("`{shown}` is named twice")));
+        }
+        out.push(source);
+    }
+    Ok(out)
+}
+
 pub fn new_record(now_ms: i64) -> EndpointRecord {
     EndpointRecord {
         id: ids::new_id(),
@@ -198,6 +243,7 @@ pub fn new_record(now_ms: i64) -> EndpointRecord {
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
         failing_since_ms: None,
+        sources: EventSource::DEFAULT_FOR_ENDPOINTS.to_vec(),
     }
 }
 
@@ -216,28 +262,44 @@ pub fn signing_secrets(record: &EndpointRecord, now_ms: i64) -> Vec<Secret> {
         .collect()
 }
 
+/// The endpoint as every answer shows it: without its secret, and with
+/// custom header values replaced by [`REDACTED`].
 pub fn to_json(record: &EndpointRecord) -> Value {
     let headers: serde_json::Map<String, Value> = record
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .map(|(k, _)| (k.clone(), Value::String(REDACTED.to_owned())))
         .collect();
+    let sources: Vec<&str> = record.sources.iter().map(|s| s.as_str()).collect();
     json!({
         "id": ids::format(ID_PREFIX, record.id),
         "url": record.url,
         "tenant": record.tenant,
         "event_types": record.event_types,
+        "sources": sources,
         "description": record.description,
         "headers": headers,
         "rate_limit_per_sec": record.rate_limit_per_sec,
         "timeout_secs": record.timeout_secs,
-        "secret": record.secret,
         "enabled": record.enabled,
         "disabled_reason": record.disabled_reason,
         "payload_version": record.payload_version,
         "created_at": clock::format_rfc3339(record.created_at_ms),
         "updated_at": clock::format_rfc3339(record.updated_at_ms),
     })
+}
+
+/// As [`to_json`] with the current `secret`: the answer to create and
+/// rotate, whose caller has to learn the secret there.
+pub fn to_json_with_secret(record: &EndpointRecord) -> Value {
+    let mut shown = to_json(record);
+    shown["secret"] = Value::String(record.secret.clone());
+    shown
+}
+
+/// `{"secret": …}`: the answer of the one route that reads it back.
+pub fn secret_json(record: &EndpointRecord) -> Value {
+    json!({ "secret": record.secret })
 }
 
 #[cfg(test)]
@@ -257,6 +319,10 @@ mod tests {
             ("event_types", json!({"event_types": ["tab\there"]})),
             ("event_types", json!({"event_types": ["user*"]})),
             ("tenant", json!({"tenant": "no spaces"})),
+            ("sources", json!({"sources": []})),
+            ("sources", json!({"sources": ["browser"]})),
+            ("sources", json!({"sources": ["api", "api"]})),
+            ("headers", json!({"headers": {"authorization": REDACTED}})),
             ("headers", json!({"headers": {"webhook-id": "x"}})),
             ("headers", json!({"headers": {"x-a": "line\nbreak"}})),
             ("rate_limit_per_sec", json!({"rate_limit_per_sec": 0})),
@@ -272,6 +338,34 @@ mod tests {
             }
             assert_eq!(record, before);
         }
+    }
+
+    #[test]
+    fn answers_hide_the_secret_and_header_values_but_name_the_headers() {
+        let mut record = new_record(0);
+        record.headers = vec![("authorization".into(), "Bearer receiver-token".into())];
+        let shown = to_json(&record);
+        assert!(shown.get("secret").is_none(), "{shown}");
+        assert_eq!(shown["headers"], json!({"authorization": REDACTED}));
+        assert_eq!(shown["sources"], json!(["api", "herald"]));
+        assert!(!shown.to_string().contains("receiver-token"));
+        assert!(!shown.to_string().contains(&record.secret));
+        assert_eq!(
+            to_json_with_secret(&record)["secret"],
+            record.secret.as_str()
+        );
+        assert_eq!(to_json_with_secret(&record)["headers"], shown["headers"]);
+    }
+
+    #[test]
+    fn sources_are_set_in_the_order_given() {
+        let input: EndpointInput =
+            serde_json::from_value(json!({"sources": ["tracking", "api"]})).unwrap();
+        let record = apply(new_record(0), input, true).unwrap();
+        assert_eq!(
+            record.sources,
+            vec![EventSource::Tracking, EventSource::Api]
+        );
     }
 
     #[test]

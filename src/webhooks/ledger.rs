@@ -122,28 +122,47 @@ pub fn delete_endpoint(txn: &mut WriteTxn<'_>, id: u128) -> Result<bool, StoreEr
 }
 
 /// Puts every failed delivery of the endpoint created since `since_ms`
-/// (at most `limit`) back on the schedule, due now and with the schedule
-/// afresh. `None` when there is no such endpoint.
+/// (at most `limit` examined) back on the schedule, due now and with the
+/// schedule afresh. A delivery of an event from a source the endpoint no
+/// longer takes stays failed (a tracked call fanned out before endpoints
+/// named their sources). `None` when there is no such endpoint.
 pub fn recover(
     txn: &mut WriteTxn<'_>,
     endpoint_id: u128,
     since_ms: i64,
     limit: usize,
-) -> Result<Option<usize>, StoreError> {
-    if txn.endpoint(endpoint_id).is_none() {
+) -> Result<Option<RecoverCount>, StoreError> {
+    let Some(sources) = txn.endpoint(endpoint_id).map(|e| e.sources.clone()) else {
         return Ok(None);
-    }
+    };
     let now = clock::now_ms();
     let failed =
         txn.endpoint_deliveries_since(endpoint_id, since_ms, DeliveryStatus::Failed, limit)?;
-    let count = failed.len();
+    let mut count = RecoverCount {
+        examined: failed.len(),
+        requeued: 0,
+    };
     for (delivery_id, mut record) in failed {
+        let source = txn.event_at(record.event_seq)?.map(|e| e.source);
+        if source.is_some_and(|s| !sources.contains(&s)) {
+            continue;
+        }
+        count.requeued += 1;
         record.status = DeliveryStatus::Pending;
         record.next_attempt_ms = Some(now);
         record.schedule_from = record.attempts.len() as u32;
         txn.put_delivery(delivery_id, &record, None)?;
     }
     Ok(Some(count))
+}
+
+/// What a recover call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoverCount {
+    /// Failed deliveries looked at; the limit means there may be more.
+    pub examined: usize,
+    /// Those put back on the schedule.
+    pub requeued: usize,
 }
 
 /// A new delivery to the endpoint of each (seq, event id, type), due now.

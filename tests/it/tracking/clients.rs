@@ -13,7 +13,7 @@ use crate::support::*;
 
 /// Runs tests/segment_clients.py with `spec` (see there), failing the test
 /// with the library's own complaint if it reported an error.
-fn run_client(spec: &Value) -> Value {
+pub(super) fn run_client(spec: &Value) -> Value {
     let output = run_python("segment_clients.py", &[], spec.to_string().as_bytes());
     assert!(
         output.status.success(),

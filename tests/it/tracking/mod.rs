@@ -6,6 +6,7 @@
 
 mod clients;
 mod dedup;
+mod development;
 mod durability;
 mod ingest;
 mod limits;

@@ -24,33 +24,37 @@ fn endpoint_fields_round_trip_and_list_by_tenant() {
         "timeout_secs": 12,
         "secret": GOLDEN_SECRET,
     });
-    let ep = create_endpoint(d.addr, body.clone());
-    assert!(s(&ep["id"]).starts_with("ep_"), "{ep}");
+    let created = create_endpoint(d.addr, body.clone());
+    assert!(s(&created["id"]).starts_with("ep_"), "{created}");
     for field in [
         "url",
         "tenant",
         "event_types",
         "description",
-        "headers",
         "rate_limit_per_sec",
         "timeout_secs",
         "secret",
     ] {
-        assert_eq!(ep[field], body[field], "{field} in {ep}");
+        assert_eq!(created[field], body[field], "{field} in {created}");
     }
-    assert_eq!(ep["enabled"], true);
-    assert_eq!(ep["payload_version"], 1);
-    assert!(ep["created_at"].is_string() && ep["updated_at"].is_string());
+    assert_eq!(created["headers"], json!({"x-a": "[redacted]"}));
+    assert_eq!(created["sources"], json!(["api", "herald"]));
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["payload_version"], 1);
+    assert!(created["created_at"].is_string() && created["updated_at"].is_string());
+    // Only the answer to create shows the secret.
+    let mut ep = created.clone();
+    ep.as_object_mut().unwrap().remove("secret");
     let path = format!("/v1/endpoints/{}", s(&ep["id"]));
     assert_eq!(
         get(d.addr, &path).json(),
         ep,
-        "GET gives what POST answered"
+        "GET gives what POST answered, but the secret"
     );
 
     let plain = create_endpoint(d.addr, json!({"url": "http://127.0.0.1:9/"}));
     assert!(s(&plain["secret"]).starts_with("whsec_"), "{plain}");
-    assert_ne!(plain["secret"], ep["secret"]);
+    assert_ne!(plain["secret"], created["secret"]);
     assert_eq!(plain["event_types"], json!([]), "{plain}");
     assert!(plain["tenant"].is_null(), "{plain}");
     let globex = create_endpoint(
@@ -87,8 +91,8 @@ fn endpoint_fields_round_trip_and_list_by_tenant() {
         "url",
         "tenant",
         "headers",
+        "sources",
         "rate_limit_per_sec",
-        "secret",
         "enabled",
         "created_at",
     ] {
@@ -141,6 +145,22 @@ fn bad_input_and_unknown_ids_are_refused_and_change_nothing() {
             json!({"url": "https://example.com/", "timeout_secs": 31}),
             "timeout_secs",
         ),
+        (
+            json!({"url": "https://example.com/", "sources": []}),
+            "sources",
+        ),
+        (
+            json!({"url": "https://example.com/", "sources": ["browser"]}),
+            "sources",
+        ),
+        (
+            json!({"url": "https://example.com/", "sources": ["tracking", "tracking"]}),
+            "sources",
+        ),
+        (
+            json!({"url": "https://example.com/", "headers": {"authorization": "[redacted]"}}),
+            "headers",
+        ),
     ] {
         let resp = post_json(d.addr, "/v1/endpoints", &body);
         assert_eq!(resp.status, 422, "{body}: {}", resp.text());
@@ -157,17 +177,21 @@ fn bad_input_and_unknown_ids_are_refused_and_change_nothing() {
 
     let ep = create_endpoint(d.addr, json!({"url": "https://example.com/a"}));
     let path = format!("/v1/endpoints/{}", s(&ep["id"]));
-    let resp = patch(
-        d.addr,
-        &path,
-        &json!({"url": "https://example.com/b", "timeout_secs": 99}),
-    );
-    assert_eq!(resp.status, 422, "{}", resp.text());
-    assert_eq!(
-        get(d.addr, &path).json(),
-        ep,
-        "a refused PATCH changes nothing"
-    );
+    let before = get(d.addr, &path).json();
+    for body in [
+        json!({"url": "https://example.com/b", "timeout_secs": 99}),
+        json!({"url": "https://example.com/b", "sources": ["api", "nope"]}),
+        json!({"sources": []}),
+        json!({"sources": "tracking"}),
+    ] {
+        let resp = patch(d.addr, &path, &body);
+        assert!([400, 422].contains(&resp.status), "{body}: {}", resp.text());
+        assert_eq!(
+            get(d.addr, &path).json(),
+            before,
+            "a refused PATCH changes nothing"
+        );
+    }
     let resp = patch(d.addr, &path, &json!({"description": "billing"}));
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["description"], "billing");
@@ -187,6 +211,8 @@ fn bad_input_and_unknown_ids_are_refused_and_change_nothing() {
         ("POST", format!("{path}/enable"), None),
         ("POST", format!("{path}/disable"), None),
         ("POST", format!("{path}/test"), None),
+        ("GET", format!("{path}/secret"), None),
+        ("GET", "/v1/endpoints/ep_garbage/secret".to_owned(), None),
         ("GET", "/v1/endpoints/ep_garbage".to_owned(), None),
         (
             "PATCH",

@@ -10,7 +10,9 @@ mod pacing;
 mod receiver;
 mod records;
 mod retries;
+mod secrets;
 mod signing;
+mod sources;
 mod verifier;
 
 use std::net::SocketAddr;

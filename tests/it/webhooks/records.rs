@@ -39,6 +39,7 @@ fn delivery_trouble_is_reported_to_other_endpoints_never_about_themselves() {
         .find(|r| r.json()["type"] == "delivery.exhausted")
         .unwrap();
     assert_eq!(exhausted.json()["data"]["event_id"], event["id"]);
+    assert_eq!(exhausted.json()["source"], "herald");
 
     // Those events were committed with their deliveries: none is for the
     // endpoint they are about, though it subscribes to every type.

@@ -51,7 +51,7 @@ fn a_delivery_carries_the_documented_body_and_verifies_with_the_reference_librar
     assert_eq!(
         request.json(),
         json!({
-            "id": event["id"], "type": "invoice.paid", "version": 1, "seq": event["seq"],
+            "id": event["id"], "type": "invoice.paid", "source": "api", "version": 1, "seq": event["seq"],
             "timestamp": event["occurred_at"], "tenant": "acme", "data": {"amount": 4200},
         })
     );
@@ -148,7 +148,7 @@ fn rotation_signs_with_both_secrets_until_the_old_ones_grace_ends() {
     );
     assert_eq!(rotated["id"], ep["id"]);
     assert_eq!(
-        get(d.addr, &format!("/v1/endpoints/{}", s(&ep["id"]))).json()["secret"],
+        get(d.addr, &format!("/v1/endpoints/{}/secret", s(&ep["id"]))).json()["secret"],
         new.as_str()
     );
 
