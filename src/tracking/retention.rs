@@ -8,6 +8,7 @@ use super::segment::stored_person;
 use super::settings::TrackingSettings;
 use crate::clock;
 use crate::store::log::IndexKeys;
+use crate::store::tracking::tracked_type_key;
 use crate::store::{StoreError, WriteTxn, Writer};
 use crate::worker::{Step, Worker};
 
@@ -123,9 +124,11 @@ fn remove_old(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreErro
         let Some(event) = txn.event_at(entry.seq)? else {
             continue;
         };
-        let person = stored_person(&event.data);
-        let type_hash = IndexKeys::of(&event.event_type, None).type_hash;
-        txn.remove_tracked(entry, person, type_hash, event.occurred_at_ms)?;
+        let tenant = event.tenant.as_deref();
+        let person = stored_person(tenant, &event.data);
+        let index = IndexKeys::of(&event.event_type, tenant);
+        let type_key = tracked_type_key(tenant, index.type_hash);
+        txn.remove_tracked(entry, person, index, type_key, event.occurred_at_ms)?;
         removed += 1;
     }
     Ok(removed)
@@ -151,7 +154,7 @@ mod tests {
             .collect();
         let body = serde_json::json!({ "batch": items }).to_string();
         let parsed = ingest::parse(None, body.as_bytes(), &settings).unwrap();
-        ingest::prepare(None, parsed, "src", clock::now_ms()).unwrap()
+        ingest::prepare(None, parsed, "src", None, clock::now_ms()).unwrap()
     }
 
     /// Operations of every kind may meet in one group commit, in any

@@ -9,12 +9,17 @@ pub struct Source {
     pub name: String,
     /// What its clients authenticate with; never printed.
     pub write_key: String,
+    /// The tenant its calls are stored for; `None`: no tenant.
+    pub tenant: Option<String>,
 }
 
 impl std::fmt::Debug for Source {
     // Keys stay out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("name", &self.name).finish()
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .finish()
     }
 }
 
