@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::segment::{self, Call, Tracked};
 use super::settings::TrackingSettings;
 use crate::ids;
-use crate::store::log::{tenant_hash, IndexKeys, NewEventRow};
+use crate::store::log::{IndexKeys, NewEventRow};
 use crate::store::records::ProfileRecord;
 use crate::store::tracking::{message_key, person_of, tracked_type_key, PersonKind, TrackedRow};
 use crate::store::{StoreError, WriteTxn};
@@ -88,13 +88,16 @@ pub struct Prepared {
     pub tracked: Tracked,
     pub data: String,
     pub person: u64,
-    pub type_hash: u64,
     /// `message_key`, or 0 when Herald made the messageId up.
     pub message_key: u128,
     /// Identify's traits (top level over `context.traits`).
     pub traits: Option<Map<String, Value>>,
     /// The tenant of the source, whose users the call's ids name.
     pub tenant: Option<String>,
+    /// The log's index keys: the type's hash and the tenant's.
+    pub index: IndexKeys,
+    /// `tracked_type_key` of the tenant and the type's hash.
+    pub type_key: u64,
 }
 
 /// Identify traits: some clients (rudder-sdk) send them only in
@@ -224,7 +227,7 @@ pub fn prepare(
             tracked.anonymous_id.as_deref(),
         )
         .unwrap_or_default();
-        let type_hash = IndexKeys::of(&tracked.event_type, None).type_hash;
+        let index = IndexKeys::of(&tracked.event_type, tenant);
         let traits = identify_traits(&tracked);
         let body = std::mem::take(&mut tracked.body);
         let data = Value::Object(body).to_string();
@@ -237,10 +240,11 @@ pub fn prepare(
             tracked,
             data,
             person,
-            type_hash,
             message_key,
             traits,
             tenant: tenant.map(str::to_owned),
+            index,
+            type_key: tracked_type_key(tenant, index.type_hash),
         });
     }
     Ok(out)
@@ -275,19 +279,15 @@ pub fn append(
                 continue;
             }
         }
-        let tenant = call.tenant.as_deref();
         let row = NewEventRow {
             event_type: t.event_type.clone(),
-            tenant: call.tenant.clone(),
+            tenant: call.tenant,
             idempotency_key: None,
             occurred_at_ms: Some(t.timestamp_ms),
             data: call.data,
             fingerprint: 0,
             nonce: ids::new_id() as u16,
-            index: IndexKeys {
-                type_hash: call.type_hash,
-                tenant_hash: tenant.map(tenant_hash),
-            },
+            index: call.index,
         };
         let (seq, record) = txn.append_event(row, now_ms)?;
         let campaign = t
@@ -299,10 +299,11 @@ pub fn append(
             received_ms: record.received_at_ms,
             message_key: call.message_key,
             person: call.person,
-            type_key: tracked_type_key(tenant, call.type_hash),
+            type_key: call.type_key,
             timestamp_ms: t.timestamp_ms,
             campaign,
         })?;
+        let tenant = record.tenant.as_deref();
         update_identity(txn, t, tenant, call.traits, record.received_at_ms)?;
         out.push(Stored {
             seq,
