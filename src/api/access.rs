@@ -73,6 +73,22 @@ impl Access {
             .with_field("tenant")),
         }
     }
+
+    /// The tenant a `?tenant=` parameter confines a list or query to: a
+    /// well-formed name this key may use. A tenant key is confined to its
+    /// own whether it names it or not; naming another is forbidden to it.
+    pub fn tenant_param(&self, value: Option<String>) -> Result<Option<String>, ApiError> {
+        if value
+            .as_deref()
+            .is_some_and(|t| !crate::names::is_valid_tenant(t))
+        {
+            return Err(ApiError::invalid_query(
+                "tenant",
+                "must match ^[A-Za-z0-9_.:-]{1,128}$",
+            ));
+        }
+        self.tenant_for_write(value)
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, page_limit, query_params, read_body, require_json, Resp};
 use super::{read, AppState};
@@ -17,7 +18,9 @@ use crate::clock;
 use crate::events;
 use crate::mail::address;
 use crate::mail::classify::enhanced_code;
-use crate::mail::ledger::{self, format_email_id, parse_email_id, stream_label, Queued};
+use crate::mail::ledger::{
+    self, format_email_id, parse_email_id, stream_label, Queued, SuppressionScope,
+};
 use crate::mail::request::{self, EmailInput};
 use crate::store::mail::{EmailFilter, SuppressionFilter, ALL_STREAMS};
 use crate::store::records::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
@@ -63,6 +66,7 @@ fn email_json(id: u64, r: &EmailRecord, with_attempts: bool) -> Value {
     let mut out = json!({
         "id": format_email_id(id),
         "stream": r.stream,
+        "tenant": r.tenant,
         "from": r.from,
         "to": r.to,
         "reply_to": r.reply_to,
@@ -108,13 +112,18 @@ fn messages_json(messages: &[(u64, String)]) -> Value {
         "id": format_email_id(*id), "to": to, "status": "queued"})).collect::<Vec<_>>()})
 }
 
-pub async fn send(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn send(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     let limit = state.mail.settings.max_message_bytes * 2 + ENVELOPE_BYTES;
     let body = read_body(body, &parts.headers, limit, state.config.body_timeout).await?;
     require_json(&parts.headers)?;
-    let input: EmailInput =
+    let mut input: EmailInput =
         serde_json::from_slice(&body).map_err(|e| ApiError::from(events::json_error(&e)))?;
+    input.tenant = access.tenant_for_write(input.tenant.take())?;
     let request = request::validate(input, &state.mail.settings).map_err(|r| {
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         ApiError::new(status, r.code, format!("{}: {}", r.field, r.message)).with_field(r.field)
@@ -161,10 +170,11 @@ pub async fn send(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
     }
 }
 
-pub async fn get(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+pub async fn get(state: Arc<AppState>, access: &Access, id: &str) -> Result<Resp, ApiError> {
     let key = parse_email_id(id).ok_or_else(|| email_not_found(id))?;
     let record = read(&state, move |txn| txn.email(key))
         .await?
+        .filter(|r| access.sees(r.tenant.as_deref()))
         .ok_or_else(|| email_not_found(id))?;
     Ok(json(
         StatusCode::OK,
@@ -172,16 +182,22 @@ pub async fn get(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
     ))
 }
 
-pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn list(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let params = query_params(
         req.uri().query(),
-        &["to", "status", "stream", "after", "limit"],
+        &["to", "status", "stream", "tenant", "after", "limit"],
     )?;
     let mut filter = EmailFilter::default();
+    let mut tenant = None;
     let mut after = 0u64;
     let mut limit = DEFAULT_PAGE;
     for (name, value) in params {
         match name.as_str() {
+            "tenant" => tenant = Some(value),
             "to" => {
                 filter.to = Some(
                     address::normalize(&value)
@@ -205,6 +221,7 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
             _ => unreachable!("query_params only yields known names"),
         }
     }
+    filter.tenant = access.tenant_param(tenant)?;
     let page = read(&state, move |txn| txn.scan_emails(&filter, after, limit)).await?;
     let emails: Vec<Value> = page
         .emails
@@ -215,9 +232,15 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
     Ok(json(StatusCode::OK, body.to_string()))
 }
 
-fn suppression_json(address: &str, stream: &str, r: &SuppressionRecord) -> Value {
+fn suppression_json(
+    list: Option<&str>,
+    address: &str,
+    stream: &str,
+    r: &SuppressionRecord,
+) -> Value {
     json!({
         "address": address,
+        "tenant": list,
         "stream": stream_label(stream),
         "reason": r.reason.as_str(),
         "created_at": clock::format_rfc3339(r.created_at_ms),
@@ -238,14 +261,20 @@ fn decode_cursor(text: &str) -> Option<(String, String)> {
 
 pub async fn list_suppressions(
     state: Arc<AppState>,
+    access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let params = query_params(req.uri().query(), &["stream", "reason", "after", "limit"])?;
+    let params = query_params(
+        req.uri().query(),
+        &["stream", "reason", "tenant", "after", "limit"],
+    )?;
     let mut filter = SuppressionFilter::default();
+    let mut tenant = None;
     let mut after = None;
     let mut limit = DEFAULT_PAGE;
     for (name, value) in params {
         match name.as_str() {
+            "tenant" => tenant = Some(value),
             "stream" => filter.stream = Some(value),
             "reason" => {
                 filter.reason = Some(SuppressionReason::parse(&value).ok_or_else(|| {
@@ -265,15 +294,17 @@ pub async fn list_suppressions(
             _ => unreachable!("query_params only yields known names"),
         }
     }
+    let list_owner = access.tenant_param(tenant)?;
+    let owner = list_owner.clone();
     let page = read(&state, move |txn| {
         let after = after.as_ref().map(|(a, s)| (a.as_str(), s.as_str()));
-        txn.scan_suppressions(&filter, after, limit)
+        txn.scan_suppressions(owner.as_deref(), &filter, after, limit)
     })
     .await?;
     let list: Vec<Value> = page
         .entries
         .iter()
-        .map(|(a, s, r)| suppression_json(a, s, r))
+        .map(|(a, s, r)| suppression_json(list_owner.as_deref(), a, s, r))
         .collect();
     let body = json!({
         "suppressions": list,
@@ -319,12 +350,24 @@ fn check_stream(state: &AppState, stream: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The list a suppression route acts on: `?tenant=` for an unscoped key
+/// (none: the global list), always its own for a tenant key.
+fn suppression_list(access: &Access, req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
+    let tenant = query_params(req.uri().query(), &["tenant"])?
+        .into_iter()
+        .next()
+        .map(|(_, v)| v);
+    access.tenant_param(tenant)
+}
+
 pub async fn put_suppression(
     state: Arc<AppState>,
+    access: &Access,
     raw_address: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let address = path_address(raw_address)?;
+    let list = suppression_list(access, &req)?;
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, 16 * 1024, state.config.body_timeout).await?;
     let input: SuppressionInput = if body.is_empty() {
@@ -346,14 +389,16 @@ pub async fn put_suppression(
     if !stream.is_empty() {
         check_stream(&state, &stream)?;
     }
-    let (addr, col) = (address.clone(), stream.clone());
+    let (addr, col, owner) = (address.clone(), stream.clone(), list.clone());
     let now = clock::now_ms();
     let (created, record) = state
         .writer
         .write(move |txn| {
-            let existed = txn.stored_suppression(&addr, &col)?.is_some();
-            ledger::suppress(txn, &addr, &col, reason, None, now)?;
-            let record = txn.stored_suppression(&addr, &col)?;
+            let owner = owner.as_deref();
+            let existed = txn.stored_suppression(owner, &addr, &col)?.is_some();
+            let scope = SuppressionScope::list(owner);
+            ledger::suppress(txn, scope, &addr, &col, reason, None, now)?;
+            let record = txn.stored_suppression(owner, &addr, &col)?;
             Ok((!existed, record))
         })
         .await?;
@@ -365,29 +410,37 @@ pub async fn put_suppression(
     };
     Ok(json(
         status,
-        suppression_json(&address, &stream, &record).to_string(),
+        suppression_json(list.as_deref(), &address, &stream, &record).to_string(),
     ))
 }
 
+/// Removes an entry from the list the key acts on. A tenant key reaches
+/// only its own list, so an entry of the global list (a bounce, a
+/// complaint) is `404` to it, exactly as a missing one.
 pub async fn delete_suppression(
     state: Arc<AppState>,
+    access: &Access,
     raw_address: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let address = path_address(raw_address)?;
-    let params = query_params(req.uri().query(), &["stream"])?;
-    let stream = params
-        .into_iter()
-        .next()
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| ALL_STREAMS.to_owned());
-    let (addr, col) = (address.clone(), stream.clone());
+    let mut stream = ALL_STREAMS.to_owned();
+    let mut tenant = None;
+    for (name, value) in query_params(req.uri().query(), &["stream", "tenant"])? {
+        match name.as_str() {
+            "stream" => stream = value,
+            _ => tenant = Some(value),
+        }
+    }
+    let list = access.tenant_param(tenant)?;
+    let (addr, col, owner) = (address.clone(), stream.clone(), list.clone());
     let removed = state
         .writer
         .write(move |txn| {
-            let removed = txn.delete_suppression(&addr, &col)?;
-            if removed {
-                // A fresh start: earlier soft bounces no longer count.
+            let removed = txn.delete_suppression(owner.as_deref(), &addr, &col)?;
+            // A fresh start on the global list: earlier soft bounces no
+            // longer count. They are the mailbox's, not a tenant's to reset.
+            if removed && owner.is_none() {
                 txn.set_soft_bounces(&addr, 0)?;
             }
             Ok(removed)
@@ -401,9 +454,13 @@ pub async fn delete_suppression(
         } else {
             format!("stream `{stream}`")
         };
+        let whose = match &list {
+            Some(tenant) => format!(" on tenant `{tenant}`'s list"),
+            None => String::new(),
+        };
         Err(ApiError::not_found(
             "suppression_not_found",
-            format!("{address} is not suppressed for {scope}"),
+            format!("{address} is not suppressed for {scope}{whose}"),
         ))
     }
 }

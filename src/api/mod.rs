@@ -211,27 +211,27 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         }
         ["v1", "events", "export"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::export(state, req).await
+            tracking::export(state, &access, req).await
         }
         ["v1", "users", id] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::user(state, id).await
+            tracking::user(state, &access, id, req).await
         }
         ["v1", "users", id, "events"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::user_events(state, id, req).await
+            tracking::user_events(state, &access, id, req).await
         }
         ["v1", "stats", "events"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::stats(state, req).await
+            tracking::stats(state, &access, req).await
         }
         ["v1", "funnels"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::funnel(state, req).await
+            tracking::funnel(state, &access, req).await
         }
         ["v1", "attribution"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::attribution(state, req).await
+            tracking::attribution(state, &access, req).await
         }
         ["v1", "events", id] => {
             only(&method, &Method::GET, "GET")?;
@@ -285,21 +285,21 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
             webhooks::retry_delivery(state, id).await
         }
         ["v1", "emails"] => match method {
-            Method::POST => mail::send(state, req).await,
-            Method::GET => mail::list(state, req).await,
+            Method::POST => mail::send(state, &access, req).await,
+            Method::GET => mail::list(state, &access, req).await,
             _ => Err(ApiError::method_not_allowed("GET, POST")),
         },
         ["v1", "emails", id] => {
             only(&method, &Method::GET, "GET")?;
-            mail::get(state, id).await
+            mail::get(state, &access, id).await
         }
         ["v1", "suppressions"] => {
             only(&method, &Method::GET, "GET")?;
-            mail::list_suppressions(state, req).await
+            mail::list_suppressions(state, &access, req).await
         }
         ["v1", "suppressions", address] => match method {
-            Method::PUT => mail::put_suppression(state, address, req).await,
-            Method::DELETE => mail::delete_suppression(state, address, req).await,
+            Method::PUT => mail::put_suppression(state, &access, address, req).await,
+            Method::DELETE => mail::delete_suppression(state, &access, address, req).await,
             _ => Err(ApiError::method_not_allowed("PUT, DELETE")),
         },
         ["v1", "admin", "backup"] => {

@@ -12,13 +12,15 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, page_limit, query_params, read_body, Resp, ResponseBody};
 use super::{read, AppState};
 use crate::clock;
 use crate::events;
 use crate::store::log::IndexKeys;
-use crate::store::tracking::{person_hash, PersonKind};
+use crate::store::records::EventRecord;
+use crate::store::tracking::{person_hash, tracked_type_key, PersonKind};
 use crate::store::SubmitError;
 use crate::tracking::analysis::{self, Model, Resolver};
 use crate::tracking::ingest::{self, Refusal};
@@ -76,9 +78,9 @@ pub async fn ingest(
         let source = key
             .as_deref()
             .and_then(|k| settings.source_for(k))
-            .map(|s| s.name.clone())
             .ok_or(Refusal::Unauthorized)?;
-        ingest::prepare(call, parsed, &source, received_at)
+        let tenant = source.tenant.as_deref();
+        ingest::prepare(call, parsed, &source.name, tenant, received_at)
     })
     .await
     .map_err(|_| ApiError::unavailable("the request was interrupted"))?
@@ -139,17 +141,24 @@ fn path_user_id(raw: &str) -> Result<String, ApiError> {
     crate::percent::decode(raw).ok_or_else(|| user_not_found(raw))
 }
 
-/// `GET /v1/users/{id}`: traits, linked ids, first and last seen.
-pub async fn user(state: Arc<AppState>, raw_id: &str) -> Result<Resp, ApiError> {
+/// `GET /v1/users/{id}?tenant=`: traits, linked ids, first and last seen.
+pub async fn user(
+    state: Arc<AppState>,
+    access: &Access,
+    raw_id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let user_id = path_user_id(raw_id)?;
+    let tenant = users_of(access, &params_map(&req, &["tenant"])?)?;
     let id = user_id.clone();
     let found = read(&state, move |txn| {
-        let profile = txn.profile(&id)?;
+        let tenant = tenant.as_deref();
+        let profile = txn.profile(tenant, &id)?;
         let mut resolver = Resolver::new(txn.person_links()?);
         let mut first: Option<(i64, u64)> = None;
         let mut last: Option<(i64, u64)> = None;
         let mut count = 0u64;
-        for person in resolver.persons_of(person_hash(PersonKind::User, &id)) {
+        for person in resolver.persons_of(person_hash(tenant, PersonKind::User, &id)) {
             for seq in txn.person_seqs(person, 0, usize::MAX)? {
                 count += 1;
                 if let Some(event) = txn.event_at_seq(seq)? {
@@ -182,18 +191,21 @@ pub async fn user(state: Arc<AppState>, raw_id: &str) -> Result<Resp, ApiError> 
     Ok(json(StatusCode::OK, body.to_string()))
 }
 
-/// `GET /v1/users/{id}/events?after=SEQ&limit=`: the user's calls,
+/// `GET /v1/users/{id}/events?after=SEQ&limit=&tenant=`: the user's calls,
 /// including those made anonymously before the link, in log order.
 pub async fn user_events(
     state: Arc<AppState>,
+    access: &Access,
     raw_id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let user_id = path_user_id(raw_id)?;
     let mut after = 0u64;
     let mut limit = DEFAULT_PAGE;
-    for (name, value) in query_params(req.uri().query(), &["after", "limit"])? {
+    let mut tenant = None;
+    for (name, value) in query_params(req.uri().query(), &["after", "limit", "tenant"])? {
         match name.as_str() {
+            "tenant" => tenant = Some(value),
             "after" => {
                 after = value
                     .parse()
@@ -202,11 +214,13 @@ pub async fn user_events(
             _ => limit = page_limit(&value, MAX_PAGE)?,
         }
     }
+    let tenant = access.tenant_param(tenant)?;
     let id = user_id.clone();
     let (lines, more) = read(&state, move |txn| {
         let mut resolver = Resolver::new(txn.person_links()?);
         let mut seqs = Vec::new();
-        for person in resolver.persons_of(person_hash(PersonKind::User, &id)) {
+        let user = person_hash(tenant.as_deref(), PersonKind::User, &id);
+        for person in resolver.persons_of(user) {
             seqs.extend(txn.person_seqs(person, after, limit + 1)?);
         }
         seqs.sort_unstable();
@@ -258,6 +272,14 @@ fn range(params: &HashMap<String, String>, default_span: i64) -> Result<(i64, i6
     Ok((since, until))
 }
 
+/// Whose tracked users a query is about: `?tenant=` for an unscoped key
+/// (none: users of sources bound to no tenant), always its own for a
+/// tenant key. People are hashed with their tenant, so no query can reach
+/// across.
+fn users_of(access: &Access, params: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    access.tenant_param(params.get("tenant").cloned())
+}
+
 fn params_map(
     req: &Request<Incoming>,
     known: &[&str],
@@ -267,9 +289,14 @@ fn params_map(
         .collect())
 }
 
-/// `GET /v1/stats/events?event=&interval=hour|day&since=&until=`
-pub async fn stats(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let p = params_map(&req, &["event", "interval", "since", "until"])?;
+/// `GET /v1/stats/events?event=&interval=hour|day&since=&until=&tenant=`
+pub async fn stats(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let p = params_map(&req, &["event", "interval", "since", "until", "tenant"])?;
+    let tenant = users_of(access, &p)?;
     let event = p
         .get("event")
         .cloned()
@@ -288,9 +315,9 @@ pub async fn stats(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp,
             format!("at most {MAX_BUCKETS} intervals"),
         ));
     }
-    let hash = IndexKeys::of(&event, None).type_hash;
+    let key = tracked_type_key(tenant.as_deref(), IndexKeys::of(&event, None).type_hash);
     let counts = read(&state, move |txn| {
-        txn.event_counts(hash, since, until, bucket_ms)
+        txn.event_counts(key, since, until, bucket_ms)
     })
     .await?;
     let total: u64 = counts.iter().sum();
@@ -305,9 +332,14 @@ pub async fn stats(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp,
     Ok(json(StatusCode::OK, body.to_string()))
 }
 
-/// `GET /v1/funnels?steps=A,B,C&within=14d&since=&until=`
-pub async fn funnel(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let p = params_map(&req, &["steps", "within", "since", "until"])?;
+/// `GET /v1/funnels?steps=A,B,C&within=14d&since=&until=&tenant=`
+pub async fn funnel(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let p = params_map(&req, &["steps", "within", "since", "until", "tenant"])?;
+    let tenant = users_of(access, &p)?;
     let steps: Vec<String> = p
         .get("steps")
         .ok_or_else(|| {
@@ -335,13 +367,13 @@ pub async fn funnel(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         let resolver = Resolver::new(txn.person_links()?);
         let mut hits = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            let hash = IndexKeys::of(name, None).type_hash;
+            let key = tracked_type_key(tenant.as_deref(), IndexKeys::of(name, None).type_hash);
             let end = if i == 0 {
                 until
             } else {
                 until.saturating_add(within_ms)
             };
-            hits.push(txn.event_hits(hash, since, end)?);
+            hits.push(txn.event_hits(key, since, end)?);
         }
         Ok(analysis::funnel(&hits, within_ms, &resolver))
     })
@@ -365,9 +397,14 @@ pub async fn funnel(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     Ok(json(StatusCode::OK, body.to_string()))
 }
 
-/// `GET /v1/attribution?event=&model=first_touch|last_touch&since=&until=`
-pub async fn attribution(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let p = params_map(&req, &["event", "model", "since", "until"])?;
+/// `GET /v1/attribution?event=&model=first_touch|last_touch&since=&until=&tenant=`
+pub async fn attribution(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let p = params_map(&req, &["event", "model", "since", "until", "tenant"])?;
+    let tenant = users_of(access, &p)?;
     let event = p
         .get("event")
         .cloned()
@@ -383,10 +420,10 @@ pub async fn attribution(state: Arc<AppState>, req: Request<Incoming>) -> Result
         }
     };
     let (since, until) = range(&p, 30 * DAY_MS)?;
-    let hash = IndexKeys::of(&event, None).type_hash;
+    let key = tracked_type_key(tenant.as_deref(), IndexKeys::of(&event, None).type_hash);
     let (groups, total) = read(&state, move |txn| {
         let mut resolver = Resolver::new(txn.person_links()?);
-        let conversions = txn.event_hits(hash, since, until)?;
+        let conversions = txn.event_hits(key, since, until)?;
         let mut failure = None;
         let groups = analysis::attribute(&conversions, model, &mut resolver, |person| {
             match txn.touches(person, until) {
@@ -474,10 +511,17 @@ fn send_chunk(
     }
 }
 
-/// `GET /v1/events/export?since=&until=`: tracked calls received in the
-/// range, one JSON event per line, streamed as they are read.
-pub async fn export(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let p = params_map(&req, &["since", "until"])?;
+/// `GET /v1/events/export?since=&until=&tenant=`: tracked calls received
+/// in the range, one JSON event per line, streamed as they are read. A
+/// tenant key (or `?tenant=`) gets that tenant's calls only; an unscoped
+/// key without it gets every call, as lists do.
+pub async fn export(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let p = params_map(&req, &["since", "until", "tenant"])?;
+    let tenant = access.tenant_param(p.get("tenant").cloned())?;
     let (since, until) = range(&p, DAY_MS)?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let store = state.store.clone();
@@ -504,7 +548,8 @@ pub async fn export(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
             };
             let Some(&(last, _)) = page.last() else { break };
             for ((_, seq), event) in &page {
-                if let Some(event) = event {
+                let wanted = |e: &&EventRecord| tenant.is_none() || e.tenant == tenant;
+                if let Some(event) = event.as_ref().filter(wanted) {
                     events::write_json(&mut chunk, *seq, event);
                     chunk.push('\n');
                 }

@@ -50,6 +50,11 @@ pub struct SourceSection {
     /// What the source's clients authenticate with (Basic user, Bearer or
     /// `writeKey`); unique, at least 16 printable ASCII characters, no `:`.
     pub write_key: String,
+    /// The tenant its calls belong to: only that tenant's endpoints and keys
+    /// see them, and its users are apart from everyone else's. None: calls
+    /// belong to no tenant, as before tenants.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, ConfigError> {
@@ -87,9 +92,19 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
                 "source names and write keys must be unique",
             ));
         }
+        if s.tenant
+            .as_deref()
+            .is_some_and(|t| !crate::names::is_valid_tenant(t))
+        {
+            return Err(invalid(
+                format!("tracking.sources[{i}].tenant"),
+                "must match ^[A-Za-z0-9_.:-]{1,128}$",
+            ));
+        }
         sources.push(Source {
             name: s.name,
             write_key: s.write_key,
+            tenant: s.tenant,
         });
     }
     let max_event_bytes = in_range(
@@ -143,4 +158,37 @@ pub fn validate_tracking(section: TrackingSection) -> Result<TrackingSettings, C
             Duration::from_secs(24 * 3600),
         )?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(tenant: Option<&str>) -> TrackingSection {
+        TrackingSection {
+            sources: vec![SourceSection {
+                name: "web".into(),
+                write_key: "wk_web_0123456789abcdef".into(),
+                tenant: tenant.map(str::to_owned),
+            }],
+            ..TrackingSection::default()
+        }
+    }
+
+    #[test]
+    fn a_source_may_name_a_tenant_that_follows_the_tenant_rules() {
+        let settings = validate_tracking(source(Some("acme"))).unwrap();
+        assert_eq!(settings.sources[0].tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            validate_tracking(source(None)).unwrap().sources[0].tenant,
+            None
+        );
+        for bad in ["", "has space", "ünï"] {
+            let err = validate_tracking(source(Some(bad))).unwrap_err();
+            assert!(
+                err.to_string().starts_with("tracking.sources[0].tenant"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }

@@ -228,7 +228,8 @@ impl MailWorker {
             let Some(record) = snapshot.email(id)? else {
                 return Ok(None);
             };
-            let suppression = snapshot.suppression_for(&record.to, &record.stream)?;
+            let suppression =
+                snapshot.suppression_for(record.tenant.as_deref(), &record.to, &record.stream)?;
             Ok(Some((record, suppression)))
         });
         let (record, suppression) = match read {
@@ -250,7 +251,7 @@ impl MailWorker {
             return Attempted::Nothing(Ended::NotDue);
         }
         if let Some(entry) = suppression {
-            let reason = entry.reason;
+            let reason = entry.record.reason;
             return Attempted::Submitted(Box::new(move |txn| {
                 ledger::cancel_suppressed(txn, id, reason)
             }));

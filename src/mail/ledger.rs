@@ -32,13 +32,16 @@ pub fn stream_label(stream: &str) -> Option<&str> {
     (stream != ALL_STREAMS).then_some(stream)
 }
 
+/// Appends an `email.*` event of `tenant`: only that tenant's endpoints
+/// (and those bound to none) receive it.
 fn append(
     txn: &mut WriteTxn<'_>,
     event_type: &str,
+    tenant: Option<&str>,
     data: serde_json::Value,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    txn.append_system_event(system_event(event_type, None, data), now_ms, None)?;
+    txn.append_system_event(system_event(event_type, tenant, data), now_ms, None)?;
     Ok(())
 }
 
@@ -57,14 +60,16 @@ pub enum Queued {
 }
 
 /// Queues one message per recipient, due now; refuses the whole request if
-/// any recipient is suppressed for its stream.
+/// any recipient is suppressed for its stream, on the global list or on
+/// the request's tenant's.
 pub fn queue(
     txn: &mut WriteTxn<'_>,
     request: &EmailRequest,
     now_ms: i64,
 ) -> Result<Queued, StoreError> {
+    let tenant = request.tenant.as_deref();
     if let Some(key) = &request.idempotency_key {
-        if let Some((first, count, fingerprint)) = txn.email_key(key)? {
+        if let Some((first, count, fingerprint)) = txn.email_key(tenant, key)? {
             if fingerprint != request.fingerprint {
                 return Ok(Queued::KeyConflict);
             }
@@ -78,15 +83,11 @@ pub fn queue(
         }
     }
     for address in &request.to {
-        if let Some(entry) = txn.suppression_for(address, &request.stream)? {
-            let stream = txn
-                .stored_suppression(address, ALL_STREAMS)?
-                .is_none()
-                .then(|| request.stream.clone());
+        if let Some(entry) = txn.suppression_for(tenant, address, &request.stream)? {
             return Ok(Queued::Suppressed {
                 address: address.clone(),
-                reason: entry.reason,
-                stream,
+                reason: entry.record.reason,
+                stream: (!entry.all_streams).then(|| request.stream.clone()),
             });
         }
     }
@@ -96,6 +97,7 @@ pub fn queue(
         let id = first + offset as u64;
         let record = EmailRecord {
             stream: request.stream.clone(),
+            tenant: request.tenant.clone(),
             from: request.from.display(),
             to: to.clone(),
             reply_to: request.reply_to.as_ref().map(|m| m.display()),
@@ -125,6 +127,7 @@ pub fn queue(
         append(
             txn,
             "email.queued",
+            tenant,
             json!({"message_id": format_email_id(id), "stream": record.stream, "to": to,
                    "from": record.from, "subject": record.subject, "tags": tags}),
             now_ms,
@@ -132,22 +135,55 @@ pub fn queue(
         messages.push((id, to.clone()));
     }
     if let Some(key) = &request.idempotency_key {
-        txn.put_email_key(key, first, messages.len() as u32, request.fingerprint)?;
+        txn.put_email_key(
+            tenant,
+            key,
+            first,
+            messages.len() as u32,
+            request.fingerprint,
+        )?;
     }
     Ok(Queued::Created(messages))
+}
+
+/// Where a suppression entry goes, and whose `email.suppressed` event
+/// tells of it.
+#[derive(Debug, Clone, Copy)]
+pub struct SuppressionScope<'a> {
+    /// The list: a tenant's, or `None`, the global one every send checks.
+    pub list: Option<&'a str>,
+    /// The tenant the event belongs to: the list's, or, for a global entry
+    /// caused by a message, that message's tenant, whose id the event names.
+    pub event_tenant: Option<&'a str>,
+}
+
+impl SuppressionScope<'_> {
+    pub const GLOBAL: SuppressionScope<'static> = SuppressionScope {
+        list: None,
+        event_tenant: None,
+    };
+
+    /// A tenant's own list (`None`: the global one), told to that tenant.
+    pub fn list(list: Option<&str>) -> SuppressionScope<'_> {
+        SuppressionScope {
+            list,
+            event_tenant: list,
+        }
+    }
 }
 
 /// Adds a suppression entry and its `email.suppressed` event; false when
 /// the same entry existed already.
 pub fn suppress(
     txn: &mut WriteTxn<'_>,
+    scope: SuppressionScope<'_>,
     address: &str,
     stream: &str,
     reason: SuppressionReason,
     email_id: Option<u64>,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    if let Some(existing) = txn.stored_suppression(address, stream)? {
+    if let Some(existing) = txn.stored_suppression(scope.list, address, stream)? {
         if existing.reason == reason {
             return Ok(false);
         }
@@ -157,12 +193,13 @@ pub fn suppress(
         created_at_ms: now_ms,
         email_id,
     };
-    txn.put_suppression(address, stream, &record)?;
+    txn.put_suppression(scope.list, address, stream, &record)?;
     append(
         txn,
         "email.suppressed",
+        scope.event_tenant,
         json!({"address": address, "stream": stream_label(stream), "reason": reason.as_str(),
-               "message_id": email_id.map(format_email_id)}),
+               "tenant": scope.list, "message_id": email_id.map(format_email_id)}),
         now_ms,
     )?;
     Ok(true)
@@ -177,6 +214,7 @@ pub fn unsubscribe(
 ) -> Result<bool, StoreError> {
     let added = suppress(
         txn,
+        SuppressionScope::GLOBAL,
         address,
         stream,
         SuppressionReason::Unsubscribe,
@@ -187,6 +225,7 @@ pub fn unsubscribe(
         append(
             txn,
             "email.unsubscribed",
+            None,
             json!({"address": address, "stream": stream}),
             now_ms,
         )?;
@@ -263,9 +302,15 @@ pub fn record_attempt(
             "email.failed"
         }
     };
-    append(txn, event_type, data, now_ms)?;
+    let tenant = record.tenant.as_deref();
+    append(txn, event_type, tenant, data, now_ms)?;
     if let Some(reason) = decision.suppress {
-        suppress(txn, &to, ALL_STREAMS, reason, Some(id), now_ms)?;
+        // What a mailbox answered holds for every sender: the global list.
+        let scope = SuppressionScope {
+            list: None,
+            event_tenant: tenant,
+        };
+        suppress(txn, scope, &to, ALL_STREAMS, reason, Some(id), now_ms)?;
     }
     txn.put_email(id, &record, previous_due, false)
 }
@@ -289,6 +334,7 @@ pub fn cancel_suppressed(
     append(
         txn,
         "email.failed",
+        record.tenant.as_deref(),
         json!({"message_id": format_email_id(id), "stream": record.stream, "to": record.to,
                "reason": "suppressed", "suppression": reason.as_str()}),
         now_ms,

@@ -72,6 +72,8 @@ pub struct EmailInput {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// A request refused before anything is written.
@@ -104,6 +106,9 @@ pub struct EmailRequest {
     pub headers: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
     pub idempotency_key: Option<String>,
+    /// Whose message it is; idempotency keys are scoped by it, so it is
+    /// not part of the fingerprint.
+    pub tenant: Option<String>,
     /// Identifies the content, so a reused key with other content is caught.
     pub fingerprint: u64,
 }
@@ -255,6 +260,12 @@ pub fn validate(input: EmailInput, mail: &MailSettings) -> Result<EmailRequest, 
         }
     }
 
+    if let Some(tenant) = &input.tenant {
+        if !crate::names::is_valid_tenant(tenant) {
+            return Err(refuse("tenant", "must match ^[A-Za-z0-9_.:-]{1,128}$"));
+        }
+    }
+
     let mut request = EmailRequest {
         stream: stream_name,
         from,
@@ -266,6 +277,7 @@ pub fn validate(input: EmailInput, mail: &MailSettings) -> Result<EmailRequest, 
         headers,
         tags,
         idempotency_key: input.idempotency_key,
+        tenant: input.tenant,
         fingerprint: 0,
     };
     request.fingerprint = fingerprint(&request);

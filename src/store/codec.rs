@@ -289,6 +289,7 @@ mod tests {
     fn sample_email() -> EmailRecord {
         EmailRecord {
             stream: "transactional".into(),
+            tenant: None,
             from: "Acme <no-reply@acme.com>".into(),
             to: "bob@example.com".into(),
             reply_to: None,
@@ -327,17 +328,40 @@ mod tests {
                                     0000";
     const SUPPRESSION_V1_GOLDEN: &str = "0100fd00d0ca9f170300000107";
 
+    const EMAIL_V2_GOLDEN: &str = "020d7472616e73616374696f6e616c010461636d651841636d65203c6e6f2d7265706c794061636d\
+                                    652e636f6d3e0f626f62406578616d706c652e636f6d000248690568656c6c6f010c3c703e68656c\
+                                    6c6f3c2f703e0103582d41013101046b696e640572657365740e3c312e324061636d652e636f6d3e\
+                                    fd00d0ca9f170300000101fdc8d0ca9f17030000fbc2010b342e322e30206c617465720c01fdc0a4\
+                                    cc9f170300000000";
+
+    /// A version 2 message: it belongs to a tenant.
+    fn sample_email_v2() -> EmailRecord {
+        EmailRecord {
+            tenant: Some("acme".into()),
+            ..sample_email()
+        }
+    }
+
     #[test]
-    fn mail_records_v1_match_golden_bytes() {
-        assert_eq!(hex(&encode(&sample_email())), EMAIL_V1_GOLDEN);
+    fn mail_records_match_golden_bytes() {
+        assert_eq!(hex(&encode(&sample_email_v2())), EMAIL_V2_GOLDEN);
         assert_eq!(
-            decode::<EmailRecord>(&unhex(EMAIL_V1_GOLDEN)).unwrap(),
-            sample_email()
+            decode::<EmailRecord>(&unhex(EMAIL_V2_GOLDEN)).unwrap(),
+            sample_email_v2()
         );
         assert_eq!(hex(&encode(&sample_suppression())), SUPPRESSION_V1_GOLDEN);
         assert_eq!(
             decode::<SuppressionRecord>(&unhex(SUPPRESSION_V1_GOLDEN)).unwrap(),
             sample_suppression()
+        );
+    }
+
+    /// Messages queued before tenants keep reading: they belong to none.
+    #[test]
+    fn version_1_emails_decode_without_a_tenant() {
+        assert_eq!(
+            decode::<EmailRecord>(&unhex(EMAIL_V1_GOLDEN)).unwrap(),
+            sample_email()
         );
     }
 }

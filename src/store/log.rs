@@ -296,10 +296,14 @@ impl WriteTxn<'_> {
         Ok(id)
     }
 
-    /// Deletes an event without a tenant (retention of tracked calls).
-    pub(crate) fn remove_event(&mut self, seq: u64, type_hash: u64) -> Result<(), StoreError> {
+    /// Deletes an event and its index rows (retention of tracked calls).
+    pub(crate) fn remove_event(&mut self, seq: u64, index: IndexKeys) -> Result<(), StoreError> {
         self.events.remove(seq)?;
-        self.events_by_type.remove(index_key(type_hash, seq))?;
+        self.events_by_type
+            .remove(index_key(index.type_hash, seq))?;
+        if let Some(tenant_hash) = index.tenant_hash {
+            self.events_by_tenant.remove(index_key(tenant_hash, seq))?;
+        }
         Ok(())
     }
 }

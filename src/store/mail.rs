@@ -1,4 +1,5 @@
-//! Mail tables: messages, idempotency keys, the suppression list and
+//! Mail tables: messages with their recipient and tenant indexes,
+//! idempotency keys, the global and the tenants' suppression lists, and
 //! soft-bounce counts. A message's schedule row lives in `due`.
 
 use redb::ReadableTable;
@@ -6,11 +7,31 @@ use redb::ReadableTable;
 use super::codec::{decode, encode};
 use super::due::{stream_key, Queue};
 use super::records::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
-use super::tables::{EMAILS, EMAILS_BY_TO, EMAIL_KEYS, SOFT_BOUNCES, SUPPRESSIONS};
+use super::tables::{
+    EMAILS, EMAILS_BY_TENANT, EMAILS_BY_TENANT_TO, EMAILS_BY_TO, EMAIL_KEYS, SOFT_BOUNCES,
+    SUPPRESSIONS, TENANT_SUPPRESSIONS,
+};
 use super::{ReadTxn, StoreError, WriteTxn, EXAMINE_BUDGET};
 
 /// The stream column of a suppression covering every stream.
 pub const ALL_STREAMS: &str = "";
+
+/// An entry that forbids a send, and how far it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocking {
+    pub record: SuppressionRecord,
+    /// It covers every stream, not only the message's.
+    pub all_streams: bool,
+}
+
+/// The stored form of an idempotency key: a tenant's keys live apart from
+/// other tenants' and from the keys of messages without a tenant.
+fn scoped_email_key(tenant: Option<&str>, key: &str) -> String {
+    match tenant {
+        None => key.to_owned(),
+        Some(tenant) => format!("{tenant}\0{key}"),
+    }
+}
 
 impl WriteTxn<'_> {
     pub(crate) fn next_email_id(&self) -> Result<u64, StoreError> {
@@ -42,6 +63,14 @@ impl WriteTxn<'_> {
             self.txn
                 .open_table(EMAILS_BY_TO)?
                 .insert((record.to.as_str(), id), ())?;
+            if let Some(tenant) = record.tenant.as_deref() {
+                self.txn
+                    .open_table(EMAILS_BY_TENANT)?
+                    .insert((tenant, id), ())?;
+                self.txn
+                    .open_table(EMAILS_BY_TENANT_TO)?
+                    .insert((tenant, record.to.as_str(), id), ())?;
+            }
         }
         self.txn
             .open_table(EMAILS)?
@@ -49,65 +78,103 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    pub(crate) fn email_key(&self, key: &str) -> Result<Option<(u64, u32, u64)>, StoreError> {
+    pub(crate) fn email_key(
+        &self,
+        tenant: Option<&str>,
+        key: &str,
+    ) -> Result<Option<(u64, u32, u64)>, StoreError> {
         let table = self.txn.open_table(EMAIL_KEYS)?;
-        let found = table.get(key)?;
+        let found = table.get(scoped_email_key(tenant, key).as_str())?;
         Ok(found.map(|v| v.value()))
     }
 
     pub(crate) fn put_email_key(
         &mut self,
+        tenant: Option<&str>,
         key: &str,
         first_id: u64,
         count: u32,
         fingerprint: u64,
     ) -> Result<(), StoreError> {
-        self.txn
-            .open_table(EMAIL_KEYS)?
-            .insert(key, (first_id, count, fingerprint))?;
+        self.txn.open_table(EMAIL_KEYS)?.insert(
+            scoped_email_key(tenant, key).as_str(),
+            (first_id, count, fingerprint),
+        )?;
         Ok(())
     }
 
-    /// The entry that forbids sending `stream` mail to `address`, if any.
+    /// The entry that forbids sending `stream` mail of `tenant` to
+    /// `address`, if any: the global list first, then the tenant's own.
     pub(crate) fn suppression_for(
         &self,
+        tenant: Option<&str>,
         address: &str,
         stream: &str,
-    ) -> Result<Option<SuppressionRecord>, StoreError> {
-        let table = self.txn.open_table(SUPPRESSIONS)?;
-        suppression_in(&table, address, stream)
+    ) -> Result<Option<Blocking>, StoreError> {
+        let global = self.txn.open_table(SUPPRESSIONS)?;
+        let own = self.txn.open_table(TENANT_SUPPRESSIONS)?;
+        blocking_in(&global, &own, tenant, address, stream)
     }
 
-    /// Adds or replaces an entry; false when an identical reason was there.
+    /// Adds or replaces an entry of `list` (a tenant's, or `None`: the
+    /// global one); false when an identical reason was there.
     pub(crate) fn put_suppression(
         &mut self,
+        list: Option<&str>,
         address: &str,
         stream: &str,
         record: &SuppressionRecord,
     ) -> Result<bool, StoreError> {
-        let mut table = self.txn.open_table(SUPPRESSIONS)?;
-        let previous = table
-            .insert((address, stream), encode(record).as_slice())?
-            .map(|old| decode::<SuppressionRecord>(old.value()))
-            .transpose()?;
+        let bytes = encode(record);
+        let previous = match list {
+            None => self
+                .txn
+                .open_table(SUPPRESSIONS)?
+                .insert((address, stream), bytes.as_slice())?
+                .map(|old| decode::<SuppressionRecord>(old.value())),
+            Some(tenant) => self
+                .txn
+                .open_table(TENANT_SUPPRESSIONS)?
+                .insert((tenant, address, stream), bytes.as_slice())?
+                .map(|old| decode::<SuppressionRecord>(old.value())),
+        }
+        .transpose()?;
         Ok(previous.is_none_or(|p| p.reason != record.reason))
     }
 
     pub(crate) fn stored_suppression(
         &self,
+        list: Option<&str>,
         address: &str,
         stream: &str,
     ) -> Result<Option<SuppressionRecord>, StoreError> {
-        super::get_record(&self.txn.open_table(SUPPRESSIONS)?, (address, stream))
+        match list {
+            None => super::get_record(&self.txn.open_table(SUPPRESSIONS)?, (address, stream)),
+            Some(tenant) => super::get_record(
+                &self.txn.open_table(TENANT_SUPPRESSIONS)?,
+                (tenant, address, stream),
+            ),
+        }
     }
 
     pub(crate) fn delete_suppression(
         &mut self,
+        list: Option<&str>,
         address: &str,
         stream: &str,
     ) -> Result<bool, StoreError> {
-        let mut table = self.txn.open_table(SUPPRESSIONS)?;
-        let removed = table.remove((address, stream))?.is_some();
+        let removed = match list {
+            None => self
+                .txn
+                .open_table(SUPPRESSIONS)?
+                .remove((address, stream))?
+                .is_some(),
+            Some(tenant) => self
+                .txn
+                .open_table(TENANT_SUPPRESSIONS)?
+                .remove((tenant, address, stream))?
+                .is_some(),
+        };
         Ok(removed)
     }
 
@@ -128,14 +195,35 @@ impl WriteTxn<'_> {
     }
 }
 
-fn suppression_in(
-    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+type GlobalList = (&'static str, &'static str);
+type TenantList = (&'static str, &'static str, &'static str);
+
+/// The global list's entry for `address` (every stream, then `stream`),
+/// else the tenant's.
+fn blocking_in(
+    global: &impl ReadableTable<GlobalList, &'static [u8]>,
+    tenants: &impl ReadableTable<TenantList, &'static [u8]>,
+    tenant: Option<&str>,
     address: &str,
     stream: &str,
-) -> Result<Option<SuppressionRecord>, StoreError> {
+) -> Result<Option<Blocking>, StoreError> {
     for column in [ALL_STREAMS, stream] {
-        if let Some(bytes) = table.get((address, column))? {
-            return Ok(Some(decode(bytes.value())?));
+        if let Some(bytes) = global.get((address, column))? {
+            return Ok(Some(Blocking {
+                record: decode(bytes.value())?,
+                all_streams: column == ALL_STREAMS,
+            }));
+        }
+    }
+    let Some(tenant) = tenant else {
+        return Ok(None);
+    };
+    for column in [ALL_STREAMS, stream] {
+        if let Some(bytes) = tenants.get((tenant, address, column))? {
+            return Ok(Some(Blocking {
+                record: decode(bytes.value())?,
+                all_streams: column == ALL_STREAMS,
+            }));
         }
     }
     Ok(None)
@@ -143,6 +231,8 @@ fn suppression_in(
 
 #[derive(Debug, Default, Clone)]
 pub struct EmailFilter {
+    /// Only this tenant's messages, read through its own index.
+    pub tenant: Option<String>,
     pub to: Option<String>,
     pub status: Option<EmailStatus>,
     pub stream: Option<String>,
@@ -174,11 +264,13 @@ impl ReadTxn {
 
     pub fn suppression_for(
         &self,
+        tenant: Option<&str>,
         address: &str,
         stream: &str,
-    ) -> Result<Option<SuppressionRecord>, StoreError> {
-        let table = self.txn.open_table(SUPPRESSIONS)?;
-        suppression_in(&table, address, stream)
+    ) -> Result<Option<Blocking>, StoreError> {
+        let global = self.txn.open_table(SUPPRESSIONS)?;
+        let own = self.txn.open_table(TENANT_SUPPRESSIONS)?;
+        blocking_in(&global, &own, tenant, address, stream)
     }
 
     /// Messages after id `after` matching `filter`, oldest first.
@@ -189,70 +281,132 @@ impl ReadTxn {
         limit: usize,
     ) -> Result<EmailPage, StoreError> {
         let emails = self.txn.open_table(EMAILS)?;
-        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> = match &filter.to {
-            Some(to) => {
-                let index = self.txn.open_table(EMAILS_BY_TO)?;
-                let rows: Vec<_> = index
-                    .range((to.as_str(), after.saturating_add(1))..=(to.as_str(), u64::MAX))?
-                    .take(limit + EXAMINE_BUDGET + 1)
-                    .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from))
-                    .collect();
-                Box::new(rows.into_iter())
-            }
-            None => Box::new(
-                emails
-                    .range(after.saturating_add(1)..)?
-                    .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
-            ),
-        };
+        let first = after.saturating_add(1);
+        // Index rows are collected, not streamed: at most a page and the
+        // examine budget of them.
+        let bounded = limit + EXAMINE_BUDGET + 1;
+        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> =
+            match (filter.tenant.as_deref(), filter.to.as_deref()) {
+                (Some(tenant), Some(to)) => {
+                    let index = self.txn.open_table(EMAILS_BY_TENANT_TO)?;
+                    let rows: Vec<_> = index
+                        .range((tenant, to, first)..=(tenant, to, u64::MAX))?
+                        .take(bounded)
+                        .map(|r| r.map(|(k, _)| k.value().2).map_err(StoreError::from))
+                        .collect();
+                    Box::new(rows.into_iter())
+                }
+                (Some(tenant), None) => {
+                    let index = self.txn.open_table(EMAILS_BY_TENANT)?;
+                    let rows: Vec<_> = index
+                        .range((tenant, first)..=(tenant, u64::MAX))?
+                        .take(bounded)
+                        .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from))
+                        .collect();
+                    Box::new(rows.into_iter())
+                }
+                (None, Some(to)) => {
+                    let index = self.txn.open_table(EMAILS_BY_TO)?;
+                    let rows: Vec<_> = index
+                        .range((to, first)..=(to, u64::MAX))?
+                        .take(bounded)
+                        .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from))
+                        .collect();
+                    Box::new(rows.into_iter())
+                }
+                (None, None) => Box::new(
+                    emails
+                        .range(first..)?
+                        .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
+                ),
+            };
         let (emails, next_after) =
             super::page_by_ids(ids, &emails, after, limit, |record: &EmailRecord| {
                 filter.status.is_none_or(|s| s == record.status)
                     && filter.stream.as_deref().is_none_or(|s| s == record.stream)
+                    && (filter.tenant.is_none() || filter.tenant == record.tenant)
             })?;
         Ok(EmailPage { emails, next_after })
     }
 
-    /// Suppression entries after (address, stream) `after`, in address order.
+    /// Entries of `list` (a tenant's, or `None`: the global one) after
+    /// (address, stream) `after`, in address order.
     pub fn scan_suppressions(
         &self,
+        list: Option<&str>,
         filter: &SuppressionFilter,
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<SuppressionPage, StoreError> {
-        let table = self.txn.open_table(SUPPRESSIONS)?;
-        let rows = match after {
-            Some(key) => table.range(key..)?,
-            None => table.range::<(&str, &str)>(..)?,
-        };
-        let mut entries = Vec::new();
-        let mut last: Option<(String, String)> = None;
-        let mut more = false;
-        for (examined, row) in rows.enumerate() {
-            let (key, value) = row?;
-            let (address, stream) = key.value();
-            if Some((address, stream)) == after {
-                continue;
+        let (address, stream) = after.unwrap_or(("", ""));
+        match list {
+            None => {
+                let table = self.txn.open_table(SUPPRESSIONS)?;
+                let rows = table.range((address, stream)..)?.map(|row| {
+                    let (key, value) = row?;
+                    let (address, stream) = key.value();
+                    Ok((
+                        address.to_owned(),
+                        stream.to_owned(),
+                        decode(value.value())?,
+                    ))
+                });
+                page_suppressions(rows, filter, after, limit)
             }
-            if examined == limit + EXAMINE_BUDGET {
-                more = true;
-                break;
-            }
-            let record: SuppressionRecord = decode(value.value())?;
-            let wanted = filter.reason.is_none_or(|r| r == record.reason)
-                && filter.stream.as_deref().is_none_or(|s| s == stream);
-            if wanted && entries.len() == limit {
-                more = true;
-                break;
-            }
-            last = Some((address.to_owned(), stream.to_owned()));
-            if wanted {
-                entries.push((address.to_owned(), stream.to_owned(), record));
+            Some(tenant) => {
+                let table = self.txn.open_table(TENANT_SUPPRESSIONS)?;
+                let rows = table
+                    .range((tenant, address, stream)..)?
+                    .map(|row| {
+                        let (key, value) = row?;
+                        let (owner, address, stream) = key.value();
+                        Ok((owner == tenant)
+                            .then(|| (address.to_owned(), stream.to_owned(), value)))
+                    })
+                    .map_while(|row: Result<_, StoreError>| row.transpose())
+                    .map(|row| {
+                        let (address, stream, value) = row?;
+                        Ok((address, stream, decode(value.value())?))
+                    });
+                page_suppressions(rows, filter, after, limit)
             }
         }
-        Ok(SuppressionPage {
-            entries,
-            next_after: if more { last } else { None },
-        })
     }
+}
+
+/// A page of suppression entries read from `rows` (in key order, from
+/// `after` on) that match `filter`, examining a bounded number.
+fn page_suppressions(
+    rows: impl Iterator<Item = Result<(String, String, SuppressionRecord), StoreError>>,
+    filter: &SuppressionFilter,
+    after: Option<(&str, &str)>,
+    limit: usize,
+) -> Result<SuppressionPage, StoreError> {
+    let mut entries = Vec::new();
+    let mut last: Option<(String, String)> = None;
+    let mut more = false;
+    for (examined, row) in rows.enumerate() {
+        let (address, stream, record) = row?;
+        if Some((address.as_str(), stream.as_str())) == after {
+            continue;
+        }
+        if examined == limit + EXAMINE_BUDGET {
+            more = true;
+            break;
+        }
+        let wanted = filter.reason.is_none_or(|r| r == record.reason)
+            && filter.stream.as_deref().is_none_or(|s| s == stream);
+        if wanted && entries.len() == limit {
+            more = true;
+            break;
+        }
+        last = Some((address.clone(), stream.clone()));
+        if wanted {
+            entries.push((address, stream, record));
+        }
+    }
+    Ok(SuppressionPage {
+        entries,
+        next_after: if more { last } else { None },
+    })
 }

@@ -226,7 +226,7 @@ impl Record for DeliveryRecord {
 pub(super) mod v1 {
     use serde::{Deserialize, Serialize};
 
-    use super::{DeliveryStatus, EventSource};
+    use super::{DeliveryStatus, EmailStatus, EventSource, MailAttemptRecord};
 
     /// An event before sources were recorded.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +400,67 @@ pub(super) mod v1 {
             }
         }
     }
+
+    /// A message from before tenants.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EmailRecord {
+        /// As the current record's `stream`.
+        pub stream: String,
+        /// As the current record's `from`.
+        pub from: String,
+        /// As the current record's `to`.
+        pub to: String,
+        /// As the current record's `reply_to`.
+        pub reply_to: Option<String>,
+        /// As the current record's `subject`.
+        pub subject: String,
+        /// As the current record's `text`.
+        pub text: String,
+        /// As the current record's `html`.
+        pub html: Option<String>,
+        /// As the current record's `headers`.
+        pub headers: Vec<(String, String)>,
+        /// As the current record's `tags`.
+        pub tags: Vec<(String, String)>,
+        /// As the current record's `message_id`.
+        pub message_id: String,
+        /// As the current record's `created_at_ms`.
+        pub created_at_ms: i64,
+        /// As the current record's `status`.
+        pub status: EmailStatus,
+        /// As the current record's `attempts`.
+        pub attempts: Vec<MailAttemptRecord>,
+        /// As the current record's `next_attempt_ms`.
+        pub next_attempt_ms: Option<i64>,
+        /// As the current record's `smtp_response`.
+        pub smtp_response: Option<String>,
+        /// As the current record's `flagged`.
+        pub flagged: bool,
+    }
+
+    impl From<EmailRecord> for super::EmailRecord {
+        fn from(old: EmailRecord) -> Self {
+            super::EmailRecord {
+                stream: old.stream,
+                tenant: None,
+                from: old.from,
+                to: old.to,
+                reply_to: old.reply_to,
+                subject: old.subject,
+                text: old.text,
+                html: old.html,
+                headers: old.headers,
+                tags: old.tags,
+                message_id: old.message_id,
+                created_at_ms: old.created_at_ms,
+                status: old.status,
+                attempts: old.attempts,
+                next_attempt_ms: old.next_attempt_ms,
+                smtp_response: old.smtp_response,
+                flagged: old.flagged,
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,6 +496,11 @@ pub struct MailAttemptRecord {
 pub struct EmailRecord {
     /// The stream it was queued on; if the config drops that stream it stays queued.
     pub stream: String,
+    /// Whose message it is: only keys of this tenant (or unscoped ones) see
+    /// it, its `email.*` events carry it, and its sends also check this
+    /// tenant's suppression list. `None` for messages queued before tenants
+    /// (version 1) and by unscoped keys without one.
+    pub tenant: Option<String>,
     /// `Name <address>` or the bare address, address normalised; every attempt
     /// composes the message anew from these fields.
     pub from: String,
@@ -473,7 +539,18 @@ pub struct EmailRecord {
 
 impl Record for EmailRecord {
     const NAME: &'static str = "email";
-    const VERSION: u8 = 1;
+    /// 2: a message carries its tenant.
+    const VERSION: u8 = 2;
+
+    fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => Ok(decode_body::<v1::EmailRecord>(Self::NAME, body)?.into()),
+            _ => Err(CodecError::UnknownVersion {
+                record: Self::NAME,
+                version,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,12 +70,30 @@ pub const EMAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("emails");
 /// (recipient, message id) → (): a recipient's messages without a scan.
 pub const EMAILS_BY_TO: TableDefinition<(&str, u64), ()> = TableDefinition::new("emails_by_to");
 
+/// (tenant, message id) → (): a tenant's messages, so its pages are full or
+/// final however many other tenants' messages lie between. Messages without
+/// a tenant have no row.
+pub const EMAILS_BY_TENANT: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("emails_by_tenant");
+
+/// (tenant, recipient, message id) → (): a tenant's messages to one address.
+pub const EMAILS_BY_TENANT_TO: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("emails_by_tenant_to");
+
 /// idempotency key → (first message id, message count, request fingerprint).
-/// One request's messages get consecutive ids.
+/// One request's messages get consecutive ids. A tenant's keys are stored
+/// as `tenant NUL key` (keys hold no control characters), so tenants never
+/// see each other's keys and keys without a tenant keep their old form.
 pub const EMAIL_KEYS: TableDefinition<&str, (u64, u32, u64)> = TableDefinition::new("email_keys");
 
 /// (address, stream or "" for every stream) → encoded `SuppressionRecord`.
 pub const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("suppressions");
+
+/// (tenant, address, stream or "" for every stream) → encoded
+/// `SuppressionRecord`: each tenant's own list, checked only for its
+/// messages. Bounces and complaints go to the global `suppressions`.
+pub const TENANT_SUPPRESSIONS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("tenant_suppressions");
 
 /// address → temporary failures since its last accepted message.
 pub const SOFT_BOUNCES: TableDefinition<&str, u32> = TableDefinition::new("soft_bounces");
@@ -97,12 +115,15 @@ pub const RECENT_TRACKED: TableDefinition<u64, (u128, u64, i64)> =
 pub const TRACKED: TableDefinition<(i64, u64), u128> = TableDefinition::new("tracked");
 
 /// (person, seq) → (): a person's calls. A person is the hash of `u:USERID`
-/// or `a:ANONYMOUSID` (see `person_hash`).
+/// or `a:ANONYMOUSID`, and of the tenant for calls of a tenant's source
+/// (see `person_hash`).
 pub const TRACK_BY_PERSON: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("track_by_person");
 
-/// (event type hash, timestamp ms, seq) → person: one event name's calls in
-/// time order, which stats, funnels and attribution scan by range.
+/// (event type key, timestamp ms, seq) → person: one event name's calls in
+/// time order, which stats, funnels and attribution scan by range. The key
+/// is the type hash, mixed with the tenant for a tenant's calls
+/// (`tracked_type_key`), so each tenant's calls are a range of their own.
 pub const TRACK_BY_EVENT: TableDefinition<(u64, i64, u64), u64> =
     TableDefinition::new("track_by_event");
 
@@ -110,8 +131,12 @@ pub const TRACK_BY_EVENT: TableDefinition<(u64, i64, u64), u64> =
 pub const TOUCHES: TableDefinition<(u64, i64, u64), (&str, &str, &str)> =
     TableDefinition::new("touches");
 
-/// userId → encoded `ProfileRecord`.
+/// userId → encoded `ProfileRecord`, for sources bound to no tenant.
 pub const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+
+/// (tenant, userId) → encoded `ProfileRecord`: users of a tenant's sources.
+pub const TENANT_PROFILES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("tenant_profiles");
 
 /// person → the person (`u:USERID`) it belongs to: anonymous ids seen with a
 /// userId, and ids an alias retired.
@@ -143,8 +168,11 @@ pub(crate) fn for_each_table(visitor: &mut impl TableVisitor) -> Result<(), Stor
     visitor.visit(DELIVERIES_BY_EVENT)?;
     visitor.visit(EMAILS)?;
     visitor.visit(EMAILS_BY_TO)?;
+    visitor.visit(EMAILS_BY_TENANT)?;
+    visitor.visit(EMAILS_BY_TENANT_TO)?;
     visitor.visit(EMAIL_KEYS)?;
     visitor.visit(SUPPRESSIONS)?;
+    visitor.visit(TENANT_SUPPRESSIONS)?;
     visitor.visit(SOFT_BOUNCES)?;
     visitor.visit(TRACK_KEYS)?;
     visitor.visit(RECENT_TRACKED)?;
@@ -153,6 +181,7 @@ pub(crate) fn for_each_table(visitor: &mut impl TableVisitor) -> Result<(), Stor
     visitor.visit(TRACK_BY_EVENT)?;
     visitor.visit(TOUCHES)?;
     visitor.visit(PROFILES)?;
+    visitor.visit(TENANT_PROFILES)?;
     visitor.visit(PERSON_LINKS)?;
     visitor.visit(TRACK_META)?;
     Ok(())

@@ -5,22 +5,29 @@
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::codec::encode;
+use super::log::IndexKeys;
 use super::records::ProfileRecord;
 use super::tables::{
-    PERSON_LINKS, PROFILES, RECENT_TRACKED, TOUCHES, TRACKED, TRACK_BY_EVENT, TRACK_BY_PERSON,
-    TRACK_KEYS, TRACK_META,
+    PERSON_LINKS, PROFILES, RECENT_TRACKED, TENANT_PROFILES, TOUCHES, TRACKED, TRACK_BY_EVENT,
+    TRACK_BY_PERSON, TRACK_KEYS, TRACK_META,
 };
 use super::{digest, ReadTxn, StoreError, WriteTxn};
 
 /// A person in the indexes: 64 bits of SHA-256 over `u:USERID` or
-/// `a:ANONYMOUSID`. Part of the file format; with a million people the
-/// chance of any two colliding is about 1 in 40 million.
-pub fn person_hash(kind: PersonKind, id: &str) -> u64 {
+/// `a:ANONYMOUSID`, and for calls of a tenant's source over the tenant as
+/// well, in a domain of its own: two tenants' `user_1` are two people, and
+/// calls stored before tenants keep their hashes. Part of the file format;
+/// with a million people the chance of any two colliding is about 1 in 40
+/// million.
+pub fn person_hash(tenant: Option<&str>, kind: PersonKind, id: &str) -> u64 {
     let prefix = match kind {
         PersonKind::User => "u",
         PersonKind::Anonymous => "a",
     };
-    let d = digest(3, &[prefix, id]);
+    let d = match tenant {
+        None => digest(3, &[prefix, id]),
+        Some(tenant) => digest(6, &[tenant, prefix, id]),
+    };
     u64::from_be_bytes(d[..8].try_into().expect("32 bytes"))
 }
 
@@ -31,11 +38,29 @@ pub enum PersonKind {
 }
 
 /// The person a call belongs to: its userId, else its anonymousId.
-pub fn person_of(user_id: Option<&str>, anonymous_id: Option<&str>) -> Option<u64> {
+pub fn person_of(
+    tenant: Option<&str>,
+    user_id: Option<&str>,
+    anonymous_id: Option<&str>,
+) -> Option<u64> {
     match (user_id, anonymous_id) {
-        (Some(u), _) => Some(person_hash(PersonKind::User, u)),
-        (None, Some(a)) => Some(person_hash(PersonKind::Anonymous, a)),
+        (Some(u), _) => Some(person_hash(tenant, PersonKind::User, u)),
+        (None, Some(a)) => Some(person_hash(tenant, PersonKind::Anonymous, a)),
         (None, None) => None,
+    }
+}
+
+/// What `track_by_event` files an event name's calls under: the type hash
+/// for calls without a tenant (as before tenants), else that hash mixed
+/// with the tenant, so that counts, funnels and attribution of one tenant
+/// read its own range and nobody else's.
+pub fn tracked_type_key(tenant: Option<&str>, type_hash: u64) -> u64 {
+    match tenant {
+        None => type_hash,
+        Some(tenant) => {
+            let d = digest(7, &[tenant, &type_hash.to_string()]);
+            u64::from_be_bytes(d[..8].try_into().expect("32 bytes"))
+        }
     }
 }
 
@@ -52,6 +77,7 @@ pub(super) struct TrackTables<'txn> {
     by_event: redb::Table<'txn, (u64, i64, u64), u64>,
     touches: redb::Table<'txn, (u64, i64, u64), (&'static str, &'static str, &'static str)>,
     profiles: redb::Table<'txn, &'static str, &'static [u8]>,
+    tenant_profiles: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
     links: redb::Table<'txn, u64, u64>,
     /// Where dedup keys and person rows wait for a bulk merge.
     recent: redb::Table<'txn, u64, (u128, u64, i64)>,
@@ -64,7 +90,8 @@ pub struct TrackedRow<'a> {
     /// `message_key`, or 0 when Herald assigned the id.
     pub message_key: u128,
     pub person: u64,
-    pub type_hash: u64,
+    /// `tracked_type_key` of the call's tenant and type hash.
+    pub type_key: u64,
     pub timestamp_ms: i64,
     pub campaign: Option<(&'a str, &'a str, &'a str)>,
 }
@@ -77,6 +104,7 @@ impl<'txn> TrackTables<'txn> {
             by_event: t.open_table(TRACK_BY_EVENT)?,
             touches: t.open_table(TOUCHES)?,
             profiles: t.open_table(PROFILES)?,
+            tenant_profiles: t.open_table(TENANT_PROFILES)?,
             links: t.open_table(PERSON_LINKS)?,
             recent: t.open_table(RECENT_TRACKED)?,
         })
@@ -126,7 +154,7 @@ impl<'txn> WriteTxn<'txn> {
             .insert((row.received_ms, row.seq), row.message_key)?;
         tables
             .by_event
-            .insert((row.type_hash, row.timestamp_ms, row.seq), row.person)?;
+            .insert((row.type_key, row.timestamp_ms, row.seq), row.person)?;
         if let Some((source, medium, name)) = row.campaign {
             tables.touches.insert(
                 (row.person, row.timestamp_ms, row.seq),
@@ -141,18 +169,19 @@ impl<'txn> WriteTxn<'txn> {
     /// user's id. An alias's previousId may have been either, so both link.
     pub fn link(
         &mut self,
+        tenant: Option<&str>,
         other_id: &str,
         user_id: &str,
         kinds: &[PersonKind],
     ) -> Result<bool, StoreError> {
-        let user = person_hash(PersonKind::User, user_id);
+        let user = person_hash(tenant, PersonKind::User, user_id);
         let links = &mut self.track_tables()?.links;
         let mut changed = false;
         for &kind in kinds {
             if kind == PersonKind::User && other_id == user_id {
                 continue;
             }
-            let other = person_hash(kind, other_id);
+            let other = person_hash(tenant, kind, other_id);
             // Most calls repeat a known link: reading first avoids rewriting
             // the page for nothing.
             if links.get(other)?.is_some_and(|v| v.value() == user) {
@@ -164,14 +193,34 @@ impl<'txn> WriteTxn<'txn> {
         Ok(changed)
     }
 
-    pub fn profile(&mut self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
-        super::get_record(&self.track_tables()?.profiles, user_id)
+    /// The profile of `user_id` among `tenant`'s users (`None`: users of
+    /// sources bound to no tenant).
+    pub fn profile(
+        &mut self,
+        tenant: Option<&str>,
+        user_id: &str,
+    ) -> Result<Option<ProfileRecord>, StoreError> {
+        let tables = self.track_tables()?;
+        match tenant {
+            None => super::get_record(&tables.profiles, user_id),
+            Some(tenant) => super::get_record(&tables.tenant_profiles, (tenant, user_id)),
+        }
     }
 
-    pub fn put_profile(&mut self, user_id: &str, record: &ProfileRecord) -> Result<(), StoreError> {
-        self.track_tables()?
-            .profiles
-            .insert(user_id, encode(record).as_slice())?;
+    pub fn put_profile(
+        &mut self,
+        tenant: Option<&str>,
+        user_id: &str,
+        record: &ProfileRecord,
+    ) -> Result<(), StoreError> {
+        let tables = self.track_tables()?;
+        let bytes = encode(record);
+        match tenant {
+            None => tables.profiles.insert(user_id, bytes.as_slice())?,
+            Some(tenant) => tables
+                .tenant_profiles
+                .insert((tenant, user_id), bytes.as_slice())?,
+        };
         Ok(())
     }
 }
@@ -258,7 +307,8 @@ impl WriteTxn<'_> {
         &mut self,
         entry: &TrackedEntry,
         person: Option<u64>,
-        type_hash: u64,
+        index: IndexKeys,
+        type_key: u64,
         timestamp_ms: i64,
     ) -> Result<(), StoreError> {
         self.expire_track_key(entry.message_key, entry.seq)?;
@@ -269,14 +319,14 @@ impl WriteTxn<'_> {
         }
         tables
             .by_event
-            .remove((type_hash, timestamp_ms, entry.seq))?;
+            .remove((type_key, timestamp_ms, entry.seq))?;
         if let Some(person) = person {
             // Not among the cached tables: only merges write it.
             self.txn
                 .open_table(TRACK_BY_PERSON)?
                 .remove((person, entry.seq))?;
         }
-        self.remove_event(entry.seq, type_hash)?;
+        self.remove_event(entry.seq, index)?;
         Ok(())
     }
 }
@@ -285,8 +335,18 @@ impl WriteTxn<'_> {
 pub type EventHits = Vec<(i64, u64)>;
 
 impl ReadTxn {
-    pub fn profile(&self, user_id: &str) -> Result<Option<ProfileRecord>, StoreError> {
-        super::get_record(&self.txn.open_table(PROFILES)?, user_id)
+    /// As `WriteTxn::profile`.
+    pub fn profile(
+        &self,
+        tenant: Option<&str>,
+        user_id: &str,
+    ) -> Result<Option<ProfileRecord>, StoreError> {
+        match tenant {
+            None => super::get_record(&self.txn.open_table(PROFILES)?, user_id),
+            Some(tenant) => {
+                super::get_record(&self.txn.open_table(TENANT_PROFILES)?, (tenant, user_id))
+            }
+        }
     }
 
     /// Every person → user link (anonymous ids and aliases).
@@ -328,16 +388,17 @@ impl ReadTxn {
         Ok(out)
     }
 
-    /// Calls of one event name with timestamps in [since, until), in time order.
+    /// Calls of one event name (its `tracked_type_key`) with timestamps in
+    /// [since, until), in time order.
     pub fn event_hits(
         &self,
-        type_hash: u64,
+        type_key: u64,
         since_ms: i64,
         until_ms: i64,
     ) -> Result<EventHits, StoreError> {
         let table = self.txn.open_table(TRACK_BY_EVENT)?;
         let mut out = Vec::new();
-        for row in table.range((type_hash, since_ms, 0)..(type_hash, until_ms, 0))? {
+        for row in table.range((type_key, since_ms, 0)..(type_key, until_ms, 0))? {
             let (k, v) = row?;
             out.push((k.value().1, v.value()));
         }
@@ -347,7 +408,7 @@ impl ReadTxn {
     /// Counts calls of one event name per bucket of `bucket_ms`, from `since`.
     pub fn event_counts(
         &self,
-        type_hash: u64,
+        type_key: u64,
         since_ms: i64,
         until_ms: i64,
         bucket_ms: i64,
@@ -355,7 +416,7 @@ impl ReadTxn {
         let table = self.txn.open_table(TRACK_BY_EVENT)?;
         let buckets = ((until_ms - since_ms + bucket_ms - 1) / bucket_ms).max(0) as usize;
         let mut counts = vec![0u64; buckets];
-        for row in table.range((type_hash, since_ms, 0)..(type_hash, until_ms, 0))? {
+        for row in table.range((type_key, since_ms, 0)..(type_key, until_ms, 0))? {
             let (k, _) = row?;
             let index = ((k.value().1 - since_ms) / bucket_ms) as usize;
             if let Some(c) = counts.get_mut(index) {
@@ -399,5 +460,39 @@ impl ReadTxn {
             out.push(row?.0.value());
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls stored before tenants were indexed under these hashes; calls
+    /// of sources without a tenant must keep landing on them.
+    #[test]
+    fn people_without_a_tenant_keep_their_hashes_and_tenants_get_their_own() {
+        assert_eq!(
+            person_hash(None, PersonKind::User, "user_1"),
+            8_749_725_298_756_159_637,
+            "the hash of a tenant-less user is part of the file format"
+        );
+        let type_hash = crate::store::log::type_hash("Signed Up");
+        assert_eq!(tracked_type_key(None, type_hash), type_hash);
+        let people = [
+            person_hash(None, PersonKind::User, "user_1"),
+            person_hash(Some("acme"), PersonKind::User, "user_1"),
+            person_hash(Some("globex"), PersonKind::User, "user_1"),
+            person_hash(Some("acme"), PersonKind::Anonymous, "user_1"),
+        ];
+        for (i, a) in people.iter().enumerate() {
+            for b in &people[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_ne!(
+            tracked_type_key(Some("acme"), type_hash),
+            tracked_type_key(Some("globex"), type_hash)
+        );
+        assert_ne!(tracked_type_key(Some("acme"), type_hash), type_hash);
     }
 }

@@ -16,7 +16,7 @@ use super::settings::TrackingSettings;
 use crate::ids;
 use crate::store::log::{IndexKeys, NewEventRow};
 use crate::store::records::{EventSource, ProfileRecord};
-use crate::store::tracking::{message_key, person_of, PersonKind, TrackedRow};
+use crate::store::tracking::{message_key, person_of, tracked_type_key, PersonKind, TrackedRow};
 use crate::store::{StoreError, WriteTxn};
 
 /// A refused request; nothing of it is written.
@@ -88,11 +88,16 @@ pub struct Prepared {
     pub tracked: Tracked,
     pub data: String,
     pub person: u64,
-    pub type_hash: u64,
     /// `message_key`, or 0 when Herald made the messageId up.
     pub message_key: u128,
     /// Identify's traits (top level over `context.traits`).
     pub traits: Option<Map<String, Value>>,
+    /// The tenant of the source, whose users the call's ids name.
+    pub tenant: Option<String>,
+    /// The log's index keys: the type's hash and the tenant's.
+    pub index: IndexKeys,
+    /// `tracked_type_key` of the tenant and the type's hash.
+    pub type_key: u64,
 }
 
 /// Identify traits: some clients (rudder-sdk) send them only in
@@ -187,11 +192,13 @@ pub fn parse(
     }
 }
 
-/// Validates every call; one bad call refuses the request.
+/// Validates every call of `source` (bound to `tenant`, if any); one bad
+/// call refuses the request.
 pub fn prepare(
     call: Option<Call>,
     parsed: Parsed,
     source: &str,
+    tenant: Option<&str>,
     received_at_ms: i64,
 ) -> Result<Vec<Prepared>, Refusal> {
     let batch_sent_at = parsed.shared.get("sentAt").cloned();
@@ -214,9 +221,13 @@ pub fn prepare(
             };
             invalid(field, r.message)
         })?;
-        let person = person_of(tracked.user_id.as_deref(), tracked.anonymous_id.as_deref())
-            .unwrap_or_default();
-        let type_hash = IndexKeys::of(&tracked.event_type, None).type_hash;
+        let person = person_of(
+            tenant,
+            tracked.user_id.as_deref(),
+            tracked.anonymous_id.as_deref(),
+        )
+        .unwrap_or_default();
+        let index = IndexKeys::of(&tracked.event_type, tenant);
         let traits = identify_traits(&tracked);
         let body = std::mem::take(&mut tracked.body);
         let data = Value::Object(body).to_string();
@@ -229,9 +240,11 @@ pub fn prepare(
             tracked,
             data,
             person,
-            type_hash,
             message_key,
             traits,
+            tenant: tenant.map(str::to_owned),
+            index,
+            type_key: tracked_type_key(tenant, index.type_hash),
         });
     }
     Ok(out)
@@ -268,17 +281,14 @@ pub fn append(
         }
         let row = NewEventRow {
             event_type: t.event_type.clone(),
-            tenant: None,
+            tenant: call.tenant,
             idempotency_key: None,
             occurred_at_ms: Some(t.timestamp_ms),
             data: call.data,
             source: EventSource::Tracking,
             fingerprint: 0,
             nonce: ids::new_id() as u16,
-            index: IndexKeys {
-                type_hash: call.type_hash,
-                tenant_hash: None,
-            },
+            index: call.index,
         };
         let (seq, record) = txn.append_event(row, now_ms)?;
         let campaign = t
@@ -290,11 +300,12 @@ pub fn append(
             received_ms: record.received_at_ms,
             message_key: call.message_key,
             person: call.person,
-            type_hash: call.type_hash,
+            type_key: call.type_key,
             timestamp_ms: t.timestamp_ms,
             campaign,
         })?;
-        update_identity(txn, t, call.traits, record.received_at_ms)?;
+        let tenant = record.tenant.as_deref();
+        update_identity(txn, t, tenant, call.traits, record.received_at_ms)?;
         out.push(Stored {
             seq,
             duplicate: false,
@@ -304,10 +315,11 @@ pub fn append(
 }
 
 /// Identify merges traits into the profile; identify or any call with both
-/// ids, and alias, link the other id to the userId.
+/// ids, and alias, link the other id to the userId, among `tenant`'s users.
 fn update_identity(
     tables: &mut WriteTxn<'_>,
     t: &Tracked,
+    tenant: Option<&str>,
     traits: Option<Map<String, Value>>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
@@ -324,14 +336,14 @@ fn update_identity(
                 Call::Alias => &[PersonKind::Anonymous, PersonKind::User],
                 _ => &[PersonKind::Anonymous],
             };
-            tables.link(other, user_id, kinds)?
+            tables.link(tenant, other, user_id, kinds)?
         }
         None => false,
     };
     if !newly_linked && traits.is_none() && t.call != Call::Identify {
         return Ok(());
     }
-    let mut profile = tables.profile(user_id)?.unwrap_or(ProfileRecord {
+    let mut profile = tables.profile(tenant, user_id)?.unwrap_or(ProfileRecord {
         traits: "{}".to_owned(),
         linked_ids: Vec::new(),
         created_at_ms: now_ms,
@@ -349,7 +361,7 @@ fn update_identity(
         }
     }
     profile.updated_at_ms = now_ms;
-    tables.put_profile(user_id, &profile)
+    tables.put_profile(tenant, user_id, &profile)
 }
 
 #[cfg(test)]
@@ -384,7 +396,7 @@ mod tests {
         for start in (0..total).step_by(1000) {
             let body = batch(start..(start + 1000).min(total));
             let parsed = parse(None, &body, &limits).unwrap();
-            let calls = prepare(None, parsed, "src", crate::clock::now_ms()).unwrap();
+            let calls = prepare(None, parsed, "src", None, crate::clock::now_ms()).unwrap();
             let stored = rt
                 .block_on(writer.write(move |txn| append(txn, calls, 0, crate::clock::now_ms())))
                 .unwrap();
@@ -412,7 +424,7 @@ mod tests {
         assert!(again.iter().all(|s| s.duplicate));
         assert_eq!(again.iter().map(|s| s.seq).collect::<Vec<_>>(), seqs);
 
-        let user0 = person_hash(PersonKind::User, "u0");
+        let user0 = person_hash(None, PersonKind::User, "u0");
         let expected: Vec<u64> = seqs.iter().copied().step_by(USERS).collect();
         let found = store
             .read()
@@ -459,26 +471,33 @@ mod tests {
             {"type": "alias", "previousId": "old", "userId": "7"},
         ]})
         .to_string();
-        let calls = prepare(None, parse(None, body.as_bytes(), &limits).unwrap(), "s", 0).unwrap();
+        let calls = prepare(
+            None,
+            parse(None, body.as_bytes(), &limits).unwrap(),
+            "s",
+            None,
+            0,
+        )
+        .unwrap();
         rt.block_on(writer.write(move |txn| append(txn, calls, 0, crate::clock::now_ms())))
             .unwrap();
         let links = store.read().unwrap().person_links().unwrap();
-        let user7 = person_hash(PersonKind::User, "7");
+        let user7 = person_hash(None, PersonKind::User, "7");
         assert_eq!(
-            links.get(&person_hash(PersonKind::Anonymous, "1001")),
+            links.get(&person_hash(None, PersonKind::Anonymous, "1001")),
             Some(&user7)
         );
         assert_eq!(
-            links.get(&person_hash(PersonKind::User, "1001")),
+            links.get(&person_hash(None, PersonKind::User, "1001")),
             None,
             "user 1001 stays itself"
         );
         assert_eq!(
-            links.get(&person_hash(PersonKind::Anonymous, "old")),
+            links.get(&person_hash(None, PersonKind::Anonymous, "old")),
             Some(&user7)
         );
         assert_eq!(
-            links.get(&person_hash(PersonKind::User, "old")),
+            links.get(&person_hash(None, PersonKind::User, "old")),
             Some(&user7)
         );
         thread.stop();

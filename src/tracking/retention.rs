@@ -8,6 +8,7 @@ use super::segment::stored_person;
 use super::settings::TrackingSettings;
 use crate::clock;
 use crate::store::log::IndexKeys;
+use crate::store::tracking::tracked_type_key;
 use crate::store::{StoreError, WriteTxn, Writer};
 use crate::worker::{Step, Worker};
 
@@ -123,9 +124,11 @@ fn remove_old(txn: &mut WriteTxn<'_>, before_ms: i64) -> Result<usize, StoreErro
         let Some(event) = txn.event_at(entry.seq)? else {
             continue;
         };
-        let person = stored_person(&event.data);
-        let type_hash = IndexKeys::of(&event.event_type, None).type_hash;
-        txn.remove_tracked(entry, person, type_hash, event.occurred_at_ms)?;
+        let tenant = event.tenant.as_deref();
+        let person = stored_person(tenant, &event.data);
+        let index = IndexKeys::of(&event.event_type, tenant);
+        let type_key = tracked_type_key(tenant, index.type_hash);
+        txn.remove_tracked(entry, person, index, type_key, event.occurred_at_ms)?;
         removed += 1;
     }
     Ok(removed)
@@ -142,6 +145,11 @@ mod tests {
 
     /// Prepared `track` calls with fresh message ids.
     fn calls(prefix: &str, n: usize) -> Vec<ingest::Prepared> {
+        tenant_calls(None, prefix, n)
+    }
+
+    /// As `calls`, from a source bound to `tenant`.
+    fn tenant_calls(tenant: Option<&str>, prefix: &str, n: usize) -> Vec<ingest::Prepared> {
         let settings = validate_tracking(TrackingSection::default()).unwrap();
         let items: Vec<serde_json::Value> = (0..n)
             .map(|i| {
@@ -151,7 +159,50 @@ mod tests {
             .collect();
         let body = serde_json::json!({ "batch": items }).to_string();
         let parsed = ingest::parse(None, body.as_bytes(), &settings).unwrap();
-        ingest::prepare(None, parsed, "src", clock::now_ms()).unwrap()
+        ingest::prepare(None, parsed, "src", tenant, clock::now_ms()).unwrap()
+    }
+
+    /// A tenant's calls are indexed under keys of the tenant; retention
+    /// finds and removes them all the same.
+    #[test]
+    fn retention_removes_a_tenants_calls_from_every_index() {
+        use crate::store::log::type_hash;
+        use crate::store::tracking::{person_hash, PersonKind};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("herald.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Default::default()).unwrap();
+        let acme = tenant_calls(Some("acme"), "a", 3);
+        writer
+            .write_blocking(move |txn| ingest::append(txn, acme, 0, clock::now_ms()))
+            .unwrap();
+        let type_key = tracked_type_key(Some("acme"), type_hash("e"));
+        let person = person_hash(Some("acme"), PersonKind::User, "u0");
+        let hits = |store: &Store| {
+            let read = store.read().unwrap();
+            (
+                read.event_hits(type_key, i64::MIN, i64::MAX).unwrap().len(),
+                read.person_seqs(person, 0, usize::MAX).unwrap().len(),
+            )
+        };
+        assert_eq!(hits(&store), (3, 1));
+        // The last event of the log stays (its seq must never be reused).
+        let later = clock::now_ms() + 3_600_000;
+        let removed = writer
+            .write_blocking(move |txn| remove_old(txn, later))
+            .unwrap();
+        assert_eq!(removed, 2);
+        let (left, _) = hits(&store);
+        assert_eq!(left, 1);
+        assert_eq!(
+            store
+                .read()
+                .unwrap()
+                .person_seqs(person, 0, usize::MAX)
+                .unwrap(),
+            Vec::<u64>::new()
+        );
+        thread.stop();
     }
 
     /// Operations of every kind may meet in one group commit, in any

@@ -110,12 +110,12 @@ fn id_field(body: &Map<String, Value>, key: &'static str) -> Result<Option<Strin
     }
 }
 
-/// The person a stored call was indexed under (see `validate`).
-pub fn stored_person(data: &str) -> Option<u64> {
+/// The person a stored call of `tenant` was indexed under (see `validate`).
+pub fn stored_person(tenant: Option<&str>, data: &str) -> Option<u64> {
     let body: Map<String, Value> = serde_json::from_str(data).ok()?;
     let user_id = id_field(&body, "userId").ok()?;
     let anonymous_id = id_field(&body, "anonymousId").ok()?;
-    crate::store::tracking::person_of(user_id.as_deref(), anonymous_id.as_deref())
+    crate::store::tracking::person_of(tenant, user_id.as_deref(), anonymous_id.as_deref())
 }
 
 /// RFC 3339, or ISO 8601 without an offset (taken as UTC), as some clients

@@ -10,6 +10,8 @@ pub struct Source {
     /// What its clients authenticate with; never printed, but for the
     /// development source's at start.
     pub write_key: String,
+    /// The tenant its calls are stored for; `None`: no tenant.
+    pub tenant: Option<String>,
 }
 
 /// The name of the source Herald makes up for a local install without any.
@@ -24,6 +26,7 @@ impl Source {
         Source {
             name: DEVELOPMENT_SOURCE.to_owned(),
             write_key: format!("wk_dev_{hex}"),
+            tenant: None,
         }
     }
 }
@@ -31,7 +34,10 @@ impl Source {
 impl std::fmt::Debug for Source {
     // Keys stay out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("name", &self.name).finish()
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .finish()
     }
 }
 

@@ -9,7 +9,7 @@ mod api;
 mod durability;
 mod newsletters;
 mod replies;
-mod smtp;
+pub(crate) mod smtp;
 mod transport;
 
 use std::net::SocketAddr;
