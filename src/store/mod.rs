@@ -8,6 +8,7 @@ pub mod codec;
 pub mod due;
 #[cfg(test)]
 mod fault;
+pub mod keys;
 pub mod log;
 pub mod mail;
 pub(crate) mod recent_keys;
