@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod codec;
 pub mod due;
+pub mod endpoint_deliveries;
 #[cfg(test)]
 mod fault;
 pub mod keys;
