@@ -6,5 +6,6 @@ mod events;
 mod mail;
 mod operations;
 mod support;
+mod tenancy;
 mod tracking;
 mod webhooks;

@@ -7,7 +7,7 @@ mod destinations;
 mod durability;
 mod endpoints;
 mod pacing;
-mod receiver;
+pub(crate) mod receiver;
 mod records;
 mod retries;
 mod signing;
