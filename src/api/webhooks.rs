@@ -75,8 +75,7 @@ fn endpoint_json(status: StatusCode, record: &EndpointRecord) -> Resp {
 
 /// The tenant field of an endpoint body as `access` may set it: a tenant
 /// key's endpoints are its tenant's, so naming another tenant, or none
-/// (`null`), is forbidden. Absent stays absent (on create, a tenant key's
-/// own tenant is filled in by the caller).
+/// (`null`), is forbidden. Absent stays absent.
 fn scoped_tenant_field(
     access: &Access,
     field: Option<Option<String>>,
@@ -101,9 +100,10 @@ pub async fn create_endpoint(
     if input.url.is_none() {
         return Err(ApiError::bad_request("invalid_body", "missing field `url`").with_field("url"));
     }
+    // Left out, the tenant is the key's own (none for an unscoped key).
     input.tenant = match scoped_tenant_field(access, input.tenant.take())? {
-        None if access.tenant().is_some() => Some(access.tenant.clone()),
-        field => field,
+        None => access.tenant.clone().map(Some),
+        named => named,
     };
     let now = clock::now_ms();
     let record = endpoint::apply(
@@ -141,7 +141,7 @@ pub async fn list_endpoints(
 }
 
 /// The endpoint `id` if `access` sees it; another tenant's is as missing.
-pub(super) async fn load_endpoint(
+async fn load_endpoint(
     state: &Arc<AppState>,
     access: &Access,
     id: &str,
@@ -172,7 +172,7 @@ pub async fn get_endpoint(
 
 /// Changes an endpoint inside the writer, so two concurrent updates cannot
 /// lose each other's fields. Another tenant's endpoint is as missing.
-pub(super) async fn update_endpoint<F>(
+async fn update_endpoint<F>(
     state: &Arc<AppState>,
     access: &Access,
     id: &str,
@@ -374,7 +374,7 @@ pub async fn replay(
     let input: SinceInput = json_body(&state, req, false).await?;
     let since = parse_since(&input)?;
     let record = load_endpoint(&state, access, id).await?;
-    let record_id = record.id;
+    let endpoint_id = record.id;
     let filter = crate::store::EventFilter {
         since_ms: Some(since),
         tenant: record.tenant.clone(),
@@ -408,16 +408,15 @@ pub async fn replay(
         }
     })
     .await?;
-    let key = record_id;
     let access = access.clone();
     let count = state
         .writer
         .write(move |txn| {
             // The endpoint may have moved to another tenant since it was read.
-            if !owns_endpoint(txn, &access, key) {
+            if !owns_endpoint(txn, &access, endpoint_id) {
                 return Ok(None);
             }
-            ledger::replay(txn, key, page).map(Some)
+            ledger::replay(txn, endpoint_id, page).map(Some)
         })
         .await?
         .ok_or_else(|| endpoint_not_found(id))?;
