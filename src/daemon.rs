@@ -123,7 +123,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         config.clone(),
         hooks.clone(),
         mail,
-    ));
+    )?);
 
     let served = runtime.block_on(async {
         let listener = adopt(private_listener, config.listen)?;
@@ -135,7 +135,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         // Installed before `listening` is announced: a supervisor may send
         // SIGTERM the moment it sees that line, and it must stop us cleanly.
         let signals = ShutdownSignals::install();
-        if config.is_unauthenticated() {
+        if state.keys.is_open() {
             tracing::warn!(
                 "no API key configured: the API at {addr} accepts every local caller; \
                  set server.api_keys or HERALD_API_KEYS"

@@ -50,6 +50,18 @@ impl Access {
         }
     }
 
+    /// Backups and key management: an admin key that is not confined to a
+    /// tenant, as those routes reach every tenant's data and grants.
+    pub fn require_unscoped_admin(&self) -> Result<(), ApiError> {
+        self.require(Role::Admin)?;
+        match &self.tenant {
+            None => Ok(()),
+            Some(own) => Err(ApiError::forbidden(format!(
+                "this key is confined to tenant `{own}`; this route needs an admin key for every tenant"
+            ))),
+        }
+    }
+
     /// Whether an object of `tenant` exists for this key. Handlers answer
     /// 404 for one it does not see, exactly as for a missing one, so ids of
     /// other tenants cannot be probed.
@@ -110,6 +122,19 @@ mod tests {
         assert!(tenant_key(Role::Write, "a").require(Role::Read).is_ok());
         assert!(tenant_key(Role::Write, "a").require(Role::Admin).is_err());
         assert!(Access::admin().require(Role::Admin).is_ok());
+        assert!(Access::admin().require_unscoped_admin().is_ok());
+        let tenant_admin = tenant_key(Role::Admin, "a");
+        assert_eq!(
+            tenant_admin.require_unscoped_admin().unwrap_err().status,
+            403
+        );
+        assert_eq!(
+            tenant_key(Role::Write, "a")
+                .require_unscoped_admin()
+                .unwrap_err()
+                .status,
+            403
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, page_limit, query_params, read_body, require_json, Resp};
 use super::{read, AppState};
@@ -14,6 +15,7 @@ use crate::clock;
 use crate::events::{self, AppendBatch, KeyConflict, NewEvent};
 use crate::ids;
 use crate::names;
+use crate::store::log::IndexKeys;
 use crate::store::{EventCursor, EventFilter};
 
 const DEFAULT_PAGE: usize = 100;
@@ -42,9 +44,25 @@ async fn json_body(
     read_body(body, &parts.headers, limit, state.config.body_timeout).await
 }
 
-pub async fn create(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+/// Puts `event` in the tenant `access` writes for: a tenant key's own
+/// unless it names another (forbidden).
+fn scope(event: &mut NewEvent, access: &Access) -> Result<(), ApiError> {
+    let tenant = access.tenant_for_write(event.tenant.take())?;
+    if tenant != event.tenant {
+        event.index = IndexKeys::of(&event.event_type, tenant.as_deref());
+    }
+    event.tenant = tenant;
+    Ok(())
+}
+
+pub async fn create(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let body = json_body(&state, req, state.config.limits.max_event_bytes).await?;
-    let event = events::parse_event(&body)?;
+    let mut event = events::parse_event(&body)?;
+    scope(&mut event, access)?;
     let outcome = state
         .writer
         .write(move |txn| events::append(txn, AppendBatch::one(event)))
@@ -66,7 +84,11 @@ struct BatchInput<'a> {
     events: Vec<&'a RawValue>,
 }
 
-pub async fn create_batch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn create_batch(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let limits = state.config.limits;
     let body = json_body(&state, req, limits.max_request_bytes).await?;
     let input: BatchInput =
@@ -85,8 +107,9 @@ pub async fn create_batch(state: Arc<AppState>, req: Request<Incoming>) -> Resul
                 limits.max_event_bytes
             )));
         }
-        let event = events::parse_event(raw.get().as_bytes())
+        let mut event = events::parse_event(raw.get().as_bytes())
             .map_err(|e| ApiError::from(e).in_item("events", index))?;
+        scope(&mut event, access).map_err(|e| e.in_item("events", index))?;
         batch.push(event);
     }
     drop(input);
@@ -115,7 +138,11 @@ pub async fn create_batch(state: Arc<AppState>, req: Request<Incoming>) -> Resul
     Ok(json(StatusCode::OK, out))
 }
 
-pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn list(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let params = query_params(
         req.uri().query(),
         &["after", "type", "tenant", "since", "until", "limit"],
@@ -150,6 +177,7 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
             _ => unreachable!("query_params only yields known names"),
         }
     }
+    filter.tenant = access.tenant_param(filter.tenant)?;
 
     let page = read(&state, move |txn| txn.scan_events(&filter, after, limit)).await?;
 
@@ -170,11 +198,12 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
     Ok(json(StatusCode::OK, out))
 }
 
-pub async fn get(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+pub async fn get(state: Arc<AppState>, access: &Access, id: &str) -> Result<Resp, ApiError> {
     let not_found = || ApiError::not_found("event_not_found", format!("no event has id `{id}`"));
     let id = ids::parse(events::ID_PREFIX, id).ok_or_else(not_found)?;
     let (seq, record) = read(&state, move |txn| txn.event_by_id(id))
         .await?
+        .filter(|(_, record)| access.sees(record.tenant.as_deref()))
         .ok_or_else(not_found)?;
     Ok(json(StatusCode::OK, events::to_json(seq, &record)))
 }

@@ -1,5 +1,5 @@
 //! Request and response plumbing shared by every handler: bounded body
-//! reads, content types, bearer auth, JSON answers and query strings.
+//! reads, content types, the bearer header, JSON answers and query strings.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -17,9 +17,7 @@ use hyper::header::{
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::access::Access;
 use super::error::ApiError;
-use crate::config::KeySetting;
 
 pub type ResponseBody = BoxBody<Bytes, std::io::Error>;
 pub type Resp = Response<ResponseBody>;
@@ -99,47 +97,6 @@ pub async fn read_body(
             "body_read_failed",
             "the body could not be read",
         )),
-    }
-}
-
-/// The configured API keys with their grants, compared without leaking
-/// through timing how much of a guess matched.
-pub struct ApiKeys {
-    keys: Vec<(Vec<u8>, Access)>,
-}
-
-impl ApiKeys {
-    pub fn new(keys: &[KeySetting]) -> Self {
-        ApiKeys {
-            keys: keys
-                .iter()
-                .map(|k| {
-                    let access = Access {
-                        role: k.role,
-                        tenant: k.tenant.clone(),
-                    };
-                    (k.key.as_bytes().to_vec(), access)
-                })
-                .collect(),
-        }
-    }
-
-    /// The grant of the key `headers` present; without keys configured
-    /// (loopback only) every caller is an admin.
-    pub fn check(&self, headers: &HeaderMap) -> Result<Access, ApiError> {
-        if self.keys.is_empty() {
-            return Ok(Access::admin());
-        }
-        let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-        // Every key is compared, so the time taken does not tell which
-        // (or whether an early one) matched.
-        let mut granted = None;
-        for (key, access) in &self.keys {
-            if crate::constant_time::eq(key, presented.as_bytes()) {
-                granted = Some(access);
-            }
-        }
-        granted.cloned().ok_or_else(ApiError::unauthorized)
     }
 }
 
@@ -237,7 +194,6 @@ impl Body for FileBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::Role;
 
     #[test]
     fn query_params_refuse_unknown_and_repeated_names() {
@@ -249,41 +205,6 @@ mod tests {
         assert!(query_params(Some("c=1"), &["a"]).is_err());
         assert!(query_params(Some("a=1&a=2"), &["a"]).is_err());
         assert!(query_params(None, &["a"]).unwrap().is_empty());
-    }
-
-    #[test]
-    fn bearer_keys_must_match_exactly_and_grant_their_scope() {
-        let admin = KeySetting {
-            key: "secret-key-0123456789".into(),
-            role: Role::Admin,
-            tenant: None,
-        };
-        let reader = KeySetting {
-            key: "acme-reader-0123456789abcdef".into(),
-            role: Role::Read,
-            tenant: Some("acme".into()),
-        };
-        let keys = ApiKeys::new(&[admin, reader]);
-        let with = |value: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(AUTHORIZATION, HeaderValue::from_static(value));
-            keys.check(&h)
-        };
-        assert!(keys.check(&HeaderMap::new()).is_err());
-        assert_eq!(
-            with("Bearer secret-key-0123456789").unwrap(),
-            Access::admin()
-        );
-        assert_eq!(
-            with("Bearer acme-reader-0123456789abcdef").unwrap(),
-            Access {
-                role: Role::Read,
-                tenant: Some("acme".into())
-            }
-        );
-        assert!(with("Bearer secret-key-012345678").is_err());
-        assert!(with("Basic secret-key-0123456789").is_err());
-        assert!(ApiKeys::new(&[]).check(&HeaderMap::new()).is_ok());
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 pub mod access;
 mod admin;
+pub mod auth;
 pub mod error;
 mod events;
 pub mod http;
+mod keys;
 mod mail;
 mod public;
 mod tracking;
@@ -25,9 +27,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use access::Role;
+use auth::ApiKeys;
 use error::ApiError;
-use http::{error_response, ApiKeys, Resp};
+use http::{error_response, Resp};
 
 use crate::config::Config;
 use crate::mail::dispatch::MailContext;
@@ -57,22 +59,24 @@ pub enum Surface {
 }
 
 impl AppState {
+    /// The state of a daemon serving `store`, with the API keys stored in it.
     pub fn new(
         store: Store,
         writer: Writer,
         config: Arc<Config>,
         hooks: Arc<AttemptContext>,
         mail: Arc<MailContext>,
-    ) -> Self {
-        AppState {
+    ) -> Result<Self, StoreError> {
+        let stored_keys = store.read()?.api_keys()?;
+        Ok(AppState {
             hooks,
             mail,
-            keys: ApiKeys::new(&config.keys),
+            keys: ApiKeys::new(&config.keys, &stored_keys),
             store,
             writer,
             config,
             backup_slot: Arc::new(Semaphore::new(1)),
-        }
+        })
     }
 }
 
@@ -191,121 +195,135 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         _ => return Err(not_found(&path)),
     }
     let access = state.keys.check(req.headers())?;
-    let needed = match segments.as_slice() {
-        ["v1", "admin", ..] | ["v1", "keys", ..] => Role::Admin,
+    match segments.as_slice() {
+        // Backups hold every tenant's data, and a key manager could mint
+        // itself any grant: both need an admin key for every tenant.
+        ["v1", "admin", ..] | ["v1", "keys", ..] => access.require_unscoped_admin()?,
         // The secret signs deliveries: whoever reads it can forge them.
-        ["v1", "endpoints", _, "secret"] => Role::Write,
-        _ => access::role_for_method(&method),
-    };
-    access.require(needed)?;
+        ["v1", "endpoints", _, "secret"] => access.require(access::Role::Write)?,
+        _ => access.require(access::role_for_method(&method))?,
+    }
+    let access = &access;
 
     match segments.as_slice() {
         ["v1", "events"] => match method {
-            Method::POST => events::create(state, req).await,
-            Method::GET => events::list(state, req).await,
+            Method::POST => events::create(state, access, req).await,
+            Method::GET => events::list(state, access, req).await,
             _ => Err(ApiError::method_not_allowed("GET, POST")),
         },
         ["v1", "events", "batch"] => {
             only(&method, &Method::POST, "POST")?;
-            events::create_batch(state, req).await
+            events::create_batch(state, access, req).await
         }
         ["v1", "events", "export"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::export(state, &access, req).await
+            tracking::export(state, access, req).await
         }
         ["v1", "users", id] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::user(state, &access, id, req).await
+            tracking::user(state, access, id, req).await
         }
         ["v1", "users", id, "events"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::user_events(state, &access, id, req).await
+            tracking::user_events(state, access, id, req).await
         }
         ["v1", "stats", "events"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::stats(state, &access, req).await
+            tracking::stats(state, access, req).await
         }
         ["v1", "funnels"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::funnel(state, &access, req).await
+            tracking::funnel(state, access, req).await
         }
         ["v1", "attribution"] => {
             only(&method, &Method::GET, "GET")?;
-            tracking::attribution(state, &access, req).await
+            tracking::attribution(state, access, req).await
         }
         ["v1", "events", id] => {
             only(&method, &Method::GET, "GET")?;
-            events::get(state, id).await
+            events::get(state, access, id).await
         }
         ["v1", "endpoints"] => match method {
-            Method::POST => webhooks::create_endpoint(state, req).await,
-            Method::GET => webhooks::list_endpoints(state, req).await,
+            Method::POST => webhooks::create_endpoint(state, access, req).await,
+            Method::GET => webhooks::list_endpoints(state, access, req).await,
             _ => Err(ApiError::method_not_allowed("GET, POST")),
         },
         ["v1", "endpoints", id] => match method {
-            Method::GET => webhooks::get_endpoint(state, id).await,
-            Method::PATCH => webhooks::patch_endpoint(state, id, req).await,
-            Method::DELETE => webhooks::delete_endpoint(state, id).await,
+            Method::GET => webhooks::get_endpoint(state, access, id).await,
+            Method::PATCH => webhooks::patch_endpoint(state, access, id, req).await,
+            Method::DELETE => webhooks::delete_endpoint(state, access, id).await,
             _ => Err(ApiError::method_not_allowed("GET, PATCH, DELETE")),
         },
+        // Every route under an endpoint loads it with `webhooks::load_endpoint`
+        // or changes it with `webhooks::update_endpoint`, which answer 404
+        // for another tenant's endpoint exactly as for a missing one.
         ["v1", "endpoints", id, "stats"] => {
             only(&method, &Method::GET, "GET")?;
-            webhooks::endpoint_stats(state, id).await
+            webhooks::endpoint_stats(state, access, id).await
         }
         ["v1", "endpoints", id, "secret"] => {
             only(&method, &Method::GET, "GET")?;
-            webhooks::get_secret(state, id).await
+            webhooks::get_secret(state, access, id).await
         }
         ["v1", "endpoints", id, action] => {
             only(&method, &Method::POST, "POST")?;
             match *action {
-                "rotate-secret" => webhooks::rotate_secret(state, id, req).await,
-                "test" => webhooks::test_endpoint(state, id).await,
-                "enable" => webhooks::set_enabled(state, id, true).await,
-                "disable" => webhooks::set_enabled(state, id, false).await,
-                "recover" => webhooks::recover(state, id, req).await,
-                "replay" => webhooks::replay(state, id, req).await,
+                "rotate-secret" => webhooks::rotate_secret(state, access, id, req).await,
+                "test" => webhooks::test_endpoint(state, access, id).await,
+                "enable" => webhooks::set_enabled(state, access, id, true).await,
+                "disable" => webhooks::set_enabled(state, access, id, false).await,
+                "recover" => webhooks::recover(state, access, id, req).await,
+                "replay" => webhooks::replay(state, access, id, req).await,
                 _ => Err(not_found(&path)),
             }
         }
         ["v1", "deliveries"] => {
             only(&method, &Method::GET, "GET")?;
-            webhooks::list_deliveries(state, req, false).await
+            webhooks::list_deliveries(state, access, req, false).await
         }
         ["v1", "dead-letters"] => {
             only(&method, &Method::GET, "GET")?;
-            webhooks::list_deliveries(state, req, true).await
+            webhooks::list_deliveries(state, access, req, true).await
         }
         ["v1", "deliveries", id] => {
             only(&method, &Method::GET, "GET")?;
-            webhooks::get_delivery(state, id).await
+            webhooks::get_delivery(state, access, id).await
         }
         ["v1", "deliveries", id, "retry"] => {
             only(&method, &Method::POST, "POST")?;
-            webhooks::retry_delivery(state, id).await
+            webhooks::retry_delivery(state, access, id).await
         }
         ["v1", "emails"] => match method {
-            Method::POST => mail::send(state, &access, req).await,
-            Method::GET => mail::list(state, &access, req).await,
+            Method::POST => mail::send(state, access, req).await,
+            Method::GET => mail::list(state, access, req).await,
             _ => Err(ApiError::method_not_allowed("GET, POST")),
         },
         ["v1", "emails", id] => {
             only(&method, &Method::GET, "GET")?;
-            mail::get(state, &access, id).await
+            mail::get(state, access, id).await
         }
         ["v1", "suppressions"] => {
             only(&method, &Method::GET, "GET")?;
-            mail::list_suppressions(state, &access, req).await
+            mail::list_suppressions(state, access, req).await
         }
         ["v1", "suppressions", address] => match method {
-            Method::PUT => mail::put_suppression(state, &access, address, req).await,
-            Method::DELETE => mail::delete_suppression(state, &access, address, req).await,
+            Method::PUT => mail::put_suppression(state, access, address, req).await,
+            Method::DELETE => mail::delete_suppression(state, access, address, req).await,
             _ => Err(ApiError::method_not_allowed("PUT, DELETE")),
         },
         ["v1", "admin", "backup"] => {
             only(&method, &Method::GET, "GET")?;
             admin::backup(state).await
         }
+        ["v1", "keys"] => match method {
+            Method::POST => keys::create(state, req).await,
+            Method::GET => keys::list(state, req).await,
+            _ => Err(ApiError::method_not_allowed("GET, POST")),
+        },
+        ["v1", "keys", id] => match method {
+            Method::DELETE => keys::revoke(state, id).await,
+            _ => Err(ApiError::method_not_allowed("DELETE")),
+        },
         _ => Err(not_found(&path)),
     }
 }

@@ -8,6 +8,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, page_limit, query_params, read_body, require_json, Resp};
 use super::{read, AppState};
@@ -17,6 +18,7 @@ use crate::ids;
 use crate::names;
 use crate::store::records::{DeliveryRecord, DeliveryStatus, EndpointRecord, EventSource};
 use crate::store::webhooks::DeliveryFilter;
+use crate::store::WriteTxn;
 use crate::webhooks::dispatch;
 use crate::webhooks::endpoint::{self, EndpointInput, ID_PREFIX as ENDPOINT_ID_PREFIX};
 use crate::webhooks::ledger::{self, format_delivery_id, parse_delivery_id};
@@ -78,14 +80,38 @@ fn endpoint_json_with_secret(status: StatusCode, record: &EndpointRecord) -> Res
     json(status, endpoint::to_json_with_secret(record).to_string())
 }
 
+/// The tenant field of an endpoint body as `access` may set it: a tenant
+/// key's endpoints are its tenant's, so naming another tenant, or none
+/// (`null`), is forbidden. Absent stays absent.
+fn scoped_tenant_field(
+    access: &Access,
+    field: Option<Option<String>>,
+) -> Result<Option<Option<String>>, ApiError> {
+    match (access.tenant(), field) {
+        (None, field) => Ok(field),
+        (Some(_), None) => Ok(None),
+        (Some(own), Some(None)) => Err(ApiError::forbidden(format!(
+            "this key belongs to tenant `{own}`; its endpoints cannot be without a tenant"
+        ))
+        .with_field("tenant")),
+        (Some(_), Some(named)) => Ok(Some(access.tenant_for_write(named)?)),
+    }
+}
+
 pub async fn create_endpoint(
     state: Arc<AppState>,
+    access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let input: EndpointInput = json_body(&state, req, false).await?;
+    let mut input: EndpointInput = json_body(&state, req, false).await?;
     if input.url.is_none() {
         return Err(ApiError::bad_request("invalid_body", "missing field `url`").with_field("url"));
     }
+    // Left out, the tenant is the key's own (none for an unscoped key).
+    input.tenant = match scoped_tenant_field(access, input.tenant.take())? {
+        None => access.tenant.clone().map(Some),
+        named => named,
+    };
     let now = clock::now_ms();
     let record = endpoint::apply(
         endpoint::new_record(now),
@@ -102,6 +128,7 @@ pub async fn create_endpoint(
 
 pub async fn list_endpoints(
     state: Arc<AppState>,
+    access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let params = query_params(req.uri().query(), &["tenant"])?;
@@ -109,6 +136,7 @@ pub async fn list_endpoints(
         .into_iter()
         .find(|(n, _)| n == "tenant")
         .map(|(_, v)| v);
+    let tenant = access.tenant_param(tenant)?;
     let mut endpoints = read(&state, |txn| txn.endpoints()).await?;
     endpoints.retain(|e| tenant.is_none() || e.tenant == tenant);
     endpoints.sort_by_key(|e| e.id);
@@ -119,23 +147,39 @@ pub async fn list_endpoints(
     ))
 }
 
-async fn load_endpoint(state: &Arc<AppState>, id: &str) -> Result<EndpointRecord, ApiError> {
+/// The endpoint `id` if `access` sees it; another tenant's is as missing.
+async fn load_endpoint(
+    state: &Arc<AppState>,
+    access: &Access,
+    id: &str,
+) -> Result<EndpointRecord, ApiError> {
     let key = parse_endpoint_id(id)?;
     read(state, move |txn| txn.endpoint(key))
         .await?
+        .filter(|e| access.sees(e.tenant.as_deref()))
         .ok_or_else(|| endpoint_not_found(id))
 }
 
-pub async fn get_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+/// Whether endpoint `id` exists in this transaction and `access` sees it.
+fn owns_endpoint(txn: &WriteTxn<'_>, access: &Access, id: u128) -> bool {
+    txn.endpoint(id)
+        .is_some_and(|e| access.sees(e.tenant.as_deref()))
+}
+
+pub async fn get_endpoint(
+    state: Arc<AppState>,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
     Ok(endpoint_json(
         StatusCode::OK,
-        &load_endpoint(&state, id).await?,
+        &load_endpoint(&state, access, id).await?,
     ))
 }
 
 /// `GET /v1/endpoints/{id}/secret`: the one read that shows the secret.
-pub async fn get_secret(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
-    let record = load_endpoint(&state, id).await?;
+pub async fn get_secret(state: Arc<AppState>, access: &Access, id: &str) -> Result<Resp, ApiError> {
+    let record = load_endpoint(&state, access, id).await?;
     Ok(json(
         StatusCode::OK,
         endpoint::secret_json(&record).to_string(),
@@ -143,9 +187,10 @@ pub async fn get_secret(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError
 }
 
 /// Changes an endpoint inside the writer, so two concurrent updates cannot
-/// lose each other's fields.
+/// lose each other's fields. Another tenant's endpoint is as missing.
 async fn update_endpoint<F>(
     state: &Arc<AppState>,
+    access: &Access,
     id: &str,
     change: F,
 ) -> Result<EndpointRecord, ApiError>
@@ -153,32 +198,47 @@ where
     F: FnOnce(EndpointRecord) -> Result<EndpointRecord, ApiError> + Send + 'static,
 {
     let key = parse_endpoint_id(id)?;
+    let access = access.clone();
     let outcome = state
         .writer
-        .write(move |txn| ledger::update_endpoint(txn, key, change))
+        .write(move |txn| {
+            if !owns_endpoint(txn, &access, key) {
+                return Ok(None);
+            }
+            ledger::update_endpoint(txn, key, change)
+        })
         .await?;
     outcome.ok_or_else(|| endpoint_not_found(id))?
 }
 
 pub async fn patch_endpoint(
     state: Arc<AppState>,
+    access: &Access,
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let input: EndpointInput = json_body(&state, req, false).await?;
+    let mut input: EndpointInput = json_body(&state, req, false).await?;
+    input.tenant = scoped_tenant_field(access, input.tenant.take())?;
     let require_https = state.config.webhooks.require_https;
-    let updated = update_endpoint(&state, id, move |current| {
+    let updated = update_endpoint(&state, access, id, move |current| {
         endpoint::apply(current, input, require_https).map_err(ApiError::from)
     })
     .await?;
     Ok(endpoint_json(StatusCode::OK, &updated))
 }
 
-pub async fn delete_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+pub async fn delete_endpoint(
+    state: Arc<AppState>,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
     let key = parse_endpoint_id(id)?;
+    let access = access.clone();
     let deleted = state
         .writer
-        .write(move |txn| ledger::delete_endpoint(txn, key))
+        .write(
+            move |txn| Ok(owns_endpoint(txn, &access, key) && ledger::delete_endpoint(txn, key)?),
+        )
         .await?;
     if !deleted {
         return Err(endpoint_not_found(id));
@@ -186,8 +246,13 @@ pub async fn delete_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, Api
     Ok(json(StatusCode::NO_CONTENT, ""))
 }
 
-pub async fn set_enabled(state: Arc<AppState>, id: &str, enabled: bool) -> Result<Resp, ApiError> {
-    let updated = update_endpoint(&state, id, move |mut current| {
+pub async fn set_enabled(
+    state: Arc<AppState>,
+    access: &Access,
+    id: &str,
+    enabled: bool,
+) -> Result<Resp, ApiError> {
+    let updated = update_endpoint(&state, access, id, move |mut current| {
         current.enabled = enabled;
         if enabled {
             current.disabled_reason = None;
@@ -210,6 +275,7 @@ struct RotateInput {
 
 pub async fn rotate_secret(
     state: Arc<AppState>,
+    access: &Access,
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -228,7 +294,7 @@ pub async fn rotate_secret(
         }
         None => Secret::generate().to_string(),
     };
-    let updated = update_endpoint(&state, id, move |mut current| {
+    let updated = update_endpoint(&state, access, id, move |mut current| {
         let now = clock::now_ms();
         let until = now + (grace as i64) * 1000;
         current.old_secrets.retain(|(_, expires)| *expires > now);
@@ -244,8 +310,12 @@ pub async fn rotate_secret(
     Ok(endpoint_json_with_secret(StatusCode::OK, &updated))
 }
 
-pub async fn test_endpoint(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
-    let record = load_endpoint(&state, id).await?;
+pub async fn test_endpoint(
+    state: Arc<AppState>,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    let record = load_endpoint(&state, access, id).await?;
     let now = clock::now_ms();
     let event = crate::store::records::EventRecord {
         id: ids::new_id(),
@@ -286,15 +356,22 @@ fn parse_since(input: &SinceInput) -> Result<i64, ApiError> {
 /// Re-queues every failed delivery of the endpoint created since T.
 pub async fn recover(
     state: Arc<AppState>,
+    access: &Access,
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let input: SinceInput = json_body(&state, req, false).await?;
     let since = parse_since(&input)?;
     let key = parse_endpoint_id(id)?;
+    let access = access.clone();
     let count = state
         .writer
-        .write(move |txn| ledger::recover(txn, key, since, MAX_REQUEUE))
+        .write(move |txn| {
+            if !owns_endpoint(txn, &access, key) {
+                return Ok(None);
+            }
+            ledger::recover(txn, key, since, MAX_REQUEUE)
+        })
         .await?
         .ok_or_else(|| endpoint_not_found(id))?;
     Ok(json(
@@ -307,12 +384,14 @@ pub async fn recover(
 /// including those that arrived while it was disabled.
 pub async fn replay(
     state: Arc<AppState>,
+    access: &Access,
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let input: SinceInput = json_body(&state, req, false).await?;
     let since = parse_since(&input)?;
-    let record = load_endpoint(&state, id).await?;
+    let record = load_endpoint(&state, access, id).await?;
+    let endpoint_id = record.id;
     let filter = crate::store::EventFilter {
         since_ms: Some(since),
         tenant: record.tenant.clone(),
@@ -346,11 +425,18 @@ pub async fn replay(
         }
     })
     .await?;
-    let key = parse_endpoint_id(id)?;
+    let access = access.clone();
     let count = state
         .writer
-        .write(move |txn| ledger::replay(txn, key, page))
-        .await?;
+        .write(move |txn| {
+            // The endpoint may have moved to another tenant since it was read.
+            if !owns_endpoint(txn, &access, endpoint_id) {
+                return Ok(None);
+            }
+            ledger::replay(txn, endpoint_id, page).map(Some)
+        })
+        .await?
+        .ok_or_else(|| endpoint_not_found(id))?;
     Ok(json(
         StatusCode::ACCEPTED,
         json!({ "replayed": count, "more": count == MAX_REQUEUE }).to_string(),
@@ -397,6 +483,7 @@ fn status_name(status: DeliveryStatus) -> &'static str {
 
 pub async fn list_deliveries(
     state: Arc<AppState>,
+    access: &Access,
     req: Request<Incoming>,
     dead_letters: bool,
 ) -> Result<Resp, ApiError> {
@@ -442,8 +529,19 @@ pub async fn list_deliveries(
             _ => unreachable!("query_params only yields known names"),
         }
     }
-    let page = read(&state, move |txn| {
-        txn.scan_deliveries(&filter, after, limit)
+    let tenant = access.tenant.clone();
+    let page = read(&state, move |txn| match tenant {
+        None => txn.scan_deliveries(&filter, after, limit),
+        // A tenant's deliveries are those of its endpoints.
+        Some(tenant) => {
+            let own: Vec<u128> = txn
+                .endpoints()?
+                .into_iter()
+                .filter(|e| e.tenant.as_deref() == Some(tenant.as_str()))
+                .map(|e| e.id)
+                .collect();
+            txn.scan_deliveries_of_endpoints(&own, &filter, after, limit)
+        }
     })
     .await?;
     let list: Vec<Value> = page
@@ -461,9 +559,36 @@ pub async fn list_deliveries(
     ))
 }
 
-pub async fn get_delivery(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+/// Delivery `key` if `access` sees its endpoint. Those of a deleted
+/// endpoint belong to no tenant any more: only unscoped keys see them.
+async fn load_delivery(
+    state: &Arc<AppState>,
+    access: &Access,
+    key: u64,
+) -> Result<Option<DeliveryRecord>, ApiError> {
+    let access = access.clone();
+    read(state, move |txn| {
+        let Some(delivery) = txn.delivery(key)? else {
+            return Ok(None);
+        };
+        if access.tenant().is_none() {
+            return Ok(Some(delivery));
+        }
+        let tenant = txn.endpoint(delivery.endpoint_id)?.map(|e| e.tenant);
+        Ok(tenant
+            .is_some_and(|t| access.sees(t.as_deref()))
+            .then_some(delivery))
+    })
+    .await
+}
+
+pub async fn get_delivery(
+    state: Arc<AppState>,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
     let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
-    let record = read(&state, move |txn| txn.delivery(key))
+    let record = load_delivery(&state, access, key)
         .await?
         .ok_or_else(|| delivery_not_found(id))?;
     Ok(json(
@@ -472,8 +597,15 @@ pub async fn get_delivery(state: Arc<AppState>, id: &str) -> Result<Resp, ApiErr
     ))
 }
 
-pub async fn retry_delivery(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+pub async fn retry_delivery(
+    state: Arc<AppState>,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
     let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
+    if load_delivery(&state, access, key).await?.is_none() {
+        return Err(delivery_not_found(id));
+    }
     match dispatch::run_manual(&state.hooks, key).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(delivery_not_found(id)),
@@ -501,8 +633,12 @@ const HOUR_MS: i64 = 3_600_000;
 const LONGEST_SCHEDULE_MS: i64 = 48 * HOUR_MS;
 
 /// Counts by outcome and latency percentiles over the last hour and day.
-pub async fn endpoint_stats(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
-    let key = load_endpoint(&state, id).await?.id;
+pub async fn endpoint_stats(
+    state: Arc<AppState>,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    let key = load_endpoint(&state, access, id).await?.id;
     let now = clock::now_ms();
     let day_ago = now - 24 * HOUR_MS;
     let (attempts, sampled) = read(&state, move |txn| {

@@ -364,4 +364,28 @@ mod tests {
             sample_email()
         );
     }
+
+    fn sample_api_key() -> ApiKeyRecord {
+        ApiKeyRecord {
+            key_hash: [0xab; 32],
+            role: "write".into(),
+            tenant: Some("acme".into()),
+            description: "ci".into(),
+            created_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    const API_KEY_V1_GOLDEN: &str =
+        "01abababababababababababababababababababababababababababababababab\
+                                      057772697465010461636d65026369fd00d0ca9f17030000";
+
+    #[test]
+    fn api_key_v1_matches_golden_bytes() {
+        let golden: String = API_KEY_V1_GOLDEN.split_whitespace().collect();
+        assert_eq!(hex(&encode(&sample_api_key())), golden);
+        assert_eq!(
+            decode::<ApiKeyRecord>(&unhex(&golden)).unwrap(),
+            sample_api_key()
+        );
+    }
 }

@@ -6,8 +6,10 @@
 pub mod backup;
 pub mod codec;
 pub mod due;
+pub mod endpoint_deliveries;
 #[cfg(test)]
 mod fault;
+pub mod keys;
 pub mod log;
 pub mod mail;
 pub(crate) mod recent_keys;

@@ -624,3 +624,24 @@ impl Record for ProfileRecord {
     const NAME: &'static str = "profile";
     const VERSION: u8 = 1;
 }
+
+/// An API key created through the API. Its id is the table key; the key
+/// itself is shown once, at creation, and never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// SHA-256 of the key: what a presented key is looked up by.
+    pub key_hash: [u8; 32],
+    /// `admin`, `write` or `read`, as `Role::as_str` writes it.
+    pub role: String,
+    /// `Some`: the key sees and changes only this tenant's objects.
+    pub tenant: Option<String>,
+    /// Free text for operators (who holds the key, what for).
+    pub description: String,
+    /// When it was created (Unix ms).
+    pub created_at_ms: i64,
+}
+
+impl Record for ApiKeyRecord {
+    const NAME: &'static str = "api key";
+    const VERSION: u8 = 1;
+}

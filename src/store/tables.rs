@@ -145,6 +145,12 @@ pub const PERSON_LINKS: TableDefinition<u64, u64> = TableDefinition::new("person
 /// "dedup_expired_to" → (received ms, seq) up to which keys were expired.
 pub const TRACK_META: TableDefinition<&str, (i64, u64)> = TableDefinition::new("track_meta");
 
+// Access.
+
+/// key id → encoded `ApiKeyRecord`: API keys created through the API. Only
+/// a hash of each key is kept; the daemon loads them all at start.
+pub const API_KEYS: TableDefinition<u128, &[u8]> = TableDefinition::new("api_keys");
+
 /// Something done to every table of the file in turn.
 pub(crate) trait TableVisitor {
     fn visit<K: Key + 'static, V: Value + 'static>(
@@ -184,6 +190,7 @@ pub(crate) fn for_each_table(visitor: &mut impl TableVisitor) -> Result<(), Stor
     visitor.visit(TENANT_PROFILES)?;
     visitor.visit(PERSON_LINKS)?;
     visitor.visit(TRACK_META)?;
+    visitor.visit(API_KEYS)?;
     Ok(())
 }
 
