@@ -553,8 +553,18 @@ fn tracked_users_and_calls_of_a_tenant_source_stay_within_it() {
         addr: d.addr,
         key: GLOBEX_READ,
     };
-    endpoint(admin, &acme_hook.url("/"), "acme", &[]);
-    let globex_ep = endpoint(admin, &globex_hook.url("/"), "globex", &[]);
+    // Both endpoints take tracked calls, so only the tenant keeps them apart.
+    let takes_tracking = |url: String, tenant: &str| {
+        let resp = admin.call(
+            "POST",
+            "/v1/endpoints",
+            Some(&json!({"url": url, "tenant": tenant, "sources": ["api", "tracking"]})),
+        );
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        s(&resp.json()["id"]).to_owned()
+    };
+    takes_tracking(acme_hook.url("/"), "acme");
+    let globex_ep = takes_tracking(globex_hook.url("/"), "globex");
 
     // The same user id in both tenants: two people.
     track(
@@ -582,15 +592,25 @@ fn tracked_users_and_calls_of_a_tenant_source_stay_within_it() {
     assert_eq!(acme_events.len(), 3, "{acme_events:?}");
     assert_eq!(admin.list("/v1/events?tenant=globex", "events").len(), 3);
 
-    // Globex's endpoint got none of acme's calls: a globex event posted
-    // after them is the only delivery fan-out made for it.
+    // Acme's endpoint gets acme's calls, as tracked calls of acme.
+    acme_hook.wait_for_requests(3, deadline(SETTLE));
+    for r in acme_hook.requests() {
+        let body = r.json();
+        assert_eq!(
+            (&body["tenant"], &body["source"]),
+            (&json!("acme"), &json!("tracking"))
+        );
+    }
+
+    // Globex's endpoint got none of acme's calls: its own three and a
+    // globex event posted after them are all fan-out made for it.
     let marker = admin.call(
         "POST",
         "/v1/events",
         Some(&json!({"type": "marker", "tenant": "globex"})),
     );
     assert_eq!(marker.status, 201, "{}", marker.text());
-    globex_hook.wait_for_requests(1, deadline(SETTLE));
+    globex_hook.wait_for_requests(4, deadline(SETTLE));
     let made = admin.list(
         &format!("/v1/deliveries?endpoint={globex_ep}"),
         "deliveries",
