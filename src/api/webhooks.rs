@@ -221,6 +221,14 @@ pub async fn patch_endpoint(
     input.tenant = scoped_tenant_field(access, input.tenant.take())?;
     let require_https = state.config.webhooks.require_https;
     let updated = update_endpoint(&state, access, id, move |current| {
+        // An endpoint's deliveries hold events of its tenant (or of every
+        // tenant, without one): moving it would hand them to another tenant.
+        if input.tenant.as_ref().is_some_and(|t| *t != current.tenant) {
+            return Err(ApiError::invalid_field(
+                "tenant",
+                "an endpoint's tenant is fixed when it is created; create a new endpoint instead",
+            ));
+        }
         endpoint::apply(current, input, require_https).map_err(ApiError::from)
     })
     .await?;

@@ -100,6 +100,19 @@ fn endpoint_fields_round_trip_and_list_by_tenant() {
     }
     assert_eq!(get(d.addr, &path).json(), patched);
 
+    // The tenant is fixed at creation: naming the same one is no change,
+    // another or none is refused and changes nothing.
+    let resp = patch(d.addr, &path, &json!({"tenant": "acme"}));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let patched = resp.json();
+    assert_eq!(patched["tenant"], "acme");
+    for moved in [json!({"tenant": "globex"}), json!({"tenant": null})] {
+        let resp = patch(d.addr, &path, &moved);
+        assert_eq!(resp.status, 422, "{}", resp.text());
+        assert_eq!(resp.json()["error"]["field"], "tenant");
+    }
+    assert_eq!(get(d.addr, &path).json(), patched);
+
     let off = post_empty(d.addr, &format!("{path}/disable"));
     assert_eq!(off.status, 200, "{}", off.text());
     assert_eq!(off.json()["enabled"], false);
