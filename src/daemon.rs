@@ -191,9 +191,13 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
 /// Makes the README's Segment snippet work out of the box: where the API
 /// itself accepts every local caller (loopback, no API key) and no tracking
 /// source is configured, a `development` source is added and its write key
-/// logged. Anywhere else a key in the log would be a key handed out.
+/// logged. Anywhere else a key in the log would be a key handed out. Keys
+/// created through the API close the API, so they count as well (from the
+/// next start).
 fn add_development_source(config: &mut Config, store: &Store) -> Result<(), DaemonError> {
-    let local_only = config.listen.ip().is_loopback() && config.is_unauthenticated();
+    let local_only = config.listen.ip().is_loopback()
+        && config.is_unauthenticated()
+        && store.read()?.api_keys()?.is_empty();
     if !local_only || !config.tracking.sources.is_empty() {
         return Ok(());
     }

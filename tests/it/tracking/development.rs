@@ -10,13 +10,22 @@ use crate::support::*;
 
 const MESSAGE: &str = "development tracking source";
 
-/// The write key of the development source's log line, if one was written.
+/// The write keys of the development source's log lines, one per start
+/// (the log runs on across restarts).
+fn logged_keys(d: &Daemon) -> Vec<String> {
+    d.logs()
+        .iter()
+        .filter_map(|line| {
+            let v: Value = serde_json::from_str(line).ok()?;
+            (v["message"] == MESSAGE && v["source"] == "development")
+                .then(|| v["write_key"].as_str().map(str::to_owned))?
+        })
+        .collect()
+}
+
+/// The write key of the first start's development source.
 fn logged_key(d: &Daemon) -> Option<String> {
-    d.logs().iter().find_map(|line| {
-        let v: Value = serde_json::from_str(line).ok()?;
-        (v["message"] == MESSAGE && v["source"] == "development")
-            .then(|| v["write_key"].as_str().map(str::to_owned))?
-    })
+    logged_keys(d).into_iter().next()
 }
 
 fn track_with(d: &Daemon, key: &str, user: &str) -> Response {
@@ -50,7 +59,7 @@ fn without_configuration_the_readme_snippet_works_with_the_logged_key() {
     // The same file keeps the same key.
     assert!(d.sigterm().success());
     d.restart();
-    assert_eq!(logged_key(&d).as_deref(), Some(key.as_str()));
+    assert_eq!(logged_keys(&d), vec![key.clone(), key.clone()]);
     let resp = track_with(&d, &key, "u_43");
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
@@ -97,4 +106,22 @@ fn configured_sources_or_api_keys_mean_no_development_source() {
         assert_eq!(resp.status, 401, "{toml} {args:?}: {}", resp.text());
         assert!(d.sigterm().success());
     }
+}
+
+/// A key created through the API closes the API, and from the next start
+/// the development source is gone with it.
+#[test]
+fn a_key_created_through_the_api_ends_the_development_source() {
+    let mut d = Daemon::start("");
+    let key = logged_key(&d).expect("the development write key is logged");
+    let created = post_json(d.addr, "/v1/keys", &json!({"role": "admin"}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert!(d.sigterm().success());
+    d.restart();
+    assert_eq!(
+        logged_keys(&d),
+        vec![key.clone()],
+        "logged again after the restart"
+    );
+    assert_eq!(track_with(&d, &key, "u_1").status, 401);
 }
