@@ -56,7 +56,9 @@ pub fn json_error(e: &serde_json::Error) -> Invalid {
 /// struct from an array too, in field order (`["invoice.paid"]` would be an
 /// event), which no client means and the API does not document.
 pub fn from_json_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, Invalid> {
-    let first = json.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    let first = json
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
     if first != Some(&b'{') {
         // Text that is not JSON at all keeps its own error.
         serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| json_error(&e))?;

@@ -73,7 +73,10 @@ fn leaf() -> impl Strategy<Value = Value> {
 /// Any JSON value, keys drawn from the fields the parsers know (so that
 /// generated objects reach past the first check) or made up.
 fn any_json(fields: &'static [&'static str]) -> impl Strategy<Value = Value> {
-    let key = prop_oneof![prop::sample::select(fields).prop_map(str::to_owned), nasty_string()];
+    let key = prop_oneof![
+        prop::sample::select(fields).prop_map(str::to_owned),
+        nasty_string()
+    ];
     leaf().prop_recursive(4, 48, 8, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
@@ -144,8 +147,12 @@ fn event_field_breakage() -> impl Strategy<Value = (&'static str, Value)> {
             .prop_map(|s| ("tenant", Value::from(s))),
         wrong_type(Value::is_object).prop_map(|v| ("data", v)),
         wrong_type(Value::is_string).prop_map(|v| ("idempotency_key", v)),
-        prop_oneof![Just(String::new()), Just("a\nb".into()), Just("k".repeat(256))]
-            .prop_map(|s| ("idempotency_key", Value::from(s))),
+        prop_oneof![
+            Just(String::new()),
+            Just("a\nb".into()),
+            Just("k".repeat(256))
+        ]
+        .prop_map(|s| ("idempotency_key", Value::from(s))),
         wrong_type(Value::is_string).prop_map(|v| ("occurred_at", v)),
         nasty_string()
             .prop_filter("not a time", |s| clock::parse_rfc3339(s).is_none())
@@ -536,19 +543,31 @@ fn break_call(call: Option<Call>, name: &str, bad: Value) -> Value {
 fn segment_field_breakage(call: Option<Call>) -> BoxedStrategy<(&'static str, Value)> {
     let id = |v: &Value| v.is_string() || v.is_number();
     let mut options: Vec<BoxedStrategy<(&'static str, Value)>> = vec![
-        wrong_type(Value::is_string).prop_map(|v| ("messageId", v)).boxed(),
+        wrong_type(Value::is_string)
+            .prop_map(|v| ("messageId", v))
+            .boxed(),
         Just(("messageId", Value::from("m".repeat(101)))).boxed(),
         Just(("messageId", Value::from("m\u{0}"))).boxed(),
         nasty_string()
             .prop_filter("not a time", |s| segment::parse_time(s).is_none())
             .prop_map(|s| ("timestamp", Value::from(s)))
             .boxed(),
-        wrong_type(Value::is_string).prop_map(|v| ("sentAt", v)).boxed(),
+        wrong_type(Value::is_string)
+            .prop_map(|v| ("sentAt", v))
+            .boxed(),
         Just(("timestamp", Value::from("2999-01-01T00:00:00Z"))).boxed(),
-        wrong_type(Value::is_object).prop_map(|v| ("properties", v)).boxed(),
-        wrong_type(Value::is_object).prop_map(|v| ("traits", v)).boxed(),
-        wrong_type(Value::is_object).prop_map(|v| ("context", v)).boxed(),
-        wrong_type(Value::is_object).prop_map(|v| ("integrations", v)).boxed(),
+        wrong_type(Value::is_object)
+            .prop_map(|v| ("properties", v))
+            .boxed(),
+        wrong_type(Value::is_object)
+            .prop_map(|v| ("traits", v))
+            .boxed(),
+        wrong_type(Value::is_object)
+            .prop_map(|v| ("context", v))
+            .boxed(),
+        wrong_type(Value::is_object)
+            .prop_map(|v| ("integrations", v))
+            .boxed(),
     ];
     if call != Some(Call::Alias) {
         // Both ids broken: one wrong-typed id already refuses the call.
@@ -560,7 +579,11 @@ fn segment_field_breakage(call: Option<Call>) -> BoxedStrategy<(&'static str, Va
     }
     match call {
         Some(Call::Track) | None => {
-            options.push(wrong_type(Value::is_string).prop_map(|v| ("event", v)).boxed());
+            options.push(
+                wrong_type(Value::is_string)
+                    .prop_map(|v| ("event", v))
+                    .boxed(),
+            );
             options.push(Just(("event", Value::from(" "))).boxed());
             options.push(Just(("event", Value::from("e\r\n"))).boxed());
             options.push(Just(("event", Value::from("e".repeat(129)))).boxed());
@@ -571,7 +594,11 @@ fn segment_field_breakage(call: Option<Call>) -> BoxedStrategy<(&'static str, Va
         _ => {}
     }
     if call.is_none() {
-        options.push(nasty_string().prop_map(|s| ("type", Value::from(s))).boxed());
+        options.push(
+            nasty_string()
+                .prop_map(|s| ("type", Value::from(s)))
+                .boxed(),
+        );
     }
     prop::strategy::Union::new(options).boxed()
 }

@@ -190,8 +190,10 @@ mod tests {
                     {
                         let mut meta = txn.open_table(META).unwrap();
                         let value = n.to_le_bytes();
-                        meta.insert(format!("left.{n}").as_str(), value.as_slice()).unwrap();
-                        meta.insert(format!("right.{n}").as_str(), value.as_slice()).unwrap();
+                        meta.insert(format!("left.{n}").as_str(), value.as_slice())
+                            .unwrap();
+                        meta.insert(format!("right.{n}").as_str(), value.as_slice())
+                            .unwrap();
                         meta.insert("pairs", value.as_slice()).unwrap();
                     }
                     txn.commit().unwrap();
@@ -201,7 +203,10 @@ mod tests {
         };
         let started = std::time::Instant::now();
         while committed.load(Ordering::SeqCst) < 10 {
-            assert!(started.elapsed().as_secs() < 30, "the writer made no progress");
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "the writer made no progress"
+            );
             std::thread::yield_now();
         }
         let before = committed.load(Ordering::SeqCst);
@@ -216,7 +221,10 @@ mod tests {
         let txn = copy.begin_read().unwrap();
         let meta = txn.open_table(META).unwrap();
         let pairs = meta_u64(&meta, "pairs").expect("the count of pairs");
-        assert!((before..=after).contains(&pairs), "{before} <= {pairs} <= {after}");
+        assert!(
+            (before..=after).contains(&pairs),
+            "{before} <= {pairs} <= {after}"
+        );
         for n in 1..=pairs {
             assert_eq!(meta_u64(&meta, &format!("left.{n}")), Some(n));
             assert_eq!(meta_u64(&meta, &format!("right.{n}")), Some(n));

@@ -49,7 +49,10 @@ fn event_breakage(prefix: FieldPath) -> Vec<(FieldPath, Vec<Value>)> {
         ),
         (
             path("tenant"),
-            plus(plus(not_strings(), control_strings()), strings(&["", "a b"])),
+            plus(
+                plus(not_strings(), control_strings()),
+                strings(&["", "a b"]),
+            ),
         ),
         (path("data"), not_objects()),
         (
@@ -63,7 +66,12 @@ fn event_breakage(prefix: FieldPath) -> Vec<(FieldPath, Vec<Value>)> {
             path("occurred_at"),
             plus(
                 not_strings(),
-                strings(&["tuesday", "1969-12-31T23:59:59Z", "2026-13-01T00:00:00Z", ""]),
+                strings(&[
+                    "tuesday",
+                    "1969-12-31T23:59:59Z",
+                    "2026-13-01T00:00:00Z",
+                    "",
+                ]),
             ),
         ),
     ]
@@ -125,7 +133,10 @@ fn endpoint_breakage() -> Vec<(FieldPath, Vec<Value>)> {
             &["secret"],
             plus(not_strings(), strings(&["nope", "whsec_!!!", "whsec_"])),
         ),
-        (&["payload_version"], plus(not_numbers(), vec![json!(0), json!(2)])),
+        (
+            &["payload_version"],
+            plus(not_numbers(), vec![json!(0), json!(2)]),
+        ),
     ]
 }
 
@@ -155,13 +166,19 @@ fn routes(endpoint_id: &str) -> Vec<Route> {
         32768,
     );
     batch.broken = event_breakage(&["events", "0"]);
-    batch
-        .broken
-        .push((&["events"], vec![json!(42), json!("x"), json!({}), json!([])]));
+    batch.broken.push((
+        &["events"],
+        vec![json!(42), json!("x"), json!({}), json!([])],
+    ));
     // An event given as its values alone, in field order.
     batch.broken.push((
         &["events", "0"],
-        vec![json!(["fuzz.ok"]), json!(["fuzz.ok", "acme"]), json!("fuzz.ok"), json!(null)],
+        vec![
+            json!(["fuzz.ok"]),
+            json!(["fuzz.ok", "acme"]),
+            json!("fuzz.ok"),
+            json!(null),
+        ],
     ));
     batch.required = vec![&["events"], &["events", "0", "type"]];
     batch.closed_objects = vec![&[], &["events", "0"]];
@@ -356,6 +373,10 @@ fn mutated_bodies_are_refused_with_json_errors_and_change_nothing() {
         index += 1;
     }
 
-    assert_eq!(snapshot(addr), before, "a refused request changed something");
+    assert_eq!(
+        snapshot(addr),
+        before,
+        "a refused request changed something"
+    );
     assert_healthy(&daemon);
 }

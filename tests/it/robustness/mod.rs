@@ -84,7 +84,8 @@ pub fn assert_refused(addr: SocketAddr, seed: u64, index: usize, case: &Case) {
         "{}",
         context()
     );
-    let body: Value = serde_json::from_slice(&resp.body).unwrap_or_else(|_| panic!("{}", context()));
+    let body: Value =
+        serde_json::from_slice(&resp.body).unwrap_or_else(|_| panic!("{}", context()));
     assert!(body["error"]["code"].is_string(), "{}", context());
 }
 
@@ -126,7 +127,11 @@ pub fn assert_healthy(daemon: &Daemon) {
         .into_iter()
         .filter(|l| l.contains("panicked"))
         .collect();
-    assert!(panics.is_empty(), "the daemon panicked:\n{}", panics.join("\n"));
+    assert!(
+        panics.is_empty(),
+        "the daemon panicked:\n{}",
+        panics.join("\n")
+    );
 }
 
 /// Where a mutation may put a value: a path of object keys and array
@@ -156,10 +161,11 @@ pub fn json_headers() -> Vec<(String, String)> {
 }
 
 fn at<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Value {
-    path.iter().fold(value, |v, key| match key.parse::<usize>() {
-        Ok(i) => &mut v[i],
-        Err(_) => &mut v[*key],
-    })
+    path.iter()
+        .fold(value, |v, key| match key.parse::<usize>() {
+            Ok(i) => &mut v[i],
+            Err(_) => &mut v[*key],
+        })
 }
 
 /// `[[…]]` or `{"a":{…}}`, `levels` deep, as text: a `Value` that deep
@@ -224,7 +230,9 @@ pub fn mutate(rng: &mut Rng, route: &Route) -> Case {
             2 if !route.closed_objects.is_empty() => {
                 let path = *rng.pick(&route.closed_objects);
                 let name = format!("zz_unknown_{}", rng.next() % 1000);
-                let value = rng.pick(&[json!(1), json!("x"), json!(null), json!({})]).clone();
+                let value = rng
+                    .pick(&[json!(1), json!("x"), json!(null), json!({})])
+                    .clone();
                 at(&mut body, path)[&name] = value;
                 break format!("unknown field {path:?}.{name}");
             }
@@ -314,7 +322,13 @@ pub fn not_strings() -> Vec<Value> {
 
 /// Wrong-typed values for a field that takes an object.
 pub fn not_objects() -> Vec<Value> {
-    vec![json!(42), json!("text"), json!(true), json!([1, 2]), json!("")]
+    vec![
+        json!(42),
+        json!("text"),
+        json!(true),
+        json!([1, 2]),
+        json!(""),
+    ]
 }
 
 /// Wrong-typed values for a field that takes a small unsigned number.

@@ -20,7 +20,17 @@ fn owned(list: &[&str]) -> Vec<String> {
 }
 
 fn limits() -> Vec<String> {
-    owned(&["0", "1001", "-1", "abc", "1e3", "99999999999999999999", "", " 5", "5 "])
+    owned(&[
+        "0",
+        "1001",
+        "-1",
+        "abc",
+        "1e3",
+        "99999999999999999999",
+        "",
+        " 5",
+        "5 ",
+    ])
 }
 
 fn times() -> Vec<String> {
@@ -54,11 +64,25 @@ fn cursors() -> Vec<String> {
 }
 
 fn delivery_ids() -> Vec<String> {
-    owned(&["dlv_", "dlv_+00000000000002a", "dlv_0000000000000000", "msg_000000000000002a", "x"])
+    owned(&[
+        "dlv_",
+        "dlv_+00000000000002a",
+        "dlv_0000000000000000",
+        "msg_000000000000002a",
+        "x",
+    ])
 }
 
 fn routes() -> Vec<ListRoute> {
-    let names = owned(&["a*", " lead", "trail ", "a\nb", "a\u{0}b", "", &"x".repeat(129)]);
+    let names = owned(&[
+        "a*",
+        " lead",
+        "trail ",
+        "a\nb",
+        "a\u{0}b",
+        "",
+        &"x".repeat(129),
+    ]);
     vec![
         ListRoute {
             method: "GET",
@@ -78,7 +102,14 @@ fn routes() -> Vec<ListRoute> {
             path: "/v1/deliveries",
             valid: &["limit=10", "status=failed"],
             broken: vec![
-                ("endpoint", owned(&["ep_", "ep_zzzzzzzzzzzzzzzzzzzzzzzzzz", "evt_00000000000000000000000000"])),
+                (
+                    "endpoint",
+                    owned(&[
+                        "ep_",
+                        "ep_zzzzzzzzzzzzzzzzzzzzzzzzzz",
+                        "evt_00000000000000000000000000",
+                    ]),
+                ),
                 ("event", owned(&["evt_", "ep_00000000000000000000000000"])),
                 ("status", owned(&["done", "", "FAILED"])),
                 ("after", delivery_ids()),
@@ -102,7 +133,10 @@ fn routes() -> Vec<ListRoute> {
             broken: vec![
                 ("to", owned(&["nobody", "a\r\n@example.com", ""])),
                 ("status", owned(&["done", ""])),
-                ("after", owned(&["msg_", "msg_+00000000000002a", "dlv_000000000000002a"])),
+                (
+                    "after",
+                    owned(&["msg_", "msg_+00000000000002a", "dlv_000000000000002a"]),
+                ),
                 ("limit", limits()),
             ],
         },
@@ -127,7 +161,10 @@ fn routes() -> Vec<ListRoute> {
             path: "/v1/users/u_1/events",
             valid: &["limit=10"],
             broken: vec![
-                ("after", owned(&["abc", "-1", "1.5", "", "99999999999999999999"])),
+                (
+                    "after",
+                    owned(&["abc", "-1", "1.5", "", "99999999999999999999"]),
+                ),
                 ("limit", limits()),
             ],
         },
@@ -146,7 +183,10 @@ fn routes() -> Vec<ListRoute> {
             path: "/v1/funnels",
             valid: &["steps=A,B"],
             broken: vec![
-                ("within", owned(&["soon", "-1d", "", "99999999999999999999999d", "1e9y"])),
+                (
+                    "within",
+                    owned(&["soon", "-1d", "", "99999999999999999999999d", "1e9y"]),
+                ),
                 ("since", times()),
                 ("until", times()),
             ],
@@ -186,7 +226,10 @@ fn whole_query_breakage(rng: &mut Rng, route: &ListRoute) -> (String, String) {
     match rng.range(0, 3) {
         0 => {
             let name: &str = *rng.pick(&["typo", "LIMIT", "after[]", "%FF", "a%00b", ""]);
-            (format!("unknown name {name:?}"), format!("{valid}&{name}=1"))
+            (
+                format!("unknown name {name:?}"),
+                format!("{valid}&{name}=1"),
+            )
         }
         1 => (format!("{valid} twice"), format!("{valid}&{valid}")),
         _ => {
@@ -201,9 +244,7 @@ fn whole_query_breakage(rng: &mut Rng, route: &ListRoute) -> (String, String) {
                     "steps=A,B&since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
                 ]),
                 "/v1/attribution" => "model=first_touch",
-                "/v1/events/export" => {
-                    "since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z"
-                }
+                "/v1/events/export" => "since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
                 _ => return (format!("{valid} twice"), format!("{valid}&{valid}")),
             };
             (format!("query {query}"), query.to_owned())

@@ -49,7 +49,13 @@ fn call_breakage(call: &str, prefix: FieldPath) -> (Vec<(FieldPath, Vec<Value>)>
         p.push(field);
         Box::leak(p.into_boxed_slice())
     };
-    let ids = vec![json!(true), json!([]), json!({}), json!(["u"]), json!("u\u{0}")];
+    let ids = vec![
+        json!(true),
+        json!([]),
+        json!({}),
+        json!(["u"]),
+        json!("u\u{0}"),
+    ];
     let mut broken = vec![
         (path("userId"), ids.clone()),
         (
@@ -123,7 +129,10 @@ fn routes() -> Vec<Route> {
     let mut first = item("track");
     first["type"] = json!("track");
     let (mut broken, mut required) = call_breakage("track", &["batch", "0"]);
-    broken.push((&["batch"], vec![json!(42), json!("x"), json!({}), json!(null)]));
+    broken.push((
+        &["batch"],
+        vec![json!(42), json!("x"), json!({}), json!(null)],
+    ));
     broken.push((&["batch", "0"], not_objects()));
     broken.push((
         &["batch", "0", "type"],
