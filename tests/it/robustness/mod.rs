@@ -191,7 +191,7 @@ fn broken_bytes(rng: &mut Rng, text: &[u8]) -> (String, Vec<u8>) {
         }
         1 => {
             let at = rng.range(0, bytes.len() + 1);
-            let bad: &[u8] = *rng.pick(&[&[0xff][..], &[0xc3], &[0x80], &[0xed, 0xa0, 0x80]]);
+            let bad = *rng.pick(&[&[0xff][..], &[0xc3], &[0x80], &[0xed, 0xa0, 0x80]]);
             bytes.splice(at..at, bad.iter().copied());
             (format!("invalid UTF-8 at {at}"), bytes)
         }
@@ -204,7 +204,7 @@ fn broken_bytes(rng: &mut Rng, text: &[u8]) -> (String, Vec<u8>) {
             (format!("control byte {byte:#x} at {at}"), bytes)
         }
         _ => {
-            let top: &str = *rng.pick(&["[]", "\"text\"", "42", "null", "true", "[{}]", "1e999"]);
+            let top = *rng.pick(&["[]", "\"text\"", "42", "null", "true", "[{}]", "1e999"]);
             (format!("top-level {top}"), top.as_bytes().to_vec())
         }
     }
@@ -264,7 +264,7 @@ pub fn mutate(rng: &mut Rng, route: &Route) -> Case {
                 return finish(route, what, headers, text.into_bytes());
             }
             6 if route.checks_content_type => {
-                let kind: &str = *rng.pick(&[
+                let kind = *rng.pick(&[
                     "text/plain",
                     "application/x-www-form-urlencoded",
                     "multipart/form-data; boundary=x",

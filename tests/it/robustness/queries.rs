@@ -225,7 +225,7 @@ fn whole_query_breakage(rng: &mut Rng, route: &ListRoute) -> (String, String) {
     let valid = route.valid[0];
     match rng.range(0, 3) {
         0 => {
-            let name: &str = *rng.pick(&["typo", "LIMIT", "after[]", "%FF", "a%00b", ""]);
+            let name = *rng.pick(&["typo", "LIMIT", "after[]", "%FF", "a%00b", ""]);
             (
                 format!("unknown name {name:?}"),
                 format!("{valid}&{name}=1"),

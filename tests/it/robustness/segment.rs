@@ -189,12 +189,12 @@ fn transport_case(rng: &mut Rng, route: &Route) -> Case {
             (format!("gzip of a body cut at {cut}"), gzip(&valid[..cut]))
         }
         4 => {
-            let encoding: &str = *rng.pick(&["br", "deflate", "compress", "gzip, br"]);
+            let encoding = *rng.pick(&["br", "deflate", "compress", "gzip, br"]);
             headers.push(("Content-Encoding".into(), encoding.into()));
             (format!("content encoding {encoding}"), valid)
         }
         _ => {
-            let key: &str = *rng.pick(&[
+            let key = *rng.pick(&[
                 "Basic d3JvbmdfMDEyMzQ1Njc4OWFiY2RlZjo=",
                 "Basic !!!",
                 "Bearer wk_fuzz_0123456789abcdeX",
