@@ -52,6 +52,21 @@ pub fn json_error(e: &serde_json::Error) -> Invalid {
     }
 }
 
+/// Deserializes a request body that must be a JSON object. serde fills a
+/// struct from an array too, in field order (`["invoice.paid"]` would be an
+/// event), which no client means and the API does not document.
+pub fn from_json_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, Invalid> {
+    let first = json
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        // Text that is not JSON at all keeps its own error.
+        serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| json_error(&e))?;
+        return Err(Invalid::Shape("the body must be a JSON object".to_owned()));
+    }
+    serde_json::from_slice(json).map_err(|e| json_error(&e))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventInput<'a> {
@@ -104,7 +119,7 @@ pub fn validate_tenant(tenant: &str) -> Result<(), Invalid> {
 
 /// Parses and validates one event from its JSON text.
 pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
-    let input: EventInput = serde_json::from_slice(json).map_err(|e| json_error(&e))?;
+    let input: EventInput = from_json_object(json)?;
     validate_type_name(&input.event_type)?;
     if let Some(t) = &input.tenant {
         validate_tenant(t)?;
@@ -409,6 +424,9 @@ mod tests {
             (br#"{"type":"delivery.exhausted"}"#, "type"),
             (br#"{"type":"endpoint.disabled"}"#, "type"),
             (br#"{"type":"herald.test"}"#, "type"),
+            (br#"["a"]"#, "shape"),
+            (br#" ["a", "acme"]"#, "shape"),
+            (b"[1,", "json"),
         ];
         for (input, want) in cases {
             let got = match parse_event(input).unwrap_err() {

@@ -53,7 +53,8 @@ pub fn format_seq(prefix: &str, id: u64) -> String {
 /// an id.
 pub fn parse_seq(prefix: &str, text: &str) -> Option<u64> {
     let hex = text.strip_prefix(prefix)?;
-    if hex.len() != 16 {
+    // `from_str_radix` also takes a leading `+`: two spellings of one id.
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok().filter(|id| *id > 0)
@@ -92,6 +93,21 @@ mod tests {
             "evt_0000000000000000000000000u",
         ] {
             assert_eq!(parse("evt_", bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sequential_ids_are_exactly_sixteen_hex_digits() {
+        assert_eq!(parse_seq("dlv_", "dlv_000000000000002a"), Some(42));
+        assert_eq!(parse_seq("dlv_", "dlv_000000000000002A"), Some(42));
+        for bad in [
+            "dlv_+00000000000002a",
+            "dlv_-00000000000002a",
+            "dlv_0000000000000000",
+            "dlv_00000000000002a",
+            "msg_000000000000002a",
+        ] {
+            assert_eq!(parse_seq("dlv_", bad), None, "{bad}");
         }
     }
 }

@@ -35,3 +35,5 @@ pub mod worker;
 
 #[cfg(test)]
 mod layering;
+#[cfg(test)]
+mod parser_properties;

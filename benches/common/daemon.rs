@@ -78,6 +78,11 @@ impl Daemon {
         }
     }
 
+    /// Where the daemon keeps `herald.redb`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -40,8 +40,9 @@ pub async fn backup(state: Arc<AppState>) -> Result<Resp, ApiError> {
     };
     let store = state.store.clone();
     let dir = state.config.data_dir.clone();
+    let cache_bytes = state.config.cache_bytes;
     let made = tokio::task::spawn_blocking(move || {
-        let result = backup::take(&store, &dir);
+        let result = backup::take(&store, &dir, cache_bytes);
         drop(permit);
         result
     })

@@ -91,8 +91,7 @@ pub async fn create_batch(
 ) -> Result<Resp, ApiError> {
     let limits = state.config.limits;
     let body = json_body(&state, req, limits.max_request_bytes).await?;
-    let input: BatchInput =
-        serde_json::from_slice(&body).map_err(|e| ApiError::from(events::json_error(&e)))?;
+    let input: BatchInput = events::from_json_object(&body)?;
     if input.events.is_empty() || input.events.len() > limits.max_batch_events {
         return Err(ApiError::invalid_field(
             "events",

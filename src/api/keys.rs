@@ -67,8 +67,7 @@ fn generate_key() -> Result<String, ApiError> {
 }
 
 fn parse_input(body: &[u8]) -> Result<(Role, Option<String>, String), ApiError> {
-    let input: KeyInput =
-        serde_json::from_slice(body).map_err(|e| ApiError::from(events::json_error(&e)))?;
+    let input: KeyInput = events::from_json_object(body)?;
     let role = match input.role.as_deref() {
         None => return Err(ApiError::invalid_field("role", "is required")),
         Some(text) => Role::parse(text)

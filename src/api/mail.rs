@@ -121,8 +121,7 @@ pub async fn send(
     let limit = state.mail.settings.max_message_bytes * 2 + ENVELOPE_BYTES;
     let body = read_body(body, &parts.headers, limit, state.config.body_timeout).await?;
     require_json(&parts.headers)?;
-    let mut input: EmailInput =
-        serde_json::from_slice(&body).map_err(|e| ApiError::from(events::json_error(&e)))?;
+    let mut input: EmailInput = events::from_json_object(&body)?;
     input.tenant = access.tenant_for_write(input.tenant.take())?;
     let request = request::validate(input, &state.mail.settings).map_err(|r| {
         let status = StatusCode::UNPROCESSABLE_ENTITY;
@@ -374,7 +373,7 @@ pub async fn put_suppression(
         SuppressionInput::default()
     } else {
         require_json(&parts.headers)?;
-        serde_json::from_slice(&body).map_err(|e| ApiError::from(events::json_error(&e)))?
+        events::from_json_object(&body)?
     };
     let reason = match input.reason.as_deref() {
         None => SuppressionReason::Manual,

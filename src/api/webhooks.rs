@@ -66,7 +66,7 @@ async fn json_body<T: for<'de> Deserialize<'de>>(
         return serde_json::from_slice(b"{}").map_err(|e| events::json_error(&e).into());
     }
     require_json(&parts.headers)?;
-    serde_json::from_slice(&body).map_err(|e| events::json_error(&e).into())
+    Ok(events::from_json_object(&body)?)
 }
 
 /// An endpoint as answers show it: no secret, custom header values redacted.

@@ -5,6 +5,7 @@
 mod events;
 mod mail;
 mod operations;
+mod robustness;
 mod support;
 mod tenancy;
 mod tracking;
