@@ -14,6 +14,7 @@ use super::http::{read_body, Resp};
 use super::AppState;
 use crate::clock;
 use crate::mail::ledger;
+use crate::mail::unsubscribe::Unsubscription;
 
 /// Mailbox providers send `List-Unsubscribe=One-Click`; nothing bigger is
 /// worth reading.
@@ -67,7 +68,12 @@ pub async fn unsubscribe(
     token: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let Some((stream, address)) = state.mail.tokens.verify(token) else {
+    let Some(Unsubscription {
+        stream,
+        address,
+        tenant,
+    }) = state.mail.tokens.verify(token)
+    else {
         return Ok(invalid_link());
     };
     let shown = escape(&address);
@@ -94,7 +100,9 @@ pub async fn unsubscribe(
             let now = clock::now_ms();
             state
                 .writer
-                .write(move |txn| ledger::unsubscribe(txn, &address, &stream, now))
+                .write(move |txn| {
+                    ledger::unsubscribe(txn, tenant.as_deref(), &address, &stream, now)
+                })
                 .await?;
             Ok(page(
                 StatusCode::OK,

@@ -53,12 +53,14 @@ fn mailbox(text: &str) -> Result<LettreMailbox, ComposeError> {
 }
 
 impl Composer<'_> {
-    /// The List-Unsubscribe value for this recipient, when the stream wants it.
-    pub fn unsubscribe_header(&self, to: &str) -> Option<String> {
+    /// The List-Unsubscribe value for this recipient, when the stream wants
+    /// it. A tenant's message names the tenant, so the unsubscribe lands on
+    /// that tenant's list and leaves other senders' mail alone.
+    pub fn unsubscribe_header(&self, to: &str, tenant: Option<&str>) -> Option<String> {
         if !self.stream.unsubscribe {
             return None;
         }
-        let token = self.tokens.token(&self.stream.name, to);
+        let token = self.tokens.token(&self.stream.name, to, tenant);
         let mut value = format!("<{}/u/{token}>", self.public_url);
         if let Some(mailto) = &self.stream.unsubscribe_mailto {
             value.push_str(&format!(", <mailto:{mailto}?subject=unsubscribe>"));
@@ -96,7 +98,7 @@ impl Composer<'_> {
             };
             builder = builder.raw_header(raw(name, value)?);
         }
-        if let Some(value) = self.unsubscribe_header(&record.to) {
+        if let Some(value) = self.unsubscribe_header(&record.to, record.tenant.as_deref()) {
             builder = builder
                 .raw_header(raw("List-Unsubscribe", value)?)
                 .raw_header(raw(

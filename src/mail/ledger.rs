@@ -205,16 +205,18 @@ pub fn suppress(
     Ok(true)
 }
 
-/// One-click unsubscribe: idempotent, and only the first records events.
+/// One-click unsubscribe onto `tenant`'s list (`None`: the global one),
+/// told to that tenant: idempotent, and only the first records events.
 pub fn unsubscribe(
     txn: &mut WriteTxn<'_>,
+    tenant: Option<&str>,
     address: &str,
     stream: &str,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
     let added = suppress(
         txn,
-        SuppressionScope::GLOBAL,
+        SuppressionScope::list(tenant),
         address,
         stream,
         SuppressionReason::Unsubscribe,
@@ -225,7 +227,7 @@ pub fn unsubscribe(
         append(
             txn,
             "email.unsubscribed",
-            None,
+            tenant,
             json!({"address": address, "stream": stream}),
             now_ms,
         )?;

@@ -7,7 +7,7 @@
 
 mod api;
 mod durability;
-mod newsletters;
+pub(crate) mod newsletters;
 mod replies;
 pub(crate) mod smtp;
 mod transport;

@@ -31,7 +31,7 @@ fn newsletter(to: &str) -> Value {
 }
 
 /// The token in `<BASE/u/TOKEN>` of a List-Unsubscribe header.
-fn unsubscribe_token(list_unsubscribe: &str, base: &str) -> String {
+pub(crate) fn unsubscribe_token(list_unsubscribe: &str, base: &str) -> String {
     let start = format!("<{base}/u/");
     let from = list_unsubscribe
         .find(&start)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::mail::newsletters::unsubscribe_token;
 use crate::mail::smtp::{Script, SmtpSink};
 use crate::support::*;
 use crate::webhooks::receiver::Receiver;
@@ -712,4 +713,108 @@ fn tracked_users_and_calls_of_a_tenant_source_stay_within_it() {
     );
     let named = admin.get("/v1/users/user_1?tenant=acme").json();
     assert_eq!(named["traits"], json!({"plan": "pro"}));
+}
+
+/// A one-click unsubscribe from one tenant's mail goes on that tenant's
+/// list and is told to that tenant only: another tenant's mail to the same
+/// address on the same stream is neither blocked nor revealed.
+#[test]
+fn a_one_click_unsubscribe_goes_on_the_list_of_the_messages_tenant() {
+    let sink = SmtpSink::start(&Script::always("250"), None);
+    let acme_hook = Receiver::always(204);
+    let globex_hook = Receiver::always(204);
+    let base = "https://mail.example.com";
+    let d = Daemon::start(&config(&format!(
+        "\n[public]\nurl = \"{base}\"\nlisten = \"127.0.0.1:0\"\n\
+         \n[mail.streams.marketing]\nrelay = \"smtp://127.0.0.1:{}\"\n",
+        sink.port
+    )));
+    let public = d.logged_addr("public listening");
+    let admin = Client {
+        addr: d.addr,
+        key: ADMIN,
+    };
+    let acme = Client {
+        addr: d.addr,
+        key: ACME_WRITE,
+    };
+    let globex = Client {
+        addr: d.addr,
+        key: GLOBEX_WRITE,
+    };
+    let globex_read = Client {
+        addr: d.addr,
+        key: GLOBEX_READ,
+    };
+    let acme_ep = endpoint(admin, &acme_hook.url("/"), "acme", &["email.*"]);
+    let globex_ep = endpoint(admin, &globex_hook.url("/"), "globex", &["email.*"]);
+    let reader = "x@example.com";
+    let newsletter = with(message(reader), "stream", "marketing");
+
+    let globex_msg = send(globex, &newsletter);
+    let got = sink.wait_for_id(&globex_msg, deadline(SETTLE));
+    let token = unsubscribe_token(
+        got.header("List-Unsubscribe").expect("List-Unsubscribe"),
+        base,
+    );
+    let resp = request(
+        public,
+        "POST",
+        &format!("/u/{token}"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"List-Unsubscribe=One-Click",
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    // Globex's list holds the address for that stream; the global one not.
+    let entries = globex_read.list("/v1/suppressions", "suppressions");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(
+        (&entry["address"], &entry["stream"], &entry["reason"]),
+        (&json!(reader), &json!("marketing"), &json!("unsubscribe")),
+        "{entry}"
+    );
+    assert_eq!(entry["tenant"], "globex", "{entry}");
+    assert!(suppressed_addresses(admin, "").is_empty());
+    expect(
+        &globex.call("POST", "/v1/emails", Some(&newsletter)),
+        422,
+        "recipient_suppressed",
+        "globex to the address that left its list",
+    );
+
+    // Acme still mails the address on that stream.
+    let acme_msg = send(acme, &newsletter);
+    sent(admin, &acme_msg);
+    sink.wait_for_id(&acme_msg, deadline(SETTLE));
+
+    // Deliveries are made with their event: globex's endpoint got the
+    // unsubscribe, acme's only its own message's events.
+    let events_of = |id: &str, more: &[&str]| -> BTreeSet<(String, String)> {
+        ["email.queued", "email.sent"]
+            .iter()
+            .map(|t| (t.to_string(), id.to_owned()))
+            .chain(more.iter().map(|t| (t.to_string(), String::new())))
+            .collect()
+    };
+    assert_eq!(
+        deliveries(admin, &globex_ep),
+        events_of(&globex_msg, &["email.suppressed", "email.unsubscribed"])
+    );
+    assert_eq!(deliveries(admin, &acme_ep), events_of(&acme_msg, &[]));
+    let told = globex_hook.wait_for_requests(4, deadline(SETTLE));
+    let unsubscribed: Vec<Value> = told
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| b["type"] == "email.unsubscribed")
+        .collect();
+    assert_eq!(unsubscribed.len(), 1, "{unsubscribed:?}");
+    assert_eq!(unsubscribed[0]["tenant"], "globex", "{}", unsubscribed[0]);
+    assert_eq!(unsubscribed[0]["data"]["address"], reader);
+    for r in acme_hook.wait_for_requests(2, deadline(SETTLE)) {
+        let body = r.json();
+        assert_eq!(body["tenant"], "acme", "{body}");
+        assert_eq!(&body["data"]["message_id"], acme_msg.as_str(), "{body}");
+    }
 }
