@@ -478,6 +478,7 @@ fn tracking_settings() -> TrackingSettings {
         sources: vec![Source {
             name: "web".into(),
             write_key: "wk_web_0123456789abcdef".into(),
+            tenant: None,
         }],
         dedup_window: std::time::Duration::from_secs(7 * 24 * 3600),
         max_event_bytes: 32 * 1024,
@@ -526,7 +527,7 @@ fn valid_call(call: Option<Call>) -> Value {
 /// Everything the route does with a body after authentication, as one call.
 fn ingest_body(call: Option<Call>, bytes: &[u8]) -> Result<Vec<ingest::Prepared>, ingest::Refusal> {
     let parsed = ingest::parse(call, bytes, &tracking_settings())?;
-    ingest::prepare(call, parsed, "web", NOW_MS)
+    ingest::prepare(call, parsed, "web", None, NOW_MS)
 }
 
 /// A batch's items carry their broken field inside `batch[0]`.
