@@ -3,6 +3,7 @@
 //! touches redb or a transaction's insides; callers get typed read and
 //! write transactions whose methods are the operations the domain needs.
 
+pub mod attempt_tally;
 pub mod backup;
 pub mod codec;
 pub mod due;
