@@ -292,6 +292,10 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
             only(&method, &Method::GET, "GET")?;
             admin::backup(state).await
         }
+        ["v1", "admin", "storage"] => {
+            only(&method, &Method::GET, "GET")?;
+            admin::storage(state).await
+        }
         _ => Err(not_found(&path)),
     }
 }

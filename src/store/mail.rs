@@ -99,22 +99,6 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    /// Empties the text and HTML of settled message `id`, keeping everything
-    /// else; true when there was a body to drop.
-    pub(crate) fn purge_email_body(&mut self, id: u64) -> Result<bool, StoreError> {
-        let mut table = self.txn.open_table(EMAILS)?;
-        let Some(mut record) = super::get_record::<u64, EmailRecord>(&table, id)? else {
-            return Ok(false);
-        };
-        if record.next_attempt_ms.is_some() || (record.text.is_empty() && record.html.is_none()) {
-            return Ok(false);
-        }
-        record.text = String::new();
-        record.html = None;
-        table.insert(id, encode(&record).as_slice())?;
-        Ok(true)
-    }
-
     pub(crate) fn email_key(&self, key: &str) -> Result<Option<(u64, u32, u64)>, StoreError> {
         let table = self.txn.open_table(EMAIL_KEYS)?;
         let found = table.get(key)?;

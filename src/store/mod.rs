@@ -14,9 +14,11 @@ pub mod mail;
 pub(crate) mod recent_keys;
 pub(crate) mod recent_tracked;
 pub mod records;
+pub mod retention;
 mod schema;
 pub mod tables;
 pub mod tracking;
+pub mod usage;
 pub mod webhooks;
 pub mod writer;
 
