@@ -8,7 +8,7 @@ mod durability;
 mod endpoints;
 mod lists;
 mod pacing;
-mod receiver;
+pub(crate) mod receiver;
 mod records;
 mod retries;
 mod signing;
