@@ -80,7 +80,7 @@ fn backup_under_write_load_is_a_consistent_prefix_of_the_log() {
     let prefix = format!("{}: {bytes} bytes, ", out.display());
     let events: usize = stdout
         .strip_prefix(&prefix)
-        .and_then(|s| s.strip_suffix(" events, schema version 2\n"))
+        .and_then(|s| s.strip_suffix(" events, schema version 3\n"))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected output {stdout:?}"));
     assert!(
@@ -176,5 +176,5 @@ fn backup_of_a_keyed_daemon_needs_the_key() {
         "{}",
         String::from_utf8_lossy(&done.stderr)
     );
-    assert!(String::from_utf8_lossy(&done.stdout).contains(" 0 events, schema version 2"));
+    assert!(String::from_utf8_lossy(&done.stdout).contains(" 0 events, schema version 3"));
 }
