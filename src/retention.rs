@@ -172,3 +172,103 @@ impl Worker for Retention {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::clock;
+    use crate::events::{self, AppendBatch};
+    use crate::store::records::{AttemptRecord, DeliveryStatus};
+    use crate::store::webhooks::DeliveryFilter;
+    use crate::store::{Store, Writer};
+
+    fn append(writer: &Writer, body: &'static [u8]) {
+        let event = events::parse_event(body).unwrap();
+        writer
+            .write_blocking(move |txn| events::append(txn, AppendBatch::one(event)).map(drop))
+            .unwrap();
+    }
+
+    /// An event with a pending delivery stays; once that delivery succeeded
+    /// and was deleted, the event goes too, except the log's last.
+    #[test]
+    fn sweeps_keep_what_a_pending_delivery_needs_and_the_last_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("herald.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 64, 64, Default::default()).unwrap();
+        let mut endpoint = crate::webhooks::endpoint::new_record(clock::now_ms());
+        endpoint.url = "https://example.com/hook".into();
+        endpoint.event_types = vec!["hooked".into()];
+        let endpoint_id = endpoint.id;
+        writer
+            .write_blocking(move |txn| txn.put_endpoint(endpoint))
+            .unwrap();
+        append(&writer, br#"{"type":"hooked"}"#);
+        append(&writer, br#"{"type":"plain"}"#);
+        append(&writer, br#"{"type":"plain"}"#);
+        let later = clock::now_ms() + 60_000;
+        let sweep = writer
+            .write_blocking(move |txn| txn.sweep_events(later, 0, 1_000))
+            .unwrap();
+        assert_eq!(sweep.removed, 1, "only the middle plain event may go");
+        let read = store.read().unwrap();
+        assert!(read.event_at_seq(1).unwrap().is_some());
+        assert!(read.event_at_seq(3).unwrap().is_some());
+        drop(read);
+
+        // The delivery succeeds: it and then its event may go.
+        writer
+            .write_blocking(move |txn| {
+                let mut d = txn.delivery(1)?.expect("the fan-out made delivery 1");
+                let due = d.next_attempt_ms.take();
+                d.status = DeliveryStatus::Succeeded;
+                d.attempts.push(AttemptRecord {
+                    at_ms: clock::now_ms(),
+                    status_code: 200,
+                    error: None,
+                    failure: None,
+                    latency_ms: 3,
+                    response: String::new(),
+                    manual: false,
+                });
+                txn.put_delivery(1, &d, due)
+            })
+            .unwrap();
+        // Delivery 1 is the newest delivery: ids resume from it, so it stays.
+        let sweep = writer
+            .write_blocking(move |txn| {
+                txn.sweep_settled_deliveries(DeliveryStatus::Succeeded, later, 0, 1_000)
+            })
+            .unwrap();
+        assert_eq!(sweep.removed, 0);
+        append(&writer, br#"{"type":"hooked"}"#);
+        let sweep = writer
+            .write_blocking(move |txn| {
+                txn.sweep_settled_deliveries(DeliveryStatus::Succeeded, later, 0, 1_000)
+            })
+            .unwrap();
+        assert_eq!(sweep.removed, 1);
+        let read = store.read().unwrap();
+        let succeeded = DeliveryFilter {
+            status: Some(DeliveryStatus::Succeeded),
+            ..Default::default()
+        };
+        assert!(read
+            .scan_deliveries(&succeeded, 0, 10)
+            .unwrap()
+            .deliveries
+            .is_empty());
+        assert_eq!(
+            read.endpoint_delivery_counts(endpoint_id)
+                .unwrap()
+                .succeeded,
+            0
+        );
+        drop(read);
+        let sweep = writer
+            .write_blocking(move |txn| txn.sweep_events(later, 0, 1_000))
+            .unwrap();
+        // Seq 1 (its delivery gone) and seq 3; seq 4 is pending and last.
+        assert_eq!(sweep.removed, 2);
+        thread.stop();
+    }
+}
