@@ -11,6 +11,7 @@ use crate::api::{self, AppState, Surface};
 use crate::config::Config;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::unsubscribe::TokenKey;
+use crate::retention::Retention;
 use crate::scheduler::{self, Inbox, Scheduler};
 use crate::store::due::ScheduleListener;
 use crate::store::writer::Listeners;
@@ -116,6 +117,9 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     }
     workers
         .spawn(Upkeep::new(writer.clone(), config.tracking.clone()))
+        .map_err(DaemonError::Worker)?;
+    workers
+        .spawn(Retention::new(writer.clone(), config.retention.clone()))
         .map_err(DaemonError::Worker)?;
     let state = Arc::new(AppState::new(
         store.clone(),

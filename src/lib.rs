@@ -11,7 +11,8 @@
 //!
 //! Around it: [`config`] (the TOML file and its checks), [`daemon`] (wiring
 //! and shutdown), [`backup_client`] (`herald backup`), and small leaf modules
-//! ([`clock`], [`ids`], [`percent`], [`logging`]).
+//! ([`clock`], [`ids`], [`percent`], [`logging`]), and [`retention`], the
+//! pass that deletes what has aged out.
 
 pub mod api;
 pub mod backup_client;
@@ -25,6 +26,7 @@ pub mod logging;
 pub mod mail;
 pub mod names;
 pub mod percent;
+pub mod retention;
 pub mod retry;
 pub mod roles;
 pub mod scheduler;

@@ -1,5 +1,5 @@
-//! Operator routes: liveness and readiness probes, and the consistent backup
-//! that `herald backup` downloads.
+//! Operator routes: liveness and readiness probes, the consistent backup
+//! that `herald backup` downloads, and what the file holds.
 
 use std::sync::Arc;
 
@@ -8,7 +8,8 @@ use hyper::{Response, StatusCode};
 
 use super::error::ApiError;
 use super::http::{json, FileBody, Resp};
-use super::AppState;
+use super::{read, AppState};
+use crate::clock;
 use crate::store::{backup, SCHEMA_VERSION};
 
 pub const SCHEMA_HEADER: &str = "x-herald-schema-version";
@@ -70,4 +71,43 @@ pub async fn backup(state: Arc<AppState>) -> Result<Resp, ApiError> {
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(SCHEMA_HEADER, HeaderValue::from(SCHEMA_VERSION));
     Ok(resp)
+}
+
+/// The file's size and, per table, its rows, bytes and oldest row.
+pub async fn storage(state: Arc<AppState>) -> Result<Resp, ApiError> {
+    let path = state.config.database_path();
+    let (file_bytes, tables) = read(&state, move |txn| {
+        let tables = txn.table_usage()?;
+        // Read after the tables, so the size covers at least what they hold.
+        let file_bytes = std::fs::metadata(&path)?.len();
+        Ok((file_bytes, tables))
+    })
+    .await?;
+    let stored: u64 = tables.iter().map(|t| t.stored_bytes).sum();
+    let list: Vec<serde_json::Value> = tables
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "rows": t.rows,
+                "stored_bytes": t.stored_bytes,
+                "metadata_bytes": t.metadata_bytes,
+                "fragmented_bytes": t.fragmented_bytes,
+                "oldest": t.oldest.map(|o| serde_json::json!({
+                    "id": o.id,
+                    "at": clock::format_rfc3339(o.at_ms),
+                })),
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "file_bytes": file_bytes,
+            "stored_bytes": stored,
+            "schema_version": SCHEMA_VERSION,
+            "tables": list,
+        })
+        .to_string(),
+    ))
 }

@@ -315,6 +315,10 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
             only(&method, &Method::GET, "GET")?;
             admin::backup(state).await
         }
+        ["v1", "admin", "storage"] => {
+            only(&method, &Method::GET, "GET")?;
+            admin::storage(state).await
+        }
         ["v1", "keys"] => match method {
             Method::POST => keys::create(state, req).await,
             Method::GET => keys::list(state, req).await,

@@ -16,6 +16,7 @@ use crate::clock;
 use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
 use crate::ids;
 use crate::names;
+use crate::store::attempt_tally::AttemptTally;
 use crate::store::records::{DeliveryRecord, DeliveryStatus, EndpointRecord, EventSource};
 use crate::store::webhooks::DeliveryFilter;
 use crate::store::WriteTxn;
@@ -633,14 +634,11 @@ pub async fn retry_delivery(
     ))
 }
 
-/// Deliveries one stats request may examine.
-const STATS_BUDGET: usize = 200_000;
+const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
-/// Attempts come at most this long after their delivery was created with the
-/// default schedule (about 28 h), so older deliveries are not examined.
-const LONGEST_SCHEDULE_MS: i64 = 48 * HOUR_MS;
 
-/// Counts by outcome and latency percentiles over the last hour and day.
+/// Counts by outcome and latency percentiles over the last hour and day,
+/// counted by the minute, and how many deliveries are in each status.
 pub async fn endpoint_stats(
     state: Arc<AppState>,
     access: &Access,
@@ -648,44 +646,43 @@ pub async fn endpoint_stats(
 ) -> Result<Resp, ApiError> {
     let key = load_endpoint(&state, access, id).await?.id;
     let now = clock::now_ms();
-    let day_ago = now - 24 * HOUR_MS;
-    let (attempts, sampled) = read(&state, move |txn| {
-        txn.endpoint_attempts(key, day_ago, day_ago - LONGEST_SCHEDULE_MS, STATS_BUDGET)
+    let day_from = (now - 24 * HOUR_MS).div_euclid(MINUTE_MS);
+    let hour_from = (now - HOUR_MS).div_euclid(MINUTE_MS);
+    let (tallies, counts) = read(&state, move |txn| {
+        Ok((
+            txn.endpoint_attempt_tallies(key, day_from)?,
+            txn.endpoint_delivery_counts(key)?,
+        ))
     })
     .await?;
-    let window = |since: i64| {
-        let mut latencies: Vec<u32> = Vec::new();
-        let (mut succeeded, mut failed, mut network_errors) = (0u64, 0u64, 0u64);
-        for &(_, status, latency) in attempts.iter().filter(|a| a.0 >= since) {
-            latencies.push(latency);
-            match status {
-                200..=299 => succeeded += 1,
-                0 => network_errors += 1,
-                _ => failed += 1,
-            }
+    let window = |from_minute: i64| {
+        let mut sum = AttemptTally::default();
+        for (_, tally) in tallies.iter().filter(|(m, _)| *m >= from_minute) {
+            sum.merge(tally);
         }
-        latencies.sort_unstable();
-        let pct = |q: f64| -> Option<u32> {
-            if latencies.is_empty() {
-                return None;
-            }
-            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-            Some(latencies[i])
-        };
         json!({
-            "attempts": latencies.len(),
-            "succeeded": succeeded,
-            "failed": failed,
-            "network_errors": network_errors,
-            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)},
+            "attempts": sum.attempts,
+            "succeeded": sum.succeeded,
+            "failed": sum.failed,
+            "network_errors": sum.network_errors,
+            "latency_ms": {
+                "p50": sum.latency_quantile(0.50),
+                "p95": sum.latency_quantile(0.95),
+                "p99": sum.latency_quantile(0.99),
+            },
         })
     };
     Ok(json(
         StatusCode::OK,
         json!({
-            "last_hour": window(now - HOUR_MS),
-            "last_day": window(day_ago),
-            "sampled": sampled,
+            "last_hour": window(hour_from),
+            "last_day": window(day_from),
+            "deliveries": {
+                "pending": counts.pending,
+                "succeeded": counts.succeeded,
+                "failed": counts.failed,
+            },
+            "sampled": false,
         })
         .to_string(),
     ))

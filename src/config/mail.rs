@@ -38,6 +38,9 @@ pub struct MailSection {
     /// `[mail.streams.NAME]` tables; none gives `transactional` and `marketing`,
     /// which accept any From domain and write to the outbox.
     pub streams: BTreeMap<String, StreamSection>,
+    /// Empty the text and HTML of messages settled (sent, failed, bounced) and
+    /// queued longer ago than this; the rest of the record stays. `None` keeps them.
+    pub body_retention: Option<String>,
 }
 
 impl Default for MailSection {
@@ -54,6 +57,7 @@ impl Default for MailSection {
             max_recipients: 50,
             max_message_bytes: 1 << 20,
             streams: BTreeMap::new(),
+            body_retention: None,
         }
     }
 }

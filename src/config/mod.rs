@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod mail;
+mod retention;
 pub mod tracking;
 mod values;
 pub mod webhooks;
@@ -16,6 +17,7 @@ pub use values::ConfigError;
 use values::{duration, in_range, invalid};
 
 use crate::mail::settings::{MailSettings, PublicSettings};
+use crate::retention::RetentionSettings;
 use crate::roles::Role;
 use crate::tracking::settings::TrackingSettings;
 use crate::webhooks::settings::WebhookSettings;
@@ -118,6 +120,9 @@ pub struct StorageSection {
     pub max_commit_batch: usize,
     /// redb's page cache in MiB, on top of the kernel's; lower it on a small VPS.
     pub cache_mb: usize,
+    /// How often the retention pass (`events.retention`, `webhooks.retention`,
+    /// `webhooks.dead_letter_retention`, `mail.body_retention`) runs.
+    pub prune_interval: String,
 }
 
 impl Default for StorageSection {
@@ -127,6 +132,7 @@ impl Default for StorageSection {
             queue_capacity: 16_384,
             max_commit_batch: 4_096,
             cache_mb: 256,
+            prune_interval: "1m".to_owned(),
         }
     }
 }
@@ -140,6 +146,9 @@ pub struct EventsSection {
     pub max_request_bytes: usize,
     /// Most events in one `POST /v1/events/batch`.
     pub max_batch_events: usize,
+    /// Delete events received longer ago than this, unless a delivery of theirs
+    /// is pending or failed; `None` keeps them forever.
+    pub retention: Option<String>,
 }
 
 impl Default for EventsSection {
@@ -148,6 +157,7 @@ impl Default for EventsSection {
             max_event_bytes: 256 * 1024,
             max_request_bytes: 4 * 1024 * 1024,
             max_batch_events: 1_000,
+            retention: None,
         }
     }
 }
@@ -222,6 +232,8 @@ pub struct Config {
     pub public: PublicSettings,
     /// Sources and limits of ingestion, and the upkeep's timing.
     pub tracking: TrackingSettings,
+    /// How long events, deliveries and mail bodies are kept.
+    pub retention: RetentionSettings,
 }
 
 /// A configured API key and what it grants.
@@ -330,6 +342,13 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         public,
         tracking,
     } = file;
+    let retention = retention::validate_retention(retention::RetentionKeys {
+        events: events.retention.as_deref(),
+        deliveries: webhooks.retention.as_deref(),
+        dead_letters: webhooks.dead_letter_retention.as_deref(),
+        mail_bodies: mail.body_retention.as_deref(),
+        interval: &storage.prune_interval,
+    })?;
     let webhooks = validate_webhooks(webhooks)?;
 
     let listen: SocketAddr = server.listen.parse().map_err(|_| {
@@ -460,6 +479,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         mail,
         public,
         tracking,
+        retention,
     })
 }
 

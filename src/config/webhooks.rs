@@ -31,6 +31,12 @@ pub struct WebhooksSection {
     /// A streak of failures this long disables an endpoint once one of its
     /// deliveries exhausts its retries.
     pub disable_after: String,
+    /// Delete succeeded deliveries (with their attempts) this long after they
+    /// succeeded; `None` keeps them forever.
+    pub retention: Option<String>,
+    /// Delete failed deliveries (dead letters) this long after their last
+    /// attempt; `None` keeps them forever.
+    pub dead_letter_retention: Option<String>,
 }
 
 impl Default for WebhooksSection {
@@ -47,6 +53,8 @@ impl Default for WebhooksSection {
             circuit_failures: 10,
             circuit_cooldown: "30s".to_owned(),
             disable_after: "5d".to_owned(),
+            retention: None,
+            dead_letter_retention: None,
         }
     }
 }

@@ -88,7 +88,7 @@ impl IndexKeys {
     }
 }
 
-fn index_key(name_hash: u64, seq: u64) -> u128 {
+pub(super) fn index_key(name_hash: u64, seq: u64) -> u128 {
     ((name_hash as u128) << 64) | seq as u128
 }
 

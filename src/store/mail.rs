@@ -8,10 +8,49 @@ use super::codec::{decode, encode};
 use super::due::{stream_key, Queue};
 use super::records::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
 use super::tables::{
-    EMAILS, EMAILS_BY_TENANT, EMAILS_BY_TENANT_TO, EMAILS_BY_TO, EMAIL_KEYS, SOFT_BOUNCES,
-    SUPPRESSIONS, TENANT_SUPPRESSIONS,
+    EMAILS, EMAILS_BY_STATUS, EMAILS_BY_STREAM_STATUS, EMAILS_BY_TENANT, EMAILS_BY_TENANT_TO,
+    EMAILS_BY_TO, EMAIL_KEYS, SOFT_BOUNCES, SUPPRESSIONS, TENANT_SUPPRESSIONS,
 };
 use super::{ReadTxn, StoreError, WriteTxn, EXAMINE_BUDGET};
+
+/// A message status's byte in index keys: part of the file format.
+pub(crate) fn email_status_code(status: EmailStatus) -> u8 {
+    match status {
+        EmailStatus::Queued => 1,
+        EmailStatus::Deferred => 2,
+        EmailStatus::Sent => 3,
+        EmailStatus::Failed => 4,
+        EmailStatus::Bounced => 5,
+    }
+}
+
+const EMAIL_STATUSES: [EmailStatus; 5] = [
+    EmailStatus::Queued,
+    EmailStatus::Deferred,
+    EmailStatus::Sent,
+    EmailStatus::Failed,
+    EmailStatus::Bounced,
+];
+
+/// Moves message `id` of `stream` from status `from` (`None`: new) to `to`
+/// in the status indexes.
+pub(super) fn index_email_status(
+    txn: &redb::WriteTransaction,
+    stream: &str,
+    id: u64,
+    from: Option<EmailStatus>,
+    to: EmailStatus,
+) -> Result<(), StoreError> {
+    let mut by_status = txn.open_table(EMAILS_BY_STATUS)?;
+    let mut by_stream_status = txn.open_table(EMAILS_BY_STREAM_STATUS)?;
+    if let Some(from) = from {
+        by_status.remove((email_status_code(from), id))?;
+        by_stream_status.remove((stream, email_status_code(from), id))?;
+    }
+    by_status.insert((email_status_code(to), id), ())?;
+    by_stream_status.insert((stream, email_status_code(to), id), ())?;
+    Ok(())
+}
 
 /// The stream column of a suppression covering every stream.
 pub const ALL_STREAMS: &str = "";
@@ -72,9 +111,17 @@ impl WriteTxn<'_> {
                     .insert((tenant, record.to.as_str(), id), ())?;
             }
         }
-        self.txn
+        let previous: Option<EmailStatus> = match self
+            .txn
             .open_table(EMAILS)?
-            .insert(id, encode(record).as_slice())?;
+            .insert(id, encode(record).as_slice())?
+        {
+            Some(old) => Some(decode::<EmailRecord>(old.value())?.status),
+            None => None,
+        };
+        if previous != Some(record.status) {
+            index_email_status(self.txn, &record.stream, id, previous, record.status)?;
+        }
         Ok(())
     }
 
@@ -273,7 +320,10 @@ impl ReadTxn {
         blocking_in(&global, &own, tenant, address, stream)
     }
 
-    /// Messages after id `after` matching `filter`, oldest first.
+    /// Messages after id `after` matching `filter`, oldest first. The
+    /// recipient's index drives a `to` filter (a recipient has few
+    /// messages), the status indexes drive `status` and `stream`, so a page
+    /// is full unless nothing more matches.
     pub fn scan_emails(
         &self,
         filter: &EmailFilter,
@@ -281,45 +331,87 @@ impl ReadTxn {
         limit: usize,
     ) -> Result<EmailPage, StoreError> {
         let emails = self.txn.open_table(EMAILS)?;
-        let first = after.saturating_add(1);
-        // Index rows are collected, not streamed: at most a page and the
-        // examine budget of them.
+        let from = after.saturating_add(1);
+        // Index rows of a tenant or a recipient are collected, not
+        // streamed: at most a page and the examine budget of them; status
+        // and stream are then checked per message.
         let bounded = limit + EXAMINE_BUDGET + 1;
-        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> =
-            match (filter.tenant.as_deref(), filter.to.as_deref()) {
-                (Some(tenant), Some(to)) => {
-                    let index = self.txn.open_table(EMAILS_BY_TENANT_TO)?;
-                    let rows: Vec<_> = index
-                        .range((tenant, to, first)..=(tenant, to, u64::MAX))?
-                        .take(bounded)
-                        .map(|r| r.map(|(k, _)| k.value().2).map_err(StoreError::from))
-                        .collect();
-                    Box::new(rows.into_iter())
+        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> = match (
+            filter.tenant.as_deref(),
+            &filter.to,
+            filter.status,
+            &filter.stream,
+        ) {
+            (Some(tenant), Some(to), _, _) => {
+                let index = self.txn.open_table(EMAILS_BY_TENANT_TO)?;
+                let rows: Vec<_> = index
+                    .range((tenant, to.as_str(), from)..=(tenant, to.as_str(), u64::MAX))?
+                    .take(bounded)
+                    .map(|r| r.map(|(k, _)| k.value().2).map_err(StoreError::from))
+                    .collect();
+                Box::new(rows.into_iter())
+            }
+            (Some(tenant), None, _, _) => {
+                let index = self.txn.open_table(EMAILS_BY_TENANT)?;
+                let rows: Vec<_> = index
+                    .range((tenant, from)..=(tenant, u64::MAX))?
+                    .take(bounded)
+                    .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from))
+                    .collect();
+                Box::new(rows.into_iter())
+            }
+            (None, Some(to), _, _) => {
+                let index = self.txn.open_table(EMAILS_BY_TO)?;
+                let rows: Vec<_> = index
+                    .range((to.as_str(), from)..=(to.as_str(), u64::MAX))?
+                    .take(bounded)
+                    .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from))
+                    .collect();
+                Box::new(rows.into_iter())
+            }
+            (None, None, Some(status), Some(stream)) => {
+                let code = email_status_code(status);
+                let index = self.txn.open_table(EMAILS_BY_STREAM_STATUS)?;
+                let rows: Vec<_> = index
+                    .range((stream.as_str(), code, from)..=(stream.as_str(), code, u64::MAX))?
+                    .take(limit + 1)
+                    .map(|r| r.map(|(k, _)| k.value().2).map_err(StoreError::from))
+                    .collect();
+                Box::new(rows.into_iter())
+            }
+            (None, None, Some(status), None) => {
+                let code = email_status_code(status);
+                let index = self.txn.open_table(EMAILS_BY_STATUS)?;
+                Box::new(
+                    index
+                        .range((code, from)..=(code, u64::MAX))?
+                        .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+                )
+            }
+            (None, None, None, Some(stream)) => {
+                // One stream in every status: the first `limit + 1` ids
+                // of each status, merged, are the first of the stream.
+                let index = self.txn.open_table(EMAILS_BY_STREAM_STATUS)?;
+                let mut ids = Vec::new();
+                for status in EMAIL_STATUSES {
+                    let code = email_status_code(status);
+                    for row in index
+                        .range((stream.as_str(), code, from)..=(stream.as_str(), code, u64::MAX))?
+                        .take(limit + 1)
+                    {
+                        ids.push(row?.0.value().2);
+                    }
                 }
-                (Some(tenant), None) => {
-                    let index = self.txn.open_table(EMAILS_BY_TENANT)?;
-                    let rows: Vec<_> = index
-                        .range((tenant, first)..=(tenant, u64::MAX))?
-                        .take(bounded)
-                        .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from))
-                        .collect();
-                    Box::new(rows.into_iter())
-                }
-                (None, Some(to)) => {
-                    let index = self.txn.open_table(EMAILS_BY_TO)?;
-                    let rows: Vec<_> = index
-                        .range((to, first)..=(to, u64::MAX))?
-                        .take(bounded)
-                        .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from))
-                        .collect();
-                    Box::new(rows.into_iter())
-                }
-                (None, None) => Box::new(
-                    emails
-                        .range(first..)?
-                        .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
-                ),
-            };
+                ids.sort_unstable();
+                ids.truncate(limit + 1);
+                Box::new(ids.into_iter().map(Ok))
+            }
+            (None, None, None, None) => Box::new(
+                emails
+                    .range(from..)?
+                    .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
+            ),
+        };
         let (emails, next_after) =
             super::page_by_ids(ids, &emails, after, limit, |record: &EmailRecord| {
                 filter.status.is_none_or(|s| s == record.status)

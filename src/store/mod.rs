@@ -3,6 +3,7 @@
 //! touches redb or a transaction's insides; callers get typed read and
 //! write transactions whose methods are the operations the domain needs.
 
+pub mod attempt_tally;
 pub mod backup;
 pub mod codec;
 pub mod due;
@@ -15,9 +16,11 @@ pub mod mail;
 pub(crate) mod recent_keys;
 pub(crate) mod recent_tracked;
 pub mod records;
+pub mod retention;
 mod schema;
 pub mod tables;
 pub mod tracking;
+pub mod usage;
 pub mod webhooks;
 pub mod writer;
 

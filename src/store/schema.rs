@@ -6,8 +6,13 @@ use redb::{Database, Key, ReadableTable, TableDefinition, Value};
 
 use super::codec::{decode, encode};
 use super::due::{stream_key, Queue};
-use super::records::{EventRecord, EventSource};
-use super::tables::{for_each_table, TableVisitor, DUE, EVENTS, META, RECENT_TRACKED, TRACKED};
+use super::records::{DeliveryRecord, EmailRecord, EventRecord, EventSource};
+use super::tables::{
+    for_each_table, TableVisitor, DELIVERIES, DELIVERIES_BY_ENDPOINT_STATUS, DELIVERIES_BY_STATUS,
+    DUE, EMAILS, ENDPOINT_ATTEMPTS, ENDPOINT_DELIVERY_COUNTS, EVENTS, META, RECENT_TRACKED,
+    TRACKED,
+};
+use super::webhooks::{tally_attempts, StatusIndex};
 use super::StoreError;
 
 /// Bumped when a table's key or value layout changes. A file whose version is
@@ -15,7 +20,8 @@ use super::StoreError;
 ///
 /// 1: the first layout. 2: one `due` table keyed by (queue, key, due, id)
 /// replaces `deliveries_due` and `emails_due`. 3: tracked calls in `events`
-/// say that they are tracked (`source`).
+/// say that they are tracked (`source`); deliveries and messages indexed by
+/// status, and each endpoint's delivery counts and attempt tallies.
 pub const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA_KEY: &str = "schema_version";
@@ -113,10 +119,10 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The steps from version 2 to 3.
+/// Every step from version 2 to version 3.
 fn migrate_v2(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     mark_tracked_events(txn)?;
-    Ok(())
+    index_deliveries_and_emails(txn)
 }
 
 /// Rewrites every tracked call in the log with source `tracking`. Version 1
@@ -151,9 +157,48 @@ fn mark_tracked_events(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Fills the status indexes, endpoint counts and attempt tallies that
+/// version 3 keeps up to date, from the deliveries and messages already
+/// stored. Attempts older than a day are not tallied: stats never look
+/// further back.
+fn index_deliveries_and_emails(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let tally_from = crate::clock::now_ms() - 24 * 3_600_000 - 60_000;
+    {
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let mut by_status = txn.open_table(DELIVERIES_BY_STATUS)?;
+        let mut by_endpoint_status = txn.open_table(DELIVERIES_BY_ENDPOINT_STATUS)?;
+        let mut counts = txn.open_table(ENDPOINT_DELIVERY_COUNTS)?;
+        let mut attempts = txn.open_table(ENDPOINT_ATTEMPTS)?;
+        let mut index = StatusIndex {
+            by_status: &mut by_status,
+            by_endpoint_status: &mut by_endpoint_status,
+            counts: &mut counts,
+        };
+        for row in deliveries.iter()? {
+            let (id, bytes) = row?;
+            let record: DeliveryRecord = decode(bytes.value())?;
+            index.add(record.endpoint_id, id.value(), record.status)?;
+            let recent: Vec<_> = record
+                .attempts
+                .into_iter()
+                .filter(|a| a.at_ms >= tally_from)
+                .collect();
+            tally_attempts(&mut attempts, record.endpoint_id, &recent)?;
+        }
+    }
+    let emails = txn.open_table(EMAILS)?;
+    for row in emails.iter()? {
+        let (id, bytes) = row?;
+        let record: EmailRecord = decode(bytes.value())?;
+        super::mail::index_email_status(txn, &record.stream, id.value(), None, record.status)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::records::{AttemptRecord, DeliveryStatus, EmailStatus};
     use crate::store::{OpenError, Store};
 
     /// Writes a file that says it is at `version`, with what `fill` adds.
@@ -282,6 +327,141 @@ mod tests {
                 .source,
             EventSource::Tracking
         );
+    }
+
+    fn delivery(endpoint_id: u128, status: DeliveryStatus, attempts_at: &[i64]) -> DeliveryRecord {
+        DeliveryRecord {
+            endpoint_id,
+            event_seq: 1,
+            event_id: 1 << 16,
+            event_type: "a".into(),
+            status,
+            attempts: attempts_at
+                .iter()
+                .map(|&at_ms| AttemptRecord {
+                    at_ms,
+                    status_code: 500,
+                    error: None,
+                    failure: None,
+                    latency_ms: 7,
+                    response: String::new(),
+                    manual: false,
+                })
+                .collect(),
+            next_attempt_ms: (status == DeliveryStatus::Pending).then_some(0),
+            created_at_ms: 0,
+            schedule_from: 0,
+        }
+    }
+
+    fn email(stream: &str, status: EmailStatus) -> EmailRecord {
+        EmailRecord {
+            stream: stream.into(),
+            from: "a@example.com".into(),
+            to: "b@example.net".into(),
+            reply_to: None,
+            subject: "s".into(),
+            text: "t".into(),
+            html: None,
+            headers: Vec::new(),
+            tags: Vec::new(),
+            message_id: "<m@example.com>".into(),
+            created_at_ms: 0,
+            status,
+            attempts: Vec::new(),
+            next_attempt_ms: None,
+            smtp_response: None,
+            flagged: false,
+            tenant: None,
+        }
+    }
+
+    /// A version 2 file's deliveries and messages are indexed by status,
+    /// and its endpoints' counts and recent attempts tallied, at open.
+    #[test]
+    fn a_version_2_file_gets_status_indexes_counts_and_tallies() {
+        use crate::store::codec::encode;
+        use crate::store::mail::EmailFilter;
+        use crate::store::webhooks::{DeliveryCounts, DeliveryFilter};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.redb");
+        let now = crate::clock::now_ms();
+        let old = now - 3 * 24 * 3_600_000;
+        file_at_version(&path, 2, |txn| {
+            let mut deliveries = txn.open_table(DELIVERIES).unwrap();
+            let rows = [
+                delivery(7, DeliveryStatus::Failed, &[old]),
+                delivery(7, DeliveryStatus::Pending, &[now, now]),
+                delivery(8, DeliveryStatus::Succeeded, &[]),
+                delivery(7, DeliveryStatus::Failed, &[now]),
+            ];
+            for (id, row) in (1u64..).zip(rows) {
+                deliveries.insert(id, encode(&row).as_slice()).unwrap();
+            }
+            let mut emails = txn.open_table(EMAILS).unwrap();
+            let rows = [
+                email("transactional", EmailStatus::Sent),
+                email("marketing", EmailStatus::Sent),
+                email("marketing", EmailStatus::Queued),
+            ];
+            for (id, row) in (1u64..).zip(rows) {
+                emails.insert(id, encode(&row).as_slice()).unwrap();
+            }
+        });
+        let store = Store::open(&path).unwrap();
+        let read = store.read().unwrap();
+        let ids = |filter: DeliveryFilter| -> Vec<u64> {
+            let page = read.scan_deliveries(&filter, 0, 10).unwrap();
+            assert_eq!(page.next_after, None);
+            page.deliveries.into_iter().map(|(id, _)| id).collect()
+        };
+        let failed = DeliveryFilter {
+            status: Some(DeliveryStatus::Failed),
+            ..Default::default()
+        };
+        assert_eq!(ids(failed.clone()), vec![1, 4]);
+        let failed_of_8 = DeliveryFilter {
+            endpoint_id: Some(8),
+            ..failed
+        };
+        assert_eq!(ids(failed_of_8), Vec::<u64>::new());
+        assert_eq!(
+            read.endpoint_delivery_counts(7).unwrap(),
+            DeliveryCounts {
+                pending: 1,
+                succeeded: 0,
+                failed: 2
+            }
+        );
+        let tallied: u64 = read
+            .endpoint_attempt_tallies(7, i64::MIN)
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.attempts)
+            .sum();
+        assert_eq!(tallied, 3, "the attempt of three days ago is not tallied");
+        let emails = |filter: EmailFilter| -> Vec<u64> {
+            let page = read.scan_emails(&filter, 0, 10).unwrap();
+            page.emails.into_iter().map(|(id, _)| id).collect()
+        };
+        let sent = EmailFilter {
+            status: Some(EmailStatus::Sent),
+            ..Default::default()
+        };
+        assert_eq!(emails(sent.clone()), vec![1, 2]);
+        let marketing = EmailFilter {
+            stream: Some("marketing".into()),
+            ..Default::default()
+        };
+        assert_eq!(emails(marketing.clone()), vec![2, 3]);
+        let marketing_sent = EmailFilter {
+            status: Some(EmailStatus::Sent),
+            ..marketing
+        };
+        assert_eq!(emails(marketing_sent), vec![2]);
+        drop((read, store));
+        assert!(Store::open(&path).is_ok());
     }
 
     #[test]

@@ -62,6 +62,28 @@ pub const DELIVERIES_BY_ENDPOINT: TableDefinition<(u128, u64), ()> =
 pub const DELIVERIES_BY_EVENT: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("deliveries_by_event");
 
+/// (status code, delivery id) → (): the deliveries in one status, oldest
+/// first, so that a status filter (dead letters) seeks instead of scanning.
+/// Codes: `delivery_status_code`.
+pub const DELIVERIES_BY_STATUS: TableDefinition<(u8, u64), ()> =
+    TableDefinition::new("deliveries_by_status");
+
+/// (endpoint id, status code, delivery id) → (): one endpoint's deliveries in
+/// one status, oldest first.
+pub const DELIVERIES_BY_ENDPOINT_STATUS: TableDefinition<(u128, u8, u64), ()> =
+    TableDefinition::new("deliveries_by_endpoint_status");
+
+/// (endpoint id, status code) → how many of its deliveries are in that
+/// status: exact counts without reading the deliveries.
+pub const ENDPOINT_DELIVERY_COUNTS: TableDefinition<(u128, u8), u64> =
+    TableDefinition::new("endpoint_delivery_counts");
+
+/// (endpoint id, Unix minute) → encoded `AttemptTally`: what the endpoint's
+/// attempts in that minute answered, and how fast. Rows older than a day are
+/// dropped by the retention pass: stats look back one day.
+pub const ENDPOINT_ATTEMPTS: TableDefinition<(u128, i64), &[u8]> =
+    TableDefinition::new("endpoint_attempts");
+
 // Mail.
 
 /// message id → encoded `EmailRecord`. Ids are dense and start at 1.
@@ -79,6 +101,15 @@ pub const EMAILS_BY_TENANT: TableDefinition<(&str, u64), ()> =
 /// (tenant, recipient, message id) → (): a tenant's messages to one address.
 pub const EMAILS_BY_TENANT_TO: TableDefinition<(&str, &str, u64), ()> =
     TableDefinition::new("emails_by_tenant_to");
+
+/// (status code, message id) → (): the messages in one status, oldest first.
+/// Codes: `email_status_code`.
+pub const EMAILS_BY_STATUS: TableDefinition<(u8, u64), ()> =
+    TableDefinition::new("emails_by_status");
+
+/// (stream, status code, message id) → (): one stream's messages in one status.
+pub const EMAILS_BY_STREAM_STATUS: TableDefinition<(&str, u8, u64), ()> =
+    TableDefinition::new("emails_by_stream_status");
 
 /// idempotency key → (first message id, message count, request fingerprint).
 /// One request's messages get consecutive ids. A tenant's keys are stored
@@ -172,10 +203,17 @@ pub(crate) fn for_each_table(visitor: &mut impl TableVisitor) -> Result<(), Stor
     visitor.visit(DELIVERIES)?;
     visitor.visit(DELIVERIES_BY_ENDPOINT)?;
     visitor.visit(DELIVERIES_BY_EVENT)?;
+    visitor.visit(DELIVERIES_BY_STATUS)?;
+    visitor.visit(DELIVERIES_BY_ENDPOINT_STATUS)?;
+    visitor.visit(ENDPOINT_DELIVERY_COUNTS)?;
+    visitor.visit(ENDPOINT_ATTEMPTS)?;
     visitor.visit(EMAILS)?;
     visitor.visit(EMAILS_BY_TO)?;
     visitor.visit(EMAILS_BY_TENANT)?;
     visitor.visit(EMAILS_BY_TENANT_TO)?;
+
+    visitor.visit(EMAILS_BY_STATUS)?;
+    visitor.visit(EMAILS_BY_STREAM_STATUS)?;
     visitor.visit(EMAIL_KEYS)?;
     visitor.visit(SUPPRESSIONS)?;
     visitor.visit(TENANT_SUPPRESSIONS)?;

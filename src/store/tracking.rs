@@ -119,6 +119,20 @@ impl<'txn> WriteTxn<'txn> {
         Ok(self.track_tables.as_mut().expect("opened just above"))
     }
 
+    /// Whether the event at `seq`, received at `received_ms`, is a tracked
+    /// call (whose rows tracking's own retention deletes).
+    pub(super) fn is_tracked_call(
+        &mut self,
+        received_ms: i64,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .track_tables()?
+            .tracked
+            .get((received_ms, seq))?
+            .is_some())
+    }
+
     /// The seq a message key was stored at, if seen since `not_before_ms`.
     pub fn tracked_message(
         &mut self,

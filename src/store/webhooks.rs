@@ -4,11 +4,93 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::attempt_tally::{minute_of, AttemptTally};
 use super::codec::{decode, encode};
 use super::due::Queue;
-use super::records::{DeliveryRecord, DeliveryStatus, EndpointRecord};
-use super::tables::{DELIVERIES, DELIVERIES_BY_ENDPOINT, DELIVERIES_BY_EVENT, ENDPOINTS};
+use super::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord};
+use super::tables::{
+    DELIVERIES, DELIVERIES_BY_ENDPOINT, DELIVERIES_BY_ENDPOINT_STATUS, DELIVERIES_BY_EVENT,
+    DELIVERIES_BY_STATUS, ENDPOINTS, ENDPOINT_ATTEMPTS, ENDPOINT_DELIVERY_COUNTS,
+};
 use super::{ReadTxn, StoreError, WriteTxn};
+
+/// A delivery status's byte in index keys: part of the file format.
+pub(crate) fn delivery_status_code(status: DeliveryStatus) -> u8 {
+    match status {
+        DeliveryStatus::Pending => 1,
+        DeliveryStatus::Succeeded => 2,
+        DeliveryStatus::Failed => 3,
+    }
+}
+
+/// The status-dependent rows of one delivery: its place in the status
+/// indexes and in its endpoint's counts. Every change of a delivery's status
+/// moves them in the transaction that changes the delivery.
+pub(super) struct StatusIndex<'a, 'txn> {
+    pub by_status: &'a mut redb::Table<'txn, (u8, u64), ()>,
+    pub by_endpoint_status: &'a mut redb::Table<'txn, (u128, u8, u64), ()>,
+    pub counts: &'a mut redb::Table<'txn, (u128, u8), u64>,
+}
+
+impl StatusIndex<'_, '_> {
+    pub(super) fn add(
+        &mut self,
+        endpoint: u128,
+        id: u64,
+        status: DeliveryStatus,
+    ) -> Result<(), StoreError> {
+        let code = delivery_status_code(status);
+        self.by_status.insert((code, id), ())?;
+        self.by_endpoint_status.insert((endpoint, code, id), ())?;
+        let count = self.counts.get((endpoint, code))?.map_or(0, |v| v.value());
+        self.counts.insert((endpoint, code), count + 1)?;
+        Ok(())
+    }
+
+    fn remove(
+        &mut self,
+        endpoint: u128,
+        id: u64,
+        status: DeliveryStatus,
+    ) -> Result<(), StoreError> {
+        let code = delivery_status_code(status);
+        self.by_status.remove((code, id))?;
+        self.by_endpoint_status.remove((endpoint, code, id))?;
+        let count = self.counts.get((endpoint, code))?.map_or(0, |v| v.value());
+        if count <= 1 {
+            self.counts.remove((endpoint, code))?;
+        } else {
+            self.counts.insert((endpoint, code), count - 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds `attempts` of `endpoint` to their minutes' tallies.
+pub(super) fn tally_attempts(
+    table: &mut redb::Table<'_, (u128, i64), &'static [u8]>,
+    endpoint: u128,
+    attempts: &[AttemptRecord],
+) -> Result<(), StoreError> {
+    let mut by_minute: std::collections::BTreeMap<i64, Vec<&AttemptRecord>> = Default::default();
+    for attempt in attempts {
+        by_minute
+            .entry(minute_of(attempt.at_ms))
+            .or_default()
+            .push(attempt);
+    }
+    for (minute, attempts) in by_minute {
+        let mut tally = match table.get((endpoint, minute))? {
+            Some(bytes) => AttemptTally::decode(bytes.value())?,
+            None => AttemptTally::default(),
+        };
+        for attempt in attempts {
+            tally.add(attempt.status_code, attempt.latency_ms);
+        }
+        table.insert((endpoint, minute), tally.encode().as_slice())?;
+    }
+    Ok(())
+}
 
 /// What the writer keeps in memory for webhooks between commits.
 #[derive(Debug, Default)]
@@ -40,13 +122,27 @@ impl HookState {
 /// The webhook tables of one write transaction.
 pub struct HookTables<'txn> {
     endpoints: redb::Table<'txn, u128, &'static [u8]>,
-    deliveries: redb::Table<'txn, u64, &'static [u8]>,
+    pub(super) deliveries: redb::Table<'txn, u64, &'static [u8]>,
     by_endpoint: redb::Table<'txn, (u128, u64), ()>,
-    by_event: redb::Table<'txn, (u64, u64), ()>,
+    pub(super) by_event: redb::Table<'txn, (u64, u64), ()>,
+    pub(super) by_status: redb::Table<'txn, (u8, u64), ()>,
+    by_endpoint_status: redb::Table<'txn, (u128, u8, u64), ()>,
+    counts: redb::Table<'txn, (u128, u8), u64>,
+    pub(super) attempts: redb::Table<'txn, (u128, i64), &'static [u8]>,
+}
+
+impl<'txn> HookTables<'txn> {
+    fn status_index(&mut self) -> StatusIndex<'_, 'txn> {
+        StatusIndex {
+            by_status: &mut self.by_status,
+            by_endpoint_status: &mut self.by_endpoint_status,
+            counts: &mut self.counts,
+        }
+    }
 }
 
 impl<'txn> WriteTxn<'txn> {
-    fn tables(&mut self) -> Result<&mut HookTables<'txn>, StoreError> {
+    pub(super) fn tables(&mut self) -> Result<&mut HookTables<'txn>, StoreError> {
         if self.hook_tables.is_none() {
             let txn = self.txn;
             self.hook_tables = Some(HookTables {
@@ -54,6 +150,10 @@ impl<'txn> WriteTxn<'txn> {
                 deliveries: txn.open_table(DELIVERIES)?,
                 by_endpoint: txn.open_table(DELIVERIES_BY_ENDPOINT)?,
                 by_event: txn.open_table(DELIVERIES_BY_EVENT)?,
+                by_status: txn.open_table(DELIVERIES_BY_STATUS)?,
+                by_endpoint_status: txn.open_table(DELIVERIES_BY_ENDPOINT_STATUS)?,
+                counts: txn.open_table(ENDPOINT_DELIVERY_COUNTS)?,
+                attempts: txn.open_table(ENDPOINT_ATTEMPTS)?,
             });
         }
         Ok(self.hook_tables.as_mut().expect("opened just above"))
@@ -70,7 +170,34 @@ impl<'txn> WriteTxn<'txn> {
         tables.deliveries.insert(id, encode(record).as_slice())?;
         tables.by_endpoint.insert((record.endpoint_id, id), ())?;
         tables.by_event.insert((record.event_seq, id), ())?;
+        tables
+            .status_index()
+            .add(record.endpoint_id, id, record.status)?;
+        tally_attempts(&mut tables.attempts, record.endpoint_id, &record.attempts)?;
         Ok(())
+    }
+
+    /// Deletes a settled delivery with its index rows; its attempts stay
+    /// counted in the endpoint's stats. `None` when there was no such
+    /// delivery, or it is still scheduled (then it stays).
+    pub(crate) fn remove_settled_delivery(
+        &mut self,
+        id: u64,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let tables = self.tables()?;
+        let Some(record) = super::get_record::<u64, DeliveryRecord>(&tables.deliveries, id)? else {
+            return Ok(None);
+        };
+        if record.next_attempt_ms.is_some() || record.status == DeliveryStatus::Pending {
+            return Ok(None);
+        }
+        tables.deliveries.remove(id)?;
+        tables.by_endpoint.remove((record.endpoint_id, id))?;
+        tables.by_event.remove((record.event_seq, id))?;
+        tables
+            .status_index()
+            .remove(record.endpoint_id, id, record.status)?;
+        Ok(Some(record))
     }
 
     pub(crate) fn delivery(&mut self, id: u64) -> Result<Option<DeliveryRecord>, StoreError> {
@@ -92,9 +219,23 @@ impl<'txn> WriteTxn<'txn> {
             previous_due,
             record.next_attempt_ms,
         )?;
-        self.tables()?
-            .deliveries
-            .insert(id, encode(record).as_slice())?;
+        let tables = self.tables()?;
+        let previous: Option<DeliveryRecord> =
+            match tables.deliveries.insert(id, encode(record).as_slice())? {
+                Some(old) => Some(decode(old.value())?),
+                None => None,
+            };
+        let previous_status = previous.as_ref().map(|p| p.status);
+        if previous_status != Some(record.status) {
+            let mut index = tables.status_index();
+            if let Some(status) = previous_status {
+                index.remove(record.endpoint_id, id, status)?;
+            }
+            index.add(record.endpoint_id, id, record.status)?;
+        }
+        let counted = previous.map_or(0, |p| p.attempts.len());
+        let new_attempts = record.attempts.get(counted..).unwrap_or_default();
+        tally_attempts(&mut tables.attempts, record.endpoint_id, new_attempts)?;
         Ok(())
     }
 
@@ -136,16 +277,6 @@ impl<'txn> WriteTxn<'txn> {
         self.endpoint_deliveries_since(endpoint_id, i64::MIN, status, usize::MAX)
     }
 
-    /// Every delivery id of `endpoint_id`, oldest first.
-    fn endpoint_delivery_ids(&mut self, endpoint_id: u128) -> Result<Vec<u64>, StoreError> {
-        Ok(self
-            .tables()?
-            .by_endpoint
-            .range((endpoint_id, 0)..=(endpoint_id, u64::MAX))?
-            .map(|r| r.map(|(k, _)| k.value().1))
-            .collect::<Result<_, _>>()?)
-    }
-
     /// Deliveries of `endpoint_id` created at or after `since_ms` whose status
     /// is `status`, oldest first, at most `limit`.
     pub(crate) fn endpoint_deliveries_since(
@@ -155,10 +286,18 @@ impl<'txn> WriteTxn<'txn> {
         status: DeliveryStatus,
         limit: usize,
     ) -> Result<Vec<(u64, DeliveryRecord)>, StoreError> {
+        let code = delivery_status_code(status);
+        let tables = self.tables()?;
+        let ids: Vec<u64> = tables
+            .by_endpoint_status
+            .range((endpoint_id, code, 0)..=(endpoint_id, code, u64::MAX))?
+            .map(|r| r.map(|(k, _)| k.value().2))
+            .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for id in self.endpoint_delivery_ids(endpoint_id)? {
-            if let Some(record) = self.delivery(id)? {
-                if record.created_at_ms >= since_ms && record.status == status {
+        for id in ids {
+            if let Some(record) = super::get_record::<u64, DeliveryRecord>(&tables.deliveries, id)?
+            {
+                if record.created_at_ms >= since_ms {
                     out.push((id, record));
                     if out.len() == limit {
                         break;
@@ -183,9 +322,13 @@ pub struct DeliveryPage {
     pub next_after: Option<u64>,
 }
 
-/// (attempt time, status code, latency ms) per attempt, and whether the scan
-/// was cut short.
-pub type AttemptSample = (Vec<(i64, u16, u32)>, bool);
+/// How many of an endpoint's deliveries are in each status.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
 
 impl ReadTxn {
     pub fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
@@ -205,45 +348,41 @@ impl ReadTxn {
         super::get_record(&self.txn.open_table(DELIVERIES)?, id)
     }
 
-    /// (attempt time, status code, latency ms) of the endpoint's attempts made
-    /// since `since_ms`, newest deliveries first. Deliveries created before
-    /// `created_after_ms` are not examined, nor more than `budget` in all;
-    /// the flag says whether the budget cut the scan short.
-    pub fn endpoint_attempts(
+    /// How many of the endpoint's deliveries are in each status, exactly.
+    pub fn endpoint_delivery_counts(
         &self,
         endpoint_id: u128,
-        since_ms: i64,
-        created_after_ms: i64,
-        budget: usize,
-    ) -> Result<AttemptSample, StoreError> {
-        let index = self.txn.open_table(DELIVERIES_BY_ENDPOINT)?;
-        let deliveries = self.txn.open_table(DELIVERIES)?;
-        let mut out = Vec::new();
-        let rows = index.range((endpoint_id, 0)..=(endpoint_id, u64::MAX))?;
-        for (examined, row) in rows.rev().enumerate() {
-            if examined == budget {
-                return Ok((out, true));
-            }
-            let id = row?.0.value().1;
-            let Some(bytes) = deliveries.get(id)? else {
-                continue;
-            };
-            let record: DeliveryRecord = decode(bytes.value())?;
-            if record.created_at_ms < created_after_ms {
-                break;
-            }
-            out.extend(
-                record
-                    .attempts
-                    .iter()
-                    .filter(|a| a.at_ms >= since_ms)
-                    .map(|a| (a.at_ms, a.status_code, a.latency_ms)),
-            );
-        }
-        Ok((out, false))
+    ) -> Result<DeliveryCounts, StoreError> {
+        let table = self.txn.open_table(ENDPOINT_DELIVERY_COUNTS)?;
+        let count = |status| -> Result<u64, StoreError> {
+            let code = delivery_status_code(status);
+            Ok(table.get((endpoint_id, code))?.map_or(0, |v| v.value()))
+        };
+        Ok(DeliveryCounts {
+            pending: count(DeliveryStatus::Pending)?,
+            succeeded: count(DeliveryStatus::Succeeded)?,
+            failed: count(DeliveryStatus::Failed)?,
+        })
     }
 
-    /// Deliveries after id `after` matching `filter`, oldest first.
+    /// The endpoint's attempt tallies from minute `from_minute` on, by minute.
+    pub fn endpoint_attempt_tallies(
+        &self,
+        endpoint_id: u128,
+        from_minute: i64,
+    ) -> Result<Vec<(i64, AttemptTally)>, StoreError> {
+        let table = self.txn.open_table(ENDPOINT_ATTEMPTS)?;
+        let mut out = Vec::new();
+        for row in table.range((endpoint_id, from_minute)..=(endpoint_id, i64::MAX))? {
+            let (key, value) = row?;
+            out.push((key.value().1, AttemptTally::decode(value.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Deliveries after id `after` matching `filter`, oldest first. An index
+    /// drives every filter but the event's (an event has one delivery per
+    /// endpoint), so a page is full unless nothing more matches.
     pub fn scan_deliveries(
         &self,
         filter: &DeliveryFilter,
@@ -251,29 +390,46 @@ impl ReadTxn {
         limit: usize,
     ) -> Result<DeliveryPage, StoreError> {
         let deliveries = self.txn.open_table(DELIVERIES)?;
-        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> =
-            if let Some(event_id) = filter.event_id {
-                let seq = super::log::seq_of_event_id(event_id);
-                let index = self.txn.open_table(DELIVERIES_BY_EVENT)?;
-                Box::new(
-                    index
-                        .range((seq, after.saturating_add(1))..=(seq, u64::MAX))?
-                        .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from)),
-                )
-            } else if let Some(endpoint) = filter.endpoint_id {
-                let index = self.txn.open_table(DELIVERIES_BY_ENDPOINT)?;
-                Box::new(
-                    index
-                        .range((endpoint, after.saturating_add(1))..=(endpoint, u64::MAX))?
-                        .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from)),
-                )
-            } else {
-                Box::new(
-                    deliveries
-                        .range(after.saturating_add(1)..)?
-                        .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
-                )
-            };
+        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> = if let Some(event_id) =
+            filter.event_id
+        {
+            let seq = super::log::seq_of_event_id(event_id);
+            let index = self.txn.open_table(DELIVERIES_BY_EVENT)?;
+            Box::new(
+                index
+                    .range((seq, after.saturating_add(1))..=(seq, u64::MAX))?
+                    .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+            )
+        } else if let (Some(endpoint), Some(status)) = (filter.endpoint_id, filter.status) {
+            let code = delivery_status_code(status);
+            let index = self.txn.open_table(DELIVERIES_BY_ENDPOINT_STATUS)?;
+            Box::new(
+                index
+                    .range((endpoint, code, after.saturating_add(1))..=(endpoint, code, u64::MAX))?
+                    .map(|r| r.map(|(k, _)| k.value().2).map_err(StoreError::from)),
+            )
+        } else if let Some(status) = filter.status {
+            let code = delivery_status_code(status);
+            let index = self.txn.open_table(DELIVERIES_BY_STATUS)?;
+            Box::new(
+                index
+                    .range((code, after.saturating_add(1))..=(code, u64::MAX))?
+                    .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+            )
+        } else if let Some(endpoint) = filter.endpoint_id {
+            let index = self.txn.open_table(DELIVERIES_BY_ENDPOINT)?;
+            Box::new(
+                index
+                    .range((endpoint, after.saturating_add(1))..=(endpoint, u64::MAX))?
+                    .map(|r| r.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+            )
+        } else {
+            Box::new(
+                deliveries
+                    .range(after.saturating_add(1)..)?
+                    .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
+            )
+        };
         let (deliveries, next_after) =
             super::page_by_ids(ids, &deliveries, after, limit, |record: &DeliveryRecord| {
                 filter.endpoint_id.is_none_or(|e| e == record.endpoint_id)

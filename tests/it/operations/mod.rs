@@ -3,3 +3,4 @@
 mod backup;
 mod cli;
 mod durability;
+mod retention;

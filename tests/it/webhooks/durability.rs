@@ -65,7 +65,8 @@ fn sigterm_with_attempts_in_flight_stops_every_worker_and_loses_nothing() {
     let d = &mut run.d;
     let status = d.sigterm();
     assert_eq!(status.code(), Some(0), "logs:\n{}", d.logs().join("\n"));
-    // Every worker (both schedulers, the mail workers, upkeep) was joined;
+    // Every worker (both schedulers, the mail workers, both upkeep passes)
+    // was joined;
     // the webhook scheduler gave up on the hanging attempts at its deadline
     // and left them to the restart.
     let stopped = d
@@ -74,10 +75,10 @@ fn sigterm_with_attempts_in_flight_stops_every_worker_and_loses_nothing() {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|line| line["message"] == "background workers stopped");
     let stopped = stopped.unwrap_or_else(|| panic!("logs:\n{}", d.logs().join("\n")));
-    // Two schedulers, four mail workers, tracking upkeep.
+    // Two schedulers, four mail workers, tracking upkeep, retention.
     assert_eq!(
         (&stopped["joined"], &stopped["left"]),
-        (&json!(7), &json!(0))
+        (&json!(8), &json!(0))
     );
     assert!(d.has_logged("jobs still in flight at the deadline; they run again after the restart"));
     run.restart_and_deliver_all();

@@ -6,6 +6,7 @@
 mod destinations;
 mod durability;
 mod endpoints;
+mod lists;
 mod pacing;
 pub(crate) mod receiver;
 mod records;

@@ -1,0 +1,274 @@
+//! The retention pass: deletes settled deliveries, log events and the
+//! bodies of settled mail once they are older than configured, in small
+//! writer operations so that requests keep flowing, and drops attempt
+//! tallies older than stats look back. Tracked calls have their own pass
+//! (`tracking::retention`).
+
+use std::time::{Duration, Instant};
+
+use crate::clock;
+use crate::store::records::DeliveryStatus;
+use crate::store::retention::Sweep;
+use crate::store::{SubmitError, Writer};
+use crate::worker::{Step, Worker};
+
+/// Rows one writer operation examines: a few milliseconds of work.
+const BUDGET: usize = 1_000;
+/// Pause between operations while a sweep has more, so a large backlog
+/// shares the writer with requests.
+const BREATHER: Duration = Duration::from_millis(20);
+/// Stats look back one day; tallies a minute older than that are never read.
+const TALLY_HORIZON_MS: i64 = 24 * 3_600_000 + 60_000;
+
+/// How long each kind of record is kept; `None` keeps it forever.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionSettings {
+    /// Log events (`events.retention`).
+    pub events: Option<Duration>,
+    /// Succeeded deliveries with their attempts (`webhooks.retention`).
+    pub deliveries: Option<Duration>,
+    /// Failed deliveries, the dead letters (`webhooks.dead_letter_retention`).
+    pub dead_letters: Option<Duration>,
+    /// Text and HTML of settled messages (`mail.body_retention`).
+    pub mail_bodies: Option<Duration>,
+    /// How often the pass runs (`storage.prune_interval`).
+    pub interval: Duration,
+}
+
+/// What a pass does, in order: deliveries go before events, since a
+/// deleted dead letter may free its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Tallies,
+    Deliveries,
+    DeadLetters,
+    Events,
+    MailBodies,
+}
+
+const PHASES: [Phase; 5] = [
+    Phase::Tallies,
+    Phase::Deliveries,
+    Phase::DeadLetters,
+    Phase::Events,
+    Phase::MailBodies,
+];
+
+pub struct Retention {
+    writer: Writer,
+    settings: RetentionSettings,
+    /// Index in `PHASES` of the phase under way.
+    phase: usize,
+    /// Where the phase under way continues (an id, seq or endpoint).
+    cursor: Option<u128>,
+    removed: usize,
+}
+
+impl Retention {
+    pub fn new(writer: Writer, settings: RetentionSettings) -> Self {
+        Retention {
+            writer,
+            settings,
+            phase: 0,
+            cursor: None,
+            removed: 0,
+        }
+    }
+
+    fn next_phase(&mut self) -> Step {
+        if self.removed > 0 {
+            tracing::info!(
+                phase = ?PHASES[self.phase],
+                removed = self.removed,
+                "retention removed what aged out"
+            );
+        }
+        self.phase += 1;
+        self.cursor = None;
+        self.removed = 0;
+        if self.phase == PHASES.len() {
+            self.phase = 0;
+            return Step::Idle(Some(Instant::now() + self.settings.interval));
+        }
+        Step::Busy
+    }
+
+    /// One slice of the phase under way: what it removed and where the
+    /// next continues; `None` when the phase has nothing (more) to do.
+    fn slice(&self, phase: Phase, now: i64) -> Result<Option<(usize, Option<u128>)>, SubmitError> {
+        let horizon = |keep: Option<Duration>| keep.map(|k| now - k.as_millis() as i64);
+        let after = self.cursor.unwrap_or(0);
+        let as_u64 = |sweep: Sweep| (sweep.removed, sweep.next_after.map(u128::from));
+        let done = match phase {
+            Phase::Tallies => {
+                let before_minute = (now - TALLY_HORIZON_MS).div_euclid(60_000);
+                self.writer.write_blocking(move |txn| {
+                    txn.sweep_attempt_tallies(before_minute, after, BUDGET)
+                })?
+            }
+            Phase::Deliveries | Phase::DeadLetters => {
+                let (status, keep) = if phase == Phase::Deliveries {
+                    (DeliveryStatus::Succeeded, self.settings.deliveries)
+                } else {
+                    (DeliveryStatus::Failed, self.settings.dead_letters)
+                };
+                let Some(before) = horizon(keep) else {
+                    return Ok(None);
+                };
+                let after = after as u64;
+                as_u64(self.writer.write_blocking(move |txn| {
+                    txn.sweep_settled_deliveries(status, before, after, BUDGET)
+                })?)
+            }
+            Phase::Events => {
+                let Some(before) = horizon(self.settings.events) else {
+                    return Ok(None);
+                };
+                let after = after as u64;
+                as_u64(
+                    self.writer
+                        .write_blocking(move |txn| txn.sweep_events(before, after, BUDGET))?,
+                )
+            }
+            Phase::MailBodies => {
+                let Some(before) = horizon(self.settings.mail_bodies) else {
+                    return Ok(None);
+                };
+                let after = after as u64;
+                as_u64(
+                    self.writer
+                        .write_blocking(move |txn| txn.sweep_mail_bodies(before, after, BUDGET))?,
+                )
+            }
+        };
+        Ok(Some(done))
+    }
+}
+
+impl Worker for Retention {
+    fn name(&self) -> String {
+        "retention".into()
+    }
+
+    fn work(&mut self) -> Step {
+        let phase = PHASES[self.phase];
+        match self.slice(phase, clock::now_ms()) {
+            Ok(Some((removed, Some(next)))) => {
+                self.removed += removed;
+                self.cursor = Some(next);
+                Step::Idle(Some(Instant::now() + BREATHER))
+            }
+            Ok(Some((removed, None))) => {
+                self.removed += removed;
+                self.next_phase()
+            }
+            Ok(None) => self.next_phase(),
+            Err(e) => {
+                tracing::warn!(error = %e, phase = ?phase, "retention failed; retrying at the next interval");
+                self.phase = PHASES.len() - 1;
+                self.removed = 0;
+                self.next_phase()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::clock;
+    use crate::events::{self, AppendBatch};
+    use crate::store::records::{AttemptRecord, DeliveryStatus};
+    use crate::store::webhooks::DeliveryFilter;
+    use crate::store::{Store, Writer};
+
+    fn append(writer: &Writer, body: &'static [u8]) {
+        let event = events::parse_event(body).unwrap();
+        writer
+            .write_blocking(move |txn| events::append(txn, AppendBatch::one(event)).map(drop))
+            .unwrap();
+    }
+
+    /// An event with a pending delivery stays; once that delivery succeeded
+    /// and was deleted, the event goes too, except the log's last.
+    #[test]
+    fn sweeps_keep_what_a_pending_delivery_needs_and_the_last_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("herald.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 64, 64, Default::default()).unwrap();
+        let mut endpoint = crate::webhooks::endpoint::new_record(clock::now_ms());
+        endpoint.url = "https://example.com/hook".into();
+        endpoint.event_types = vec!["hooked".into()];
+        let endpoint_id = endpoint.id;
+        writer
+            .write_blocking(move |txn| txn.put_endpoint(endpoint))
+            .unwrap();
+        append(&writer, br#"{"type":"hooked"}"#);
+        append(&writer, br#"{"type":"plain"}"#);
+        append(&writer, br#"{"type":"plain"}"#);
+        let later = clock::now_ms() + 60_000;
+        let sweep = writer
+            .write_blocking(move |txn| txn.sweep_events(later, 0, 1_000))
+            .unwrap();
+        assert_eq!(sweep.removed, 1, "only the middle plain event may go");
+        let read = store.read().unwrap();
+        assert!(read.event_at_seq(1).unwrap().is_some());
+        assert!(read.event_at_seq(3).unwrap().is_some());
+        drop(read);
+
+        // The delivery succeeds: it and then its event may go.
+        writer
+            .write_blocking(move |txn| {
+                let mut d = txn.delivery(1)?.expect("the fan-out made delivery 1");
+                let due = d.next_attempt_ms.take();
+                d.status = DeliveryStatus::Succeeded;
+                d.attempts.push(AttemptRecord {
+                    at_ms: clock::now_ms(),
+                    status_code: 200,
+                    error: None,
+                    failure: None,
+                    latency_ms: 3,
+                    response: String::new(),
+                    manual: false,
+                });
+                txn.put_delivery(1, &d, due)
+            })
+            .unwrap();
+        // Delivery 1 is the newest delivery: ids resume from it, so it stays.
+        let sweep = writer
+            .write_blocking(move |txn| {
+                txn.sweep_settled_deliveries(DeliveryStatus::Succeeded, later, 0, 1_000)
+            })
+            .unwrap();
+        assert_eq!(sweep.removed, 0);
+        append(&writer, br#"{"type":"hooked"}"#);
+        let sweep = writer
+            .write_blocking(move |txn| {
+                txn.sweep_settled_deliveries(DeliveryStatus::Succeeded, later, 0, 1_000)
+            })
+            .unwrap();
+        assert_eq!(sweep.removed, 1);
+        let read = store.read().unwrap();
+        let succeeded = DeliveryFilter {
+            status: Some(DeliveryStatus::Succeeded),
+            ..Default::default()
+        };
+        assert!(read
+            .scan_deliveries(&succeeded, 0, 10)
+            .unwrap()
+            .deliveries
+            .is_empty());
+        assert_eq!(
+            read.endpoint_delivery_counts(endpoint_id)
+                .unwrap()
+                .succeeded,
+            0
+        );
+        drop(read);
+        let sweep = writer
+            .write_blocking(move |txn| txn.sweep_events(later, 0, 1_000))
+            .unwrap();
+        // Seq 1 (its delivery gone) and seq 3; seq 4 is pending and last.
+        assert_eq!(sweep.removed, 2);
+        thread.stop();
+    }
+}
