@@ -59,9 +59,18 @@ pub struct ServerSection {
     /// without spaces; `HERALD_API_KEYS` adds more. With none the API is open to
     /// local callers.
     pub api_keys: Vec<String>,
-    /// Open connections at most; more wait in the kernel's accept backlog.
+    /// Requests served at once; further ones wait for a slot. A connection
+    /// holds a slot only while a request of its own is being served.
     pub max_connections: usize,
-    /// Time a client has to send its request headers, as a duration.
+    /// Connections waiting for a request head (new, or kept alive between
+    /// requests); when full, the oldest of them is closed for a new one.
+    pub max_idle_connections: usize,
+    /// Connections of one IP address; at the cap its oldest idle one is
+    /// closed for a new one, or the new one is refused if none is idle.
+    pub max_connections_per_peer: usize,
+    /// Time a client has to send its request headers, as a duration, from
+    /// accept or from the end of the previous answer; trickling bytes does
+    /// not extend it.
     pub header_timeout: String,
     /// Time a client has to send the body, as a duration; then it gets 408.
     pub body_timeout: String,
@@ -76,6 +85,8 @@ impl Default for ServerSection {
             listen: DEFAULT_LISTEN.to_owned(),
             api_keys: Vec::new(),
             max_connections: 1024,
+            max_idle_connections: 1024,
+            max_connections_per_peer: 256,
             header_timeout: "10s".to_owned(),
             body_timeout: "30s".to_owned(),
             shutdown_grace: "20s".to_owned(),
@@ -168,9 +179,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The file's keys, then those of `HERALD_API_KEYS`; empty only on loopback.
     pub api_keys: Vec<String>,
-    /// Open connections per listener; further clients wait in the backlog.
+    /// Requests served at once per listener; further ones wait for a slot.
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Connections per listener waiting for a request head; the oldest is
+    /// closed for a new one.
+    pub max_idle_connections: usize,
+    /// Connections per listener from one IP address.
+    pub max_connections_per_peer: usize,
+    /// Time a client has to send its request headers, from accept or from
+    /// the end of the previous answer.
     pub header_timeout: Duration,
     /// Time a client has to send a body before it gets 408.
     pub body_timeout: Duration,
@@ -340,6 +357,18 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         listen,
         api_keys,
         max_connections: in_range("server.max_connections", server.max_connections, 1, 1 << 20)?,
+        max_idle_connections: in_range(
+            "server.max_idle_connections",
+            server.max_idle_connections,
+            1,
+            1 << 20,
+        )?,
+        max_connections_per_peer: in_range(
+            "server.max_connections_per_peer",
+            server.max_connections_per_peer,
+            1,
+            1 << 20,
+        )?,
         header_timeout: duration(
             "server.header_timeout",
             &server.header_timeout,
@@ -456,6 +485,14 @@ mod tests {
             ),
             ("[server]\nlisten = \"localhost\"\n", "server.listen"),
             ("[storage]\nqueue_capacity = 0\n", "storage.queue_capacity"),
+            (
+                "[server]\nmax_connections_per_peer = 0\n",
+                "server.max_connections_per_peer",
+            ),
+            (
+                "[server]\nmax_idle_connections = 0\n",
+                "server.max_idle_connections",
+            ),
             (
                 "[events]\nmax_event_bytes = 9999999\n",
                 "events.max_event_bytes",
