@@ -261,7 +261,86 @@ pub fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 pub fn parse_str(text: &str) -> Result<FileConfig, String> {
-    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    toml::from_str(text).map_err(|e| describe_parse_error(text, &e))
+}
+
+/// Where the file is wrong and what was expected, without any of its
+/// values: toml's own message quotes the offending line, and serde's quote
+/// the offending value, and either may be a password, a key or a token.
+fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
+    let mut place = String::new();
+    if let Some(span) = e.span() {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        place = format!("line {line}, column {column}");
+        if let Some(key) = key_of_line(before, text) {
+            place.push_str(&format!(" ({key})"));
+        }
+        place.push_str(": ");
+    }
+    format!("{place}{}", without_values(e.message()))
+}
+
+/// The dotted key being set on the line where `before` ends, when that line
+/// and its table header are plain `key = …` and `[table]` lines.
+fn key_of_line(before: &str, text: &str) -> Option<String> {
+    let start = before.rfind('\n').map_or(0, |at| at + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    if !is_key(key) {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    match table {
+        None => Some(key.to_owned()),
+        Some(table) if is_key(table) => Some(format!("{table}.{key}")),
+        Some(_) => None,
+    }
+}
+
+/// A parser message with what it quotes of the file removed. What follows
+/// `expected` is the schema's (key names, variants) and stays; so does the
+/// name of an unknown key, which is a key, not a value.
+fn without_values(message: &str) -> String {
+    let (found, expected) = match message.find(", expected") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    if found.starts_with("unknown field `") {
+        return message.to_owned();
+    }
+    let mut kept = String::with_capacity(found.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in found.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '`' || c == '\'' => quote = Some(c),
+            None => kept.push(c),
+        }
+    }
+    let kept = kept.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("{}{expected}", kept.trim_end_matches([' ', ':']))
 }
 
 /// Loads the file (or the embedded defaults), applies overrides and the
@@ -503,7 +582,32 @@ mod tests {
             assert!(err.starts_with(key), "{text}: {err}");
         }
         let err = check("[log]\nformat = \"xml\"\n").unwrap_err();
-        assert!(err.contains("xml"), "{err}");
+        assert!(err.contains("(log.format)") && err.contains("`json`"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_say_where_and_never_quote_a_value() {
+        let secret = "QzXkJvWq";
+        for (text, place) in [
+            (format!("[server]\napi_keys = [\"{secret}\"\n"), "server.api_keys"),
+            (format!("[server]\napi_keys = \"{secret}\"\n"), "server.api_keys"),
+            (format!("[server]\napi_keys = [{secret}]\n"), "server.api_keys"),
+            (format!("[server]\napi_keys = [\"{secret}\", 5]\n"), "server.api_keys"),
+            (format!("[server]\napi_keys = ['{secret}' x]\n"), "server.api_keys"),
+            (format!("[server]\napi_keys = [\n  \"{secret}\"\n  7,\n]\n"), "line 4"),
+            (format!("[server]\napi_keys = [\"a\"]\napi_keys = [\"{secret}\"]\n"), "line 3"),
+            (format!("[server]\nmax_connections = \"{secret}\"\n"), "server.max_connections"),
+            (format!("[server]\napi_keys = [\"\"\"{secret}\n"), "line 3"),
+            (format!("[tracking]\nsources = [{{ name = \"web\", write_key = {secret} }}]\n"), "tracking.sources"),
+            (format!("[mail.streams.x]\nrelay = \"smtp://u:{secret}@h\" = 1\n"), "mail.streams.x.relay"),
+            (format!("{secret}\n"), "line 1"),
+        ] {
+            let err = check(&text).unwrap_err();
+            assert!(err.contains(place), "{text:?}: {err}");
+            for fragment in ["QzX", "XkJ", "JvW"] {
+                assert!(!err.contains(fragment), "{text:?}: {err}");
+            }
+        }
     }
 
     #[test]
