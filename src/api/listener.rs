@@ -118,7 +118,12 @@ pub async fn serve<H, F>(
 
 /// One request: taken out of the idle pool, served once a slot is free, and
 /// the slot held until the whole answer is written.
-async fn serve_request<H, F>(registry: &Arc<Registry>, id: u64, req: Request<Incoming>, handler: H) -> Resp
+async fn serve_request<H, F>(
+    registry: &Arc<Registry>,
+    id: u64,
+    req: Request<Incoming>,
+    handler: H,
+) -> Resp
 where
     H: Fn(Request<Incoming>) -> F,
     F: Future<Output = Resp>,
@@ -487,7 +492,10 @@ mod tests {
         registry.admit(ip(11)).unwrap();
         assert!(closed(&newest_phase));
         assert!(!closed(&conns[1].1), "back in the pool as its newest");
-        assert!(!registry.begin(newest), "a closed connection serves nothing");
+        assert!(
+            !registry.begin(newest),
+            "a closed connection serves nothing"
+        );
     }
 
     #[tokio::test]

@@ -416,9 +416,11 @@ pub fn parse_relay(url: &str) -> Result<Relay, String> {
         }
     }
     if tls == RelayTls::None && !is_loopback_host(host) {
-        return Err("plaintext SMTP off loopback would expose mail and credentials; \
+        return Err(
+            "plaintext SMTP off loopback would expose mail and credentials; \
                     use smtps:// or smtp://…?tls=required"
-            .to_owned());
+                .to_owned(),
+        );
     }
     Ok(Relay {
         host: host.to_owned(),

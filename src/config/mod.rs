@@ -582,24 +582,57 @@ mod tests {
             assert!(err.starts_with(key), "{text}: {err}");
         }
         let err = check("[log]\nformat = \"xml\"\n").unwrap_err();
-        assert!(err.contains("(log.format)") && err.contains("`json`"), "{err}");
+        assert!(
+            err.contains("(log.format)") && err.contains("`json`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn parse_errors_say_where_and_never_quote_a_value() {
         let secret = "QzXkJvWq";
         for (text, place) in [
-            (format!("[server]\napi_keys = [\"{secret}\"\n"), "server.api_keys"),
-            (format!("[server]\napi_keys = \"{secret}\"\n"), "server.api_keys"),
-            (format!("[server]\napi_keys = [{secret}]\n"), "server.api_keys"),
-            (format!("[server]\napi_keys = [\"{secret}\", 5]\n"), "server.api_keys"),
-            (format!("[server]\napi_keys = ['{secret}' x]\n"), "server.api_keys"),
-            (format!("[server]\napi_keys = [\n  \"{secret}\"\n  7,\n]\n"), "line 4"),
-            (format!("[server]\napi_keys = [\"a\"]\napi_keys = [\"{secret}\"]\n"), "line 3"),
-            (format!("[server]\nmax_connections = \"{secret}\"\n"), "server.max_connections"),
+            (
+                format!("[server]\napi_keys = [\"{secret}\"\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = \"{secret}\"\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = [{secret}]\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = [\"{secret}\", 5]\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = ['{secret}' x]\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = [\n  \"{secret}\"\n  7,\n]\n"),
+                "line 4",
+            ),
+            (
+                format!("[server]\napi_keys = [\"a\"]\napi_keys = [\"{secret}\"]\n"),
+                "line 3",
+            ),
+            (
+                format!("[server]\nmax_connections = \"{secret}\"\n"),
+                "server.max_connections",
+            ),
             (format!("[server]\napi_keys = [\"\"\"{secret}\n"), "line 3"),
-            (format!("[tracking]\nsources = [{{ name = \"web\", write_key = {secret} }}]\n"), "tracking.sources"),
-            (format!("[mail.streams.x]\nrelay = \"smtp://u:{secret}@h\" = 1\n"), "mail.streams.x.relay"),
+            (
+                format!("[tracking]\nsources = [{{ name = \"web\", write_key = {secret} }}]\n"),
+                "tracking.sources",
+            ),
+            (
+                format!("[mail.streams.x]\nrelay = \"smtp://u:{secret}@h\" = 1\n"),
+                "mail.streams.x.relay",
+            ),
             (format!("{secret}\n"), "line 1"),
         ] {
             let err = check(&text).unwrap_err();

@@ -458,7 +458,11 @@ mod tests {
             let mut body = base();
             body["headers"] = serde_json::json!({ name: "v" });
             let err = validate(input(body), &settings()).unwrap_err();
-            assert_eq!((err.field, err.code), ("headers", "invalid_field"), "{name}");
+            assert_eq!(
+                (err.field, err.code),
+                ("headers", "invalid_field"),
+                "{name}"
+            );
             assert!(err.message.contains(name), "{name}: {}", err.message);
         }
     }

@@ -47,7 +47,10 @@ fn malformed_relay_urls_and_key_lists_are_refused_without_echoing_the_secret() {
     let relay = |url: String| format!("[mail.streams.transactional]\nrelay = \"{url}\"\n");
     let cases: Vec<(String, Vec<(&str, String)>)> = vec![
         // Relay URLs broken in the ways that used to print the password.
-        (relay(format!("smtp://user:Qz?{}@host:25", &SECRET[2..])), vec![]),
+        (
+            relay(format!("smtp://user:Qz?{}@host:25", &SECRET[2..])),
+            vec![],
+        ),
         (relay(format!("smtp:/user:{SECRET}@host")), vec![]),
         (relay(format!("smtp//user:{SECRET}@host")), vec![]),
         (relay(format!("smtp://user:{SECRET}")), vec![]),
@@ -59,16 +62,35 @@ fn malformed_relay_urls_and_key_lists_are_refused_without_echoing_the_secret() {
         (format!("[server]\napi_keys = [\"{SECRET}\"\n"), vec![]),
         (format!("[server]\napi_keys = \"{SECRET}\"\n"), vec![]),
         (format!("[server]\napi_keys = [{SECRET}]\n"), vec![]),
-        (format!("[server]\napi_keys = [\"{SECRET}\" \"x\"]\n"), vec![]),
-        (format!("[server]\napi_keys = [\"{}\"]\n", &SECRET[..10]), vec![]),
-        (format!("[server]\napi_keys = [\"{} {}\"]\n", &SECRET[..8], &SECRET[8..]), vec![]),
         (
-            String::new(),
-            vec![("HERALD_API_KEYS", format!("{} {}", &SECRET[..8], &SECRET[8..]))],
+            format!("[server]\napi_keys = [\"{SECRET}\" \"x\"]\n"),
+            vec![],
+        ),
+        (
+            format!("[server]\napi_keys = [\"{}\"]\n", &SECRET[..10]),
+            vec![],
+        ),
+        (
+            format!(
+                "[server]\napi_keys = [\"{} {}\"]\n",
+                &SECRET[..8],
+                &SECRET[8..]
+            ),
+            vec![],
         ),
         (
             String::new(),
-            vec![("HERALD_API_KEYS", format!("0123456789abcdef,{}", &SECRET[..10]))],
+            vec![(
+                "HERALD_API_KEYS",
+                format!("{} {}", &SECRET[..8], &SECRET[8..]),
+            )],
+        ),
+        (
+            String::new(),
+            vec![(
+                "HERALD_API_KEYS",
+                format!("0123456789abcdef,{}", &SECRET[..10]),
+            )],
         ),
         // Tracking write keys.
         (
@@ -76,7 +98,10 @@ fn malformed_relay_urls_and_key_lists_are_refused_without_echoing_the_secret() {
             vec![],
         ),
         (
-            format!("[[tracking.sources]]\nname = \"web\"\nwrite_key = \"{}\"\n", &SECRET[..9]),
+            format!(
+                "[[tracking.sources]]\nname = \"web\"\nwrite_key = \"{}\"\n",
+                &SECRET[..9]
+            ),
             vec![],
         ),
     ];

@@ -83,7 +83,9 @@ fn trickling_header_bytes_does_not_extend_the_header_deadline() {
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
     let mut closed = false;
     let mut sent_after_head = 0usize;
     let mut answer = Vec::new();

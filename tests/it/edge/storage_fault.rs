@@ -142,7 +142,10 @@ fn a_failed_commit_answers_every_queued_request_and_the_daemon_exits_before_its_
     // The daemon exits only once its graceful shutdown is over, and that
     // waits for every request a handler took: exiting before the grace
     // means each of them was answered.
-    assert!(!status.success(), "a storage failure exits non-zero: {status:?}");
+    assert!(
+        !status.success(),
+        "a storage failure exits non-zero: {status:?}"
+    );
     let statuses = statuses.lock().unwrap();
     let refused = statuses.iter().filter(|(s, _)| *s == 503).count();
     assert!(refused > 0, "no write was refused:\n{logs}");
