@@ -104,6 +104,12 @@ pub async fn serve<H, F>(
         };
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(watch_connection(conn, registry.clone(), id, phase));
+        // Each accept may close the oldest idle connection. Under a flood of
+        // new connections, accepting on without a pause could make a client
+        // whose head is already here the oldest before its task ever ran;
+        // yielding lets the connections accepted so far read their heads
+        // between two accepts.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     registry.stop_admitting();
