@@ -87,7 +87,7 @@ pub async fn serve<H, F>(
             },
             () = &mut shutdown => break,
         };
-        let Some((id, phase)) = registry.admit(peer.ip()) else {
+        let Some((id, phase)) = registry.admit(peer.ip(), head_waiting(&stream)) else {
             // Every connection of this peer is serving a request.
             tracing::debug!(peer = %peer.ip(), "connection refused: the peer is at its cap");
             continue;
@@ -104,12 +104,6 @@ pub async fn serve<H, F>(
         };
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(watch_connection(conn, registry.clone(), id, phase));
-        // Each accept may close the oldest idle connection. Under a flood of
-        // new connections, accepting on without a pause could make a client
-        // whose head is already here the oldest before its task ever ran;
-        // yielding lets the connections accepted so far read their heads
-        // between two accepts.
-        tokio::task::yield_now().await;
     }
     drop(listener);
     registry.stop_admitting();
@@ -120,6 +114,32 @@ pub async fn serve<H, F>(
     {
         tracing::warn!("grace period over; closing remaining connections");
     }
+}
+
+/// Whether a complete request head already waits in the connection's
+/// receive buffer. Such a connection is not idle from the start: under a
+/// flood of new connections from its address, its task might otherwise
+/// run only after enough newer ones made it the oldest idle connection.
+/// An honest client sends its request right after connecting, so by the
+/// time a busy listener accepts it, the head is usually here.
+fn head_waiting(stream: &tokio::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 8 * 1024];
+    // SAFETY: recv(2) writes at most `buf.len()` bytes into `buf`; with
+    // MSG_PEEK the data stays queued for hyper, and MSG_DONTWAIT keeps the
+    // call from blocking.
+    let peeked = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(peeked)
+        .ok()
+        .and_then(|n| buf.get(..n))
+        .is_some_and(|head| head.windows(4).any(|w| w == b"\r\n\r\n"))
 }
 
 /// One request: taken out of the idle pool, served once a slot is free, and
@@ -297,8 +317,9 @@ impl Registry {
 
     /// Takes a new connection from `peer`, closing the oldest idle one (the
     /// peer's own first) when a cap is reached; `None` if every connection
-    /// of the peer is serving a request.
-    fn admit(&self, peer: IpAddr) -> Option<(u64, watch::Receiver<Phase>)> {
+    /// of the peer is busy. One whose request head is already here is not
+    /// idle: it is not closed to make room before its request begins.
+    fn admit(&self, peer: IpAddr, head_waiting: bool) -> Option<(u64, watch::Receiver<Phase>)> {
         let peer = peer.to_canonical();
         let mut books = self.lock();
         if books.stopping {
@@ -331,7 +352,9 @@ impl Registry {
             },
         );
         books.peers.entry(peer).or_default().open += 1;
-        books.make_idle(id);
+        if !head_waiting {
+            books.make_idle(id);
+        }
         Some((id, watcher))
     }
 
@@ -483,19 +506,21 @@ mod tests {
     #[tokio::test]
     async fn a_full_idle_pool_closes_its_oldest_connection_for_a_new_one() {
         let registry = Registry::new(limits(3, 100));
-        let conns: Vec<_> = (0..3).map(|i| registry.admit(ip(i)).unwrap()).collect();
-        let (newest, newest_phase) = registry.admit(ip(9)).unwrap();
+        let conns: Vec<_> = (0..3)
+            .map(|i| registry.admit(ip(i), false).unwrap())
+            .collect();
+        let (newest, newest_phase) = registry.admit(ip(9), false).unwrap();
         assert!(closed(&conns[0].1), "the oldest idle one makes room");
         assert!(!closed(&conns[1].1) && !closed(&conns[2].1) && !closed(&newest_phase));
         // A connection serving a request is not idle and is never closed
         // to make room; it rejoins the pool, as its newest, once answered.
         assert!(registry.begin(conns[1].0));
-        registry.admit(ip(10)).unwrap();
+        registry.admit(ip(10), false).unwrap();
         assert!(!closed(&conns[2].1), "one left the pool: room enough");
         registry.end(conns[1].0);
         assert!(closed(&conns[2].1), "the oldest idle one made room again");
         assert!(!closed(&conns[1].1) && !closed(&newest_phase));
-        registry.admit(ip(11)).unwrap();
+        registry.admit(ip(11), false).unwrap();
         assert!(closed(&newest_phase));
         assert!(!closed(&conns[1].1), "back in the pool as its newest");
         assert!(
@@ -507,27 +532,38 @@ mod tests {
     #[tokio::test]
     async fn a_peer_at_its_cap_loses_its_own_oldest_idle_connection() {
         let registry = Registry::new(limits(100, 2));
-        let (a, a_phase) = registry.admit(ip(1)).unwrap();
-        let (_, b_phase) = registry.admit(ip(1)).unwrap();
-        let (_, other_phase) = registry.admit(ip(2)).unwrap();
-        let (_, c_phase) = registry.admit(ip(1)).unwrap();
+        let (a, a_phase) = registry.admit(ip(1), false).unwrap();
+        let (_, b_phase) = registry.admit(ip(1), false).unwrap();
+        let (_, other_phase) = registry.admit(ip(2), false).unwrap();
+        let (_, c_phase) = registry.admit(ip(1), false).unwrap();
         assert!(closed(&a_phase) && !closed(&b_phase) && !closed(&c_phase));
         assert!(!closed(&other_phase), "another peer keeps its connection");
         assert!(!registry.begin(a));
         // With every connection serving, a further one is refused.
         let registry = Registry::new(limits(100, 2));
-        let first = registry.admit(ip(1)).unwrap().0;
-        let second = registry.admit(ip(1)).unwrap().0;
+        let first = registry.admit(ip(1), false).unwrap().0;
+        let second = registry.admit(ip(1), false).unwrap().0;
         assert!(registry.begin(first) && registry.begin(second));
-        assert!(registry.admit(ip(1)).is_none());
+        assert!(registry.admit(ip(1), false).is_none());
         registry.end(second);
-        assert!(registry.admit(ip(1)).is_some());
+        assert!(registry.admit(ip(1), false).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_head_is_already_here_is_not_closed_to_make_room() {
+        let registry = Registry::new(limits(1, 2));
+        let (ready, ready_phase) = registry.admit(ip(1), true).unwrap();
+        let (_, idle_phase) = registry.admit(ip(1), false).unwrap();
+        let (_, newest_phase) = registry.admit(ip(1), false).unwrap();
+        assert!(closed(&idle_phase), "the idle one made room");
+        assert!(!closed(&ready_phase) && !closed(&newest_phase));
+        assert!(registry.begin(ready));
     }
 
     #[tokio::test]
     async fn a_deadline_closes_only_a_connection_still_waiting_for_it() {
         let registry = Registry::new(limits(100, 100));
-        let (id, phase) = registry.admit(ip(1)).unwrap();
+        let (id, phase) = registry.admit(ip(1), false).unwrap();
         let Phase::Waiting { until } = *phase.borrow() else {
             panic!("a new connection waits for its head");
         };
