@@ -47,6 +47,7 @@ pub enum DaemonError {
 }
 
 pub fn run(mut config: Config) -> Result<(), DaemonError> {
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herald-io")
@@ -213,6 +214,37 @@ fn add_development_source(config: &mut Config, store: &Store) -> Result<(), Daem
     );
     config.tracking.sources.push(source);
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: each connection,
+/// idle ones included, holds a descriptor, and the usual soft limit (1,024)
+/// is below what one listener may hold under a connection flood.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            None
+        } else {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            Some(if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                limit.rlim_max
+            } else {
+                before
+            })
+        }
+    };
+    match raised {
+        Some(limit) => tracing::info!(limit, "open file limit"),
+        None => tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot read the open file limit"
+        ),
+    }
 }
 
 fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, DaemonError> {

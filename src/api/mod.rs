@@ -1,5 +1,5 @@
-//! The private HTTP API: the accept loop with its connection cap and
-//! timeouts, routing, and the state handlers share.
+//! The private HTTP API: routing, and the state handlers share; the
+//! accept loop is `listener`.
 
 pub mod access;
 mod admin;
@@ -8,22 +8,17 @@ pub mod error;
 mod events;
 pub mod http;
 mod keys;
+mod listener;
 mod mail;
 mod public;
 mod tracking;
 mod webhooks;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -96,63 +91,25 @@ where
         })
 }
 
-/// Accepts connections until `shutdown` resolves, then lets in-flight
-/// requests finish for up to the configured grace period.
+/// Serves `surface` on `listener` until `shutdown` resolves (see
+/// `listener::serve`).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
     surface: Surface,
 ) {
-    let config = state.config.clone();
-    let connections = Arc::new(Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .keep_alive(true)
-        .max_buf_size(64 * 1024);
-    tokio::pin!(shutdown);
-
-    loop {
-        // Waiting for a free slot before accepting keeps excess clients in the
-        // kernel's backlog instead of in memory.
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, req, surface).await) }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tracing::info!("stopped accepting; waiting for in-flight requests");
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over; closing remaining connections");
-    }
+    let limits = listener::Limits {
+        max_connections: state.config.max_connections,
+        max_idle: state.config.max_idle_connections,
+        per_peer: state.config.max_connections_per_peer,
+        header_timeout: state.config.header_timeout,
+        shutdown_grace: state.config.shutdown_grace,
+    };
+    listener::serve(listener, limits, shutdown, move |req| {
+        handle(state.clone(), req, surface)
+    })
+    .await;
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) -> Resp {

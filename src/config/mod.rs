@@ -65,9 +65,18 @@ pub struct ServerSection {
     /// `[[server.keys]]`: keys with a role and, optionally, a tenant they are
     /// confined to. Keys created through `POST /v1/keys` live in the database.
     pub keys: Vec<KeySection>,
-    /// Open connections at most; more wait in the kernel's accept backlog.
+    /// Requests served at once; further ones wait for a slot. A connection
+    /// holds a slot only while a request of its own is being served.
     pub max_connections: usize,
-    /// Time a client has to send its request headers, as a duration.
+    /// Connections waiting for a request head (new, or kept alive between
+    /// requests); when full, the oldest of them is closed for a new one.
+    pub max_idle_connections: usize,
+    /// Connections of one IP address; at the cap its oldest idle one is
+    /// closed for a new one, or the new one is refused if none is idle.
+    pub max_connections_per_peer: usize,
+    /// Time a client has to send its request headers, as a duration, from
+    /// accept or from the end of the previous answer; trickling bytes does
+    /// not extend it.
     pub header_timeout: String,
     /// Time a client has to send the body, as a duration; then it gets 408.
     pub body_timeout: String,
@@ -83,6 +92,8 @@ impl Default for ServerSection {
             api_keys: Vec::new(),
             keys: Vec::new(),
             max_connections: 1024,
+            max_idle_connections: 1024,
+            max_connections_per_peer: 256,
             header_timeout: "10s".to_owned(),
             body_timeout: "30s".to_owned(),
             shutdown_grace: "20s".to_owned(),
@@ -202,9 +213,15 @@ pub struct Config {
     /// `HERALD_API_KEYS` as unscoped admins, then `[[server.keys]]`. Empty
     /// only on loopback.
     pub keys: Vec<KeySetting>,
-    /// Open connections per listener; further clients wait in the backlog.
+    /// Requests served at once per listener; further ones wait for a slot.
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Connections per listener waiting for a request head; the oldest is
+    /// closed for a new one.
+    pub max_idle_connections: usize,
+    /// Connections per listener from one IP address.
+    pub max_connections_per_peer: usize,
+    /// Time a client has to send its request headers, from accept or from
+    /// the end of the previous answer.
     pub header_timeout: Duration,
     /// Time a client has to send a body before it gets 408.
     pub body_timeout: Duration,
@@ -308,7 +325,86 @@ pub fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 pub fn parse_str(text: &str) -> Result<FileConfig, String> {
-    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    toml::from_str(text).map_err(|e| describe_parse_error(text, &e))
+}
+
+/// Where the file is wrong and what was expected, without any of its
+/// values: toml's own message quotes the offending line, and serde's quote
+/// the offending value, and either may be a password, a key or a token.
+fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
+    let mut place = String::new();
+    if let Some(span) = e.span() {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        place = format!("line {line}, column {column}");
+        if let Some(key) = key_of_line(before, text) {
+            place.push_str(&format!(" ({key})"));
+        }
+        place.push_str(": ");
+    }
+    format!("{place}{}", without_values(e.message()))
+}
+
+/// The dotted key being set on the line where `before` ends, when that line
+/// and its table header are plain `key = …` and `[table]` lines.
+fn key_of_line(before: &str, text: &str) -> Option<String> {
+    let start = before.rfind('\n').map_or(0, |at| at + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    if !is_key(key) {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    match table {
+        None => Some(key.to_owned()),
+        Some(table) if is_key(table) => Some(format!("{table}.{key}")),
+        Some(_) => None,
+    }
+}
+
+/// A parser message with what it quotes of the file removed. What follows
+/// `expected` is the schema's (key names, variants) and stays; so does the
+/// name of an unknown key, which is a key, not a value.
+fn without_values(message: &str) -> String {
+    let (found, expected) = match message.find(", expected") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    if found.starts_with("unknown field `") {
+        return message.to_owned();
+    }
+    let mut kept = String::with_capacity(found.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in found.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '`' || c == '\'' => quote = Some(c),
+            None => kept.push(c),
+        }
+    }
+    let kept = kept.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("{}{expected}", kept.trim_end_matches([' ', ':']))
 }
 
 /// Loads the file (or the embedded defaults), applies overrides and the
@@ -429,6 +525,18 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         listen,
         keys,
         max_connections: in_range("server.max_connections", server.max_connections, 1, 1 << 20)?,
+        max_idle_connections: in_range(
+            "server.max_idle_connections",
+            server.max_idle_connections,
+            1,
+            1 << 20,
+        )?,
+        max_connections_per_peer: in_range(
+            "server.max_connections_per_peer",
+            server.max_connections_per_peer,
+            1,
+            1 << 20,
+        )?,
         header_timeout: duration(
             "server.header_timeout",
             &server.header_timeout,
@@ -662,6 +770,14 @@ mod tests {
             ("[server]\nlisten = \"localhost\"\n", "server.listen"),
             ("[storage]\nqueue_capacity = 0\n", "storage.queue_capacity"),
             (
+                "[server]\nmax_connections_per_peer = 0\n",
+                "server.max_connections_per_peer",
+            ),
+            (
+                "[server]\nmax_idle_connections = 0\n",
+                "server.max_idle_connections",
+            ),
+            (
                 "[events]\nmax_event_bytes = 9999999\n",
                 "events.max_event_bytes",
             ),
@@ -671,7 +787,65 @@ mod tests {
             assert!(err.starts_with(key), "{text}: {err}");
         }
         let err = check("[log]\nformat = \"xml\"\n").unwrap_err();
-        assert!(err.contains("xml"), "{err}");
+        assert!(
+            err.contains("(log.format)") && err.contains("`json`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_say_where_and_never_quote_a_value() {
+        let secret = "QzXkJvWq";
+        for (text, place) in [
+            (
+                format!("[server]\napi_keys = [\"{secret}\"\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = \"{secret}\"\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = [{secret}]\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = [\"{secret}\", 5]\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = ['{secret}' x]\n"),
+                "server.api_keys",
+            ),
+            (
+                format!("[server]\napi_keys = [\n  \"{secret}\"\n  7,\n]\n"),
+                "line 4",
+            ),
+            (
+                format!("[server]\napi_keys = [\"a\"]\napi_keys = [\"{secret}\"]\n"),
+                "line 3",
+            ),
+            (
+                format!("[server]\nmax_connections = \"{secret}\"\n"),
+                "server.max_connections",
+            ),
+            (format!("[server]\napi_keys = [\"\"\"{secret}\n"), "line 3"),
+            (
+                format!("[tracking]\nsources = [{{ name = \"web\", write_key = {secret} }}]\n"),
+                "tracking.sources",
+            ),
+            (
+                format!("[mail.streams.x]\nrelay = \"smtp://u:{secret}@h\" = 1\n"),
+                "mail.streams.x.relay",
+            ),
+            (format!("{secret}\n"), "line 1"),
+        ] {
+            let err = check(&text).unwrap_err();
+            assert!(err.contains(place), "{text:?}: {err}");
+            for fragment in ["QzX", "XkJ", "JvW"] {
+                assert!(!err.contains(fragment), "{text:?}: {err}");
+            }
+        }
     }
 
     #[test]

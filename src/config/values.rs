@@ -19,7 +19,8 @@ pub enum ConfigError {
     Parse {
         /// The file as named on the command line.
         path: PathBuf,
-        /// The TOML parser's message, showing the offending line.
+        /// Where the file is wrong (line, column, key) and what was
+        /// expected; never the file's text, which may hold secrets.
         message: String,
     },
     /// A value a check refused.

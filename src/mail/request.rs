@@ -16,31 +16,51 @@ const MAX_TAGS: usize = 32;
 const MAX_TAG_CHARS: usize = 256;
 const MAX_KEY_BYTES: usize = 255;
 
-/// Headers Herald writes itself; a caller setting one would forge or
-/// duplicate it (and break the DKIM signature).
+/// `X-` and `List-` headers Herald writes itself (or an ESP reads as its
+/// instructions); a caller setting one would forge or duplicate it, break
+/// the DKIM signature, or add recipients (SendGrid's `X-SMTPAPI`).
 const RESERVED_HEADERS: &[&str] = &[
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "reply-to",
-    "sender",
-    "subject",
-    "date",
-    "message-id",
-    "mime-version",
-    "return-path",
-    "received",
-    "dkim-signature",
     "list-unsubscribe",
     "list-unsubscribe-post",
     "x-herald-id",
     "x-ses-message-tags",
     "x-smtpapi",
     "x-mailgun-variables",
-    "content-type",
-    "content-transfer-encoding",
 ];
+
+/// Named headers a caller may set besides `X-*` and `List-*`: each only
+/// threads or describes a message. In-Reply-To and References thread
+/// replies (RFC 5322); Keywords and Comments are informational (RFC 5322);
+/// Auto-Submitted (RFC 3834) and Precedence mark automated mail so that
+/// vacation responders stay quiet; Feedback-ID groups complaint reports
+/// (Gmail's feedback loop). Anything else is refused: addressing and
+/// routing headers (`Cc`, `Resent-*`, `Errors-To`, `Return-Receipt-To`,
+/// `Disposition-Notification-To`…) would send copies or reports elsewhere,
+/// and structural ones (`Content-*`, `MIME-Version`) would corrupt the
+/// message Herald builds.
+const PASSED_HEADERS: &[&str] = &[
+    "in-reply-to",
+    "references",
+    "keywords",
+    "comments",
+    "auto-submitted",
+    "precedence",
+    "feedback-id",
+];
+
+/// Why a caller may not set the header `lower` (a lowercased name), if not.
+fn header_refusal(lower: &str) -> Option<&'static str> {
+    if RESERVED_HEADERS.contains(&lower) || lower.starts_with("x-pm-metadata-") {
+        return Some("is set by Herald");
+    }
+    let passed = PASSED_HEADERS.contains(&lower)
+        || (lower.starts_with("x-") && lower.len() > 2)
+        || (lower.starts_with("list-") && lower.len() > 5);
+    (!passed).then_some(
+        "is not a header Herald passes on; allowed: X-*, List-* (but List-Unsubscribe), \
+         In-Reply-To, References, Keywords, Comments, Auto-Submitted, Precedence, Feedback-ID",
+    )
+}
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -225,9 +245,8 @@ pub fn validate(input: EmailInput, mail: &MailSettings) -> Result<EmailRequest, 
         if !is_header_name(&name) {
             return Err(refuse("headers", format!("`{shown}` is not a header name")));
         }
-        let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-pm-metadata-") {
-            return Err(refuse("headers", format!("`{shown}` is set by Herald")));
+        if let Some(why) = header_refusal(&name.to_ascii_lowercase()) {
+            return Err(refuse("headers", format!("`{shown}` {why}")));
         }
         if address::has_control(&value) || value.len() > 998 {
             return Err(refuse(
@@ -246,6 +265,13 @@ pub fn validate(input: EmailInput, mail: &MailSettings) -> Result<EmailRequest, 
             return Err(refuse(
                 "tags",
                 format!("tag names and values are 1–{MAX_TAG_CHARS} characters"),
+            ));
+        }
+        // Tags reach ESP metadata headers and webhook payloads.
+        if address::has_control(k) || address::has_control(v) {
+            return Err(refuse(
+                "tags",
+                "tag names and values contain no line break or control character",
             ));
         }
     }
@@ -391,6 +417,84 @@ mod tests {
             let err = validate(input(body), &settings()).unwrap_err();
             assert_eq!((err.field, err.code), (field, code), "{field} = {value}");
         }
+    }
+
+    #[test]
+    fn only_headers_safe_to_pass_on_are_accepted() {
+        let accepted = [
+            "X-Campaign",
+            "x-entity-ref-id",
+            "List-Id",
+            "List-Help",
+            "In-Reply-To",
+            "References",
+            "Keywords",
+            "Comments",
+            "Auto-Submitted",
+            "Precedence",
+            "Feedback-ID",
+        ];
+        for name in accepted {
+            let mut body = base();
+            body["headers"] = serde_json::json!({ name: "v" });
+            let r = validate(input(body), &settings());
+            assert!(r.is_ok(), "{name}: {r:?}");
+        }
+        let refused = [
+            // Routing: copies or reports to someone else.
+            "Resent-Bcc",
+            "Resent-To",
+            "Errors-To",
+            "Disposition-Notification-To",
+            "Return-Receipt-To",
+            "Cc",
+            "Bcc",
+            "Return-Path",
+            "Sender",
+            // Written by Herald, or read by an ESP as instructions.
+            "From",
+            "Message-ID",
+            "List-Unsubscribe",
+            "list-unsubscribe-post",
+            "X-Herald-Id",
+            "X-SMTPAPI",
+            "X-PM-Metadata-herald-id",
+            // Structure of the message Herald builds.
+            "Content-Type",
+            "MIME-Version",
+            "DKIM-Signature",
+            "X-",
+            "List-",
+        ];
+        for name in refused {
+            let mut body = base();
+            body["headers"] = serde_json::json!({ name: "v" });
+            let err = validate(input(body), &settings()).unwrap_err();
+            assert_eq!(
+                (err.field, err.code),
+                ("headers", "invalid_field"),
+                "{name}"
+            );
+            assert!(err.message.contains(name), "{name}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn line_breaks_are_refused_in_tags_too() {
+        for tags in [
+            serde_json::json!({"kind": "a\r\nBcc: x@y.com"}),
+            serde_json::json!({"kind": "a\nb"}),
+            serde_json::json!({"ki\rnd": "a"}),
+            serde_json::json!({"kind": "a\u{0}b"}),
+        ] {
+            let mut body = base();
+            body["tags"] = tags.clone();
+            let err = validate(input(body), &settings()).unwrap_err();
+            assert_eq!(err.field, "tags", "{tags}");
+        }
+        let mut body = base();
+        body["tags"] = serde_json::json!({"kind": "reset\tpassword"});
+        assert!(validate(input(body), &settings()).is_ok());
     }
 
     #[test]

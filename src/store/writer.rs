@@ -103,11 +103,9 @@ impl Writer {
                 };
                 let outcome = run(&store, &rx, &mut memory, max_batch);
                 thread_alive.store(false, Ordering::SeqCst);
-                // Ops still queued are dropped with the receiver: their
-                // submitters hear `Closed`.
-                drop(rx);
                 if outcome.is_err() {
                     thread_failed.notify_one();
+                    refuse_until_stopped(&rx);
                 }
             })
             .expect("spawning the writer thread");
@@ -374,6 +372,27 @@ fn run(
     Ok(())
 }
 
+/// After a storage failure: answers every operation still queued, and every
+/// one queued later, with a failure at once, until told to stop. Dropping the
+/// receiver instead would leave queued operations unanswered, since a
+/// channel keeps its messages while any sender lives, and request handlers
+/// and workers hold senders until the process ends.
+fn refuse_until_stopped(queue: &Receiver<Message>) {
+    let mut refused = 0u64;
+    while let Ok(Message::Op(op)) = queue.recv() {
+        // Dropping an operation unrun drops its reply channel or its
+        // `Completion`: its submitter hears that nothing was acknowledged.
+        drop(op);
+        refused += 1;
+    }
+    // Operations that raced with `Stop` hear it the same way.
+    while let Ok(message) = queue.try_recv() {
+        drop(message);
+        refused += 1;
+    }
+    tracing::info!(refused, "writer stopped after a storage failure");
+}
+
 fn commit_group(
     store: &Store,
     batch: &mut Vec<Apply>,
@@ -581,6 +600,72 @@ mod tests {
             assert_eq!(waiting.await.unwrap(), 7);
         });
         thread.stop();
+    }
+
+    #[test]
+    fn a_failed_commit_answers_every_queued_operation_at_once() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.redb");
+        let (backend, fail_sync) = FaultyFile::open(&path);
+        let store = Store::open_on(backend, &path).unwrap();
+        let (writer, thread) = Writer::start(&store, 1024, 16, Listeners::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The first operation holds the writer while the others queue up
+        // behind it, more of them than one group takes.
+        let (entered_tx, entered) = crossbeam_channel::bounded(1);
+        let (release, held) = crossbeam_channel::bounded::<()>(0);
+        writer.submit(
+            move |txn| {
+                let _ = entered_tx.send(());
+                let _ = held.recv();
+                let event = events::parse_event(br#"{"type":"t"}"#).unwrap();
+                let _ = events::append(txn, events::AppendBatch::one(event))?;
+                Ok(())
+            },
+            |_| {},
+        );
+        entered.recv().unwrap();
+        const QUEUED: usize = 100;
+        let refused = Arc::new(AtomicUsize::new(0));
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        for _ in 0..QUEUED {
+            let (refused, acknowledged) = (refused.clone(), acknowledged.clone());
+            writer.submit(
+                |_| Ok(()),
+                move |committed| {
+                    let counter = if committed { &acknowledged } else { &refused };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                },
+            );
+        }
+        let mut writes: Vec<_> = (0..QUEUED)
+            .map(|i| Box::pin(writer.write(move |_| Ok(i))))
+            .collect();
+        // One poll queues each write; its answer is still to come.
+        for write in &mut writes {
+            let first_look =
+                rt.block_on(async { tokio::time::timeout(std::time::Duration::ZERO, write).await });
+            assert!(first_look.is_err(), "answered before the commit");
+        }
+        fail_sync.store(true, Ordering::SeqCst);
+        drop(release);
+        rt.block_on(writer.storage_failed());
+        // `stop` is queued behind everything above and returns once the
+        // writer thread is gone: whatever is unanswered by then never will be.
+        thread.stop();
+        assert_eq!(acknowledged.load(Ordering::SeqCst), 0);
+        assert_eq!(refused.load(Ordering::SeqCst), QUEUED);
+        for write in &mut writes {
+            let answered = rt
+                .block_on(async { tokio::time::timeout(std::time::Duration::ZERO, write).await })
+                .expect("the write was answered before the writer stopped");
+            assert!(answered.is_err(), "{answered:?}");
+        }
+        assert!(!writer.is_alive());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! loopback port of its own and talks HTTP/1.1 to it. One folder per
 //! capability; `support` is what they all share.
 
+mod edge;
 mod events;
 mod mail;
 mod operations;

@@ -80,7 +80,7 @@ fn check_config_names_the_offending_key_and_exits_2() {
             "[events]\nmax_event_bytes = 9000\nmax_request_bytes = 8192\n",
             "herald: events.max_event_bytes",
         ),
-        ("[log]\nformat = \"xml\"\n", "xml"),
+        ("[log]\nformat = \"xml\"\n", "(log.format)"),
         ("[log]\nlevel = \"herald=loud\"\n", "herald: log.level"),
         ("not toml at all", "check.toml"),
     ] {
