@@ -104,6 +104,25 @@ fn malformed_relay_urls_and_key_lists_are_refused_without_echoing_the_secret() {
             ),
             vec![],
         ),
+        // Keys with a role and a tenant.
+        (
+            format!("[[server.keys]]\nkey = \"{}\"\nrole = \"read\"\n", SECRET),
+            vec![],
+        ),
+        (
+            format!("[[server.keys]]\nkey = \"{SECRET}{SECRET}\"\nrole = \"root\"\n"),
+            vec![],
+        ),
+        (
+            format!(
+                "[[server.keys]]\nkey = \"{SECRET}{SECRET}\"\nkey_env = \"K\"\nrole = \"read\"\n"
+            ),
+            vec![],
+        ),
+        (
+            format!("[[server.keys]]\nkey = \"{SECRET}\" role = \"read\"\n"),
+            vec![],
+        ),
     ];
     for (config, env) in &cases {
         for command in ["check-config", "serve"] {
