@@ -87,7 +87,19 @@ pub fn apply(
         if url.len() > MAX_URL_LEN {
             return Err(invalid("url", format!("longer than {MAX_URL_LEN} bytes")));
         }
-        target::parse(&url, require_https).map_err(|m| invalid("url", m))?;
+        let target = target::parse(&url, require_https).map_err(|m| invalid("url", m))?;
+        // Custom headers often carry the receiver's credentials: sending
+        // them to another host must be asked for, by restating them.
+        let same_origin = target::parse(&record.url, false).is_ok_and(|old| {
+            (old.scheme, &old.host, old.port) == (target.scheme, &target.host, target.port)
+        });
+        if !record.headers.is_empty() && input.headers.is_none() && !same_origin {
+            return Err(invalid(
+                "headers",
+                "the endpoint sends custom headers; a URL on another host, port or scheme \
+                 needs them restated in `headers` (`{}` for none)",
+            ));
+        }
         record.url = url;
     }
     if let Some(tenant) = input.tenant {
@@ -338,6 +350,29 @@ mod tests {
             }
             assert_eq!(record, before);
         }
+    }
+
+    #[test]
+    fn custom_headers_follow_a_new_host_only_when_restated() {
+        let mut record = new_record(0);
+        record.url = "https://example.com/hook".into();
+        record.headers = vec![("authorization".into(), "Bearer receiver-token".into())];
+        let patch = |body: serde_json::Value| {
+            apply(record.clone(), serde_json::from_value(body).unwrap(), true)
+        };
+        for elsewhere in [
+            "https://attacker.example/hook",
+            "https://example.com:8443/hook",
+        ] {
+            match patch(json!({"url": elsewhere})) {
+                Err(Invalid::Field { field, .. }) => assert_eq!(field, "headers", "{elsewhere}"),
+                other => panic!("{elsewhere}: {other:?}"),
+            }
+        }
+        let moved = patch(json!({"url": "https://other.example/", "headers": {}})).unwrap();
+        assert!(moved.headers.is_empty());
+        let kept = patch(json!({"url": "https://example.com/v2/hook"})).unwrap();
+        assert_eq!(kept.headers, record.headers);
     }
 
     #[test]
