@@ -16,49 +16,23 @@ use crate::mail::smtp::{Script, SmtpSink};
 use crate::support::*;
 use crate::webhooks::receiver::Receiver;
 
+use super::{ACME, ADMIN, GLOBEX};
+
 /// Generous: a debug build on a loaded 2-core machine.
 const SETTLE: Duration = Duration::from_secs(30);
 
-const ADMIN: &str = "admin-key-0123456789abcdef";
-const ACME_WRITE: &str = "acme-write-0123456789abcdef";
-const ACME_READ: &str = "acme-read-0123456789abcdef";
-const GLOBEX_WRITE: &str = "globex-write-0123456789abcdef";
-const GLOBEX_READ: &str = "globex-read-0123456789abcdef";
+const ACME_WRITE: &str = ACME.write;
+const ACME_READ: &str = ACME.read;
+const GLOBEX_WRITE: &str = GLOBEX.write;
+const GLOBEX_READ: &str = GLOBEX.read;
 const ACME_SOURCE: &str = "wk_acme_0123456789abcdef";
 const GLOBEX_SOURCE: &str = "wk_globex_0123456789abcdef";
 
-/// The keys, two tenant-bound tracking sources, webhooks to loopback, and
+/// The suite's keys and webhooks, two tenant-bound tracking sources, and
 /// `extra` (more sections).
 fn config(extra: &str) -> String {
-    let mut toml = format!(
-        r#"
-[server]
-api_keys = ["{ADMIN}"]
-
-[[server.keys]]
-key = "{ACME_WRITE}"
-role = "write"
-tenant = "acme"
-
-[[server.keys]]
-key = "{ACME_READ}"
-role = "read"
-tenant = "acme"
-
-[[server.keys]]
-key = "{GLOBEX_WRITE}"
-role = "write"
-tenant = "globex"
-
-[[server.keys]]
-key = "{GLOBEX_READ}"
-role = "read"
-tenant = "globex"
-
-[webhooks]
-allow_networks = ["127.0.0.1/32"]
-require_https = false
-
+    format!(
+        r#"{}
 [[tracking.sources]]
 name = "acme-web"
 write_key = "{ACME_SOURCE}"
@@ -68,10 +42,9 @@ tenant = "acme"
 name = "globex-web"
 write_key = "{GLOBEX_SOURCE}"
 tenant = "globex"
-"#
-    );
-    toml.push_str(extra);
-    toml
+{extra}"#,
+        super::config()
+    )
 }
 
 /// A client holding one API key.
@@ -82,17 +55,12 @@ struct Client {
 }
 
 impl Client {
+    fn new(addr: SocketAddr, key: &'static str) -> Client {
+        Client { addr, key }
+    }
+
     fn call(self, method: &str, path: &str, body: Option<&Value>) -> Response {
-        let auth = format!("Bearer {}", self.key);
-        let mut headers = vec![("Authorization", auth.as_str())];
-        let bytes = match body {
-            Some(b) => {
-                headers.push(JSON);
-                b.to_string().into_bytes()
-            }
-            None => Vec::new(),
-        };
-        request(self.addr, method, path, &headers, &bytes)
+        super::call(self.addr, self.key, method, path, body)
     }
 
     fn get(self, path: &str) -> Response {
@@ -197,26 +165,11 @@ fn emails_and_their_events_stay_within_their_tenant() {
         "\n[mail.streams.transactional]\nrelay = \"smtp://127.0.0.1:{}\"\n",
         sink.port
     )));
-    let admin = Client {
-        addr: d.addr,
-        key: ADMIN,
-    };
-    let acme = Client {
-        addr: d.addr,
-        key: ACME_WRITE,
-    };
-    let acme_read = Client {
-        addr: d.addr,
-        key: ACME_READ,
-    };
-    let globex = Client {
-        addr: d.addr,
-        key: GLOBEX_WRITE,
-    };
-    let globex_read = Client {
-        addr: d.addr,
-        key: GLOBEX_READ,
-    };
+    let admin = Client::new(d.addr, ADMIN);
+    let acme = Client::new(d.addr, ACME_WRITE);
+    let acme_read = Client::new(d.addr, ACME_READ);
+    let globex = Client::new(d.addr, GLOBEX_WRITE);
+    let globex_read = Client::new(d.addr, GLOBEX_READ);
     let acme_ep = endpoint(admin, &acme_hook.url("/"), "acme", &["email.*"]);
     let globex_ep = endpoint(admin, &globex_hook.url("/"), "globex", &["email.*"]);
 
@@ -327,14 +280,8 @@ fn emails_and_their_events_stay_within_their_tenant() {
 #[test]
 fn idempotency_keys_of_emails_are_per_tenant() {
     let d = Daemon::start(&config(""));
-    let acme = Client {
-        addr: d.addr,
-        key: ACME_WRITE,
-    };
-    let globex = Client {
-        addr: d.addr,
-        key: GLOBEX_WRITE,
-    };
+    let acme = Client::new(d.addr, ACME_WRITE);
+    let globex = Client::new(d.addr, GLOBEX_WRITE);
     let body = with(message("bob@example.net"), "idempotency_key", "receipt-1");
     let first = send(acme, &body);
     let other = send(globex, &body);
@@ -356,26 +303,11 @@ fn suppressed_addresses(client: Client, query: &str) -> BTreeSet<String> {
 fn a_tenant_has_its_own_suppression_list_and_the_global_one_covers_everyone() {
     // Without a relay, mail goes to the outbox: sends are accepted or not.
     let d = Daemon::start(&config(""));
-    let admin = Client {
-        addr: d.addr,
-        key: ADMIN,
-    };
-    let acme = Client {
-        addr: d.addr,
-        key: ACME_WRITE,
-    };
-    let acme_read = Client {
-        addr: d.addr,
-        key: ACME_READ,
-    };
-    let globex = Client {
-        addr: d.addr,
-        key: GLOBEX_WRITE,
-    };
-    let globex_read = Client {
-        addr: d.addr,
-        key: GLOBEX_READ,
-    };
+    let admin = Client::new(d.addr, ADMIN);
+    let acme = Client::new(d.addr, ACME_WRITE);
+    let acme_read = Client::new(d.addr, ACME_READ);
+    let globex = Client::new(d.addr, GLOBEX_WRITE);
+    let globex_read = Client::new(d.addr, GLOBEX_READ);
 
     let put = acme.call(
         "PUT",
@@ -542,18 +474,9 @@ fn tracked_users_and_calls_of_a_tenant_source_stay_within_it() {
     let acme_hook = Receiver::always(204);
     let globex_hook = Receiver::always(204);
     let d = Daemon::start(&config(""));
-    let admin = Client {
-        addr: d.addr,
-        key: ADMIN,
-    };
-    let acme = Client {
-        addr: d.addr,
-        key: ACME_READ,
-    };
-    let globex = Client {
-        addr: d.addr,
-        key: GLOBEX_READ,
-    };
+    let admin = Client::new(d.addr, ADMIN);
+    let acme = Client::new(d.addr, ACME_READ);
+    let globex = Client::new(d.addr, GLOBEX_READ);
     // Both endpoints take tracked calls, so only the tenant keeps them apart.
     let takes_tracking = |url: String, tenant: &str| {
         let resp = admin.call(
@@ -676,13 +599,7 @@ fn tracked_users_and_calls_of_a_tenant_source_stay_within_it() {
     assert_eq!(acme.get("/v1/users/only_acme").status, 200);
     let before = tracking_view(admin);
     let acme_view = tracking_view(acme);
-    for other in [
-        globex,
-        Client {
-            addr: d.addr,
-            key: GLOBEX_WRITE,
-        },
-    ] {
+    for other in [globex, Client::new(d.addr, GLOBEX_WRITE)] {
         expect(
             &other.get("/v1/users/only_acme"),
             404,
@@ -730,22 +647,10 @@ fn a_one_click_unsubscribe_goes_on_the_list_of_the_messages_tenant() {
         sink.port
     )));
     let public = d.logged_addr("public listening");
-    let admin = Client {
-        addr: d.addr,
-        key: ADMIN,
-    };
-    let acme = Client {
-        addr: d.addr,
-        key: ACME_WRITE,
-    };
-    let globex = Client {
-        addr: d.addr,
-        key: GLOBEX_WRITE,
-    };
-    let globex_read = Client {
-        addr: d.addr,
-        key: GLOBEX_READ,
-    };
+    let admin = Client::new(d.addr, ADMIN);
+    let acme = Client::new(d.addr, ACME_WRITE);
+    let globex = Client::new(d.addr, GLOBEX_WRITE);
+    let globex_read = Client::new(d.addr, GLOBEX_READ);
     let acme_ep = endpoint(admin, &acme_hook.url("/"), "acme", &["email.*"]);
     let globex_ep = endpoint(admin, &globex_hook.url("/"), "globex", &["email.*"]);
     let reader = "x@example.com";
