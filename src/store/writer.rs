@@ -565,6 +565,26 @@ mod tests {
         thread.stop();
     }
 
+    /// Submits an operation that, once running, holds the writer until the
+    /// returned sender is dropped and then does `then`; returns once it runs.
+    fn hold_writer(
+        writer: &Writer,
+        then: impl for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<(), StoreError> + Send + 'static,
+    ) -> crossbeam_channel::Sender<()> {
+        let (entered_tx, entered) = crossbeam_channel::bounded(1);
+        let (release, held) = crossbeam_channel::bounded::<()>(0);
+        writer.submit(
+            move |txn| {
+                let _ = entered_tx.send(());
+                let _ = held.recv();
+                then(txn)
+            },
+            |_| {},
+        );
+        entered.recv().unwrap();
+        release
+    }
+
     #[test]
     fn a_full_queue_refuses_write_but_write_waiting_waits_its_turn() {
         let dir = tempfile::tempdir().unwrap();
@@ -575,17 +595,7 @@ mod tests {
             .build()
             .unwrap();
         // The first operation holds the writer; the second fills the queue.
-        let (entered_tx, entered) = crossbeam_channel::bounded(1);
-        let (release, held) = crossbeam_channel::bounded::<()>(0);
-        writer.submit(
-            move |_| {
-                let _ = entered_tx.send(());
-                let _ = held.recv();
-                Ok(())
-            },
-            |_| {},
-        );
-        entered.recv().unwrap();
+        let release = hold_writer(&writer, |_| Ok(()));
         writer.submit(|_| Ok(()), |_| {});
         rt.block_on(async {
             assert!(matches!(
@@ -616,19 +626,11 @@ mod tests {
             .unwrap();
         // The first operation holds the writer while the others queue up
         // behind it, more of them than one group takes.
-        let (entered_tx, entered) = crossbeam_channel::bounded(1);
-        let (release, held) = crossbeam_channel::bounded::<()>(0);
-        writer.submit(
-            move |txn| {
-                let _ = entered_tx.send(());
-                let _ = held.recv();
-                let event = events::parse_event(br#"{"type":"t"}"#).unwrap();
-                let _ = events::append(txn, events::AppendBatch::one(event))?;
-                Ok(())
-            },
-            |_| {},
-        );
-        entered.recv().unwrap();
+        let release = hold_writer(&writer, |txn| {
+            let event = events::parse_event(br#"{"type":"t"}"#).unwrap();
+            let _ = events::append(txn, events::AppendBatch::one(event))?;
+            Ok(())
+        });
         const QUEUED: usize = 100;
         let refused = Arc::new(AtomicUsize::new(0));
         let acknowledged = Arc::new(AtomicUsize::new(0));
