@@ -5,11 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{all_pages, call, config, expect, ids, Tenant, ACME, ACME_ADMIN, ADMIN, GLOBEX};
+use super::{
+    all_pages, call, config, expect, ids, wait_until_settled, Tenant, ACME, ACME_ADMIN, ADMIN,
+    GLOBEX,
+};
 use crate::support::*;
 use crate::webhooks::receiver::Receiver;
 
@@ -18,9 +20,6 @@ const MISSING_EVENT: &str = "evt_00000000000000000000000001";
 const MISSING_ENDPOINT: &str = "ep_00000000000000000000000001";
 const MISSING_DELIVERY: &str = "dlv_00000000000f4240";
 const SINCE: &str = "2000-01-01T00:00:00Z";
-/// Generous: a debug build on a loaded 2-core machine.
-const SETTLE: Duration = Duration::from_secs(30);
-
 /// What one owner (a tenant, or the admin for no tenant) holds.
 #[derive(Default)]
 struct Owned {
@@ -371,17 +370,7 @@ fn each_tenant_is_refused_everything_of_the_other_and_nothing_changes() {
 
     // Settled: every delivery attempted once (no retries configured), so
     // nothing moves on its own while the probes run.
-    let settled = wait_until(deadline(SETTLE), || {
-        all_pages(
-            d.addr,
-            ADMIN,
-            "/v1/deliveries?status=pending",
-            "deliveries",
-            1000,
-        )
-        .is_empty()
-    });
-    assert!(settled, "deliveries did not settle");
+    wait_until_settled(d.addr);
     let before = snapshot(d.addr);
     let requests_before = (ok.requests().len(), bad.requests().len());
     let [(_, acme), (_, globex), (_, global)] = owners(&before);
@@ -400,30 +389,13 @@ fn each_tenant_is_refused_everything_of_the_other_and_nothing_changes() {
         probe_lists(d.addr, attacker, own, victim, &before);
         probe_read_key_writes(d.addr, attacker, own);
         // A tenant key still reaches its own objects by id.
-        expect(
-            d.addr,
-            attacker.read,
-            "GET",
-            &format!("/v1/events/{}", own.events[0]),
-            None,
-            200,
-        );
-        expect(
-            d.addr,
-            attacker.read,
-            "GET",
-            &format!("/v1/endpoints/{}", own.endpoints[0]),
-            None,
-            200,
-        );
-        expect(
-            d.addr,
-            attacker.read,
-            "GET",
-            &format!("/v1/deliveries/{}", own.deliveries[0]),
-            None,
-            200,
-        );
+        for path in [
+            format!("/v1/events/{}", own.events[0]),
+            format!("/v1/endpoints/{}", own.endpoints[0]),
+            format!("/v1/deliveries/{}", own.deliveries[0]),
+        ] {
+            expect(d.addr, attacker.read, "GET", &path, None, 200);
+        }
     }
     probe_admin_routes(d.addr);
 

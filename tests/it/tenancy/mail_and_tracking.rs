@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -16,10 +15,7 @@ use crate::mail::smtp::{Script, SmtpSink};
 use crate::support::*;
 use crate::webhooks::receiver::Receiver;
 
-use super::{ACME, ADMIN, GLOBEX};
-
-/// Generous: a debug build on a loaded 2-core machine.
-const SETTLE: Duration = Duration::from_secs(30);
+use super::{ACME, ADMIN, GLOBEX, SETTLE};
 
 const ACME_WRITE: &str = ACME.write;
 const ACME_READ: &str = ACME.read;

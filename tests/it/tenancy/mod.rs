@@ -9,10 +9,14 @@ mod mail_and_tracking;
 mod routing;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::*;
+
+/// Generous: a debug build on a loaded 2-core machine.
+pub const SETTLE: Duration = Duration::from_secs(30);
 
 /// An unscoped admin key (`server.api_keys`).
 pub const ADMIN: &str = "admin-key-0123456789abcdefghij";
@@ -135,6 +139,22 @@ pub fn all_pages(addr: SocketAddr, key: &str, path: &str, items: &str, limit: us
         }
     }
     panic!("{path} did not end");
+}
+
+/// Waits until no delivery is pending: every one attempted once (no
+/// retries configured), so nothing moves on its own afterwards.
+pub fn wait_until_settled(addr: SocketAddr) {
+    let settled = wait_until(deadline(SETTLE), || {
+        all_pages(
+            addr,
+            ADMIN,
+            "/v1/deliveries?status=pending",
+            "deliveries",
+            1000,
+        )
+        .is_empty()
+    });
+    assert!(settled, "deliveries did not settle");
 }
 
 /// The ids of `items`.

@@ -3,15 +3,12 @@
 //! without a tenant, which receive every tenant's).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::json;
 
-use super::{all_pages, config, expect, ACME, ADMIN, GLOBEX};
+use super::{all_pages, config, expect, wait_until_settled, ACME, ADMIN, GLOBEX, SETTLE};
 use crate::support::*;
 use crate::webhooks::receiver::{Receiver, Recorded};
-
-const SETTLE: Duration = Duration::from_secs(30);
 
 /// (tenant, type) → how many deliveries arrived with them.
 fn received(requests: &[Recorded]) -> BTreeMap<(String, String), usize> {
@@ -63,17 +60,7 @@ fn a_tenant_endpoint_receives_its_tenant_events_and_reports_only() {
     // Every posted event, plus one delivery.exhausted per failed attempt
     // at acme's failing endpoint, reaches the endpoint without a tenant.
     global_rx.wait_for_requests(9, deadline(SETTLE));
-    let settled = wait_until(deadline(SETTLE), || {
-        all_pages(
-            d.addr,
-            ADMIN,
-            "/v1/deliveries?status=pending",
-            "deliveries",
-            1000,
-        )
-        .is_empty()
-    });
-    assert!(settled, "deliveries did not settle");
+    wait_until_settled(d.addr);
 
     assert_eq!(
         received(&acme_rx.requests()),
