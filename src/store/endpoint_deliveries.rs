@@ -103,9 +103,7 @@ impl ReadTxn {
         let deliveries = self.txn.open_table(DELIVERIES)?;
         let (deliveries, next_after) =
             super::page_by_ids(ids, &deliveries, after, limit, |record: &DeliveryRecord| {
-                members.binary_search(&record.endpoint_id).is_ok()
-                    && filter.event_id.is_none_or(|e| e == record.event_id)
-                    && filter.status.is_none_or(|s| s == record.status)
+                members.binary_search(&record.endpoint_id).is_ok() && filter.matches(record)
             })?;
         Ok(DeliveryPage {
             deliveries,

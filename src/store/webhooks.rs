@@ -317,6 +317,16 @@ pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
 }
 
+impl DeliveryFilter {
+    /// Whether `record` passes every condition the filter sets; an index
+    /// may have chosen the candidates by one of them already.
+    pub(super) fn matches(&self, record: &DeliveryRecord) -> bool {
+        self.endpoint_id.is_none_or(|e| e == record.endpoint_id)
+            && self.event_id.is_none_or(|e| e == record.event_id)
+            && self.status.is_none_or(|s| s == record.status)
+    }
+}
+
 pub struct DeliveryPage {
     pub deliveries: Vec<(u64, DeliveryRecord)>,
     pub next_after: Option<u64>,
@@ -432,9 +442,7 @@ impl ReadTxn {
         };
         let (deliveries, next_after) =
             super::page_by_ids(ids, &deliveries, after, limit, |record: &DeliveryRecord| {
-                filter.endpoint_id.is_none_or(|e| e == record.endpoint_id)
-                    && filter.event_id.is_none_or(|e| e == record.event_id)
-                    && filter.status.is_none_or(|s| s == record.status)
+                filter.matches(record)
             })?;
         Ok(DeliveryPage {
             deliveries,

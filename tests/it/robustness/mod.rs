@@ -293,7 +293,8 @@ pub fn mutate(rng: &mut Rng, route: &Route) -> Case {
     finish(route, what, headers, body.to_string().into_bytes())
 }
 
-fn finish(route: &Route, what: String, headers: Vec<(String, String)>, body: Vec<u8>) -> Case {
+/// The case that sends `body` with `headers` to `route`.
+pub fn finish(route: &Route, what: String, headers: Vec<(String, String)>, body: Vec<u8>) -> Case {
     Case {
         what,
         method: route.method,

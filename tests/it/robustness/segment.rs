@@ -206,13 +206,7 @@ fn transport_case(rng: &mut Rng, route: &Route) -> Case {
             (format!("authorization {key}"), valid)
         }
     };
-    Case {
-        what,
-        method: route.method,
-        path: route.path.clone(),
-        headers,
-        body,
-    }
+    finish(route, what, headers, body)
 }
 
 #[test]
