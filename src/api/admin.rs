@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 
 use super::error::ApiError;
-use super::http::{json, FileBody, Resp};
+use super::http::{json, query_params, FileBody, Resp};
 use super::{read, AppState};
 use crate::clock;
 use crate::store::{backup, SCHEMA_VERSION};
@@ -74,7 +75,8 @@ pub async fn backup(state: Arc<AppState>) -> Result<Resp, ApiError> {
 }
 
 /// The file's size and, per table, its rows, bytes and oldest row.
-pub async fn storage(state: Arc<AppState>) -> Result<Resp, ApiError> {
+pub async fn storage(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    query_params(req.uri().query(), &[])?;
     let path = state.config.database_path();
     let (file_bytes, tables) = read(&state, move |txn| {
         let tables = txn.table_usage()?;

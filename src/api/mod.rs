@@ -274,7 +274,7 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         }
         ["v1", "admin", "storage"] => {
             only(&method, &Method::GET, "GET")?;
-            admin::storage(state).await
+            admin::storage(state, req).await
         }
         ["v1", "keys"] => match method {
             Method::POST => keys::create(state, req).await,

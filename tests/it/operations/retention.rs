@@ -124,6 +124,12 @@ fn storage_reports_the_file_and_every_table() {
     let first = create(d.addr, &json!({"type": "a"}));
     create(d.addr, &json!({"type": "b"}));
     let report = storage(d.addr);
+    // A typo in the query is an error, as on every other route.
+    let typo = get(d.addr, "/v1/admin/storage?table=events");
+    assert_eq!(
+        (typo.status, typo.code()),
+        (400, "invalid_query".to_owned())
+    );
     let file_bytes = report["file_bytes"].as_u64().expect("file_bytes");
     let stored = report["stored_bytes"].as_u64().expect("stored_bytes");
     assert!(stored > 0 && stored <= file_bytes, "{report}");
