@@ -21,6 +21,7 @@ pub mod config;
 pub mod constant_time;
 pub mod daemon;
 pub mod events;
+pub mod feedback;
 pub mod ids;
 pub mod logging;
 pub mod mail;
