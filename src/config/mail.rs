@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::values::{duration, invalid, ConfigError};
 use crate::mail::settings::{
-    DkimSettings, Esp, MailSettings, PublicSettings, Relay, RelayTls, StreamSettings,
+    DkimSettings, Esp, GuardSettings, MailSettings, PublicSettings, Relay, RelayTls, StreamSettings,
 };
 
 #[derive(Debug, Deserialize)]
@@ -23,10 +23,14 @@ pub struct MailSection {
     pub retry_schedule: Vec<String>,
     /// A message still failing this long after it was queued fails.
     pub give_up_after: String,
-    /// Temporary failures in a row (4xx replies, mailbox full; not an unreachable
-    /// relay) that suppress an address as `soft_bounce_limit`; an accepted
-    /// message resets the count.
+    /// Distinct UTC days with a soft bounce (a 4xx reply, mailbox full, or an
+    /// ESP's soft bounce; not an unreachable relay) within `soft_bounce_window`
+    /// that suppress an address as `soft_bounce_limit`; a delivery resets them.
     pub soft_bounce_limit: u32,
+    /// How far back soft-bounce days count.
+    pub soft_bounce_window: String,
+    /// `[mail.guard]`: the bounce and complaint rates that warn and pause a stream.
+    pub guard: GuardSection,
     /// Where streams without a relay write `.eml` files; `None`: `<data_dir>/outbox`.
     pub outbox: Option<PathBuf>,
     /// Limit on relaying one message: connecting, TLS, AUTH and every command.
@@ -51,7 +55,9 @@ impl Default for MailSection {
                 .map(str::to_owned)
                 .to_vec(),
             give_up_after: "24h".to_owned(),
-            soft_bounce_limit: 5,
+            soft_bounce_limit: 3,
+            soft_bounce_window: "7d".to_owned(),
+            guard: GuardSection::default(),
             outbox: None,
             timeout: "30s".to_owned(),
             max_recipients: 50,
@@ -88,6 +94,70 @@ pub struct StreamSection {
     pub rate_limit_per_sec: Option<u32>,
     /// Whose metadata header carries our message id, so its feedback matches back.
     pub esp: Option<Esp>,
+    /// Daily caps of a warming stream, one per day of sending; the last
+    /// doubles each day after. Empty: no cap.
+    pub warmup: Vec<u32>,
+}
+
+/// Rates are hard bounces (or complaints) per message sent, over the last
+/// 24 hours and over the stream's last 1,000 messages; a window warns or
+/// pauses the stream once it holds `min_sends` messages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSection {
+    pub complaint_warn_rate: f64,
+    pub complaint_pause_rate: f64,
+    pub bounce_warn_rate: f64,
+    pub bounce_pause_rate: f64,
+    pub min_sends: u32,
+}
+
+impl Default for GuardSection {
+    fn default() -> Self {
+        // The mailbox providers' published limits: complaints must stay
+        // under 0.1% and never reach 0.3%; ESPs review accounts bouncing
+        // over 2% and suspend near 5%.
+        GuardSection {
+            complaint_warn_rate: 0.001,
+            complaint_pause_rate: 0.003,
+            bounce_warn_rate: 0.02,
+            bounce_pause_rate: 0.05,
+            min_sends: 100,
+        }
+    }
+}
+
+fn validate_guard(g: GuardSection) -> Result<GuardSettings, ConfigError> {
+    let rate = |name: &str, value: f64| {
+        if value.is_finite() && value > 0.0 && value <= 1.0 {
+            Ok(value)
+        } else {
+            Err(invalid(
+                format!("mail.guard.{name}"),
+                "must be a fraction above 0 and at most 1 (0.001 is 0.1%)",
+            ))
+        }
+    };
+    let settings = GuardSettings {
+        complaint_warn_rate: rate("complaint_warn_rate", g.complaint_warn_rate)?,
+        complaint_pause_rate: rate("complaint_pause_rate", g.complaint_pause_rate)?,
+        bounce_warn_rate: rate("bounce_warn_rate", g.bounce_warn_rate)?,
+        bounce_pause_rate: rate("bounce_pause_rate", g.bounce_pause_rate)?,
+        min_sends: g.min_sends.max(1),
+    };
+    if settings.complaint_warn_rate > settings.complaint_pause_rate {
+        return Err(invalid(
+            "mail.guard.complaint_warn_rate",
+            "must not exceed complaint_pause_rate",
+        ));
+    }
+    if settings.bounce_warn_rate > settings.bounce_pause_rate {
+        return Err(invalid(
+            "mail.guard.bounce_warn_rate",
+            "must not exceed bounce_pause_rate",
+        ));
+    }
+    Ok(settings)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,8 +254,22 @@ pub fn validate_mail(section: MailSection, data_dir: &Path) -> Result<MailSettin
     if section.workers == 0 || section.workers > 64 {
         return Err(invalid(key("workers"), "must be between 1 and 64"));
     }
-    if section.soft_bounce_limit == 0 {
-        return Err(invalid(key("soft_bounce_limit"), "must be at least 1"));
+    if section.soft_bounce_limit == 0 || section.soft_bounce_limit > 365 {
+        return Err(invalid(
+            key("soft_bounce_limit"),
+            "must be between 1 and 365 (days with a soft bounce)",
+        ));
+    }
+    let soft_bounce_window = duration(
+        "mail.soft_bounce_window",
+        &section.soft_bounce_window,
+        Duration::from_secs(365 * 24 * 3600),
+    )?;
+    if soft_bounce_window < Duration::from_secs(24 * 3600) {
+        return Err(invalid(
+            key("soft_bounce_window"),
+            "must be at least 1d: soft bounces count by day",
+        ));
     }
     if section.max_recipients == 0 || section.max_recipients > 1000 {
         return Err(invalid(key("max_recipients"), "must be between 1 and 1000"));
@@ -214,6 +298,8 @@ pub fn validate_mail(section: MailSection, data_dir: &Path) -> Result<MailSettin
         retry_schedule,
         give_up_after: duration("mail.give_up_after", &section.give_up_after, week * 4)?,
         soft_bounce_limit: section.soft_bounce_limit,
+        soft_bounce_window,
+        guard: validate_guard(section.guard)?,
         outbox: section.outbox.unwrap_or_else(|| data_dir.join("outbox")),
         timeout: duration("mail.timeout", &section.timeout, Duration::from_secs(600))?,
         max_recipients: section.max_recipients,
@@ -331,6 +417,12 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
             "must be at least 1 (leave it out for no limit)",
         ));
     }
+    if s.warmup.len() > 100 || s.warmup.contains(&0) {
+        return Err(invalid(
+            stream_key(name, "warmup"),
+            "daily caps must be at least 1, at most 100 of them (e.g. [50, 200, 1000])",
+        ));
+    }
     Ok(StreamSettings {
         name: name.to_owned(),
         from_domains,
@@ -340,6 +432,7 @@ fn validate_stream(name: &str, s: StreamSection) -> Result<StreamSettings, Confi
         unsubscribe_mailto,
         rate_limit_per_sec: s.rate_limit_per_sec,
         esp: s.esp,
+        warmup: s.warmup,
     })
 }
 

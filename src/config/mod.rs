@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod feedback;
 pub mod mail;
 mod retention;
 pub mod tracking;
@@ -51,6 +52,8 @@ pub struct FileConfig {
     pub public: PublicSection,
     /// `[tracking]`: Segment sources, limits, deduplication and retention.
     pub tracking: TrackingSection,
+    /// `[feedback.*]`: the ESPs whose bounce and complaint webhooks are accepted.
+    pub feedback: feedback::FeedbackSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +254,8 @@ pub struct Config {
     pub tracking: TrackingSettings,
     /// How long events, deliveries and mail bodies are kept.
     pub retention: RetentionSettings,
+    /// The ESPs whose feedback webhooks are accepted, with their keys.
+    pub feedback: crate::feedback::settings::FeedbackSettings,
 }
 
 /// A configured API key and what it grants.
@@ -437,6 +442,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         mail,
         public,
         tracking,
+        feedback,
     } = file;
     let retention = retention::validate_retention(retention::RetentionKeys {
         events: events.retention.as_deref(),
@@ -506,6 +512,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
     let public = validate_public(public, listen)?;
     check_unsubscribe_links(&mail, &public)?;
     let tracking = validate_tracking(tracking)?;
+    let feedback = feedback::validate_feedback(feedback)?;
     if events.max_event_bytes > events.max_request_bytes {
         return Err(invalid(
             "events.max_event_bytes",
@@ -587,6 +594,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         mail,
         public,
         tracking,
+        feedback,
         retention,
     })
 }

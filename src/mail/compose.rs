@@ -83,19 +83,20 @@ impl Composer<'_> {
         for (name, value) in &record.headers {
             builder = builder.raw_header(raw(name, value.clone())?);
         }
-        if let Some(esp) = self.stream.esp {
-            let (name, value) = match esp {
-                Esp::Ses => ("X-SES-MESSAGE-TAGS", format!("herald_id={herald_id}")),
-                Esp::Sendgrid => (
+        let metadata = self.stream.esp.and_then(|esp| match esp {
+            Esp::Ses => Some(("X-SES-MESSAGE-TAGS", format!("herald_id={herald_id}"))),
+            Esp::Sendgrid => Some((
                     "X-SMTPAPI",
-                    serde_json::json!({"unique_args": {"herald_id": herald_id}}).to_string(),
-                ),
-                Esp::Postmark => ("X-PM-Metadata-herald-id", herald_id.clone()),
-                Esp::Mailgun => (
-                    "X-Mailgun-Variables",
-                    serde_json::json!({"herald_id": herald_id}).to_string(),
-                ),
-            };
+                serde_json::json!({"unique_args": {"herald_id": herald_id}}).to_string(),
+            )),
+            Esp::Postmark => Some(("X-PM-Metadata-herald-id", herald_id.clone())),
+            Esp::Mailgun => Some((
+                "X-Mailgun-Variables",
+                serde_json::json!({"herald_id": herald_id}).to_string(),
+            )),
+            Esp::Resend => None,
+        });
+        if let Some((name, value)) = metadata {
             builder = builder.raw_header(raw(name, value)?);
         }
         if let Some(value) = self.unsubscribe_header(&record.to, record.tenant.as_deref()) {

@@ -21,6 +21,9 @@ pub enum Esp {
     Postmark,
     /// `herald_id` in `X-Mailgun-Variables`.
     Mailgun,
+    /// No header of its own: its feedback matches by `X-Herald-Id` when it
+    /// echoes headers, else by the id in its 250 reply.
+    Resend,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +102,9 @@ pub struct StreamSettings {
     pub rate_limit_per_sec: Option<u32>,
     /// Whose metadata header to add, so that provider's feedback matches.
     pub esp: Option<Esp>,
+    /// Daily caps while the stream warms up; the last doubles each day
+    /// after. Empty: no cap.
+    pub warmup: Vec<u32>,
 }
 
 impl StreamSettings {
@@ -115,8 +121,12 @@ pub struct MailSettings {
     pub retry_schedule: Vec<Duration>,
     /// A message still failing this long after it was queued fails.
     pub give_up_after: Duration,
-    /// Temporary failures in a row that suppress an address.
+    /// Distinct days with a soft bounce, within `soft_bounce_window`, that
+    /// suppress an address.
     pub soft_bounce_limit: u32,
+    pub soft_bounce_window: Duration,
+    /// When a stream's bounce and complaint rates warn or pause it.
+    pub guard: GuardSettings,
     /// Where streams without a relay write `.eml` files.
     pub outbox: PathBuf,
     /// The limit on relaying one message: connecting, TLS, AUTH and every command.
@@ -128,6 +138,17 @@ pub struct MailSettings {
     /// Every stream by name; without configured ones, `transactional` and
     /// `marketing` writing to the outbox.
     pub streams: BTreeMap<String, StreamSettings>,
+}
+
+/// Rates (per message sent) that warn about or pause a stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardSettings {
+    pub complaint_warn_rate: f64,
+    pub complaint_pause_rate: f64,
+    pub bounce_warn_rate: f64,
+    pub bounce_pause_rate: f64,
+    /// A window with fewer messages than this is not judged.
+    pub min_sends: u32,
 }
 
 /// The internet-facing side: where unsubscribe links point.
