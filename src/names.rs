@@ -45,7 +45,7 @@ impl EventSource {
 pub const RESERVED_PREFIXES: [&str; 4] = ["email.", "delivery.", "endpoint.", "herald."];
 
 /// Every type Herald records in the log itself.
-pub const HERALD_EVENT_TYPES: [&str; 11] = [
+pub const HERALD_EVENT_TYPES: [&str; 18] = [
     "email.queued",
     "email.sent",
     "email.deferred",
@@ -53,15 +53,24 @@ pub const HERALD_EVENT_TYPES: [&str; 11] = [
     "email.bounced",
     "email.suppressed",
     "email.unsubscribed",
+    "email.delivered",
+    "email.opened",
+    "email.clicked",
+    "email.complained",
     "delivery.failing",
     "delivery.exhausted",
     "delivery.recovered",
     "endpoint.disabled",
+    "stream.warning",
+    "stream.paused",
+    "stream.resumed",
 ];
 
 /// Whether `name` falls under one of Herald's own prefixes.
 pub fn is_reserved_type(name: &str) -> bool {
-    RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+    // `stream.` is not a prefix of Herald's alone (a video product's
+    // `stream.started`): only the names Herald records are taken.
+    RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) || is_herald_event_type(name)
 }
 
 /// Whether Herald itself records events of this type.

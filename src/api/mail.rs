@@ -440,7 +440,7 @@ pub async fn delete_suppression(
             // A fresh start on the global list: earlier soft bounces no
             // longer count. They are the mailbox's, not a tenant's to reset.
             if removed && owner.is_none() {
-                txn.set_soft_bounces(&addr, 0)?;
+                txn.put_soft_bounce_days(&addr, &Default::default())?;
             }
             Ok(removed)
         })

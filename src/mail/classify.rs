@@ -98,6 +98,21 @@ pub fn classify(code: u16, text: &str) -> Verdict {
     }
 }
 
+/// The relay's own id for an accepted message, as its 250 reply names it
+/// (`250 Ok 0100018c…` from SES, `250 Ok: queued as CZpq…` from SendGrid):
+/// the reply's last word, if it looks like an id. ESP feedback that echoes
+/// none of our headers still names this id.
+pub fn queued_as(text: &str) -> Option<String> {
+    let last = text.split_whitespace().last()?;
+    let id = last.trim_matches(|c| matches!(c, '<' | '>' | '[' | ']' | '(' | ')' | ',' | ';'));
+    let plausible = (8..=200).contains(&id.len())
+        && id.bytes().any(|b| b.is_ascii_digit())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'=' | b'+' | b'/'));
+    plausible.then(|| id.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +173,19 @@ mod tests {
         assert!(enhanced_code("5.1 x").is_none());
         assert!(enhanced_code("3.1.1 x").is_none());
         assert!(enhanced_code("5.1.1.1 x").is_none());
+    }
+
+    #[test]
+    fn the_relays_id_is_taken_from_its_accepting_reply() {
+        assert_eq!(
+            queued_as("Ok 0100018c7ab8d2c4-6f1c-4b8e-9d7a-000000").as_deref(),
+            Some("0100018c7ab8d2c4-6f1c-4b8e-9d7a-000000")
+        );
+        assert_eq!(
+            queued_as("2.0.0 Ok: queued as <CZpqWwTDS7eL_l2obQ-9qw>").as_deref(),
+            Some("CZpqWwTDS7eL_l2obQ-9qw")
+        );
+        assert_eq!(queued_as("2.0.0 Great success"), None);
+        assert_eq!(queued_as(""), None);
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver, Sender, TryRecvError, TrySendError};
 
+use super::classify::queued_as;
 use super::compose::{Composer, DkimCache};
 use super::ledger::{self, format_email_id};
 use super::policy::{AttemptReport, MailRetry};
@@ -268,17 +269,21 @@ impl MailWorker {
         };
         let started = Instant::now();
         let at_ms = clock::now_ms();
+        let mut relayed = false;
         let reply = match composer.build(id, &record) {
             Ok(mut message) => match composer.sign(&mut message, &record, &mut self.dkim) {
                 Ok(()) => {
                     let bytes = message.formatted();
                     match self.destinations.get_mut(stream) {
-                        Some(destination) => destination.send(
+                        Some(destination) => {
+                            relayed = matches!(destination, Destination::Smtp(_));
+                            destination.send(
                             &self.runtime,
-                            &format_email_id(id),
-                            message.envelope(),
-                            &bytes,
-                        ),
+                                &format_email_id(id),
+                                message.envelope(),
+                                &bytes,
+                            )
+                        }
                         None => Reply {
                             code: 0,
                             text: format!("stream `{stream}` has no destination"),
@@ -302,14 +307,20 @@ impl MailWorker {
         let report = AttemptReport {
             at_ms,
             code: reply.code,
-            text: reply.text,
             about_recipient: reply.about_recipient,
             latency_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
             random_unit: crate::ids::random_unit(),
+            provider_id: if relayed && (200..300).contains(&reply.code) {
+                queued_as(&reply.text)
+            } else {
+                None
+            },
+            text: reply.text,
         };
         let retry = context.retry.clone();
+        let guard = context.settings.guard;
         Attempted::Submitted(Box::new(move |txn| {
-            ledger::record_attempt(txn, id, report, &retry)
+            ledger::record_attempt(txn, id, report, &retry, &guard)
         }))
     }
 }

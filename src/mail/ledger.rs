@@ -6,12 +6,16 @@
 use serde_json::json;
 
 use super::classify::enhanced_code;
-use super::policy::{self, AttemptReport, Event, MailRetry};
+use super::guard;
+use super::policy::{self, AttemptReport, Event, MailRetry, SoftBounceChange};
 use super::request::EmailRequest;
+use super::settings::GuardSettings;
+use super::soft_bounces::{self, day_of};
 use crate::clock;
 use crate::events::system_event;
 use crate::ids;
 use crate::store::mail::ALL_STREAMS;
+use crate::store::streams::SendOutcome;
 use crate::store::records::{
     EmailRecord, EmailStatus, MailAttemptRecord, SuppressionReason, SuppressionRecord,
 };
@@ -183,25 +187,46 @@ pub fn suppress(
     email_id: Option<u64>,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    suppress_with_detail(
+        txn,
+        scope,
+        address,
+        stream,
+        (reason, String::new()),
+        email_id,
+        now_ms,
+    )
+}
+
+/// As `suppress`, keeping where the reason came from (an ESP's own words).
+pub fn suppress_with_detail(
+    txn: &mut WriteTxn<'_>,
+    scope: SuppressionScope<'_>,
+    address: &str,
+    stream: &str,
+    (reason, detail): (SuppressionReason, String),
+    email_id: Option<u64>,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
     if let Some(existing) = txn.stored_suppression(scope.list, address, stream)? {
         if existing.reason == reason {
             return Ok(false);
         }
     }
+    let mut data = json!({"address": address, "stream": stream_label(stream),
+                          "reason": reason.as_str(), "tenant": scope.list,
+                          "message_id": email_id.map(format_email_id)});
+    if !detail.is_empty() {
+        data["detail"] = detail.clone().into();
+    }
     let record = SuppressionRecord {
         reason,
         created_at_ms: now_ms,
         email_id,
+        detail,
     };
     txn.put_suppression(scope.list, address, stream, &record)?;
-    append(
-        txn,
-        "email.suppressed",
-        scope.event_tenant,
-        json!({"address": address, "stream": stream_label(stream), "reason": reason.as_str(),
-               "tenant": scope.list, "message_id": email_id.map(format_email_id)}),
-        now_ms,
-    )?;
+    append(txn, "email.suppressed", scope.event_tenant, data, now_ms)?;
     Ok(true)
 }
 
@@ -242,6 +267,7 @@ pub fn record_attempt(
     id: u64,
     report: AttemptReport,
     retry: &MailRetry,
+    guard: &GuardSettings,
 ) -> Result<(), StoreError> {
     let Some(mut record) = txn.email(id)? else {
         return Ok(());
@@ -252,12 +278,19 @@ pub fn record_attempt(
     }
     let now_ms = clock::now_ms();
     let to = record.to.clone();
-    let soft_bounces = txn.soft_bounces(&to)?;
+    let today = day_of(now_ms);
+    let bounce_days = txn.soft_bounce_days(&to)?;
+    let with_this = soft_bounces::with_bounce(
+        &bounce_days,
+        today,
+        today,
+        retry.soft_bounce_window_days,
+    );
     let decision = policy::decide(
         policy::Message {
             created_at_ms: record.created_at_ms,
             attempts_before: record.attempts.len() as u32,
-            soft_bounces,
+            soft_bounce_days_with_this: with_this.days.len() as u32,
         },
         &report,
         retry,
@@ -280,13 +313,37 @@ pub fn record_attempt(
     }
     // The final reply is kept whatever it was; a deferral keeps the last one.
     record.smtp_response = Some(format!("{} {}", report.code, text));
-    if decision.soft_bounces != soft_bounces {
-        txn.set_soft_bounces(&to, decision.soft_bounces)?;
+    match decision.soft_bounce {
+        SoftBounceChange::Unchanged => {}
+        SoftBounceChange::Add => txn.put_soft_bounce_days(&to, &with_this)?,
+        SoftBounceChange::Reset if !bounce_days.days.is_empty() => {
+            txn.put_soft_bounce_days(&to, &Default::default())?
+        }
+        SoftBounceChange::Reset => {}
+    }
+    match decision.event {
+        Event::Sent => {
+            if let Some(provider_id) = &report.provider_id {
+                txn.put_provider_message_id(provider_id, id)?;
+            }
+            guard::count(txn, &record.stream, Some(id), SendOutcome::Sent, guard, now_ms)?;
+        }
+        Event::Bounced => {
+            guard::count(
+                txn,
+                &record.stream,
+                Some(id),
+                SendOutcome::HardBounce,
+                guard,
+                now_ms,
+            )?;
+        }
+        Event::Deferred | Event::Failed(_) => {}
     }
     let enhanced = enhanced_code(&text).map(|c| c.to_string());
     let mut data = json!({"message_id": format_email_id(id), "stream": record.stream, "to": to,
                           "code": report.code, "enhanced": enhanced, "response": text,
-                          "attempt": record.attempts.len()});
+                          "attempt": record.attempts.len(), "source": "smtp"});
     let event_type = match decision.event {
         Event::Sent => "email.sent",
         Event::Bounced => "email.bounced",

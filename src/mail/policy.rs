@@ -17,8 +17,10 @@ pub struct MailRetry {
     pub steps: u32,
     /// A message still failing this long after it was queued fails.
     pub give_up_after: Duration,
-    /// Temporary failures in a row that suppress the address.
+    /// Days with a soft bounce, within the window, that suppress the address.
     pub soft_bounce_limit: u32,
+    /// The window soft-bounce days count in, in whole days.
+    pub soft_bounce_window_days: i64,
 }
 
 impl MailRetry {
@@ -28,6 +30,7 @@ impl MailRetry {
             steps: settings.retry_schedule.len() as u32,
             give_up_after: settings.give_up_after,
             soft_bounce_limit: settings.soft_bounce_limit,
+            soft_bounce_window_days: super::soft_bounces::window_days(settings.soft_bounce_window),
         }
     }
 
@@ -58,6 +61,9 @@ pub struct AttemptReport {
     pub latency_ms: u32,
     /// In [0, 1): picks the jitter, so decisions are reproducible.
     pub random_unit: f64,
+    /// The relay's own id for the message, from an accepting reply of a
+    /// real relay (not the outbox).
+    pub provider_id: Option<String>,
 }
 
 /// The event a decision records, beyond the fields every `email.*` event
@@ -72,13 +78,22 @@ pub enum Event {
     Failed(&'static str),
 }
 
+/// What an attempt does to the recipient's soft-bounce days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftBounceChange {
+    Unchanged,
+    /// A soft bounce today.
+    Add,
+    /// Delivered: the days are forgotten.
+    Reset,
+}
+
 /// What to do after the attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub status: EmailStatus,
     pub next_attempt_ms: Option<i64>,
-    /// The recipient's soft-bounce count from now on.
-    pub soft_bounces: u32,
+    pub soft_bounce: SoftBounceChange,
     /// Suppress the address on every stream for this reason.
     pub suppress: Option<SuppressionReason>,
     /// A sender-side refusal an operator should look at.
@@ -92,8 +107,9 @@ pub struct Message {
     pub created_at_ms: i64,
     /// Attempts made before this one.
     pub attempts_before: u32,
-    /// The recipient's soft bounces before this attempt.
-    pub soft_bounces: u32,
+    /// The distinct days within the window the recipient would have soft-
+    /// bounced on, should this attempt soft-bounce too.
+    pub soft_bounce_days_with_this: u32,
 }
 
 /// Decides what follows `report` for `message`, at `now_ms`.
@@ -107,25 +123,27 @@ pub fn decide(
     let ended = |status, event| Decision {
         status,
         next_attempt_ms: None,
-        soft_bounces: message.soft_bounces,
+        soft_bounce: SoftBounceChange::Unchanged,
         suppress: None,
         flagged: false,
         event,
     };
     match verdict {
         Verdict::Accepted => Decision {
-            soft_bounces: 0,
+            soft_bounce: SoftBounceChange::Reset,
             ..ended(EmailStatus::Sent, Event::Sent)
         },
         Verdict::SoftBounce | Verdict::Unreachable => {
-            let soft_bounces = if verdict == Verdict::SoftBounce {
-                message.soft_bounces.saturating_add(1)
+            let soft_bounce = if verdict == Verdict::SoftBounce {
+                SoftBounceChange::Add
             } else {
-                message.soft_bounces
+                SoftBounceChange::Unchanged
             };
-            if verdict == Verdict::SoftBounce && soft_bounces >= retry.soft_bounce_limit {
+            if verdict == Verdict::SoftBounce
+                && message.soft_bounce_days_with_this >= retry.soft_bounce_limit
+            {
                 return Decision {
-                    soft_bounces,
+                    soft_bounce,
                     suppress: Some(SuppressionReason::SoftBounceLimit),
                     ..ended(EmailStatus::Failed, Event::Failed("soft_bounce_limit"))
                 };
@@ -140,11 +158,11 @@ pub fn decide(
             match next {
                 Some(next) => Decision {
                     next_attempt_ms: Some(next),
-                    soft_bounces,
+                    soft_bounce,
                     ..ended(EmailStatus::Deferred, Event::Deferred)
                 },
                 None => Decision {
-                    soft_bounces,
+                    soft_bounce,
                     ..ended(EmailStatus::Failed, Event::Failed("expired"))
                 },
             }
@@ -176,7 +194,8 @@ mod tests {
             ),
             steps: 2,
             give_up_after: Duration::from_secs(3600),
-            soft_bounce_limit: 5,
+            soft_bounce_limit: 3,
+            soft_bounce_window_days: 7,
         }
     }
 
@@ -188,14 +207,15 @@ mod tests {
             about_recipient,
             latency_ms: 1,
             random_unit: 0.5,
+            provider_id: None,
         }
     }
 
-    fn message(attempts_before: u32, soft_bounces: u32) -> Message {
+    fn message(attempts_before: u32, soft_bounce_days_with_this: u32) -> Message {
         Message {
             created_at_ms: NOW - 10 * MIN,
             attempts_before,
-            soft_bounces,
+            soft_bounce_days_with_this,
         }
     }
 
@@ -214,7 +234,7 @@ mod tests {
         reply: AttemptReport,
         status: EmailStatus,
         next: Option<i64>,
-        soft_bounces: u32,
+        soft_bounce: SoftBounceChange,
         suppress: Option<SuppressionReason>,
         flagged: bool,
         event: Event,
@@ -223,38 +243,39 @@ mod tests {
     #[test]
     fn replies_decide_the_message_and_the_address() {
         use EmailStatus::*;
+        use SoftBounceChange::{Add, Reset, Unchanged};
         use SuppressionReason::*;
         let case =
-            |name, message, reply, status, next, soft_bounces, suppress, flagged, event| Case {
+            |name, message, reply, status, next, soft_bounce, suppress, flagged, event| Case {
                 name,
                 message,
                 reply,
                 status,
                 next,
-                soft_bounces,
+                soft_bounce,
                 suppress,
                 flagged,
                 event,
             };
         let cases = [
             case(
-                "accepted resets the count",
+                "accepted resets the days",
                 message(0, 3),
                 report(250, "2.0.0 ok", true),
                 Sent,
                 None,
-                0,
+                Reset,
                 None,
                 false,
                 Event::Sent,
             ),
             case(
                 "a 4xx defers and counts",
-                message(0, 0),
+                message(0, 1),
                 report(450, "4.2.0 later", true),
                 Deferred,
                 Some(NOW + MIN),
-                1,
+                Add,
                 None,
                 false,
                 Event::Deferred,
@@ -265,29 +286,29 @@ mod tests {
                 report(451, "4.3.0 later", true),
                 Deferred,
                 Some(NOW + 5 * MIN),
-                2,
+                Add,
                 None,
                 false,
                 Event::Deferred,
             ),
             case(
                 "no answer defers without counting",
-                message(0, 2),
+                message(0, 3),
                 report(0, "connection refused", false),
                 Deferred,
                 Some(NOW + MIN),
-                2,
+                Unchanged,
                 None,
                 false,
                 Event::Deferred,
             ),
             case(
-                "the limit of soft bounces suppresses",
-                message(4, 4),
+                "a third day of soft bounces suppresses",
+                message(4, 3),
                 report(450, "4.2.0 later", true),
                 Failed,
                 None,
-                5,
+                Add,
                 Some(SoftBounceLimit),
                 false,
                 Event::Failed("soft_bounce_limit"),
@@ -298,7 +319,7 @@ mod tests {
                 report(550, "5.1.1 no such user", true),
                 Bounced,
                 None,
-                0,
+                Unchanged,
                 Some(HardBounce),
                 false,
                 Event::Bounced,
@@ -309,7 +330,7 @@ mod tests {
                 report(550, "5.7.1 denied", true),
                 Failed,
                 None,
-                0,
+                Unchanged,
                 None,
                 true,
                 Event::Failed("sender_refused"),
@@ -320,7 +341,7 @@ mod tests {
                 report(550, "mailbox unavailable", true),
                 Failed,
                 None,
-                0,
+                Unchanged,
                 None,
                 false,
                 Event::Failed("rejected"),
@@ -331,7 +352,7 @@ mod tests {
                 report(421, "4.3.2 shutting down", false),
                 Deferred,
                 Some(NOW + MIN),
-                0,
+                Unchanged,
                 None,
                 false,
                 Event::Deferred,
@@ -341,7 +362,7 @@ mod tests {
             let d = decide(c.message, &c.reply, &retry(), NOW);
             assert_eq!(d.status, c.status, "{}", c.name);
             assert_eq!(d.next_attempt_ms, c.next, "{}", c.name);
-            assert_eq!(d.soft_bounces, c.soft_bounces, "{}", c.name);
+            assert_eq!(d.soft_bounce, c.soft_bounce, "{}", c.name);
             assert_eq!(d.suppress, c.suppress, "{}", c.name);
             assert_eq!(d.flagged, c.flagged, "{}", c.name);
             assert_eq!(d.event, c.event, "{}", c.name);
@@ -353,7 +374,7 @@ mod tests {
         let old = Message {
             created_at_ms: NOW - 59 * MIN,
             attempts_before: 6,
-            soft_bounces: 0,
+            soft_bounce_days_with_this: 1,
         };
         let d = decide(old, &report(0, "timeout", false), &retry(), NOW);
         assert_eq!(d.status, EmailStatus::Failed);

@@ -318,6 +318,7 @@ mod tests {
             reason: SuppressionReason::HardBounce,
             created_at_ms: 1_700_000_000_000,
             email_id: Some(7),
+            detail: String::new(),
         }
     }
 
@@ -327,6 +328,7 @@ mod tests {
                                     0300000101fdc8d0ca9f17030000fbc2010b342e322e30206c617465720c01fdc0a4cc9f17030000\
                                     0000";
     const SUPPRESSION_V1_GOLDEN: &str = "0100fd00d0ca9f170300000107";
+    const SUPPRESSION_V2_GOLDEN: &str = "";
 
     const EMAIL_V2_GOLDEN: &str = "020d7472616e73616374696f6e616c010461636d651841636d65203c6e6f2d7265706c794061636d\
                                     652e636f6d3e0f626f62406578616d706c652e636f6d000248690568656c6c6f010c3c703e68656c\
@@ -349,7 +351,17 @@ mod tests {
             decode::<EmailRecord>(&unhex(EMAIL_V2_GOLDEN)).unwrap(),
             sample_email_v2()
         );
-        assert_eq!(hex(&encode(&sample_suppression())), SUPPRESSION_V1_GOLDEN);
+        let esp = SuppressionRecord {
+            reason: SuppressionReason::EspSuppressed,
+            detail: "sendgrid: Bounced Address".into(),
+            ..sample_suppression()
+        };
+        assert_eq!(hex(&encode(&esp)), SUPPRESSION_V2_GOLDEN);
+        assert_eq!(
+            decode::<SuppressionRecord>(&unhex(SUPPRESSION_V2_GOLDEN)).unwrap(),
+            esp
+        );
+        // Entries from before details were kept read with none.
         assert_eq!(
             decode::<SuppressionRecord>(&unhex(SUPPRESSION_V1_GOLDEN)).unwrap(),
             sample_suppression()

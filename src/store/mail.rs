@@ -6,10 +6,13 @@ use redb::ReadableTable;
 
 use super::codec::{decode, encode};
 use super::due::{stream_key, Queue};
-use super::records::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
+use super::records::{
+    EmailRecord, EmailStatus, SoftBounceRecord, SuppressionReason, SuppressionRecord,
+};
 use super::tables::{
     EMAILS, EMAILS_BY_STATUS, EMAILS_BY_STREAM_STATUS, EMAILS_BY_TENANT, EMAILS_BY_TENANT_TO,
-    EMAILS_BY_TO, EMAIL_KEYS, SOFT_BOUNCES, SUPPRESSIONS, TENANT_SUPPRESSIONS,
+    EMAILS_BY_TO, EMAIL_KEYS, PROVIDER_MESSAGE_IDS, SOFT_BOUNCE_DAYS, SUPPRESSIONS,
+    TENANT_SUPPRESSIONS,
 };
 use super::{ReadTxn, StoreError, WriteTxn, EXAMINE_BUDGET};
 
@@ -225,20 +228,41 @@ impl WriteTxn<'_> {
         Ok(removed)
     }
 
-    pub(crate) fn soft_bounces(&self, address: &str) -> Result<u32, StoreError> {
-        let table = self.txn.open_table(SOFT_BOUNCES)?;
-        let found = table.get(address)?;
-        Ok(found.map_or(0, |v| v.value()))
+    pub(crate) fn soft_bounce_days(&self, address: &str) -> Result<SoftBounceRecord, StoreError> {
+        let found = super::get_record(&self.txn.open_table(SOFT_BOUNCE_DAYS)?, address)?;
+        Ok(found.unwrap_or_default())
     }
 
-    pub(crate) fn set_soft_bounces(&mut self, address: &str, count: u32) -> Result<(), StoreError> {
-        let mut table = self.txn.open_table(SOFT_BOUNCES)?;
-        if count == 0 {
+    pub(crate) fn put_soft_bounce_days(
+        &mut self,
+        address: &str,
+        record: &SoftBounceRecord,
+    ) -> Result<(), StoreError> {
+        let mut table = self.txn.open_table(SOFT_BOUNCE_DAYS)?;
+        if record.days.is_empty() {
             table.remove(address)?;
         } else {
-            table.insert(address, count)?;
+            table.insert(address, encode(record).as_slice())?;
         }
         Ok(())
+    }
+
+    /// Remembers that the relay knows message `id` as `provider_id`.
+    pub(crate) fn put_provider_message_id(
+        &mut self,
+        provider_id: &str,
+        id: u64,
+    ) -> Result<(), StoreError> {
+        self.txn
+            .open_table(PROVIDER_MESSAGE_IDS)?
+            .insert(provider_id, id)?;
+        Ok(())
+    }
+
+    pub(crate) fn email_by_provider_id(&self, provider_id: &str) -> Result<Option<u64>, StoreError> {
+        let table = self.txn.open_table(PROVIDER_MESSAGE_IDS)?;
+        let found = table.get(provider_id)?;
+        Ok(found.map(|v| v.value()))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod attempt_tally;
 pub mod backup;
 pub mod codec;
 pub mod due;
+pub mod feedback;
 pub mod endpoint_deliveries;
 #[cfg(test)]
 mod fault;
@@ -17,6 +18,7 @@ pub(crate) mod recent_keys;
 pub(crate) mod recent_tracked;
 pub mod records;
 pub mod retention;
+pub mod streams;
 mod schema;
 pub mod tables;
 pub mod tracking;

@@ -226,6 +226,27 @@ impl Record for DeliveryRecord {
 pub(super) mod v1 {
     use serde::{Deserialize, Serialize};
 
+    use super::SuppressionReason;
+
+    /// A suppression entry before details were kept.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SuppressionRecord {
+        pub reason: SuppressionReason,
+        pub created_at_ms: i64,
+        pub email_id: Option<u64>,
+    }
+
+    impl From<SuppressionRecord> for super::SuppressionRecord {
+        fn from(old: SuppressionRecord) -> Self {
+            super::SuppressionRecord {
+                reason: old.reason,
+                created_at_ms: old.created_at_ms,
+                email_id: old.email_id,
+                detail: String::new(),
+            }
+        }
+    }
+
     use super::{DeliveryStatus, EmailStatus, EventSource, MailAttemptRecord};
 
     /// An event before sources were recorded.
@@ -565,15 +586,19 @@ pub enum SuppressionReason {
     SoftBounceLimit,
     /// Added through the API without a reason.
     Manual,
+    /// An ESP reported the address on its own suppression list; the
+    /// entry's `detail` keeps the ESP's reason.
+    EspSuppressed,
 }
 
 impl SuppressionReason {
-    pub const ALL: [SuppressionReason; 5] = [
+    pub const ALL: [SuppressionReason; 6] = [
         SuppressionReason::HardBounce,
         SuppressionReason::Complaint,
         SuppressionReason::Unsubscribe,
         SuppressionReason::SoftBounceLimit,
         SuppressionReason::Manual,
+        SuppressionReason::EspSuppressed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -583,6 +608,7 @@ impl SuppressionReason {
             SuppressionReason::Unsubscribe => "unsubscribe",
             SuppressionReason::SoftBounceLimit => "soft_bounce_limit",
             SuppressionReason::Manual => "manual",
+            SuppressionReason::EspSuppressed => "esp_suppressed",
         }
     }
 
@@ -600,10 +626,94 @@ pub struct SuppressionRecord {
     pub created_at_ms: i64,
     /// The message whose outcome caused it, when one did.
     pub email_id: Option<u64>,
+    /// Where it came from beyond the reason: the ESP and its own words
+    /// (`sendgrid: Bounced Address`). Empty for entries Herald decided.
+    pub detail: String,
 }
 
 impl Record for SuppressionRecord {
     const NAME: &'static str = "suppression";
+    /// 2: an entry keeps a detail (an ESP's own reason).
+    const VERSION: u8 = 2;
+
+    fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => Ok(decode_body::<v1::SuppressionRecord>(Self::NAME, body)?.into()),
+            _ => Err(CodecError::UnknownVersion {
+                record: Self::NAME,
+                version,
+            }),
+        }
+    }
+}
+
+/// One ESP feedback event as received. Its id (`fb_…`) is the table key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackRecord {
+    /// `ses`, `sendgrid`, `postmark`, `mailgun` or `resend`.
+    pub provider: String,
+    /// The provider's id of the event: replays are recognised by it.
+    pub event_id: String,
+    /// The normalised kind (`hard_bounce`, `complaint`…).
+    pub kind: String,
+    /// The recipient it is about, normalised when it parses as an address.
+    pub address: String,
+    /// Our message it matched; `None`: unmatched, applied to the address only.
+    pub email_id: Option<u64>,
+    /// The matched message's stream and tenant.
+    pub stream: Option<String>,
+    pub tenant: Option<String>,
+    /// When the provider says it happened (Unix ms).
+    pub occurred_at_ms: Option<i64>,
+    pub received_at_ms: i64,
+    /// The provider's own words: bounce type, diagnostic, reason.
+    pub detail: String,
+    /// The provider's JSON for this event, for the message's timeline.
+    pub raw: String,
+}
+
+impl Record for FeedbackRecord {
+    const NAME: &'static str = "feedback";
+    const VERSION: u8 = 1;
+}
+
+/// An address's recent soft bounces, as the UTC days they happened on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftBounceRecord {
+    /// Days since the Unix epoch, ascending, each once; only those inside
+    /// `mail.soft_bounce_window` are kept.
+    pub days: Vec<i64>,
+}
+
+impl Record for SoftBounceRecord {
+    const NAME: &'static str = "soft bounces";
+    const VERSION: u8 = 1;
+}
+
+/// What Herald keeps about a mail stream between messages: whether it is
+/// paused, its warning, and its warm-up progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStateRecord {
+    /// Held: its mail waits in the queue until the stream is resumed.
+    pub paused: bool,
+    /// Why it was paused (a rate over its limit, or an operator).
+    pub pause_reason: Option<String>,
+    pub paused_at_ms: Option<i64>,
+    /// A rate over its warning level, as last judged.
+    pub warning: Option<String>,
+    /// Rows the stream has in `stream_sends` (its last sends, at most 1,000).
+    pub recent_sends: u32,
+    /// Warm-up: the index into the ramp of caps for `day`.
+    pub warmup_step: u32,
+    /// The UTC day (since the epoch) `sent_on_day` and
+    /// `complaints_on_day` count; 0 before the first send.
+    pub day: i64,
+    pub sent_on_day: u32,
+    pub complaints_on_day: u32,
+}
+
+impl Record for StreamStateRecord {
+    const NAME: &'static str = "stream state";
     const VERSION: u8 = 1;
 }
 

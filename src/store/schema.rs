@@ -21,8 +21,10 @@ use super::StoreError;
 /// 1: the first layout. 2: one `due` table keyed by (queue, key, due, id)
 /// replaces `deliveries_due` and `emails_due`. 3: tracked calls in `events`
 /// say that they are tracked (`source`); deliveries and messages indexed by
-/// status, and each endpoint's delivery counts and attempt tallies.
-pub const SCHEMA_VERSION: u32 = 3;
+/// status, and each endpoint's delivery counts and attempt tallies. 4:
+/// soft bounces kept as the days they happened on (`soft_bounce_days`)
+/// instead of a count in a row (`soft_bounces`).
+pub const SCHEMA_VERSION: u32 = 4;
 
 const SCHEMA_KEY: &str = "schema_version";
 
@@ -63,8 +65,13 @@ pub(super) fn prepare(db: &Database) -> Result<(), PrepareError> {
         Some(1) => {
             migrate_v1(&txn)?;
             migrate_v2(&txn)?;
+            migrate_v3(&txn)?;
         }
-        Some(2) => migrate_v2(&txn)?,
+        Some(2) => {
+            migrate_v2(&txn)?;
+            migrate_v3(&txn)?;
+        }
+        Some(3) => migrate_v3(&txn)?,
         _ => {}
     }
     if found != Some(SCHEMA_VERSION) {
@@ -123,6 +130,18 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 fn migrate_v2(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     mark_tracked_events(txn)?;
     index_deliveries_and_emails(txn)
+}
+
+/// Version 3's soft-bounce counts: address → failures in a row.
+const SOFT_BOUNCES_V3: TableDefinition<&str, u32> = TableDefinition::new("soft_bounces");
+
+/// Every step from version 3 to version 4: the counts in a row cannot say
+/// on which days the failures were, so they are dropped. An address then
+/// needs its full number of bad days again before it is suppressed: the
+/// mistake this can make is sending once more, never losing an address.
+fn migrate_v3(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.delete_table(SOFT_BOUNCES_V3)?;
+    Ok(())
 }
 
 /// Rewrites every tracked call in the log with source `tracking`. Version 1
@@ -462,6 +481,24 @@ mod tests {
         assert_eq!(emails(marketing_sent), vec![2]);
         drop((read, store));
         assert!(Store::open(&path).is_ok());
+    }
+
+    /// A version 3 file's soft-bounce counts go: they cannot say which days
+    /// the failures were on.
+    #[test]
+    fn a_version_3_file_drops_its_soft_bounce_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.redb");
+        file_at_version(&path, 3, |txn| {
+            txn.open_table(SOFT_BOUNCES_V3)
+                .unwrap()
+                .insert("bob@example.com", 4u32)
+                .unwrap();
+        });
+        let store = Store::open(&path).unwrap();
+        let names = store.read().unwrap().table_names().unwrap();
+        assert!(!names.iter().any(|n| n == "soft_bounces"), "{names:?}");
+        assert!(names.iter().any(|n| n == "soft_bounce_days"));
     }
 
     #[test]

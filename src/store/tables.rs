@@ -126,8 +126,48 @@ pub const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::
 pub const TENANT_SUPPRESSIONS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("tenant_suppressions");
 
-/// address → temporary failures since its last accepted message.
-pub const SOFT_BOUNCES: TableDefinition<&str, u32> = TableDefinition::new("soft_bounces");
+/// address → encoded `SoftBounceRecord`: the days it soft-bounced on,
+/// within `mail.soft_bounce_window`, since its last delivery.
+pub const SOFT_BOUNCE_DAYS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("soft_bounce_days");
+
+/// The provider's message id from an accepting 250 reply → message id: how
+/// feedback that echoes no header of ours finds its message.
+pub const PROVIDER_MESSAGE_IDS: TableDefinition<&str, u64> =
+    TableDefinition::new("provider_message_ids");
+
+// ESP feedback and the streams' reputation.
+
+/// feedback id → encoded `FeedbackRecord`. Ids are dense and start at 1.
+pub const FEEDBACK: TableDefinition<u64, &[u8]> = TableDefinition::new("feedback");
+
+/// (provider, provider's event id) → feedback id: an event is applied once.
+pub const FEEDBACK_SEEN: TableDefinition<(&str, &str), u64> = TableDefinition::new("feedback_seen");
+
+/// feedback id → (): events no message of ours matched.
+pub const FEEDBACK_UNMATCHED: TableDefinition<u64, ()> = TableDefinition::new("feedback_unmatched");
+
+/// (message id, feedback id) → (): a message's feedback, for its timeline.
+pub const FEEDBACK_BY_EMAIL: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("feedback_by_email");
+
+/// (provider, signed timestamp in seconds, token) → (): single-use values
+/// a provider's signature covers (Mailgun's token). Rows older than the
+/// timestamp tolerance are pruned: a request that old is refused anyway.
+pub const REPLAY_TOKENS: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("replay_tokens");
+
+/// stream → encoded `StreamStateRecord`.
+pub const STREAM_STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_states");
+
+/// (stream, start of a 5-minute bucket in Unix ms) → (messages sent, hard
+/// bounces, complaints) in it: the 24-hour window. Pruned after a day.
+pub const STREAM_TALLY: TableDefinition<(&str, i64), (u32, u32, u32)> =
+    TableDefinition::new("stream_tally");
+
+/// (stream, message id) → what became of it (0 sent, 1 hard bounce, 2
+/// complaint): the stream's last 1,000 sends.
+pub const STREAM_SENDS: TableDefinition<(&str, u64), u8> = TableDefinition::new("stream_sends");
 
 // Tracking.
 
@@ -217,7 +257,16 @@ pub(crate) fn for_each_table(visitor: &mut impl TableVisitor) -> Result<(), Stor
     visitor.visit(EMAIL_KEYS)?;
     visitor.visit(SUPPRESSIONS)?;
     visitor.visit(TENANT_SUPPRESSIONS)?;
-    visitor.visit(SOFT_BOUNCES)?;
+    visitor.visit(SOFT_BOUNCE_DAYS)?;
+    visitor.visit(PROVIDER_MESSAGE_IDS)?;
+    visitor.visit(FEEDBACK)?;
+    visitor.visit(FEEDBACK_SEEN)?;
+    visitor.visit(FEEDBACK_UNMATCHED)?;
+    visitor.visit(FEEDBACK_BY_EMAIL)?;
+    visitor.visit(REPLAY_TOKENS)?;
+    visitor.visit(STREAM_STATES)?;
+    visitor.visit(STREAM_TALLY)?;
+    visitor.visit(STREAM_SENDS)?;
     visitor.visit(TRACK_KEYS)?;
     visitor.visit(RECENT_TRACKED)?;
     visitor.visit(TRACKED)?;

@@ -1,0 +1,164 @@
+//! Feedback tables: each ESP event once (by the provider's id), the
+//! unmatched ones and each message's, and the single-use tokens a
+//! provider's signature covers.
+
+use redb::ReadableTable;
+
+use super::codec::encode;
+use super::records::FeedbackRecord;
+use super::tables::{FEEDBACK, FEEDBACK_BY_EMAIL, FEEDBACK_SEEN, FEEDBACK_UNMATCHED, REPLAY_TOKENS};
+use super::{ReadTxn, StoreError, WriteTxn};
+
+#[derive(Debug, Default, Clone)]
+pub struct FeedbackFilter {
+    /// `Some(false)`: only events no message matched, read through their index.
+    pub matched: Option<bool>,
+    pub provider: Option<String>,
+    pub kind: Option<String>,
+    pub address: Option<String>,
+    /// Only this tenant's (matched) events.
+    pub tenant: Option<String>,
+}
+
+impl FeedbackFilter {
+    fn wants(&self, record: &FeedbackRecord) -> bool {
+        self.matched.is_none_or(|m| m == record.email_id.is_some())
+            && self.provider.as_deref().is_none_or(|p| p == record.provider)
+            && self.kind.as_deref().is_none_or(|k| k == record.kind)
+            && self.address.as_deref().is_none_or(|a| a == record.address)
+            && (self.tenant.is_none() || self.tenant == record.tenant)
+    }
+}
+
+pub struct FeedbackPage {
+    pub feedback: Vec<(u64, FeedbackRecord)>,
+    /// Where the next page starts, when there may be one.
+    pub next_after: Option<u64>,
+}
+
+impl WriteTxn<'_> {
+    /// The feedback id an event of `provider` with `event_id` was stored
+    /// as, if it was.
+    pub(crate) fn feedback_seen(
+        &self,
+        provider: &str,
+        event_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let table = self.txn.open_table(FEEDBACK_SEEN)?;
+        let found = table.get((provider, event_id))?;
+        Ok(found.map(|v| v.value()))
+    }
+
+    /// Stores `record` with its dedupe row and indexes; returns its id.
+    pub(crate) fn add_feedback(&mut self, record: &FeedbackRecord) -> Result<u64, StoreError> {
+        let mut table = self.txn.open_table(FEEDBACK)?;
+        let id = super::last_u64_key(&table)?.map_or(1, |id| id + 1);
+        table.insert(id, encode(record).as_slice())?;
+        self.txn.open_table(FEEDBACK_SEEN)?.insert(
+            (record.provider.as_str(), record.event_id.as_str()),
+            id,
+        )?;
+        match record.email_id {
+            Some(email) => {
+                self.txn
+                    .open_table(FEEDBACK_BY_EMAIL)?
+                    .insert((email, id), ())?;
+            }
+            None => {
+                self.txn.open_table(FEEDBACK_UNMATCHED)?.insert(id, ())?;
+            }
+        }
+        Ok(id)
+    }
+
+    /// Spends a single-use token of `provider` signed with `timestamp_s`:
+    /// false when it was spent before.
+    pub(crate) fn spend_replay_token(
+        &mut self,
+        provider: &str,
+        timestamp_s: i64,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let mut table = self.txn.open_table(REPLAY_TOKENS)?;
+        let fresh = table.insert((provider, timestamp_s, token), ())?.is_none();
+        Ok(fresh)
+    }
+
+    /// Forgets tokens signed before `before_s`; at most `limit` of them.
+    /// Returns how many went.
+    pub(crate) fn prune_replay_tokens(
+        &mut self,
+        before_s: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut table = self.txn.open_table(REPLAY_TOKENS)?;
+        let mut stale = Vec::new();
+        for row in table.iter()? {
+            let (key, ()) = row.map(|(k, v)| (k, v.value()))?;
+            let (provider, timestamp_s, token) = key.value();
+            if timestamp_s < before_s {
+                stale.push((provider.to_owned(), timestamp_s, token.to_owned()));
+                if stale.len() == limit {
+                    break;
+                }
+            }
+        }
+        for (provider, timestamp_s, token) in &stale {
+            table.remove((provider.as_str(), *timestamp_s, token.as_str()))?;
+        }
+        Ok(stale.len())
+    }
+}
+
+impl ReadTxn {
+    /// Feedback after id `after` matching `filter`, oldest first.
+    pub fn scan_feedback(
+        &self,
+        filter: &FeedbackFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<FeedbackPage, StoreError> {
+        let records = self.txn.open_table(FEEDBACK)?;
+        let from = after.saturating_add(1);
+        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> = if filter.matched
+            == Some(false)
+        {
+            let index = self.txn.open_table(FEEDBACK_UNMATCHED)?;
+            Box::new(
+                index
+                    .range(from..)?
+                    .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
+            )
+        } else {
+            Box::new(
+                records
+                    .range(from..)?
+                    .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
+            )
+        };
+        let (feedback, next_after) =
+            super::page_by_ids(ids, &records, after, limit, |r| filter.wants(r))?;
+        Ok(FeedbackPage {
+            feedback,
+            next_after,
+        })
+    }
+
+    /// Message `email`'s feedback, oldest first (at most `limit`).
+    pub fn email_feedback(
+        &self,
+        email: u64,
+        limit: usize,
+    ) -> Result<Vec<FeedbackRecord>, StoreError> {
+        let index = self.txn.open_table(FEEDBACK_BY_EMAIL)?;
+        let records = self.txn.open_table(FEEDBACK)?;
+        let mut out = Vec::new();
+        for row in index.range((email, 0)..=(email, u64::MAX))?.take(limit) {
+            let id = row?.0.value().1;
+            if let Some(record) = super::get_record(&records, id)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+}
