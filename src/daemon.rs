@@ -105,6 +105,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         &config.mail,
         config.mail.workers,
         mail_inbox_tx.clone(),
+        store.clone(),
         writer.clone(),
     );
     let webhooks = Scheduler::for_queue(store.clone(), Queue::Webhooks, deliveries, webhook_inbox);

@@ -1,7 +1,8 @@
 //! The retention pass: deletes settled deliveries, log events and the
 //! bodies of settled mail once they are older than configured, in small
 //! writer operations so that requests keep flowing, and drops attempt
-//! tallies older than stats look back. Tracked calls have their own pass
+//! tallies and stream tallies older than anything reads, and spent replay
+//! tokens older than any request still accepted. Tracked calls have their own pass
 //! (`tracking::retention`).
 
 use std::time::{Duration, Instant};
@@ -19,6 +20,12 @@ const BUDGET: usize = 1_000;
 const BREATHER: Duration = Duration::from_millis(20);
 /// Stats look back one day; tallies a minute older than that are never read.
 const TALLY_HORIZON_MS: i64 = 24 * 3_600_000 + 60_000;
+/// A stream's health looks back one day, from the start of a bucket.
+const STREAM_TALLY_HORIZON_MS: i64 =
+    crate::store::streams::DAY_MS + crate::store::streams::TALLY_BUCKET_MS;
+/// A feedback request signed longer ago than the tolerance is refused, so
+/// its token need not be remembered; twice that leaves room for clock skew.
+const REPLAY_TOKEN_HORIZON_MS: i64 = 2 * crate::feedback::TIMESTAMP_TOLERANCE_MS;
 
 /// How long each kind of record is kept; `None` keeps it forever.
 #[derive(Debug, Clone, Default)]
@@ -40,14 +47,18 @@ pub struct RetentionSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Tallies,
+    StreamTallies,
+    ReplayTokens,
     Deliveries,
     DeadLetters,
     Events,
     MailBodies,
 }
 
-const PHASES: [Phase; 5] = [
+const PHASES: [Phase; 7] = [
     Phase::Tallies,
+    Phase::StreamTallies,
+    Phase::ReplayTokens,
     Phase::Deliveries,
     Phase::DeadLetters,
     Phase::Events,
@@ -105,6 +116,20 @@ impl Retention {
                 self.writer.write_blocking(move |txn| {
                     txn.sweep_attempt_tallies(before_minute, after, BUDGET)
                 })?
+            }
+            Phase::StreamTallies => {
+                let before = now - STREAM_TALLY_HORIZON_MS;
+                let removed = self
+                    .writer
+                    .write_blocking(move |txn| txn.prune_stream_tally(before, BUDGET))?;
+                (removed, (removed == BUDGET).then_some(0))
+            }
+            Phase::ReplayTokens => {
+                let before = now - REPLAY_TOKEN_HORIZON_MS;
+                let removed = self
+                    .writer
+                    .write_blocking(move |txn| txn.prune_replay_tokens(before, BUDGET))?;
+                (removed, (removed == BUDGET).then_some(0))
             }
             Phase::Deliveries | Phase::DeadLetters => {
                 let (status, keep) = if phase == Phase::Deliveries {

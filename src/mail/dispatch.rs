@@ -11,6 +11,7 @@ use crossbeam_channel::{select, Receiver, Sender, TryRecvError, TrySendError};
 
 use super::classify::queued_as;
 use super::compose::{Composer, DkimCache};
+use super::gates::{Passage, StreamGates};
 use super::ledger::{self, format_email_id};
 use super::policy::{AttemptReport, MailRetry};
 use super::relay::{Destination, RelayClient, RelayTlsConfig, Reply};
@@ -91,6 +92,8 @@ const HAND_OFF_PER_WORKER: usize = 32;
 /// hand-off to the workers that takes only what they can start at once.
 pub struct Releases {
     buckets: HashMap<u128, TokenBucket>,
+    /// Paused streams and warm-up caps.
+    gates: StreamGates,
     jobs: Sender<Job>,
     inbox: Sender<Inbox>,
     /// Whose health decides whether outcomes can be recorded.
@@ -103,6 +106,7 @@ impl Releases {
         settings: &MailSettings,
         workers: usize,
         inbox: Sender<Inbox>,
+        store: Store,
         writer: Writer,
     ) -> (Releases, Receiver<Job>) {
         let now = Instant::now();
@@ -124,6 +128,7 @@ impl Releases {
         (
             Releases {
                 buckets,
+                gates: StreamGates::new(store, settings),
                 jobs,
                 inbox,
                 writer,
@@ -138,10 +143,16 @@ impl Dispatch for Releases {
         if self.jobs.is_full() {
             return Admit::Later;
         }
-        match self.buckets.get_mut(&key).map(|b| b.take(now)) {
-            Some(Err(at)) => Admit::At(at),
-            _ => Admit::Now,
+        match self.gates.passage(key, now) {
+            Passage::Open => {}
+            Passage::Closed => return Admit::Later,
+            Passage::Until(at) => return Admit::At(at),
         }
+        if let Some(Err(at)) = self.buckets.get_mut(&key).map(|b| b.take(now)) {
+            return Admit::At(at);
+        }
+        self.gates.released(key);
+        Admit::Now
     }
 
     fn start(&mut self, job: Job) {
@@ -158,7 +169,11 @@ impl Dispatch for Releases {
 
     fn ended(&mut self, _key: u128, _ended: Ended, _now: Instant) {}
 
-    fn keys_changed(&mut self) {}
+    /// A commit changed a stream's state (paused, resumed, a complaint on
+    /// a warming stream).
+    fn keys_changed(&mut self) {
+        self.gates.refresh(clock::now_ms());
+    }
 
     fn recording(&self) -> bool {
         self.writer.is_alive()
@@ -231,9 +246,10 @@ impl MailWorker {
             };
             let suppression =
                 snapshot.suppression_for(record.tenant.as_deref(), &record.to, &record.stream)?;
-            Ok(Some((record, suppression)))
+            let paused = snapshot.stream_state(&record.stream)?.paused;
+            Ok(Some((record, suppression, paused)))
         });
-        let (record, suppression) = match read {
+        let (record, suppression, paused) = match read {
             Ok(Some(found)) => found,
             Ok(None) => return Attempted::Nothing(Ended::Skipped),
             Err(e) => {
@@ -249,6 +265,10 @@ impl MailWorker {
         // Moved since the scheduler read it (its note is on the way), or
         // the clock stepped back: it stays where it is.
         if record.next_attempt_ms.is_none_or(|due| due > now_ms + 50) {
+            return Attempted::Nothing(Ended::NotDue);
+        }
+        if paused {
+            // Released just before the pause: it goes back to wait.
             return Attempted::Nothing(Ended::NotDue);
         }
         if let Some(entry) = suppression {

@@ -7,6 +7,8 @@ pub mod address;
 pub mod classify;
 pub mod compose;
 pub mod dispatch;
+pub mod feedback;
+pub mod gates;
 pub mod guard;
 pub mod ledger;
 pub mod policy;

@@ -71,40 +71,40 @@ impl WriteTxn<'_> {
         Ok(id)
     }
 
-    /// Spends a single-use token of `provider` signed with `timestamp_s`:
-    /// false when it was spent before.
+    /// Spends a single-use token of `provider`: false when it was spent
+    /// before.
     pub(crate) fn spend_replay_token(
         &mut self,
         provider: &str,
-        timestamp_s: i64,
         token: &str,
+        now_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut table = self.txn.open_table(REPLAY_TOKENS)?;
-        let fresh = table.insert((provider, timestamp_s, token), ())?.is_none();
+        let fresh = table.insert((provider, token), now_ms)?.is_none();
         Ok(fresh)
     }
 
-    /// Forgets tokens signed before `before_s`; at most `limit` of them.
-    /// Returns how many went.
+    /// Forgets tokens spent before `before_ms`, at most `limit` of them;
+    /// returns how many went. The table holds only the last minutes' tokens.
     pub(crate) fn prune_replay_tokens(
         &mut self,
-        before_s: i64,
+        before_ms: i64,
         limit: usize,
     ) -> Result<usize, StoreError> {
         let mut table = self.txn.open_table(REPLAY_TOKENS)?;
         let mut stale = Vec::new();
         for row in table.iter()? {
-            let (key, ()) = row.map(|(k, v)| (k, v.value()))?;
-            let (provider, timestamp_s, token) = key.value();
-            if timestamp_s < before_s {
-                stale.push((provider.to_owned(), timestamp_s, token.to_owned()));
+            let (key, spent) = row?;
+            if spent.value() < before_ms {
+                let (provider, token) = key.value();
+                stale.push((provider.to_owned(), token.to_owned()));
                 if stale.len() == limit {
                     break;
                 }
             }
         }
-        for (provider, timestamp_s, token) in &stale {
-            table.remove((provider.as_str(), *timestamp_s, token.as_str()))?;
+        for (provider, token) in &stale {
+            table.remove((provider.as_str(), token.as_str()))?;
         }
         Ok(stale.len())
     }

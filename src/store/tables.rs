@@ -151,11 +151,10 @@ pub const FEEDBACK_UNMATCHED: TableDefinition<u64, ()> = TableDefinition::new("f
 pub const FEEDBACK_BY_EMAIL: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("feedback_by_email");
 
-/// (provider, signed timestamp in seconds, token) → (): single-use values
-/// a provider's signature covers (Mailgun's token). Rows older than the
+/// (provider, token) → when it was spent (Unix ms): single-use values a
+/// provider's signature covers (Mailgun's token). Rows older than the
 /// timestamp tolerance are pruned: a request that old is refused anyway.
-pub const REPLAY_TOKENS: TableDefinition<(&str, i64, &str), ()> =
-    TableDefinition::new("replay_tokens");
+pub const REPLAY_TOKENS: TableDefinition<(&str, &str), i64> = TableDefinition::new("replay_tokens");
 
 /// stream → encoded `StreamStateRecord`.
 pub const STREAM_STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_states");

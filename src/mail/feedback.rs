@@ -1,0 +1,307 @@
+//! ESP feedback applied inside the writer's transaction: each provider
+//! event once, matched to our message, and turned into the bounce,
+//! complaint and delivery rules' effects with `email.*` events (source
+//! `esp`). An event no message matches still acts on its address.
+
+use serde_json::json;
+
+use super::address;
+use super::guard;
+use super::ledger::{self, format_email_id, parse_email_id, SuppressionScope};
+use super::policy::MailRetry;
+use super::settings::GuardSettings;
+use super::soft_bounces::{self, day_of};
+use crate::events::system_event;
+use crate::feedback::{Batch, FeedbackEvent, FeedbackKind, Provider};
+use crate::ids;
+use crate::store::mail::ALL_STREAMS;
+use crate::store::records::{EmailRecord, EmailStatus, FeedbackRecord, SuppressionReason};
+use crate::store::streams::SendOutcome;
+use crate::store::{StoreError, WriteTxn};
+
+pub const ID_PREFIX: &str = "fb_";
+
+pub fn format_feedback_id(id: u64) -> String {
+    ids::format_seq(ID_PREFIX, id)
+}
+
+pub fn parse_feedback_id(text: &str) -> Option<u64> {
+    ids::parse_seq(ID_PREFIX, text)
+}
+
+/// The rules feedback follows, as the mail settings set them.
+pub struct FeedbackRules {
+    pub retry: MailRetry,
+    pub guard: GuardSettings,
+}
+
+/// What became of one request's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied { applied: usize, duplicates: usize },
+    /// Its single-use token was spent before: nothing was applied.
+    Replayed,
+}
+
+/// Applies every event of `batch` not seen before, in one transaction.
+pub fn apply(
+    txn: &mut WriteTxn<'_>,
+    provider: Provider,
+    batch: &Batch,
+    rules: &FeedbackRules,
+    now_ms: i64,
+) -> Result<Outcome, StoreError> {
+    if let Some(token) = &batch.replay_token {
+        if !txn.spend_replay_token(provider.as_str(), token, now_ms)? {
+            return Ok(Outcome::Replayed);
+        }
+    }
+    let (mut applied, mut duplicates) = (0, 0);
+    for event in &batch.events {
+        if txn
+            .feedback_seen(event.provider.as_str(), &event.event_id)?
+            .is_some()
+        {
+            duplicates += 1;
+            continue;
+        }
+        apply_one(txn, event, rules, now_ms)?;
+        applied += 1;
+    }
+    Ok(Outcome::Applied {
+        applied,
+        duplicates,
+    })
+}
+
+/// The message an event is about: by the id Herald sent in its metadata
+/// header, by the `Message-ID` Herald wrote, or by the relay's own id.
+fn find_message(
+    txn: &WriteTxn<'_>,
+    event: &FeedbackEvent,
+) -> Result<Option<(u64, EmailRecord)>, StoreError> {
+    let mut candidates: Vec<u64> = Vec::new();
+    if let Some(id) = event.herald_id.as_deref().and_then(parse_email_id) {
+        candidates.push(id);
+    }
+    let header = event.message_id_header.as_deref().map(|h| {
+        let h = h.trim();
+        let h = h.strip_prefix('<').unwrap_or(h);
+        h.strip_suffix('>').unwrap_or(h).to_owned()
+    });
+    // Herald's Message-IDs start with the message id in hex.
+    let from_header = header
+        .as_deref()
+        .and_then(|h| h.split_once('.'))
+        .and_then(|(hex, _)| u64::from_str_radix(hex, 16).ok());
+    candidates.extend(from_header);
+    if let Some(provider_id) = event.provider_message_id.as_deref() {
+        let found = match txn.email_by_provider_id(provider_id)? {
+            Some(id) => Some(id),
+            // SendGrid's event ids extend its queue id: `ID.filter…`.
+            None => match provider_id.split_once('.') {
+                Some((head, _)) => txn.email_by_provider_id(head)?,
+                None => None,
+            },
+        };
+        candidates.extend(found);
+    }
+    for id in candidates {
+        let Some(record) = txn.email(id)? else {
+            continue;
+        };
+        // A header can be forged only as far as naming a message id; the
+        // Message-ID must be ours in full to count.
+        if let Some(header) = &header {
+            if Some(id) == from_header && !record.message_id.contains(header.as_str()) {
+                continue;
+            }
+        }
+        return Ok(Some((id, record)));
+    }
+    Ok(None)
+}
+
+fn apply_one(
+    txn: &mut WriteTxn<'_>,
+    event: &FeedbackEvent,
+    rules: &FeedbackRules,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let address = address::normalize(&event.address)
+        .unwrap_or_else(|_| event.address.trim().to_ascii_lowercase());
+    let matched = find_message(txn, event)?;
+    let (email_id, stream, tenant) = match &matched {
+        Some((id, record)) => (
+            Some(*id),
+            Some(record.stream.clone()),
+            record.tenant.clone(),
+        ),
+        None => (None, None, None),
+    };
+    let detail: String = event.detail.chars().take(1000).collect();
+    let record = FeedbackRecord {
+        provider: event.provider.as_str().to_owned(),
+        event_id: event.event_id.clone(),
+        kind: event.kind.as_str().to_owned(),
+        address: address.clone(),
+        email_id,
+        stream: stream.clone(),
+        tenant: tenant.clone(),
+        occurred_at_ms: event.occurred_at_ms,
+        received_at_ms: now_ms,
+        detail: detail.clone(),
+        raw: event.raw.chars().take(16 * 1024).collect(),
+    };
+    let feedback_id = txn.add_feedback(&record)?;
+    let mut data = json!({
+        "message_id": email_id.map(format_email_id),
+        "to": address,
+        "stream": stream,
+        "source": "esp",
+        "provider": event.provider.as_str(),
+        "detail": detail,
+        "feedback_id": format_feedback_id(feedback_id),
+    });
+    if let Some(at) = event.occurred_at_ms {
+        data["occurred_at"] = crate::clock::format_rfc3339(at).into();
+    }
+    let esp_detail = format!("{}: {detail}", event.provider.as_str());
+    // What a mailbox (or the provider) reported holds for every sender:
+    // the global list, told to the message's tenant.
+    let scope = SuppressionScope {
+        list: None,
+        event_tenant: tenant.as_deref(),
+    };
+    let event_type = match event.kind {
+        FeedbackKind::HardBounce => {
+            data["bounce_type"] = "hard".into();
+            ledger::suppress_with_detail(
+                txn,
+                scope,
+                &address,
+                ALL_STREAMS,
+                (SuppressionReason::HardBounce, esp_detail),
+                email_id,
+                now_ms,
+            )?;
+            if let Some((id, record)) = matched {
+                settle(txn, id, record, EmailStatus::Bounced, false)?;
+            }
+            count(txn, &stream, email_id, SendOutcome::HardBounce, rules, now_ms)?;
+            "email.bounced"
+        }
+        FeedbackKind::SoftBounce => {
+            data["bounce_type"] = "soft".into();
+            let today = day_of(now_ms);
+            let day = day_of(event.occurred_at_ms.unwrap_or(now_ms));
+            let days = soft_bounces::with_bounce(
+                &txn.soft_bounce_days(&address)?,
+                day,
+                today,
+                rules.retry.soft_bounce_window_days,
+            );
+            txn.put_soft_bounce_days(&address, &days)?;
+            if days.days.len() as u32 >= rules.retry.soft_bounce_limit {
+                ledger::suppress_with_detail(
+                    txn,
+                    scope,
+                    &address,
+                    ALL_STREAMS,
+                    (SuppressionReason::SoftBounceLimit, esp_detail),
+                    email_id,
+                    now_ms,
+                )?;
+            }
+            "email.bounced"
+        }
+        FeedbackKind::Deferred => "email.deferred",
+        FeedbackKind::Complaint => {
+            ledger::suppress_with_detail(
+                txn,
+                scope,
+                &address,
+                ALL_STREAMS,
+                (SuppressionReason::Complaint, esp_detail),
+                email_id,
+                now_ms,
+            )?;
+            if let Some((id, record)) = matched {
+                if matches!(record.status, EmailStatus::Queued | EmailStatus::Deferred) {
+                    ledger::cancel_suppressed(txn, id, SuppressionReason::Complaint)?;
+                }
+            }
+            count(txn, &stream, email_id, SendOutcome::Complaint, rules, now_ms)?;
+            "email.complained"
+        }
+        FeedbackKind::Delivered => {
+            if !txn.soft_bounce_days(&address)?.days.is_empty() {
+                txn.put_soft_bounce_days(&address, &Default::default())?;
+            }
+            "email.delivered"
+        }
+        FeedbackKind::Opened => "email.opened",
+        FeedbackKind::Clicked => "email.clicked",
+        FeedbackKind::EspSuppressed => {
+            ledger::suppress_with_detail(
+                txn,
+                scope,
+                &address,
+                ALL_STREAMS,
+                (SuppressionReason::EspSuppressed, esp_detail),
+                email_id,
+                now_ms,
+            )?;
+            data["reason"] = "esp_suppressed".into();
+            "email.failed"
+        }
+        FeedbackKind::PolicyBlock => {
+            tracing::warn!(provider = event.provider.as_str(), message = ?email_id.map(format_email_id), %detail,
+                           "the ESP refused our mail for a sender-side reason (policy, reputation, content); the address is kept");
+            if let Some((id, record)) = matched {
+                settle(txn, id, record, EmailStatus::Failed, true)?;
+            }
+            data["reason"] = "policy_block".into();
+            data["flagged"] = true.into();
+            "email.failed"
+        }
+    };
+    txn.append_system_event(
+        system_event(event_type, tenant.as_deref(), data),
+        now_ms,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Moves a message to what its feedback says, if it is not settled worse.
+fn settle(
+    txn: &mut WriteTxn<'_>,
+    id: u64,
+    mut record: EmailRecord,
+    status: EmailStatus,
+    flag: bool,
+) -> Result<(), StoreError> {
+    if record.status == status && (record.flagged || !flag) {
+        return Ok(());
+    }
+    let previous_due = record.next_attempt_ms.take();
+    record.status = status;
+    record.flagged |= flag;
+    txn.put_email(id, &record, previous_due, false)
+}
+
+fn count(
+    txn: &mut WriteTxn<'_>,
+    stream: &Option<String>,
+    email_id: Option<u64>,
+    outcome: SendOutcome,
+    rules: &FeedbackRules,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    match stream {
+        Some(stream) => guard::count(txn, stream, email_id, outcome, &rules.guard, now_ms),
+        // Whose reputation an unmatched report hurts is unknown.
+        None => Ok(()),
+    }
+}
