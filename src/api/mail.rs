@@ -27,6 +27,9 @@ use crate::store::records::{EmailRecord, EmailStatus, SuppressionReason, Suppres
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
+/// ESP events shown on one message: a handful in practice (delivered,
+/// opened, clicked…); a flood of opens stops here.
+const MAX_TIMELINE: usize = 200;
 /// Room for headers, tags and JSON escaping around the largest body.
 const ENVELOPE_BYTES: usize = 256 * 1024;
 
@@ -171,14 +174,31 @@ pub async fn send(
 
 pub async fn get(state: Arc<AppState>, access: &Access, id: &str) -> Result<Resp, ApiError> {
     let key = parse_email_id(id).ok_or_else(|| email_not_found(id))?;
-    let record = read(&state, move |txn| txn.email(key))
-        .await?
-        .filter(|r| access.sees(r.tenant.as_deref()))
-        .ok_or_else(|| email_not_found(id))?;
-    Ok(json(
-        StatusCode::OK,
-        email_json(key, &record, true).to_string(),
-    ))
+    let (record, feedback) = read(&state, move |txn| {
+        let Some(record) = txn.email(key)? else {
+            return Ok(None);
+        };
+        Ok(Some((record, txn.email_feedback(key, MAX_TIMELINE)?)))
+    })
+    .await?
+    .filter(|(r, _)| access.sees(r.tenant.as_deref()))
+    .ok_or_else(|| email_not_found(id))?;
+    let mut body = email_json(key, &record, true);
+    // The timeline after the relay's reply: what the ESP reported.
+    body["feedback"] = feedback
+        .iter()
+        .map(|f| {
+            json!({
+                "provider": f.provider,
+                "kind": f.kind,
+                "detail": f.detail,
+                "occurred_at": f.occurred_at_ms.map(clock::format_rfc3339),
+                "received_at": clock::format_rfc3339(f.received_at_ms),
+                "raw": serde_json::from_str::<Value>(&f.raw).unwrap_or_else(|_| f.raw.clone().into()),
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::OK, body.to_string()))
 }
 
 pub async fn list(
@@ -244,6 +264,7 @@ fn suppression_json(
         "reason": r.reason.as_str(),
         "created_at": clock::format_rfc3339(r.created_at_ms),
         "message_id": r.email_id.map(format_email_id),
+        "detail": (!r.detail.is_empty()).then_some(r.detail.as_str()),
     })
 }
 

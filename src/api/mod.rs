@@ -6,11 +6,13 @@ mod admin;
 pub mod auth;
 pub mod error;
 mod events;
+mod feedback;
 pub mod http;
 mod keys;
 mod listener;
 mod mail;
 mod public;
+mod streams;
 mod tracking;
 mod webhooks;
 
@@ -156,6 +158,16 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         // Backups hold every tenant's data, and a key manager could mint
         // itself any grant: both need an admin key for every tenant.
         ["v1", "admin", ..] | ["v1", "keys", ..] => access.require_unscoped_admin()?,
+        // Streams are shared by every tenant: one tenant's key must not
+        // pause another's mail.
+        ["v1", "streams", ..] => {
+            access.require(access::role_for_method(&method))?;
+            if let Some(own) = access.tenant() {
+                return Err(ApiError::forbidden(format!(
+                    "this key is confined to tenant `{own}`; streams are shared by every tenant"
+                )));
+            }
+        }
         // The secret signs deliveries: whoever reads it can forge them.
         ["v1", "endpoints", _, "secret"] => access.require(access::Role::Write)?,
         _ => access.require(access::role_for_method(&method))?,
@@ -268,6 +280,26 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
             Method::DELETE => mail::delete_suppression(state, access, address, req).await,
             _ => Err(ApiError::method_not_allowed("PUT, DELETE")),
         },
+        ["v1", "feedback"] => {
+            only(&method, &Method::GET, "GET")?;
+            feedback::list(state, access, req).await
+        }
+        ["v1", "streams"] => {
+            only(&method, &Method::GET, "GET")?;
+            streams::list(state).await
+        }
+        ["v1", "streams", name, "health"] => {
+            only(&method, &Method::GET, "GET")?;
+            streams::health(state, name).await
+        }
+        ["v1", "streams", name, action] => {
+            only(&method, &Method::POST, "POST")?;
+            match *action {
+                "pause" => streams::set_paused(state, name, true).await,
+                "resume" => streams::set_paused(state, name, false).await,
+                _ => Err(not_found(&path)),
+            }
+        }
         ["v1", "admin", "backup"] => {
             only(&method, &Method::GET, "GET")?;
             admin::backup(state).await

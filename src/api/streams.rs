@@ -1,0 +1,102 @@
+//! `/v1/streams`: each mail stream's health (rolling bounce and complaint
+//! rates, warm-up) and pausing or resuming it by hand.
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::http::{json, Resp};
+use super::{read, AppState};
+use crate::clock;
+use crate::mail::guard::{self, window_json};
+use crate::mail::soft_bounces::day_of;
+use crate::mail::warmup;
+use crate::store::records::StreamStateRecord;
+use crate::store::streams::Windows;
+
+fn stream_not_found(name: &str) -> ApiError {
+    let shown: String = name.chars().take(64).collect();
+    ApiError::not_found(
+        "stream_not_found",
+        format!("no stream is configured as `{shown}`"),
+    )
+}
+
+fn health_json(
+    name: &str,
+    ramp: &[u32],
+    state: &StreamStateRecord,
+    windows: &Windows,
+    now_ms: i64,
+) -> Value {
+    let today = day_of(now_ms);
+    let step = warmup::step_on(state, today);
+    let warmup = warmup::cap(ramp, step).map(|cap| {
+        json!({
+            "step": step,
+            "cap": cap,
+            "sent_today": if state.day == today { state.sent_on_day } else { 0 },
+        })
+    });
+    json!({
+        "stream": name,
+        "paused": state.paused,
+        "pause_reason": state.pause_reason,
+        "paused_at": state.paused_at_ms.map(clock::format_rfc3339),
+        "warning": state.warning,
+        "window_24h": window_json(&windows.last_24h),
+        "window_last_1000": window_json(&windows.last_1000),
+        "warmup": warmup,
+    })
+}
+
+/// The health of the configured stream `name`.
+async fn health_of(state: &Arc<AppState>, name: &str) -> Result<Value, ApiError> {
+    let stream = state
+        .config
+        .mail
+        .streams
+        .get(name)
+        .ok_or_else(|| stream_not_found(name))?;
+    let (ramp, owned) = (stream.warmup.clone(), name.to_owned());
+    let now_ms = clock::now_ms();
+    let (record, windows) = read(state, move |txn| {
+        Ok((
+            txn.stream_state(&owned)?,
+            txn.stream_windows(&owned, now_ms)?,
+        ))
+    })
+    .await?;
+    Ok(health_json(name, &ramp, &record, &windows, now_ms))
+}
+
+pub async fn list(state: Arc<AppState>) -> Result<Resp, ApiError> {
+    let names: Vec<String> = state.config.mail.streams.keys().cloned().collect();
+    let mut streams = Vec::with_capacity(names.len());
+    for name in names {
+        streams.push(health_of(&state, &name).await?);
+    }
+    Ok(json(
+        StatusCode::OK,
+        json!({ "streams": streams }).to_string(),
+    ))
+}
+
+pub async fn health(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
+    Ok(json(StatusCode::OK, health_of(&state, name).await?.to_string()))
+}
+
+/// Pauses or resumes `name`; answers its health after the change.
+pub async fn set_paused(state: Arc<AppState>, name: &str, paused: bool) -> Result<Resp, ApiError> {
+    if !state.config.mail.streams.contains_key(name) {
+        return Err(stream_not_found(name));
+    }
+    let owned = name.to_owned();
+    state
+        .writer
+        .write(move |txn| guard::set_paused(txn, &owned, paused, clock::now_ms()))
+        .await?;
+    health(state, name).await
+}
