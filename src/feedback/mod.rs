@@ -2,6 +2,9 @@
 //! raw bytes and normalised into [`FeedbackEvent`]s, which the mail ledger
 //! matches to our messages and turns into suppressions and `email.*` events.
 
+mod common;
+mod keys;
+pub mod sendgrid;
 pub mod settings;
 
 use serde::{Deserialize, Serialize};
