@@ -69,26 +69,15 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::rand::SystemRandom;
-    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-
-    const SNS_CERT: &[u8] = include_bytes!("../../tests/fixtures/feedback/sns_signing_cert.pem");
-    const TLS_CA: &[u8] = include_bytes!("../../tests/fixtures/feedback/tls_ca.pem");
-
-    /// A P-256 SPKI is a fixed 26-byte header and the 65-byte point.
-    const P256_SPKI_HEADER: [u8; 26] = [
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-    ];
+    use crate::feedback::test_support::{
+        SendgridSigner, P256_SPKI_HEADER, SNS_CERT_PEM as SNS_CERT, TLS_CA_PEM as TLS_CA,
+    };
 
     #[test]
     fn the_point_of_a_generated_p256_key_is_found() {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        let spki = [&P256_SPKI_HEADER[..], pair.public_key().as_ref()].concat();
-        assert_eq!(p256_point(&spki).unwrap(), pair.public_key().as_ref());
+        let signer = SendgridSigner::new();
+        let spki = [&P256_SPKI_HEADER[..], signer.public_key()].concat();
+        assert_eq!(p256_point(&spki).unwrap(), signer.public_key());
         assert!(p256_point(&spki[..spki.len() - 1]).is_err());
         assert!(p256_point(b"MFkw").is_err());
     }

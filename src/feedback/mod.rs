@@ -4,8 +4,11 @@
 
 mod common;
 mod keys;
+pub mod postmark;
 pub mod sendgrid;
 pub mod settings;
+#[cfg(test)]
+mod test_support;
 
 use serde::{Deserialize, Serialize};
 

@@ -117,57 +117,10 @@ fn event(item: &Value, raw: &str) -> Result<Option<FeedbackEvent>, String> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::feedback::test_support::{SendgridSigner as Signer, NOW_MS, NOW_SECS};
     use hyper::HeaderMap;
-    use ring::rand::SystemRandom;
-    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-
-    pub const NOW_MS: i64 = 1_772_366_400_000;
-
-    /// A P-256 SPKI is a fixed 26-byte header and the 65-byte point.
-    const P256_SPKI_HEADER: [u8; 26] = [
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-    ];
-
-    /// A key pair made for the test, standing in for SendGrid's.
-    pub struct Signer {
-        pair: EcdsaKeyPair,
-        rng: SystemRandom,
-    }
-
-    impl Signer {
-        pub fn new() -> Signer {
-            let rng = SystemRandom::new();
-            let pkcs8 =
-                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-            let pair =
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-                    .unwrap();
-            Signer { pair, rng }
-        }
-
-        pub fn settings(&self) -> SendgridSettings {
-            SendgridSettings {
-                public_key_der: [&P256_SPKI_HEADER[..], self.pair.public_key().as_ref()].concat(),
-            }
-        }
-
-        pub fn headers(&self, timestamp: &str, body: &[u8]) -> HeaderMap {
-            let signed = [timestamp.as_bytes(), body].concat();
-            let signature = self.pair.sign(&self.rng, &signed).unwrap();
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                SIGNATURE_HEADER,
-                STANDARD.encode(signature).parse().unwrap(),
-            );
-            headers.insert(TIMESTAMP_HEADER, timestamp.parse().unwrap());
-            headers
-        }
-    }
-
-    const NOW_SECS: &str = "1772366400";
 
     /// Shaped like SendGrid's documented examples, with our unique_args
     /// (`herald_id`) flattened in as SendGrid does.
