@@ -4,6 +4,7 @@
 
 mod common;
 mod keys;
+pub mod mailgun;
 pub mod postmark;
 pub mod sendgrid;
 pub mod settings;
