@@ -6,6 +6,7 @@ mod common;
 mod keys;
 pub mod mailgun;
 pub mod postmark;
+pub mod resend;
 pub mod sendgrid;
 pub mod settings;
 #[cfg(test)]
