@@ -2,7 +2,15 @@
 //! raw bytes and normalised into [`FeedbackEvent`]s, which the mail ledger
 //! matches to our messages and turns into suppressions and `email.*` events.
 
+mod common;
+mod keys;
+pub mod mailgun;
+pub mod postmark;
+pub mod resend;
+pub mod sendgrid;
 pub mod settings;
+#[cfg(test)]
+mod test_support;
 
 use serde::{Deserialize, Serialize};
 
