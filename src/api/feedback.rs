@@ -5,17 +5,22 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::access::Access;
 use super::error::ApiError;
-use super::http::{json, page_limit, query_params, Resp};
+use super::http::{json, page_limit, query_params, read_body, Resp};
 use super::{read, AppState};
 use crate::clock;
-use crate::feedback::{FeedbackKind, Provider};
+use crate::feedback::ses::{self, SnsKind};
+use crate::feedback::{
+    mailgun, postmark, resend, sendgrid, Batch, FeedbackError, FeedbackKind, Inbound, Provider,
+};
+use crate::mail::feedback::{
+    self as mail_feedback, format_feedback_id, parse_feedback_id, FeedbackRules, Outcome,
+};
 use crate::mail::ledger::format_email_id;
-use crate::mail::feedback::{format_feedback_id, parse_feedback_id};
 use crate::store::feedback::FeedbackFilter;
 use crate::store::records::FeedbackRecord;
 
@@ -103,4 +108,142 @@ pub async fn list(
         .collect();
     let body = json!({"feedback": feedback, "next_cursor": page.next_after.map(format_feedback_id)});
     Ok(json(StatusCode::OK, body.to_string()))
+}
+
+/// Providers post a few hundred events at most; SendGrid's batches of
+/// 10,000 stay well under this.
+const MAX_BODY: usize = 1 << 20;
+
+fn provider_not_found(name: &str) -> ApiError {
+    let shown: String = name.chars().take(64).collect();
+    ApiError::not_found(
+        "not_found",
+        format!("no feedback provider `{shown}` is configured"),
+    )
+}
+
+fn refused(error: FeedbackError) -> ApiError {
+    match error {
+        FeedbackError::Unauthenticated(reason) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", reason)
+        }
+        FeedbackError::Malformed(reason) => ApiError::bad_request("malformed", reason),
+    }
+}
+
+/// `POST /feedback/PROVIDER`: checks the request by the provider's scheme
+/// on its raw bytes, then applies its events in one transaction and
+/// answers once that is durable. A refused request changes nothing.
+pub async fn receive(
+    state: Arc<AppState>,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let provider = Provider::parse(name)
+        .filter(|p| state.config.feedback.is_enabled(*p))
+        .ok_or_else(|| provider_not_found(name))?;
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed("POST"));
+    }
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, MAX_BODY, state.config.body_timeout).await?;
+    let inbound = Inbound {
+        headers: &parts.headers,
+        body: &body,
+        now_ms: clock::now_ms(),
+    };
+    let settings = &state.config.feedback;
+    let read = match provider {
+        Provider::Ses => match read_ses(&state, &inbound).await? {
+            SesRead::Batch(batch) => Ok(batch),
+            SesRead::Confirmed => {
+                return Ok(json(StatusCode::OK, json!({"confirmed": true}).to_string()))
+            }
+        },
+        Provider::Sendgrid => sendgrid::read(configured(&settings.sendgrid)?, &inbound),
+        Provider::Postmark => postmark::read(configured(&settings.postmark)?, &inbound),
+        Provider::Mailgun => mailgun::read(configured(&settings.mailgun)?, &inbound),
+        Provider::Resend => resend::read(configured(&settings.resend)?, &inbound),
+    };
+    let batch = read.map_err(refused)?;
+    if let Some(what) = &batch.ignored {
+        let body = json!({"received": 0, "applied": 0, "duplicates": 0, "ignored": what});
+        return Ok(json(StatusCode::OK, body.to_string()));
+    }
+    let received = batch.events.len();
+    let rules = FeedbackRules {
+        retry: state.mail.retry.clone(),
+        guard: state.config.mail.guard,
+    };
+    let outcome = state
+        .writer
+        .write(move |txn| mail_feedback::apply(txn, provider, &batch, &rules, clock::now_ms()))
+        .await?;
+    match outcome {
+        Outcome::Applied {
+            applied,
+            duplicates,
+        } => {
+            let body = json!({"received": received, "applied": applied, "duplicates": duplicates});
+            Ok(json(StatusCode::OK, body.to_string()))
+        }
+        // 406 is what tells Mailgun not to retry.
+        Outcome::Replayed => Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "replayed",
+            "this request's token was used before; nothing was applied",
+        )),
+    }
+}
+
+fn configured<T>(settings: &Option<T>) -> Result<&T, ApiError> {
+    settings
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("the provider's settings are missing"))
+}
+
+enum SesRead {
+    Batch(Batch),
+    /// An allowed topic's subscription request, confirmed.
+    Confirmed,
+}
+
+/// SNS: the envelope is checked (topic, certificate host, freshness), the
+/// signing certificate fetched over HTTPS (or taken from the cache), the
+/// signature verified; only then is a subscription confirmed or a
+/// notification read.
+async fn read_ses(state: &Arc<AppState>, inbound: &Inbound<'_>) -> Result<SesRead, ApiError> {
+    let settings = configured(&state.config.feedback.ses)?;
+    let fetcher = state
+        .sns
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("the SNS certificate fetcher is not running"))?;
+    let envelope = ses::parse_envelope(settings, inbound).map_err(refused)?;
+    let certificate = fetcher
+        .certificate(&envelope.signing_cert_url)
+        .await
+        .map_err(refused)?;
+    ses::verify(&envelope, &certificate).map_err(refused)?;
+    match envelope.kind {
+        SnsKind::Notification => ses::events(&envelope).map(SesRead::Batch).map_err(refused),
+        SnsKind::SubscriptionConfirmation if settings.auto_confirm => {
+            let url = envelope.subscribe_url.as_deref().ok_or_else(|| {
+                refused(FeedbackError::Malformed(
+                    "a SubscriptionConfirmation without SubscribeURL".into(),
+                ))
+            })?;
+            fetcher.confirm(url).await.map_err(|reason| {
+                tracing::warn!(topic = %envelope.topic_arn, %reason, "confirming the SNS subscription failed");
+                ApiError::unavailable(format!("confirming the subscription failed: {reason}"))
+            })?;
+            tracing::info!(topic = %envelope.topic_arn, "SNS subscription confirmed");
+            Ok(SesRead::Confirmed)
+        }
+        SnsKind::SubscriptionConfirmation | SnsKind::UnsubscribeConfirmation => {
+            Ok(SesRead::Batch(Batch {
+                ignored: Some(format!("{:?}", envelope.kind)),
+                ..Batch::default()
+            }))
+        }
+    }
 }

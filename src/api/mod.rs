@@ -29,6 +29,7 @@ use error::ApiError;
 use http::{error_response, Resp};
 
 use crate::config::Config;
+use crate::feedback::sns_fetch::SnsFetcher;
 use crate::mail::dispatch::MailContext;
 use crate::store::{ReadTxn, Store, StoreError, Writer};
 use crate::tracking::segment::Call;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// For attempts the API makes itself (tests, manual retries).
     pub hooks: Arc<AttemptContext>,
     pub mail: Arc<MailContext>,
+    /// Fetches and caches SNS signing certificates; `None` without SES.
+    pub sns: Option<Arc<SnsFetcher>>,
 }
 
 /// Which routes a listener serves.
@@ -51,7 +54,7 @@ pub struct AppState {
 pub enum Surface {
     /// The whole API, behind API keys.
     Private,
-    /// Only what must face the internet (unsubscribe links).
+    /// Only what must face the internet (unsubscribe links, ESP webhooks).
     Public,
 }
 
@@ -65,7 +68,13 @@ impl AppState {
         mail: Arc<MailContext>,
     ) -> Result<Self, StoreError> {
         let stored_keys = store.read()?.api_keys()?;
+        let sns = config
+            .feedback
+            .ses
+            .as_ref()
+            .map(|ses| Arc::new(SnsFetcher::new(ses)));
         Ok(AppState {
+            sns,
             hooks,
             mail,
             keys: ApiKeys::new(&config.keys, &stored_keys),
@@ -141,6 +150,8 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Api
         // Unsubscribe links work here too, so the default install (no
         // public listener) can follow its own links locally.
         ["u", token] => return public::unsubscribe(state, token, req).await,
+        // ESP webhooks authenticate by each provider's own scheme.
+        ["feedback", provider] => return feedback::receive(state, provider, req).await,
         // Segment-compatible ingestion authenticates with source write keys.
         ["v1", "batch"] => {
             only(&method, &Method::POST, "POST")?;
@@ -327,6 +338,7 @@ async fn route_public(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
     match segments.as_slice() {
         ["healthz"] => only(req.method(), &Method::GET, "GET").map(|()| admin::healthz()),
         ["u", token] => public::unsubscribe(state, token, req).await,
+        ["feedback", provider] => feedback::receive(state, provider, req).await,
         _ => Err(not_found(&path)),
     }
 }

@@ -1,5 +1,5 @@
 //! The public listener's routes: only what must face the internet. Today
-//! that is one-click unsubscribe (RFC 8058).
+//! that is one-click unsubscribe (RFC 8058); ESP webhooks are `feedback`.
 
 use std::sync::Arc;
 

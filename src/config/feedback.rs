@@ -98,11 +98,11 @@ pub fn validate_feedback(section: FeedbackSection) -> Result<FeedbackSettings, C
             let der = base64::engine::general_purpose::STANDARD
                 .decode(s.public_key.trim())
                 .ok()
-                .filter(|der| !der.is_empty())
+                .filter(|der| crate::feedback::keys::p256_point(der).is_ok())
                 .ok_or_else(|| {
                     invalid(
                         "feedback.sendgrid.public_key",
-                        "is not base64; paste the verification key SendGrid shows",
+                        "is not a base64 ECDSA P-256 public key; paste the verification key SendGrid shows",
                     )
                 })?;
             Some(SendgridSettings {
