@@ -4,6 +4,7 @@
 
 mod edge;
 mod events;
+mod feedback;
 mod mail;
 mod operations;
 mod robustness;
