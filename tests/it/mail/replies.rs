@@ -236,14 +236,17 @@ fn a_policy_rejection_fails_flagged_without_suppressing() {
     send_one(d.addr, &message(to));
 }
 
+/// A relay's 4xx counts as a soft-bounce day: with a limit of one day,
+/// the first mailbox-full reply suppresses the address. (Days spread over a
+/// week are proven with dated ESP reports in `feedback::soft_bounces`.)
 #[test]
-fn repeated_soft_bounces_suppress_the_address() {
+fn a_soft_bounce_on_the_last_allowed_day_suppresses_the_address() {
     let to = "full@example.net";
     let sink = SmtpSink::start(
         &Script::always("250").rcpt(to, &["452 4.2.2 mailbox full"]),
         None,
     );
-    let d = Daemon::start(&transactional_with(&sink, "soft_bounce_limit = 2"));
+    let d = Daemon::start(&transactional_with(&sink, "soft_bounce_limit = 1"));
     send_one(d.addr, &message(to));
 
     let mut list = Vec::new();
@@ -259,33 +262,7 @@ fn repeated_soft_bounces_suppress_the_address() {
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["address"], to);
     assert_eq!(list[0]["reason"], "soft_bounce_limit");
-    assert!(
-        sink.transactions_for(to).len() >= 2,
-        "{:?}",
-        sink.transactions()
-    );
-}
-
-#[test]
-fn a_success_resets_the_soft_bounce_count() {
-    let to = "flaky@example.net";
-    let busy = "451 4.3.0 busy, try again";
-    let sink = SmtpSink::start(
-        &Script::always("250").rcpt(to, &[busy, "250", busy, "250"]),
-        None,
-    );
-    let d = Daemon::start(&transactional_with(&sink, "soft_bounce_limit = 2"));
-    // Two soft bounces in all, but a success between them.
-    for _ in 0..2 {
-        let id = send_one(d.addr, &message(to));
-        let e = settled(d.addr, &id, "sent");
-        assert_eq!(attempts(&e).len(), 2, "{e}");
-    }
-    assert!(
-        suppressions(d.addr, "").is_empty(),
-        "{:?}",
-        suppressions(d.addr, "")
-    );
+    assert_eq!(list[0]["stream"], serde_json::Value::Null, "{list:?}");
 }
 
 #[test]
@@ -386,7 +363,7 @@ fn a_message_still_deferred_after_give_up_after_fails() {
     let sink = SmtpSink::start(&Script::always("450 4.4.1 no answer from host"), None);
     let d = Daemon::start(&transactional_with(
         &sink,
-        "give_up_after = \"500ms\"\nsoft_bounce_limit = 100000",
+        "give_up_after = \"500ms\"\nsoft_bounce_limit = 365",
     ));
     let id = send_one(d.addr, &message(to));
     let e = settled(d.addr, &id, "failed");
