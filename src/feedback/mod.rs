@@ -8,6 +8,7 @@ pub mod mailgun;
 pub mod postmark;
 pub mod resend;
 pub mod sendgrid;
+pub mod ses;
 pub mod settings;
 #[cfg(test)]
 mod test_support;
