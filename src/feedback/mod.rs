@@ -10,6 +10,7 @@ pub mod resend;
 pub mod sendgrid;
 pub mod ses;
 pub mod settings;
+pub mod sns_fetch;
 #[cfg(test)]
 mod test_support;
 
