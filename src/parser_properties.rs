@@ -6,16 +6,21 @@
 
 use std::io::Write;
 
+use hmac::{Hmac, Mac};
 use hyper::header::{HeaderValue, CONTENT_ENCODING};
 use hyper::HeaderMap;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{json, Value};
+use sha2::Sha256;
 
 use crate::api::http::{page_limit, query_params};
 use crate::clock;
 use crate::config::mail::{validate_mail, MailSection, StreamSection};
 use crate::events::{self, Invalid};
+use crate::feedback::settings::{MailgunSettings, PostmarkSettings, ResendSettings, SesSettings};
+use crate::feedback::test_support::{self, SendgridSigner};
+use crate::feedback::{self, ses, Batch, FeedbackError, Inbound};
 use crate::ids;
 use crate::mail::address;
 use crate::mail::request::{self, EmailInput};
@@ -27,7 +32,7 @@ use crate::tracking::ingest;
 use crate::tracking::segment::{self, Call};
 use crate::tracking::settings::{Source, TrackingSettings};
 use crate::webhooks::endpoint::{self, EndpointInput};
-use crate::webhooks::signing::Secret;
+use crate::webhooks::signing::{self, Secret};
 use crate::webhooks::target;
 
 /// Enough cases to find the classic mistakes, few enough that the whole
@@ -694,6 +699,372 @@ fn the_segment_generators_start_from_valid_bodies() {
             assert!(ingest_body(call, &deep_body).is_err(), "{call:?}");
         }
     }
+}
+
+// ---- ESP feedback webhooks ----------------------------------------------
+
+const FEEDBACK_HEADERS: &[&str] = &[
+    "x-twilio-email-event-webhook-signature",
+    "x-twilio-email-event-webhook-timestamp",
+    "authorization",
+    "svix-id",
+    "svix-timestamp",
+    "svix-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Fields and values the five formats use, so generated objects reach
+/// past each reader's first checks.
+const FEEDBACK_FIELDS: &[&str] = &[
+    "event",
+    "type",
+    "email",
+    "sg_event_id",
+    "sg_message_id",
+    "smtp-id",
+    "timestamp",
+    "herald_id",
+    "reason",
+    "RecordType",
+    "TypeCode",
+    "ID",
+    "Email",
+    "Recipient",
+    "MessageID",
+    "Metadata",
+    "herald-id",
+    "BouncedAt",
+    "SuppressSending",
+    "id",
+    "recipient",
+    "severity",
+    "user-variables",
+    "message",
+    "headers",
+    "message-id",
+    "delivery-status",
+    "data",
+    "to",
+    "bounce",
+    "subType",
+    "tags",
+    "name",
+    "value",
+    "email_id",
+    "created_at",
+    "notificationType",
+    "eventType",
+    "bounceType",
+    "bounceSubType",
+    "bouncedRecipients",
+    "emailAddress",
+    "complaint",
+    "complainedRecipients",
+    "delivery",
+    "recipients",
+    "deliveryDelay",
+    "delayedRecipients",
+    "mail",
+    "destination",
+    "messageId",
+    "commonHeaders",
+];
+
+const FEEDBACK_EVENT_NAMES: &[&str] = &[
+    "bounce",
+    "dropped",
+    "deferred",
+    "delivered",
+    "spamreport",
+    "open",
+    "click",
+    "processed",
+    "Bounce",
+    "SpamComplaint",
+    "Delivery",
+    "Open",
+    "Click",
+    "SubscriptionChange",
+    "failed",
+    "complained",
+    "opened",
+    "clicked",
+    "email.bounced",
+    "email.complained",
+    "email.delivered",
+    "email.delivery_delayed",
+    "email.opened",
+    "email.clicked",
+    "email.sent",
+    "Complaint",
+    "DeliveryDelay",
+    "Reject",
+    "Send",
+];
+
+/// Arbitrary generated JSON, often an object whose kind field (`event`,
+/// `RecordType`, `type`, `notificationType`) names a real event type.
+fn feedback_json() -> impl Strategy<Value = Value> {
+    (
+        any_json(FEEDBACK_FIELDS),
+        prop::sample::select(
+            &[
+                "event",
+                "RecordType",
+                "type",
+                "notificationType",
+                "eventType",
+            ][..],
+        ),
+        prop::sample::select(FEEDBACK_EVENT_NAMES),
+        any::<bool>(),
+    )
+        .prop_map(|(mut value, field, name, typed)| {
+            if let (Some(object), true) = (value.as_object_mut(), typed) {
+                object.insert(field.to_owned(), Value::from(name));
+            }
+            value
+        })
+}
+
+fn feedback_headers() -> impl Strategy<Value = HeaderMap> {
+    let value = prop_oneof![
+        nasty_string().prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 0..40),
+        Just(b"1772366400".to_vec()),
+        Just(b"Basic cG9zdG1hcms6cGFzcw==".to_vec()),
+        Just(b"v1,AAAA v1,".to_vec()),
+    ];
+    prop::collection::vec((prop::sample::select(FEEDBACK_HEADERS), value), 0..8).prop_map(|pairs| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                headers.append(name, value);
+            }
+        }
+        headers
+    })
+}
+
+struct FeedbackKeys {
+    sendgrid: SendgridSigner,
+    postmark: PostmarkSettings,
+    mailgun: MailgunSettings,
+    resend: ResendSettings,
+    resend_secret: Secret,
+    ses: SesSettings,
+}
+
+/// One set of keys for every case: generating a P-256 pair per case would
+/// dominate the run.
+fn feedback_keys() -> &'static FeedbackKeys {
+    static KEYS: std::sync::OnceLock<FeedbackKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let resend_secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let resend_key = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .unwrap();
+        FeedbackKeys {
+            sendgrid: SendgridSigner::new(),
+            postmark: PostmarkSettings {
+                username: "postmark".into(),
+                password: "pass".into(),
+            },
+            mailgun: MailgunSettings {
+                signing_key: "key-3ax6xnjp29jd6fds4gc373sgvjxteol0".into(),
+            },
+            resend: ResendSettings { secret: resend_key },
+            resend_secret,
+            ses: SesSettings {
+                topic_arns: vec!["arn:aws:sns:us-east-1:123456789012:herald-feedback".into()],
+                cert_hosts: vec!["sns.*.amazonaws.com".into()],
+                ca_pem: None,
+                auto_confirm: true,
+            },
+        }
+    })
+}
+
+/// What every event a reader returns satisfies, whatever the input.
+fn check_feedback(batch: &Batch) {
+    assert!(batch.events.len() <= feedback::MAX_EVENTS_PER_REQUEST);
+    assert_eq!(
+        batch.events.is_empty(),
+        batch.ignored.is_some(),
+        "{batch:?}"
+    );
+    for event in &batch.events {
+        assert!(!event.event_id.is_empty());
+        assert!(!event.address.is_empty() && event.address.trim() == event.address);
+        assert!(
+            serde_json::from_str::<Value>(&event.raw).is_ok(),
+            "{}",
+            event.raw
+        );
+    }
+}
+
+/// Every reader, given the same request; none may authenticate it.
+fn read_everywhere(headers: &HeaderMap, body: &[u8]) -> Vec<Result<Batch, FeedbackError>> {
+    let keys = feedback_keys();
+    let inbound = Inbound {
+        headers,
+        body,
+        now_ms: test_support::NOW_MS,
+    };
+    vec![
+        feedback::sendgrid::read(&keys.sendgrid.settings(), &inbound),
+        feedback::postmark::read(&keys.postmark, &inbound),
+        feedback::mailgun::read(&keys.mailgun, &inbound),
+        feedback::resend::read(&keys.resend, &inbound),
+        ses::parse_envelope(&keys.ses, &inbound).map(|_| Batch::default()),
+    ]
+}
+
+fn is_unauthenticated(result: &Result<Batch, FeedbackError>) -> bool {
+    matches!(result, Err(FeedbackError::Unauthenticated(_)))
+}
+
+fn ses_envelope(message: String) -> ses::Envelope {
+    ses::Envelope {
+        kind: ses::SnsKind::Notification,
+        message_id: "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324".into(),
+        topic_arn: "arn:aws:sns:us-east-1:123456789012:herald-feedback".into(),
+        subject: None,
+        message,
+        timestamp: "2026-03-01T12:00:00.000Z".into(),
+        timestamp_ms: test_support::NOW_MS,
+        signature_version: ses::SignatureVersion::V2,
+        signature: Vec::new(),
+        signing_cert_url: "https://sns.us-east-1.amazonaws.com/c.pem".into(),
+        subscribe_url: None,
+        token: None,
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(128))]
+
+    #[test]
+    fn feedback_readers_survive_arbitrary_bytes_and_headers(
+        bytes in prop::collection::vec(any::<u8>(), 0..600),
+        headers in feedback_headers(),
+    ) {
+        for result in read_everywhere(&headers, &bytes) {
+            prop_assert!(result.is_err(), "{:?}", result);
+        }
+    }
+
+    #[test]
+    fn feedback_readers_survive_arbitrary_json_unsigned(value in feedback_json()) {
+        let body = value.to_string();
+        for result in read_everywhere(&HeaderMap::new(), body.as_bytes()) {
+            prop_assert!(result.is_err(), "{:?}", result);
+        }
+    }
+
+    /// Signed correctly, generated JSON gets past authentication: the
+    /// answer is events or "malformed", never a panic.
+    #[test]
+    fn signed_arbitrary_json_reads_or_is_malformed(
+        value in feedback_json(),
+        as_array in any::<bool>(),
+    ) {
+        let keys = feedback_keys();
+        let now = test_support::NOW_SECS;
+
+        let body = if as_array { json!([value]) } else { value.clone() }.to_string();
+        let headers = keys.sendgrid.headers(now, body.as_bytes());
+        let inbound = Inbound { headers: &headers, body: body.as_bytes(), now_ms: test_support::NOW_MS };
+        let sendgrid = feedback::sendgrid::read(&keys.sendgrid.settings(), &inbound);
+
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Basic cG9zdG1hcms6cGFzcw=="));
+        let body = value.to_string();
+        let inbound = Inbound { headers: &headers, body: body.as_bytes(), now_ms: test_support::NOW_MS };
+        let postmark = feedback::postmark::read(&keys.postmark, &inbound);
+
+        let mut mac = Hmac::<Sha256>::new_from_slice(keys.mailgun.signing_key.as_bytes()).unwrap();
+        mac.update(format!("{now}token").as_bytes());
+        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let body = json!({"signature": {"timestamp": now, "token": "token", "signature": hex}, "event-data": value}).to_string();
+        let inbound = Inbound { headers: &HeaderMap::new(), body: body.as_bytes(), now_ms: test_support::NOW_MS };
+        let mailgun = feedback::mailgun::read(&keys.mailgun, &inbound);
+
+        let body = value.to_string();
+        let mut headers = HeaderMap::new();
+        headers.insert("svix-id", HeaderValue::from_static("msg_1"));
+        headers.insert("svix-timestamp", HeaderValue::from_static(test_support::NOW_SECS));
+        let signature = signing::sign(&keys.resend_secret, "msg_1", now.parse().unwrap(), body.as_bytes());
+        headers.insert("svix-signature", HeaderValue::from_str(&signature).unwrap());
+        let inbound = Inbound { headers: &headers, body: body.as_bytes(), now_ms: test_support::NOW_MS };
+        let resend = feedback::resend::read(&keys.resend, &inbound);
+
+        for result in [sendgrid, postmark, mailgun, resend] {
+            prop_assert!(!is_unauthenticated(&result), "{:?}", result);
+            if let Ok(batch) = result {
+                check_feedback(&batch);
+            }
+        }
+    }
+
+    #[test]
+    fn ses_events_survive_arbitrary_messages(value in feedback_json(), text in nasty_string()) {
+        for message in [value.to_string(), text] {
+            let envelope = ses_envelope(message);
+            if let Ok(batch) = ses::events(&envelope) {
+                check_feedback(&batch);
+            }
+            // Unsigned: no certificate verifies it.
+            prop_assert!(ses::verify(&envelope, test_support::SNS_CERT_PEM).is_err());
+        }
+    }
+
+    #[test]
+    fn sns_envelopes_survive_arbitrary_json(
+        value in any_json(&["Type", "MessageId", "TopicArn", "Subject", "Message", "Timestamp",
+                            "SignatureVersion", "Signature", "SigningCertURL", "SubscribeURL", "Token"]),
+    ) {
+        let keys = feedback_keys();
+        let body = value.to_string();
+        let inbound = Inbound { headers: &HeaderMap::new(), body: body.as_bytes(), now_ms: test_support::NOW_MS };
+        if let Ok(envelope) = ses::parse_envelope(&keys.ses, &inbound) {
+            let _ = ses::events(&envelope);
+        }
+    }
+
+    #[test]
+    fn sns_url_checks_survive_any_text(
+        url in prop_oneof!["\\PC{0,60}", "https://[a-z0-9.*@:-]{0,40}/[a-z.]{0,10}"],
+    ) {
+        if ses::url_allowed(&feedback_keys().ses, &url) {
+            prop_assert!(url.starts_with("https://"), "{}", url);
+            prop_assert!(!url.contains('@'), "{}", url);
+        }
+    }
+}
+
+#[test]
+fn the_feedback_generators_reach_past_authentication() {
+    let keys = feedback_keys();
+    let body = br#"[{"event":"open","email":"a@example.com","sg_event_id":"e1"}]"#;
+    let headers = keys.sendgrid.headers(test_support::NOW_SECS, body);
+    let inbound = Inbound {
+        headers: &headers,
+        body,
+        now_ms: test_support::NOW_MS,
+    };
+    let batch = feedback::sendgrid::read(&keys.sendgrid.settings(), &inbound).unwrap();
+    assert_eq!(batch.events.len(), 1);
+    let envelope = ses_envelope(
+        json!({"notificationType": "Delivery", "delivery": {"recipients": ["a@example.com"]}})
+            .to_string(),
+    );
+    assert_eq!(ses::events(&envelope).unwrap().events.len(), 1);
 }
 
 // ---- query strings, cursors and ids --------------------------------------

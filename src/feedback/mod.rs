@@ -10,8 +10,11 @@ pub mod resend;
 pub mod sendgrid;
 pub mod ses;
 pub mod settings;
+pub mod sns_fetch;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
+
+pub use common::MAX_EVENTS as MAX_EVENTS_PER_REQUEST;
 
 use serde::{Deserialize, Serialize};
 

@@ -38,6 +38,13 @@ pub fn read(settings: &SendgridSettings, inbound: &Inbound) -> Result<Batch, Fee
     common::batch(events, &skipped)
 }
 
+/// Whether `der` is a key `read` can verify with (an ECDSA P-256
+/// SubjectPublicKeyInfo), so a wrong key is refused when the config loads
+/// rather than at the first webhook.
+pub fn check_public_key(der: &[u8]) -> Result<(), String> {
+    keys::p256_point(der).map(drop)
+}
+
 fn authenticate(settings: &SendgridSettings, inbound: &Inbound) -> Result<(), FeedbackError> {
     let signature = common::header(inbound, SIGNATURE_HEADER)
         .ok_or_else(|| unauthenticated(format!("the {SIGNATURE_HEADER} header is missing")))?;
@@ -262,6 +269,13 @@ mod tests {
         let headers = signer.headers(NOW_SECS, no_email);
         let error = read_with(&signer, &headers, no_email).unwrap_err();
         assert!(error.to_string().contains("`email`"), "{error}");
+    }
+
+    #[test]
+    fn only_a_p256_key_passes_the_config_check() {
+        assert!(check_public_key(&Signer::new().settings().public_key_der).is_ok());
+        assert!(check_public_key(b"MFkw").is_err());
+        assert!(check_public_key(&[]).is_err());
     }
 
     #[test]

@@ -124,11 +124,7 @@ pub fn parse_envelope(
         .ok_or_else(|| unauthenticated("`Timestamp` is not an RFC 3339 time"))?;
     common::check_fresh(timestamp_ms, inbound.now_ms)?;
     let topic_arn = signed_part(wire.topic_arn, "TopicArn")?;
-    if !settings
-        .topic_arns
-        .iter()
-        .any(|allowed| *allowed == topic_arn)
-    {
+    if !settings.topic_arns.contains(&topic_arn) {
         return Err(unauthenticated(format!("topic {topic_arn} is not allowed")));
     }
     let signing_cert_url = signature_part(wire.signing_cert_url, "SigningCertURL")?;
@@ -327,9 +323,11 @@ impl Reading {
                     }
                     (Some("Permanent"), _) => FeedbackKind::HardBounce,
                     (Some("Transient" | "Undetermined"), _) => FeedbackKind::SoftBounce,
-                    (other, _) => return Err(malformed(format!(
+                    (other, _) => {
+                        return Err(malformed(format!(
                         "`bounce.bounceType` {other:?} is not Permanent, Transient or Undetermined"
-                    ))),
+                    )))
+                    }
                 };
                 Reading {
                     kind,
