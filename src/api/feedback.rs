@@ -51,7 +51,9 @@ pub async fn list(
 ) -> Result<Resp, ApiError> {
     let params = query_params(
         req.uri().query(),
-        &["matched", "provider", "kind", "address", "tenant", "after", "limit"],
+        &[
+            "matched", "provider", "kind", "address", "tenant", "after", "limit",
+        ],
     )?;
     let mut filter = FeedbackFilter::default();
     let mut tenant = None;
@@ -106,7 +108,8 @@ pub async fn list(
         .iter()
         .map(|(id, r)| feedback_json(*id, r))
         .collect();
-    let body = json!({"feedback": feedback, "next_cursor": page.next_after.map(format_feedback_id)});
+    let body =
+        json!({"feedback": feedback, "next_cursor": page.next_after.map(format_feedback_id)});
     Ok(json(StatusCode::OK, body.to_string()))
 }
 
@@ -232,6 +235,11 @@ async fn read_ses(state: &Arc<AppState>, inbound: &Inbound<'_>) -> Result<SesRea
                     "a SubscriptionConfirmation without SubscribeURL".into(),
                 ))
             })?;
+            if !ses::url_allowed(settings, url) {
+                return Err(refused(FeedbackError::Unauthenticated(
+                    "the SubscribeURL is not HTTPS on an allowed host".into(),
+                )));
+            }
             fetcher.confirm(url).await.map_err(|reason| {
                 tracing::warn!(topic = %envelope.topic_arn, %reason, "confirming the SNS subscription failed");
                 ApiError::unavailable(format!("confirming the subscription failed: {reason}"))

@@ -68,11 +68,18 @@ impl AppState {
         mail: Arc<MailContext>,
     ) -> Result<Self, StoreError> {
         let stored_keys = store.read()?.api_keys()?;
+        // The configuration check already read the CA file the same way.
         let sns = config
             .feedback
             .ses
             .as_ref()
-            .map(|ses| Arc::new(SnsFetcher::new(ses)));
+            .and_then(|ses| match SnsFetcher::new(ses) {
+                Ok(fetcher) => Some(Arc::new(fetcher)),
+                Err(e) => {
+                    tracing::error!(error = %e, "SES feedback is off: its certificate fetcher cannot start");
+                    None
+                }
+            });
         Ok(AppState {
             sns,
             hooks,

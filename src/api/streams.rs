@@ -85,7 +85,10 @@ pub async fn list(state: Arc<AppState>) -> Result<Resp, ApiError> {
 }
 
 pub async fn health(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
-    Ok(json(StatusCode::OK, health_of(&state, name).await?.to_string()))
+    Ok(json(
+        StatusCode::OK,
+        health_of(&state, name).await?.to_string(),
+    ))
 }
 
 /// Pauses or resumes `name`; answers its health after the change.

@@ -87,7 +87,12 @@ macro_rules! redacted_debug {
         }
     )*};
 }
-redacted_debug!(SendgridSection, PostmarkSection, MailgunSection, ResendSection);
+redacted_debug!(
+    SendgridSection,
+    PostmarkSection,
+    MailgunSection,
+    ResendSection
+);
 
 /// Checks every configured provider. No message quotes a key or secret.
 pub fn validate_feedback(section: FeedbackSection) -> Result<FeedbackSettings, ConfigError> {
@@ -98,7 +103,7 @@ pub fn validate_feedback(section: FeedbackSection) -> Result<FeedbackSettings, C
             let der = base64::engine::general_purpose::STANDARD
                 .decode(s.public_key.trim())
                 .ok()
-                .filter(|der| crate::feedback::keys::p256_point(der).is_ok())
+                .filter(|der| crate::feedback::sendgrid::check_public_key(der).is_ok())
                 .ok_or_else(|| {
                     invalid(
                         "feedback.sendgrid.public_key",
@@ -197,12 +202,21 @@ fn validate_ses(s: SesSection) -> Result<SesSettings, ConfigError> {
     }
     let ca_pem = match &s.ca_file {
         None => None,
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            invalid(
-                "feedback.ses.ca_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                invalid(
+                    "feedback.ses.ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            crate::feedback::sns_fetch::extra_roots(&pem).map_err(|e| {
+                invalid(
+                    "feedback.ses.ca_file",
+                    format!("{} holds no usable CA certificate: {e}", path.display()),
+                )
+            })?;
+            Some(pem)
+        }
     };
     Ok(SesSettings {
         topic_arns: s.topic_arns,
@@ -265,7 +279,7 @@ mod tests {
             .to_string();
         assert!(!err.contains("secret%"), "{err}");
         let ok = parse("[resend]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n").unwrap();
-        assert_eq!(ok.resend.unwrap().secret.len(), 24);
+        assert_eq!(ok.resend.as_ref().unwrap().secret.len(), 24);
         assert!(format!("{ok:?}").contains("resend"));
     }
 }

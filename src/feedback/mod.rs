@@ -3,7 +3,7 @@
 //! matches to our messages and turns into suppressions and `email.*` events.
 
 mod common;
-pub mod keys;
+mod keys;
 pub mod mailgun;
 pub mod postmark;
 pub mod resend;

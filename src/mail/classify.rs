@@ -107,9 +107,9 @@ pub fn queued_as(text: &str) -> Option<String> {
     let id = last.trim_matches(|c| matches!(c, '<' | '>' | '[' | ']' | '(' | ')' | ',' | ';'));
     let plausible = (8..=200).contains(&id.len())
         && id.bytes().any(|b| b.is_ascii_digit())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'=' | b'+' | b'/'));
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'=' | b'+' | b'/')
+        });
     plausible.then(|| id.to_owned())
 }
 

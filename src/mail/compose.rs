@@ -86,7 +86,7 @@ impl Composer<'_> {
         let metadata = self.stream.esp.and_then(|esp| match esp {
             Esp::Ses => Some(("X-SES-MESSAGE-TAGS", format!("herald_id={herald_id}"))),
             Esp::Sendgrid => Some((
-                    "X-SMTPAPI",
+                "X-SMTPAPI",
                 serde_json::json!({"unique_args": {"herald_id": herald_id}}).to_string(),
             )),
             Esp::Postmark => Some(("X-PM-Metadata-herald-id", herald_id.clone())),

@@ -298,7 +298,7 @@ impl MailWorker {
                         Some(destination) => {
                             relayed = matches!(destination, Destination::Smtp(_));
                             destination.send(
-                            &self.runtime,
+                                &self.runtime,
                                 &format_email_id(id),
                                 message.envelope(),
                                 &bytes,

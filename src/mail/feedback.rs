@@ -38,7 +38,10 @@ pub struct FeedbackRules {
 /// What became of one request's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Applied { applied: usize, duplicates: usize },
+    Applied {
+        applied: usize,
+        duplicates: usize,
+    },
     /// Its single-use token was spent before: nothing was applied.
     Replayed,
 }
@@ -188,7 +191,14 @@ fn apply_one(
             if let Some((id, record)) = matched {
                 settle(txn, id, record, EmailStatus::Bounced, false)?;
             }
-            count(txn, &stream, email_id, SendOutcome::HardBounce, rules, now_ms)?;
+            count(
+                txn,
+                &stream,
+                email_id,
+                SendOutcome::HardBounce,
+                rules,
+                now_ms,
+            )?;
             "email.bounced"
         }
         FeedbackKind::SoftBounce => {
@@ -231,7 +241,14 @@ fn apply_one(
                     ledger::cancel_suppressed(txn, id, SuppressionReason::Complaint)?;
                 }
             }
-            count(txn, &stream, email_id, SendOutcome::Complaint, rules, now_ms)?;
+            count(
+                txn,
+                &stream,
+                email_id,
+                SendOutcome::Complaint,
+                rules,
+                now_ms,
+            )?;
             "email.complained"
         }
         FeedbackKind::Delivered => {

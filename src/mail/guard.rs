@@ -161,7 +161,11 @@ pub fn set_paused(
     txn.put_stream_state(stream, &state)?;
     txn.keys_changed(Queue::Mail);
     txn.append_system_event(
-        system_event(event_type, None, json!({"stream": stream, "reason": reason})),
+        system_event(
+            event_type,
+            None,
+            json!({"stream": stream, "reason": reason}),
+        ),
         now_ms,
         None,
     )?;
@@ -197,10 +201,20 @@ mod tests {
     #[test]
     fn rates_warn_then_pause_at_the_configured_levels() {
         assert_eq!(judge(&windows(1000, 0, 0), &guard()), Verdict::Fine);
-        assert!(matches!(judge(&windows(1000, 0, 1), &guard()), Verdict::Warn(_)));
-        assert!(matches!(judge(&windows(1000, 0, 3), &guard()), Verdict::Pause(r) if r.contains("complaint rate 0.30%")));
-        assert!(matches!(judge(&windows(1000, 20, 0), &guard()), Verdict::Warn(_)));
-        assert!(matches!(judge(&windows(1000, 50, 0), &guard()), Verdict::Pause(r) if r.contains("hard-bounce")));
+        assert!(matches!(
+            judge(&windows(1000, 0, 1), &guard()),
+            Verdict::Warn(_)
+        ));
+        assert!(
+            matches!(judge(&windows(1000, 0, 3), &guard()), Verdict::Pause(r) if r.contains("complaint rate 0.30%"))
+        );
+        assert!(matches!(
+            judge(&windows(1000, 20, 0), &guard()),
+            Verdict::Warn(_)
+        ));
+        assert!(
+            matches!(judge(&windows(1000, 50, 0), &guard()), Verdict::Pause(r) if r.contains("hard-bounce"))
+        );
     }
 
     #[test]

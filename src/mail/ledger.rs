@@ -15,10 +15,10 @@ use crate::clock;
 use crate::events::system_event;
 use crate::ids;
 use crate::store::mail::ALL_STREAMS;
-use crate::store::streams::SendOutcome;
 use crate::store::records::{
     EmailRecord, EmailStatus, MailAttemptRecord, SuppressionReason, SuppressionRecord,
 };
+use crate::store::streams::SendOutcome;
 use crate::store::{StoreError, WriteTxn};
 
 pub const ID_PREFIX: &str = "msg_";
@@ -280,12 +280,8 @@ pub fn record_attempt(
     let to = record.to.clone();
     let today = day_of(now_ms);
     let bounce_days = txn.soft_bounce_days(&to)?;
-    let with_this = soft_bounces::with_bounce(
-        &bounce_days,
-        today,
-        today,
-        retry.soft_bounce_window_days,
-    );
+    let with_this =
+        soft_bounces::with_bounce(&bounce_days, today, today, retry.soft_bounce_window_days);
     let decision = policy::decide(
         policy::Message {
             created_at_ms: record.created_at_ms,
@@ -326,7 +322,14 @@ pub fn record_attempt(
             if let Some(provider_id) = &report.provider_id {
                 txn.put_provider_message_id(provider_id, id)?;
             }
-            guard::count(txn, &record.stream, Some(id), SendOutcome::Sent, guard, now_ms)?;
+            guard::count(
+                txn,
+                &record.stream,
+                Some(id),
+                SendOutcome::Sent,
+                guard,
+                now_ms,
+            )?;
         }
         Event::Bounced => {
             guard::count(

@@ -18,8 +18,10 @@ pub fn cap(ramp: &[u32], step: u32) -> Option<u64> {
 /// The step `state` is on during `today`: one further than its last
 /// sending day's if that day went without complaints.
 pub fn step_on(state: &StreamStateRecord, today: i64) -> u32 {
-    let advances =
-        state.day != 0 && state.day < today && state.sent_on_day > 0 && state.complaints_on_day == 0;
+    let advances = state.day != 0
+        && state.day < today
+        && state.sent_on_day > 0
+        && state.complaints_on_day == 0;
     state.warmup_step + u32::from(advances)
 }
 

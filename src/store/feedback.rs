@@ -6,7 +6,9 @@ use redb::ReadableTable;
 
 use super::codec::encode;
 use super::records::FeedbackRecord;
-use super::tables::{FEEDBACK, FEEDBACK_BY_EMAIL, FEEDBACK_SEEN, FEEDBACK_UNMATCHED, REPLAY_TOKENS};
+use super::tables::{
+    FEEDBACK, FEEDBACK_BY_EMAIL, FEEDBACK_SEEN, FEEDBACK_UNMATCHED, REPLAY_TOKENS,
+};
 use super::{ReadTxn, StoreError, WriteTxn};
 
 #[derive(Debug, Default, Clone)]
@@ -23,7 +25,10 @@ pub struct FeedbackFilter {
 impl FeedbackFilter {
     fn wants(&self, record: &FeedbackRecord) -> bool {
         self.matched.is_none_or(|m| m == record.email_id.is_some())
-            && self.provider.as_deref().is_none_or(|p| p == record.provider)
+            && self
+                .provider
+                .as_deref()
+                .is_none_or(|p| p == record.provider)
             && self.kind.as_deref().is_none_or(|k| k == record.kind)
             && self.address.as_deref().is_none_or(|a| a == record.address)
             && (self.tenant.is_none() || self.tenant == record.tenant)
@@ -54,10 +59,9 @@ impl WriteTxn<'_> {
         let mut table = self.txn.open_table(FEEDBACK)?;
         let id = super::last_u64_key(&table)?.map_or(1, |id| id + 1);
         table.insert(id, encode(record).as_slice())?;
-        self.txn.open_table(FEEDBACK_SEEN)?.insert(
-            (record.provider.as_str(), record.event_id.as_str()),
-            id,
-        )?;
+        self.txn
+            .open_table(FEEDBACK_SEEN)?
+            .insert((record.provider.as_str(), record.event_id.as_str()), id)?;
         match record.email_id {
             Some(email) => {
                 self.txn
@@ -120,22 +124,21 @@ impl ReadTxn {
     ) -> Result<FeedbackPage, StoreError> {
         let records = self.txn.open_table(FEEDBACK)?;
         let from = after.saturating_add(1);
-        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> = if filter.matched
-            == Some(false)
-        {
-            let index = self.txn.open_table(FEEDBACK_UNMATCHED)?;
-            Box::new(
-                index
-                    .range(from..)?
-                    .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
-            )
-        } else {
-            Box::new(
-                records
-                    .range(from..)?
-                    .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
-            )
-        };
+        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> =
+            if filter.matched == Some(false) {
+                let index = self.txn.open_table(FEEDBACK_UNMATCHED)?;
+                Box::new(
+                    index
+                        .range(from..)?
+                        .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
+                )
+            } else {
+                Box::new(
+                    records
+                        .range(from..)?
+                        .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from)),
+                )
+            };
         let (feedback, next_after) =
             super::page_by_ids(ids, &records, after, limit, |r| filter.wants(r))?;
         Ok(FeedbackPage {

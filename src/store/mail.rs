@@ -259,7 +259,10 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    pub(crate) fn email_by_provider_id(&self, provider_id: &str) -> Result<Option<u64>, StoreError> {
+    pub(crate) fn email_by_provider_id(
+        &self,
+        provider_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
         let table = self.txn.open_table(PROVIDER_MESSAGE_IDS)?;
         let found = table.get(provider_id)?;
         Ok(found.map(|v| v.value()))

@@ -65,7 +65,9 @@ fn windows_in(
 ) -> Result<Windows, StoreError> {
     let mut last_24h = Window::default();
     let since = now_ms - DAY_MS;
-    for row in tally.range((stream, since - since.rem_euclid(TALLY_BUCKET_MS))..=(stream, i64::MAX))? {
+    for row in
+        tally.range((stream, since - since.rem_euclid(TALLY_BUCKET_MS))..=(stream, i64::MAX))?
+    {
         let (sent, hard, complaints) = row?.1.value();
         last_24h.sent += u64::from(sent);
         last_24h.hard_bounces += u64::from(hard);

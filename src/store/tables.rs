@@ -128,8 +128,7 @@ pub const TENANT_SUPPRESSIONS: TableDefinition<(&str, &str, &str), &[u8]> =
 
 /// address → encoded `SoftBounceRecord`: the days it soft-bounced on,
 /// within `mail.soft_bounce_window`, since its last delivery.
-pub const SOFT_BOUNCE_DAYS: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("soft_bounce_days");
+pub const SOFT_BOUNCE_DAYS: TableDefinition<&str, &[u8]> = TableDefinition::new("soft_bounce_days");
 
 /// The provider's message id from an accepting 250 reply → message id: how
 /// feedback that echoes no header of ours finds its message.
