@@ -269,6 +269,10 @@ fn apply_one(
                 email_id,
                 now_ms,
             )?;
+            // The provider dropped the message without trying.
+            if let Some((id, record)) = matched {
+                settle(txn, id, record, EmailStatus::Failed, false)?;
+            }
             data["reason"] = "esp_suppressed".into();
             "email.failed"
         }
