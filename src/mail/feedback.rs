@@ -3,6 +3,8 @@
 //! complaint and delivery rules' effects with `email.*` events (source
 //! `esp`). An event no message matches still acts on its address.
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 
 use super::address;
@@ -60,6 +62,7 @@ pub fn apply(
         }
     }
     let (mut applied, mut duplicates) = (0, 0);
+    let mut touched = BTreeSet::new();
     for event in &batch.events {
         if txn
             .feedback_seen(event.provider.as_str(), &event.event_id)?
@@ -68,8 +71,13 @@ pub fn apply(
             duplicates += 1;
             continue;
         }
-        apply_one(txn, event, rules, now_ms)?;
+        touched.extend(apply_one(txn, event, rules, now_ms)?);
         applied += 1;
+    }
+    // Judged once per stream: a batch of complaints must not read the
+    // windows once per event.
+    for stream in touched {
+        guard::judge_stream(txn, &stream, &rules.guard, now_ms)?;
     }
     Ok(Outcome::Applied {
         applied,
@@ -78,10 +86,14 @@ pub fn apply(
 }
 
 /// The message an event is about: by the id Herald sent in its metadata
-/// header, by the `Message-ID` Herald wrote, or by the relay's own id.
+/// header, by the `Message-ID` Herald wrote, or by the relay's own id; and
+/// only if it was sent to the address the event names. Ids are sequential,
+/// so another Herald sharing the ESP account (a staging one) names ids of
+/// ours: the recipient is what tells a report about our message apart.
 fn find_message(
     txn: &WriteTxn<'_>,
     event: &FeedbackEvent,
+    address: &str,
 ) -> Result<Option<(u64, EmailRecord)>, StoreError> {
     let mut candidates: Vec<u64> = Vec::new();
     if let Some(id) = event.herald_id.as_deref().and_then(parse_email_id) {
@@ -99,24 +111,25 @@ fn find_message(
         .and_then(|(hex, _)| u64::from_str_radix(hex, 16).ok());
     candidates.extend(from_header);
     if let Some(provider_id) = event.provider_message_id.as_deref() {
-        let found = match txn.email_by_provider_id(provider_id)? {
-            Some(id) => Some(id),
-            // SendGrid's event ids extend its queue id: `ID.filter…`.
-            None => match provider_id.split_once('.') {
-                Some((head, _)) => txn.email_by_provider_id(head)?,
-                None => None,
-            },
-        };
+        let mut found = txn.email_by_provider_id(provider_id)?;
+        // SendGrid's message ids extend its queue id: `ID.filter…`.
+        if found.is_none() && event.provider == Provider::Sendgrid {
+            if let Some((head, _)) = provider_id.split_once('.') {
+                found = txn.email_by_provider_id(head)?;
+            }
+        }
         candidates.extend(found);
     }
     for id in candidates {
         let Some(record) = txn.email(id)? else {
             continue;
         };
-        // A header can be forged only as far as naming a message id; the
-        // Message-ID must be ours in full to count.
-        if let Some(header) = &header {
-            if Some(id) == from_header && !record.message_id.contains(header.as_str()) {
+        if record.to != address {
+            continue;
+        }
+        let named_by_header = Some(id) == from_header;
+        if let (true, Some(header)) = (named_by_header, &header) {
+            if record.message_id != format!("<{header}>") {
                 continue;
             }
         }
@@ -125,15 +138,16 @@ fn find_message(
     Ok(None)
 }
 
+/// Applies one event; returns the stream whose reputation it changed.
 fn apply_one(
     txn: &mut WriteTxn<'_>,
     event: &FeedbackEvent,
     rules: &FeedbackRules,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     let address = address::normalize(&event.address)
         .unwrap_or_else(|_| event.address.trim().to_ascii_lowercase());
-    let matched = find_message(txn, event)?;
+    let matched = find_message(txn, event, &address)?;
     let (email_id, stream, tenant) = match &matched {
         Some((id, record)) => (
             Some(*id),
@@ -170,6 +184,7 @@ fn apply_one(
         data["occurred_at"] = crate::clock::format_rfc3339(at).into();
     }
     let esp_detail = format!("{}: {detail}", event.provider.as_str());
+    let mut reputation = None;
     // What a mailbox (or the provider) reported holds for every sender:
     // the global list, told to the message's tenant.
     let scope = SuppressionScope {
@@ -179,7 +194,7 @@ fn apply_one(
     let event_type = match event.kind {
         FeedbackKind::HardBounce => {
             data["bounce_type"] = "hard".into();
-            ledger::suppress_with_detail(
+            let added = ledger::suppress_with_detail(
                 txn,
                 scope,
                 &address,
@@ -191,14 +206,12 @@ fn apply_one(
             if let Some((id, record)) = matched {
                 settle(txn, id, record, EmailStatus::Bounced, false)?;
             }
-            count(
-                txn,
-                &stream,
-                email_id,
-                SendOutcome::HardBounce,
-                rules,
-                now_ms,
-            )?;
+            // Once per address: a second feed reporting the same event
+            // (SES notifications and event publishing) counts once.
+            if added {
+                reputation =
+                    record_outcome(txn, &stream, email_id, SendOutcome::HardBounce, now_ms)?;
+            }
             "email.bounced"
         }
         FeedbackKind::SoftBounce => {
@@ -227,7 +240,7 @@ fn apply_one(
         }
         FeedbackKind::Deferred => "email.deferred",
         FeedbackKind::Complaint => {
-            ledger::suppress_with_detail(
+            let added = ledger::suppress_with_detail(
                 txn,
                 scope,
                 &address,
@@ -241,14 +254,12 @@ fn apply_one(
                     ledger::cancel_suppressed(txn, id, SuppressionReason::Complaint)?;
                 }
             }
-            count(
-                txn,
-                &stream,
-                email_id,
-                SendOutcome::Complaint,
-                rules,
-                now_ms,
-            )?;
+            // Once per address: a second feed reporting the same event
+            // (SES notifications and event publishing) counts once.
+            if added {
+                reputation =
+                    record_outcome(txn, &stream, email_id, SendOutcome::Complaint, now_ms)?;
+            }
             "email.complained"
         }
         FeedbackKind::Delivered => {
@@ -277,7 +288,8 @@ fn apply_one(
             "email.failed"
         }
         FeedbackKind::PolicyBlock => {
-            tracing::warn!(provider = event.provider.as_str(), message = ?email_id.map(format_email_id), %detail,
+            let email = email_id.map(format_email_id).unwrap_or_default();
+            tracing::warn!(provider = event.provider.as_str(), %email, %detail,
                            "the ESP refused our mail for a sender-side reason (policy, reputation, content); the address is kept");
             if let Some((id, record)) = matched {
                 settle(txn, id, record, EmailStatus::Failed, true)?;
@@ -292,10 +304,13 @@ fn apply_one(
         now_ms,
         None,
     )?;
-    Ok(())
+    Ok(reputation)
 }
 
-/// Moves a message to what its feedback says, if it is not settled worse.
+/// Moves a message to what its feedback says, unless it is settled as
+/// something that says more (a bounce over a failure over a send), or has
+/// no attempt recorded yet: then the worker's outcome is still on its way
+/// and must not find the message settled.
 fn settle(
     txn: &mut WriteTxn<'_>,
     id: u64,
@@ -303,26 +318,43 @@ fn settle(
     status: EmailStatus,
     flag: bool,
 ) -> Result<(), StoreError> {
-    if record.status == status && (record.flagged || !flag) {
+    let rank = |s: EmailStatus| match s {
+        EmailStatus::Queued | EmailStatus::Deferred => 0,
+        EmailStatus::Sent => 1,
+        EmailStatus::Failed => 2,
+        EmailStatus::Bounced => 3,
+    };
+    if record.attempts.is_empty() {
         return Ok(());
     }
-    let previous_due = record.next_attempt_ms.take();
-    record.status = status;
+    let moves = rank(status) > rank(record.status);
+    if !moves && (record.flagged || !flag) {
+        return Ok(());
+    }
+    let previous_due = record.next_attempt_ms;
+    if moves {
+        record.next_attempt_ms = None;
+        record.status = status;
+    }
     record.flagged |= flag;
     txn.put_email(id, &record, previous_due, false)
 }
 
-fn count(
+/// Counts a bounce or complaint against its message's stream; returns
+/// the stream, to be judged at the end of the batch.
+fn record_outcome(
     txn: &mut WriteTxn<'_>,
     stream: &Option<String>,
     email_id: Option<u64>,
     outcome: SendOutcome,
-    rules: &FeedbackRules,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     match stream {
-        Some(stream) => guard::count(txn, stream, email_id, outcome, &rules.guard, now_ms),
+        Some(name) => {
+            guard::record(txn, name, email_id, outcome, now_ms)?;
+            Ok(Some(name.clone()))
+        }
         // Whose reputation an unmatched report hurts is unknown.
-        None => Ok(()),
+        None => Ok(None),
     }
 }

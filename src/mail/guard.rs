@@ -74,8 +74,7 @@ pub fn window_json(window: &Window) -> Value {
 }
 
 /// Counts what became of message `id` of `stream` and, after a bounce or
-/// a complaint, judges the stream anew: pausing it (its mail then waits in
-/// the queue) or warning, each once, with a `stream.*` event.
+/// a complaint, judges the stream anew (see `judge_stream`).
 pub fn count(
     txn: &mut WriteTxn<'_>,
     stream: &str,
@@ -84,16 +83,37 @@ pub fn count(
     guard: &GuardSettings,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    record(txn, stream, id, outcome, now_ms)?;
+    if outcome != SendOutcome::Sent {
+        judge_stream(txn, stream, guard, now_ms)?;
+    }
+    Ok(())
+}
+
+/// Counts what became of message `id` of `stream` in its windows and its
+/// warm-up day, without judging: a batch of feedback judges each stream
+/// once, at its end.
+pub fn record(
+    txn: &mut WriteTxn<'_>,
+    stream: &str,
+    id: Option<u64>,
+    outcome: SendOutcome,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     txn.tally_stream(stream, now_ms, outcome)?;
     let mut state = txn.stream_state(stream)?;
     let today = super::soft_bounces::day_of(now_ms);
     warmup::roll_to(&mut state, today);
     match (outcome, id) {
-        (SendOutcome::Sent, Some(id)) => {
-            txn.add_stream_send(stream, id, &mut state)?;
+        (SendOutcome::Sent, id) => {
+            if let Some(id) = id {
+                txn.add_stream_send(stream, id, &mut state)?;
+            }
             state.sent_on_day = state.sent_on_day.saturating_add(1);
+            if let Some(sent) = &mut state.sent_since_resume {
+                *sent = sent.saturating_add(1);
+            }
         }
-        (SendOutcome::Sent, None) => state.sent_on_day = state.sent_on_day.saturating_add(1),
         (_, Some(id)) => txn.mark_stream_send(stream, id, outcome)?,
         (_, None) => {}
     }
@@ -102,35 +122,48 @@ pub fn count(
         // The ramp holds: the scheduler's copy of the state must hear it.
         txn.keys_changed(Queue::Mail);
     }
-    if outcome != SendOutcome::Sent {
-        let windows = txn.stream_windows(stream, now_ms)?;
-        let event = match judge(&windows, guard) {
-            Verdict::Pause(reason) if !state.paused => {
-                state.paused = true;
-                state.paused_at_ms = Some(now_ms);
-                state.pause_reason = Some(reason.clone());
-                state.warning = Some(reason.clone());
-                tracing::warn!(stream, %reason, "stream paused: its mail waits in the queue until POST /v1/streams/{stream}/resume");
-                txn.keys_changed(Queue::Mail);
-                Some(("stream.paused", reason))
-            }
-            Verdict::Warn(reason) if state.warning.is_none() => {
-                state.warning = Some(reason.clone());
-                tracing::warn!(stream, %reason, "stream's bounce or complaint rate is over its warning level");
-                Some(("stream.warning", reason))
-            }
-            Verdict::Fine => {
-                state.warning = None;
-                None
-            }
-            Verdict::Pause(_) | Verdict::Warn(_) => None,
-        };
-        if let Some((event_type, reason)) = event {
-            let data = json!({"stream": stream, "reason": reason,
-                              "window_24h": window_json(&windows.last_24h),
-                              "window_last_1000": window_json(&windows.last_1000)});
-            txn.append_system_event(system_event(event_type, None, data), now_ms, None)?;
+    txn.put_stream_state(stream, &state)
+}
+
+/// Judges `stream`'s windows: pauses it (its mail then waits in the queue)
+/// or warns, each once, with a `stream.*` event.
+pub fn judge_stream(
+    txn: &mut WriteTxn<'_>,
+    stream: &str,
+    guard: &GuardSettings,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut state = txn.stream_state(stream)?;
+    let windows = txn.stream_windows(stream, now_ms)?;
+    let in_grace = state
+        .sent_since_resume
+        .is_some_and(|sent| sent < guard.min_sends);
+    let event = match judge(&windows, guard) {
+        Verdict::Pause(reason) if !state.paused && !in_grace => {
+            state.paused = true;
+            state.paused_at_ms = Some(now_ms);
+            state.pause_reason = Some(reason.clone());
+            state.warning = Some(reason.clone());
+            tracing::warn!(stream, %reason, "stream paused: its mail waits in the queue until POST /v1/streams/{stream}/resume");
+            txn.keys_changed(Queue::Mail);
+            Some(("stream.paused", reason))
         }
+        Verdict::Pause(reason) | Verdict::Warn(reason) if state.warning.is_none() => {
+            state.warning = Some(reason.clone());
+            tracing::warn!(stream, %reason, "stream's bounce or complaint rate is over its warning level");
+            Some(("stream.warning", reason))
+        }
+        Verdict::Fine => {
+            state.warning = None;
+            None
+        }
+        Verdict::Pause(_) | Verdict::Warn(_) => None,
+    };
+    if let Some((event_type, reason)) = event {
+        let data = json!({"stream": stream, "reason": reason,
+                          "window_24h": window_json(&windows.last_24h),
+                          "window_last_1000": window_json(&windows.last_1000)});
+        txn.append_system_event(system_event(event_type, None, data), now_ms, None)?;
     }
     txn.put_stream_state(stream, &state)
 }
@@ -156,6 +189,7 @@ pub fn set_paused(
         state.paused_at_ms = None;
         state.pause_reason = None;
         state.warning = None;
+        state.sent_since_resume = Some(0);
         ("stream.resumed", "resumed through the API")
     };
     txn.put_stream_state(stream, &state)?;

@@ -701,6 +701,10 @@ pub struct StreamStateRecord {
     pub paused_at_ms: Option<i64>,
     /// A rate over its warning level, as last judged.
     pub warning: Option<String>,
+    /// Messages sent since an operator last resumed it: until the guard's
+    /// `min_sends` more have gone, the windows still hold what caused the
+    /// pause, so they may warn but not pause it again. `None`: never resumed.
+    pub sent_since_resume: Option<u32>,
     /// Rows the stream has in `stream_sends` (its last sends, at most 1,000).
     pub recent_sends: u32,
     /// Warm-up: the index into the ramp of caps for `day`.
