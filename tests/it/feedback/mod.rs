@@ -9,10 +9,12 @@
 mod durability;
 mod fixtures;
 mod guard;
+mod kinds;
 mod providers;
 mod replay;
 mod sns;
 mod soft_bounces;
+mod tenancy;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
