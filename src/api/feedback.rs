@@ -131,6 +131,10 @@ fn refused(error: FeedbackError) -> ApiError {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", reason)
         }
         FeedbackError::Malformed(reason) => ApiError::bad_request("malformed", reason),
+        FeedbackError::Unavailable(reason) => {
+            tracing::warn!(%reason, "a feedback request could not be checked now; the provider will retry");
+            ApiError::unavailable(reason)
+        }
     }
 }
 
@@ -169,9 +173,12 @@ pub async fn receive(
         Provider::Resend => resend::read(configured(&settings.resend)?, &inbound),
     };
     let batch = read.map_err(refused)?;
-    if let Some(what) = &batch.ignored {
-        let body = json!({"received": 0, "applied": 0, "duplicates": 0, "ignored": what});
-        return Ok(json(StatusCode::OK, body.to_string()));
+    let ignored = batch.ignored.clone();
+    // A single-use token is spent even on a request that carries nothing
+    // to apply: Mailgun signs the token, not the body, so a captured
+    // signature of an ignored event could otherwise carry a forged one.
+    if ignored.is_some() && batch.replay_token.is_none() {
+        return Ok(ignored_answer(ignored));
     }
     let received = batch.events.len();
     let rules = FeedbackRules {
@@ -186,10 +193,11 @@ pub async fn receive(
         Outcome::Applied {
             applied,
             duplicates,
-        } => {
+        } if ignored.is_none() => {
             let body = json!({"received": received, "applied": applied, "duplicates": duplicates});
             Ok(json(StatusCode::OK, body.to_string()))
         }
+        Outcome::Applied { .. } => Ok(ignored_answer(ignored)),
         // 406 is what tells Mailgun not to retry.
         Outcome::Replayed => Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -197,6 +205,11 @@ pub async fn receive(
             "this request's token was used before; nothing was applied",
         )),
     }
+}
+
+fn ignored_answer(what: Option<String>) -> Resp {
+    let body = json!({"received": 0, "applied": 0, "duplicates": 0, "ignored": what});
+    json(StatusCode::OK, body.to_string())
 }
 
 fn configured<T>(settings: &Option<T>) -> Result<&T, ApiError> {

@@ -271,6 +271,16 @@ pub fn validate_mail(section: MailSection, data_dir: &Path) -> Result<MailSettin
             "must be at least 1d: soft bounces count by day",
         ));
     }
+    let window_days = crate::mail::soft_bounces::window_days(soft_bounce_window);
+    if i64::from(section.soft_bounce_limit) > window_days {
+        return Err(invalid(
+            key("soft_bounce_limit"),
+            format!(
+                "{} days cannot fit in soft_bounce_window ({window_days} days): no address would ever be suppressed",
+                section.soft_bounce_limit
+            ),
+        ));
+    }
     if section.max_recipients == 0 || section.max_recipients > 1000 {
         return Err(invalid(key("max_recipients"), "must be between 1 and 1000"));
     }

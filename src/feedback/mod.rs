@@ -153,12 +153,18 @@ pub enum FeedbackError {
     Unauthenticated(String),
     /// Authentic (or not yet checkable) but unreadable: `400`.
     Malformed(String),
+    /// Not checkable now (the SNS signing certificate could not be
+    /// fetched): `503`, which the provider retries, where a 4xx would make
+    /// it drop the event for good.
+    Unavailable(String),
 }
 
 impl std::fmt::Display for FeedbackError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FeedbackError::Unauthenticated(m) | FeedbackError::Malformed(m) => f.write_str(m),
+            FeedbackError::Unauthenticated(m)
+            | FeedbackError::Malformed(m)
+            | FeedbackError::Unavailable(m) => f.write_str(m),
         }
     }
 }
@@ -170,6 +176,20 @@ pub struct Inbound<'a> {
     pub body: &'a [u8],
     /// The receiving time (Unix ms), for timestamp freshness.
     pub now_ms: i64,
+}
+
+/// The most of an event's raw JSON kept for its timeline. A notification
+/// naming many recipients is one event per recipient: each keeps at most
+/// this much of the shared text, not a copy of the whole body.
+pub const MAX_RAW_BYTES: usize = 16 * 1024;
+
+/// `text` cut to [`MAX_RAW_BYTES`] at a character boundary.
+pub fn raw_excerpt(text: &str) -> String {
+    let mut end = text.len().min(MAX_RAW_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// How far a signed timestamp may be from our clock, either way.

@@ -51,7 +51,7 @@ pub fn read(settings: &ResendSettings, inbound: &Inbound) -> Result<Batch, Feedb
             provider_message_id: common::text(data.get("email_id")),
             occurred_at_ms,
             detail: detail.clone(),
-            raw: raw.to_owned(),
+            raw: super::raw_excerpt(raw),
         })
         .collect();
     common::batch(events, &[])

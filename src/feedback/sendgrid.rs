@@ -90,10 +90,20 @@ fn event(item: &Value, raw: &str) -> Result<Option<FeedbackEvent>, String> {
             ]);
             (kind, detail)
         }
-        Some("dropped") => (
-            FeedbackKind::EspSuppressed,
-            common::detail(&[str_of("reason")]),
-        ),
+        // Only a drop because of the address (`Bounced Address`,
+        // `Spam Reporting Address`, `Unsubscribed Address`, `Invalid`)
+        // says anything about the recipient; `Spam Content` or an invalid
+        // SMTPAPI header are about our message.
+        Some("dropped") => {
+            let reason = str_of("reason").unwrap_or_default();
+            let about_address = reason.contains("Address") || reason == "Invalid";
+            let kind = if about_address {
+                FeedbackKind::EspSuppressed
+            } else {
+                FeedbackKind::PolicyBlock
+            };
+            (kind, common::detail(&[str_of("reason")]))
+        }
         Some("deferred") => (
             FeedbackKind::Deferred,
             common::detail(&[str_of("response")]),

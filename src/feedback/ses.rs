@@ -294,7 +294,7 @@ pub fn events(envelope: &Envelope) -> Result<Batch, FeedbackError> {
             provider_message_id: provider_message_id.clone(),
             occurred_at_ms: reading.occurred_at_ms.or(Some(envelope.timestamp_ms)),
             detail: common::detail(&[Some(&reading.detail), diagnostic.as_deref()]),
-            raw: envelope.message.clone(),
+            raw: super::raw_excerpt(&envelope.message),
         })
         .collect();
     common::batch(events, &[])

@@ -29,12 +29,17 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// SNS rotates its certificate rarely and uses one per region: a handful
 /// of entries is plenty, and the bound keeps forged URLs from growing it.
 pub const CACHE_ENTRIES: usize = 64;
+/// Fetches under way at once: anyone who knows an allowed topic can make
+/// Herald fetch, so a burst of forged envelopes must not open sockets
+/// without bound.
+pub const CONCURRENT_FETCHES: usize = 4;
 
 pub struct SnsFetcher {
     settings: SesSettings,
     tls: TlsConnector,
     cache: Mutex<Cache>,
     timeout: Duration,
+    fetches: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -80,20 +85,25 @@ impl SnsFetcher {
             tls: TlsConnector::from(Arc::new(config)),
             cache: Mutex::new(Cache::default()),
             timeout: FETCH_TIMEOUT,
+            fetches: tokio::sync::Semaphore::new(CONCURRENT_FETCHES),
         })
     }
 
     /// The certificate at `url` (PEM as SNS serves it), from the cache
     /// when it was fetched before. Only a certificate with an RSA key is
-    /// kept. Any failure refuses the message it was to check.
+    /// kept. A URL not allowed or a body that is no usable certificate
+    /// refuses the message; a fetch that failed (network, TLS, an error
+    /// status) leaves it to be retried.
     pub async fn certificate(&self, url: &str) -> Result<Arc<Vec<u8>>, FeedbackError> {
         if let Some(hit) = self.cached(url) {
             return Ok(hit);
         }
-        let body = self
-            .get(url)
-            .await
-            .map_err(|e| unauthenticated(format!("the SNS signing certificate: {e}")))?;
+        let body = self.get(url).await.map_err(|e| match e {
+            Fetch::NotAllowed(e) => unauthenticated(format!("the SNS signing certificate: {e}")),
+            Fetch::Failed(e) => {
+                FeedbackError::Unavailable(format!("the SNS signing certificate: {e}"))
+            }
+        })?;
         keys::certificate_rsa_key(&body)
             .map_err(|e| unauthenticated(format!("the SNS signing certificate at {url}: {e}")))?;
         let certificate = Arc::new(body);
@@ -104,10 +114,10 @@ impl SnsFetcher {
 
     /// Visits a subscription's confirmation link; a 2xx answer confirms.
     pub async fn confirm(&self, subscribe_url: &str) -> Result<(), String> {
-        self.get(subscribe_url)
-            .await
-            .map(drop)
-            .map_err(|e| format!("confirming the subscription: {e}"))
+        self.get(subscribe_url).await.map(drop).map_err(|e| {
+            let (Fetch::NotAllowed(e) | Fetch::Failed(e)) = e;
+            format!("confirming the subscription: {e}")
+        })
     }
 
     fn cached(&self, url: &str) -> Option<Arc<Vec<u8>>> {
@@ -121,17 +131,25 @@ impl SnsFetcher {
     }
 
     /// The body of a 2xx answer to a GET of `url`.
-    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, url: &str) -> Result<Vec<u8>, Fetch> {
         if !ses::url_allowed(&self.settings, url) {
-            return Err(format!("{url} is not HTTPS on an allowed host"));
+            return Err(Fetch::NotAllowed(format!(
+                "{url} is not HTTPS on an allowed host"
+            )));
         }
-        let uri: Uri = url.parse().map_err(|_| format!("{url} is not a URL"))?;
-        match tokio::time::timeout(self.timeout, self.exchange(&uri)).await {
-            Ok(answer) => answer.map_err(|e| format!("GET {url}: {e}")),
-            Err(_) => Err(format!(
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| Fetch::NotAllowed(format!("{url} is not a URL")))?;
+        let fetch = async {
+            let _slot = self.fetches.acquire().await;
+            self.exchange(&uri).await
+        };
+        match tokio::time::timeout(self.timeout, fetch).await {
+            Ok(answer) => answer.map_err(|e| Fetch::Failed(format!("GET {url}: {e}"))),
+            Err(_) => Err(Fetch::Failed(format!(
                 "GET {url}: no answer within {}",
                 humantime::format_duration(self.timeout)
-            )),
+            ))),
         }
     }
 
@@ -183,6 +201,14 @@ impl SnsFetcher {
         drop(driver);
         Ok(body.to_vec())
     }
+}
+
+/// Why a GET gave no body.
+enum Fetch {
+    /// The URL may not be fetched at all.
+    NotAllowed(String),
+    /// It was tried and failed; a later try may work.
+    Failed(String),
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -316,7 +342,9 @@ mod tests {
 
     fn reason(result: Result<Arc<Vec<u8>>, FeedbackError>) -> String {
         match result {
-            Err(FeedbackError::Unauthenticated(reason)) => reason,
+            Err(FeedbackError::Unauthenticated(reason) | FeedbackError::Unavailable(reason)) => {
+                reason
+            }
             other => panic!("expected a refusal, got {other:?}"),
         }
     }

@@ -167,7 +167,12 @@ impl Dispatch for Releases {
         }
     }
 
-    fn ended(&mut self, _key: u128, _ended: Ended, _now: Instant) {}
+    fn ended(&mut self, key: u128, ended: Ended, _now: Instant) {
+        // Nothing went to the relay: the day's warm-up cap is not used.
+        if matches!(ended, Ended::Skipped | Ended::NotDue | Ended::Unrecorded) {
+            self.gates.unreleased(key);
+        }
+    }
 
     /// A commit changed a stream's state (paused, resumed, a complaint on
     /// a warming stream).

@@ -168,7 +168,7 @@ fn apply_one(
         occurred_at_ms: event.occurred_at_ms,
         received_at_ms: now_ms,
         detail: detail.clone(),
-        raw: event.raw.chars().take(16 * 1024).collect(),
+        raw: crate::feedback::raw_excerpt(&event.raw),
     };
     let feedback_id = txn.add_feedback(&record)?;
     let mut data = json!({

@@ -123,4 +123,11 @@ impl StreamGates {
             gate.released_today += 1;
         }
     }
+
+    /// Takes back a release that sent nothing.
+    pub fn unreleased(&mut self, key: u128) {
+        if let Some(gate) = self.gates.get_mut(&key) {
+            gate.released_today = gate.released_today.saturating_sub(1);
+        }
+    }
 }

@@ -16,7 +16,7 @@ fn mail_queued_before_kill_9_is_delivered_after_the_restart() {
     let schedule = vec!["\"200ms\""; 30].join(", ");
     let toml = transactional_with(
         &sink,
-        &format!("retry_schedule = [{schedule}]\nsoft_bounce_limit = 365\ngive_up_after = \"1h\""),
+        &format!("retry_schedule = [{schedule}]\nsoft_bounce_limit = 365\nsoft_bounce_window = \"365d\"\ngive_up_after = \"1h\""),
     );
     let mut d = Daemon::start(&toml);
     let mut acked = Vec::new();

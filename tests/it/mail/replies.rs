@@ -363,7 +363,7 @@ fn a_message_still_deferred_after_give_up_after_fails() {
     let sink = SmtpSink::start(&Script::always("450 4.4.1 no answer from host"), None);
     let d = Daemon::start(&transactional_with(
         &sink,
-        "give_up_after = \"500ms\"\nsoft_bounce_limit = 365",
+        "give_up_after = \"500ms\"\nsoft_bounce_limit = 365\nsoft_bounce_window = \"365d\"",
     ));
     let id = send_one(d.addr, &message(to));
     let e = settled(d.addr, &id, "failed");
