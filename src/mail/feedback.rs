@@ -358,3 +358,162 @@ fn record_outcome(
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::settings::MailSettings;
+    use crate::store::feedback::FeedbackFilter;
+    use crate::store::records::MailAttemptRecord;
+    use crate::store::writer::Listeners;
+    use crate::store::{Store, Writer};
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn rules() -> FeedbackRules {
+        let settings: MailSettings =
+            crate::config::mail::validate_mail(Default::default(), std::path::Path::new("."))
+                .unwrap();
+        FeedbackRules {
+            retry: MailRetry::new(&settings),
+            guard: settings.guard,
+        }
+    }
+
+    fn sent_to(to: &str) -> EmailRecord {
+        EmailRecord {
+            stream: "transactional".into(),
+            tenant: Some("acme".into()),
+            from: "no-reply@acme.com".into(),
+            to: to.into(),
+            reply_to: None,
+            subject: "Hi".into(),
+            text: "hello".into(),
+            html: None,
+            headers: vec![],
+            tags: vec![],
+            message_id: "<1.00000000000000ab@acme.com>".into(),
+            created_at_ms: NOW - 1000,
+            status: EmailStatus::Sent,
+            attempts: vec![MailAttemptRecord {
+                at_ms: NOW - 900,
+                code: 250,
+                text: "2.0.0 ok".into(),
+                latency_ms: 3,
+            }],
+            next_attempt_ms: None,
+            smtp_response: Some("250 2.0.0 ok".into()),
+            flagged: false,
+        }
+    }
+
+    fn event(id: &str, kind: FeedbackKind, address: &str) -> FeedbackEvent {
+        FeedbackEvent {
+            provider: Provider::Postmark,
+            event_id: id.into(),
+            kind,
+            address: address.into(),
+            herald_id: Some(format_email_id(1)),
+            message_id_header: None,
+            provider_message_id: None,
+            occurred_at_ms: None,
+            detail: "test".into(),
+            raw: "{}".into(),
+        }
+    }
+
+    fn batch(events: Vec<FeedbackEvent>) -> Batch {
+        Batch {
+            events,
+            ..Batch::default()
+        }
+    }
+
+    fn apply_all(writer: &Writer, events: Vec<FeedbackEvent>) -> Outcome {
+        writer
+            .write_blocking(move |txn| {
+                apply(txn, Provider::Postmark, &batch(events), &rules(), NOW)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn an_event_naming_our_id_for_another_address_does_not_touch_our_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        writer
+            .write_blocking(|txn| txn.put_email(1, &sent_to("bob@example.com"), None, true))
+            .unwrap();
+
+        // Another sender's message 1 bounced: the address differs.
+        let foreign = event("a", FeedbackKind::HardBounce, "eve@example.org");
+        assert_eq!(
+            apply_all(&writer, vec![foreign]),
+            Outcome::Applied {
+                applied: 1,
+                duplicates: 0
+            }
+        );
+        let read = store.read().unwrap();
+        assert_eq!(read.email(1).unwrap().unwrap().status, EmailStatus::Sent);
+        let unmatched = FeedbackFilter {
+            matched: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            read.scan_feedback(&unmatched, 0, 10)
+                .unwrap()
+                .feedback
+                .len(),
+            1
+        );
+        drop(read);
+
+        // Ours bounced, then a late policy block says less: it stays bounced.
+        let ours = event("b", FeedbackKind::HardBounce, "Bob@Example.com");
+        let late = event("c", FeedbackKind::PolicyBlock, "bob@example.com");
+        apply_all(&writer, vec![ours.clone(), late]);
+        let read = store.read().unwrap();
+        let record = read.email(1).unwrap().unwrap();
+        assert_eq!(record.status, EmailStatus::Bounced);
+        assert!(record.flagged);
+        assert_eq!(read.email_feedback(1, 10).unwrap().len(), 2);
+        drop(read);
+
+        // A replay changes nothing.
+        assert_eq!(
+            apply_all(&writer, vec![ours]),
+            Outcome::Applied {
+                applied: 0,
+                duplicates: 1
+            }
+        );
+        thread.stop();
+    }
+
+    #[test]
+    fn the_same_complaint_from_two_feeds_counts_once_against_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        writer
+            .write_blocking(|txn| {
+                txn.put_email(1, &sent_to("bob@example.com"), None, true)?;
+                guard::record(txn, "transactional", Some(1), SendOutcome::Sent, NOW)
+            })
+            .unwrap();
+        let notification = event("feed-1", FeedbackKind::Complaint, "bob@example.com");
+        let published = event("feed-2", FeedbackKind::Complaint, "bob@example.com");
+        apply_all(&writer, vec![notification, published]);
+        let windows = store
+            .read()
+            .unwrap()
+            .stream_windows("transactional", NOW)
+            .unwrap();
+        assert_eq!(windows.last_24h.complaints, 1);
+        assert_eq!(windows.last_1000.complaints, 1);
+        assert_eq!(windows.last_1000.sent, 1);
+        thread.stop();
+    }
+}
