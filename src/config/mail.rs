@@ -21,7 +21,8 @@ pub struct MailSection {
     /// Waits before each retry after a temporary failure, as durations, with
     /// ±20% jitter; the last repeats until `give_up_after`.
     pub retry_schedule: Vec<String>,
-    /// A message still failing this long after it was queued fails.
+    /// A message still failing this long after its first attempt fails;
+    /// time held in the queue (a paused stream, a warm-up cap) does not count.
     pub give_up_after: String,
     /// Distinct UTC days with a soft bounce (a 4xx reply, mailbox full, or an
     /// ESP's soft bounce; not an unreachable relay) within `soft_bounce_window`

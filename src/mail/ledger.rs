@@ -284,7 +284,9 @@ pub fn record_attempt(
         soft_bounces::with_bounce(&bounce_days, today, today, retry.soft_bounce_window_days);
     let decision = policy::decide(
         policy::Message {
-            created_at_ms: record.created_at_ms,
+            // Time held in the queue (a paused stream, a warm-up cap) is not
+            // time spent failing.
+            first_attempt_ms: record.attempts.first().map_or(report.at_ms, |a| a.at_ms),
             attempts_before: record.attempts.len() as u32,
             soft_bounce_days_with_this: with_this.days.len() as u32,
         },

@@ -15,7 +15,8 @@ pub struct MailRetry {
     pub policy: RetryPolicy,
     /// How many steps the schedule has: its last step repeats.
     pub steps: u32,
-    /// A message still failing this long after it was queued fails.
+    /// A message still failing this long after its first attempt fails;
+    /// time held in the queue (a paused stream, a warm-up cap) does not count.
     pub give_up_after: Duration,
     /// Days with a soft bounce, within the window, that suppress the address.
     pub soft_bounce_limit: u32,
@@ -104,7 +105,7 @@ pub struct Decision {
 /// The message as far as the decision needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct Message {
-    pub created_at_ms: i64,
+    pub first_attempt_ms: i64,
     /// Attempts made before this one.
     pub attempts_before: u32,
     /// The distinct days within the window the recipient would have soft-
@@ -153,7 +154,7 @@ pub fn decide(
                 .delay(failures, report.random_unit)
                 .map(|d| now_ms.saturating_add(d.as_millis() as i64))
                 .filter(|next| {
-                    (next - message.created_at_ms) as u128 <= retry.give_up_after.as_millis()
+                    (next - message.first_attempt_ms) as u128 <= retry.give_up_after.as_millis()
                 });
             match next {
                 Some(next) => Decision {
@@ -213,7 +214,7 @@ mod tests {
 
     fn message(attempts_before: u32, soft_bounce_days_with_this: u32) -> Message {
         Message {
-            created_at_ms: NOW - 10 * MIN,
+            first_attempt_ms: NOW - 10 * MIN,
             attempts_before,
             soft_bounce_days_with_this,
         }
@@ -372,7 +373,7 @@ mod tests {
     #[test]
     fn a_message_past_give_up_after_fails_as_expired() {
         let old = Message {
-            created_at_ms: NOW - 59 * MIN,
+            first_attempt_ms: NOW - 59 * MIN,
             attempts_before: 6,
             soft_bounce_days_with_this: 1,
         };

@@ -119,7 +119,8 @@ pub struct MailSettings {
     pub workers: usize,
     /// Waits after the 1st, 2nd, … temporary failure; the last repeats.
     pub retry_schedule: Vec<Duration>,
-    /// A message still failing this long after it was queued fails.
+    /// A message still failing this long after its first attempt fails;
+    /// time held in the queue (a paused stream, a warm-up cap) does not count.
     pub give_up_after: Duration,
     /// Distinct days with a soft bounce, within `soft_bounce_window`, that
     /// suppress an address.
