@@ -1,9 +1,9 @@
-//! The retention pass: deletes settled deliveries, log events and the
-//! bodies of settled mail once they are older than configured, in small
-//! writer operations so that requests keep flowing, and drops attempt
-//! tallies and stream tallies older than anything reads, and spent replay
-//! tokens older than any request still accepted. Tracked calls have their own pass
-//! (`tracking::retention`).
+//! The retention pass: deletes settled deliveries, log events, old ESP
+//! feedback and the bodies of settled mail once they are older than
+//! configured, in small writer operations so that requests keep flowing,
+//! and drops attempt and stream tallies older than anything reads and spent
+//! replay tokens older than any request still accepted. Tracked calls have
+//! their own pass (`tracking::retention`).
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ pub struct RetentionSettings {
     pub dead_letters: Option<Duration>,
     /// Text and HTML of settled messages (`mail.body_retention`).
     pub mail_bodies: Option<Duration>,
+    /// ESP feedback records with their dedupe rows (`mail.feedback_retention`).
+    pub feedback: Option<Duration>,
     /// How often the pass runs (`storage.prune_interval`).
     pub interval: Duration,
 }
@@ -53,9 +55,10 @@ enum Phase {
     DeadLetters,
     Events,
     MailBodies,
+    Feedback,
 }
 
-const PHASES: [Phase; 7] = [
+const PHASES: [Phase; 8] = [
     Phase::Tallies,
     Phase::StreamTallies,
     Phase::ReplayTokens,
@@ -63,6 +66,7 @@ const PHASES: [Phase; 7] = [
     Phase::DeadLetters,
     Phase::Events,
     Phase::MailBodies,
+    Phase::Feedback,
 ];
 
 pub struct Retention {
@@ -153,6 +157,16 @@ impl Retention {
                 as_u64(
                     self.writer
                         .write_blocking(move |txn| txn.sweep_events(before, after, BUDGET))?,
+                )
+            }
+            Phase::Feedback => {
+                let Some(before) = horizon(self.settings.feedback) else {
+                    return Ok(None);
+                };
+                let after = after as u64;
+                as_u64(
+                    self.writer
+                        .write_blocking(move |txn| txn.sweep_feedback(before, after, BUDGET))?,
                 )
             }
             Phase::MailBodies => {

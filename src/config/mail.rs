@@ -46,6 +46,10 @@ pub struct MailSection {
     /// Empty the text and HTML of messages settled (sent, failed, bounced) and
     /// queued longer ago than this; the rest of the record stays. `None` keeps them.
     pub body_retention: Option<String>,
+    /// Delete ESP feedback records (and the rows that recognise their
+    /// replays) received longer ago than this; at least 7 days, as
+    /// providers retry for days. `None` keeps them.
+    pub feedback_retention: Option<String>,
 }
 
 impl Default for MailSection {
@@ -65,6 +69,7 @@ impl Default for MailSection {
             max_message_bytes: 1 << 20,
             streams: BTreeMap::new(),
             body_retention: None,
+            feedback_retention: None,
         }
     }
 }

@@ -135,7 +135,8 @@ pub struct StorageSection {
     /// redb's page cache in MiB, on top of the kernel's; lower it on a small VPS.
     pub cache_mb: usize,
     /// How often the retention pass (`events.retention`, `webhooks.retention`,
-    /// `webhooks.dead_letter_retention`, `mail.body_retention`) runs.
+    /// `webhooks.dead_letter_retention`, `mail.body_retention`,
+    /// `mail.feedback_retention`) runs.
     pub prune_interval: String,
 }
 
@@ -449,6 +450,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         deliveries: webhooks.retention.as_deref(),
         dead_letters: webhooks.dead_letter_retention.as_deref(),
         mail_bodies: mail.body_retention.as_deref(),
+        feedback: mail.feedback_retention.as_deref(),
         interval: &storage.prune_interval,
     })?;
     let webhooks = validate_webhooks(webhooks)?;

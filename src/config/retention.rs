@@ -12,8 +12,13 @@ pub struct RetentionKeys<'a> {
     pub deliveries: Option<&'a str>,
     pub dead_letters: Option<&'a str>,
     pub mail_bodies: Option<&'a str>,
+    pub feedback: Option<&'a str>,
     pub interval: &'a str,
 }
+
+/// Providers retry an unanswered webhook for up to about three days
+/// (SendGrid); a week leaves room.
+const MIN_FEEDBACK_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub fn validate_retention(keys: RetentionKeys<'_>) -> Result<RetentionSettings, ConfigError> {
     let century = Duration::from_secs(100 * 366 * 24 * 3600);
@@ -23,6 +28,15 @@ pub fn validate_retention(keys: RetentionKeys<'_>) -> Result<RetentionSettings, 
         deliveries: keep("webhooks.retention", keys.deliveries)?,
         dead_letters: keep("webhooks.dead_letter_retention", keys.dead_letters)?,
         mail_bodies: keep("mail.body_retention", keys.mail_bodies)?,
+        feedback: match keep("mail.feedback_retention", keys.feedback)? {
+            Some(keep) if keep < MIN_FEEDBACK_RETENTION => {
+                return Err(super::values::invalid(
+                    "mail.feedback_retention",
+                    "must be at least 7d: providers retry a webhook for days, and a retry must still be recognised",
+                ))
+            }
+            keep => keep,
+        },
         interval: duration(
             "storage.prune_interval",
             keys.interval,
@@ -41,6 +55,7 @@ mod tests {
             deliveries: Some("30d"),
             dead_letters: None,
             mail_bodies: Some("1s"),
+            feedback: None,
             interval,
         }
     }
@@ -60,5 +75,19 @@ mod tests {
             let err = validate_retention(keys(events, interval)).unwrap_err();
             assert!(err.to_string().starts_with(key), "{err}");
         }
+    }
+
+    #[test]
+    fn feedback_is_kept_long_enough_to_recognise_a_retry() {
+        let mut short = keys(None, "1m");
+        short.feedback = Some("1d");
+        let err = validate_retention(short).unwrap_err().to_string();
+        assert!(err.starts_with("mail.feedback_retention"), "{err}");
+        let mut week = keys(None, "1m");
+        week.feedback = Some("7d");
+        assert_eq!(
+            validate_retention(week).unwrap().feedback,
+            Some(MIN_FEEDBACK_RETENTION)
+        );
     }
 }

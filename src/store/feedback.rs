@@ -6,6 +6,7 @@ use redb::ReadableTable;
 
 use super::codec::encode;
 use super::records::FeedbackRecord;
+use super::retention::Sweep;
 use super::tables::{
     FEEDBACK, FEEDBACK_BY_EMAIL, FEEDBACK_SEEN, FEEDBACK_UNMATCHED, REPLAY_TOKENS,
 };
@@ -114,6 +115,51 @@ impl WriteTxn<'_> {
     }
 }
 
+impl WriteTxn<'_> {
+    /// Deletes feedback received before `before_ms` with its dedupe and
+    /// index rows, examining at most `budget` after id `after`. The newest
+    /// record stays whatever its age: ids resume from it.
+    pub(crate) fn sweep_feedback(
+        &mut self,
+        before_ms: i64,
+        after: u64,
+        budget: usize,
+    ) -> Result<Sweep, StoreError> {
+        let mut records = self.txn.open_table(FEEDBACK)?;
+        let newest = super::last_u64_key(&records)?.unwrap_or(0);
+        let mut old: Vec<(u64, FeedbackRecord)> = Vec::new();
+        let mut examined = 0;
+        let mut reached_young = false;
+        for row in records.range(after.saturating_add(1)..newest)?.take(budget) {
+            let (id, bytes) = row?;
+            examined += 1;
+            let record: FeedbackRecord = super::codec::decode(bytes.value())?;
+            if record.received_at_ms >= before_ms {
+                reached_young = true;
+                break;
+            }
+            old.push((id.value(), record));
+        }
+        let mut seen = self.txn.open_table(FEEDBACK_SEEN)?;
+        let mut by_email = self.txn.open_table(FEEDBACK_BY_EMAIL)?;
+        let mut unmatched = self.txn.open_table(FEEDBACK_UNMATCHED)?;
+        for (id, record) in &old {
+            records.remove(*id)?;
+            seen.remove((record.provider.as_str(), record.event_id.as_str()))?;
+            match record.email_id {
+                Some(email) => by_email.remove((email, *id))?,
+                None => unmatched.remove(*id)?,
+            };
+        }
+        Ok(Sweep {
+            removed: old.len(),
+            next_after: (!reached_young && examined == budget)
+                .then(|| old.last().map(|(id, _)| *id))
+                .flatten(),
+        })
+    }
+}
+
 impl ReadTxn {
     /// Feedback after id `after` matching `filter`, oldest first.
     pub fn scan_feedback(
@@ -163,5 +209,78 @@ impl ReadTxn {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::writer::Listeners;
+    use crate::store::{Store, Writer};
+
+    fn record(event_id: &str, email_id: Option<u64>, received_at_ms: i64) -> FeedbackRecord {
+        FeedbackRecord {
+            provider: "postmark".into(),
+            event_id: event_id.into(),
+            kind: "complaint".into(),
+            address: "bob@example.com".into(),
+            email_id,
+            stream: None,
+            tenant: None,
+            occurred_at_ms: None,
+            received_at_ms,
+            detail: String::new(),
+            raw: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn a_sweep_forgets_old_feedback_with_its_dedupe_rows_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        writer
+            .write_blocking(|txn| {
+                txn.add_feedback(&record("a", Some(7), 10))?;
+                txn.add_feedback(&record("b", None, 20))?;
+                txn.add_feedback(&record("c", None, 30))?;
+                txn.add_feedback(&record("d", None, 40))
+            })
+            .unwrap();
+        let sweep = writer
+            .write_blocking(|txn| txn.sweep_feedback(35, 0, 1000))
+            .unwrap();
+        assert_eq!(sweep.removed, 3);
+        assert_eq!(sweep.next_after, None);
+        let seen = writer
+            .write_blocking(|txn| {
+                ["a", "b", "c", "d"]
+                    .iter()
+                    .map(|id| txn.feedback_seen("postmark", id).map(|s| s.is_some()))
+                    .collect::<Result<Vec<bool>, _>>()
+            })
+            .unwrap();
+        assert_eq!(seen, [false, false, false, true]);
+        let read = store.read().unwrap();
+        assert!(read.email_feedback(7, 10).unwrap().is_empty());
+        let unmatched = FeedbackFilter {
+            matched: Some(false),
+            ..Default::default()
+        };
+        let left: Vec<u64> = read
+            .scan_feedback(&unmatched, 0, 10)
+            .unwrap()
+            .feedback
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(left, [4]);
+        drop(read);
+        // The newest stays whatever its age: ids go on from it.
+        let sweep = writer
+            .write_blocking(|txn| txn.sweep_feedback(i64::MAX, 0, 1000))
+            .unwrap();
+        assert_eq!(sweep.removed, 0);
+        thread.stop();
     }
 }
