@@ -148,6 +148,10 @@ fn apply_one(
     let address = address::normalize(&event.address)
         .unwrap_or_else(|_| event.address.trim().to_ascii_lowercase());
     let matched = find_message(txn, event, &address)?;
+    let sent_at_ms = matched
+        .as_ref()
+        .and_then(|(_, record)| record.attempts.last())
+        .map_or(now_ms, |attempt| attempt.at_ms);
     let (email_id, stream, tenant) = match &matched {
         Some((id, record)) => (
             Some(*id),
@@ -209,8 +213,14 @@ fn apply_one(
             // Once per address: a second feed reporting the same event
             // (SES notifications and event publishing) counts once.
             if added {
-                reputation =
-                    record_outcome(txn, &stream, email_id, SendOutcome::HardBounce, now_ms)?;
+                reputation = record_outcome(
+                    txn,
+                    &stream,
+                    email_id,
+                    SendOutcome::HardBounce,
+                    sent_at_ms,
+                    now_ms,
+                )?;
             }
             "email.bounced"
         }
@@ -257,8 +267,14 @@ fn apply_one(
             // Once per address: a second feed reporting the same event
             // (SES notifications and event publishing) counts once.
             if added {
-                reputation =
-                    record_outcome(txn, &stream, email_id, SendOutcome::Complaint, now_ms)?;
+                reputation = record_outcome(
+                    txn,
+                    &stream,
+                    email_id,
+                    SendOutcome::Complaint,
+                    sent_at_ms,
+                    now_ms,
+                )?;
             }
             "email.complained"
         }
@@ -347,11 +363,12 @@ fn record_outcome(
     stream: &Option<String>,
     email_id: Option<u64>,
     outcome: SendOutcome,
+    sent_at_ms: i64,
     now_ms: i64,
 ) -> Result<Option<String>, StoreError> {
     match stream {
         Some(name) => {
-            guard::record(txn, name, email_id, outcome, now_ms)?;
+            guard::record(txn, name, email_id, outcome, sent_at_ms, now_ms)?;
             Ok(Some(name.clone()))
         }
         // Whose reputation an unmatched report hurts is unknown.
@@ -500,7 +517,7 @@ mod tests {
         writer
             .write_blocking(|txn| {
                 txn.put_email(1, &sent_to("bob@example.com"), None, true)?;
-                guard::record(txn, "transactional", Some(1), SendOutcome::Sent, NOW)
+                guard::record(txn, "transactional", Some(1), SendOutcome::Sent, NOW, NOW)
             })
             .unwrap();
         let notification = event("feed-1", FeedbackKind::Complaint, "bob@example.com");
@@ -514,6 +531,32 @@ mod tests {
         assert_eq!(windows.last_24h.complaints, 1);
         assert_eq!(windows.last_1000.complaints, 1);
         assert_eq!(windows.last_1000.sent, 1);
+        thread.stop();
+    }
+
+    #[test]
+    fn a_report_about_old_mail_weighs_on_the_window_of_its_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        let two_days = 2 * 24 * 3600 * 1000;
+        writer
+            .write_blocking(move |txn| {
+                let mut old = sent_to("bob@example.com");
+                old.attempts[0].at_ms = NOW - two_days;
+                txn.put_email(1, &old, None, true)
+            })
+            .unwrap();
+        apply_all(
+            &writer,
+            vec![event("late", FeedbackKind::Complaint, "bob@example.com")],
+        );
+        let windows = store
+            .read()
+            .unwrap()
+            .stream_windows("transactional", NOW)
+            .unwrap();
+        assert_eq!(windows.last_24h.complaints, 0, "{windows:?}");
         thread.stop();
     }
 }

@@ -83,7 +83,7 @@ pub fn count(
     guard: &GuardSettings,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    record(txn, stream, id, outcome, now_ms)?;
+    record(txn, stream, id, outcome, now_ms, now_ms)?;
     if outcome != SendOutcome::Sent {
         judge_stream(txn, stream, guard, now_ms)?;
     }
@@ -92,15 +92,18 @@ pub fn count(
 
 /// Counts what became of message `id` of `stream` in its windows and its
 /// warm-up day, without judging: a batch of feedback judges each stream
-/// once, at its end.
+/// once, at its end. The 24-hour window counts it at `sent_at_ms`, when
+/// the message went: a report about yesterday's mail must not weigh on
+/// today's sends.
 pub fn record(
     txn: &mut WriteTxn<'_>,
     stream: &str,
     id: Option<u64>,
     outcome: SendOutcome,
+    sent_at_ms: i64,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    txn.tally_stream(stream, now_ms, outcome)?;
+    txn.tally_stream(stream, sent_at_ms, outcome)?;
     let mut state = txn.stream_state(stream)?;
     let today = super::soft_bounces::day_of(now_ms);
     warmup::roll_to(&mut state, today);
