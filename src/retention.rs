@@ -50,6 +50,7 @@ pub struct RetentionSettings {
 enum Phase {
     Tallies,
     StreamTallies,
+    StreamSends,
     ReplayTokens,
     Deliveries,
     DeadLetters,
@@ -58,9 +59,10 @@ enum Phase {
     Feedback,
 }
 
-const PHASES: [Phase; 8] = [
+const PHASES: [Phase; 9] = [
     Phase::Tallies,
     Phase::StreamTallies,
+    Phase::StreamSends,
     Phase::ReplayTokens,
     Phase::Deliveries,
     Phase::DeadLetters,
@@ -126,6 +128,12 @@ impl Retention {
                 let removed = self
                     .writer
                     .write_blocking(move |txn| txn.prune_stream_tally(before, BUDGET))?;
+                (removed, (removed == BUDGET).then_some(0))
+            }
+            Phase::StreamSends => {
+                let removed = self
+                    .writer
+                    .write_blocking(move |txn| txn.prune_stream_sends(BUDGET))?;
                 (removed, (removed == BUDGET).then_some(0))
             }
             Phase::ReplayTokens => {

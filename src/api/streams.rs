@@ -14,7 +14,7 @@ use crate::mail::guard::{self, window_json};
 use crate::mail::soft_bounces::day_of;
 use crate::mail::warmup;
 use crate::store::records::StreamStateRecord;
-use crate::store::streams::Windows;
+use crate::store::streams::{Windows, DAY_MS};
 
 fn stream_not_found(name: &str) -> ApiError {
     let shown: String = name.chars().take(64).collect();
@@ -27,8 +27,7 @@ fn stream_not_found(name: &str) -> ApiError {
 fn health_json(
     name: &str,
     ramp: &[u32],
-    state: &StreamStateRecord,
-    windows: &Windows,
+    (state, windows, sent_today): (&StreamStateRecord, &Windows, u64),
     now_ms: i64,
 ) -> Value {
     let today = day_of(now_ms);
@@ -37,7 +36,7 @@ fn health_json(
         json!({
             "step": step,
             "cap": cap,
-            "sent_today": if state.day == today { state.sent_on_day } else { 0 },
+            "sent_today": sent_today,
         })
     });
     json!({
@@ -62,14 +61,21 @@ async fn health_of(state: &Arc<AppState>, name: &str) -> Result<Value, ApiError>
         .ok_or_else(|| stream_not_found(name))?;
     let (ramp, owned) = (stream.warmup.clone(), name.to_owned());
     let now_ms = clock::now_ms();
-    let (record, windows) = read(state, move |txn| {
+    let midnight = now_ms - now_ms.rem_euclid(DAY_MS);
+    let (record, windows, sent_today) = read(state, move |txn| {
         Ok((
             txn.stream_state(&owned)?,
             txn.stream_windows(&owned, now_ms)?,
+            txn.stream_sent_since(&owned, midnight)?,
         ))
     })
     .await?;
-    Ok(health_json(name, &ramp, &record, &windows, now_ms))
+    Ok(health_json(
+        name,
+        &ramp,
+        (&record, &windows, sent_today),
+        now_ms,
+    ))
 }
 
 pub async fn list(state: Arc<AppState>) -> Result<Resp, ApiError> {

@@ -218,6 +218,7 @@ fn apply_one(
                     &stream,
                     email_id,
                     SendOutcome::HardBounce,
+                    rules,
                     sent_at_ms,
                     now_ms,
                 )?;
@@ -272,6 +273,7 @@ fn apply_one(
                     &stream,
                     email_id,
                     SendOutcome::Complaint,
+                    rules,
                     sent_at_ms,
                     now_ms,
                 )?;
@@ -363,12 +365,21 @@ fn record_outcome(
     stream: &Option<String>,
     email_id: Option<u64>,
     outcome: SendOutcome,
+    rules: &FeedbackRules,
     sent_at_ms: i64,
     now_ms: i64,
 ) -> Result<Option<String>, StoreError> {
     match stream {
         Some(name) => {
-            guard::record(txn, name, email_id, outcome, sent_at_ms, now_ms)?;
+            guard::record(
+                txn,
+                name,
+                email_id,
+                outcome,
+                &rules.guard,
+                sent_at_ms,
+                now_ms,
+            )?;
             Ok(Some(name.clone()))
         }
         // Whose reputation an unmatched report hurts is unknown.
@@ -517,7 +528,16 @@ mod tests {
         writer
             .write_blocking(|txn| {
                 txn.put_email(1, &sent_to("bob@example.com"), None, true)?;
-                guard::record(txn, "transactional", Some(1), SendOutcome::Sent, NOW, NOW)
+                let guard = rules().guard;
+                guard::record(
+                    txn,
+                    "transactional",
+                    Some(1),
+                    SendOutcome::Sent,
+                    &guard,
+                    NOW,
+                    NOW,
+                )
             })
             .unwrap();
         let notification = event("feed-1", FeedbackKind::Complaint, "bob@example.com");

@@ -11,6 +11,7 @@ use super::soft_bounces::day_of;
 use super::warmup;
 use crate::clock;
 use crate::store::due::stream_key;
+use crate::store::streams::DAY_MS;
 use crate::store::Store;
 
 struct Gate {
@@ -91,8 +92,15 @@ impl StreamGates {
             if new_day {
                 gate.released_today = 0;
             }
-            if state.day == today {
-                gate.released_today = gate.released_today.max(u64::from(state.sent_on_day));
+            if gate.cap.is_some() {
+                // After a restart the day's sends so far still count.
+                let midnight = now_ms - now_ms.rem_euclid(DAY_MS);
+                match snapshot.stream_sent_since(&gate.name, midnight) {
+                    Ok(sent) => gate.released_today = gate.released_today.max(sent),
+                    Err(e) => {
+                        tracing::error!(error = %e, stream = %gate.name, "reading a stream's sends failed")
+                    }
+                }
             }
         }
     }

@@ -83,7 +83,7 @@ pub fn count(
     guard: &GuardSettings,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    record(txn, stream, id, outcome, now_ms, now_ms)?;
+    record(txn, stream, id, outcome, guard, now_ms, now_ms)?;
     if outcome != SendOutcome::Sent {
         judge_stream(txn, stream, guard, now_ms)?;
     }
@@ -100,21 +100,25 @@ pub fn record(
     stream: &str,
     id: Option<u64>,
     outcome: SendOutcome,
+    guard: &GuardSettings,
     sent_at_ms: i64,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     txn.tally_stream(stream, sent_at_ms, outcome)?;
-    let mut state = txn.stream_state(stream)?;
+    let read = txn.stream_state(stream)?;
+    let mut state = read.clone();
     let today = super::soft_bounces::day_of(now_ms);
     warmup::roll_to(&mut state, today);
     match (outcome, id) {
         (SendOutcome::Sent, id) => {
             if let Some(id) = id {
-                txn.add_stream_send(stream, id, &mut state)?;
+                txn.add_stream_send(stream, id)?;
             }
-            state.sent_on_day = state.sent_on_day.saturating_add(1);
-            if let Some(sent) = &mut state.sent_since_resume {
-                *sent = sent.saturating_add(1);
+            state.sent_on_day = true;
+            // Counted until the grace after a resume is over, then dropped,
+            // so an ordinary send leaves the record unwritten.
+            if let Some(sent) = state.sent_since_resume {
+                state.sent_since_resume = (sent + 1 < guard.min_sends).then_some(sent + 1);
             }
         }
         (_, Some(id)) => txn.mark_stream_send(stream, id, outcome)?,
@@ -125,7 +129,10 @@ pub fn record(
         // The ramp holds: the scheduler's copy of the state must hear it.
         txn.keys_changed(Queue::Mail);
     }
-    txn.put_stream_state(stream, &state)
+    if state != read {
+        txn.put_stream_state(stream, &state)?;
+    }
+    Ok(())
 }
 
 /// Judges `stream`'s windows: pauses it (its mail then waits in the queue)

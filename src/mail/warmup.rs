@@ -18,10 +18,8 @@ pub fn cap(ramp: &[u32], step: u32) -> Option<u64> {
 /// The step `state` is on during `today`: one further than its last
 /// sending day's if that day went without complaints.
 pub fn step_on(state: &StreamStateRecord, today: i64) -> u32 {
-    let advances = state.day != 0
-        && state.day < today
-        && state.sent_on_day > 0
-        && state.complaints_on_day == 0;
+    let advances =
+        state.day != 0 && state.day < today && state.sent_on_day && state.complaints_on_day == 0;
     state.warmup_step + u32::from(advances)
 }
 
@@ -33,7 +31,7 @@ pub fn roll_to(state: &mut StreamStateRecord, today: i64) {
     }
     state.warmup_step = step_on(state, today);
     state.day = today;
-    state.sent_on_day = 0;
+    state.sent_on_day = false;
     state.complaints_on_day = 0;
 }
 
@@ -57,10 +55,10 @@ mod tests {
         let mut state = StreamStateRecord::default();
         roll_to(&mut state, 100);
         assert_eq!(state.warmup_step, 0);
-        state.sent_on_day = 50;
+        state.sent_on_day = true;
         roll_to(&mut state, 101);
         assert_eq!(state.warmup_step, 1);
-        state.sent_on_day = 10;
+        state.sent_on_day = true;
         state.complaints_on_day = 1;
         roll_to(&mut state, 102);
         assert_eq!(state.warmup_step, 1, "a day with complaints holds the ramp");

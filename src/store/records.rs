@@ -705,14 +705,15 @@ pub struct StreamStateRecord {
     /// `min_sends` more have gone, the windows still hold what caused the
     /// pause, so they may warn but not pause it again. `None`: never resumed.
     pub sent_since_resume: Option<u32>,
-    /// Rows the stream has in `stream_sends` (its last sends, at most 1,000).
-    pub recent_sends: u32,
     /// Warm-up: the index into the ramp of caps for `day`.
     pub warmup_step: u32,
     /// The UTC day (since the epoch) `sent_on_day` and
-    /// `complaints_on_day` count; 0 before the first send.
+    /// `complaints_on_day` are about; 0 before the first send. How many
+    /// went that day is in `stream_tally`: the record is written when the
+    /// day changes, not at every send.
     pub day: i64,
-    pub sent_on_day: u32,
+    /// Whether the stream sent anything on `day`.
+    pub sent_on_day: bool,
     pub complaints_on_day: u32,
 }
 

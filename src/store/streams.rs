@@ -130,35 +130,56 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    /// Adds message `id` to the stream's last sends, dropping the oldest
-    /// beyond 1,000; `state.recent_sends` keeps the count.
-    pub(crate) fn add_stream_send(
-        &mut self,
-        stream: &str,
-        id: u64,
-        state: &mut StreamStateRecord,
-    ) -> Result<(), StoreError> {
-        let mut table = self.txn.open_table(STREAM_SENDS)?;
-        if table
-            .insert((stream, id), SendOutcome::Sent as u8)?
-            .is_some()
-        {
-            return Ok(());
-        }
-        state.recent_sends += 1;
-        while state.recent_sends > RECENT_SENDS {
-            let oldest = table
-                .range((stream, 0)..=(stream, u64::MAX))?
-                .next()
-                .transpose()?
-                .map(|(k, _)| k.value().1);
-            let Some(oldest) = oldest else {
-                break;
-            };
-            table.remove((stream, oldest))?;
-            state.recent_sends -= 1;
-        }
+    /// Adds message `id` to the stream's last sends. Rows beyond the
+    /// newest 1,000 are read by nothing and go in the retention pass
+    /// (`prune_stream_sends`), not at every send.
+    pub(crate) fn add_stream_send(&mut self, stream: &str, id: u64) -> Result<(), StoreError> {
+        self.txn
+            .open_table(STREAM_SENDS)?
+            .insert((stream, id), SendOutcome::Sent as u8)?;
         Ok(())
+    }
+
+    /// Deletes up to `limit` rows older than each stream's newest 1,000;
+    /// returns how many went. Every stream that ever sent has a state row.
+    pub(crate) fn prune_stream_sends(&mut self, limit: usize) -> Result<usize, StoreError> {
+        let streams: Vec<String> = {
+            let states = self.txn.open_table(STREAM_STATES)?;
+            let mut names = Vec::new();
+            for row in states.iter()? {
+                names.push(row?.0.value().to_owned());
+            }
+            names
+        };
+        let mut removed = 0;
+        for stream in streams {
+            removed += self.prune_sends_of(&stream, limit - removed)?;
+            if removed == limit {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn prune_sends_of(&mut self, stream: &str, limit: usize) -> Result<usize, StoreError> {
+        let mut table = self.txn.open_table(STREAM_SENDS)?;
+        let Some(boundary) = table
+            .range((stream, 0)..=(stream, u64::MAX))?
+            .rev()
+            .nth(RECENT_SENDS as usize)
+            .transpose()?
+            .map(|(k, _)| k.value().1)
+        else {
+            return Ok(0);
+        };
+        let mut old = Vec::new();
+        for row in table.range((stream, 0)..=(stream, boundary))?.take(limit) {
+            old.push(row?.0.value().1);
+        }
+        for id in &old {
+            table.remove((stream, *id))?;
+        }
+        Ok(old.len())
     }
 
     /// Records what became of message `id`, if it is among the stream's
@@ -208,7 +229,26 @@ impl WriteTxn<'_> {
     }
 }
 
+/// Messages `stream` sent since `since_ms`, by its tally.
+fn sent_since(
+    tally: &impl ReadableTable<(&'static str, i64), (u32, u32, u32)>,
+    stream: &str,
+    since_ms: i64,
+) -> Result<u64, StoreError> {
+    let from = since_ms - since_ms.rem_euclid(TALLY_BUCKET_MS);
+    let mut sent = 0;
+    for row in tally.range((stream, from)..=(stream, i64::MAX))? {
+        sent += u64::from(row?.1.value().0);
+    }
+    Ok(sent)
+}
+
 impl ReadTxn {
+    /// Messages `stream` sent since `since_ms` (a day's start, for warm-up).
+    pub fn stream_sent_since(&self, stream: &str, since_ms: i64) -> Result<u64, StoreError> {
+        sent_since(&self.txn.open_table(STREAM_TALLY)?, stream, since_ms)
+    }
+
     pub fn stream_state(&self, stream: &str) -> Result<StreamStateRecord, StoreError> {
         let found = super::get_record(&self.txn.open_table(STREAM_STATES)?, stream)?;
         Ok(found.unwrap_or_default())
@@ -232,5 +272,46 @@ impl ReadTxn {
         let tally = self.txn.open_table(STREAM_TALLY)?;
         let sends = self.txn.open_table(STREAM_SENDS)?;
         windows_in(&tally, &sends, stream, now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::writer::Listeners;
+    use crate::store::{Store, Writer};
+
+    #[test]
+    fn sends_beyond_the_last_thousand_are_pruned_and_never_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        writer
+            .write_blocking(|txn| {
+                txn.put_stream_state("news", &StreamStateRecord::default())?;
+                for id in 1..=1005 {
+                    txn.add_stream_send("news", id)?;
+                }
+                txn.mark_stream_send("news", 3, SendOutcome::Complaint)?;
+                txn.mark_stream_send("news", 1005, SendOutcome::HardBounce)
+            })
+            .unwrap();
+        let windows = store.read().unwrap().stream_windows("news", 0).unwrap();
+        assert_eq!(windows.last_1000.sent, 1000);
+        assert_eq!(windows.last_1000.complaints, 0, "message 3 is out of the window");
+        assert_eq!(windows.last_1000.hard_bounces, 1);
+        let removed = writer
+            .write_blocking(|txn| txn.prune_stream_sends(2))
+            .unwrap();
+        assert_eq!(removed, 2);
+        let removed = writer
+            .write_blocking(|txn| txn.prune_stream_sends(1000))
+            .unwrap();
+        assert_eq!(removed, 3);
+        assert_eq!(
+            store.read().unwrap().stream_windows("news", 0).unwrap(),
+            windows
+        );
+        thread.stop();
     }
 }
