@@ -298,7 +298,10 @@ mod tests {
             .unwrap();
         let windows = store.read().unwrap().stream_windows("news", 0).unwrap();
         assert_eq!(windows.last_1000.sent, 1000);
-        assert_eq!(windows.last_1000.complaints, 0, "message 3 is out of the window");
+        assert_eq!(
+            windows.last_1000.complaints, 0,
+            "message 3 is out of the window"
+        );
         assert_eq!(windows.last_1000.hard_bounces, 1);
         let removed = writer
             .write_blocking(|txn| txn.prune_stream_sends(2))
