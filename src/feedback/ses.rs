@@ -133,6 +133,17 @@ pub fn parse_envelope(
             "the signing certificate URL {signing_cert_url} is not HTTPS on an allowed host"
         )));
     }
+    // SNS serves its certificates as `…/SimpleNotificationService-ID.pem`:
+    // anything else on an allowed host is not worth a fetch.
+    let path = signing_cert_url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default();
+    if !path.ends_with(".pem") {
+        return Err(unauthenticated(format!(
+            "the signing certificate URL {signing_cert_url} does not name a .pem file"
+        )));
+    }
     let signature = STANDARD
         .decode(signature_part(wire.signature, "Signature")?)
         .map_err(|_| unauthenticated("`Signature` is not base64"))?;
@@ -675,6 +686,10 @@ mod tests {
             with(
                 "SigningCertURL",
                 json!("https://sns.us-east-1.amazonaws.com.evil.example/c.pem"),
+            ),
+            with(
+                "SigningCertURL",
+                json!("https://sns.us-east-1.amazonaws.com/redirect?to=c.pem"),
             ),
             with("SignatureVersion", json!("3")),
             with("Signature", json!("%%%")),
