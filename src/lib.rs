@@ -32,6 +32,7 @@ pub mod retry;
 pub mod roles;
 pub mod scheduler;
 pub mod store;
+pub mod tls;
 pub mod tracking;
 pub mod webhooks;
 pub mod worker;

@@ -209,7 +209,7 @@ fn validate_ses(s: SesSection) -> Result<SesSettings, ConfigError> {
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            crate::feedback::sns_fetch::extra_roots(&pem).map_err(|e| {
+            crate::tls::ca_certificates(&pem).map_err(|e| {
                 invalid(
                     "feedback.ses.ca_file",
                     format!("{} holds no usable CA certificate: {e}", path.display()),

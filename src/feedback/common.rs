@@ -26,6 +26,21 @@ pub fn header<'a>(inbound: &Inbound<'a>, name: &str) -> Option<&'a str> {
     value.to_str().ok().map(str::trim)
 }
 
+/// A mail header echoed in a provider's JSON as `headers: [{name, value}]`
+/// under `parent` (SES's `mail`, Resend's `data`), found in any case.
+pub fn echoed_header(parent: &Value, name: &str) -> Option<String> {
+    parent
+        .get("headers")?
+        .as_array()?
+        .iter()
+        .find(|h| {
+            h.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .and_then(|h| text(h.get("value")))
+}
+
 /// Refuses a signed time too far from our clock either way: a captured
 /// request replayed later, or one signed with a wrong clock.
 pub fn check_fresh(signed_ms: i64, now_ms: i64) -> Result<(), FeedbackError> {

@@ -47,7 +47,7 @@ pub fn read(settings: &ResendSettings, inbound: &Inbound) -> Result<Batch, Feedb
             kind,
             address,
             herald_id: herald_id.clone(),
-            message_id_header: header_value(data, "message-id"),
+            message_id_header: common::echoed_header(data, "message-id"),
             provider_message_id: common::text(data.get("email_id")),
             occurred_at_ms,
             detail: detail.clone(),
@@ -144,20 +144,7 @@ fn herald_id(data: &Value) -> Option<String> {
             .and_then(|t| common::text(t.get("value"))),
         _ => None,
     };
-    from_tags.or_else(|| header_value(data, "x-herald-id"))
-}
-
-/// A header from `data.headers` (`[{name, value}]`), any case.
-fn header_value(data: &Value, name: &str) -> Option<String> {
-    data.get("headers")?
-        .as_array()?
-        .iter()
-        .find(|h| {
-            h.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .and_then(|h| common::text(h.get("value")))
+    from_tags.or_else(|| common::echoed_header(data, "x-herald-id"))
 }
 
 #[cfg(test)]

@@ -286,10 +286,10 @@ pub fn events(envelope: &Envelope) -> Result<Batch, FeedbackError> {
         .and_then(|tags| tags.get("herald_id"))
         .and_then(|ids| ids.get(0))
         .and_then(|id| common::text(Some(id)))
-        .or_else(|| mail.and_then(|m| header_value(m, "x-herald-id")));
+        .or_else(|| mail.and_then(|m| common::echoed_header(m, "x-herald-id")));
     let message_id_header = mail_str(&["commonHeaders", "messageId"])
         .map(str::to_owned)
-        .or_else(|| mail.and_then(|m| header_value(m, "message-id")));
+        .or_else(|| mail.and_then(|m| common::echoed_header(m, "message-id")));
     let provider_message_id = mail_str(&["messageId"]).map(str::to_owned);
     common::check_count(reading.recipients.len())?;
     let events = reading
@@ -437,19 +437,6 @@ fn recipient_strings(
                 .ok_or_else(|| malformed(format!("`{}` holds a non-address", path.join("."))))
         })
         .collect()
-}
-
-/// A header from `mail.headers` (`[{name, value}]`), any case.
-fn header_value(mail: &Value, name: &str) -> Option<String> {
-    mail.get("headers")?
-        .as_array()?
-        .iter()
-        .find(|h| {
-            h.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .and_then(|h| common::text(h.get("value")))
 }
 
 #[cfg(test)]

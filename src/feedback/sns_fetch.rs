@@ -12,9 +12,7 @@ use hyper::header::{HOST, USER_AGENT};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use super::common::unauthenticated;
@@ -65,24 +63,11 @@ impl Cache {
 impl SnsFetcher {
     /// Trusts Mozilla's roots plus the settings' extra CA certificates.
     pub fn new(settings: &SesSettings) -> Result<SnsFetcher, String> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        for certificate in extra_roots(settings.ca_pem.as_deref().unwrap_or_default())? {
-            roots
-                .add(certificate)
-                .map_err(|e| format!("a CA certificate is not usable as a root: {e}"))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS is unavailable: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let roots = crate::tls::ca_certificates(settings.ca_pem.as_deref().unwrap_or_default())?;
+        let tls = crate::tls::https_connector(roots)?;
         Ok(SnsFetcher {
             settings: settings.clone(),
-            tls: TlsConnector::from(Arc::new(config)),
+            tls,
             cache: Mutex::new(Cache::default()),
             timeout: FETCH_TIMEOUT,
             fetches: tokio::sync::Semaphore::new(CONCURRENT_FETCHES),
@@ -219,21 +204,6 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// The CA certificates in a PEM file (config's `ca_file`), refused when it
-/// holds none or an unreadable one.
-pub fn extra_roots(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    if pem.is_empty() {
-        return Ok(Vec::new());
-    }
-    let certificates = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("the CA file is not readable PEM: {e}"))?;
-    if certificates.is_empty() {
-        return Err("the CA file holds no certificate".to_owned());
-    }
-    Ok(certificates)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,7 +215,9 @@ mod tests {
     use hyper::{Response, StatusCode};
     use std::convert::Infallible;
     use tokio::net::TcpListener;
-    use tokio_rustls::rustls::pki_types::PrivateKeyDer;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::TlsAcceptor;
 
     /// An HTTPS server on 127.0.0.1 with the test CA's localhost
@@ -447,6 +419,11 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        assert!(SnsFetcher::new(&settings(Some(b"junk"))).is_err());
+    }
+
+    #[test]
     fn the_cache_keeps_the_newest_entries() {
         let mut cache = Cache::default();
         for n in 0..CACHE_ENTRIES + 3 {
@@ -458,13 +435,5 @@ mod tests {
         assert!(cache
             .certificates
             .contains_key(&format!("u{}", CACHE_ENTRIES + 2)));
-    }
-
-    #[test]
-    fn extra_roots_read_pem_and_refuse_junk() {
-        assert_eq!(extra_roots(TLS_CA_PEM).unwrap().len(), 1);
-        assert!(extra_roots(b"").unwrap().is_empty());
-        assert!(extra_roots(b"not pem at all").is_err());
-        assert!(SnsFetcher::new(&settings(Some(b"junk"))).is_err());
     }
 }

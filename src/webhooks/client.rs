@@ -3,7 +3,6 @@
 //! say precisely what went wrong when no answer came.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -146,7 +145,7 @@ impl Client {
     pub fn new(policy: ssrf::Policy) -> Client {
         Client {
             policy,
-            tls: tls_connector(),
+            tls: crate::tls::https_connector(Vec::new()),
             pool: Pool::default(),
         }
     }
@@ -324,20 +323,6 @@ impl Client {
         }
         Err(last_error)
     }
-}
-
-fn tls_connector() -> Result<TlsConnector, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS is unavailable: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// Headers that describe the connection or the framing, which only the
