@@ -38,8 +38,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use herald::clock::{format_rfc3339, now_ms};
 use serde_json::{json, Value};
 
 use common::daemon::Daemon;
@@ -280,31 +281,10 @@ async fn complaint_to_suppression(addr: SocketAddr, complaints: Vec<Signed>) -> 
     report
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn rfc3339_now() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
 /// `count` SNS notifications, each an SES complaint about an address of
 /// its own.
 fn sns_complaints(peer: &mut Peer, tag: &str, count: usize) -> Vec<Signed> {
-    let now = rfc3339_now();
+    let now = format_rfc3339(now_ms());
     let addresses: Vec<String> = (0..count)
         .map(|i| format!("{tag}-{i}@example.org"))
         .collect();
@@ -361,7 +341,7 @@ fn sns_complaints(peer: &mut Peer, tag: &str, count: usize) -> Vec<Signed> {
 
 /// `count` SendGrid requests of `BATCH` spam reports each.
 fn sendgrid_batches(peer: &mut Peer, tag: &str, count: usize) -> Vec<Signed> {
-    let now = unix_now();
+    let now = now_ms() / 1000;
     let bodies: Vec<(String, String)> = (0..count)
         .map(|b| {
             let events: Vec<Value> = (0..BATCH)

@@ -16,10 +16,10 @@ mod sns;
 mod soft_bounces;
 mod tenancy;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, ChildStdin};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use base64::Engine;
@@ -108,25 +108,12 @@ impl EspPeer {
     fn start(pki: &Pki) -> EspPeer {
         let pki_dir = pki.ca.parent().expect("the PKI has a directory");
         let log = tempfile::NamedTempFile::new().expect("peer log");
-        let mut child = Command::new(python())
-            .arg(python_script("esp_peer.py"))
-            .arg(pki_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log.reopen().expect("peer log handle"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting esp_peer.py with {}: {e}", python().display()));
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = log.reopen().expect("peer log handle");
+        let LinePeer {
+            child,
+            stdin,
+            lines,
+        } = spawn_line_peer("esp_peer.py", &[pki_dir.as_ref()], stderr.into());
         let mut peer = EspPeer {
             cert_url: String::new(),
             confirm_url: String::new(),
@@ -136,7 +123,7 @@ impl EspPeer {
             mailgun_signing_key: String::new(),
             child,
             stdin,
-            stdout: rx,
+            stdout: lines,
             log_file: log,
         };
         let hello = peer.read_answer();

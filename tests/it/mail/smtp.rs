@@ -5,15 +5,15 @@
 //! implementation it shares no code with.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, ChildStdin};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{header_value, python, python_script, run_python, wait_until};
+use crate::support::{header_value, run_python, spawn_line_peer, wait_until, LinePeer};
 
 /// Starting Python and importing aiosmtpd can be slow on a loaded machine.
 const PYTHON_START: Duration = Duration::from_secs(30);
@@ -208,30 +208,17 @@ impl SmtpSink {
             opts["auth"] = json!({"user": user, "password": password});
         }
         let log = File::create(dir.path().join("sink.log")).expect("sink log");
-        let mut child = Command::new(python())
-            .arg(python_script("smtp_sink.py"))
-            .arg(opts.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the SMTP sink with {}: {e}", python().display()));
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let options = opts.to_string();
+        let LinePeer {
+            child,
+            stdin,
+            lines,
+        } = spawn_line_peer("smtp_sink.py", &[options.as_ref()], log.into());
         let mut sink = SmtpSink {
             port: 0,
             child,
             stdin,
-            stdout: rx,
+            stdout: lines,
             dir,
         };
         let ready = sink.read_line(PYTHON_START);

@@ -1,9 +1,10 @@
 //! The Python that runs the test peers, and running its scripts.
 
-use std::io::Write;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 /// Starting Python and importing a peer's libraries can be slow on a loaded
@@ -59,4 +60,41 @@ pub fn run_python(script: &str, args: &[&str], input: &[u8]) -> Output {
     rx.recv_timeout(PYTHON_RUN)
         .unwrap_or_else(|_| panic!("{script} {args:?} did not finish within {PYTHON_RUN:?}"))
         .unwrap_or_else(|e| panic!("waiting for {script}: {e}"))
+}
+
+/// A long-running peer that answers on stdout, one line at a time.
+pub struct LinePeer {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    /// Its stdout, read on a thread of its own so that a long pipeline of
+    /// commands never fills both pipes at once.
+    pub lines: Receiver<String>,
+}
+
+/// Starts tests/`script` with `args`, its stderr to `stderr`.
+pub fn spawn_line_peer(script: &str, args: &[&OsStr], stderr: Stdio) -> LinePeer {
+    let mut child = Command::new(python())
+        .arg(python_script(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {script} with {}: {e}", python().display()));
+    let stdin = child.stdin.take();
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    LinePeer {
+        child,
+        stdin,
+        lines,
+    }
 }
