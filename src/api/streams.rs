@@ -51,39 +51,43 @@ fn health_json(
     })
 }
 
-/// The health of the configured stream `name`.
-async fn health_of(state: &Arc<AppState>, name: &str) -> Result<Value, ApiError> {
-    let stream = state
-        .config
-        .mail
-        .streams
-        .get(name)
-        .ok_or_else(|| stream_not_found(name))?;
-    let (ramp, owned) = (stream.warmup.clone(), name.to_owned());
+/// The health of the configured streams `names`, read from one snapshot.
+async fn healths(state: &Arc<AppState>, names: Vec<String>) -> Result<Vec<Value>, ApiError> {
+    let mut ramps = Vec::with_capacity(names.len());
+    for name in &names {
+        let stream = state
+            .config
+            .mail
+            .streams
+            .get(name)
+            .ok_or_else(|| stream_not_found(name))?;
+        ramps.push(stream.warmup.clone());
+    }
     let now_ms = clock::now_ms();
     let midnight = now_ms - now_ms.rem_euclid(DAY_MS);
-    let (record, windows, sent_today) = read(state, move |txn| {
-        Ok((
-            txn.stream_state(&owned)?,
-            txn.stream_windows(&owned, now_ms)?,
-            txn.stream_sent_since(&owned, midnight)?,
-        ))
+    let stored = read(state, move |txn| {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let record = txn.stream_state(&name)?;
+            let windows = txn.stream_windows(&name, now_ms)?;
+            let sent_today = txn.stream_sent_since(&name, midnight)?;
+            out.push((name, record, windows, sent_today));
+        }
+        Ok(out)
     })
     .await?;
-    Ok(health_json(
-        name,
-        &ramp,
-        (&record, &windows, sent_today),
-        now_ms,
-    ))
+    Ok(stored
+        .iter()
+        .zip(&ramps)
+        .map(|((name, record, windows, sent_today), ramp)| {
+            health_json(name, ramp, (record, windows, *sent_today), now_ms)
+        })
+        .collect())
 }
 
 pub async fn list(state: Arc<AppState>) -> Result<Resp, ApiError> {
     let names: Vec<String> = state.config.mail.streams.keys().cloned().collect();
-    let mut streams = Vec::with_capacity(names.len());
-    for name in names {
-        streams.push(health_of(&state, &name).await?);
-    }
+    let streams = healths(&state, names).await?;
     Ok(json(
         StatusCode::OK,
         json!({ "streams": streams }).to_string(),
@@ -93,7 +97,7 @@ pub async fn list(state: Arc<AppState>) -> Result<Resp, ApiError> {
 pub async fn health(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
     Ok(json(
         StatusCode::OK,
-        health_of(&state, name).await?.to_string(),
+        healths(&state, vec![name.to_owned()]).await?[0].to_string(),
     ))
 }
 

@@ -254,20 +254,6 @@ impl ReadTxn {
         Ok(found.unwrap_or_default())
     }
 
-    /// Every stream with a stored state, by name.
-    pub fn stream_states(&self) -> Result<Vec<(String, StreamStateRecord)>, StoreError> {
-        let table = self.txn.open_table(STREAM_STATES)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (name, bytes) = row?;
-            out.push((
-                name.value().to_owned(),
-                super::codec::decode(bytes.value())?,
-            ));
-        }
-        Ok(out)
-    }
-
     pub fn stream_windows(&self, stream: &str, now_ms: i64) -> Result<Windows, StoreError> {
         let tally = self.txn.open_table(STREAM_TALLY)?;
         let sends = self.txn.open_table(STREAM_SENDS)?;
