@@ -189,11 +189,7 @@ impl ApiClient {
         let sender = &mut self.sender;
         let authority = &self.authority;
         let exchange = async move {
-            let sender = ready_sender(sender, authority).await?;
-            let resp = sender
-                .send_request(request)
-                .await
-                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let resp = send_on_kept(sender, authority, request).await?;
             let status = resp.status().as_u16();
             let body = read_limited(resp.into_body(), MAX_ANSWER_BYTES).await?;
             Ok::<_, ClientError>((status, body))
@@ -234,13 +230,7 @@ impl ApiClient {
         let sender = &mut self.sender;
         let authority = &self.authority;
         runtime.block_on(async move {
-            let head = async {
-                let sender = ready_sender(sender, authority).await?;
-                sender
-                    .send_request(request)
-                    .await
-                    .map_err(|e| ClientError::Http(e.to_string()))
-            };
+            let head = send_on_kept(sender, authority, request);
             let resp = tokio::time::timeout(timeouts.head, head)
                 .await
                 .map_err(|_| timeout("start its answer", timeouts.head))??;
@@ -309,6 +299,31 @@ impl ApiClient {
     }
 }
 
+/// Sends on the kept connection. One the daemon closed while it was idle
+/// hands the request back unsent: it goes once more on a new connection,
+/// which is safe for any method since the daemon never saw it.
+async fn send_on_kept(
+    slot: &mut Option<SendRequest<Full<Bytes>>>,
+    authority: &str,
+    request: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    let sender = ready_sender(slot, authority).await?;
+    match sender.try_send_request(request).await {
+        Ok(resp) => Ok(resp),
+        Err(mut failed) => {
+            *slot = None;
+            let Some(unsent) = failed.take_message() else {
+                return Err(ClientError::Http(failed.into_error().to_string()));
+            };
+            ready_sender(slot, authority)
+                .await?
+                .send_request(unsent)
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))
+        }
+    }
+}
+
 /// The kept connection if it can take a request, else a new one.
 async fn ready_sender<'a>(
     slot: &'a mut Option<SendRequest<Full<Bytes>>>,
@@ -370,10 +385,16 @@ fn refusal(status: u16, body: &[u8]) -> ClientError {
         let text = String::from_utf8_lossy(body);
         (String::new(), text.chars().take(MAX_SHOWN_ERROR).collect())
     });
+    // Printed to a terminal: whatever answers at the URL must not drive it.
+    let printable = |text: String| -> String {
+        text.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
     ClientError::Refused {
         status,
-        code,
-        message,
+        code: printable(code),
+        message: printable(message),
     }
 }
 
@@ -423,6 +444,47 @@ mod tests {
         );
     }
 
+    /// Answers one request on each of `connections` connections, then
+    /// closes it, as a daemon closing idle kept-alive connections does.
+    fn one_answer_per_connection(connections: usize) -> (String, std::sync::mpsc::Receiver<usize>) {
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (closed, closed_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for n in 0..connections {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let body = format!("{{\"connection\": {n}}}");
+                let mut stream = stream;
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                drop(stream);
+                drop(reader);
+                closed.send(n).unwrap();
+            }
+        });
+        (url, closed_rx)
+    }
+
+    #[test]
+    fn a_connection_closed_while_idle_is_replaced() {
+        let (url, closed) = one_answer_per_connection(3);
+        let mut client = ApiClient::new(&url, None).unwrap();
+        for n in 0..3 {
+            assert_eq!(client.get("/x").unwrap()["connection"], n);
+            assert_eq!(closed.recv().unwrap(), n as usize);
+        }
+    }
+
     #[test]
     fn refusals_carry_the_api_message_or_the_start_of_the_body() {
         let api = br#"{"error":{"code":"unauthorized","message":"send a key"}}"#;
@@ -435,6 +497,10 @@ mod tests {
                 (status, code.as_str(), message.as_str()),
                 (401, "unauthorized", "send a key")
             ),
+            other => panic!("{other:?}"),
+        }
+        match refusal(400, b"\x1b[2Jgone") {
+            ClientError::Refused { message, .. } => assert_eq!(message, " [2Jgone"),
             other => panic!("{other:?}"),
         }
         let long = vec![b'x'; 2000];

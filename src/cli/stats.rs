@@ -63,7 +63,7 @@ pub(crate) fn run(s: &mut Session) -> Result<String, CliError> {
             "storage": storage.as_ref().ok(),
             "endpoints": listed,
             "endpoint_stats": endpoint_stats,
-            "streams": streams.as_ref().ok().map(|v| &v["streams"]),
+            "streams": streams.as_ref().ok().map(|answer| &answer["streams"]),
             "events_last_hour": recent_events,
         });
         return Ok(format!("{body}\n"));
