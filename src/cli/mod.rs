@@ -157,6 +157,18 @@ pub(crate) fn raw(answer: &Answer) -> String {
     }
 }
 
+/// Output as it may reach a terminal: lines of text with no control
+/// characters, whatever a receiver or relay said. JSON escapes them itself.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => c,
+            c if c.is_control() => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
+}
+
 /// The daemon's URL and API key: `--url`, else the configured listen
 /// address (loopback for an unspecified one); `--api-key` or
 /// `HERALD_API_KEY`, else the first admin key of the configuration.
@@ -213,7 +225,7 @@ pub fn run(command: AdminCommand) -> ExitCode {
     };
     match printed {
         Ok(text) => {
-            print!("{text}");
+            print!("{}", printable(&text));
             ExitCode::SUCCESS
         }
         Err(e) => e.report(),
@@ -242,5 +254,15 @@ pub fn backup(out: &Path, target: &Target) -> ExitCode {
             eprintln!("herald: backup failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_keeps_its_lines_and_loses_control_characters() {
+        assert_eq!(printable("a\x1b[1mb\r\nc\n"), "a\u{FFFD}[1mb\u{FFFD}\nc\n");
     }
 }
