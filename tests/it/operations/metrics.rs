@@ -196,12 +196,16 @@ fn counters_move_with_traffic_and_labels_name_no_id_url_address_or_tenant() {
 
     healthy.wait_for_requests(2, deadline(SETTLE));
     sink.wait_for_messages(3, deadline(SETTLE));
-    // Outcomes are counted once durable, a commit after the request.
+    // Attempts are counted once durable, a commit after the request; a
+    // message leaves the schedule a commit after its send is counted.
     let mut after = scrape(d.addr, ADMIN);
     let settled = wait_until(deadline(SETTLE), || {
         after = scrape(d.addr, ADMIN);
-        after.value("herald_webhook_attempts_total", &[("outcome", "dead")]) >= 1.0
+        after.value("herald_webhook_attempts_total", &[("outcome", "success")]) >= 2.0
+            && after.value("herald_webhook_attempts_total", &[("outcome", "dead")]) >= 1.0
+            && after.value("herald_webhook_deliveries_pending", &[]) == 0.0
             && after.value("herald_mail_sends_total", &[("outcome", "sent")]) >= 3.0
+            && after.value("herald_mail_messages_pending", &[]) <= 1.0
             && after.value("herald_mail_messages_oldest_due_lag_seconds", &[]) > 0.0
     });
     assert!(settled, "{:?}", after.0);
