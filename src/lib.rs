@@ -28,6 +28,7 @@ pub mod feedback;
 pub mod ids;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
 pub mod names;
 pub mod percent;
 pub mod portal_link;

@@ -11,6 +11,8 @@ pub mod http;
 mod keys;
 mod listener;
 mod mail;
+mod metrics;
+mod openapi;
 mod public;
 pub mod routes;
 mod streams;
@@ -19,6 +21,7 @@ mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -133,7 +136,9 @@ pub async fn serve(
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) -> Resp {
-    match route(state, req, surface).await {
+    let started = Instant::now();
+    let mut slot = metrics::RequestSlot::unmatched(req.method());
+    let resp = match route(state, req, surface, &mut slot).await {
         Ok(resp) => resp,
         Err(e) => {
             if e.status.is_server_error() {
@@ -141,7 +146,9 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) 
             }
             error_response(&e)
         }
-    }
+    };
+    slot.observe(resp.status(), started.elapsed());
+    resp
 }
 
 /// Checks the key a route needs; `None` for routes with their own scheme.
@@ -171,14 +178,23 @@ fn authorize(
     Ok(Some(access))
 }
 
+/// Sets `slot` to the row that serves the request, if one does.
 async fn route(
     state: Arc<AppState>,
     req: Request<Incoming>,
     surface: Surface,
+    slot: &mut metrics::RequestSlot,
 ) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_owned();
     let (route, params) = match routes::resolve(surface, req.method(), &path) {
-        routes::Resolved::Found { route, params } => (route, params),
+        routes::Resolved::Found {
+            route,
+            index,
+            params,
+        } => {
+            *slot = metrics::RequestSlot::row(index);
+            (route, params)
+        }
         // Whoever may not use a route does not learn which methods it has,
         // and a keyless caller learns nothing of the API's paths.
         routes::Resolved::MethodNotAllowed { allow, auth } => {
@@ -283,6 +299,8 @@ async fn dispatch(
         KeysCreate => keys::create(state, req).await,
         KeysList => keys::list(state, req).await,
         KeyRevoke => keys::revoke(state, param).await,
+        Metrics => metrics::scrape(state, req).await,
+        OpenApi => openapi::serve(req),
         Healthz | Readyz | UnsubscribePage | UnsubscribeOneClick | FeedbackReceive
         | SegmentBatch | SegmentCall => dispatch_open(state, id, param, req).await,
     }
