@@ -19,6 +19,7 @@ use crate::store::{backup, OpenError, Queue, Store, StoreError, Writer};
 use crate::tracking::retention::Upkeep;
 use crate::tracking::settings::Source;
 use crate::webhooks::dispatch::{AttemptContext, Deliveries};
+use crate::webhooks::owner_alert::{OwnerAlerts, PortalLinks};
 use crate::worker::Workers;
 
 /// How long stopping waits for attempts in flight (webhook requests, SMTP
@@ -70,15 +71,16 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         config.max_commit_batch,
         listeners,
     )?;
+    // Bound before mail and webhooks start: links in messages need the real
+    // addresses when the configured ports are 0 (chosen by the kernel).
+    let private_listener = bind(config.listen)?;
+    let private_addr = private_listener.local_addr().unwrap_or(config.listen);
     let hooks = Arc::new(AttemptContext::new(
         store.clone(),
         writer.clone(),
         &config.webhooks,
+        owner_alerts(&config, private_addr),
     ));
-    // Bound before mail starts: links in messages need the real addresses
-    // when the configured ports are 0 (chosen by the kernel).
-    let private_listener = bind(config.listen)?;
-    let private_addr = private_listener.local_addr().unwrap_or(config.listen);
     let public_listener = config.public.listen.map(bind).transpose()?;
     let mut public = config.public.clone();
     if public.url_is_default {
@@ -192,6 +194,41 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     drop(store);
     tracing::info!("stopped");
     served
+}
+
+/// What owner alerts need, when `[webhooks.owner_alerts]` is configured.
+fn owner_alerts(config: &Config, private_addr: std::net::SocketAddr) -> Option<OwnerAlerts> {
+    let settings = config.webhooks.owner_alerts.clone()?;
+    let portal = portal_links(config, private_addr, settings.portal_link_ttl);
+    Some(OwnerAlerts {
+        settings,
+        mail: config.mail.clone(),
+        portal,
+    })
+}
+
+/// Links to a tenant's portal: on `public.url` when configured, else on
+/// the private listener.
+fn portal_links(
+    config: &Config,
+    private_addr: std::net::SocketAddr,
+    ttl: Duration,
+) -> Option<PortalLinks> {
+    let base_url = if config.public.url_is_default {
+        format!("http://{private_addr}")
+    } else {
+        config.public.url.clone()
+    };
+    // TODO: mint with `crate::portal_link::PortalKey` once that module is
+    // here: `let key = PortalKey::new(store.persistent_secret("portal")?);`
+    // and `Some(Box::new(move |tenant, expires_at_ms| key.mint(tenant, expires_at_ms)))`.
+    // Until then alerts go out without a portal link.
+    let mint: Option<Box<dyn Fn(&str, i64) -> String + Send + Sync>> = None;
+    Some(PortalLinks {
+        base_url,
+        ttl,
+        mint: mint?,
+    })
 }
 
 /// Makes the README's Segment snippet work out of the box: where the API
