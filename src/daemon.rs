@@ -19,7 +19,7 @@ use crate::store::{backup, OpenError, Queue, Store, StoreError, Writer};
 use crate::tracking::retention::Upkeep;
 use crate::tracking::settings::Source;
 use crate::webhooks::dispatch::{AttemptContext, Deliveries};
-use crate::webhooks::owner_alert::{OwnerAlerts, PortalLinks};
+use crate::webhooks::owner_alert::{MintToken, OwnerAlerts, PortalLinks};
 use crate::worker::Workers;
 
 /// How long stopping waits for attempts in flight (webhook requests, SMTP
@@ -223,7 +223,7 @@ fn portal_links(
     // here: `let key = PortalKey::new(store.persistent_secret("portal")?);`
     // and `Some(Box::new(move |tenant, expires_at_ms| key.mint(tenant, expires_at_ms)))`.
     // Until then alerts go out without a portal link.
-    let mint: Option<Box<dyn Fn(&str, i64) -> String + Send + Sync>> = None;
+    let mint: Option<MintToken> = None;
     Some(PortalLinks {
         base_url,
         ttl,

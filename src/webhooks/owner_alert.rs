@@ -22,13 +22,15 @@ const SUBJECT_URL_CHARS: usize = 200;
 /// The tag every alert carries, so alerts can be told from other mail.
 pub const ALERT_TAG: (&str, &str) = ("herald", "endpoint_alert");
 
+/// Makes a portal token for (tenant, expiry in Unix ms).
+pub type MintToken = Box<dyn Fn(&str, i64) -> String + Send + Sync>;
+
 /// Signed links to a tenant's portal, put into its endpoints' alerts.
 pub struct PortalLinks {
     /// `public.url` when configured, else `http://` and the private listener's address.
     pub base_url: String,
     pub ttl: Duration,
-    /// Makes the token for (tenant, expiry in Unix ms).
-    pub mint: Box<dyn Fn(&str, i64) -> String + Send + Sync>,
+    pub mint: MintToken,
 }
 
 impl PortalLinks {
