@@ -27,6 +27,7 @@ pub mod logging;
 pub mod mail;
 pub mod names;
 pub mod percent;
+pub mod portal_link;
 pub mod retention;
 pub mod retry;
 pub mod roles;

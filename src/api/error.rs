@@ -15,7 +15,7 @@ pub struct ApiError {
     pub field: Option<String>,
     pub retry_after_secs: Option<u32>,
     /// Methods the path accepts, for 405 answers.
-    pub allow: Option<&'static str>,
+    pub allow: Option<Box<str>>,
     /// More members of the error object (`address`, `reason`…).
     pub details: Vec<(&'static str, String)>,
 }
@@ -83,12 +83,17 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self::method_not_allowed_list(allow.to_owned())
+    }
+
+    /// `allow`: the methods the path accepts, comma-separated.
+    pub fn method_not_allowed_list(allow: String) -> Self {
         let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("this path accepts {allow}"),
         );
-        e.allow = Some(allow);
+        e.allow = Some(allow.into());
         e
     }
 

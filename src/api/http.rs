@@ -42,8 +42,12 @@ pub fn error_response(e: &ApiError) -> Resp {
     if let Some(secs) = e.retry_after_secs {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
-    if let Some(allow) = e.allow {
-        headers.insert(ALLOW, HeaderValue::from_static(allow));
+    if let Some(allow) = e
+        .allow
+        .as_deref()
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        headers.insert(ALLOW, allow);
     }
     if e.status == StatusCode::UNAUTHORIZED {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

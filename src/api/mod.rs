@@ -12,6 +12,7 @@ mod keys;
 mod listener;
 mod mail;
 mod public;
+pub mod routes;
 mod streams;
 mod tracking;
 mod webhooks;
@@ -20,13 +21,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use auth::ApiKeys;
 use error::ApiError;
 use http::{error_response, Resp};
+use routes::{Auth, RouteId};
 
 use crate::config::Config;
 use crate::feedback::sns_fetch::SnsFetcher;
@@ -131,11 +133,7 @@ pub async fn serve(
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) -> Resp {
-    let routed = match surface {
-        Surface::Private => route(state, req).await,
-        Surface::Public => route_public(state, req).await,
-    };
-    match routed {
+    match route(state, req, surface).await {
         Ok(resp) => resp,
         Err(e) => {
             if e.status.is_server_error() {
@@ -146,215 +144,147 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) 
     }
 }
 
-async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = req.method().clone();
-
-    match segments.as_slice() {
-        ["healthz"] => return only(&method, &Method::GET, "GET").map(|()| admin::healthz()),
-        ["readyz"] => return only(&method, &Method::GET, "GET").map(|()| admin::readyz(&state)),
-        // Unsubscribe links work here too, so the default install (no
-        // public listener) can follow its own links locally.
-        ["u", token] => return public::unsubscribe(state, token, req).await,
-        // ESP webhooks authenticate by each provider's own scheme.
-        ["feedback", provider] => return feedback::receive(state, provider, req).await,
-        // Segment-compatible ingestion authenticates with source write keys.
-        ["v1", "batch"] => {
-            only(&method, &Method::POST, "POST")?;
-            return tracking::ingest(state, None, req).await;
-        }
-        ["v1", name] if Call::parse(name).is_some() => {
-            only(&method, &Method::POST, "POST")?;
-            return tracking::ingest(state, Call::parse(name), req).await;
-        }
-        ["v1", ..] => {}
-        _ => return Err(not_found(&path)),
+/// Checks the key a route needs; `None` for routes with their own scheme.
+fn authorize(
+    state: &AppState,
+    req: &Request<Incoming>,
+    auth: Auth,
+) -> Result<Option<access::Access>, ApiError> {
+    if auth == Auth::Own {
+        return Ok(None);
     }
     let access = state.keys.check(req.headers())?;
-    match segments.as_slice() {
-        // Backups hold every tenant's data, and a key manager could mint
-        // itself any grant: both need an admin key for every tenant.
-        ["v1", "admin", ..] | ["v1", "keys", ..] => access.require_unscoped_admin()?,
-        // Streams are shared by every tenant: one tenant's key must not
-        // pause another's mail.
-        ["v1", "streams", ..] => {
-            access.require(access::role_for_method(&method))?;
+    match auth {
+        Auth::Own => {}
+        Auth::ByMethod => access.require(access::role_for_method(req.method()))?,
+        Auth::Write => access.require(access::Role::Write)?,
+        Auth::Untenanted => {
+            access.require(access::role_for_method(req.method()))?;
             if let Some(own) = access.tenant() {
                 return Err(ApiError::forbidden(format!(
                     "this key is confined to tenant `{own}`; streams are shared by every tenant"
                 )));
             }
         }
-        // The secret signs deliveries: whoever reads it can forge them.
-        ["v1", "endpoints", _, "secret"] => access.require(access::Role::Write)?,
-        _ => access.require(access::role_for_method(&method))?,
+        Auth::UnscopedAdmin => access.require_unscoped_admin()?,
     }
-    let access = &access;
-
-    match segments.as_slice() {
-        ["v1", "events"] => match method {
-            Method::POST => events::create(state, access, req).await,
-            Method::GET => events::list(state, access, req).await,
-            _ => Err(ApiError::method_not_allowed("GET, POST")),
-        },
-        ["v1", "events", "batch"] => {
-            only(&method, &Method::POST, "POST")?;
-            events::create_batch(state, access, req).await
-        }
-        ["v1", "events", "export"] => {
-            only(&method, &Method::GET, "GET")?;
-            tracking::export(state, access, req).await
-        }
-        ["v1", "users", id] => {
-            only(&method, &Method::GET, "GET")?;
-            tracking::user(state, access, id, req).await
-        }
-        ["v1", "users", id, "events"] => {
-            only(&method, &Method::GET, "GET")?;
-            tracking::user_events(state, access, id, req).await
-        }
-        ["v1", "stats", "events"] => {
-            only(&method, &Method::GET, "GET")?;
-            tracking::stats(state, access, req).await
-        }
-        ["v1", "funnels"] => {
-            only(&method, &Method::GET, "GET")?;
-            tracking::funnel(state, access, req).await
-        }
-        ["v1", "attribution"] => {
-            only(&method, &Method::GET, "GET")?;
-            tracking::attribution(state, access, req).await
-        }
-        ["v1", "events", id] => {
-            only(&method, &Method::GET, "GET")?;
-            events::get(state, access, id).await
-        }
-        ["v1", "endpoints"] => match method {
-            Method::POST => webhooks::create_endpoint(state, access, req).await,
-            Method::GET => webhooks::list_endpoints(state, access, req).await,
-            _ => Err(ApiError::method_not_allowed("GET, POST")),
-        },
-        ["v1", "endpoints", id] => match method {
-            Method::GET => webhooks::get_endpoint(state, access, id).await,
-            Method::PATCH => webhooks::patch_endpoint(state, access, id, req).await,
-            Method::DELETE => webhooks::delete_endpoint(state, access, id).await,
-            _ => Err(ApiError::method_not_allowed("GET, PATCH, DELETE")),
-        },
-        // Every route under an endpoint loads it with `webhooks::load_endpoint`
-        // or changes it with `webhooks::update_endpoint`, which answer 404
-        // for another tenant's endpoint exactly as for a missing one.
-        ["v1", "endpoints", id, "stats"] => {
-            only(&method, &Method::GET, "GET")?;
-            webhooks::endpoint_stats(state, access, id).await
-        }
-        ["v1", "endpoints", id, "secret"] => {
-            only(&method, &Method::GET, "GET")?;
-            webhooks::get_secret(state, access, id).await
-        }
-        ["v1", "endpoints", id, action] => {
-            only(&method, &Method::POST, "POST")?;
-            match *action {
-                "rotate-secret" => webhooks::rotate_secret(state, access, id, req).await,
-                "test" => webhooks::test_endpoint(state, access, id).await,
-                "enable" => webhooks::set_enabled(state, access, id, true).await,
-                "disable" => webhooks::set_enabled(state, access, id, false).await,
-                "recover" => webhooks::recover(state, access, id, req).await,
-                "replay" => webhooks::replay(state, access, id, req).await,
-                _ => Err(not_found(&path)),
-            }
-        }
-        ["v1", "deliveries"] => {
-            only(&method, &Method::GET, "GET")?;
-            webhooks::list_deliveries(state, access, req, false).await
-        }
-        ["v1", "dead-letters"] => {
-            only(&method, &Method::GET, "GET")?;
-            webhooks::list_deliveries(state, access, req, true).await
-        }
-        ["v1", "deliveries", id] => {
-            only(&method, &Method::GET, "GET")?;
-            webhooks::get_delivery(state, access, id).await
-        }
-        ["v1", "deliveries", id, "retry"] => {
-            only(&method, &Method::POST, "POST")?;
-            webhooks::retry_delivery(state, access, id).await
-        }
-        ["v1", "emails"] => match method {
-            Method::POST => mail::send(state, access, req).await,
-            Method::GET => mail::list(state, access, req).await,
-            _ => Err(ApiError::method_not_allowed("GET, POST")),
-        },
-        ["v1", "emails", id] => {
-            only(&method, &Method::GET, "GET")?;
-            mail::get(state, access, id).await
-        }
-        ["v1", "suppressions"] => {
-            only(&method, &Method::GET, "GET")?;
-            mail::list_suppressions(state, access, req).await
-        }
-        ["v1", "suppressions", address] => match method {
-            Method::PUT => mail::put_suppression(state, access, address, req).await,
-            Method::DELETE => mail::delete_suppression(state, access, address, req).await,
-            _ => Err(ApiError::method_not_allowed("PUT, DELETE")),
-        },
-        ["v1", "feedback"] => {
-            only(&method, &Method::GET, "GET")?;
-            feedback::list(state, access, req).await
-        }
-        ["v1", "streams"] => {
-            only(&method, &Method::GET, "GET")?;
-            streams::list(state).await
-        }
-        ["v1", "streams", name, "health"] => {
-            only(&method, &Method::GET, "GET")?;
-            streams::health(state, name).await
-        }
-        ["v1", "streams", name, action] => {
-            only(&method, &Method::POST, "POST")?;
-            match *action {
-                "pause" => streams::set_paused(state, name, true).await,
-                "resume" => streams::set_paused(state, name, false).await,
-                _ => Err(not_found(&path)),
-            }
-        }
-        ["v1", "admin", "backup"] => {
-            only(&method, &Method::GET, "GET")?;
-            admin::backup(state).await
-        }
-        ["v1", "admin", "storage"] => {
-            only(&method, &Method::GET, "GET")?;
-            admin::storage(state, req).await
-        }
-        ["v1", "keys"] => match method {
-            Method::POST => keys::create(state, req).await,
-            Method::GET => keys::list(state, req).await,
-            _ => Err(ApiError::method_not_allowed("GET, POST")),
-        },
-        ["v1", "keys", id] => match method {
-            Method::DELETE => keys::revoke(state, id).await,
-            _ => Err(ApiError::method_not_allowed("DELETE")),
-        },
-        _ => Err(not_found(&path)),
-    }
+    Ok(Some(access))
 }
 
-async fn route_public(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+async fn route(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    surface: Surface,
+) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["healthz"] => only(req.method(), &Method::GET, "GET").map(|()| admin::healthz()),
-        ["u", token] => public::unsubscribe(state, token, req).await,
-        ["feedback", provider] => feedback::receive(state, provider, req).await,
-        _ => Err(not_found(&path)),
+    let (route, params) = match routes::resolve(surface, req.method(), &path) {
+        routes::Resolved::Found { route, params } => (route, params),
+        // Whoever may not use a route does not learn which methods it has,
+        // and a keyless caller learns nothing of the API's paths.
+        routes::Resolved::MethodNotAllowed { allow, auth } => {
+            authorize(&state, &req, auth)?;
+            return Err(ApiError::method_not_allowed_list(allow));
+        }
+        routes::Resolved::NotFound if path.starts_with("/v1/") && surface == Surface::Private => {
+            state.keys.check(req.headers())?;
+            return Err(not_found(&path));
+        }
+        routes::Resolved::NotFound => return Err(not_found(&path)),
+    };
+    let access = authorize(&state, &req, route.auth)?;
+    // No template has more than one parameter yet.
+    let param = params.first().copied().unwrap_or_default();
+    match access {
+        Some(access) => dispatch(state, &access, route.id, param, req).await,
+        None => dispatch_open(state, route.id, param, req).await,
     }
 }
 
-fn only(method: &Method, expected: &Method, allow: &'static str) -> Result<(), ApiError> {
-    if method == expected {
-        Ok(())
-    } else {
-        Err(ApiError::method_not_allowed(allow))
+/// Routes that authenticate by their own scheme.
+async fn dispatch_open(
+    state: Arc<AppState>,
+    id: RouteId,
+    param: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    match id {
+        RouteId::Healthz => Ok(admin::healthz()),
+        RouteId::Readyz => Ok(admin::readyz(&state)),
+        // Unsubscribe links work on the private listener too, so the
+        // default install (no public listener) can follow its own links.
+        RouteId::UnsubscribePage | RouteId::UnsubscribeOneClick => {
+            public::unsubscribe(state, param, req).await
+        }
+        RouteId::FeedbackReceive => feedback::receive(state, param, req).await,
+        RouteId::SegmentBatch => tracking::ingest(state, None, req).await,
+        RouteId::SegmentCall => {
+            let name = req.uri().path().trim_start_matches("/v1/").to_owned();
+            tracking::ingest(state, Call::parse(&name), req).await
+        }
+        other => {
+            tracing::error!(route = ?other, "a keyed route reached the open dispatcher");
+            Err(ApiError::unavailable("route misconfigured"))
+        }
+    }
+}
+
+/// Every `{id}`-taking route loads its object with a tenant check
+/// (`webhooks::load_endpoint`, …) that answers 404 for another tenant's
+/// object exactly as for a missing one.
+async fn dispatch(
+    state: Arc<AppState>,
+    access: &access::Access,
+    id: RouteId,
+    param: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    use RouteId::*;
+    match id {
+        EventsCreate => events::create(state, access, req).await,
+        EventsList => events::list(state, access, req).await,
+        EventsBatch => events::create_batch(state, access, req).await,
+        EventsExport => tracking::export(state, access, req).await,
+        EventGet => events::get(state, access, param).await,
+        UserGet => tracking::user(state, access, param, req).await,
+        UserEvents => tracking::user_events(state, access, param, req).await,
+        EventStats => tracking::stats(state, access, req).await,
+        Funnel => tracking::funnel(state, access, req).await,
+        Attribution => tracking::attribution(state, access, req).await,
+        EndpointsCreate => webhooks::create_endpoint(state, access, req).await,
+        EndpointsList => webhooks::list_endpoints(state, access, req).await,
+        EndpointGet => webhooks::get_endpoint(state, access, param).await,
+        EndpointPatch => webhooks::patch_endpoint(state, access, param, req).await,
+        EndpointDelete => webhooks::delete_endpoint(state, access, param).await,
+        EndpointStats => webhooks::endpoint_stats(state, access, param).await,
+        EndpointSecret => webhooks::get_secret(state, access, param).await,
+        EndpointRotateSecret => webhooks::rotate_secret(state, access, param, req).await,
+        EndpointTest => webhooks::test_endpoint(state, access, param).await,
+        EndpointEnable => webhooks::set_enabled(state, access, param, true).await,
+        EndpointDisable => webhooks::set_enabled(state, access, param, false).await,
+        EndpointRecover => webhooks::recover(state, access, param, req).await,
+        EndpointReplay => webhooks::replay(state, access, param, req).await,
+        DeliveriesList => webhooks::list_deliveries(state, access, req, false).await,
+        DeadLettersList => webhooks::list_deliveries(state, access, req, true).await,
+        DeliveryGet => webhooks::get_delivery(state, access, param).await,
+        DeliveryRetry => webhooks::retry_delivery(state, access, param).await,
+        EmailsSend => mail::send(state, access, req).await,
+        EmailsList => mail::list(state, access, req).await,
+        EmailGet => mail::get(state, access, param).await,
+        SuppressionsList => mail::list_suppressions(state, access, req).await,
+        SuppressionPut => mail::put_suppression(state, access, param, req).await,
+        SuppressionDelete => mail::delete_suppression(state, access, param, req).await,
+        FeedbackList => feedback::list(state, access, req).await,
+        StreamsList => streams::list(state).await,
+        StreamHealth => streams::health(state, param).await,
+        StreamPause => streams::set_paused(state, param, true).await,
+        StreamResume => streams::set_paused(state, param, false).await,
+        AdminBackup => admin::backup(state).await,
+        AdminStorage => admin::storage(state, req).await,
+        KeysCreate => keys::create(state, req).await,
+        KeysList => keys::list(state, req).await,
+        KeyRevoke => keys::revoke(state, param).await,
+        Healthz | Readyz | UnsubscribePage | UnsubscribeOneClick | FeedbackReceive
+        | SegmentBatch | SegmentCall => dispatch_open(state, id, param, req).await,
     }
 }
 
