@@ -11,6 +11,7 @@ use crate::api::{self, AppState, Surface};
 use crate::config::Config;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::unsubscribe::TokenKey;
+use crate::portal_link::PortalKey;
 use crate::retention::Retention;
 use crate::scheduler::{self, Inbox, Scheduler};
 use crate::store::due::ScheduleListener;
@@ -19,7 +20,7 @@ use crate::store::{backup, OpenError, Queue, Store, StoreError, Writer};
 use crate::tracking::retention::Upkeep;
 use crate::tracking::settings::Source;
 use crate::webhooks::dispatch::{AttemptContext, Deliveries};
-use crate::webhooks::owner_alert::{MintToken, OwnerAlerts, PortalLinks};
+use crate::webhooks::owner_alert::{OwnerAlerts, PortalLinks};
 use crate::worker::Workers;
 
 /// How long stopping waits for attempts in flight (webhook requests, SMTP
@@ -79,7 +80,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         store.clone(),
         writer.clone(),
         &config.webhooks,
-        owner_alerts(&config, private_addr),
+        owner_alerts(&config, &store, private_addr)?,
     ));
     let public_listener = config.public.listen.map(bind).transpose()?;
     let mut public = config.public.clone();
@@ -196,39 +197,38 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     served
 }
 
-/// What owner alerts need, when `[webhooks.owner_alerts]` is configured.
-fn owner_alerts(config: &Config, private_addr: std::net::SocketAddr) -> Option<OwnerAlerts> {
-    let settings = config.webhooks.owner_alerts.clone()?;
-    let portal = portal_links(config, private_addr, settings.portal_link_ttl);
-    Some(OwnerAlerts {
+/// What owner alerts need, when `[webhooks.owner_alerts]` is configured:
+/// links to the endpoint's tenant's portal sign with the key the portal
+/// checks them with.
+fn owner_alerts(
+    config: &Config,
+    store: &Store,
+    private_addr: std::net::SocketAddr,
+) -> Result<Option<OwnerAlerts>, StoreError> {
+    let Some(settings) = config.webhooks.owner_alerts.clone() else {
+        return Ok(None);
+    };
+    let key = PortalKey::new(store.persistent_secret("portal")?);
+    let portal = PortalLinks {
+        base_url: portal_base_url(config, private_addr),
+        ttl: settings.portal_link_ttl,
+        mint: Box::new(move |tenant, expires_at_ms| key.mint(tenant, expires_at_ms)),
+    };
+    Ok(Some(OwnerAlerts {
         settings,
         mail: config.mail.clone(),
-        portal,
-    })
+        portal: Some(portal),
+    }))
 }
 
-/// Links to a tenant's portal: on `public.url` when configured, else on
-/// the private listener.
-fn portal_links(
-    config: &Config,
-    private_addr: std::net::SocketAddr,
-    ttl: Duration,
-) -> Option<PortalLinks> {
-    let base_url = if config.public.url_is_default {
+/// Where portal links point: `public.url` when configured, else the
+/// private listener.
+fn portal_base_url(config: &Config, private_addr: std::net::SocketAddr) -> String {
+    if config.public.url_is_default {
         format!("http://{private_addr}")
     } else {
         config.public.url.clone()
-    };
-    // TODO: mint with `crate::portal_link::PortalKey` once that module is
-    // here: `let key = PortalKey::new(store.persistent_secret("portal")?);`
-    // and `Some(Box::new(move |tenant, expires_at_ms| key.mint(tenant, expires_at_ms)))`.
-    // Until then alerts go out without a portal link.
-    let mint: Option<MintToken> = None;
-    Some(PortalLinks {
-        base_url,
-        ttl,
-        mint: mint?,
-    })
+    }
 }
 
 /// Makes the README's Segment snippet work out of the box: where the API

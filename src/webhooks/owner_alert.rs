@@ -25,7 +25,9 @@ pub const ALERT_TAG: (&str, &str) = ("herald", "endpoint_alert");
 /// Makes a portal token for (tenant, expiry in Unix ms).
 pub type MintToken = Box<dyn Fn(&str, i64) -> String + Send + Sync>;
 
-/// Signed links to a tenant's portal, put into its endpoints' alerts.
+/// Signed links to a tenant's portal, put into its endpoints' alerts. The
+/// token is made by the caller (`portal_link::PortalKey` in the daemon), so
+/// composing an alert needs no key.
 pub struct PortalLinks {
     /// `public.url` when configured, else `http://` and the private listener's address.
     pub base_url: String,

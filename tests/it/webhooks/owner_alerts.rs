@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use base64::Engine;
+use herald::clock::parse_rfc3339;
 use serde_json::{json, Value};
 
 use super::receiver::{Receiver, Reply};
@@ -61,6 +63,32 @@ fn barrier(addr: std::net::SocketAddr, sink: &SmtpSink, round: u32) {
     assert_eq!(resp.status, 202, "{}", resp.text());
     let id = s(&resp.json()["messages"][0]["id"]).to_owned();
     sink.wait_for_id(&id, deadline(SETTLE));
+}
+
+/// The message as text, its body's quoted-printable soft line breaks and
+/// `=XX` escapes undone (a long line, such as a portal link, is split).
+fn readable(message: &Received) -> String {
+    let raw = message.text().replace("=\r\n", "");
+    let mut out = Vec::with_capacity(raw.len());
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'=')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn failing_events(addr: std::net::SocketAddr) -> Vec<Value> {
@@ -140,7 +168,7 @@ fn a_failing_endpoint_alerts_its_owner_once_a_day_and_only_an_owner_who_can_be_m
     barrier(d.addr, &sink, 1);
     let got = received_by(&sink, "owner@customer.example");
     assert_eq!(got.len(), 1, "exactly one alert reached the sink");
-    let text = got[0].text();
+    let text = readable(&got[0]);
     assert!(
         got[0]
             .header("Subject")
@@ -157,7 +185,29 @@ fn a_failing_endpoint_alerts_its_owner_once_a_day_and_only_an_owner_who_can_be_m
     ] {
         assert!(text.contains(part), "`{part}` in:\n{text}");
     }
-    assert_eq!(received_by(&sink, "second@customer.example").len(), 1);
+    // A tenant's endpoint links to that tenant's portal, on the private
+    // listener when no public URL is configured.
+    let prefix = format!("http://{}/portal/", d.addr);
+    let link = text
+        .split_whitespace()
+        .find(|w| w.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no portal link in:\n{text}"));
+    // The token carries the tenant and an expiry `portal_link_ttl` (7 days)
+    // ahead, before its MAC; whether it verifies is the portal's to say.
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&link[prefix.len()..])
+        .unwrap_or_else(|e| panic!("{link}: {e}"));
+    assert!(token.len() > 8 + 16, "{link}");
+    let expires_at_ms = i64::from_be_bytes(token[..8].try_into().unwrap());
+    assert_eq!(&token[8..token.len() - 16], b"acme", "{link}");
+    let queued_ms = parse_rfc3339(s(&alert["created_at"])).expect("created_at");
+    assert_eq!(expires_at_ms, queued_ms + 7 * 24 * 3600 * 1000, "{link}");
+    let second_got = received_by(&sink, "second@customer.example");
+    assert_eq!(second_got.len(), 1);
+    assert!(
+        !readable(&second_got[0]).contains("/portal/"),
+        "an endpoint of no tenant has no portal"
+    );
     assert!(received_by(&sink, suppressed).is_empty());
 
     // More failures the same day, and disabling it, send nothing new.
@@ -185,7 +235,7 @@ fn a_failing_endpoint_alerts_its_owner_once_a_day_and_only_an_owner_who_can_be_m
     assert_eq!(received_by(&sink, "second@customer.example").len(), 1);
     let quiet_got = received_by(&sink, "quiet@customer.example");
     assert_eq!(quiet_got.len(), 1);
-    assert!(quiet_got[0].text().contains("disabled through the API"));
+    assert!(readable(&quiet_got[0]).contains("disabled through the API"));
     let alerts: Vec<Received> = sink
         .received()
         .into_iter()
