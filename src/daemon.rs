@@ -11,6 +11,7 @@ use crate::api::{self, AppState, Surface};
 use crate::config::Config;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::unsubscribe::TokenKey;
+use crate::portal_link::PortalKey;
 use crate::retention::Retention;
 use crate::scheduler::{self, Inbox, Scheduler};
 use crate::store::due::ScheduleListener;
@@ -19,6 +20,7 @@ use crate::store::{backup, OpenError, Queue, Store, StoreError, Writer};
 use crate::tracking::retention::Upkeep;
 use crate::tracking::settings::Source;
 use crate::webhooks::dispatch::{AttemptContext, Deliveries};
+use crate::webhooks::owner_alert::{OwnerAlerts, PortalLinks};
 use crate::worker::Workers;
 
 /// How long stopping waits for attempts in flight (webhook requests, SMTP
@@ -72,15 +74,16 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         config.max_commit_batch,
         listeners,
     )?;
+    // Bound before mail and webhooks start: links in messages need the real
+    // addresses when the configured ports are 0 (chosen by the kernel).
+    let private_listener = bind(config.listen)?;
+    let private_addr = private_listener.local_addr().unwrap_or(config.listen);
     let hooks = Arc::new(AttemptContext::new(
         store.clone(),
         writer.clone(),
         &config.webhooks,
+        owner_alerts(&config, &store, private_addr)?,
     ));
-    // Bound before mail starts: links in messages need the real addresses
-    // when the configured ports are 0 (chosen by the kernel).
-    let private_listener = bind(config.listen)?;
-    let private_addr = private_listener.local_addr().unwrap_or(config.listen);
     let public_listener = config.public.listen.map(bind).transpose()?;
     let mut public = config.public.clone();
     if public.url_is_default {
@@ -194,6 +197,40 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     drop(store);
     tracing::info!("stopped");
     served
+}
+
+/// What owner alerts need, when `[webhooks.owner_alerts]` is configured:
+/// links to the endpoint's tenant's portal sign with the key the portal
+/// checks them with.
+fn owner_alerts(
+    config: &Config,
+    store: &Store,
+    private_addr: std::net::SocketAddr,
+) -> Result<Option<OwnerAlerts>, StoreError> {
+    let Some(settings) = config.webhooks.owner_alerts.clone() else {
+        return Ok(None);
+    };
+    let key = PortalKey::new(store.persistent_secret("portal")?);
+    let portal = PortalLinks {
+        base_url: portal_base_url(config, private_addr),
+        ttl: settings.portal_link_ttl,
+        mint: Box::new(move |tenant, expires_at_ms| key.mint(tenant, expires_at_ms)),
+    };
+    Ok(Some(OwnerAlerts {
+        settings,
+        mail: config.mail.clone(),
+        portal: Some(portal),
+    }))
+}
+
+/// Where portal links point: `public.url` when configured, else the
+/// private listener.
+fn portal_base_url(config: &Config, private_addr: std::net::SocketAddr) -> String {
+    if config.public.url_is_default {
+        format!("http://{private_addr}")
+    } else {
+        config.public.url.clone()
+    }
 }
 
 /// Makes the README's Segment snippet work out of the box: where the API

@@ -261,17 +261,19 @@ pub async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<Resp, ApiError> {
-    let updated = update_endpoint(&state, access, id, move |mut current| {
-        current.enabled = enabled;
-        if enabled {
-            current.disabled_reason = None;
-            current.failing_since_ms = None;
-        } else if current.disabled_reason.is_none() {
-            current.disabled_reason = Some("disabled through the API".to_owned());
-        }
-        Ok(current)
-    })
-    .await?;
+    let key = parse_endpoint_id(id)?;
+    let access = access.clone();
+    let alerts = state.hooks.owner_alerts.clone();
+    let updated = state
+        .writer
+        .write(move |txn| {
+            if !owns_endpoint(txn, &access, key) {
+                return Ok(None);
+            }
+            ledger::set_enabled(txn, key, enabled, alerts.as_deref())
+        })
+        .await?
+        .ok_or_else(|| endpoint_not_found(id))?;
     Ok(endpoint_json(StatusCode::OK, &updated))
 }
 

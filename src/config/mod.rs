@@ -24,7 +24,7 @@ use crate::tracking::settings::TrackingSettings;
 use crate::webhooks::settings::WebhookSettings;
 use mail::{check_unsubscribe_links, validate_mail, validate_public, MailSection, PublicSection};
 use tracking::{validate_tracking, TrackingSection};
-use webhooks::{validate_webhooks, WebhooksSection};
+use webhooks::{check_owner_alerts, validate_webhooks, WebhooksSection};
 
 /// Port of the private API when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8425";
@@ -511,6 +511,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         return Err(invalid("storage.data_dir", "must not be empty"));
     }
     let mail = validate_mail(mail, &storage.data_dir)?;
+    check_owner_alerts(&webhooks, &mail)?;
     let public = validate_public(public, listen)?;
     check_unsubscribe_links(&mail, &public)?;
     let tracking = validate_tracking(tracking)?;
@@ -873,5 +874,55 @@ mod tests {
         let err = check("[tracking]\nretention = \"1d\"\n").unwrap_err();
         assert!(err.starts_with("tracking.retention"), "{err}");
         assert!(check("[tracking]\nretention = \"30d\"\n").is_ok());
+    }
+
+    #[test]
+    fn owner_alerts_need_a_configured_stream_that_sends_from_their_domain() {
+        let stream = "[mail.streams.alerts]\nfrom_domains = [\"herald.example\"]\n";
+        let alerts = |keys: &str| format!("{stream}[webhooks.owner_alerts]\n{keys}");
+        let cfg = check(&alerts(
+            "stream = \"alerts\"\nfrom = \"Herald <ops@herald.example>\"\n",
+        ))
+        .unwrap();
+        let owner = cfg.webhooks.owner_alerts.expect("configured");
+        assert_eq!(owner.portal_link_ttl, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(cfg.webhooks.failing_threshold, 10);
+        assert!(check("").unwrap().webhooks.owner_alerts.is_none());
+        for (keys, key) in [
+            (
+                "stream = \"nope\"\nfrom = \"ops@herald.example\"\n",
+                "webhooks.owner_alerts.stream",
+            ),
+            (
+                "stream = \"alerts\"\nfrom = \"ops@elsewhere.example\"\n",
+                "webhooks.owner_alerts.from",
+            ),
+            (
+                "stream = \"alerts\"\nfrom = \"not an address\"\n",
+                "webhooks.owner_alerts.from",
+            ),
+            (
+                "stream = \"alerts\"\nfrom = \"ops@herald.example\"\nportal_link_ttl = \"10s\"\n",
+                "webhooks.owner_alerts.portal_link_ttl",
+            ),
+            (
+                "stream = \"alerts\"\nfrom = \"ops@herald.example\"\nportal_link_ttl = \"8d\"\n",
+                "webhooks.owner_alerts.portal_link_ttl",
+            ),
+        ] {
+            let err = check(&alerts(keys)).unwrap_err();
+            assert!(err.starts_with(key), "{keys}: {err}");
+        }
+        let err = check(&alerts("stream = \"alerts\"\n")).unwrap_err();
+        assert!(err.contains("missing field"), "{err}");
+        let err = check("[webhooks]\nfailing_threshold = 0\n").unwrap_err();
+        assert!(err.starts_with("webhooks.failing_threshold"), "{err}");
+        assert_eq!(
+            check("[webhooks]\nfailing_threshold = 1\n")
+                .unwrap()
+                .webhooks
+                .failing_threshold,
+            1
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{duration, in_range, invalid, ConfigError};
-use crate::webhooks::settings::WebhookSettings;
+use crate::mail::address;
+use crate::mail::settings::MailSettings;
+use crate::webhooks::settings::{OwnerAlertSettings, WebhookSettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +39,32 @@ pub struct WebhooksSection {
     /// Delete failed deliveries (dead letters) this long after their last
     /// attempt; `None` keeps them forever.
     pub dead_letter_retention: Option<String>,
+    /// Failed attempts in a row (across an endpoint's deliveries, reset by
+    /// any success) after which the next failure records `delivery.failing`
+    /// and alerts the endpoint's owner; once per run of failures.
+    pub failing_threshold: u32,
+    /// `[webhooks.owner_alerts]`: emails to endpoints' `owner_email`; off
+    /// without this table.
+    pub owner_alerts: Option<OwnerAlertsSection>,
+}
+
+/// `[webhooks.owner_alerts]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerAlertsSection {
+    /// The configured mail stream alerts go through (its suppressions and
+    /// unsubscribe apply).
+    pub stream: String,
+    /// The sender, an address or `Name <address>` in one of the stream's
+    /// `from_domains`.
+    pub from: String,
+    /// How long the portal link in an alert stays valid (60s to 7d).
+    #[serde(default = "default_portal_link_ttl")]
+    pub portal_link_ttl: String,
+}
+
+fn default_portal_link_ttl() -> String {
+    "7d".to_owned()
 }
 
 impl Default for WebhooksSection {
@@ -55,11 +83,16 @@ impl Default for WebhooksSection {
             disable_after: "5d".to_owned(),
             retention: None,
             dead_letter_retention: None,
+            failing_threshold: 10,
+            owner_alerts: None,
         }
     }
 }
 
 const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bounds of a portal link's life, as `POST /v1/portal-links` has them.
+const MIN_PORTAL_LINK_TTL: Duration = Duration::from_secs(60);
+const MAX_PORTAL_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub fn validate_webhooks(section: WebhooksSection) -> Result<WebhookSettings, ConfigError> {
     let mut allow_networks = Vec::with_capacity(section.allow_networks.len());
@@ -114,5 +147,68 @@ pub fn validate_webhooks(section: WebhooksSection) -> Result<WebhookSettings, Co
             &section.disable_after,
             Duration::from_secs(365 * 24 * 3600),
         )?,
+        failing_threshold: in_range(
+            "webhooks.failing_threshold",
+            section.failing_threshold,
+            1,
+            1_000_000,
+        )?,
+        owner_alerts: section
+            .owner_alerts
+            .map(validate_owner_alerts)
+            .transpose()?,
     })
+}
+
+fn validate_owner_alerts(section: OwnerAlertsSection) -> Result<OwnerAlertSettings, ConfigError> {
+    let ttl = duration(
+        "webhooks.owner_alerts.portal_link_ttl",
+        &section.portal_link_ttl,
+        MAX_PORTAL_LINK_TTL,
+    )?;
+    if ttl < MIN_PORTAL_LINK_TTL {
+        return Err(invalid(
+            "webhooks.owner_alerts.portal_link_ttl",
+            "must be at least 60s",
+        ));
+    }
+    Ok(OwnerAlertSettings {
+        stream: section.stream,
+        from: section.from,
+        portal_link_ttl: ttl,
+    })
+}
+
+/// Owner alerts go through a configured stream that may send from their
+/// sender's domain: checked once mail is, so an alert is never refused.
+pub fn check_owner_alerts(
+    webhooks: &WebhookSettings,
+    mail: &MailSettings,
+) -> Result<(), ConfigError> {
+    let Some(alerts) = &webhooks.owner_alerts else {
+        return Ok(());
+    };
+    let Some(stream) = mail.streams.get(&alerts.stream) else {
+        return Err(invalid(
+            "webhooks.owner_alerts.stream",
+            format!(
+                "no mail stream named `{}`; configured: {}",
+                alerts.stream.chars().take(64).collect::<String>(),
+                mail.streams.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    };
+    let from = address::parse_mailbox(&alerts.from)
+        .map_err(|e| invalid("webhooks.owner_alerts.from", format!("the sender {e}")))?;
+    if !stream.allows_from_domain(from.domain()) {
+        return Err(invalid(
+            "webhooks.owner_alerts.from",
+            format!(
+                "stream `{}` sends from {} only",
+                stream.name,
+                stream.from_domains.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -185,6 +185,7 @@ mod tests {
             updated_at_ms: 1_700_000_000_001,
             failing_since_ms: Some(1_700_000_000_002),
             sources: vec![EventSource::Api, EventSource::Herald],
+            owner_email: None,
         }
     }
 
@@ -193,6 +194,28 @@ mod tests {
         EndpointRecord {
             sources: vec![EventSource::Tracking],
             ..sample_endpoint()
+        }
+    }
+
+    /// A version 3 endpoint: it names an owner.
+    fn sample_endpoint_v3() -> EndpointRecord {
+        EndpointRecord {
+            owner_email: Some("ops@example.com".into()),
+            ..sample_endpoint_v2()
+        }
+    }
+
+    fn sample_streak() -> EndpointStreakRecord {
+        EndpointStreakRecord {
+            failed_attempts: 11,
+            announced: true,
+            last_failure: Some(FailureSummary {
+                at_ms: 1_700_000_000_000,
+                status_code: 503,
+                error: None,
+                response: "down".into(),
+            }),
+            alerted_day: Some(19_675),
         }
     }
 
@@ -231,17 +254,35 @@ mod tests {
         delivery
     }
 
+    /// Version 3 adds the owner's address at the end.
+    const ENDPOINT_V3_GOLDEN: &str = "03fe020000000000008000700000a1f392011868747470733a2f2f6578616d706c652e636f6d2f686f6f6b010461636d650106757365722e2a01640103782d6101620105002677687365635f4d664b51397238474b59717254776a55504438494c505a496f324c614c615377010977687365635f6f6c64fd00d0ca9f17030000010001fd00d0ca9f17030000fd02d0ca9f1703000001fd04d0ca9f170300000102010f6f7073406578616d706c652e636f6d";
+    const STREAK_V1_GOLDEN: &str = "010b0101fd00d0ca9f17030000fbf7010004646f776e01fbb699";
+
     #[test]
     fn webhook_records_match_golden_bytes() {
-        assert_eq!(hex(&encode(&sample_endpoint_v2())), ENDPOINT_V2_GOLDEN);
+        assert_eq!(hex(&encode(&sample_endpoint_v3())), ENDPOINT_V3_GOLDEN);
         assert_eq!(
-            decode::<EndpointRecord>(&unhex(ENDPOINT_V2_GOLDEN)).unwrap(),
-            sample_endpoint_v2()
+            decode::<EndpointRecord>(&unhex(ENDPOINT_V3_GOLDEN)).unwrap(),
+            sample_endpoint_v3()
+        );
+        assert_eq!(hex(&encode(&sample_streak())), STREAK_V1_GOLDEN);
+        assert_eq!(
+            decode::<EndpointStreakRecord>(&unhex(STREAK_V1_GOLDEN)).unwrap(),
+            sample_streak()
         );
         assert_eq!(hex(&encode(&sample_delivery_v2())), DELIVERY_V2_GOLDEN);
         assert_eq!(
             decode::<DeliveryRecord>(&unhex(DELIVERY_V2_GOLDEN)).unwrap(),
             sample_delivery_v2()
+        );
+    }
+
+    /// Endpoints written before owners have none.
+    #[test]
+    fn version_2_endpoints_decode_without_an_owner() {
+        assert_eq!(
+            decode::<EndpointRecord>(&unhex(ENDPOINT_V2_GOLDEN)).unwrap(),
+            sample_endpoint_v2()
         );
     }
 

@@ -85,6 +85,9 @@ pub struct EndpointRecord {
     pub failing_since_ms: Option<i64>,
     /// The sources whose events it takes; never empty, no repeats.
     pub sources: Vec<EventSource>,
+    /// Who is emailed when it keeps failing or is disabled (normalised);
+    /// `None`: nobody.
+    pub owner_email: Option<String>,
 }
 
 impl EndpointRecord {
@@ -100,12 +103,13 @@ impl EndpointRecord {
 
 impl Record for EndpointRecord {
     const NAME: &'static str = "endpoint";
-    /// 2: endpoints name the `sources` they take.
-    const VERSION: u8 = 2;
+    /// 2: endpoints name the `sources` they take. 3: an `owner_email`.
+    const VERSION: u8 = 3;
 
     fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         match version {
             1 => Ok(decode_body::<v1::EndpointRecord>(Self::NAME, body)?.into()),
+            2 => Ok(decode_body::<v2::EndpointRecord>(Self::NAME, body)?.into()),
             _ => Err(CodecError::UnknownVersion {
                 record: Self::NAME,
                 version,
@@ -350,6 +354,7 @@ pub(super) mod v1 {
                 updated_at_ms: old.updated_at_ms,
                 failing_since_ms: old.failing_since_ms,
                 sources: EventSource::DEFAULT_FOR_ENDPOINTS.to_vec(),
+                owner_email: None,
             }
         }
     }
@@ -479,6 +484,78 @@ pub(super) mod v1 {
                 next_attempt_ms: old.next_attempt_ms,
                 smtp_response: old.smtp_response,
                 flagged: old.flagged,
+            }
+        }
+    }
+}
+
+/// The shapes version 2 files hold.
+pub(super) mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use super::EventSource;
+
+    /// An endpoint before it had an owner to alert.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EndpointRecord {
+        /// As the current record's `id`.
+        pub id: u128,
+        /// As the current record's `url`.
+        pub url: String,
+        /// As the current record's `tenant`.
+        pub tenant: Option<String>,
+        /// As the current record's `event_types`.
+        pub event_types: Vec<String>,
+        /// As the current record's `description`.
+        pub description: String,
+        /// As the current record's `headers`.
+        pub headers: Vec<(String, String)>,
+        /// As the current record's `rate_limit_per_sec`.
+        pub rate_limit_per_sec: Option<u32>,
+        /// As the current record's `timeout_secs`.
+        pub timeout_secs: Option<u32>,
+        /// As the current record's `secret`.
+        pub secret: String,
+        /// As the current record's `old_secrets`.
+        pub old_secrets: Vec<(String, i64)>,
+        /// As the current record's `enabled`.
+        pub enabled: bool,
+        /// As the current record's `disabled_reason`.
+        pub disabled_reason: Option<String>,
+        /// As the current record's `payload_version`.
+        pub payload_version: u8,
+        /// As the current record's `created_at_ms`.
+        pub created_at_ms: i64,
+        /// As the current record's `updated_at_ms`.
+        pub updated_at_ms: i64,
+        /// As the current record's `failing_since_ms`.
+        pub failing_since_ms: Option<i64>,
+        /// As the current record's `sources`.
+        pub sources: Vec<EventSource>,
+    }
+
+    impl From<EndpointRecord> for super::EndpointRecord {
+        /// Nobody to alert: an owner is named through the API.
+        fn from(old: EndpointRecord) -> Self {
+            super::EndpointRecord {
+                id: old.id,
+                url: old.url,
+                tenant: old.tenant,
+                event_types: old.event_types,
+                description: old.description,
+                headers: old.headers,
+                rate_limit_per_sec: old.rate_limit_per_sec,
+                timeout_secs: old.timeout_secs,
+                secret: old.secret,
+                old_secrets: old.old_secrets,
+                enabled: old.enabled,
+                disabled_reason: old.disabled_reason,
+                payload_version: old.payload_version,
+                created_at_ms: old.created_at_ms,
+                updated_at_ms: old.updated_at_ms,
+                failing_since_ms: old.failing_since_ms,
+                sources: old.sources,
+                owner_email: None,
             }
         }
     }
@@ -719,6 +796,41 @@ pub struct StreamStateRecord {
 
 impl Record for StreamStateRecord {
     const NAME: &'static str = "stream state";
+    const VERSION: u8 = 1;
+}
+
+/// An endpoint's current run of failed attempts, across its deliveries,
+/// and when its owner was last alerted. The endpoint id is the table key;
+/// kept apart from the endpoint record, which every failure would
+/// otherwise rewrite (and every rewrite reloads the dispatcher's gates).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStreakRecord {
+    /// Attempts failed in a row since the last success; 0 after one.
+    pub failed_attempts: u32,
+    /// `delivery.failing` was recorded for this run, so it is not again.
+    pub announced: bool,
+    /// The run's latest failure, for the owner's alert.
+    pub last_failure: Option<FailureSummary>,
+    /// The UTC day (since the epoch) of the owner's last alert; kept across
+    /// runs, so an owner hears at most once a day per endpoint.
+    pub alerted_day: Option<i64>,
+}
+
+/// What one failed attempt saw, in brief.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureSummary {
+    /// When the attempt started (Unix ms).
+    pub at_ms: i64,
+    /// 0 when no HTTP answer arrived.
+    pub status_code: u16,
+    /// What went wrong, in words, when the attempt says.
+    pub error: Option<String>,
+    /// The start of the response body (at most 1,000 characters).
+    pub response: String,
+}
+
+impl Record for EndpointStreakRecord {
+    const NAME: &'static str = "endpoint streak";
     const VERSION: u8 = 1;
 }
 

@@ -84,6 +84,10 @@ pub const ENDPOINT_DELIVERY_COUNTS: TableDefinition<(u128, u8), u64> =
 pub const ENDPOINT_ATTEMPTS: TableDefinition<(u128, i64), &[u8]> =
     TableDefinition::new("endpoint_attempts");
 
+/// endpoint id → encoded `EndpointStreakRecord`: its failed attempts in a
+/// row and its owner's last alert day. No row: nothing to remember.
+pub const ENDPOINT_STREAKS: TableDefinition<u128, &[u8]> = TableDefinition::new("endpoint_streaks");
+
 // Mail.
 
 /// message id → encoded `EmailRecord`. Ids are dense and start at 1.
@@ -245,6 +249,7 @@ pub(crate) fn for_each_table(visitor: &mut impl TableVisitor) -> Result<(), Stor
     visitor.visit(DELIVERIES_BY_ENDPOINT_STATUS)?;
     visitor.visit(ENDPOINT_DELIVERY_COUNTS)?;
     visitor.visit(ENDPOINT_ATTEMPTS)?;
+    visitor.visit(ENDPOINT_STREAKS)?;
     visitor.visit(EMAILS)?;
     visitor.visit(EMAILS_BY_TO)?;
     visitor.visit(EMAILS_BY_TENANT)?;

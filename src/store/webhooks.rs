@@ -7,10 +7,12 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::attempt_tally::{minute_of, AttemptTally};
 use super::codec::{decode, encode};
 use super::due::Queue;
-use super::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord};
+use super::records::{
+    AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord, EndpointStreakRecord,
+};
 use super::tables::{
     DELIVERIES, DELIVERIES_BY_ENDPOINT, DELIVERIES_BY_ENDPOINT_STATUS, DELIVERIES_BY_EVENT,
-    DELIVERIES_BY_STATUS, ENDPOINTS, ENDPOINT_ATTEMPTS, ENDPOINT_DELIVERY_COUNTS,
+    DELIVERIES_BY_STATUS, ENDPOINTS, ENDPOINT_ATTEMPTS, ENDPOINT_DELIVERY_COUNTS, ENDPOINT_STREAKS,
 };
 use super::{ReadTxn, StoreError, WriteTxn};
 
@@ -129,6 +131,7 @@ pub struct HookTables<'txn> {
     by_endpoint_status: redb::Table<'txn, (u128, u8, u64), ()>,
     counts: redb::Table<'txn, (u128, u8), u64>,
     pub(super) attempts: redb::Table<'txn, (u128, i64), &'static [u8]>,
+    streaks: redb::Table<'txn, u128, &'static [u8]>,
 }
 
 impl<'txn> HookTables<'txn> {
@@ -154,6 +157,7 @@ impl<'txn> WriteTxn<'txn> {
                 by_endpoint_status: txn.open_table(DELIVERIES_BY_ENDPOINT_STATUS)?,
                 counts: txn.open_table(ENDPOINT_DELIVERY_COUNTS)?,
                 attempts: txn.open_table(ENDPOINT_ATTEMPTS)?,
+                streaks: txn.open_table(ENDPOINT_STREAKS)?,
             });
         }
         Ok(self.hook_tables.as_mut().expect("opened just above"))
@@ -256,12 +260,34 @@ impl<'txn> WriteTxn<'txn> {
         Ok(())
     }
 
-    /// Deletes the endpoint; its deliveries stay. False when there was no
-    /// such endpoint.
+    /// The endpoint's failing streak; the default when it has none.
+    pub(crate) fn endpoint_streak(&mut self, id: u128) -> Result<EndpointStreakRecord, StoreError> {
+        Ok(super::get_record(&self.tables()?.streaks, id)?.unwrap_or_default())
+    }
+
+    /// Stores the endpoint's streak; one with nothing to remember is removed.
+    pub(crate) fn put_endpoint_streak(
+        &mut self,
+        id: u128,
+        record: &EndpointStreakRecord,
+    ) -> Result<(), StoreError> {
+        let streaks = &mut self.tables()?.streaks;
+        if *record == EndpointStreakRecord::default() {
+            streaks.remove(id)?;
+        } else {
+            streaks.insert(id, encode(record).as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the endpoint and its streak; its deliveries stay. False when
+    /// there was no such endpoint.
     pub(crate) fn remove_endpoint(&mut self, id: u128) -> Result<bool, StoreError> {
-        if self.tables()?.endpoints.remove(id)?.is_none() {
+        let tables = self.tables()?;
+        if tables.endpoints.remove(id)?.is_none() {
             return Ok(false);
         }
+        tables.streaks.remove(id)?;
         self.memory.hooks.endpoints.retain(|e| e.id != id);
         self.keys_changed(Queue::Webhooks);
         Ok(true)

@@ -12,6 +12,7 @@ use crossbeam_channel::Sender;
 use super::client::{self, Client, Outcome};
 use super::endpoint::signing_secrets;
 use super::gate::{self, Gate};
+use super::owner_alert::OwnerAlerts;
 use super::policy::{Policy, Report};
 use super::settings::WebhookSettings;
 use super::target;
@@ -33,10 +34,17 @@ pub struct AttemptContext {
     pub client: Client,
     pub settings: WebhookSettings,
     pub policy: Policy,
+    /// How owners are emailed; `None`: they are not.
+    pub owner_alerts: Option<Arc<OwnerAlerts>>,
 }
 
 impl AttemptContext {
-    pub fn new(store: Store, writer: Writer, settings: &WebhookSettings) -> Self {
+    pub fn new(
+        store: Store,
+        writer: Writer,
+        settings: &WebhookSettings,
+        owner_alerts: Option<OwnerAlerts>,
+    ) -> Self {
         AttemptContext {
             client: Client::new(super::ssrf::Policy {
                 allow: settings.allow_networks.clone(),
@@ -47,7 +55,9 @@ impl AttemptContext {
                     settings.min_throttle_delay,
                 ),
                 disable_after: settings.disable_after,
+                failing_threshold: settings.failing_threshold,
             },
+            owner_alerts: owner_alerts.map(Arc::new),
             store,
             writer,
             settings: settings.clone(),
@@ -318,10 +328,18 @@ async fn attempt(
     // The request was made: its outcome must be recorded, not shed (an
     // unrecorded attempt is made again).
     let policy = ctx.policy.clone();
+    let alerts = ctx.owner_alerts.clone();
     let status = ctx
         .writer
         .write_waiting(move |txn| {
-            ledger::record_attempt(txn, delivery_id, attempt, &report, &policy)
+            ledger::record_attempt(
+                txn,
+                delivery_id,
+                attempt,
+                &report,
+                &policy,
+                alerts.as_deref(),
+            )
         })
         .await
         .map_err(|e| format!("the attempt's outcome was not written: {e}"))?;

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::events::Invalid;
 use crate::ids;
+use crate::mail::address;
 use crate::names::{is_valid_pattern, is_valid_tenant, EventSource};
 use crate::store::records::EndpointRecord;
 
@@ -45,6 +46,8 @@ pub struct EndpointInput {
     pub timeout_secs: Option<Option<u32>>,
     pub secret: Option<String>,
     pub payload_version: Option<u8>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub owner_email: Option<Option<String>>,
 }
 
 /// Tells "absent" (outer None) from "null" (Some(None)) for PATCH.
@@ -204,6 +207,17 @@ pub fn apply(
         }
         record.payload_version = version;
     }
+    if let Some(owner) = input.owner_email {
+        record.owner_email = match owner {
+            Some(text) => Some(address::normalize(&text).map_err(|e| {
+                invalid(
+                    "owner_email",
+                    format!("`{}` {e}", text.chars().take(100).collect::<String>()),
+                )
+            })?),
+            None => None,
+        };
+    }
     Ok(record)
 }
 
@@ -256,6 +270,7 @@ pub fn new_record(now_ms: i64) -> EndpointRecord {
         updated_at_ms: now_ms,
         failing_since_ms: None,
         sources: EventSource::DEFAULT_FOR_ENDPOINTS.to_vec(),
+        owner_email: None,
     }
 }
 
@@ -296,6 +311,7 @@ pub fn to_json(record: &EndpointRecord) -> Value {
         "enabled": record.enabled,
         "disabled_reason": record.disabled_reason,
         "payload_version": record.payload_version,
+        "owner_email": record.owner_email,
         "created_at": clock::format_rfc3339(record.created_at_ms),
         "updated_at": clock::format_rfc3339(record.updated_at_ms),
     })
@@ -341,6 +357,15 @@ mod tests {
             ("timeout_secs", json!({"timeout_secs": 31})),
             ("secret", json!({"secret": "not-a-secret"})),
             ("payload_version", json!({"payload_version": 2})),
+            ("owner_email", json!({"owner_email": "nobody"})),
+            (
+                "owner_email",
+                json!({"owner_email": "a@b.com\r\nBcc: x@y.com"}),
+            ),
+            (
+                "owner_email",
+                json!({"owner_email": "Ops <ops@example.com>"}),
+            ),
         ];
         for (field, body) in cases {
             let input: EndpointInput = serde_json::from_value(body.clone()).unwrap();
@@ -416,5 +441,21 @@ mod tests {
         let record = apply(record, input, true).unwrap();
         assert_eq!(record.tenant, None);
         assert_eq!(record.rate_limit_per_sec, None);
+    }
+
+    #[test]
+    fn the_owner_email_is_normalised_shown_and_cleared_by_null() {
+        let input: EndpointInput =
+            serde_json::from_value(json!({"owner_email": " Ops@Example.COM "})).unwrap();
+        let record = apply(new_record(0), input, true).unwrap();
+        assert_eq!(record.owner_email.as_deref(), Some("ops@example.com"));
+        assert_eq!(to_json(&record)["owner_email"], "ops@example.com");
+        let untouched: EndpointInput = serde_json::from_value(json!({"description": "x"})).unwrap();
+        let record = apply(record, untouched, true).unwrap();
+        assert_eq!(record.owner_email.as_deref(), Some("ops@example.com"));
+        let cleared: EndpointInput = serde_json::from_value(json!({"owner_email": null})).unwrap();
+        let record = apply(record, cleared, true).unwrap();
+        assert_eq!(record.owner_email, None);
+        assert_eq!(to_json(&record)["owner_email"], serde_json::Value::Null);
     }
 }

@@ -5,12 +5,19 @@
 
 use serde_json::json;
 
-use super::policy::{self, Notice, Policy, Report};
+use super::owner_alert::{self, OwnerAlerts};
+use super::policy::{self, Notice, OwnerAlert, Policy, Report, Streak};
 use crate::clock;
 use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
 use crate::ids;
-use crate::store::records::{AttemptRecord, DeliveryStatus, EndpointRecord};
+use crate::store::records::{AttemptRecord, DeliveryStatus, EndpointRecord, FailureSummary};
 use crate::store::{StoreError, WriteTxn};
+
+/// How much of a failed attempt's response an owner's alert quotes.
+const ALERT_RESPONSE_CHARS: usize = 1000;
+
+/// Why an endpoint disabled through the API is, unless it already says.
+pub const DISABLED_BY_API: &str = "disabled through the API";
 
 use super::endpoint::ID_PREFIX as ENDPOINT_ID_PREFIX;
 
@@ -25,15 +32,17 @@ pub fn parse_delivery_id(text: &str) -> Option<u64> {
 }
 
 /// Records `attempt` on delivery `delivery_id` and applies what the policy
-/// decides: the next attempt, the endpoint's streak and state, and Herald's
-/// own events. Nothing happens if the delivery or its endpoint is gone.
-/// Returns the delivery's status after the attempt, when it was recorded.
+/// decides: the next attempt, the endpoint's streak and state, Herald's own
+/// events, and the owner's alert. Nothing happens if the delivery or its
+/// endpoint is gone. Returns the delivery's status after the attempt, when
+/// it was recorded.
 pub fn record_attempt(
     txn: &mut WriteTxn<'_>,
     delivery_id: u64,
     attempt: AttemptRecord,
     report: &Report,
     policy: &Policy,
+    alerts: Option<&OwnerAlerts>,
 ) -> Result<Option<DeliveryStatus>, StoreError> {
     let Some(mut delivery) = txn.delivery(delivery_id)? else {
         return Ok(None);
@@ -42,7 +51,25 @@ pub fn record_attempt(
         return Ok(None);
     };
     let now = clock::now_ms();
-    let decision = policy::decide(&delivery, &endpoint, report, policy, now);
+    let stored_streak = txn.endpoint_streak(endpoint.id)?;
+    let streak = Streak {
+        failed_attempts: stored_streak.failed_attempts,
+        announced: stored_streak.announced,
+    };
+    let decision = policy::decide(&delivery, &endpoint, streak, report, policy, now);
+    let mut new_streak = stored_streak.clone();
+    new_streak.failed_attempts = decision.streak.failed_attempts;
+    new_streak.announced = decision.streak.announced;
+    new_streak.last_failure = (!report.succeeded()).then(|| FailureSummary {
+        at_ms: attempt.at_ms,
+        status_code: attempt.status_code,
+        error: attempt.error.clone(),
+        response: attempt
+            .response
+            .chars()
+            .take(ALERT_RESPONSE_CHARS)
+            .collect(),
+    });
     let previous_due = delivery.next_attempt_ms;
     delivery.attempts.push(attempt);
     delivery.status = decision.status;
@@ -56,15 +83,21 @@ pub fn record_attempt(
         endpoint.disabled_reason = Some(reason.to_owned());
         endpoint_changed = true;
     }
+    if endpoint_changed {
+        endpoint.updated_at_ms = now;
+        txn.put_endpoint(endpoint.clone())?;
+    }
+    if let (Some(alerts), Some(cause)) = (alerts, decision.alert) {
+        owner_alert::alert(txn, alerts, &endpoint, &mut new_streak, cause, now)?;
+    }
+    if new_streak != stored_streak {
+        txn.put_endpoint_streak(endpoint.id, &new_streak)?;
+    }
     let tenant = endpoint.tenant.clone();
     let endpoint_id = endpoint.id;
     let url = endpoint.url.clone();
-    if endpoint_changed {
-        endpoint.updated_at_ms = now;
-        txn.put_endpoint(endpoint)?;
-    }
     for notice in decision.notices {
-        let data = match notice {
+        let mut data = match notice {
             Notice::EndpointDisabled(reason) => json!({
                 "endpoint_id": ids::format(ENDPOINT_ID_PREFIX, endpoint_id),
                 "url": url,
@@ -77,6 +110,9 @@ pub fn record_attempt(
                 "event_type": delivery.event_type,
             }),
         };
+        if notice == Notice::Failing {
+            data["consecutive_failures"] = decision.streak.failed_attempts.into();
+        }
         // Not sent to the endpoint the event is about: a failing endpoint
         // would otherwise feed itself news of its own failures.
         txn.append_system_event(
@@ -106,6 +142,47 @@ pub fn update_endpoint<E>(
         }
         Err(e) => Ok(Some(Err(e))),
     }
+}
+
+/// Enables or disables endpoint `id`. Enabling clears why it was disabled
+/// and its failing streak's start; disabling an enabled one alerts its
+/// owner. `None` when there is no such endpoint.
+pub fn set_enabled(
+    txn: &mut WriteTxn<'_>,
+    id: u128,
+    enabled: bool,
+    alerts: Option<&OwnerAlerts>,
+) -> Result<Option<EndpointRecord>, StoreError> {
+    let Some(mut endpoint) = txn.endpoint(id).cloned() else {
+        return Ok(None);
+    };
+    let was_enabled = endpoint.enabled;
+    endpoint.enabled = enabled;
+    if enabled {
+        endpoint.disabled_reason = None;
+        endpoint.failing_since_ms = None;
+    } else if endpoint.disabled_reason.is_none() {
+        endpoint.disabled_reason = Some(DISABLED_BY_API.to_owned());
+    }
+    let now = clock::now_ms();
+    endpoint.updated_at_ms = now;
+    txn.put_endpoint(endpoint.clone())?;
+    if let (Some(alerts), true) = (alerts, was_enabled && !enabled) {
+        let stored = txn.endpoint_streak(id)?;
+        let mut streak = stored.clone();
+        owner_alert::alert(
+            txn,
+            alerts,
+            &endpoint,
+            &mut streak,
+            OwnerAlert::Disabled,
+            now,
+        )?;
+        if streak != stored {
+            txn.put_endpoint_streak(id, &streak)?;
+        }
+    }
+    Ok(Some(endpoint))
 }
 
 /// Deletes the endpoint and ends its pending deliveries as failed; their

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod endpoint;
 pub mod gate;
 pub mod ledger;
+pub mod owner_alert;
 pub mod payload;
 pub mod policy;
 mod pool;

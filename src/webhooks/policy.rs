@@ -1,14 +1,11 @@
 //! What follows a webhook attempt, decided without I/O: the delivery's next
-//! attempt or its end, the endpoint's failing streak, auto-disable, and
-//! which of Herald's own events to record.
+//! attempt or its end, the endpoint's failing streak, auto-disable, which
+//! of Herald's own events to record, and whether the owner should hear.
 
 use std::time::Duration;
 
 use crate::retry::{self, RetryPolicy};
 use crate::store::records::{DeliveryRecord, DeliveryStatus, EndpointRecord, FailureKind};
-
-/// After this many failed attempts of one delivery, `delivery.failing`.
-pub const FAILING_AFTER: usize = 4;
 
 /// The settings the decision follows.
 #[derive(Debug, Clone)]
@@ -17,6 +14,8 @@ pub struct Policy {
     /// An endpoint failing continuously this long is disabled when one of
     /// its deliveries exhausts its schedule.
     pub disable_after: Duration,
+    /// Failed attempts in a row an endpoint may have; the next one is news.
+    pub failing_threshold: u32,
 }
 
 /// What one attempt saw.
@@ -56,14 +55,52 @@ impl Report {
     }
 }
 
+/// An endpoint's run of failed attempts, across all its deliveries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streak {
+    /// Attempts failed in a row since the last success.
+    pub failed_attempts: u32,
+    /// This run was announced (`delivery.failing`).
+    pub announced: bool,
+}
+
+/// What an attempt made of the streak worth telling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreakNews {
+    /// The run just passed the threshold.
+    Failing,
+    /// A success ended a run that had been announced.
+    Recovered,
+}
+
+impl Streak {
+    /// The run after one more attempt: a success ends it, a failure
+    /// lengthens it, and the first failure past `threshold` announces it.
+    /// Announcing on "past and not yet announced" rather than "exactly one
+    /// past" keeps it once per run when the threshold changes mid-run.
+    pub fn after(self, succeeded: bool, threshold: u32) -> (Streak, Option<StreakNews>) {
+        if succeeded {
+            let news = self.announced.then_some(StreakNews::Recovered);
+            return (Streak::default(), news);
+        }
+        let failed_attempts = self.failed_attempts.saturating_add(1);
+        let passed = failed_attempts > threshold && !self.announced;
+        let streak = Streak {
+            failed_attempts,
+            announced: self.announced || passed,
+        };
+        (streak, passed.then_some(StreakNews::Failing))
+    }
+}
+
 /// An event Herald records about a delivery or its endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
-    /// The delivery failed for the `FAILING_AFTER`th time.
+    /// The endpoint's failed attempts in a row passed the threshold.
     Failing,
     /// The delivery's schedule ran out: it is a dead letter.
     Exhausted,
-    /// A delivery that had been failing succeeded.
+    /// A success ended the endpoint's announced run of failures.
     Recovered,
     /// The endpoint was disabled, for this reason.
     EndpointDisabled(&'static str),
@@ -80,6 +117,15 @@ impl Notice {
     }
 }
 
+/// Why an endpoint's owner should be emailed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerAlert {
+    /// Its failed attempts in a row passed the threshold.
+    Failing,
+    /// It was disabled (its record says why).
+    Disabled,
+}
+
 pub const GONE: &str = "the endpoint answered 410 Gone";
 pub const FAILING_TOO_LONG: &str = "failing continuously and a delivery exhausted its retries";
 
@@ -91,27 +137,28 @@ pub struct Decision {
     pub next_attempt_ms: Option<i64>,
     /// The endpoint's failing streak after this attempt.
     pub failing_since_ms: Option<i64>,
+    /// The endpoint's run of failed attempts after this attempt.
+    pub streak: Streak,
     /// Disable the endpoint (it is enabled now) for this reason.
     pub disable: Option<&'static str>,
     /// Events to record, in order.
     pub notices: Vec<Notice>,
+    /// What to tell the endpoint's owner, if anything; being disabled
+    /// outweighs failing, since one alert a day is all an owner gets.
+    pub alert: Option<OwnerAlert>,
 }
 
 /// Decides what follows `report` on `delivery` (its attempts before this
-/// one) to `endpoint`, at `now_ms`.
+/// one) to `endpoint`, whose run of failures is `streak`, at `now_ms`.
 pub fn decide(
     delivery: &DeliveryRecord,
     endpoint: &EndpointRecord,
+    streak: Streak,
     report: &Report,
     policy: &Policy,
     now_ms: i64,
 ) -> Decision {
     let succeeded = report.succeeded();
-    let failed_before = delivery
-        .attempts
-        .iter()
-        .filter(|a| !(200..300).contains(&a.status_code))
-        .count();
     let next_attempt_ms = if succeeded || report.gone() {
         None
     } else if report.manual {
@@ -140,22 +187,26 @@ pub fn decide(
     } else {
         DeliveryStatus::Failed
     };
+    let (streak, news) = streak.after(succeeded, policy.failing_threshold);
 
     let mut notices = Vec::new();
     if succeeded {
-        if failed_before >= FAILING_AFTER {
+        if news == Some(StreakNews::Recovered) {
             notices.push(Notice::Recovered);
         }
         return Decision {
             status,
             next_attempt_ms,
             failing_since_ms: None,
+            streak,
             disable: None,
             notices,
+            alert: None,
         };
     }
     let failing_since_ms = endpoint.failing_since_ms.unwrap_or(now_ms);
-    if failed_before + 1 == FAILING_AFTER {
+    let failing = news == Some(StreakNews::Failing);
+    if failing {
         notices.push(Notice::Failing);
     }
     let exhausted = status == DeliveryStatus::Failed && delivery.status == DeliveryStatus::Pending;
@@ -174,12 +225,19 @@ pub fn decide(
     if let Some(reason) = disable {
         notices.push(Notice::EndpointDisabled(reason));
     }
+    let alert = if disable.is_some() {
+        Some(OwnerAlert::Disabled)
+    } else {
+        failing.then_some(OwnerAlert::Failing)
+    };
     Decision {
         status,
         next_attempt_ms,
         failing_since_ms: Some(failing_since_ms),
+        streak,
         disable,
         notices,
+        alert,
     }
 }
 
@@ -198,6 +256,7 @@ mod tests {
                 Duration::from_secs(60),
             ),
             disable_after: Duration::from_secs(5 * 24 * 3600),
+            failing_threshold: 3,
         }
     }
 
@@ -244,10 +303,19 @@ mod tests {
         }
     }
 
+    /// A run of `n` failed attempts, announced once past the policy's 3.
+    fn run(n: u32) -> Streak {
+        Streak {
+            failed_attempts: n,
+            announced: n > 3,
+        }
+    }
+
     /// One row of the decision table.
     struct Case {
         name: &'static str,
         attempts_before: &'static [u16],
+        streak: Streak,
         was: DeliveryStatus,
         failing_since: Option<i64>,
         report: Report,
@@ -272,17 +340,27 @@ mod tests {
             manual: true,
             ..report(500)
         };
-        let case =
-            |name, attempts_before, was, failing_since, report, status, next, notices| Case {
-                name,
-                attempts_before,
-                was,
-                failing_since,
-                report,
-                status,
-                next,
-                notices,
-            };
+        let case = |name,
+                    attempts_before: &'static [u16],
+                    was,
+                    failing_since,
+                    report,
+                    status,
+                    next,
+                    notices| Case {
+            name,
+            attempts_before,
+            streak: run(attempts_before
+                .iter()
+                .filter(|s| **s >= 300 || **s < 200)
+                .count() as u32),
+            was,
+            failing_since,
+            report,
+            status,
+            next,
+            notices,
+        };
         let cases = [
             case(
                 "first success",
@@ -345,7 +423,7 @@ mod tests {
                 vec![],
             ),
             case(
-                "the fourth failure is news and exhausts three retries",
+                "the fourth failure in a row is news and exhausts three retries",
                 &[500, 500, 500],
                 Pending,
                 None,
@@ -420,6 +498,7 @@ mod tests {
             let decision = decide(
                 &d,
                 &endpoint(true, c.failing_since),
+                c.streak,
                 &c.report,
                 &policy(),
                 NOW,
@@ -434,18 +513,46 @@ mod tests {
     fn the_failing_streak_starts_at_the_first_failure_and_ends_at_a_success() {
         let d = delivery(&[], DeliveryStatus::Pending);
         let p = policy();
-        let fresh = decide(&d, &endpoint(true, None), &report(500), &p, NOW);
+        let fresh = decide(
+            &d,
+            &endpoint(true, None),
+            Streak::default(),
+            &report(500),
+            &p,
+            NOW,
+        );
         assert_eq!(fresh.failing_since_ms, Some(NOW));
-        let ongoing = decide(&d, &endpoint(true, Some(NOW - 5)), &report(500), &p, NOW);
+        let ongoing = decide(
+            &d,
+            &endpoint(true, Some(NOW - 5)),
+            run(1),
+            &report(500),
+            &p,
+            NOW,
+        );
         assert_eq!(ongoing.failing_since_ms, Some(NOW - 5));
-        let healed = decide(&d, &endpoint(true, Some(NOW - 5)), &report(200), &p, NOW);
+        let healed = decide(
+            &d,
+            &endpoint(true, Some(NOW - 5)),
+            run(1),
+            &report(200),
+            &p,
+            NOW,
+        );
         assert_eq!(healed.failing_since_ms, None);
     }
 
     #[test]
     fn a_disabled_endpoint_is_not_disabled_again() {
         let d = delivery(&[], DeliveryStatus::Pending);
-        let decision = decide(&d, &endpoint(false, None), &report(410), &policy(), NOW);
+        let decision = decide(
+            &d,
+            &endpoint(false, None),
+            Streak::default(),
+            &report(410),
+            &policy(),
+            NOW,
+        );
         assert_eq!(decision.disable, None);
         assert_eq!(decision.notices, vec![Notice::Exhausted]);
     }
@@ -454,7 +561,139 @@ mod tests {
     fn a_recovered_delivery_counts_only_attempts_since_it_was_recovered() {
         let mut d = delivery(&[500, 500, 500], DeliveryStatus::Pending);
         d.schedule_from = 3;
-        let decision = decide(&d, &endpoint(true, None), &report(500), &policy(), NOW);
+        let decision = decide(
+            &d,
+            &endpoint(true, None),
+            Streak::default(),
+            &report(500),
+            &policy(),
+            NOW,
+        );
         assert_eq!(decision.next_attempt_ms, Some(NOW + 5 * SEC));
+    }
+
+    #[test]
+    fn a_run_is_announced_once_past_the_threshold_and_ended_by_a_success() {
+        let mut streak = Streak::default();
+        let mut news = Vec::new();
+        for _ in 0..6 {
+            let (next, said) = streak.after(false, 3);
+            streak = next;
+            news.push(said);
+        }
+        assert_eq!(
+            news,
+            [None, None, None, Some(StreakNews::Failing), None, None],
+            "the 4th failure passes 3, and later ones say nothing"
+        );
+        assert_eq!(
+            streak,
+            Streak {
+                failed_attempts: 6,
+                announced: true
+            }
+        );
+        let (ended, said) = streak.after(true, 3);
+        assert_eq!(
+            (ended, said),
+            (Streak::default(), Some(StreakNews::Recovered))
+        );
+        // A new run is announced again.
+        let (again, said) = run(3).after(false, 3);
+        assert_eq!(
+            (again.failed_attempts, said),
+            (4, Some(StreakNews::Failing))
+        );
+    }
+
+    #[test]
+    fn a_run_below_the_threshold_ends_quietly_and_a_lowered_threshold_announces_once() {
+        assert_eq!(run(2).after(true, 3), (Streak::default(), None));
+        let long_unannounced = Streak {
+            failed_attempts: 50,
+            announced: false,
+        };
+        let (streak, said) = long_unannounced.after(false, 10);
+        assert_eq!(said, Some(StreakNews::Failing));
+        assert_eq!(streak.after(false, 10).1, None);
+        let full = Streak {
+            failed_attempts: u32::MAX,
+            announced: true,
+        };
+        assert_eq!(full.after(false, 3), (full, None), "saturates");
+    }
+
+    #[test]
+    fn the_streak_spans_deliveries_and_the_owner_hears_of_failing_and_disabling() {
+        // Each failure is the first of its own delivery: only the
+        // endpoint's run makes the 4th news.
+        let fresh = delivery(&[], DeliveryStatus::Pending);
+        let p = policy();
+        let third = decide(
+            &fresh,
+            &endpoint(true, Some(NOW)),
+            run(2),
+            &report(500),
+            &p,
+            NOW,
+        );
+        assert_eq!((third.notices.clone(), third.alert), (vec![], None));
+        let fourth = decide(
+            &fresh,
+            &endpoint(true, Some(NOW)),
+            run(3),
+            &report(500),
+            &p,
+            NOW,
+        );
+        assert_eq!(fourth.notices, vec![Notice::Failing]);
+        assert_eq!(fourth.alert, Some(OwnerAlert::Failing));
+        assert_eq!(fourth.streak, run(4));
+        let fifth = decide(
+            &fresh,
+            &endpoint(true, Some(NOW)),
+            run(4),
+            &report(500),
+            &p,
+            NOW,
+        );
+        assert_eq!((fifth.notices, fifth.alert), (vec![], None));
+        let healed = decide(
+            &fresh,
+            &endpoint(true, Some(NOW)),
+            run(9),
+            &report(200),
+            &p,
+            NOW,
+        );
+        assert_eq!(healed.notices, vec![Notice::Recovered]);
+        assert_eq!((healed.streak, healed.alert), (Streak::default(), None));
+        // 410 as the run passes the threshold: one alert, about disabling.
+        let gone = decide(
+            &fresh,
+            &endpoint(true, Some(NOW)),
+            run(3),
+            &report(410),
+            &p,
+            NOW,
+        );
+        assert_eq!(
+            gone.notices,
+            vec![
+                Notice::Failing,
+                Notice::Exhausted,
+                Notice::EndpointDisabled(GONE)
+            ]
+        );
+        assert_eq!(gone.alert, Some(OwnerAlert::Disabled));
+        let already_off = decide(
+            &fresh,
+            &endpoint(false, None),
+            run(0),
+            &report(410),
+            &p,
+            NOW,
+        );
+        assert_eq!(already_off.alert, None);
     }
 }

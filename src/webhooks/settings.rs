@@ -28,4 +28,20 @@ pub struct WebhookSettings {
     /// A streak of failures this long disables an endpoint once one of its
     /// deliveries exhausts its schedule.
     pub disable_after: Duration,
+    /// Failed attempts in a row an endpoint may have; the next one records
+    /// `delivery.failing` and alerts its owner.
+    pub failing_threshold: u32,
+    /// How endpoint owners are emailed; `None`: they are not.
+    pub owner_alerts: Option<OwnerAlertSettings>,
+}
+
+/// `[webhooks.owner_alerts]` after its checks: the stream exists and sends
+/// from `from`'s domain.
+#[derive(Debug, Clone)]
+pub struct OwnerAlertSettings {
+    pub stream: String,
+    /// An address or `Name <address>`.
+    pub from: String,
+    /// How long the portal link in an alert stays valid.
+    pub portal_link_ttl: Duration,
 }

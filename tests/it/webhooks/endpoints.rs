@@ -23,6 +23,7 @@ fn endpoint_fields_round_trip_and_list_by_tenant() {
         "rate_limit_per_sec": 7,
         "timeout_secs": 12,
         "secret": GOLDEN_SECRET,
+        "owner_email": "ops@acme.example",
     });
     let created = create_endpoint(d.addr, body.clone());
     assert!(s(&created["id"]).starts_with("ep_"), "{created}");
@@ -34,6 +35,7 @@ fn endpoint_fields_round_trip_and_list_by_tenant() {
         "rate_limit_per_sec",
         "timeout_secs",
         "secret",
+        "owner_email",
     ] {
         assert_eq!(created[field], body[field], "{field} in {created}");
     }
@@ -113,6 +115,15 @@ fn endpoint_fields_round_trip_and_list_by_tenant() {
     }
     assert_eq!(get(d.addr, &path).json(), patched);
 
+    // An owner is named, refused when not an address, and cleared by null.
+    let resp = patch(d.addr, &path, &json!({"owner_email": "not an address"}));
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["field"], "owner_email");
+    assert_eq!(get(d.addr, &path).json(), patched);
+    let resp = patch(d.addr, &path, &json!({"owner_email": null}));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.json()["owner_email"].is_null(), "{}", resp.text());
+
     let off = post_empty(d.addr, &format!("{path}/disable"));
     assert_eq!(off.status, 200, "{}", off.text());
     assert_eq!(off.json()["enabled"], false);
@@ -173,6 +184,10 @@ fn bad_input_and_unknown_ids_are_refused_and_change_nothing() {
         (
             json!({"url": "https://example.com/", "headers": {"authorization": "[redacted]"}}),
             "headers",
+        ),
+        (
+            json!({"url": "https://example.com/", "owner_email": "ops@localhost"}),
+            "owner_email",
         ),
     ] {
         let resp = post_json(d.addr, "/v1/endpoints", &body);

@@ -7,6 +7,7 @@ mod destinations;
 mod durability;
 mod endpoints;
 mod lists;
+mod owner_alerts;
 mod pacing;
 pub(crate) mod receiver;
 mod records;

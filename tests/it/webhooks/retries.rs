@@ -136,7 +136,10 @@ fn gone_disables_the_endpoint_and_redirects_are_failures_not_followed() {
 #[test]
 fn an_endpoint_failing_past_disable_after_is_disabled_when_a_delivery_is_exhausted() {
     let receiver = Receiver::always(500);
-    let d = Daemon::start(&config(&[("disable_after", r#""1ms""#)]));
+    let d = Daemon::start(&config(&[
+        ("disable_after", r#""1ms""#),
+        ("failing_threshold", "3"),
+    ]));
     let ep = create_endpoint(d.addr, json!({"url": receiver.url("/")}));
     let event = create(d.addr, &json!({"type": "a"}));
     settled(d.addr, event["id"].as_str().unwrap(), 1);
@@ -147,7 +150,7 @@ fn an_endpoint_failing_past_disable_after_is_disabled_when_a_delivery_is_exhaust
     let disabled = list_all(d.addr, "type=endpoint.disabled", &[]);
     assert_eq!(disabled.len(), 1);
     assert_eq!(disabled[0]["data"]["endpoint_id"], ep["id"]);
-    // The 4th failure announced itself too.
+    // The 4th failure in a row, past the threshold of 3, announced itself too.
     assert_eq!(list_all(d.addr, "type=delivery.failing", &[]).len(), 1);
 }
 
