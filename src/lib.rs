@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod backup_client;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod constant_time;

@@ -23,21 +23,50 @@ pub struct EventRecord {
     pub occurred_at_ms: i64,
     /// When it was stored (Unix ms); never earlier than the event before it.
     pub received_at_ms: i64,
-    /// The `data` object as JSON text, returned verbatim on reads.
+    /// The `data` object as JSON text, returned verbatim on reads: the
+    /// newest version the event carries.
     pub data: String,
     /// Who made it: an API client, Herald, or a tracking write key. Endpoints
     /// take only the sources they name.
     pub source: EventSource,
+    /// The payload version `data` is in (1 unless the client said otherwise).
+    pub data_version: u32,
+    /// The older versions of the same data the client sent alongside, for
+    /// endpoints pinned to one of them: (version, JSON text), ascending, each
+    /// below `data_version`. Empty for nearly every event.
+    pub older_versions: Vec<(u32, String)>,
+}
+
+impl EventRecord {
+    /// The data in `version`, if the event carries it.
+    pub fn data_in(&self, version: u32) -> Option<&str> {
+        if version == self.data_version {
+            return Some(&self.data);
+        }
+        self.older_versions
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, data)| data.as_str())
+    }
+
+    /// Every version the event carries, ascending.
+    pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.older_versions
+            .iter()
+            .map(|(v, _)| *v)
+            .chain(std::iter::once(self.data_version))
+    }
 }
 
 impl Record for EventRecord {
     const NAME: &'static str = "event";
-    /// 2: events carry their `source`.
-    const VERSION: u8 = 2;
+    /// 2: events carry their `source`. 3: and their data in several versions.
+    const VERSION: u8 = 3;
 
     fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         match version {
             1 => Ok(decode_body::<v1::EventRecord>(Self::NAME, body)?.into()),
+            2 => Ok(decode_body::<v2::EventRecord>(Self::NAME, body)?.into()),
             _ => Err(CodecError::UnknownVersion {
                 record: Self::NAME,
                 version,
@@ -85,6 +114,10 @@ pub struct EndpointRecord {
     pub failing_since_ms: Option<i64>,
     /// The sources whose events it takes; never empty, no repeats.
     pub sources: Vec<EventSource>,
+    /// (event type, payload version) it is pinned to, sorted by type: its
+    /// deliveries of that type carry that version of the data. A type not
+    /// listed gets the newest version the event carries.
+    pub version_pins: Vec<(String, u32)>,
 }
 
 impl EndpointRecord {
@@ -100,12 +133,13 @@ impl EndpointRecord {
 
 impl Record for EndpointRecord {
     const NAME: &'static str = "endpoint";
-    /// 2: endpoints name the `sources` they take.
-    const VERSION: u8 = 2;
+    /// 2: endpoints name the `sources` they take. 3: and their version pins.
+    const VERSION: u8 = 3;
 
     fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         match version {
             1 => Ok(decode_body::<v1::EndpointRecord>(Self::NAME, body)?.into()),
+            2 => Ok(decode_body::<v2::EndpointRecord>(Self::NAME, body)?.into()),
             _ => Err(CodecError::UnknownVersion {
                 record: Self::NAME,
                 version,
@@ -287,6 +321,8 @@ pub(super) mod v1 {
                 received_at_ms: old.received_at_ms,
                 data: old.data,
                 source,
+                data_version: 1,
+                older_versions: Vec::new(),
             }
         }
     }
@@ -350,6 +386,7 @@ pub(super) mod v1 {
                 updated_at_ms: old.updated_at_ms,
                 failing_since_ms: old.failing_since_ms,
                 sources: EventSource::DEFAULT_FOR_ENDPOINTS.to_vec(),
+                version_pins: Vec::new(),
             }
         }
     }
@@ -479,6 +516,117 @@ pub(super) mod v1 {
                 next_attempt_ms: old.next_attempt_ms,
                 smtp_response: old.smtp_response,
                 flagged: old.flagged,
+            }
+        }
+    }
+}
+
+/// The shapes version 2 files hold.
+pub(super) mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use super::EventSource;
+
+    /// An event before payload versions: its data is version 1.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EventRecord {
+        /// As the current record's `id`.
+        pub id: u128,
+        /// As the current record's `event_type`.
+        pub event_type: String,
+        /// As the current record's `tenant`.
+        pub tenant: Option<String>,
+        /// As the current record's `idempotency_key`.
+        pub idempotency_key: Option<String>,
+        /// As the current record's `occurred_at_ms`.
+        pub occurred_at_ms: i64,
+        /// As the current record's `received_at_ms`.
+        pub received_at_ms: i64,
+        /// As the current record's `data`.
+        pub data: String,
+        /// As the current record's `source`.
+        pub source: EventSource,
+    }
+
+    impl From<EventRecord> for super::EventRecord {
+        fn from(old: EventRecord) -> Self {
+            super::EventRecord {
+                id: old.id,
+                event_type: old.event_type,
+                tenant: old.tenant,
+                idempotency_key: old.idempotency_key,
+                occurred_at_ms: old.occurred_at_ms,
+                received_at_ms: old.received_at_ms,
+                data: old.data,
+                source: old.source,
+                data_version: 1,
+                older_versions: Vec::new(),
+            }
+        }
+    }
+
+    /// An endpoint before version pins.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EndpointRecord {
+        /// As the current record's `id`.
+        pub id: u128,
+        /// As the current record's `url`.
+        pub url: String,
+        /// As the current record's `tenant`.
+        pub tenant: Option<String>,
+        /// As the current record's `event_types`.
+        pub event_types: Vec<String>,
+        /// As the current record's `description`.
+        pub description: String,
+        /// As the current record's `headers`.
+        pub headers: Vec<(String, String)>,
+        /// As the current record's `rate_limit_per_sec`.
+        pub rate_limit_per_sec: Option<u32>,
+        /// As the current record's `timeout_secs`.
+        pub timeout_secs: Option<u32>,
+        /// As the current record's `secret`.
+        pub secret: String,
+        /// As the current record's `old_secrets`.
+        pub old_secrets: Vec<(String, i64)>,
+        /// As the current record's `enabled`.
+        pub enabled: bool,
+        /// As the current record's `disabled_reason`.
+        pub disabled_reason: Option<String>,
+        /// As the current record's `payload_version`.
+        pub payload_version: u8,
+        /// As the current record's `created_at_ms`.
+        pub created_at_ms: i64,
+        /// As the current record's `updated_at_ms`.
+        pub updated_at_ms: i64,
+        /// As the current record's `failing_since_ms`.
+        pub failing_since_ms: Option<i64>,
+        /// As the current record's `sources`.
+        pub sources: Vec<EventSource>,
+    }
+
+    impl From<EndpointRecord> for super::EndpointRecord {
+        /// Unpinned: every delivery carries the newest version, which is
+        /// what such an endpoint received before.
+        fn from(old: EndpointRecord) -> Self {
+            super::EndpointRecord {
+                id: old.id,
+                url: old.url,
+                tenant: old.tenant,
+                event_types: old.event_types,
+                description: old.description,
+                headers: old.headers,
+                rate_limit_per_sec: old.rate_limit_per_sec,
+                timeout_secs: old.timeout_secs,
+                secret: old.secret,
+                old_secrets: old.old_secrets,
+                enabled: old.enabled,
+                disabled_reason: old.disabled_reason,
+                payload_version: old.payload_version,
+                created_at_ms: old.created_at_ms,
+                updated_at_ms: old.updated_at_ms,
+                failing_since_ms: old.failing_since_ms,
+                sources: old.sources,
+                version_pins: Vec::new(),
             }
         }
     }
@@ -758,5 +906,40 @@ pub struct ApiKeyRecord {
 
 impl Record for ApiKeyRecord {
     const NAME: &'static str = "api key";
+    const VERSION: u8 = 1;
+}
+
+/// One payload version of a catalogued event type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTypeVersion {
+    /// 1 and up; events name it in `data_versions`.
+    pub version: u32,
+    /// A JSON Schema as JSON text, checked when stored; events of the type
+    /// carrying this version are validated against it. `None`: not checked.
+    pub schema: Option<String>,
+    /// An example `data` object as JSON text, valid against `schema`: what
+    /// test sends carry and what the catalog shows customers.
+    pub sample: String,
+}
+
+/// An event type in the catalog, shared by every tenant. Its name is the
+/// table key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTypeRecord {
+    /// Free text for the people who receive the type.
+    pub description: String,
+    /// Ascending by version, at least one, no repeats.
+    pub versions: Vec<EventTypeVersion>,
+    /// Shown in the catalog so receivers move off it; events of the type
+    /// are still taken.
+    pub deprecated: bool,
+    /// When the type was first stored (Unix ms).
+    pub created_at_ms: i64,
+    /// When it was last replaced (Unix ms).
+    pub updated_at_ms: i64,
+}
+
+impl Record for EventTypeRecord {
+    const NAME: &'static str = "event type";
     const VERSION: u8 = 1;
 }
