@@ -3,7 +3,7 @@
 //! Pure functions; the API wires them to requests and the writer.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -21,6 +21,10 @@ pub const MAX_KEY_BYTES: usize = 255;
 /// Deeper `data` is refused: receivers' JSON parsers (webhook consumers,
 /// warehouses) commonly stop at 100–128 levels, some with a crash.
 pub const MAX_DATA_DEPTH: usize = 64;
+/// Payload versions run from 1 to this.
+pub const MAX_DATA_VERSION: u32 = 999;
+/// Versions one event may carry at once (and one catalogued type define).
+pub const MAX_DATA_VERSIONS: usize = 20;
 
 /// Why an event (or a field of it) was refused. Each maps to a stable API code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +80,8 @@ struct EventInput<'a> {
     tenant: Option<String>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    data_versions: Option<BTreeMap<String, &'a RawValue>>,
     #[serde(default)]
     idempotency_key: Option<String>,
     #[serde(default)]
@@ -117,8 +123,101 @@ pub fn validate_tenant(tenant: &str) -> Result<(), Invalid> {
     }
 }
 
+/// A payload version as JSON names it: "1" to "999", without leading zeros.
+pub fn parse_version(text: &str) -> Option<u32> {
+    if text.is_empty() || text.len() > 3 || text.starts_with('0') {
+        return None;
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse()
+        .ok()
+        .filter(|v| (1..=MAX_DATA_VERSION).contains(v))
+}
+
+/// An event's data (or one version of it) as stored: a JSON object no
+/// deeper than receivers' parsers go.
+fn object_text(name: &'static str, raw: &RawValue) -> Result<String, Invalid> {
+    if !nesting_within(raw.get().as_bytes(), MAX_DATA_DEPTH) {
+        return Err(field(
+            name,
+            format!("nests deeper than {MAX_DATA_DEPTH} levels"),
+        ));
+    }
+    if !raw.get().starts_with('{') {
+        return Err(field(name, "must be a JSON object"));
+    }
+    Ok(raw.get().to_owned())
+}
+
+/// The data an event carries: its newest version with that version's
+/// number, and the older ones ascending. `data` alone is version 1.
+type Versions = (String, u32, Vec<(u32, String)>);
+
+fn versions_of(input: &EventInput<'_>) -> Result<Versions, Invalid> {
+    let Some(map) = &input.data_versions else {
+        let data = match input.data {
+            None => "{}".to_owned(),
+            Some(raw) if raw.get() == "null" => "{}".to_owned(),
+            Some(raw) => object_text("data", raw)?,
+        };
+        return Ok((data, 1, Vec::new()));
+    };
+    if input.data.is_some() {
+        return Err(field(
+            "data_versions",
+            "send either `data` (version 1) or `data_versions`, not both",
+        ));
+    }
+    if map.is_empty() || map.len() > MAX_DATA_VERSIONS {
+        return Err(field(
+            "data_versions",
+            format!("must carry 1 to {MAX_DATA_VERSIONS} versions"),
+        ));
+    }
+    let mut versions = Vec::with_capacity(map.len());
+    for (name, raw) in map {
+        let version = parse_version(name).ok_or_else(|| {
+            let shown: String = name.chars().take(16).collect();
+            field(
+                "data_versions",
+                format!("`{shown}` is not a version: use \"1\" to \"{MAX_DATA_VERSION}\""),
+            )
+        })?;
+        versions.push((version, object_text("data_versions", raw)?));
+    }
+    versions.sort_by_key(|(v, _)| *v);
+    let (newest, data) = versions.pop().expect("at least one version");
+    Ok((data, newest, versions))
+}
+
+/// An event as a client posted it.
+pub struct Posted {
+    pub event: NewEvent,
+    /// It carried `data_versions` rather than `data`: where errors about
+    /// its data point.
+    pub versioned: bool,
+}
+
+impl Posted {
+    /// A JSON pointer into the request to version `version` of the data.
+    pub fn data_pointer(&self, version: u32) -> String {
+        if self.versioned {
+            format!("/data_versions/{version}")
+        } else {
+            "/data".to_owned()
+        }
+    }
+}
+
 /// Parses and validates one event from its JSON text.
 pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
+    parse_posted(json).map(|posted| posted.event)
+}
+
+/// As [`parse_event`], saying how the event carried its data.
+pub fn parse_posted(json: &[u8]) -> Result<Posted, Invalid> {
     let input: EventInput = from_json_object(json)?;
     validate_type_name(&input.event_type)?;
     if let Some(t) = &input.tenant {
@@ -141,30 +240,24 @@ pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
             )
         })?),
     };
-    if let Some(raw) = input.data {
-        if !nesting_within(raw.get().as_bytes(), MAX_DATA_DEPTH) {
-            return Err(field(
-                "data",
-                format!("nests deeper than {MAX_DATA_DEPTH} levels"),
-            ));
-        }
-    }
-    let data = match input.data {
-        None => "{}".to_owned(),
-        Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
-        Some(raw) if raw.get() == "null" => "{}".to_owned(),
-        Some(_) => return Err(field("data", "must be a JSON object")),
-    };
-    let fingerprint = fingerprint(&input.event_type, &data, occurred_at_ms);
+    let versioned = input.data_versions.is_some();
+    let (data, data_version, older_versions) = versions_of(&input)?;
+    let fingerprint = fingerprint(
+        &input.event_type,
+        (&data, data_version, &older_versions),
+        occurred_at_ms,
+    );
     let EventInput {
         event_type,
         tenant,
         idempotency_key,
         ..
     } = input;
-    Ok(NewEvent {
+    let event = NewEvent {
         occurred_at_ms,
         data,
+        data_version,
+        older_versions,
         fingerprint,
         nonce: ids::new_id() as u16,
         index: IndexKeys::of(&event_type, tenant.as_deref()),
@@ -172,7 +265,8 @@ pub fn parse_event(json: &[u8]) -> Result<NewEvent, Invalid> {
         tenant,
         idempotency_key,
         source: EventSource::Api,
-    })
+    };
+    Ok(Posted { event, versioned })
 }
 
 /// Whether valid JSON text nests arrays and objects at most `max` deep.
@@ -204,12 +298,33 @@ fn nesting_within(json: &[u8], max: usize) -> bool {
     true
 }
 
-fn fingerprint(event_type: &str, data: &str, occurred_at_ms: Option<i64>) -> u64 {
+/// Hash of what a client sent: a repeated key with the same fingerprint
+/// is the same event. An event with version 1 data only hashes as events
+/// did before versions, so keys stored then still match their retries.
+fn fingerprint(
+    event_type: &str,
+    (data, data_version, older): (&str, u32, &[(u32, String)]),
+    occurred_at_ms: Option<i64>,
+) -> u64 {
     let mut h = Sha256::new();
     h.update(event_type.as_bytes());
     h.update([0]);
-    h.update(data.as_bytes());
-    h.update([0]);
+    if data_version == 1 && older.is_empty() {
+        h.update(data.as_bytes());
+        h.update([0]);
+    } else {
+        // 0xff never occurs in JSON text: no single-version event hashes alike.
+        h.update([0xff]);
+        for (version, text) in older
+            .iter()
+            .map(|(v, d)| (*v, d.as_str()))
+            .chain([(data_version, data)])
+        {
+            h.update(version.to_be_bytes());
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+    }
     h.update(occurred_at_ms.map_or([0xff; 8], i64::to_be_bytes));
     let digest = h.finalize();
     u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
@@ -220,7 +335,9 @@ fn fingerprint(event_type: &str, data: &str, occurred_at_ms: Option<i64>) -> u64
 pub fn system_event(event_type: &str, tenant: Option<&str>, data: serde_json::Value) -> NewEvent {
     let data = data.to_string();
     NewEventRow {
-        fingerprint: fingerprint(event_type, &data, None),
+        fingerprint: fingerprint(event_type, (&data, 1, &[]), None),
+        data_version: 1,
+        older_versions: Vec::new(),
         nonce: ids::new_id() as u16,
         index: IndexKeys::of(event_type, tenant),
         event_type: event_type.to_owned(),
@@ -367,7 +484,7 @@ pub fn write_json(out: &mut String, seq: u64, record: &EventRecord) {
     let opt = |s: &Option<String>| s.as_deref().map_or_else(|| "null".to_owned(), string);
     let _ = write!(
         out,
-        r#"{{"id":"{}","seq":{},"type":{},"source":"{}","tenant":{},"idempotency_key":{},"occurred_at":"{}","received_at":"{}","data":{}}}"#,
+        r#"{{"id":"{}","seq":{},"type":{},"source":"{}","tenant":{},"idempotency_key":{},"occurred_at":"{}","received_at":"{}","data":{}"#,
         ids::format(ID_PREFIX, record.id),
         seq,
         string(&record.event_type),
@@ -378,10 +495,20 @@ pub fn write_json(out: &mut String, seq: u64, record: &EventRecord) {
         clock::format_rfc3339(record.received_at_ms),
         record.data,
     );
+    let _ = write!(out, r#","data_version":{}"#, record.data_version);
+    if !record.older_versions.is_empty() {
+        out.push_str(r#","data_versions":{"#);
+        for (version, data) in &record.older_versions {
+            let _ = write!(out, r#""{version}":{data},"#);
+        }
+        let _ = write!(out, r#""{}":{}}}"#, record.data_version, record.data);
+    }
+    out.push('}');
 }
 
 pub fn to_json(seq: u64, record: &EventRecord) -> String {
-    let mut out = String::with_capacity(256 + record.data.len());
+    let older: usize = record.older_versions.iter().map(|(_, d)| d.len() + 8).sum();
+    let mut out = String::with_capacity(256 + 2 * record.data.len() + older);
     write_json(&mut out, seq, record);
     out
 }
@@ -424,6 +551,30 @@ mod tests {
             (br#"{"type":"delivery.exhausted"}"#, "type"),
             (br#"{"type":"endpoint.disabled"}"#, "type"),
             (br#"{"type":"herald.test"}"#, "type"),
+            (
+                br#"{"type":"a","data":{},"data_versions":{"1":{}}}"#,
+                "data_versions",
+            ),
+            (br#"{"type":"a","data_versions":{}}"#, "data_versions"),
+            (br#"{"type":"a","data_versions":{"0":{}}}"#, "data_versions"),
+            (
+                br#"{"type":"a","data_versions":{"01":{}}}"#,
+                "data_versions",
+            ),
+            (
+                br#"{"type":"a","data_versions":{"1000":{}}}"#,
+                "data_versions",
+            ),
+            (
+                br#"{"type":"a","data_versions":{"v2":{}}}"#,
+                "data_versions",
+            ),
+            (br#"{"type":"a","data_versions":{"2":[]}}"#, "data_versions"),
+            (
+                br#"{"type":"a","data_versions":{"2":null}}"#,
+                "data_versions",
+            ),
+            (br#"{"type":"a","data_versions":[{}]}"#, "shape"),
             (br#"["a"]"#, "shape"),
             (br#" ["a", "acme"]"#, "shape"),
             (b"[1,", "json"),
@@ -436,6 +587,29 @@ mod tests {
             };
             assert_eq!(&got, want, "{}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn data_versions_are_sorted_by_number_and_the_newest_is_the_data() {
+        let posted = parse_posted(
+            br#"{"type":"a","data_versions":{"10":{"v":10},"2":{"v":2},"9":{"v":9}}}"#,
+        )
+        .unwrap();
+        assert!(posted.versioned);
+        assert_eq!(posted.data_pointer(9), "/data_versions/9");
+        let e = posted.event;
+        assert_eq!((e.data.as_str(), e.data_version), (r#"{"v":10}"#, 10));
+        assert_eq!(
+            e.older_versions,
+            vec![(2, r#"{"v":2}"#.to_owned()), (9, r#"{"v":9}"#.to_owned())]
+        );
+        let plain = parse_posted(br#"{"type":"a","data":{"v":1}}"#).unwrap();
+        assert!(!plain.versioned);
+        assert_eq!(plain.data_pointer(1), "/data");
+        assert_eq!(plain.event.data_version, 1);
+        // Version 1 alone is the same event however it was sent.
+        let as_map = parse_event(br#"{"type":"a","data_versions":{"1":{"v":1}}}"#).unwrap();
+        assert_eq!(as_map.fingerprint, plain.event.fingerprint);
     }
 
     #[test]
@@ -456,11 +630,20 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_nothing_the_caller_chose() {
-        let base = fingerprint("a", "{}", None);
-        assert_eq!(base, fingerprint("a", "{}", None));
-        assert_ne!(base, fingerprint("b", "{}", None));
-        assert_ne!(base, fingerprint("a", "{\"x\":1}", None));
-        assert_ne!(base, fingerprint("a", "{}", Some(0)));
+        let one = |data: &str| (data.to_owned(), 1, Vec::new());
+        let fp = |t: &str, (d, v, o): &(String, u32, Vec<(u32, String)>), at| {
+            fingerprint(t, (d, *v, o), at)
+        };
+        let base = fp("a", &one("{}"), None);
+        assert_eq!(base, fp("a", &one("{}"), None));
+        assert_ne!(base, fp("b", &one("{}"), None));
+        assert_ne!(base, fp("a", &one("{\"x\":1}"), None));
+        assert_ne!(base, fp("a", &one("{}"), Some(0)));
+        let two = ("{}".to_owned(), 2, vec![(1, "{}".to_owned())]);
+        assert_ne!(base, fp("a", &two, None));
+        assert_ne!(base, fp("a", &("{}".to_owned(), 2, Vec::new()), None));
+        let other = ("{}".to_owned(), 3, vec![(1, "{}".to_owned())]);
+        assert_ne!(fp("a", &two, None), fp("a", &other, None));
     }
 
     #[test]
@@ -472,15 +655,22 @@ mod tests {
             idempotency_key: Some("quote\"and\\slash".into()),
             occurred_at_ms: 0,
             received_at_ms: 1,
-            data: r#"{"n":1}"#.into(),
+            data: r#"{"n":2}"#.into(),
             source: EventSource::Tracking,
+            data_version: 2,
+            older_versions: vec![(1, r#"{"n":1}"#.into())],
         };
         let v: serde_json::Value = serde_json::from_str(&to_json(3, &record)).unwrap();
         assert_eq!(v["seq"], 3);
         assert_eq!(v["source"], "tracking");
         assert_eq!(v["tenant"], serde_json::Value::Null);
         assert_eq!(v["idempotency_key"], "quote\"and\\slash");
-        assert_eq!(v["data"]["n"], 1);
+        assert_eq!(v["data"]["n"], 2);
+        assert_eq!(v["data_version"], 2);
+        assert_eq!(
+            v["data_versions"],
+            serde_json::json!({"1": {"n": 1}, "2": {"n": 2}})
+        );
         assert_eq!(v["received_at"], "1970-01-01T00:00:00.001Z");
     }
 }

@@ -18,6 +18,7 @@
 pub mod api;
 pub mod api_client;
 pub mod backup_client;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -122,7 +122,14 @@ fn is_json(bytes: &[u8]) -> bool {
 
 // ---- events -------------------------------------------------------------
 
-const EVENT_FIELDS: &[&str] = &["type", "tenant", "data", "idempotency_key", "occurred_at"];
+const EVENT_FIELDS: &[&str] = &[
+    "type",
+    "tenant",
+    "data",
+    "data_versions",
+    "idempotency_key",
+    "occurred_at",
+];
 
 fn valid_event() -> Value {
     json!({"type": "invoice.paid", "tenant": "acme", "data": {"amount": 4200},
@@ -135,6 +142,14 @@ fn check_event(e: &events::NewEvent) {
     assert!(e.tenant.as_deref().is_none_or(names::is_valid_tenant));
     let data: Value = serde_json::from_str(&e.data).expect("stored data is JSON");
     assert!(data.is_object());
+    let mut last = 0;
+    for (version, text) in &e.older_versions {
+        assert!(*version > last && *version < e.data_version);
+        last = *version;
+        assert!(serde_json::from_str::<Value>(text)
+            .expect("JSON")
+            .is_object());
+    }
     if let Some(key) = &e.idempotency_key {
         assert!(!key.is_empty() && !key.chars().any(char::is_control));
     }
@@ -151,6 +166,8 @@ fn event_field_breakage() -> impl Strategy<Value = (&'static str, Value)> {
             .prop_filter("an invalid tenant", |s| !names::is_valid_tenant(s))
             .prop_map(|s| ("tenant", Value::from(s))),
         wrong_type(Value::is_object).prop_map(|v| ("data", v)),
+        // Beside `data`, any `data_versions` is refused.
+        any_json(&["1", "2"]).prop_map(|v| ("data_versions", v)),
         wrong_type(Value::is_string).prop_map(|v| ("idempotency_key", v)),
         prop_oneof![
             Just(String::new()),
@@ -311,6 +328,51 @@ proptest! {
         let mut body = valid_endpoint();
         body[name] = bad;
         prop_assert!(apply_endpoint(body.to_string().as_bytes()).is_err(), "{}", body);
+    }
+}
+
+const EVENT_TYPE_FIELDS: &[&str] = &[
+    "description",
+    "versions",
+    "deprecated",
+    "1",
+    "2",
+    "schema",
+    "sample",
+    "type",
+    "properties",
+    "$ref",
+    "pattern",
+    "items",
+];
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn event_type_definitions_survive_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let parsed = crate::catalog::definition::parse(&bytes, NOW_MS);
+        if !is_json(&bytes) {
+            prop_assert!(parsed.is_err());
+        }
+    }
+
+    /// Any JSON as a schema either compiles, and then validates its own
+    /// sample, or is refused; and any JSON as a definition never panics.
+    #[test]
+    fn event_type_schemas_compile_or_are_refused(
+        schema in any_json(EVENT_TYPE_FIELDS),
+        sample in any_json(EVENT_TYPE_FIELDS),
+        definition in any_json(EVENT_TYPE_FIELDS),
+    ) {
+        let body = json!({"versions": {"1": {"schema": schema, "sample": sample}}});
+        if let Ok(entry) = crate::catalog::definition::parse(body.to_string().as_bytes(), NOW_MS) {
+            let catalog = crate::catalog::Catalog::default();
+            catalog.put("t", std::sync::Arc::new(entry));
+            prop_assert!(sample.is_object());
+            prop_assert!(catalog.check("t", [(1, sample.to_string().as_str())]).is_ok());
+        }
+        let _ = crate::catalog::definition::parse(definition.to_string().as_bytes(), NOW_MS);
     }
 }
 

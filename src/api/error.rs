@@ -114,9 +114,12 @@ impl ApiError {
         e
     }
 
-    /// Reports a validation failure of one item of a batch, naming its index.
+    /// Reports a validation failure of one item of a batch, naming its
+    /// index. A field given as a JSON pointer into the item (`/data/amount`)
+    /// becomes one into the batch (`/events/3/data/amount`).
     pub fn in_item(mut self, list: &str, index: usize) -> Self {
         let path = match &self.field {
+            Some(f) if f.starts_with('/') => format!("/{list}/{index}{f}"),
             Some(f) => format!("{list}[{index}].{f}"),
             None => format!("{list}[{index}]"),
         };

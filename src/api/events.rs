@@ -33,6 +33,32 @@ fn conflict(c: &KeyConflict) -> ApiError {
     .with_field("idempotency_key")
 }
 
+/// An event that passed every check but its type's schema: checked here,
+/// against the compiled catalog, before anything reaches the writer.
+fn check_schema(state: &AppState, posted: &events::Posted) -> Result<(), ApiError> {
+    let event = &posted.event;
+    let versions = event
+        .older_versions
+        .iter()
+        .map(|(v, d)| (*v, d.as_str()))
+        .chain([(event.data_version, event.data.as_str())]);
+    state
+        .catalog
+        .check(&event.event_type, versions)
+        .map_err(|m| {
+            let pointer = format!("{}{}", posted.data_pointer(m.version), m.path);
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "schema_mismatch",
+                format!(
+                    "{pointer}: does not match version {} of `{}`'s schema: {}; nothing was written",
+                    m.version, event.event_type, m.message
+                ),
+            )
+            .with_field(pointer)
+        })
+}
+
 /// A JSON body of at most `limit` bytes.
 async fn json_body(
     state: &AppState,
@@ -61,7 +87,9 @@ pub async fn create(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let body = json_body(&state, req, state.config.limits.max_event_bytes).await?;
-    let mut event = events::parse_event(&body)?;
+    let posted = events::parse_posted(&body)?;
+    check_schema(&state, &posted)?;
+    let mut event = posted.event;
     scope(&mut event, access)?;
     let outcome = state
         .writer
@@ -106,8 +134,10 @@ pub async fn create_batch(
                 limits.max_event_bytes
             )));
         }
-        let mut event = events::parse_event(raw.get().as_bytes())
+        let posted = events::parse_posted(raw.get().as_bytes())
             .map_err(|e| ApiError::from(e).in_item("events", index))?;
+        check_schema(&state, &posted).map_err(|e| e.in_item("events", index))?;
+        let mut event = posted.event;
         scope(&mut event, access).map_err(|e| e.in_item("events", index))?;
         batch.push(event);
     }

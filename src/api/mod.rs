@@ -4,6 +4,7 @@
 pub mod access;
 mod admin;
 pub mod auth;
+mod catalog;
 pub mod error;
 mod events;
 mod feedback;
@@ -33,6 +34,7 @@ use error::ApiError;
 use http::{error_response, Resp};
 use routes::{Auth, RouteId};
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::feedback::sns_fetch::SnsFetcher;
 use crate::mail::dispatch::MailContext;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub mail: Arc<MailContext>,
     /// Fetches and caches SNS signing certificates; `None` without SES.
     pub sns: Option<Arc<SnsFetcher>>,
+    /// The event catalog, compiled: what ingest checks events against.
+    pub catalog: Arc<Catalog>,
 }
 
 /// Which routes a listener serves.
@@ -73,6 +77,7 @@ impl AppState {
         mail: Arc<MailContext>,
     ) -> Result<Self, StoreError> {
         let stored_keys = store.read()?.api_keys()?;
+        let catalog = Arc::new(Catalog::load(store.read()?.event_types()?));
         // The configuration check already read the CA file the same way.
         let sns = config
             .feedback
@@ -87,6 +92,7 @@ impl AppState {
             });
         Ok(AppState {
             sns,
+            catalog,
             hooks,
             mail,
             keys: ApiKeys::new(&config.keys, &stored_keys),
@@ -174,6 +180,16 @@ fn authorize(
             }
         }
         Auth::UnscopedAdmin => access.require_unscoped_admin()?,
+        Auth::SharedByTenants => {
+            let role = access::role_for_method(req.method());
+            access.require(role)?;
+            if let Some(own) = access.tenant().filter(|_| role != access::Role::Read) {
+                return Err(ApiError::forbidden(format!(
+                    "this key is confined to tenant `{own}`; event types are shared by every \
+                     tenant, so only a key without a tenant may change them"
+                )));
+            }
+        }
     }
     Ok(Some(access))
 }
@@ -301,6 +317,10 @@ async fn dispatch(
         KeyRevoke => keys::revoke(state, param).await,
         Metrics => metrics::scrape(state, req).await,
         OpenApi => openapi::serve(req),
+        EventTypesList => catalog::list(state, req).await,
+        EventTypeGet => catalog::get(state, param).await,
+        EventTypePut => catalog::put(state, param, req).await,
+        EventTypeDelete => catalog::delete(state, param).await,
         Healthz | Readyz | UnsubscribePage | UnsubscribeOneClick | FeedbackReceive
         | SegmentBatch | SegmentCall => dispatch_open(state, id, param, req).await,
     }

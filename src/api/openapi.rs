@@ -233,6 +233,7 @@ fn access(auth: Auth) -> &'static str {
         Auth::Write => "a write key, even to read: the answer is a secret",
         Auth::Untenanted => "a read key for GET, a write key otherwise, not confined to a tenant (403 for tenant keys)",
         Auth::UnscopedAdmin => "an admin key not confined to a tenant",
+        Auth::SharedByTenants => "a read key to read; to change, a write key not confined to a tenant (403 for tenant keys)",
     }
 }
 

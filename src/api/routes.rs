@@ -61,6 +61,10 @@ pub enum RouteId {
     KeyRevoke,
     Metrics,
     OpenApi,
+    EventTypesList,
+    EventTypeGet,
+    EventTypePut,
+    EventTypeDelete,
 }
 
 /// Who may call a route.
@@ -78,6 +82,11 @@ pub enum Auth {
     /// An admin key without a tenant: the route reaches every tenant's data
     /// or could mint itself any grant.
     UnscopedAdmin,
+    /// A read key of any tenant to read; a key without a tenant to change
+    /// (write role). Event types are shared: the schema one tenant stored
+    /// would refuse another tenant's events, and its sample would reach
+    /// another tenant's receivers, so no tenant may change them.
+    SharedByTenants,
 }
 
 pub struct Route {
@@ -524,6 +533,34 @@ pub static ROUTES: &[Route] = &[
         "/v1/openapi.json",
         ByMethod,
         "This API's OpenAPI 3.1 description",
+    ),
+    route(
+        EventTypesList,
+        Method::GET,
+        "/v1/event-types",
+        SharedByTenants,
+        "The event catalog: every type with its versions, schemas and samples",
+    ),
+    route(
+        EventTypeGet,
+        Method::GET,
+        "/v1/event-types/{name}",
+        SharedByTenants,
+        "One catalogued event type",
+    ),
+    route(
+        EventTypePut,
+        Method::PUT,
+        "/v1/event-types/{name}",
+        SharedByTenants,
+        "Create or replace an event type; events of it are validated on ingest",
+    ),
+    route(
+        EventTypeDelete,
+        Method::DELETE,
+        "/v1/event-types/{name}",
+        SharedByTenants,
+        "Remove an event type from the catalog",
     ),
 ];
 

@@ -328,21 +328,39 @@ pub async fn test_endpoint(
 ) -> Result<Resp, ApiError> {
     let record = load_endpoint(&state, access, id).await?;
     let now = clock::now_ms();
+    // The sample of a catalogued type it takes, in the version it would
+    // receive, shows a receiver what real deliveries look like. It still
+    // says `source: herald`: Herald made it, no client posted it.
+    let pins = &record.version_pins;
+    let (event_type, data_version, data) = state
+        .catalog
+        .sample_for(record.subscription(), |name, versions| {
+            payload::version_for(pins, name, versions)
+        })
+        .unwrap_or_else(|| {
+            let message = json!({"message": "a test event from Herald"});
+            ("herald.test".to_owned(), 1, message.to_string())
+        });
     let event = crate::store::records::EventRecord {
         id: ids::new_id(),
-        event_type: "herald.test".to_owned(),
+        event_type,
         tenant: record.tenant.clone(),
         idempotency_key: None,
         occurred_at_ms: now,
         received_at_ms: now,
-        data: json!({"message": "a test event from Herald"}).to_string(),
+        data,
         source: EventSource::Herald,
+        data_version,
+        older_versions: Vec::new(),
     };
     let msg_id = ids::format(EVENT_ID_PREFIX, event.id);
-    let outcome = dispatch::send(&state.hooks, &record, &msg_id, payload::v1(0, &event)).await;
+    let body = payload::v1(0, &event, data_version, &event.data);
+    let outcome = dispatch::send(&state.hooks, &record, &msg_id, body, 1).await;
     Ok(json(
         StatusCode::OK,
         json!({
+            "event_type": event.event_type,
+            "data_version": data_version,
             "status_code": outcome.status,
             "latency_ms": outcome.latency.as_millis() as u64,
             "response": outcome.response_excerpt,

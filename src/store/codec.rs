@@ -104,6 +104,8 @@ mod tests {
             received_at_ms: 1_700_000_000_123,
             data: r#"{"amount":4200}"#.into(),
             source: EventSource::Api,
+            data_version: 1,
+            older_versions: Vec::new(),
         }
     }
 
@@ -134,13 +136,34 @@ mod tests {
             .collect()
     }
 
+    /// Version 3 adds the data's version (2 here) and the older versions
+    /// carried alongside, at the end.
+    const EVENT_V3_GOLDEN: &str = "03fe010000000000008000700000a1f392010c696e766f6963652e70616964010461636d6501026b31fd00d0ca9f17030000fdf6d0ca9f170300000e7b2263656e7473223a343230307d020201010d7b22616d6f756e74223a34327d";
+
+    fn sample_versioned() -> EventRecord {
+        EventRecord {
+            data: r#"{"cents":4200}"#.into(),
+            data_version: 2,
+            older_versions: vec![(1, r#"{"amount":42}"#.into())],
+            ..sample_tracked()
+        }
+    }
+
     #[test]
-    fn event_v2_matches_golden_bytes() {
-        assert_eq!(hex(&encode(&sample_tracked())), EVENT_V2_GOLDEN);
+    fn event_v3_matches_golden_bytes() {
+        assert_eq!(hex(&encode(&sample_versioned())), EVENT_V3_GOLDEN);
         assert_eq!(
-            decode::<EventRecord>(&unhex(EVENT_V2_GOLDEN)).unwrap(),
-            sample_tracked()
+            decode::<EventRecord>(&unhex(EVENT_V3_GOLDEN)).unwrap(),
+            sample_versioned()
         );
+    }
+
+    /// Events written before payload versions carry their data as version 1.
+    #[test]
+    fn version_2_events_decode_with_version_1_data() {
+        let decoded = decode::<EventRecord>(&unhex(EVENT_V2_GOLDEN)).unwrap();
+        assert_eq!(decoded, sample_tracked());
+        assert_eq!((decoded.data_version, decoded.older_versions.len()), (1, 0));
     }
 
     /// Events written before sources decode as `api`, or as `herald` when
@@ -186,6 +209,7 @@ mod tests {
             failing_since_ms: Some(1_700_000_000_002),
             sources: vec![EventSource::Api, EventSource::Herald],
             owner_email: None,
+            version_pins: Vec::new(),
         }
     }
 
@@ -201,6 +225,7 @@ mod tests {
     fn sample_endpoint_v3() -> EndpointRecord {
         EndpointRecord {
             owner_email: Some("ops@example.com".into()),
+            version_pins: vec![("invoice.paid".into(), 1)],
             ..sample_endpoint_v2()
         }
     }
@@ -254,8 +279,8 @@ mod tests {
         delivery
     }
 
-    /// Version 3 adds the owner's address at the end.
-    const ENDPOINT_V3_GOLDEN: &str = "03fe020000000000008000700000a1f392011868747470733a2f2f6578616d706c652e636f6d2f686f6f6b010461636d650106757365722e2a01640103782d6101620105002677687365635f4d664b51397238474b59717254776a55504438494c505a496f324c614c615377010977687365635f6f6c64fd00d0ca9f17030000010001fd00d0ca9f17030000fd02d0ca9f1703000001fd04d0ca9f170300000102010f6f7073406578616d706c652e636f6d";
+    /// Version 3 adds the owner's address and the version pins at the end.
+    const ENDPOINT_V3_GOLDEN: &str = "03fe020000000000008000700000a1f392011868747470733a2f2f6578616d706c652e636f6d2f686f6f6b010461636d650106757365722e2a01640103782d6101620105002677687365635f4d664b51397238474b59717254776a55504438494c505a496f324c614c615377010977687365635f6f6c64fd00d0ca9f17030000010001fd00d0ca9f17030000fd02d0ca9f1703000001fd04d0ca9f170300000102010f6f7073406578616d706c652e636f6d010c696e766f6963652e7061696401";
     const STREAK_V1_GOLDEN: &str = "010b0101fd00d0ca9f17030000fbf7010004646f776e01fbb699";
 
     #[test]
@@ -277,9 +302,10 @@ mod tests {
         );
     }
 
-    /// Endpoints written before owners have none.
+    /// Endpoints written before owners and version pins have no owner and
+    /// are pinned to nothing: they get the newest version, as they did.
     #[test]
-    fn version_2_endpoints_decode_without_an_owner() {
+    fn version_2_endpoints_decode_without_an_owner_or_pins() {
         assert_eq!(
             decode::<EndpointRecord>(&unhex(ENDPOINT_V2_GOLDEN)).unwrap(),
             sample_endpoint_v2()
@@ -432,6 +458,38 @@ mod tests {
     const API_KEY_V1_GOLDEN: &str =
         "01abababababababababababababababababababababababababababababababab\
                                       057772697465010461636d65026369fd00d0ca9f17030000";
+
+    fn sample_event_type() -> EventTypeRecord {
+        EventTypeRecord {
+            description: "paid".into(),
+            versions: vec![
+                EventTypeVersion {
+                    version: 1,
+                    schema: None,
+                    sample: r#"{"a":1}"#.into(),
+                },
+                EventTypeVersion {
+                    version: 2,
+                    schema: Some(r#"{"type":"object"}"#.into()),
+                    sample: "{}".into(),
+                },
+            ],
+            deprecated: true,
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_000_001,
+        }
+    }
+
+    const EVENT_TYPE_V1_GOLDEN: &str = "010470616964020100077b2261223a317d0201117b2274797065223a226f626a656374227d027b7d01fd00d0ca9f17030000fd02d0ca9f17030000";
+
+    #[test]
+    fn event_type_v1_matches_golden_bytes() {
+        assert_eq!(hex(&encode(&sample_event_type())), EVENT_TYPE_V1_GOLDEN);
+        assert_eq!(
+            decode::<EventTypeRecord>(&unhex(EVENT_TYPE_V1_GOLDEN)).unwrap(),
+            sample_event_type()
+        );
+    }
 
     #[test]
     fn api_key_v1_matches_golden_bytes() {

@@ -99,7 +99,12 @@ pub struct NewEventRow {
     pub tenant: Option<String>,
     pub idempotency_key: Option<String>,
     pub occurred_at_ms: Option<i64>,
+    /// The newest version of the data the event carries.
     pub data: String,
+    /// The version `data` is in.
+    pub data_version: u32,
+    /// Older versions sent alongside: (version, JSON text), ascending.
+    pub older_versions: Vec<(u32, String)>,
     /// Who made it; decides which endpoints take it.
     pub source: EventSource,
     /// Hash of what the caller sent, stored with the idempotency key.
@@ -204,6 +209,8 @@ impl WriteTxn<'_> {
             received_at_ms,
             data: row.data,
             source: row.source,
+            data_version: row.data_version,
+            older_versions: row.older_versions,
         };
         self.events.insert(seq, encode(&record).as_slice())?;
         if let Some(key) = record.idempotency_key.as_deref() {

@@ -5,6 +5,7 @@
 
 pub mod attempt_tally;
 pub mod backup;
+pub mod catalog;
 pub mod codec;
 pub mod due;
 pub mod endpoint_deliveries;

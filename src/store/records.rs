@@ -23,21 +23,50 @@ pub struct EventRecord {
     pub occurred_at_ms: i64,
     /// When it was stored (Unix ms); never earlier than the event before it.
     pub received_at_ms: i64,
-    /// The `data` object as JSON text, returned verbatim on reads.
+    /// The `data` object as JSON text, returned verbatim on reads: the
+    /// newest version the event carries.
     pub data: String,
     /// Who made it: an API client, Herald, or a tracking write key. Endpoints
     /// take only the sources they name.
     pub source: EventSource,
+    /// The payload version `data` is in (1 unless the client said otherwise).
+    pub data_version: u32,
+    /// The older versions of the same data the client sent alongside, for
+    /// endpoints pinned to one of them: (version, JSON text), ascending, each
+    /// below `data_version`. Empty for nearly every event.
+    pub older_versions: Vec<(u32, String)>,
+}
+
+impl EventRecord {
+    /// The data in `version`, if the event carries it.
+    pub fn data_in(&self, version: u32) -> Option<&str> {
+        if version == self.data_version {
+            return Some(&self.data);
+        }
+        self.older_versions
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, data)| data.as_str())
+    }
+
+    /// Every version the event carries, ascending.
+    pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.older_versions
+            .iter()
+            .map(|(v, _)| *v)
+            .chain(std::iter::once(self.data_version))
+    }
 }
 
 impl Record for EventRecord {
     const NAME: &'static str = "event";
-    /// 2: events carry their `source`.
-    const VERSION: u8 = 2;
+    /// 2: events carry their `source`. 3: and their data in several versions.
+    const VERSION: u8 = 3;
 
     fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         match version {
             1 => Ok(decode_body::<v1::EventRecord>(Self::NAME, body)?.into()),
+            2 => Ok(decode_body::<v2::EventRecord>(Self::NAME, body)?.into()),
             _ => Err(CodecError::UnknownVersion {
                 record: Self::NAME,
                 version,
@@ -88,6 +117,10 @@ pub struct EndpointRecord {
     /// Who is emailed when it keeps failing or is disabled (normalised);
     /// `None`: nobody.
     pub owner_email: Option<String>,
+    /// (event type, payload version) it is pinned to, sorted by type: its
+    /// deliveries of that type carry that version of the data. A type not
+    /// listed gets the newest version the event carries.
+    pub version_pins: Vec<(String, u32)>,
 }
 
 impl EndpointRecord {
@@ -103,7 +136,8 @@ impl EndpointRecord {
 
 impl Record for EndpointRecord {
     const NAME: &'static str = "endpoint";
-    /// 2: endpoints name the `sources` they take. 3: an `owner_email`.
+    /// 2: endpoints name the `sources` they take. 3: an `owner_email` and
+    /// version pins.
     const VERSION: u8 = 3;
 
     fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
@@ -291,6 +325,8 @@ pub(super) mod v1 {
                 received_at_ms: old.received_at_ms,
                 data: old.data,
                 source,
+                data_version: 1,
+                older_versions: Vec::new(),
             }
         }
     }
@@ -355,6 +391,7 @@ pub(super) mod v1 {
                 failing_since_ms: old.failing_since_ms,
                 sources: EventSource::DEFAULT_FOR_ENDPOINTS.to_vec(),
                 owner_email: None,
+                version_pins: Vec::new(),
             }
         }
     }
@@ -495,7 +532,45 @@ pub(super) mod v2 {
 
     use super::EventSource;
 
-    /// An endpoint before it had an owner to alert.
+    /// An event before payload versions: its data is version 1.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EventRecord {
+        /// As the current record's `id`.
+        pub id: u128,
+        /// As the current record's `event_type`.
+        pub event_type: String,
+        /// As the current record's `tenant`.
+        pub tenant: Option<String>,
+        /// As the current record's `idempotency_key`.
+        pub idempotency_key: Option<String>,
+        /// As the current record's `occurred_at_ms`.
+        pub occurred_at_ms: i64,
+        /// As the current record's `received_at_ms`.
+        pub received_at_ms: i64,
+        /// As the current record's `data`.
+        pub data: String,
+        /// As the current record's `source`.
+        pub source: EventSource,
+    }
+
+    impl From<EventRecord> for super::EventRecord {
+        fn from(old: EventRecord) -> Self {
+            super::EventRecord {
+                id: old.id,
+                event_type: old.event_type,
+                tenant: old.tenant,
+                idempotency_key: old.idempotency_key,
+                occurred_at_ms: old.occurred_at_ms,
+                received_at_ms: old.received_at_ms,
+                data: old.data,
+                source: old.source,
+                data_version: 1,
+                older_versions: Vec::new(),
+            }
+        }
+    }
+
+    /// An endpoint before it had an owner to alert or version pins.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct EndpointRecord {
         /// As the current record's `id`.
@@ -535,7 +610,9 @@ pub(super) mod v2 {
     }
 
     impl From<EndpointRecord> for super::EndpointRecord {
-        /// Nobody to alert: an owner is named through the API.
+        /// Nobody to alert (an owner is named through the API), and
+        /// unpinned: every delivery carries the newest version, which is
+        /// what such an endpoint received before.
         fn from(old: EndpointRecord) -> Self {
             super::EndpointRecord {
                 id: old.id,
@@ -556,6 +633,7 @@ pub(super) mod v2 {
                 failing_since_ms: old.failing_since_ms,
                 sources: old.sources,
                 owner_email: None,
+                version_pins: Vec::new(),
             }
         }
     }
@@ -870,5 +948,40 @@ pub struct ApiKeyRecord {
 
 impl Record for ApiKeyRecord {
     const NAME: &'static str = "api key";
+    const VERSION: u8 = 1;
+}
+
+/// One payload version of a catalogued event type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTypeVersion {
+    /// 1 and up; events name it in `data_versions`.
+    pub version: u32,
+    /// A JSON Schema as JSON text, checked when stored; events of the type
+    /// carrying this version are validated against it. `None`: not checked.
+    pub schema: Option<String>,
+    /// An example `data` object as JSON text, valid against `schema`: what
+    /// test sends carry and what the catalog shows customers.
+    pub sample: String,
+}
+
+/// An event type in the catalog, shared by every tenant. Its name is the
+/// table key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTypeRecord {
+    /// Free text for the people who receive the type.
+    pub description: String,
+    /// Ascending by version, at least one, no repeats.
+    pub versions: Vec<EventTypeVersion>,
+    /// Shown in the catalog so receivers move off it; events of the type
+    /// are still taken.
+    pub deprecated: bool,
+    /// When the type was first stored (Unix ms).
+    pub created_at_ms: i64,
+    /// When it was last replaced (Unix ms).
+    pub updated_at_ms: i64,
+}
+
+impl Record for EventTypeRecord {
+    const NAME: &'static str = "event type";
     const VERSION: u8 = 1;
 }

@@ -224,6 +224,13 @@ pub const TRACK_META: TableDefinition<&str, (i64, u64)> = TableDefinition::new("
 /// a hash of each key is kept; the daemon loads them all at start.
 pub const API_KEYS: TableDefinition<u128, &[u8]> = TableDefinition::new("api_keys");
 
+// The event catalog.
+
+/// event type name → encoded `EventTypeRecord`: the types, their payload
+/// versions, schemas and samples, shared by every tenant. The daemon keeps
+/// them compiled in memory; ingest never reads this table.
+pub const EVENT_TYPES: TableDefinition<&str, &[u8]> = TableDefinition::new("event_types");
+
 /// Something done to every table of the file in turn.
 pub(crate) trait TableVisitor {
     fn visit<K: Key + 'static, V: Value + 'static>(
@@ -281,6 +288,7 @@ pub(crate) fn for_each_table(visitor: &mut impl TableVisitor) -> Result<(), Stor
     visitor.visit(PERSON_LINKS)?;
     visitor.visit(TRACK_META)?;
     visitor.visit(API_KEYS)?;
+    visitor.visit(EVENT_TYPES)?;
     Ok(())
 }
 

@@ -148,6 +148,39 @@ impl Writer {
         answer.await.unwrap_or(Err(SubmitError::Closed))
     }
 
+    /// As `write`, and `committed` runs on the writer thread once the
+    /// commit is durable, before the answer: in commit order, and whether
+    /// or not the caller still waits. Memory kept beside the file (the
+    /// compiled event catalog) changes there, so it applies changes in the
+    /// order the file did. `committed` must be quick: the next group waits.
+    pub async fn write_then<T, F, C>(&self, op: F, committed: C) -> Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&mut WriteTxn<'t>) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(&T) + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T, SubmitError>>();
+        let apply: Apply = Box::new(move |txn| {
+            let value = op(txn)?;
+            Ok(Box::new(move |outcome: Result<(), Arc<StoreError>>| {
+                let answer = match outcome {
+                    Ok(()) => {
+                        committed(&value);
+                        Ok(value)
+                    }
+                    Err(e) => Err(SubmitError::Failed(e)),
+                };
+                let _ = reply.send(answer);
+            }))
+        });
+        match self.queue.try_send(Message::Op(apply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
+        }
+        answer.await.unwrap_or(Err(SubmitError::Closed))
+    }
+
     /// As `write`, but a full queue is waited out: for writes that must
     /// not be shed, such as the outcome of a request already made.
     pub async fn write_waiting<T, F>(&self, op: F) -> Result<T, SubmitError>

@@ -285,6 +285,8 @@ pub fn append(
             idempotency_key: None,
             occurred_at_ms: Some(t.timestamp_ms),
             data: call.data,
+            data_version: 1,
+            older_versions: Vec::new(),
             source: EventSource::Tracking,
             fingerprint: 0,
             nonce: ids::new_id() as u16,

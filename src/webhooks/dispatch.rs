@@ -224,7 +224,7 @@ async fn load(
             return Ok(Err(NotMade::Nothing));
         };
         Ok(Ok(Loaded {
-            body: payload::v1(seq, &event),
+            body: payload::for_endpoint(seq, &event, &endpoint.version_pins),
             delivery,
             endpoint,
         }))
@@ -233,12 +233,15 @@ async fn load(
     .unwrap_or(Ok(Err(NotMade::Nothing)))
 }
 
-/// The request headers of one attempt, signature included.
+/// The request headers of one attempt, signature included. `attempt`
+/// counts this delivery's attempts from 1 (`webhook-attempt`); it is not
+/// signed, as Standard Webhooks signs the id, timestamp and body only.
 pub fn request_headers(
     endpoint: &EndpointRecord,
     msg_id: &str,
     body: &str,
     now_ms: i64,
+    attempt: u32,
 ) -> Vec<(String, String)> {
     let timestamp = now_ms.div_euclid(1000);
     let secrets = signing_secrets(endpoint, now_ms);
@@ -248,6 +251,7 @@ pub fn request_headers(
         ("webhook-id".to_owned(), msg_id.to_owned()),
         ("webhook-timestamp".to_owned(), timestamp.to_string()),
         ("webhook-signature".to_owned(), signature),
+        ("webhook-attempt".to_owned(), attempt.to_string()),
         ("content-type".to_owned(), "application/json".to_owned()),
         (
             "user-agent".to_owned(),
@@ -258,12 +262,14 @@ pub fn request_headers(
     headers
 }
 
-/// Sends `body` to `endpoint` now and returns how it went.
+/// Sends `body` to `endpoint` now as the delivery's `attempt`-th attempt
+/// (from 1) and returns how it went.
 pub async fn send(
     ctx: &AttemptContext,
     endpoint: &EndpointRecord,
     msg_id: &str,
     body: String,
+    attempt: u32,
 ) -> Outcome {
     let now_ms = clock::now_ms();
     let timeout = endpoint
@@ -277,7 +283,7 @@ pub async fn send(
             )))
         }
     };
-    let headers = request_headers(endpoint, msg_id, &body, now_ms);
+    let headers = request_headers(endpoint, msg_id, &body, now_ms, attempt);
     ctx.client
         .send(client::Attempt {
             target: &target,
@@ -302,8 +308,11 @@ async fn attempt(
     };
     let msg_id = ids::format(EVENT_ID_PREFIX, loaded.delivery.event_id);
     let started_ms = clock::now_ms();
+    let number = u32::try_from(loaded.delivery.attempts.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
     let started = Instant::now();
-    let outcome = send(ctx, &loaded.endpoint, &msg_id, loaded.body).await;
+    let outcome = send(ctx, &loaded.endpoint, &msg_id, loaded.body, number).await;
     let took = started.elapsed();
     let failure = outcome.failure.as_ref().map(client::Failure::kind);
     let attempt = AttemptRecord {

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::events::Invalid;
+use crate::events::{parse_version, validate_type_name, MAX_DATA_VERSION};
 use crate::ids;
 use crate::mail::address;
 use crate::names::{is_valid_pattern, is_valid_tenant, EventSource};
@@ -19,6 +20,7 @@ use super::target;
 pub const ID_PREFIX: &str = "ep_";
 pub const PAYLOAD_VERSION: u8 = 1;
 const MAX_EVENT_TYPES: usize = 100;
+const MAX_VERSION_PINS: usize = 100;
 const MAX_HEADERS: usize = 20;
 const MAX_URL_LEN: usize = 2048;
 const MAX_DESCRIPTION_LEN: usize = 1024;
@@ -48,6 +50,8 @@ pub struct EndpointInput {
     pub payload_version: Option<u8>,
     #[serde(default, deserialize_with = "nullable")]
     pub owner_email: Option<Option<String>>,
+    /// Event type → payload version; replaces every pin (`{}` for none).
+    pub version_pins: Option<BTreeMap<String, u32>>,
 }
 
 /// Tells "absent" (outer None) from "null" (Some(None)) for PATCH.
@@ -218,7 +222,40 @@ pub fn apply(
             None => None,
         };
     }
+    if let Some(pins) = input.version_pins {
+        record.version_pins = parse_pins(pins)?;
+    }
     Ok(record)
+}
+
+/// Pins as an endpoint keeps them: sorted by type, each a type an API
+/// client may post (Herald's own events come in version 1 only) and a
+/// version `data_versions` can name.
+fn parse_pins(pins: BTreeMap<String, u32>) -> Result<Vec<(String, u32)>, Invalid> {
+    if pins.len() > MAX_VERSION_PINS {
+        return Err(invalid(
+            "version_pins",
+            format!("at most {MAX_VERSION_PINS} pins"),
+        ));
+    }
+    let mut out = Vec::with_capacity(pins.len());
+    for (event_type, version) in pins {
+        let shown: String = event_type.chars().take(140).collect();
+        if validate_type_name(&event_type).is_err() {
+            return Err(invalid(
+                "version_pins",
+                format!("`{shown}` is not a type an API client can post"),
+            ));
+        }
+        if parse_version(&version.to_string()).is_none() {
+            return Err(invalid(
+                "version_pins",
+                format!("`{shown}`: versions run from 1 to {MAX_DATA_VERSION}"),
+            ));
+        }
+        out.push((event_type, version));
+    }
+    Ok(out)
 }
 
 /// Source names as an endpoint takes them: at least one, each known, none twice.
@@ -271,6 +308,7 @@ pub fn new_record(now_ms: i64) -> EndpointRecord {
         failing_since_ms: None,
         sources: EventSource::DEFAULT_FOR_ENDPOINTS.to_vec(),
         owner_email: None,
+        version_pins: Vec::new(),
     }
 }
 
@@ -298,6 +336,11 @@ pub fn to_json(record: &EndpointRecord) -> Value {
         .map(|(k, _)| (k.clone(), Value::String(REDACTED.to_owned())))
         .collect();
     let sources: Vec<&str> = record.sources.iter().map(|s| s.as_str()).collect();
+    let pins: serde_json::Map<String, Value> = record
+        .version_pins
+        .iter()
+        .map(|(event_type, version)| (event_type.clone(), Value::from(*version)))
+        .collect();
     json!({
         "id": ids::format(ID_PREFIX, record.id),
         "url": record.url,
@@ -312,6 +355,7 @@ pub fn to_json(record: &EndpointRecord) -> Value {
         "disabled_reason": record.disabled_reason,
         "payload_version": record.payload_version,
         "owner_email": record.owner_email,
+        "version_pins": pins,
         "created_at": clock::format_rfc3339(record.created_at_ms),
         "updated_at": clock::format_rfc3339(record.updated_at_ms),
     })
@@ -366,6 +410,13 @@ mod tests {
                 "owner_email",
                 json!({"owner_email": "Ops <ops@example.com>"}),
             ),
+            ("version_pins", json!({"version_pins": {"invoice.paid": 0}})),
+            (
+                "version_pins",
+                json!({"version_pins": {"invoice.paid": 1000}}),
+            ),
+            ("version_pins", json!({"version_pins": {"email.sent": 1}})),
+            ("version_pins", json!({"version_pins": {"no spaces": 1}})),
         ];
         for (field, body) in cases {
             let input: EndpointInput = serde_json::from_value(body.clone()).unwrap();
@@ -426,6 +477,29 @@ mod tests {
             record.sources,
             vec![EventSource::Tracking, EventSource::Api]
         );
+    }
+
+    #[test]
+    fn version_pins_replace_each_other_and_show_as_an_object() {
+        let set = |record, body: serde_json::Value| {
+            apply(record, serde_json::from_value(body).unwrap(), true).unwrap()
+        };
+        let record = set(
+            new_record(0),
+            json!({"version_pins": {"user.created": 3, "invoice.paid": 1}}),
+        );
+        assert_eq!(
+            record.version_pins,
+            vec![("invoice.paid".into(), 1), ("user.created".into(), 3)]
+        );
+        assert_eq!(
+            to_json(&record)["version_pins"],
+            json!({"invoice.paid": 1, "user.created": 3})
+        );
+        let record = set(record, json!({"description": "kept"}));
+        assert_eq!(record.version_pins.len(), 2);
+        let record = set(record, json!({"version_pins": {}}));
+        assert!(record.version_pins.is_empty());
     }
 
     #[test]

@@ -319,9 +319,45 @@ fn routes(endpoint_id: &str) -> Vec<Route> {
     ];
     key.required = vec![&["role"]];
 
+    let mut event_type = json_route(
+        "PUT",
+        "/v1/event-types/fuzz.type".into(),
+        json!({"description": "d", "deprecated": false, "versions": {
+            "1": {"schema": {"type": "object", "required": ["n"]}, "sample": {"n": 1}}}}),
+        1024 * 1024,
+    );
+    // Paths through a version's name would read as array indexes here:
+    // broken versions are whole `versions` objects.
+    event_type.broken = vec![
+        (&["description"], not_strings()),
+        (
+            &["deprecated"],
+            vec![json!(1), json!("yes"), json!([]), json!({})],
+        ),
+        (
+            &["versions"],
+            vec![
+                json!(42),
+                json!("x"),
+                json!({}),
+                json!([]),
+                json!({"1": {"sample": 1}}),
+                json!({"1": {"sample": []}}),
+                json!({"1": {"schema": {"type": "object"}}}),
+                json!({"1": {"schema": "x", "sample": {}}}),
+                json!({"1": {"schema": {"type": "integer-ish"}, "sample": {}}}),
+                json!({"1": {"schema": {"required": ["n"]}, "sample": {}}}),
+                json!({"1": {"sample": {}, "zz_unknown": 1}}),
+                json!({"0": {"sample": {}}}),
+            ],
+        ),
+    ];
+    event_type.required = vec![&["versions"]];
+
     vec![
         events,
         batch,
+        event_type,
         key,
         create,
         patch,

@@ -109,6 +109,7 @@ pub fn snapshot(addr: SocketAddr) -> Vec<(String, Value)> {
         "/v1/emails?limit=1000",
         "/v1/suppressions?limit=1000",
         "/v1/keys",
+        "/v1/event-types",
     ]
     .into_iter()
     .map(|path| {

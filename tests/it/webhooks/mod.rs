@@ -3,6 +3,7 @@
 //! library. Each test runs its own daemon and receivers; completion is
 //! polled with deadlines and only lower bounds are put on time.
 
+mod catalog;
 mod destinations;
 mod durability;
 mod endpoints;
@@ -16,6 +17,7 @@ mod secrets;
 mod signing;
 mod sources;
 mod verifier;
+mod versions;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -51,7 +51,7 @@ fn a_delivery_carries_the_documented_body_and_verifies_with_the_reference_librar
     assert_eq!(
         request.json(),
         json!({
-            "id": event["id"], "type": "invoice.paid", "source": "api", "version": 1, "seq": event["seq"],
+            "id": event["id"], "type": "invoice.paid", "source": "api", "version": 1, "data_version": 1, "seq": event["seq"],
             "timestamp": event["occurred_at"], "tenant": "acme", "data": {"amount": 4200},
         })
     );

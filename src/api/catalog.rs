@@ -1,0 +1,153 @@
+//! `/v1/event-types`: the event catalog. Types are shared by every tenant;
+//! a change is applied to the compiled catalog in memory by the writer
+//! thread right after it commits, so ingest checks against what is stored.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::http::{json, query_params, read_body, require_json, Resp};
+use super::{read, AppState};
+use crate::catalog::definition::{self, Refused};
+use crate::clock;
+use crate::events::{self, Invalid};
+
+/// A definition holds a schema and a sample per version.
+const MAX_BODY: usize = 1024 * 1024;
+/// Every type stays compiled in memory: this bounds that memory.
+const MAX_EVENT_TYPES: u64 = 1000;
+
+fn type_not_found(name: &str) -> ApiError {
+    let shown: String = name.chars().take(140).collect();
+    ApiError::not_found(
+        "event_type_not_found",
+        format!("no event type is named `{shown}`"),
+    )
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Invalid(e) => e.into(),
+            Refused::Schema { pointer, message } => ApiError::bad_request(
+                "invalid_schema",
+                format!("{pointer}: not a usable JSON Schema: {message}"),
+            )
+            .with_field(pointer),
+            Refused::Sample { pointer, message } => ApiError::bad_request(
+                "sample_mismatch",
+                format!("{pointer}: the sample does not match its schema: {message}"),
+            )
+            .with_field(pointer),
+        }
+    }
+}
+
+pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    query_params(req.uri().query(), &[])?;
+    let types = read(&state, |txn| txn.event_types()).await?;
+    let list: Vec<Value> = types
+        .iter()
+        .map(|(name, record)| definition::to_json(name, record))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        json!({ "event_types": list }).to_string(),
+    ))
+}
+
+pub async fn get(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
+    if events::validate_type_name(name).is_err() {
+        return Err(type_not_found(name));
+    }
+    let key = name.to_owned();
+    let record = read(&state, move |txn| txn.event_type(&key))
+        .await?
+        .ok_or_else(|| type_not_found(name))?;
+    Ok(json(
+        StatusCode::OK,
+        definition::to_json(name, &record).to_string(),
+    ))
+}
+
+pub async fn put(
+    state: Arc<AppState>,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    if let Err(Invalid::Field { message, .. }) = events::validate_type_name(name) {
+        return Err(ApiError::invalid_field("name", message));
+    }
+    require_json(req.headers())?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, MAX_BODY, state.config.body_timeout).await?;
+    // Compiling schemas is CPU work: off the async threads.
+    let mut entry = tokio::task::spawn_blocking(move || definition::parse(&body, clock::now_ms()))
+        .await
+        .map_err(|_| ApiError::unavailable("the definition could not be checked"))??;
+
+    let catalog = state.catalog.clone();
+    let (stored_name, memory_name) = (name.to_owned(), name.to_owned());
+    let outcome = state
+        .writer
+        .write_then(
+            move |txn| {
+                let previous = txn.event_type(&stored_name)?;
+                match &previous {
+                    Some(previous) => entry.record.created_at_ms = previous.created_at_ms,
+                    None if txn.event_type_count()? >= MAX_EVENT_TYPES => return Ok(None),
+                    None => {}
+                }
+                txn.put_event_type(&stored_name, &entry.record)?;
+                Ok(Some((previous.is_none(), Arc::new(entry))))
+            },
+            move |outcome| {
+                if let Some((_, entry)) = outcome {
+                    catalog.put(&memory_name, entry.clone());
+                }
+            },
+        )
+        .await?;
+    let Some((created, entry)) = outcome else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "catalog_full",
+            format!("the catalog holds {MAX_EVENT_TYPES} types, its most; delete one first"),
+        ));
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(
+        status,
+        definition::to_json(name, &entry.record).to_string(),
+    ))
+}
+
+pub async fn delete(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
+    if events::validate_type_name(name).is_err() {
+        return Err(type_not_found(name));
+    }
+    let catalog = state.catalog.clone();
+    let (stored_name, memory_name) = (name.to_owned(), name.to_owned());
+    let removed = state
+        .writer
+        .write_then(
+            move |txn| Ok(txn.remove_event_type(&stored_name)?.is_some()),
+            move |removed| {
+                if *removed {
+                    catalog.remove(&memory_name);
+                }
+            },
+        )
+        .await?;
+    if !removed {
+        return Err(type_not_found(name));
+    }
+    Ok(json(StatusCode::NO_CONTENT, ""))
+}
