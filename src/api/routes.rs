@@ -777,6 +777,28 @@ mod tests {
     }
 
     #[test]
+    fn portal_rows_face_both_listeners_take_no_key_and_pass_every_parameter() {
+        for surface in [Surface::Public, Surface::Private] {
+            assert_eq!(
+                found(surface, Method::POST, "/portal/tok/api/endpoints/ep_1/test"),
+                Some((PortalEndpointTest, vec!["tok".into(), "ep_1".into()]))
+            );
+            assert_eq!(
+                found(surface, Method::GET, "/portal/tok"),
+                Some((PortalPage, vec!["tok".into()]))
+            );
+        }
+        for row in ROUTES.iter().filter(|r| r.path.starts_with("/portal")) {
+            assert!(row.public && row.auth == Own, "{} {}", row.method, row.path);
+        }
+        assert!(found(Surface::Public, Method::POST, "/v1/portal-links").is_none());
+        assert_eq!(
+            found(Surface::Private, Method::POST, "/v1/portal-links"),
+            Some((PortalLinksCreate, vec![]))
+        );
+    }
+
+    #[test]
     fn every_row_is_reachable_and_unique() {
         let mut seen = std::collections::HashSet::new();
         for row in ROUTES {

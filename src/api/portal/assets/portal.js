@@ -117,6 +117,10 @@
     for (const b of document.querySelectorAll('button, input, select')) b.disabled = true;
   }
 
+  function count(n, noun) {
+    return n + ' ' + noun + (n === 1 ? '' : 's');
+  }
+
   function clear(node) {
     while (node.firstChild) node.firstChild.remove();
   }
@@ -137,11 +141,13 @@
     }
     const hour = stats.last_hour;
     const counts = stats.deliveries;
+    // A refused connection or a timeout is as much a failure as a 500.
+    const failedHour = hour.failed + hour.network_errors;
     let verdict = 'Healthy';
-    if (hour.failed > 0 && hour.succeeded === 0) {
+    if (failedHour > 0 && hour.succeeded === 0) {
       verdict = 'Failing';
       box.classList.add('bad');
-    } else if (hour.failed > 0 || counts.failed > 0) {
+    } else if (failedHour > 0 || counts.failed > 0) {
       verdict = 'Some failures';
       box.classList.add('warn');
     } else if (hour.attempts === 0) {
@@ -152,9 +158,12 @@
     box.append(el('strong', {}, verdict));
     const p50 = hour.latency_ms && hour.latency_ms.p50 !== null ? ', p50 ' + hour.latency_ms.p50 + ' ms' : '';
     box.append(el('span', { className: 'figures' },
-      'Last hour: ' + hour.attempts + ' attempts, ' + hour.succeeded + ' succeeded, ' +
-      hour.failed + ' failed' + p50 + '. Deliveries: ' + counts.pending + ' pending, ' +
-      counts.succeeded + ' succeeded, ' + counts.failed + ' failed.'));
+      'Last hour: ' + count(hour.attempts, 'attempt') + ', ' + hour.succeeded + ' succeeded, ' +
+      failedHour + ' failed' +
+      (hour.network_errors ? ' (' + hour.network_errors + ' without an answer)' : '') + p50 + '.'),
+    el('span', { className: 'figures' },
+      'Deliveries: ' + counts.pending + ' pending, ' + counts.succeeded + ' succeeded, ' +
+      counts.failed + ' failed.'));
     return box;
   }
 
@@ -376,7 +385,7 @@
       el('span', { className: 'muted' }, when(delivery.created_at)),
       el('span', { className: 'muted target' }, endpoint ? endpoint.url : delivery.endpoint_id),
       el('span', { className: 'muted' },
-        delivery.attempts.length + (delivery.attempts.length === 1 ? ' attempt' : ' attempts') +
+        count(delivery.attempts.length, 'attempt') +
         (last ? ', last ' + (last.status_code ? 'HTTP ' + last.status_code : 'no answer') : '')));
     const details = el('div', { className: 'details', hidden: true });
     const actions = el('div', { className: 'actions' });
@@ -468,7 +477,11 @@
     $('add-endpoint').addEventListener('click', () => openForm(null));
     $('cancel-endpoint').addEventListener('click', closeForm);
     $('endpoint-form').addEventListener('submit', submitForm);
-    $('refresh-deliveries').addEventListener('click', () => loadDeliveries().catch(report));
+    // Health moves with deliveries: both are read again.
+    $('refresh-deliveries').addEventListener('click', () => {
+      for (const e of endpoints) refreshStats(e.id);
+      loadDeliveries().catch(report);
+    });
     $('filter-endpoint').addEventListener('change', () => loadDeliveries().catch(report));
     $('filter-status').addEventListener('change', () => loadDeliveries().catch(report));
     const session = await api('GET', 'session');
