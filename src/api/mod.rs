@@ -218,8 +218,8 @@ async fn dispatch_open(
     params: &[&str],
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let param = params.first().copied().unwrap_or_default();
     use RouteId::*;
+    let param = params.first().copied().unwrap_or_default();
     match id {
         Healthz => Ok(admin::healthz()),
         Readyz => Ok(admin::readyz(&state)),
@@ -232,7 +232,7 @@ async fn dispatch_open(
             let name = req.uri().path().trim_start_matches("/v1/").to_owned();
             tracking::ingest(state, Call::parse(&name), req).await
         }
-        PortalPage => portal::page(&state, param),
+        PortalPage => Ok(portal::page(&state, param)),
         PortalScript => Ok(portal::script()),
         PortalStyle => Ok(portal::style()),
         PortalSession

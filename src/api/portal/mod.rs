@@ -91,14 +91,14 @@ fn grant(key: &PortalKey, token: &str, now_ms: i64) -> Result<(Access, i64), Ref
 /// `GET /portal/{token}`: the page, or a 401 page for a link that is
 /// altered or expired. The page itself is the same for every tenant; its
 /// script reads the token from the address and asks the portal's API.
-pub fn page(state: &AppState, token: &str) -> Result<Resp, ApiError> {
-    Ok(match grant(&state.portal_links, token, clock::now_ms()) {
+pub fn page(state: &AppState, token: &str) -> Resp {
+    match grant(&state.portal_links, token, clock::now_ms()) {
         Ok(_) => page::app(),
         Err(refused) => {
             tracing::debug!(?refused, "portal link refused");
             page::refused()
         }
-    })
+    }
 }
 
 fn refused_link() -> ApiError {

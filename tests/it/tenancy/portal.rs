@@ -275,7 +275,7 @@ fn links_are_minted_by_unscoped_admins_only_and_open_the_page_on_both_listeners(
         ),
         ("POST", "/portal-assets/portal.js".to_owned()),
     ] {
-        let resp = request(public, &method, &path, &[], b"");
+        let resp = request(public, method, &path, &[], b"");
         assert_eq!(resp.status, 405, "{method} {path}: {}", resp.text());
     }
 }
