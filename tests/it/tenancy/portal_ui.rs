@@ -133,6 +133,26 @@ fn a_customer_adds_an_endpoint_sends_a_test_and_sees_the_delivery() {
     // The endpoint that refuses connections is reported failing.
     browser.wait_for_text("Failing");
 
+    // Rotating asks for a confirmation, then shows the new secret.
+    let rotate = browser.find(&format!("{card} .rotate"));
+    rotate.click();
+    assert_eq!(rotate.text(), "Confirm: rotate now");
+    rotate.click();
+    browser.wait_for_text("New secret issued");
+    let rotated = expect(
+        d.addr,
+        ADMIN,
+        "GET",
+        &format!("/v1/endpoints/{id}/secret"),
+        None,
+        200,
+    );
+    assert_ne!(rotated, secret);
+    assert_eq!(
+        browser.find(&format!("{card} .secret-value")).text(),
+        s(&rotated["secret"])
+    );
+
     // Tall enough to hold endpoints, deliveries and the catalog at once.
     browser.set_window_size(1280, 1700);
     browser.script("window.scrollTo(0, 0);", json!([]));
@@ -148,4 +168,31 @@ fn a_customer_adds_an_endpoint_sends_a_test_and_sees_the_delivery() {
     assert_eq!(fits, true, "the page scrolls sideways on a phone");
     let phone = browser.screenshot("portal-phone");
     assert!(phone.exists());
+
+    // The failing endpoint's dead letter, retried from the page: a second
+    // attempt, made by hand, appears under it.
+    let old = listed["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == "http://127.0.0.1:9/old")
+        .expect("the first endpoint");
+    browser.script(
+        "const f = document.getElementById('filter-endpoint'); f.value = arguments[0]; \
+         f.dispatchEvent(new Event('change'));",
+        json!([s(&old["id"])]),
+    );
+    browser.find("li.delivery .retry").click();
+    browser.wait_for_count("li.delivery .attempts li", 2);
+    let dead = expect(
+        d.addr,
+        ADMIN,
+        "GET",
+        &format!("/v1/deliveries?endpoint={}", s(&old["id"])),
+        None,
+        200,
+    );
+    let attempts = &dead["deliveries"][0]["attempts"];
+    assert_eq!(attempts.as_array().map(Vec::len), Some(2), "{dead}");
+    assert_eq!(attempts[1]["trigger"], "manual");
 }

@@ -205,7 +205,7 @@
       reveal.textContent = 'Hide secret';
       card.querySelector('.result').textContent =
         'New secret issued. The old one keeps signing for 24 hours.';
-    });
+    }, 'rotate');
     return { box, reveal, rotate, value, show(secret) {
       value.textContent = secret;
       box.hidden = false;
@@ -487,6 +487,9 @@
     const session = await api('GET', 'session');
     $('tenant').textContent = session.tenant;
     $('expires').textContent = 'Link valid until ' + when(session.expires_at);
+    // The server refuses the link from then on; say so before a click fails.
+    const left = Date.parse(session.expires_at) - Date.now();
+    if (left > 0) setTimeout(linkExpired, left);
     await loadEndpoints();
     await Promise.all([loadDeliveries(), loadCatalog()]);
     document.body.dataset.ready = 'true';
