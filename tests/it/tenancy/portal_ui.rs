@@ -9,6 +9,9 @@ use super::{expect, ACME, ADMIN, SETTLE};
 use crate::support::*;
 use crate::webhooks::receiver::Receiver;
 
+/// The delivery list once its latest load is drawn.
+const LOADED: &str = "#delivery-list[aria-busy='false']";
+
 /// A description that would run script if the page put it in as markup.
 const HOSTILE: &str = "<img src=x onerror=\"document.title='owned'\">";
 
@@ -118,10 +121,21 @@ fn a_customer_adds_an_endpoint_sends_a_test_and_sees_the_delivery() {
         json!([id]),
     );
     let settled = wait_until(deadline(SETTLE), || {
-        browser.find("#refresh-deliveries").click();
-        !browser.find_all("li.delivery .badge.good").is_empty()
+        let listed = expect(
+            d.addr,
+            ADMIN,
+            "GET",
+            &format!("/v1/deliveries?endpoint={id}"),
+            None,
+            200,
+        );
+        listed["deliveries"][0]["status"] == "succeeded"
     });
-    assert!(settled, "the page never showed the delivery succeeded");
+    assert!(settled, "the delivery did not succeed");
+    // The list says when its latest load is drawn: rows opened before
+    // that would be drawn over.
+    browser.find("#refresh-deliveries").click();
+    browser.find(&format!("{LOADED} li.delivery .badge.good"));
     // Health follows the delivery once the page reads it again.
     browser.wait_for_text("1 succeeded");
     let rows = browser.wait_for_count("li.delivery", 1);
@@ -159,7 +173,7 @@ fn a_customer_adds_an_endpoint_sends_a_test_and_sees_the_delivery() {
     let laptop = browser.screenshot("portal");
     assert!(laptop.exists());
 
-    browser.set_window_size(390, 844);
+    browser.set_window_size(390, 2000);
     browser.find(&format!("{card} .send-test"));
     let fits = browser.script(
         "return document.documentElement.scrollWidth <= window.innerWidth;",
@@ -182,7 +196,9 @@ fn a_customer_adds_an_endpoint_sends_a_test_and_sees_the_delivery() {
          f.dispatchEvent(new Event('change'));",
         json!([s(&old["id"])]),
     );
-    browser.find("li.delivery .retry").click();
+    browser
+        .find(&format!("{LOADED} li.delivery .retry"))
+        .click();
     browser.wait_for_count("li.delivery .attempts li", 2);
     let dead = expect(
         d.addr,

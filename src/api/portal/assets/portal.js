@@ -418,24 +418,35 @@
     return row;
   }
 
+  // Only the latest load draws the list: an older one finishing later
+  // (a quick change of filter) must not overwrite it.
+  let deliveryLoads = 0;
+
   async function loadDeliveries() {
+    const load = ++deliveryLoads;
+    const list = $('delivery-list');
+    list.setAttribute('aria-busy', 'true');
     const query = new URLSearchParams({ limit: '1000' });
     const endpoint = $('filter-endpoint').value;
     const status = $('filter-status').value;
     if (endpoint) query.set('endpoint', endpoint);
     if (status) query.set('status', status);
-    let recent = [];
-    for (let page = 0; page < MAX_DELIVERY_PAGES; page++) {
-      const data = await api('GET', 'deliveries?' + query.toString());
-      recent = recent.concat(data.deliveries).slice(-SHOWN_DELIVERIES);
-      if (!data.next_cursor) break;
-      query.set('after', data.next_cursor);
+    try {
+      let recent = [];
+      for (let page = 0; page < MAX_DELIVERY_PAGES; page++) {
+        const data = await api('GET', 'deliveries?' + query.toString());
+        recent = recent.concat(data.deliveries).slice(-SHOWN_DELIVERIES);
+        if (!data.next_cursor) break;
+        query.set('after', data.next_cursor);
+      }
+      if (load !== deliveryLoads) return;
+      recent.reverse();
+      clear(list);
+      for (const d of recent) list.append(deliveryRow(d));
+      $('no-deliveries').hidden = recent.length > 0;
+    } finally {
+      if (load === deliveryLoads) list.setAttribute('aria-busy', 'false');
     }
-    recent.reverse();
-    const list = $('delivery-list');
-    clear(list);
-    for (const d of recent) list.append(deliveryRow(d));
-    $('no-deliveries').hidden = recent.length > 0;
   }
 
   // --- Event catalog ---------------------------------------------------
