@@ -2,39 +2,29 @@
 //! (redb allows one open per file, so the daemon takes the snapshot), checks
 //! that it opens as a Herald database, and only then moves it into place.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-
+use crate::api_client::{ApiClient, ClientError, DownloadTimeouts};
 use crate::store::Store;
+
+/// The daemon writes the whole copy before its answer starts: a large
+/// file takes minutes (24 s for a million events).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Once streaming, a pause this long means the daemon or the link is stuck.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("{0} already exists; choose another path or remove it first")]
     Exists(PathBuf),
-    #[error("`{0}` is not a URL like http://127.0.0.1:8425")]
-    BadUrl(String),
-    #[error("cannot reach the daemon at {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("HTTP exchange with the daemon failed: {0}")]
-    Http(String),
-    #[error("the daemon refused the backup ({status}): {body}")]
-    Refused { status: u16, body: String },
+    #[error(transparent)]
+    Api(ClientError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the download was cut short: got {got} of {expected} bytes")]
-    Truncated { got: u64, expected: u64 },
     #[error("the copy does not open as a Herald database: {0}")]
     Invalid(String),
 }
@@ -45,29 +35,12 @@ pub struct Downloaded {
     pub schema_version: u32,
 }
 
-/// `http://host:port` → `host:port`. Only plain HTTP: the API is local.
-fn authority(url: &str) -> Result<String, BackupError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| BackupError::BadUrl(url.to_owned()))?;
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') {
-        return Err(BackupError::BadUrl(url.to_owned()));
-    }
-    Ok(authority.to_owned())
-}
-
-pub fn run(url: &str, api_key: Option<&str>, out: &Path) -> Result<Downloaded, BackupError> {
+pub fn run(client: &mut ApiClient, out: &Path) -> Result<Downloaded, BackupError> {
     if out.exists() {
         return Err(BackupError::Exists(out.to_owned()));
     }
-    let authority = authority(url)?;
     let partial = partial_path(out);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| BackupError::Http(e.to_string()))?;
-    let result = runtime.block_on(download(&authority, api_key, &partial));
+    let result = download(client, &partial);
     let bytes = match result {
         Ok(n) => n,
         Err(e) => {
@@ -106,50 +79,7 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-async fn download(
-    authority: &str,
-    api_key: Option<&str>,
-    partial: &Path,
-) -> Result<u64, BackupError> {
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|source| BackupError::Connect {
-            addr: authority.to_owned(),
-            source,
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| BackupError::Http(e.to_string()))?;
-    tokio::spawn(conn);
-    let mut req = Request::get("/v1/admin/backup").header(HOST, authority);
-    if let Some(key) = api_key {
-        req = req.header(AUTHORIZATION, format!("Bearer {key}"));
-    }
-    let req = req
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| BackupError::Http(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| BackupError::Http(e.to_string()))?;
-    let status = resp.status();
-    let expected = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut body = resp.into_body();
-    if !status.is_success() {
-        let text = body
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        return Err(BackupError::Refused {
-            status: status.as_u16(),
-            body: text.chars().take(500).collect(),
-        });
-    }
+fn download(client: &mut ApiClient, partial: &Path) -> Result<u64, BackupError> {
     let write_err = |source| BackupError::Write {
         path: partial.to_owned(),
         source,
@@ -159,19 +89,18 @@ async fn download(
         .create_new(true)
         .open(partial)
         .map_err(write_err)?;
-    let mut got = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BackupError::Http(e.to_string()))?;
-        if let Some(data) = frame.data_ref() {
-            file.write_all(data).map_err(write_err)?;
-            got += data.len() as u64;
-        }
-    }
+    let timeouts = DownloadTimeouts {
+        head: HEAD_TIMEOUT,
+        idle: IDLE_TIMEOUT,
+    };
+    let got = client
+        .download("/v1/admin/backup", &mut file, timeouts)
+        .map_err(|e| match e {
+            ClientError::Write(source) => write_err(source),
+            other => BackupError::Api(other),
+        })?;
     file.sync_all().map_err(write_err)?;
-    match expected {
-        Some(expected) if expected != got => Err(BackupError::Truncated { got, expected }),
-        _ => Ok(got),
-    }
+    Ok(got)
 }
 
 /// Opens the copy the way the daemon would and counts its events.
@@ -183,26 +112,4 @@ fn verify(path: &Path) -> Result<(u64, u32), BackupError> {
         .and_then(|t| t.event_count())
         .map_err(|e| invalid(&e))?;
     Ok((events, crate::store::SCHEMA_VERSION))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_must_be_plain_http_authorities() {
-        assert_eq!(
-            authority("http://127.0.0.1:8425").unwrap(),
-            "127.0.0.1:8425"
-        );
-        assert_eq!(authority("http://localhost:1/").unwrap(), "localhost:1");
-        for bad in [
-            "https://x:1",
-            "127.0.0.1:8425",
-            "http://",
-            "http://h:1/path",
-        ] {
-            assert!(authority(bad).is_err(), "{bad}");
-        }
-    }
 }

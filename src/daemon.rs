@@ -54,6 +54,8 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         .build()
         .map_err(DaemonError::Runtime)?;
 
+    crate::metrics::mark_started(crate::clock::now_ms());
+    crate::metrics::configure_streams(config.mail.streams.keys());
     let path = config.database_path();
     let store = Store::open_with_cache(&path, config.cache_bytes)?;
     add_development_source(&mut config, &store)?;

@@ -10,12 +10,15 @@
 //!   Segment-compatible ingestion and the questions asked of it.
 //!
 //! Around it: [`config`] (the TOML file and its checks), [`daemon`] (wiring
-//! and shutdown), [`backup_client`] (`herald backup`), and small leaf modules
+//! and shutdown), [`cli`] (`herald backup` and the admin commands, over
+//! [`api_client`]; [`backup_client`] checks a copy), and small leaf modules
 //! ([`clock`], [`ids`], [`percent`], [`logging`]), and [`retention`], the
 //! pass that deletes what has aged out.
 
 pub mod api;
+pub mod api_client;
 pub mod backup_client;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod constant_time;
@@ -25,6 +28,7 @@ pub mod feedback;
 pub mod ids;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
 pub mod names;
 pub mod percent;
 pub mod portal_link;

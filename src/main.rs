@@ -1,11 +1,11 @@
-//! The `herald` command line: `serve`, `check-config`, `backup`. Everything
-//! else lives in the library (`src/lib.rs`).
+//! The `herald` command line: `serve` and `check-config` here; `backup` and
+//! the admin commands, which talk to a running daemon, in `herald::cli`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use herald::{backup_client, config, daemon, logging};
+use herald::{cli, config, daemon, logging};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -46,16 +46,11 @@ enum Command {
         /// Where to write the copy; must not exist yet.
         #[arg(long)]
         out: PathBuf,
-        /// Read the daemon's address and API key from this configuration file.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The daemon's URL, overriding the configured listen address.
-        #[arg(long)]
-        url: Option<String>,
-        /// API key; defaults to HERALD_API_KEY, then the first configured key.
-        #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
+        #[command(flatten)]
+        target: cli::Target,
     },
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -109,47 +104,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Backup {
-            out,
-            config,
-            url,
-            api_key,
-        } => {
-            let cfg = match config::load(
-                config.as_deref(),
-                &config::Overrides::default(),
-                env_keys.as_deref(),
-            ) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("herald: configuration error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let url = url.unwrap_or_else(|| {
-                let mut addr = cfg.listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                format!("http://{addr}")
-            });
-            let key = api_key.or_else(|| cfg.admin_key().map(str::to_owned));
-            match backup_client::run(&url, key.as_deref(), &out) {
-                Ok(done) => {
-                    println!(
-                        "{}: {} bytes, {} events, schema version {}",
-                        out.display(),
-                        done.bytes,
-                        done.events,
-                        done.schema_version
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("herald: backup failed: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Backup { out, target } => cli::backup(&out, &target),
+        Command::Admin(command) => cli::run(command),
     }
 }

@@ -29,10 +29,15 @@ fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 }
 
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    typed(status, "application/json", body)
+}
+
+/// An answer of any media type.
+pub fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

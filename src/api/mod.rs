@@ -11,6 +11,8 @@ pub mod http;
 mod keys;
 mod listener;
 mod mail;
+mod metrics;
+mod openapi;
 mod portal;
 mod public;
 pub mod routes;
@@ -20,6 +22,7 @@ mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -140,7 +143,11 @@ pub async fn serve(
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) -> Resp {
-    respond(route(state, req, surface).await)
+    let started = Instant::now();
+    let mut slot = metrics::RequestSlot::unmatched(req.method());
+    let resp = respond(route(state, req, surface, &mut slot).await);
+    slot.observe(resp.status(), started.elapsed());
+    resp
 }
 
 /// A handler's outcome as the client gets it; server-side failures are logged.
@@ -183,14 +190,23 @@ fn authorize(
     Ok(Some(access))
 }
 
+/// Sets `slot` to the row that serves the request, if one does.
 async fn route(
     state: Arc<AppState>,
     req: Request<Incoming>,
     surface: Surface,
+    slot: &mut metrics::RequestSlot,
 ) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_owned();
     let (route, params) = match routes::resolve(surface, req.method(), &path) {
-        routes::Resolved::Found { route, params } => (route, params),
+        routes::Resolved::Found {
+            route,
+            index,
+            params,
+        } => {
+            *slot = metrics::RequestSlot::row(index);
+            (route, params)
+        }
         // Whoever may not use a route does not learn which methods it has,
         // and a keyless caller learns nothing of the API's paths.
         routes::Resolved::MethodNotAllowed { allow, auth } => {
@@ -314,6 +330,8 @@ async fn dispatch(
         KeysList => keys::list(state, req).await,
         KeyRevoke => keys::revoke(state, param).await,
         PortalLinksCreate => portal::create_link(state, req).await,
+        Metrics => metrics::scrape(state, req).await,
+        OpenApi => openapi::serve(req),
         Healthz
         | Readyz
         | UnsubscribePage

@@ -59,6 +59,8 @@ pub enum RouteId {
     KeysCreate,
     KeysList,
     KeyRevoke,
+    Metrics,
+    OpenApi,
     PortalLinksCreate,
     PortalPage,
     PortalScript,
@@ -529,6 +531,20 @@ pub static ROUTES: &[Route] = &[
         "Revoke an API key",
     ),
     route(
+        Metrics,
+        Method::GET,
+        "/metrics",
+        Untenanted,
+        "Prometheus metrics of every tenant's traffic",
+    ),
+    route(
+        OpenApi,
+        Method::GET,
+        "/v1/openapi.json",
+        ByMethod,
+        "This API's OpenAPI 3.1 description",
+    ),
+    route(
         PortalLinksCreate,
         Method::POST,
         "/v1/portal-links",
@@ -651,6 +667,8 @@ pub static ROUTES: &[Route] = &[
 pub enum Resolved<'p> {
     Found {
         route: &'static Route,
+        /// The row's position in `ROUTES`.
+        index: usize,
         /// The values of the template's `{…}` segments, in order.
         params: Vec<&'p str>,
     },
@@ -710,10 +728,16 @@ pub fn resolve<'p>(surface: Surface, method: &Method, path: &'p str) -> Resolved
             .iter()
             .filter(move |row| row.path == template && (surface == Surface::Private || row.public))
     };
-    match same_path().find(|row| row.method == *method) {
-        Some(route) => {
+    match ROUTES.iter().enumerate().find(|(_, row)| {
+        row.path == template && row.method == *method && (surface == Surface::Private || row.public)
+    }) {
+        Some((index, route)) => {
             fit(route.path, &segments, &mut params);
-            Resolved::Found { route, params }
+            Resolved::Found {
+                route,
+                index,
+                params,
+            }
         }
         None => {
             // In one fixed order, whatever the table's.
@@ -736,7 +760,12 @@ mod tests {
 
     fn found(surface: Surface, method: Method, path: &str) -> Option<(RouteId, Vec<String>)> {
         match resolve(surface, &method, path) {
-            Resolved::Found { route, params } => {
+            Resolved::Found {
+                route,
+                index,
+                params,
+            } => {
+                assert!(std::ptr::eq(&ROUTES[index], route));
                 Some((route.id, params.into_iter().map(str::to_owned).collect()))
             }
             _ => None,

@@ -18,6 +18,7 @@ use super::relay::{Destination, RelayClient, RelayTlsConfig, Reply};
 use super::settings::{MailSettings, PublicSettings};
 use super::unsubscribe::TokenKey;
 use crate::clock;
+use crate::metrics::{self, SendResult};
 use crate::scheduler::{Admit, Dispatch, Ended, Inbox, Job, TokenBucket};
 use crate::store::due::stream_key;
 use crate::store::records::EmailStatus;
@@ -329,6 +330,9 @@ impl MailWorker {
                 about_recipient: false,
             },
         };
+        if let Some(series) = metrics::mail_stream(stream) {
+            series.sent(SendResult::of_reply(reply.code), started.elapsed());
+        }
         let report = AttemptReport {
             at_ms,
             code: reply.code,

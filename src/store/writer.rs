@@ -403,6 +403,7 @@ fn commit_group(
     let before = memory.log;
     let mut completions: Vec<Complete> = Vec::with_capacity(size);
     let result = apply_and_commit(store, batch, memory, &mut completions);
+    crate::metrics::WRITER.committed(size, started.elapsed(), result.is_ok());
     let fatal = matches!(result, Err(StoreError::Redb(_)));
     let outcome = match result {
         Ok(()) => {

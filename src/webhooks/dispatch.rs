@@ -19,6 +19,7 @@ use super::{ledger, payload, signing};
 use crate::clock;
 use crate::events::ID_PREFIX as EVENT_ID_PREFIX;
 use crate::ids;
+use crate::metrics::{self, DeliveryOutcome};
 use crate::retry::{self, RetryPolicy};
 use crate::scheduler::{Admit, Dispatch, Ended, Inbox, Job};
 use crate::store::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord};
@@ -291,7 +292,9 @@ async fn attempt(
     };
     let msg_id = ids::format(EVENT_ID_PREFIX, loaded.delivery.event_id);
     let started_ms = clock::now_ms();
+    let started = Instant::now();
     let outcome = send(ctx, &loaded.endpoint, &msg_id, loaded.body).await;
+    let took = started.elapsed();
     let failure = outcome.failure.as_ref().map(client::Failure::kind);
     let attempt = AttemptRecord {
         at_ms: started_ms,
@@ -315,11 +318,20 @@ async fn attempt(
     // The request was made: its outcome must be recorded, not shed (an
     // unrecorded attempt is made again).
     let policy = ctx.policy.clone();
-    ctx.writer
+    let status = ctx
+        .writer
         .write_waiting(move |txn| {
             ledger::record_attempt(txn, delivery_id, attempt, &report, &policy)
         })
         .await
-        .map(|()| Ok(outcome))
-        .map_err(|e| format!("the attempt's outcome was not written: {e}"))
+        .map_err(|e| format!("the attempt's outcome was not written: {e}"))?;
+    if let Some(status) = status {
+        let outcome = match status {
+            _ if (200..300).contains(&outcome.status) => DeliveryOutcome::Success,
+            DeliveryStatus::Failed if !manual => DeliveryOutcome::Dead,
+            _ => DeliveryOutcome::Failure,
+        };
+        metrics::WEBHOOKS.attempted(outcome, took);
+    }
+    Ok(Ok(outcome))
 }

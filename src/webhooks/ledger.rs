@@ -27,18 +27,19 @@ pub fn parse_delivery_id(text: &str) -> Option<u64> {
 /// Records `attempt` on delivery `delivery_id` and applies what the policy
 /// decides: the next attempt, the endpoint's streak and state, and Herald's
 /// own events. Nothing happens if the delivery or its endpoint is gone.
+/// Returns the delivery's status after the attempt, when it was recorded.
 pub fn record_attempt(
     txn: &mut WriteTxn<'_>,
     delivery_id: u64,
     attempt: AttemptRecord,
     report: &Report,
     policy: &Policy,
-) -> Result<(), StoreError> {
+) -> Result<Option<DeliveryStatus>, StoreError> {
     let Some(mut delivery) = txn.delivery(delivery_id)? else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(mut endpoint) = txn.endpoint(delivery.endpoint_id).cloned() else {
-        return Ok(());
+        return Ok(None);
     };
     let now = clock::now_ms();
     let decision = policy::decide(&delivery, &endpoint, report, policy, now);
@@ -84,7 +85,7 @@ pub fn record_attempt(
             Some(endpoint_id),
         )?;
     }
-    Ok(())
+    Ok(Some(decision.status))
 }
 
 /// Changes endpoint `id` with `change` (which may refuse, leaving it as it
