@@ -14,6 +14,7 @@ mod listener;
 mod mail;
 mod metrics;
 mod openapi;
+mod portal;
 mod public;
 pub mod routes;
 mod streams;
@@ -38,6 +39,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::feedback::sns_fetch::SnsFetcher;
 use crate::mail::dispatch::MailContext;
+use crate::portal_link::PortalKey;
 use crate::store::{ReadTxn, Store, StoreError, Writer};
 use crate::tracking::segment::Call;
 use crate::webhooks::dispatch::AttemptContext;
@@ -56,6 +58,9 @@ pub struct AppState {
     pub sns: Option<Arc<SnsFetcher>>,
     /// The event catalog, compiled: what ingest checks events against.
     pub catalog: Arc<Catalog>,
+    /// Signs and checks customer portal links; its secret is kept in the
+    /// file, so links outlive restarts and restores.
+    pub portal_links: PortalKey,
 }
 
 /// Which routes a listener serves.
@@ -78,6 +83,7 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         let stored_keys = store.read()?.api_keys()?;
         let catalog = Arc::new(Catalog::load(store.read()?.event_types()?));
+        let portal_links = PortalKey::new(store.persistent_secret("portal")?);
         // The configuration check already read the CA file the same way.
         let sns = config
             .feedback
@@ -93,6 +99,7 @@ impl AppState {
         Ok(AppState {
             sns,
             catalog,
+            portal_links,
             hooks,
             mail,
             keys: ApiKeys::new(&config.keys, &stored_keys),
@@ -144,7 +151,14 @@ pub async fn serve(
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) -> Resp {
     let started = Instant::now();
     let mut slot = metrics::RequestSlot::unmatched(req.method());
-    let resp = match route(state, req, surface, &mut slot).await {
+    let resp = respond(route(state, req, surface, &mut slot).await);
+    slot.observe(resp.status(), started.elapsed());
+    resp
+}
+
+/// A handler's outcome as the client gets it; server-side failures are logged.
+fn respond(outcome: Result<Resp, ApiError>) -> Resp {
+    match outcome {
         Ok(resp) => resp,
         Err(e) => {
             if e.status.is_server_error() {
@@ -152,9 +166,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) 
             }
             error_response(&e)
         }
-    };
-    slot.observe(resp.status(), started.elapsed());
-    resp
+    }
 }
 
 /// Checks the key a route needs; `None` for routes with their own scheme.
@@ -224,35 +236,52 @@ async fn route(
         routes::Resolved::NotFound => return Err(not_found(&path)),
     };
     let access = authorize(&state, &req, route.auth)?;
-    // No template has more than one parameter yet.
-    let param = params.first().copied().unwrap_or_default();
     match access {
-        Some(access) => dispatch(state, &access, route.id, param, req).await,
-        None => dispatch_open(state, route.id, param, req).await,
+        Some(access) => dispatch(state, &access, route.id, &params, req).await,
+        None => dispatch_open(state, route.id, &params, req).await,
     }
 }
 
-/// Routes that authenticate by their own scheme.
+/// Routes that authenticate by their own scheme. `params` are the values
+/// of the template's `{…}` segments, in order.
 async fn dispatch_open(
     state: Arc<AppState>,
     id: RouteId,
-    param: &str,
+    params: &[&str],
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
+    use RouteId::*;
+    let param = params.first().copied().unwrap_or_default();
     match id {
-        RouteId::Healthz => Ok(admin::healthz()),
-        RouteId::Readyz => Ok(admin::readyz(&state)),
+        Healthz => Ok(admin::healthz()),
+        Readyz => Ok(admin::readyz(&state)),
         // Unsubscribe links work on the private listener too, so the
         // default install (no public listener) can follow its own links.
-        RouteId::UnsubscribePage | RouteId::UnsubscribeOneClick => {
-            public::unsubscribe(state, param, req).await
-        }
-        RouteId::FeedbackReceive => feedback::receive(state, param, req).await,
-        RouteId::SegmentBatch => tracking::ingest(state, None, req).await,
-        RouteId::SegmentCall => {
+        UnsubscribePage | UnsubscribeOneClick => public::unsubscribe(state, param, req).await,
+        FeedbackReceive => feedback::receive(state, param, req).await,
+        SegmentBatch => tracking::ingest(state, None, req).await,
+        SegmentCall => {
             let name = req.uri().path().trim_start_matches("/v1/").to_owned();
             tracking::ingest(state, Call::parse(&name), req).await
         }
+        PortalPage => Ok(portal::page(&state, param)),
+        PortalScript => Ok(portal::script()),
+        PortalStyle => Ok(portal::style()),
+        PortalSession
+        | PortalEndpointsList
+        | PortalEndpointsCreate
+        | PortalEndpointGet
+        | PortalEndpointPatch
+        | PortalEndpointStats
+        | PortalEndpointSecret
+        | PortalEndpointRotateSecret
+        | PortalEndpointTest
+        | PortalEndpointEnable
+        | PortalEndpointDisable
+        | PortalDeliveriesList
+        | PortalDeliveryGet
+        | PortalDeliveryRetry
+        | PortalEventTypes => Ok(portal::api(state, id, params, req).await),
         other => {
             tracing::error!(route = ?other, "a keyed route reached the open dispatcher");
             Err(ApiError::unavailable("route misconfigured"))
@@ -267,10 +296,11 @@ async fn dispatch(
     state: Arc<AppState>,
     access: &access::Access,
     id: RouteId,
-    param: &str,
+    params: &[&str],
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     use RouteId::*;
+    let param = params.first().copied().unwrap_or_default();
     match id {
         EventsCreate => events::create(state, access, req).await,
         EventsList => events::list(state, access, req).await,
@@ -315,14 +345,38 @@ async fn dispatch(
         KeysCreate => keys::create(state, req).await,
         KeysList => keys::list(state, req).await,
         KeyRevoke => keys::revoke(state, param).await,
+        PortalLinksCreate => portal::create_link(state, req).await,
         Metrics => metrics::scrape(state, req).await,
         OpenApi => openapi::serve(req),
         EventTypesList => catalog::list(state, req).await,
         EventTypeGet => catalog::get(state, param).await,
         EventTypePut => catalog::put(state, param, req).await,
         EventTypeDelete => catalog::delete(state, param).await,
-        Healthz | Readyz | UnsubscribePage | UnsubscribeOneClick | FeedbackReceive
-        | SegmentBatch | SegmentCall => dispatch_open(state, id, param, req).await,
+        Healthz
+        | Readyz
+        | UnsubscribePage
+        | UnsubscribeOneClick
+        | FeedbackReceive
+        | SegmentBatch
+        | SegmentCall
+        | PortalPage
+        | PortalScript
+        | PortalStyle
+        | PortalSession
+        | PortalEndpointsList
+        | PortalEndpointsCreate
+        | PortalEndpointGet
+        | PortalEndpointPatch
+        | PortalEndpointStats
+        | PortalEndpointSecret
+        | PortalEndpointRotateSecret
+        | PortalEndpointTest
+        | PortalEndpointEnable
+        | PortalEndpointDisable
+        | PortalDeliveriesList
+        | PortalDeliveryGet
+        | PortalDeliveryRetry
+        | PortalEventTypes => dispatch_open(state, id, params, req).await,
     }
 }
 

@@ -65,6 +65,25 @@ pub enum RouteId {
     EventTypeGet,
     EventTypePut,
     EventTypeDelete,
+    PortalLinksCreate,
+    PortalPage,
+    PortalScript,
+    PortalStyle,
+    PortalSession,
+    PortalEndpointsList,
+    PortalEndpointsCreate,
+    PortalEndpointGet,
+    PortalEndpointPatch,
+    PortalEndpointStats,
+    PortalEndpointSecret,
+    PortalEndpointRotateSecret,
+    PortalEndpointTest,
+    PortalEndpointEnable,
+    PortalEndpointDisable,
+    PortalDeliveriesList,
+    PortalDeliveryGet,
+    PortalDeliveryRetry,
+    PortalEventTypes,
 }
 
 /// Who may call a route.
@@ -562,6 +581,123 @@ pub static ROUTES: &[Route] = &[
         SharedByTenants,
         "Remove an event type from the catalog",
     ),
+    route(
+        PortalLinksCreate,
+        Method::POST,
+        "/v1/portal-links",
+        UnscopedAdmin,
+        "A signed, expiring link to one tenant's customer portal",
+    ),
+    // The customer portal: the token in the path is the credential, so its
+    // rows take no API key and face the internet like unsubscribe links.
+    public(
+        PortalPage,
+        Method::GET,
+        "/portal/{token}",
+        "The customer portal's page for the link's tenant",
+    ),
+    public(
+        PortalScript,
+        Method::GET,
+        "/portal-assets/portal.js",
+        "The customer portal's script",
+    ),
+    public(
+        PortalStyle,
+        Method::GET,
+        "/portal-assets/portal.css",
+        "The customer portal's style sheet",
+    ),
+    public(
+        PortalSession,
+        Method::GET,
+        "/portal/{token}/api/session",
+        "Portal: the link's tenant and expiry",
+    ),
+    public(
+        PortalEndpointsList,
+        Method::GET,
+        "/portal/{token}/api/endpoints",
+        "Portal: the tenant's webhook endpoints",
+    ),
+    public(
+        PortalEndpointsCreate,
+        Method::POST,
+        "/portal/{token}/api/endpoints",
+        "Portal: create an endpoint for the tenant",
+    ),
+    public(
+        PortalEndpointGet,
+        Method::GET,
+        "/portal/{token}/api/endpoints/{id}",
+        "Portal: one of the tenant's endpoints",
+    ),
+    public(
+        PortalEndpointPatch,
+        Method::PATCH,
+        "/portal/{token}/api/endpoints/{id}",
+        "Portal: change one of the tenant's endpoints",
+    ),
+    public(
+        PortalEndpointStats,
+        Method::GET,
+        "/portal/{token}/api/endpoints/{id}/stats",
+        "Portal: an endpoint's delivery health",
+    ),
+    public(
+        PortalEndpointSecret,
+        Method::GET,
+        "/portal/{token}/api/endpoints/{id}/secret",
+        "Portal: an endpoint's signing secret",
+    ),
+    public(
+        PortalEndpointRotateSecret,
+        Method::POST,
+        "/portal/{token}/api/endpoints/{id}/rotate-secret",
+        "Portal: replace an endpoint's signing secret",
+    ),
+    public(
+        PortalEndpointTest,
+        Method::POST,
+        "/portal/{token}/api/endpoints/{id}/test",
+        "Portal: send a test delivery now",
+    ),
+    public(
+        PortalEndpointEnable,
+        Method::POST,
+        "/portal/{token}/api/endpoints/{id}/enable",
+        "Portal: enable an endpoint",
+    ),
+    public(
+        PortalEndpointDisable,
+        Method::POST,
+        "/portal/{token}/api/endpoints/{id}/disable",
+        "Portal: disable an endpoint",
+    ),
+    public(
+        PortalDeliveriesList,
+        Method::GET,
+        "/portal/{token}/api/deliveries",
+        "Portal: the tenant's deliveries",
+    ),
+    public(
+        PortalDeliveryGet,
+        Method::GET,
+        "/portal/{token}/api/deliveries/{id}",
+        "Portal: one delivery with every attempt",
+    ),
+    public(
+        PortalDeliveryRetry,
+        Method::POST,
+        "/portal/{token}/api/deliveries/{id}/retry",
+        "Portal: attempt a delivery again now",
+    ),
+    public(
+        PortalEventTypes,
+        Method::GET,
+        "/portal/{token}/api/event-types",
+        "Portal: the event catalog with sample payloads",
+    ),
 ];
 
 /// A request matched against the table.
@@ -704,6 +840,28 @@ mod tests {
         assert!(found(Surface::Public, Method::POST, "/feedback/ses").is_some());
         assert!(found(Surface::Private, Method::GET, "/v1/events/").is_none());
         assert!(found(Surface::Private, Method::GET, "/v1/endpoints/ep_1/nope").is_none());
+    }
+
+    #[test]
+    fn portal_rows_face_both_listeners_take_no_key_and_pass_every_parameter() {
+        for surface in [Surface::Public, Surface::Private] {
+            assert_eq!(
+                found(surface, Method::POST, "/portal/tok/api/endpoints/ep_1/test"),
+                Some((PortalEndpointTest, vec!["tok".into(), "ep_1".into()]))
+            );
+            assert_eq!(
+                found(surface, Method::GET, "/portal/tok"),
+                Some((PortalPage, vec!["tok".into()]))
+            );
+        }
+        for row in ROUTES.iter().filter(|r| r.path.starts_with("/portal")) {
+            assert!(row.public && row.auth == Own, "{} {}", row.method, row.path);
+        }
+        assert!(found(Surface::Public, Method::POST, "/v1/portal-links").is_none());
+        assert_eq!(
+            found(Surface::Private, Method::POST, "/v1/portal-links"),
+            Some((PortalLinksCreate, vec![]))
+        );
     }
 
     #[test]

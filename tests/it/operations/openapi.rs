@@ -567,6 +567,7 @@ fn the_document_is_valid_describes_every_route_and_real_answers_match_it() {
     assert_eq!(backup.status, 200);
     let metrics = r.call("GET", "/metrics", "/metrics", Some(ADMIN), None);
     assert_eq!(metrics.status, 200);
+    portal_routes(&mut r, &receiver);
     r.admin("DELETE", "/v1/endpoints/{id}", &ep_path(""), None);
 
     let exercised: BTreeSet<(String, String)> = r
@@ -616,4 +617,142 @@ fn a_schema_that_disagrees_with_an_answer_is_caught() {
     let problems = String::from_utf8_lossy(&out.stdout);
     assert!(problems.contains("seq"), "{problems}");
     assert!(problems.contains("299 is not documented"), "{problems}");
+}
+
+/// The customer portal's routes, called as its page does: with the link's
+/// token in the path and no API key.
+fn portal_routes(r: &mut Recorder, receiver: &Receiver) {
+    let link = r.admin(
+        "POST",
+        "/v1/portal-links",
+        "/v1/portal-links",
+        Some(&json!({"tenant": "acme", "ttl_secs": 600})),
+    );
+    let token = s(&link["url"]).rsplit('/').next().unwrap().to_owned();
+    let addr = r.addr;
+    let mut portal = |method: &str, template: &str, rest: &str, body: Option<&Value>| {
+        let path = format!("/portal/{token}{rest}");
+        let resp = r.call(method, template, &path, None, body);
+        assert!(
+            (200..300).contains(&resp.status),
+            "{method} {path}: {} {}",
+            resp.status,
+            resp.text()
+        );
+        if resp.text().is_empty()
+            || !resp
+                .header("content-type")
+                .unwrap_or_default()
+                .starts_with("application/json")
+        {
+            Value::Null
+        } else {
+            resp.json()
+        }
+    };
+    portal("GET", "/portal/{token}", "", None);
+    portal("GET", "/portal/{token}/api/session", "/api/session", None);
+    portal(
+        "GET",
+        "/portal/{token}/api/event-types",
+        "/api/event-types",
+        None,
+    );
+    let body = json!({"url": receiver.url("/portal"), "event_types": ["portal.*"]});
+    let created = portal(
+        "POST",
+        "/portal/{token}/api/endpoints",
+        "/api/endpoints",
+        Some(&body),
+    );
+    let ep = format!("/api/endpoints/{}", s(&created["id"]));
+    let at = |tail: &str| format!("{ep}{tail}");
+    portal(
+        "GET",
+        "/portal/{token}/api/endpoints",
+        "/api/endpoints",
+        None,
+    );
+    portal("GET", "/portal/{token}/api/endpoints/{id}", &at(""), None);
+    portal(
+        "PATCH",
+        "/portal/{token}/api/endpoints/{id}",
+        &at(""),
+        Some(&json!({"description": "from the portal"})),
+    );
+    portal(
+        "GET",
+        "/portal/{token}/api/endpoints/{id}/stats",
+        &at("/stats"),
+        None,
+    );
+    portal(
+        "GET",
+        "/portal/{token}/api/endpoints/{id}/secret",
+        &at("/secret"),
+        None,
+    );
+    portal(
+        "POST",
+        "/portal/{token}/api/endpoints/{id}/rotate-secret",
+        &at("/rotate-secret"),
+        Some(&json!({})),
+    );
+    portal(
+        "POST",
+        "/portal/{token}/api/endpoints/{id}/test",
+        &at("/test"),
+        None,
+    );
+    portal(
+        "POST",
+        "/portal/{token}/api/endpoints/{id}/disable",
+        &at("/disable"),
+        None,
+    );
+    portal(
+        "POST",
+        "/portal/{token}/api/endpoints/{id}/enable",
+        &at("/enable"),
+        None,
+    );
+    let event = json!({"type": "portal.opened", "tenant": "acme"});
+    let resp = request(
+        addr,
+        "POST",
+        "/v1/events",
+        &[("Authorization", &format!("Bearer {ADMIN}")), JSON],
+        event.to_string().as_bytes(),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let listed = format!("/api/deliveries?endpoint={}", s(&created["id"]));
+    let mut page = Value::Null;
+    let delivered = wait_until(deadline(SETTLE), || {
+        page = portal("GET", "/portal/{token}/api/deliveries", &listed, None);
+        page["deliveries"][0]["status"] == "succeeded"
+    });
+    assert!(
+        delivered,
+        "the portal endpoint's delivery did not succeed: {page}"
+    );
+    let delivery = format!("/api/deliveries/{}", s(&page["deliveries"][0]["id"]));
+    portal(
+        "GET",
+        "/portal/{token}/api/deliveries/{id}",
+        &delivery,
+        None,
+    );
+    portal(
+        "POST",
+        "/portal/{token}/api/deliveries/{id}/retry",
+        &format!("{delivery}/retry"),
+        None,
+    );
+    for (asset, template) in [
+        ("/portal-assets/portal.js", "/portal-assets/portal.js"),
+        ("/portal-assets/portal.css", "/portal-assets/portal.css"),
+    ] {
+        let resp = r.call("GET", template, asset, None, None);
+        assert_eq!(resp.status, 200, "{asset}");
+    }
 }

@@ -1,11 +1,14 @@
 //! Tenants as a boundary, tried against the real daemon: two tenants, each
 //! with a read and a write key, probing each other's objects on every
-//! route; keys created and revoked through the API; and webhooks that
-//! carry a tenant's events to that tenant's endpoints only.
+//! route; keys created and revoked through the API; webhooks that
+//! carry a tenant's events to that tenant's endpoints only; and the
+//! customer portal, over HTTP and in a browser.
 
 mod isolation;
 mod keys;
 mod mail_and_tracking;
+mod portal;
+mod portal_ui;
 mod routing;
 
 use std::net::SocketAddr;
