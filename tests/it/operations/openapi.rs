@@ -435,6 +435,62 @@ fn the_document_is_valid_describes_every_route_and_real_answers_match_it() {
     r.admin("GET", "/v1/dead-letters", "/v1/dead-letters", None);
     r.admin("GET", "/v1/endpoints/{id}/stats", &ep_path("/stats"), None);
 
+    // The event catalog: a type with a schema, an event it refuses, and a
+    // pinned endpoint's field in the endpoint's answer.
+    let invoice_type = "/v1/event-types/invoice.paid";
+    let definition = json!({"description": "An invoice was paid.", "versions": {
+        "1": {"schema": {"type": "object", "required": ["amount"],
+                         "properties": {"amount": {"type": "integer"}}},
+              "sample": {"amount": 4200}}}});
+    r.admin(
+        "PUT",
+        "/v1/event-types/{name}",
+        invoice_type,
+        Some(&definition),
+    );
+    r.admin(
+        "PUT",
+        "/v1/event-types/{name}",
+        invoice_type,
+        Some(&definition),
+    );
+    assert_eq!(
+        r.call(
+            "PUT",
+            "/v1/event-types/{name}",
+            invoice_type,
+            Some(ADMIN),
+            Some(&json!({"versions": {"1": {"schema": {"type": "nonsense"}, "sample": {}}}}))
+        )
+        .status,
+        400
+    );
+    r.admin("GET", "/v1/event-types", "/v1/event-types", None);
+    r.admin("GET", "/v1/event-types/{name}", invoice_type, None);
+    assert_eq!(
+        r.call(
+            "POST",
+            "/v1/events",
+            "/v1/events",
+            Some(ADMIN),
+            Some(&json!({"type": "invoice.paid", "data": {"amount": "lots"}}))
+        )
+        .status,
+        422
+    );
+    r.admin("DELETE", "/v1/event-types/{name}", invoice_type, None);
+    assert_eq!(
+        r.call(
+            "GET",
+            "/v1/event-types/{name}",
+            invoice_type,
+            Some(ADMIN),
+            None
+        )
+        .status,
+        404
+    );
+
     // Mail, suppressions, feedback and streams.
     let mail = json!({"from": "no-reply@example.com", "to": ["ann@example.net"], "subject": "Hi",
                       "text": "Hello.", "idempotency_key": "mail-1", "tags": {"kind": "receipt"}});
