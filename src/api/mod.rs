@@ -4,6 +4,7 @@
 pub mod access;
 mod admin;
 pub mod auth;
+mod dashboard;
 pub mod error;
 mod events;
 mod feedback;
@@ -11,8 +12,10 @@ pub mod http;
 mod keys;
 mod listener;
 mod mail;
+mod overview;
 mod public;
 pub mod routes;
+pub mod sessions;
 mod streams;
 mod tracking;
 mod webhooks;
@@ -49,6 +52,10 @@ pub struct AppState {
     pub mail: Arc<MailContext>,
     /// Fetches and caches SNS signing certificates; `None` without SES.
     pub sns: Option<Arc<SnsFetcher>>,
+    /// Dashboard sign-ins.
+    pub sessions: sessions::Sessions,
+    /// The file's size and the queues' depth as the dashboard saw them.
+    pub history: overview::History,
 }
 
 /// Which routes a listener serves.
@@ -89,8 +96,10 @@ impl AppState {
             keys: ApiKeys::new(&config.keys, &stored_keys),
             store,
             writer,
-            config,
             backup_slot: Arc::new(Semaphore::new(1)),
+            sessions: sessions::Sessions::new(config.admin_session_ttl),
+            history: overview::History::default(),
+            config,
         })
     }
 }
@@ -144,6 +153,24 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) 
     }
 }
 
+/// Whom a request speaks for: its bearer key, or else its dashboard
+/// session cookie, which counts only with the session's CSRF header.
+fn caller(state: &AppState, headers: &hyper::HeaderMap) -> Result<access::Access, ApiError> {
+    if !state.keys.is_open() && http::bearer(headers).is_none() {
+        if let Some(token) = sessions::cookie(headers) {
+            let key = state
+                .sessions
+                .verify(token, headers, std::time::Instant::now())?;
+            // A revoked key ends its sessions with it.
+            return state
+                .keys
+                .grant_of_hash(&key)
+                .ok_or_else(ApiError::unauthorized);
+        }
+    }
+    state.keys.check(headers)
+}
+
 /// Checks the key a route needs; `None` for routes with their own scheme.
 fn authorize(
     state: &AppState,
@@ -153,7 +180,7 @@ fn authorize(
     if auth == Auth::Own {
         return Ok(None);
     }
-    let access = state.keys.check(req.headers())?;
+    let access = caller(state, req.headers())?;
     match auth {
         Auth::Own => {}
         Auth::ByMethod => access.require(access::role_for_method(req.method()))?,
@@ -186,7 +213,7 @@ async fn route(
             return Err(ApiError::method_not_allowed_list(allow));
         }
         routes::Resolved::NotFound if path.starts_with("/v1/") && surface == Surface::Private => {
-            state.keys.check(req.headers())?;
+            caller(&state, req.headers())?;
             return Err(not_found(&path));
         }
         routes::Resolved::NotFound => return Err(not_found(&path)),
@@ -216,6 +243,10 @@ async fn dispatch_open(
             public::unsubscribe(state, param, req).await
         }
         RouteId::FeedbackReceive => feedback::receive(state, param, req).await,
+        RouteId::DashboardPage => dashboard::page(state, req).await,
+        RouteId::DashboardAsset => dashboard::asset(param, &req),
+        RouteId::DashboardSignIn => dashboard::sign_in(state, req).await,
+        RouteId::DashboardSignOut => dashboard::sign_out(state, req).await,
         RouteId::SegmentBatch => tracking::ingest(state, None, req).await,
         RouteId::SegmentCall => {
             let name = req.uri().path().trim_start_matches("/v1/").to_owned();
@@ -283,8 +314,10 @@ async fn dispatch(
         KeysCreate => keys::create(state, req).await,
         KeysList => keys::list(state, req).await,
         KeyRevoke => keys::revoke(state, param).await,
+        AdminOverview => overview::overview(state, req).await,
         Healthz | Readyz | UnsubscribePage | UnsubscribeOneClick | FeedbackReceive
-        | SegmentBatch | SegmentCall => dispatch_open(state, id, param, req).await,
+        | SegmentBatch | SegmentCall | DashboardPage | DashboardAsset | DashboardSignIn
+        | DashboardSignOut => dispatch_open(state, id, param, req).await,
     }
 }
 

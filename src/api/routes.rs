@@ -59,6 +59,11 @@ pub enum RouteId {
     KeysCreate,
     KeysList,
     KeyRevoke,
+    AdminOverview,
+    DashboardPage,
+    DashboardAsset,
+    DashboardSignIn,
+    DashboardSignOut,
 }
 
 /// Who may call a route.
@@ -508,6 +513,41 @@ pub static ROUTES: &[Route] = &[
         "/v1/keys/{id}",
         UnscopedAdmin,
         "Revoke an API key",
+    ),
+    route(
+        AdminOverview,
+        Method::GET,
+        "/v1/admin/overview",
+        UnscopedAdmin,
+        "The dashboard's overview: events, deliveries, queues and streams over the last hour",
+    ),
+    route(
+        DashboardPage,
+        Method::GET,
+        "/admin",
+        Own,
+        "The admin dashboard: its sign-in page, or the app once signed in",
+    ),
+    route(
+        DashboardAsset,
+        Method::GET,
+        "/admin/assets/{name}",
+        Own,
+        "The dashboard's scripts and styles",
+    ),
+    route(
+        DashboardSignIn,
+        Method::POST,
+        "/admin/session",
+        Own,
+        "Sign in to the dashboard with an admin API key: a session cookie and its CSRF token",
+    ),
+    route(
+        DashboardSignOut,
+        Method::POST,
+        "/admin/logout",
+        Own,
+        "End the dashboard session",
     ),
 ];
 

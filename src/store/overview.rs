@@ -1,0 +1,119 @@
+//! Bounded reads behind the operator's overview: arrivals per minute found
+//! by searching the log instead of scanning it, and the schedule's depth
+//! and oldest job counted up to a cap.
+
+use redb::ReadableTable;
+
+use super::due::Queue;
+use super::records::{EmailStatus, EventRecord};
+use super::tables::{DUE, EMAILS_BY_STREAM_STATUS, EVENTS};
+use super::{get_record, ReadTxn, StoreError};
+use super::mail::email_status_code;
+
+/// A count that may have stopped at its cap: then `count` is a lower bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounded {
+    pub count: u64,
+    pub capped: bool,
+}
+
+/// What one queue of the schedule holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub depth: Bounded,
+    /// The earliest due time of any job (Unix ms); `None` when empty.
+    pub oldest_due_ms: Option<i64>,
+}
+
+fn count_up_to<I, T, E>(rows: I, cap: u64) -> Result<Bounded, StoreError>
+where
+    I: Iterator<Item = Result<T, E>>,
+    StoreError: From<E>,
+{
+    let mut count = 0;
+    for row in rows {
+        row?;
+        if count == cap {
+            return Ok(Bounded {
+                count,
+                capped: true,
+            });
+        }
+        count += 1;
+    }
+    Ok(Bounded {
+        count,
+        capped: false,
+    })
+}
+
+impl ReadTxn {
+    /// For each of `boundaries` (ascending Unix ms), the seq the log had
+    /// reached by then: the first event received at or after it, or one past
+    /// the last. Differences of neighbours are the events received between
+    /// them, deleted ones included. Each boundary costs a binary search.
+    pub fn log_positions_at(&self, boundaries: &[i64]) -> Result<Vec<u64>, StoreError> {
+        let events = self.txn.open_table(EVENTS)?;
+        let (Some(first), Some(last)) = (events.first()?, events.last()?) else {
+            return Ok(vec![1; boundaries.len()]);
+        };
+        let (first, last) = (first.0.value(), last.0.value());
+        // Retention leaves holes: a probe lands on the next stored event.
+        let at_or_after = |seq: u64| -> Result<Option<(u64, EventRecord)>, StoreError> {
+            let Some(row) = events.range(seq..)?.next() else {
+                return Ok(None);
+            };
+            let found = row?.0.value();
+            Ok(get_record::<u64, EventRecord>(&events, found)?.map(|r| (found, r)))
+        };
+        let mut out = Vec::with_capacity(boundaries.len());
+        let mut lo = first;
+        for &boundary in boundaries {
+            let mut hi = last + 1;
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match at_or_after(mid)? {
+                    Some((seq, r)) if r.received_at_ms < boundary => lo = seq + 1,
+                    _ => hi = mid,
+                }
+            }
+            out.push(lo);
+        }
+        Ok(out)
+    }
+
+    /// The jobs of `queue` (counted up to `cap`) and the earliest due one.
+    pub fn queue_summary(&self, queue: Queue, cap: u64) -> Result<QueueSummary, StoreError> {
+        let code = queue.code();
+        let table = self.txn.open_table(DUE)?;
+        let depth = count_up_to(
+            table.range((code, 0, 0, 0)..=(code, u128::MAX, u64::MAX, u64::MAX))?,
+            cap,
+        )?;
+        let mut oldest: Option<i64> = None;
+        for key in self.due_keys(queue)? {
+            if let Some((due_ms, _)) = self.due_after(queue, key, None, 1)?.first() {
+                oldest = Some(oldest.map_or(*due_ms, |o| o.min(*due_ms)));
+            }
+        }
+        Ok(QueueSummary {
+            depth,
+            oldest_due_ms: oldest,
+        })
+    }
+
+    /// The messages of `stream` now in `status`, counted up to `cap`.
+    pub fn stream_status_count(
+        &self,
+        stream: &str,
+        status: EmailStatus,
+        cap: u64,
+    ) -> Result<Bounded, StoreError> {
+        let code = email_status_code(status);
+        let table = self.txn.open_table(EMAILS_BY_STREAM_STATUS)?;
+        count_up_to(
+            table.range((stream, code, 0)..=(stream, code, u64::MAX))?,
+            cap,
+        )
+    }
+}
