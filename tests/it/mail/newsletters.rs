@@ -282,3 +282,41 @@ fn one_click_unsubscribe_on_the_public_listener() {
     assert_eq!(news[0]["id"], id);
     assert_eq!(receipts[0]["id"], receipt);
 }
+
+#[test]
+fn a_reader_unsubscribes_by_following_the_link_in_a_browser() {
+    let sink = SmtpSink::start(&Script::always("250"), None);
+    let pki = make_pki();
+    // The links name the public listener itself, so a browser here can
+    // follow them.
+    let base = format!("http://127.0.0.1:{}", unused_port());
+    let d = Daemon::start(&news_config(
+        &sink,
+        &pki.dkim_key,
+        &format!(
+            "[public]\nurl = \"{base}\"\nlisten = \"{}\"\n",
+            base.trim_start_matches("http://")
+        ),
+    ));
+    let reader = "browser-reader@example.net";
+    let id = send_one(d.addr, &newsletter(reader));
+    let got = sink.wait_for_id(&id, deadline(SETTLE));
+    let token = unsubscribe_token(
+        got.header("List-Unsubscribe").expect("List-Unsubscribe"),
+        &base,
+    );
+
+    let browser = Browser::start(900, 700);
+    browser.goto(&format!("{base}/u/{token}"));
+    browser.wait_for_text(reader);
+    assert!(
+        suppressions(d.addr, "").is_empty(),
+        "opening the page changes nothing"
+    );
+    browser.find("form button[type=submit]").click();
+    browser.wait_for_text("Unsubscribed");
+    let listed = suppressions(d.addr, "");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["address"], reader, "{listed:?}");
+    browser.screenshot("unsubscribed");
+}

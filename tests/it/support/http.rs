@@ -64,9 +64,14 @@ pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&
 
 /// Sends raw bytes and reads the answer until the server closes.
 pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    send_raw_within(addr, bytes, IO_TIMEOUT)
+}
+
+/// `send_raw` for a server that may take longer than `IO_TIMEOUT`.
+pub fn send_raw_within(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     if let Err(e) = stream.write_all(bytes) {
         // A server refusing a body early (413) may close before reading all
         // of it; its answer can still be waiting in our receive buffer.
@@ -82,13 +87,33 @@ pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> io::Result<Response> {
     loop {
         match stream.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                // Some servers (chromedriver) keep the connection open
+                // despite `Connection: close`: a complete answer is enough.
+                if has_whole_sized_body(&buf) {
+                    break;
+                }
+            }
             // The same early close can arrive as a reset after the answer.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !buf.is_empty() => break,
             Err(e) => return Err(e),
         }
     }
     parse_response(&buf)
+}
+
+/// Whether `buf` holds a head with `Content-Length` and that many bytes after it.
+fn has_whole_sized_body(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    head.split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .is_some_and(|len| buf.len() >= end + 4 + len)
 }
 
 fn bad(msg: impl Into<String>) -> io::Error {
@@ -172,6 +197,17 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<Response> {
+    try_request_within(addr, method, path, headers, body, IO_TIMEOUT)
+}
+
+pub fn try_request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
     let mut msg = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if !body.is_empty() || method == "POST" || method == "PUT" {
         msg.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -182,7 +218,7 @@ pub fn try_request(
     msg.push_str("\r\n");
     let mut bytes = msg.into_bytes();
     bytes.extend_from_slice(body);
-    send_raw(addr, &bytes)
+    send_raw_within(addr, &bytes, timeout)
 }
 
 pub fn request(
