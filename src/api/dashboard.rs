@@ -9,9 +9,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-    ETAG, IF_NONE_MATCH, LOCATION, REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
+    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, LOCATION, REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
@@ -144,9 +143,10 @@ pub async fn page(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
 /// `GET /admin/assets/{name}`: revalidated by its hash, so a new binary's
 /// assets are picked up at once and an unchanged one costs a 304.
 pub fn asset(name: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
-    let asset = ASSETS.iter().find(|a| a.name == name).ok_or_else(|| {
-        ApiError::not_found("not_found", "no such dashboard asset".to_owned())
-    })?;
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::not_found("not_found", "no such dashboard asset".to_owned()))?;
     let digest = Sha256::digest(asset.body.as_bytes());
     let tag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     let etag = format!("\"{tag}\"");
@@ -179,7 +179,10 @@ fn is_form(headers: &HeaderMap) -> bool {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// The session cookie. `Secure` only when a TLS proxy says the browser
@@ -301,10 +304,7 @@ pub async fn sign_out(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
     )
     .await?;
     if let Some(token) = sessions::cookie(&parts.headers) {
-        match state
-            .sessions
-            .verify(token, &parts.headers, Instant::now())
-        {
+        match state.sessions.verify(token, &parts.headers, Instant::now()) {
             Ok(_) => {
                 state.sessions.end(token);
             }

@@ -18,7 +18,7 @@ use crate::clock;
 use crate::mail::guard::window_json;
 use crate::store::attempt_tally::AttemptTally;
 use crate::store::due::Queue;
-use crate::store::overview::{Bounded, QueueSummary};
+use crate::store::overview::Bounded;
 use crate::store::records::EmailStatus;
 
 const MINUTE_MS: i64 = 60_000;
@@ -66,6 +66,13 @@ impl History {
 
 fn bounded_json(b: Bounded) -> Value {
     json!({ "count": b.count, "capped": b.capped })
+}
+
+/// What one queue of the schedule holds.
+struct QueueSummary {
+    depth: Bounded,
+    /// The earliest due time of any job (Unix ms); `None` when empty.
+    oldest_due_ms: Option<i64>,
 }
 
 fn queue_json(q: &QueueSummary, now_ms: i64) -> Value {
@@ -116,10 +123,14 @@ pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
     let snapshot = read(&state, move |txn| {
         let log_positions = txn.log_positions_at(&boundaries)?;
         let mut per_minute: BTreeMap<i64, AttemptTally> = BTreeMap::new();
+        // The exact counts every status change keeps, so a backlog of
+        // millions costs one row per endpoint.
+        let mut pending = 0;
         for endpoint in txn.endpoints()? {
             for (minute, tally) in txn.endpoint_attempt_tallies(endpoint.id, first_minute)? {
                 per_minute.entry(minute).or_default().merge(&tally);
             }
+            pending += txn.endpoint_delivery_counts(endpoint.id)?.pending;
         }
         let mut stream_rows = Vec::with_capacity(streams.len());
         for name in streams {
@@ -140,8 +151,17 @@ pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
         Ok(Snapshot {
             log_positions,
             per_minute,
-            webhooks: txn.queue_summary(Queue::Webhooks, COUNT_CAP)?,
-            mail: txn.queue_summary(Queue::Mail, COUNT_CAP)?,
+            webhooks: QueueSummary {
+                depth: Bounded {
+                    count: pending,
+                    capped: false,
+                },
+                oldest_due_ms: txn.oldest_due(Queue::Webhooks)?,
+            },
+            mail: QueueSummary {
+                depth: txn.queue_depth(Queue::Mail, COUNT_CAP)?,
+                oldest_due_ms: txn.oldest_due(Queue::Mail)?,
+            },
             streams: stream_rows,
             file_bytes: std::fs::metadata(&path)?.len(),
         })
@@ -162,7 +182,11 @@ pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
     let mut hour = AttemptTally::default();
     let deliveries_per_minute: Vec<Value> = (first_minute..first_minute + MINUTES)
         .map(|minute| {
-            let tally = snapshot.per_minute.get(&minute).cloned().unwrap_or_default();
+            let tally = snapshot
+                .per_minute
+                .get(&minute)
+                .cloned()
+                .unwrap_or_default();
             hour.merge(&tally);
             tally_json(minute * MINUTE_MS, &tally)
         })

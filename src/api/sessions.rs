@@ -198,7 +198,10 @@ mod tests {
             "csrf"
         );
         let wrong = headers(&cookie_line, Some("x"));
-        assert_eq!(sessions.verify(&s.token, &wrong, t0).unwrap_err().status, 403);
+        assert_eq!(
+            sessions.verify(&s.token, &wrong, t0).unwrap_err().status,
+            403
+        );
         assert_eq!(
             sessions.verify("forged", &with, t0).unwrap_err().status,
             401

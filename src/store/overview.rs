@@ -1,28 +1,20 @@
 //! Bounded reads behind the operator's overview: arrivals per minute found
-//! by searching the log instead of scanning it, and the schedule's depth
-//! and oldest job counted up to a cap.
+//! by searching the log instead of scanning it, the schedule counted up
+//! to a cap, and its oldest job found by one seek per key.
 
 use redb::ReadableTable;
 
 use super::due::Queue;
+use super::mail::email_status_code;
 use super::records::{EmailStatus, EventRecord};
 use super::tables::{DUE, EMAILS_BY_STREAM_STATUS, EVENTS};
 use super::{get_record, ReadTxn, StoreError};
-use super::mail::email_status_code;
 
 /// A count that may have stopped at its cap: then `count` is a lower bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounded {
     pub count: u64,
     pub capped: bool,
-}
-
-/// What one queue of the schedule holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueSummary {
-    pub depth: Bounded,
-    /// The earliest due time of any job (Unix ms); `None` when empty.
-    pub oldest_due_ms: Option<i64>,
 }
 
 fn count_up_to<I, T, E>(rows: I, cap: u64) -> Result<Bounded, StoreError>
@@ -82,24 +74,26 @@ impl ReadTxn {
         Ok(out)
     }
 
-    /// The jobs of `queue` (counted up to `cap`) and the earliest due one.
-    pub fn queue_summary(&self, queue: Queue, cap: u64) -> Result<QueueSummary, StoreError> {
+    /// The jobs of `queue`, counted up to `cap`.
+    pub fn queue_depth(&self, queue: Queue, cap: u64) -> Result<Bounded, StoreError> {
         let code = queue.code();
         let table = self.txn.open_table(DUE)?;
-        let depth = count_up_to(
+        count_up_to(
             table.range((code, 0, 0, 0)..=(code, u128::MAX, u64::MAX, u64::MAX))?,
             cap,
-        )?;
+        )
+    }
+
+    /// The earliest due time of any job of `queue` (Unix ms): one seek per
+    /// key, however many jobs each holds.
+    pub fn oldest_due(&self, queue: Queue) -> Result<Option<i64>, StoreError> {
         let mut oldest: Option<i64> = None;
         for key in self.due_keys(queue)? {
             if let Some((due_ms, _)) = self.due_after(queue, key, None, 1)?.first() {
                 oldest = Some(oldest.map_or(*due_ms, |o| o.min(*due_ms)));
             }
         }
-        Ok(QueueSummary {
-            depth,
-            oldest_due_ms: oldest,
-        })
+        Ok(oldest)
     }
 
     /// The messages of `stream` now in `status`, counted up to `cap`.
@@ -115,5 +109,74 @@ impl ReadTxn {
             table.range((stream, code, 0)..=(stream, code, u64::MAX))?,
             cap,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::log::{IndexKeys, NewEventRow};
+    use crate::store::records::EventSource;
+    use crate::store::writer::Listeners;
+    use crate::store::{Store, Writer};
+
+    fn row() -> NewEventRow {
+        NewEventRow {
+            event_type: "a".into(),
+            tenant: None,
+            idempotency_key: None,
+            occurred_at_ms: None,
+            data: "{}".into(),
+            source: EventSource::Api,
+            fingerprint: 0,
+            nonce: 0,
+            index: IndexKeys::of("a", None),
+        }
+    }
+
+    #[test]
+    fn log_positions_count_arrivals_between_boundaries_across_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        writer
+            .write_blocking(|txn| {
+                for at in [1_000, 1_000, 61_000, 125_000, 125_000, 125_500] {
+                    txn.append_event(row(), at)?;
+                }
+                // Retention took the first event of the third minute.
+                txn.remove_event(4, IndexKeys::of("a", None))?;
+                for (endpoint, due) in [(7u128, 500), (7, 300), (9, 900)] {
+                    txn.create_delivery(endpoint, 1, 1, "a", due)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        thread.stop();
+        let txn = store.read().unwrap();
+        assert_eq!(
+            txn.log_positions_at(&[0, 60_000, 120_000, 180_000])
+                .unwrap(),
+            [1, 3, 4, 7]
+        );
+        assert_eq!(txn.log_positions_at(&[200_000]).unwrap(), [7]);
+
+        assert_eq!(
+            txn.queue_depth(Queue::Webhooks, 10).unwrap(),
+            Bounded {
+                count: 3,
+                capped: false
+            }
+        );
+        assert_eq!(
+            txn.queue_depth(Queue::Webhooks, 2).unwrap(),
+            Bounded {
+                count: 2,
+                capped: true
+            }
+        );
+        assert_eq!(txn.oldest_due(Queue::Webhooks).unwrap(), Some(300));
+        assert_eq!(txn.queue_depth(Queue::Mail, 10).unwrap().count, 0);
+        assert_eq!(txn.oldest_due(Queue::Mail).unwrap(), None);
     }
 }

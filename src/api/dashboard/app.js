@@ -489,7 +489,7 @@
       const kind = a.outcome === "sent" ? "ok" : a.outcome === "deferred" ? "warn" : "bad";
       steps.push(h("li", { class: "relay " + kind },
         h("strong", {}, "relay: " + a.outcome), " · ", fmt.time(a.at), " · ", fmt.ms(a.latency_ms),
-        h("div", { class: "mono" }, [a.code, a.enhanced, a.text].filter((x) => x !== null && x !== undefined && x !== "").join(" "))));
+        h("div", { class: "mono" }, [a.code, a.text].filter((x) => x !== null && x !== undefined && x !== "").join(" "))));
     }
     for (const f of m.feedback || []) {
       const kind = ["hard_bounce", "complaint", "esp_suppressed", "policy_block"].includes(f.kind) ? "bad" : f.kind === "delivered" ? "ok" : "warn";

@@ -3,7 +3,7 @@
 // textContent, so no value is ever parsed as markup.
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 600, H = 200, LEFT = 48, RIGHT = 10, TOP = 12, BOTTOM = 26;
+  const W = 600, H = 200, LEFT = 64, RIGHT = 10, TOP = 12, BOTTOM = 26;
 
   function el(name, attrs, text) {
     const node = document.createElementNS(NS, name);
