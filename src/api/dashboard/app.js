@@ -214,7 +214,7 @@
     const t = o.stream_thresholds;
     const mail = card("Mail by stream", null,
       h("p", { class: "muted" }, "Last 24 hours; deferred and queued are the messages waiting now."),
-      Charts.groups({
+      h("div", { class: "grid" }, h("div", {}, Charts.groups({
         label: "Mail sent, deferred, bounced and complained per stream",
         groups: o.streams.map((s) => ({
           label: s.stream,
@@ -225,8 +225,8 @@
             { name: "complained", value: s.window_24h.complaints, color: "var(--c4)" },
           ],
         })),
-      }),
-      ...o.streams.map((s) => h("div", {},
+      })),
+      h("div", {}, ...o.streams.map((s) => h("div", {},
         h("h3", {}, s.stream, " ", s.paused ? badge("paused", "bad") : s.warning ? badge("warning", "warn") : badge("healthy", "ok")),
         h("div", { class: "muted" }, "bounce rate " + fmt.pct(s.window_24h.bounce_rate)),
         Charts.gauge({
@@ -239,7 +239,7 @@
           label: "Complaint rate of " + s.stream, value: s.window_24h.complaint_rate,
           marks: [{ value: t.complaint_warn_rate, label: "warn " + fmt.pct(t.complaint_warn_rate), color: "var(--warn)" },
             { value: t.complaint_pause_rate, label: "pause " + fmt.pct(t.complaint_pause_rate), color: "var(--bad)" }],
-        }))),
+        }))))),
       h("p", { class: "muted" }, `Rates are judged once a window holds ${t.min_sends} messages.`));
     return [h("div", { class: "grid" }, events, success, latency, queues), mail];
   }
@@ -606,10 +606,7 @@
         table(["table", "rows", "stored", "", "oldest"], tables.map((t) => {
           const bar = h("div", { class: "meter" });
           bar.style.width = Math.max(1, (t.stored_bytes / top) * 100) + "%";
-          bar.style.height = "8px";
-          bar.style.background = "var(--c1)";
-          bar.style.borderRadius = "4px";
-          return { key: t.name, cells: [h("span", { class: "mono" }, t.name), fmt.n(t.rows), fmt.bytes(t.stored_bytes), h("div", { class: "hide-narrow" }, bar), t.oldest ? fmt.time(t.oldest.at) : "–"] };
+          return { key: t.name, cells: [h("span", { class: "mono" }, t.name), fmt.n(t.rows), fmt.bytes(t.stored_bytes), h("div", { class: "meter-track hide-narrow" }, bar), t.oldest ? fmt.time(t.oldest.at) : "–"] };
         }))));
   };
 
