@@ -130,6 +130,11 @@ async fn fill(
             fill.tally.failures
         ));
     }
+    // The fill took longer than the daemon keeps an idle connection.
+    let Ok(mut conn) = connect(addr).await else {
+        broken.push("connecting to queue mail".into());
+        return Some(endpoint);
+    };
     for batch in 0..MESSAGES / RECIPIENTS_PER_REQUEST {
         let to: Vec<String> = (0..RECIPIENTS_PER_REQUEST)
             .map(|r| {
