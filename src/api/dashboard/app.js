@@ -10,7 +10,7 @@
   const main = document.getElementById("main");
   let cleanups = [];
 
-  // ---- DOM and formatting helpers -------------------------------------
+  // ---- building the DOM, formatting values ------------------------------
 
   function h(tag, attrs, ...children) {
     const node = document.createElement(tag);
