@@ -5,6 +5,7 @@ pub mod access;
 mod admin;
 pub mod auth;
 mod catalog;
+mod dashboard;
 pub mod error;
 mod events;
 mod feedback;
@@ -14,9 +15,11 @@ mod listener;
 mod mail;
 mod metrics;
 mod openapi;
+mod overview;
 mod portal;
 mod public;
 pub mod routes;
+pub mod sessions;
 mod streams;
 mod tracking;
 mod webhooks;
@@ -61,6 +64,10 @@ pub struct AppState {
     /// Signs and checks customer portal links; its secret is kept in the
     /// file, so links outlive restarts and restores.
     pub portal_links: PortalKey,
+    /// Dashboard sign-ins.
+    pub sessions: sessions::Sessions,
+    /// The file's size and the queues' depth as the dashboard saw them.
+    pub history: overview::History,
 }
 
 /// Which routes a listener serves.
@@ -105,8 +112,10 @@ impl AppState {
             keys: ApiKeys::new(&config.keys, &stored_keys),
             store,
             writer,
-            config,
             backup_slot: Arc::new(Semaphore::new(1)),
+            sessions: sessions::Sessions::new(config.admin_session_ttl),
+            history: overview::History::default(),
+            config,
         })
     }
 }
@@ -169,6 +178,24 @@ fn respond(outcome: Result<Resp, ApiError>) -> Resp {
     }
 }
 
+/// Whom a request speaks for: its bearer key, or else its dashboard
+/// session cookie, which counts only with the session's CSRF header.
+fn caller(state: &AppState, headers: &hyper::HeaderMap) -> Result<access::Access, ApiError> {
+    if !state.keys.is_open() && http::bearer(headers).is_none() {
+        if let Some(token) = sessions::cookie(headers) {
+            let key = state
+                .sessions
+                .verify(token, headers, std::time::Instant::now())?;
+            // A revoked key ends its sessions with it.
+            return state
+                .keys
+                .grant_of_hash(&key)
+                .ok_or_else(ApiError::unauthorized);
+        }
+    }
+    state.keys.check(headers)
+}
+
 /// Checks the key a route needs; `None` for routes with their own scheme.
 fn authorize(
     state: &AppState,
@@ -178,7 +205,7 @@ fn authorize(
     if auth == Auth::Own {
         return Ok(None);
     }
-    let access = state.keys.check(req.headers())?;
+    let access = caller(state, req.headers())?;
     match auth {
         Auth::Own => {}
         Auth::ByMethod => access.require(access::role_for_method(req.method()))?,
@@ -230,7 +257,7 @@ async fn route(
             return Err(ApiError::method_not_allowed_list(allow));
         }
         routes::Resolved::NotFound if path.starts_with("/v1/") && surface == Surface::Private => {
-            state.keys.check(req.headers())?;
+            caller(&state, req.headers())?;
             return Err(not_found(&path));
         }
         routes::Resolved::NotFound => return Err(not_found(&path)),
@@ -259,6 +286,10 @@ async fn dispatch_open(
         // default install (no public listener) can follow its own links.
         UnsubscribePage | UnsubscribeOneClick => public::unsubscribe(state, param, req).await,
         FeedbackReceive => feedback::receive(state, param, req).await,
+        DashboardPage => dashboard::page(state, req).await,
+        DashboardAsset => dashboard::asset(param, &req),
+        DashboardSignIn => dashboard::sign_in(state, req).await,
+        DashboardSignOut => dashboard::sign_out(state, req).await,
         SegmentBatch => tracking::ingest(state, None, req).await,
         SegmentCall => {
             let name = req.uri().path().trim_start_matches("/v1/").to_owned();
@@ -346,6 +377,7 @@ async fn dispatch(
         KeysList => keys::list(state, req).await,
         KeyRevoke => keys::revoke(state, param).await,
         PortalLinksCreate => portal::create_link(state, req).await,
+        AdminOverview => overview::overview(state, req).await,
         Metrics => metrics::scrape(state, req).await,
         OpenApi => openapi::serve(req),
         EventTypesList => catalog::list(state, req).await,
@@ -376,7 +408,11 @@ async fn dispatch(
         | PortalDeliveriesList
         | PortalDeliveryGet
         | PortalDeliveryRetry
-        | PortalEventTypes => dispatch_open(state, id, params, req).await,
+        | PortalEventTypes
+        | DashboardPage
+        | DashboardAsset
+        | DashboardSignIn
+        | DashboardSignOut => dispatch_open(state, id, params, req).await,
     }
 }
 

@@ -84,6 +84,11 @@ pub enum RouteId {
     PortalDeliveryGet,
     PortalDeliveryRetry,
     PortalEventTypes,
+    AdminOverview,
+    DashboardPage,
+    DashboardAsset,
+    DashboardSignIn,
+    DashboardSignOut,
 }
 
 /// Who may call a route.
@@ -697,6 +702,41 @@ pub static ROUTES: &[Route] = &[
         Method::GET,
         "/portal/{token}/api/event-types",
         "Portal: the event catalog with sample payloads",
+    ),
+    route(
+        AdminOverview,
+        Method::GET,
+        "/v1/admin/overview",
+        UnscopedAdmin,
+        "The dashboard's overview: events, deliveries, queues and streams over the last hour",
+    ),
+    route(
+        DashboardPage,
+        Method::GET,
+        "/admin",
+        Own,
+        "The admin dashboard: its sign-in page, or the app once signed in",
+    ),
+    route(
+        DashboardAsset,
+        Method::GET,
+        "/admin/assets/{name}",
+        Own,
+        "The dashboard's scripts and styles",
+    ),
+    route(
+        DashboardSignIn,
+        Method::POST,
+        "/admin/session",
+        Own,
+        "Sign in to the dashboard with an admin API key: a session cookie and its CSRF token",
+    ),
+    route(
+        DashboardSignOut,
+        Method::POST,
+        "/admin/logout",
+        Own,
+        "End the dashboard session",
     ),
 ];
 

@@ -620,10 +620,22 @@ pub async fn get_delivery(
     let record = load_delivery(&state, access, key)
         .await?
         .ok_or_else(|| delivery_not_found(id))?;
-    Ok(json(
-        StatusCode::OK,
-        delivery_json(key, &record).to_string(),
-    ))
+    let endpoint_id = record.endpoint_id;
+    let endpoint = read(&state, move |txn| txn.endpoint(endpoint_id)).await?;
+    let mut answer = delivery_json(key, &record);
+    // One delivery's page shows what each attempt sent; lists stay lean.
+    let msg_id = ids::format(EVENT_ID_PREFIX, record.event_id);
+    if let Some(attempts) = answer["attempts"].as_array_mut() {
+        for (number, (shown, stored)) in (1..).zip(attempts.iter_mut().zip(&record.attempts)) {
+            let headers: Vec<Value> =
+                dispatch::shown_request_headers(endpoint.as_ref(), &msg_id, stored.at_ms, number)
+                    .into_iter()
+                    .map(|(name, value)| json!({ "name": name, "value": value }))
+                    .collect();
+            shown["request_headers"] = Value::Array(headers);
+        }
+    }
+    Ok(json(StatusCode::OK, answer.to_string()))
 }
 
 pub async fn retry_delivery(

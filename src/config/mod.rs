@@ -54,6 +54,24 @@ pub struct FileConfig {
     pub tracking: TrackingSection,
     /// `[feedback.*]`: the ESPs whose bounce and complaint webhooks are accepted.
     pub feedback: feedback::FeedbackSection,
+    /// `[admin]`: the dashboard at `/admin`.
+    pub admin: AdminSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// How long a dashboard sign-in lasts, as a duration; sessions live in
+    /// memory, so a restart ends them all sooner.
+    pub session_ttl: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            session_ttl: "12h".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,6 +275,8 @@ pub struct Config {
     pub retention: RetentionSettings,
     /// The ESPs whose feedback webhooks are accepted, with their keys.
     pub feedback: crate::feedback::settings::FeedbackSettings,
+    /// How long a dashboard session lasts after its sign-in.
+    pub admin_session_ttl: Duration,
 }
 
 /// A configured API key and what it grants.
@@ -444,6 +464,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         public,
         tracking,
         feedback,
+        admin,
     } = file;
     let retention = retention::validate_retention(retention::RetentionKeys {
         events: events.retention.as_deref(),
@@ -599,6 +620,11 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         tracking,
         feedback,
         retention,
+        admin_session_ttl: duration(
+            "admin.session_ttl",
+            &admin.session_ttl,
+            Duration::from_secs(30 * 24 * 3600),
+        )?,
     })
 }
 

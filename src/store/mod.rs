@@ -15,6 +15,7 @@ pub mod feedback;
 pub mod keys;
 pub mod log;
 pub mod mail;
+pub mod overview;
 pub(crate) mod recent_keys;
 pub(crate) mod recent_tracked;
 pub mod records;

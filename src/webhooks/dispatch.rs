@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::client::{self, Client, Outcome};
-use super::endpoint::signing_secrets;
+use super::endpoint::{signing_secrets, REDACTED};
 use super::gate::{self, Gate};
 use super::owner_alert::OwnerAlerts;
 use super::policy::{Policy, Report};
@@ -247,7 +247,39 @@ pub fn request_headers(
     let secrets = signing_secrets(endpoint, now_ms);
     let refs: Vec<&signing::Secret> = secrets.iter().collect();
     let signature = signing::signature_header(&refs, msg_id, timestamp, body.as_bytes());
-    let mut headers = vec![
+    let mut headers = herald_headers(msg_id, timestamp, signature, attempt);
+    headers.extend(endpoint.headers.iter().cloned());
+    headers
+}
+
+/// The request headers of the `attempt`-th attempt, made at `at_ms`, as an
+/// operator may see them: the signature and the endpoint's own header
+/// values, which are its receiver's credentials, redacted.
+pub fn shown_request_headers(
+    endpoint: Option<&EndpointRecord>,
+    msg_id: &str,
+    at_ms: i64,
+    attempt: u32,
+) -> Vec<(String, String)> {
+    let mut headers = herald_headers(msg_id, at_ms.div_euclid(1000), REDACTED.to_owned(), attempt);
+    if let Some(endpoint) = endpoint {
+        headers.extend(
+            endpoint
+                .headers
+                .iter()
+                .map(|(name, _)| (name.clone(), REDACTED.to_owned())),
+        );
+    }
+    headers
+}
+
+fn herald_headers(
+    msg_id: &str,
+    timestamp: i64,
+    signature: String,
+    attempt: u32,
+) -> Vec<(String, String)> {
+    vec![
         ("webhook-id".to_owned(), msg_id.to_owned()),
         ("webhook-timestamp".to_owned(), timestamp.to_string()),
         ("webhook-signature".to_owned(), signature),
@@ -257,9 +289,7 @@ pub fn request_headers(
             "user-agent".to_owned(),
             concat!("Herald/", env!("CARGO_PKG_VERSION")).to_owned(),
         ),
-    ];
-    headers.extend(endpoint.headers.iter().cloned());
-    headers
+    ]
 }
 
 /// Sends `body` to `endpoint` now as the delivery's `attempt`-th attempt

@@ -11,4 +11,5 @@ mod robustness;
 mod support;
 mod tenancy;
 mod tracking;
+mod ui;
 mod webhooks;

@@ -342,10 +342,12 @@ fn probe_read_key_writes(addr: SocketAddr, tenant: &Tenant, own: &Owned) {
     }
 }
 
-/// Backups and key management refuse every key but an unscoped admin.
+/// Backups, key management and the dashboard's overview refuse every key
+/// but an unscoped admin.
 fn probe_admin_routes(addr: SocketAddr) {
     let routes = [
         ("GET", "/v1/admin/backup", None),
+        ("GET", "/v1/admin/overview", None),
         ("GET", "/v1/keys", None),
         ("POST", "/v1/keys", Some(json!({"role": "admin"}))),
         ("DELETE", "/v1/keys/key_00000000000000000000000001", None),

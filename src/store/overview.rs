@@ -1,0 +1,184 @@
+//! Bounded reads behind the operator's overview: arrivals per minute found
+//! by searching the log instead of scanning it, the schedule counted up
+//! to a cap, and its oldest job found by one seek per key.
+
+use redb::ReadableTable;
+
+use super::due::Queue;
+use super::mail::email_status_code;
+use super::records::{EmailStatus, EventRecord};
+use super::tables::{DUE, EMAILS_BY_STREAM_STATUS, EVENTS};
+use super::{get_record, ReadTxn, StoreError};
+
+/// A count that may have stopped at its cap: then `count` is a lower bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounded {
+    pub count: u64,
+    pub capped: bool,
+}
+
+fn count_up_to<I, T, E>(rows: I, cap: u64) -> Result<Bounded, StoreError>
+where
+    I: Iterator<Item = Result<T, E>>,
+    StoreError: From<E>,
+{
+    let mut count = 0;
+    for row in rows {
+        row?;
+        if count == cap {
+            return Ok(Bounded {
+                count,
+                capped: true,
+            });
+        }
+        count += 1;
+    }
+    Ok(Bounded {
+        count,
+        capped: false,
+    })
+}
+
+impl ReadTxn {
+    /// For each of `boundaries` (ascending Unix ms), the seq the log had
+    /// reached by then: the first event received at or after it, or one past
+    /// the last. Differences of neighbours are the events received between
+    /// them, deleted ones included. Each boundary costs a binary search.
+    pub fn log_positions_at(&self, boundaries: &[i64]) -> Result<Vec<u64>, StoreError> {
+        let events = self.txn.open_table(EVENTS)?;
+        let (Some(first), Some(last)) = (events.first()?, events.last()?) else {
+            return Ok(vec![1; boundaries.len()]);
+        };
+        let (first, last) = (first.0.value(), last.0.value());
+        // Retention leaves holes: a probe lands on the next stored event.
+        let at_or_after = |seq: u64| -> Result<Option<(u64, EventRecord)>, StoreError> {
+            let Some(row) = events.range(seq..)?.next() else {
+                return Ok(None);
+            };
+            let found = row?.0.value();
+            Ok(get_record::<u64, EventRecord>(&events, found)?.map(|r| (found, r)))
+        };
+        let mut out = Vec::with_capacity(boundaries.len());
+        let mut lo = first;
+        for &boundary in boundaries {
+            let mut hi = last + 1;
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match at_or_after(mid)? {
+                    Some((seq, r)) if r.received_at_ms < boundary => lo = seq + 1,
+                    _ => hi = mid,
+                }
+            }
+            out.push(lo);
+        }
+        Ok(out)
+    }
+
+    /// The jobs of `queue`, counted up to `cap`.
+    pub fn queue_depth(&self, queue: Queue, cap: u64) -> Result<Bounded, StoreError> {
+        let code = queue.code();
+        let table = self.txn.open_table(DUE)?;
+        count_up_to(
+            table.range((code, 0, 0, 0)..=(code, u128::MAX, u64::MAX, u64::MAX))?,
+            cap,
+        )
+    }
+
+    /// The earliest due time of any job of `queue` (Unix ms): one seek per
+    /// key, however many jobs each holds.
+    pub fn oldest_due(&self, queue: Queue) -> Result<Option<i64>, StoreError> {
+        let mut oldest: Option<i64> = None;
+        for key in self.due_keys(queue)? {
+            if let Some((due_ms, _)) = self.due_after(queue, key, None, 1)?.first() {
+                oldest = Some(oldest.map_or(*due_ms, |o| o.min(*due_ms)));
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// The messages of `stream` now in `status`, counted up to `cap`.
+    pub fn stream_status_count(
+        &self,
+        stream: &str,
+        status: EmailStatus,
+        cap: u64,
+    ) -> Result<Bounded, StoreError> {
+        let code = email_status_code(status);
+        let table = self.txn.open_table(EMAILS_BY_STREAM_STATUS)?;
+        count_up_to(
+            table.range((stream, code, 0)..=(stream, code, u64::MAX))?,
+            cap,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::log::{IndexKeys, NewEventRow};
+    use crate::store::records::EventSource;
+    use crate::store::writer::Listeners;
+    use crate::store::{Store, Writer};
+
+    fn row() -> NewEventRow {
+        NewEventRow {
+            event_type: "a".into(),
+            tenant: None,
+            idempotency_key: None,
+            occurred_at_ms: None,
+            data: "{}".into(),
+            data_version: 1,
+            older_versions: Vec::new(),
+            source: EventSource::Api,
+            fingerprint: 0,
+            nonce: 0,
+            index: IndexKeys::of("a", None),
+        }
+    }
+
+    #[test]
+    fn log_positions_count_arrivals_between_boundaries_across_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        writer
+            .write_blocking(|txn| {
+                for at in [1_000, 1_000, 61_000, 125_000, 125_000, 125_500] {
+                    txn.append_event(row(), at)?;
+                }
+                // Retention took the first event of the third minute.
+                txn.remove_event(4, IndexKeys::of("a", None))?;
+                for (endpoint, due) in [(7u128, 500), (7, 300), (9, 900)] {
+                    txn.create_delivery(endpoint, 1, 1, "a", due)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        thread.stop();
+        let txn = store.read().unwrap();
+        assert_eq!(
+            txn.log_positions_at(&[0, 60_000, 120_000, 180_000])
+                .unwrap(),
+            [1, 3, 4, 7]
+        );
+        assert_eq!(txn.log_positions_at(&[200_000]).unwrap(), [7]);
+
+        assert_eq!(
+            txn.queue_depth(Queue::Webhooks, 10).unwrap(),
+            Bounded {
+                count: 3,
+                capped: false
+            }
+        );
+        assert_eq!(
+            txn.queue_depth(Queue::Webhooks, 2).unwrap(),
+            Bounded {
+                count: 2,
+                capped: true
+            }
+        );
+        assert_eq!(txn.oldest_due(Queue::Webhooks).unwrap(), Some(300));
+        assert_eq!(txn.queue_depth(Queue::Mail, 10).unwrap().count, 0);
+        assert_eq!(txn.oldest_due(Queue::Mail).unwrap(), None);
+    }
+}
