@@ -624,6 +624,7 @@ fn the_document_is_valid_describes_every_route_and_real_answers_match_it() {
     let metrics = r.call("GET", "/metrics", "/metrics", Some(ADMIN), None);
     assert_eq!(metrics.status, 200);
     portal_routes(&mut r, &receiver);
+    dashboard_routes(&mut r);
     r.admin("DELETE", "/v1/endpoints/{id}", &ep_path(""), None);
 
     let exercised: BTreeSet<(String, String)> = r
@@ -677,6 +678,60 @@ fn a_schema_that_disagrees_with_an_answer_is_caught() {
 
 /// The customer portal's routes, called as its page does: with the link's
 /// token in the path and no API key.
+/// The dashboard's page, assets and session, and the overview its
+/// script reads with the session's cookie and CSRF token.
+fn dashboard_routes(r: &mut Recorder) {
+    let page = r.call("GET", "/admin", "/admin", None, None);
+    assert_eq!(page.status, 200, "{}", page.text());
+    let script = r.call(
+        "GET",
+        "/admin/assets/{name}",
+        "/admin/assets/app.js",
+        None,
+        None,
+    );
+    assert_eq!(script.status, 200);
+    let etag = script.header("etag").expect("an ETag").to_owned();
+    let unchanged = request(
+        r.addr,
+        "GET",
+        "/admin/assets/app.js",
+        &[("If-None-Match", &etag)],
+        b"",
+    );
+    r.keep("GET", "/admin/assets/{name}", &unchanged);
+    assert_eq!(unchanged.status, 304);
+    let signed_in = r.call(
+        "POST",
+        "/admin/session",
+        "/admin/session",
+        None,
+        Some(&json!({ "key": ADMIN })),
+    );
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    let csrf = s(&signed_in.json()["csrf_token"]).to_owned();
+    let cookie = signed_in
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let wrong = r.call(
+        "POST",
+        "/admin/session",
+        "/admin/session",
+        None,
+        Some(&json!({"key": "not-a-key-of-this-daemon"})),
+    );
+    assert_eq!(wrong.status, 401);
+    let session = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let overview = request(r.addr, "GET", "/v1/admin/overview", &session, b"");
+    assert_eq!(overview.status, 200, "{}", overview.text());
+    r.keep("GET", "/v1/admin/overview", &overview);
+    let out = request(r.addr, "POST", "/admin/logout", &session, b"");
+    assert_eq!(out.status, 204, "{}", out.text());
+    r.keep("POST", "/admin/logout", &out);
+}
+
 fn portal_routes(r: &mut Recorder, receiver: &Receiver) {
     let link = r.admin(
         "POST",
