@@ -109,6 +109,15 @@ impl Browser {
 
     /// A protocol command; the answer's `value`, or a panic naming the error.
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body.clone())
+            .unwrap_or_else(|value| {
+                let body_text = body.map(|b| b.to_string()).unwrap_or_default();
+                panic!("WebDriver {method} {path} {body_text}: {value}")
+            })
+    }
+
+    /// A protocol command: the answer's `value`, or the error's.
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Value> {
         let body_text = body.as_ref().map(|b| b.to_string()).unwrap_or_default();
         let headers: &[(&str, &str)] = if method == "POST" { &[JSON] } else { &[] };
         let resp = try_request_within(
@@ -121,11 +130,11 @@ impl Browser {
         )
         .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
         let value = resp.json()["value"].clone();
-        assert_eq!(
-            resp.status, 200,
-            "WebDriver {method} {path} {body_text}: {value}"
-        );
-        value
+        if resp.status == 200 {
+            Ok(value)
+        } else {
+            Err(value)
+        }
     }
 
     fn session_call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -173,9 +182,12 @@ impl Browser {
             .into_iter()
             .flatten()
             .filter_map(|e| e[ELEMENT_KEY].as_str())
-            .map(|id| Element {
+            .enumerate()
+            .map(|(position, id)| Element {
                 browser: self,
-                id: id.to_owned(),
+                id: std::cell::RefCell::new(id.to_owned()),
+                css: css.to_owned(),
+                position,
             })
             .collect()
     }
@@ -267,15 +279,52 @@ pub fn artifacts_dir() -> PathBuf {
         .join("artifacts")
 }
 
+/// An element, with the selector that found it: a page that redraws
+/// replaces its elements, and the same selector finds the new one.
 pub struct Element<'b> {
     browser: &'b Browser,
-    id: String,
+    id: std::cell::RefCell<String>,
+    css: String,
+    /// Its place among the selector's matches.
+    position: usize,
 }
+
+/// Errors that a redraw or a transition in progress causes; the same
+/// command on the element the selector finds next succeeds.
+const PASSING_ERRORS: [&str; 3] = [
+    "stale element reference",
+    "element click intercepted",
+    "element not interactable",
+];
 
 impl Element<'_> {
     fn call(&self, method: &str, action: &str, body: Option<Value>) -> Value {
-        self.browser
-            .session_call(method, &format!("/element/{}{action}", self.id), body)
+        let until = deadline(PAGE_WAIT);
+        loop {
+            let path = format!(
+                "/session/{}/element/{}{action}",
+                self.browser.session,
+                self.id.borrow()
+            );
+            match self.browser.try_call(method, &path, body.clone()) {
+                Ok(value) => return value,
+                Err(error) => {
+                    let passing = error["error"]
+                        .as_str()
+                        .is_some_and(|e| PASSING_ERRORS.contains(&e));
+                    assert!(
+                        passing && std::time::Instant::now() < until,
+                        "WebDriver {method} {action} on {:?}: {error}",
+                        self.css
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                    if let Some(found) = self.browser.find_all(&self.css).get(self.position) {
+                        let fresh = found.id.borrow().clone();
+                        *self.id.borrow_mut() = fresh;
+                    }
+                }
+            }
+        }
     }
 
     pub fn click(&self) {
