@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::key_hash;
 use super::error::ApiError;
-use super::http::{json, read_body, require_json, Resp};
+use super::http::{escape_html, json, read_body, require_json, Resp};
 use super::sessions::{self, COOKIE_NAME};
 use super::AppState;
 use crate::clock;
@@ -92,21 +92,13 @@ fn html(status: StatusCode, body: String) -> Resp {
     resp
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// `auth` is `session` or `open` (no key exists, nobody signs in).
 fn app_page(auth: &str, csrf: &str) -> Resp {
     html(
         StatusCode::OK,
         APP_HTML
             .replace("{{auth}}", auth)
-            .replace("{{csrf}}", &escape(csrf)),
+            .replace("{{csrf}}", &escape_html(csrf)),
     )
 }
 
@@ -114,7 +106,10 @@ fn sign_in_page(status: StatusCode, error: &str) -> Resp {
     let error = if error.is_empty() {
         String::new()
     } else {
-        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(error))
+        format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            escape_html(error)
+        )
     };
     html(status, SIGN_IN_HTML.replace("{{error}}", &error))
 }

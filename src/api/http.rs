@@ -41,6 +41,15 @@ pub fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Byt
     resp
 }
 
+/// `text` made safe inside HTML text and quoted attribute values.
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 pub fn error_response(e: &ApiError) -> Resp {
     let mut resp = json(e.status, e.body());
     let headers = resp.headers_mut();

@@ -263,16 +263,17 @@ async fn route(
         routes::Resolved::NotFound => return Err(not_found(&path)),
     };
     let access = authorize(&state, &req, route.auth)?;
-    match access {
-        Some(access) => dispatch(state, &access, route.id, &params, req).await,
-        None => dispatch_open(state, route.id, &params, req).await,
-    }
+    dispatch(state, access, route.id, &params, req).await
 }
 
-/// Routes that authenticate by their own scheme. `params` are the values
-/// of the template's `{…}` segments, in order.
-async fn dispatch_open(
+/// Runs the row's handler. `access` is the key's grant (`None` for rows
+/// that authenticate by their own scheme); `params` are the values of the
+/// template's `{…}` segments, in order. Every `{id}`-taking route loads
+/// its object with a tenant check (`webhooks::load_endpoint`, …) that
+/// answers 404 for another tenant's object exactly as for a missing one.
+async fn dispatch(
     state: Arc<AppState>,
+    access: Option<access::Access>,
     id: RouteId,
     params: &[&str],
     req: Request<Incoming>,
@@ -280,6 +281,57 @@ async fn dispatch_open(
     use RouteId::*;
     let param = params.first().copied().unwrap_or_default();
     match id {
+        EventsCreate => events::create(state, keyed(&access)?, req).await,
+        EventsList => events::list(state, keyed(&access)?, req).await,
+        EventsBatch => events::create_batch(state, keyed(&access)?, req).await,
+        EventsExport => tracking::export(state, keyed(&access)?, req).await,
+        EventGet => events::get(state, keyed(&access)?, param).await,
+        UserGet => tracking::user(state, keyed(&access)?, param, req).await,
+        UserEvents => tracking::user_events(state, keyed(&access)?, param, req).await,
+        EventStats => tracking::stats(state, keyed(&access)?, req).await,
+        Funnel => tracking::funnel(state, keyed(&access)?, req).await,
+        Attribution => tracking::attribution(state, keyed(&access)?, req).await,
+        EndpointsCreate => webhooks::create_endpoint(state, keyed(&access)?, req).await,
+        EndpointsList => webhooks::list_endpoints(state, keyed(&access)?, req).await,
+        EndpointGet => webhooks::get_endpoint(state, keyed(&access)?, param).await,
+        EndpointPatch => webhooks::patch_endpoint(state, keyed(&access)?, param, req).await,
+        EndpointDelete => webhooks::delete_endpoint(state, keyed(&access)?, param).await,
+        EndpointStats => webhooks::endpoint_stats(state, keyed(&access)?, param).await,
+        EndpointSecret => webhooks::get_secret(state, keyed(&access)?, param).await,
+        EndpointRotateSecret => webhooks::rotate_secret(state, keyed(&access)?, param, req).await,
+        EndpointTest => webhooks::test_endpoint(state, keyed(&access)?, param).await,
+        EndpointEnable => webhooks::set_enabled(state, keyed(&access)?, param, true).await,
+        EndpointDisable => webhooks::set_enabled(state, keyed(&access)?, param, false).await,
+        EndpointRecover => webhooks::recover(state, keyed(&access)?, param, req).await,
+        EndpointReplay => webhooks::replay(state, keyed(&access)?, param, req).await,
+        DeliveriesList => webhooks::list_deliveries(state, keyed(&access)?, req, false).await,
+        DeadLettersList => webhooks::list_deliveries(state, keyed(&access)?, req, true).await,
+        DeliveryGet => webhooks::get_delivery(state, keyed(&access)?, param).await,
+        DeliveryRetry => webhooks::retry_delivery(state, keyed(&access)?, param).await,
+        EmailsSend => mail::send(state, keyed(&access)?, req).await,
+        EmailsList => mail::list(state, keyed(&access)?, req).await,
+        EmailGet => mail::get(state, keyed(&access)?, param).await,
+        SuppressionsList => mail::list_suppressions(state, keyed(&access)?, req).await,
+        SuppressionPut => mail::put_suppression(state, keyed(&access)?, param, req).await,
+        SuppressionDelete => mail::delete_suppression(state, keyed(&access)?, param, req).await,
+        FeedbackList => feedback::list(state, keyed(&access)?, req).await,
+        StreamsList => streams::list(state).await,
+        StreamHealth => streams::health(state, param).await,
+        StreamPause => streams::set_paused(state, param, true).await,
+        StreamResume => streams::set_paused(state, param, false).await,
+        AdminBackup => admin::backup(state).await,
+        AdminStorage => admin::storage(state, req).await,
+        KeysCreate => keys::create(state, req).await,
+        KeysList => keys::list(state, req).await,
+        KeyRevoke => keys::revoke(state, param).await,
+        PortalLinksCreate => portal::create_link(state, req).await,
+        AdminOverview => overview::overview(state, req).await,
+        Metrics => metrics::scrape(state, req).await,
+        OpenApi => openapi::serve(req),
+        EventTypesList => catalog::list(state, req).await,
+        EventTypeGet => catalog::get(state, param).await,
+        EventTypePut => catalog::put(state, param, req).await,
+        EventTypeDelete => catalog::delete(state, param).await,
         Healthz => Ok(admin::healthz()),
         Readyz => Ok(admin::readyz(&state)),
         // Unsubscribe links work on the private listener too, so the
@@ -313,107 +365,16 @@ async fn dispatch_open(
         | PortalDeliveryGet
         | PortalDeliveryRetry
         | PortalEventTypes => Ok(portal::api(state, id, params, req).await),
-        other => {
-            tracing::error!(route = ?other, "a keyed route reached the open dispatcher");
-            Err(ApiError::unavailable("route misconfigured"))
-        }
     }
 }
 
-/// Every `{id}`-taking route loads its object with a tenant check
-/// (`webhooks::load_endpoint`, …) that answers 404 for another tenant's
-/// object exactly as for a missing one.
-async fn dispatch(
-    state: Arc<AppState>,
-    access: &access::Access,
-    id: RouteId,
-    params: &[&str],
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
-    use RouteId::*;
-    let param = params.first().copied().unwrap_or_default();
-    match id {
-        EventsCreate => events::create(state, access, req).await,
-        EventsList => events::list(state, access, req).await,
-        EventsBatch => events::create_batch(state, access, req).await,
-        EventsExport => tracking::export(state, access, req).await,
-        EventGet => events::get(state, access, param).await,
-        UserGet => tracking::user(state, access, param, req).await,
-        UserEvents => tracking::user_events(state, access, param, req).await,
-        EventStats => tracking::stats(state, access, req).await,
-        Funnel => tracking::funnel(state, access, req).await,
-        Attribution => tracking::attribution(state, access, req).await,
-        EndpointsCreate => webhooks::create_endpoint(state, access, req).await,
-        EndpointsList => webhooks::list_endpoints(state, access, req).await,
-        EndpointGet => webhooks::get_endpoint(state, access, param).await,
-        EndpointPatch => webhooks::patch_endpoint(state, access, param, req).await,
-        EndpointDelete => webhooks::delete_endpoint(state, access, param).await,
-        EndpointStats => webhooks::endpoint_stats(state, access, param).await,
-        EndpointSecret => webhooks::get_secret(state, access, param).await,
-        EndpointRotateSecret => webhooks::rotate_secret(state, access, param, req).await,
-        EndpointTest => webhooks::test_endpoint(state, access, param).await,
-        EndpointEnable => webhooks::set_enabled(state, access, param, true).await,
-        EndpointDisable => webhooks::set_enabled(state, access, param, false).await,
-        EndpointRecover => webhooks::recover(state, access, param, req).await,
-        EndpointReplay => webhooks::replay(state, access, param, req).await,
-        DeliveriesList => webhooks::list_deliveries(state, access, req, false).await,
-        DeadLettersList => webhooks::list_deliveries(state, access, req, true).await,
-        DeliveryGet => webhooks::get_delivery(state, access, param).await,
-        DeliveryRetry => webhooks::retry_delivery(state, access, param).await,
-        EmailsSend => mail::send(state, access, req).await,
-        EmailsList => mail::list(state, access, req).await,
-        EmailGet => mail::get(state, access, param).await,
-        SuppressionsList => mail::list_suppressions(state, access, req).await,
-        SuppressionPut => mail::put_suppression(state, access, param, req).await,
-        SuppressionDelete => mail::delete_suppression(state, access, param, req).await,
-        FeedbackList => feedback::list(state, access, req).await,
-        StreamsList => streams::list(state).await,
-        StreamHealth => streams::health(state, param).await,
-        StreamPause => streams::set_paused(state, param, true).await,
-        StreamResume => streams::set_paused(state, param, false).await,
-        AdminBackup => admin::backup(state).await,
-        AdminStorage => admin::storage(state, req).await,
-        KeysCreate => keys::create(state, req).await,
-        KeysList => keys::list(state, req).await,
-        KeyRevoke => keys::revoke(state, param).await,
-        PortalLinksCreate => portal::create_link(state, req).await,
-        AdminOverview => overview::overview(state, req).await,
-        Metrics => metrics::scrape(state, req).await,
-        OpenApi => openapi::serve(req),
-        EventTypesList => catalog::list(state, req).await,
-        EventTypeGet => catalog::get(state, param).await,
-        EventTypePut => catalog::put(state, param, req).await,
-        EventTypeDelete => catalog::delete(state, param).await,
-        Healthz
-        | Readyz
-        | UnsubscribePage
-        | UnsubscribeOneClick
-        | FeedbackReceive
-        | SegmentBatch
-        | SegmentCall
-        | PortalPage
-        | PortalScript
-        | PortalStyle
-        | PortalSession
-        | PortalEndpointsList
-        | PortalEndpointsCreate
-        | PortalEndpointGet
-        | PortalEndpointPatch
-        | PortalEndpointStats
-        | PortalEndpointSecret
-        | PortalEndpointRotateSecret
-        | PortalEndpointTest
-        | PortalEndpointEnable
-        | PortalEndpointDisable
-        | PortalDeliveriesList
-        | PortalDeliveryGet
-        | PortalDeliveryRetry
-        | PortalEventTypes
-        | DashboardPage
-        | DashboardAsset
-        | DashboardSignIn
-        | DashboardSignOut => dispatch_open(state, id, params, req).await,
-    }
+/// The grant a keyed row's handler needs; `authorize` gave one to every
+/// row that is not `Auth::Own`.
+fn keyed(access: &Option<access::Access>) -> Result<&access::Access, ApiError> {
+    access.as_ref().ok_or_else(|| {
+        tracing::error!("a keyed route was reached without a key's grant");
+        ApiError::unavailable("route misconfigured")
+    })
 }
 
 fn not_found(path: &str) -> ApiError {

@@ -10,7 +10,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::ApiError;
-use super::http::{read_body, Resp};
+use super::http::{escape_html, read_body, Resp};
 use super::AppState;
 use crate::clock;
 use crate::mail::ledger;
@@ -36,13 +36,6 @@ fn page(status: StatusCode, html: String) -> Resp {
         hyper::header::HeaderValue::from_static("no-store"),
     );
     resp
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn layout(title: &str, body: &str) -> String {
@@ -76,7 +69,7 @@ pub async fn unsubscribe(
     else {
         return Ok(invalid_link());
     };
-    let shown = escape(&address);
+    let shown = escape_html(&address);
     match *req.method() {
         // Link scanners and previews fetch with GET: it must change nothing.
         Method::GET | Method::HEAD => Ok(page(
@@ -87,7 +80,7 @@ pub async fn unsubscribe(
                     "<h1>Unsubscribe</h1><p>Stop {} mail to <b>{shown}</b>?</p>\
                      <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" \
                      value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>",
-                    escape(&stream)
+                    escape_html(&stream)
                 ),
             ),
         )),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::http::{try_request_within, unused_port, JSON};
+use super::http::{try_request_within, unused_port, Response, JSON};
 use super::wait::{deadline, wait_until};
 
 /// How the protocol names an element reference in JSON.
@@ -92,10 +92,10 @@ impl Browser {
         browser
     }
 
-    fn call_raw(&self, method: &str, path: &str, body: Option<Value>) -> Option<Value> {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<Response> {
+        let body = body.map(Value::to_string).unwrap_or_default();
         let headers: &[(&str, &str)] = if method == "POST" { &[JSON] } else { &[] };
-        let resp = try_request_within(
+        try_request_within(
             self.addr,
             method,
             path,
@@ -103,7 +103,11 @@ impl Browser {
             body.as_bytes(),
             COMMAND_TIMEOUT,
         )
-        .ok()?;
+    }
+
+    /// A command whose failure is not the test's: `None` unless it worked.
+    fn call_raw(&self, method: &str, path: &str, body: Option<Value>) -> Option<Value> {
+        let resp = self.send(method, path, body.as_ref()).ok()?;
         (resp.status == 200).then(|| resp.json())
     }
 
@@ -118,17 +122,9 @@ impl Browser {
 
     /// A protocol command: the answer's `value`, or the error's.
     fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Value> {
-        let body_text = body.as_ref().map(|b| b.to_string()).unwrap_or_default();
-        let headers: &[(&str, &str)] = if method == "POST" { &[JSON] } else { &[] };
-        let resp = try_request_within(
-            self.addr,
-            method,
-            path,
-            headers,
-            body_text.as_bytes(),
-            COMMAND_TIMEOUT,
-        )
-        .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let resp = self
+            .send(method, path, body.as_ref())
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
         let value = resp.json()["value"].clone();
         if resp.status == 200 {
             Ok(value)
