@@ -226,8 +226,9 @@ async fn measure(
         ("email", format!("/v1/emails/{email}")),
         ("suppressions", "/v1/suppressions?limit=1000".into()),
         ("streams", "/v1/streams".into()),
-        ("storage", "/v1/admin/storage".into()),
         ("storage", "/v1/admin/overview".into()),
+        // Counted only when the page's button asks: it walks the file.
+        ("storage table sizes", "/v1/admin/storage".into()),
     ];
     let mut rows = Vec::new();
     for (page, path) in calls {

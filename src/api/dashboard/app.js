@@ -584,8 +584,11 @@
     await load();
   };
 
+  // Table sizes walk every page of the file (hundreds of milliseconds on a
+  // large one), so the view opens with the file's size and growth and
+  // counts the tables only when asked.
   views.storage = async function (root) {
-    const [s, o] = await Promise.all([get("/v1/admin/storage"), get("/v1/admin/overview")]);
+    const o = await get("/v1/admin/overview");
     const hist = o.history;
     let growth = "not enough samples yet";
     if (hist.length >= 2) {
@@ -593,21 +596,36 @@
       const hours = (new Date(b.at) - new Date(a.at)) / 3600000;
       if (hours > 0) growth = fmt.bytes(Math.round((b.file_bytes - a.file_bytes) / hours)) + " per hour over " + fmt.duration(hours * 3600000);
     }
-    const tables = s.tables.slice().sort((x, y) => y.stored_bytes - x.stored_bytes);
-    const top = Math.max(1, ...tables.map((t) => t.stored_bytes));
-    root.append(h("h1", {}, "Storage"),
-      h("div", { class: "grid" },
-        h("section", { class: "card" }, h("h2", {}, "File"), h("div", { class: "figure", "data-file-bytes": s.file_bytes }, fmt.bytes(s.file_bytes)),
-          kv([["stored", fmt.bytes(s.stored_bytes)], ["free for reuse", fmt.bytes(Math.max(0, s.file_bytes - tables.reduce((a, t) => a + t.stored_bytes + t.metadata_bytes + t.fragmented_bytes, 0)))], ["schema", String(s.schema_version)], ["growth", growth]])),
-        h("section", { class: "card" }, h("h2", {}, "Size over time"),
-          Charts.line({ label: "File size while this dashboard was open", yFormat: fmt.bytes, series: [{ name: "file size", color: "var(--c1)", points: hist.map((x) => [new Date(x.at).getTime(), x.file_bytes]) }] }),
-          h("p", { class: "muted" }, "Sampled while a dashboard is open."))),
-      h("section", { class: "card" }, h("h2", {}, "Tables"),
-        table(["table", "rows", "stored", "", "oldest"], tables.map((t) => {
+    const fileFacts = h("div", {});
+    const tablesBody = h("div", {}, h("p", { class: "muted" }, "Counting the tables reads the whole file."));
+    const count = h("button", { type: "button", id: "count-tables" }, "Count tables");
+    count.addEventListener("click", async () => {
+      count.disabled = true;
+      tablesBody.replaceChildren(h("p", { class: "muted" }, "Counting…"));
+      try {
+        const s = await get("/v1/admin/storage");
+        const tables = s.tables.slice().sort((x, y) => y.stored_bytes - x.stored_bytes);
+        const top = Math.max(1, ...tables.map((t) => t.stored_bytes));
+        fileFacts.replaceChildren(kv([["stored", fmt.bytes(s.stored_bytes)], ["free for reuse", fmt.bytes(Math.max(0, s.file_bytes - tables.reduce((a, t) => a + t.stored_bytes + t.metadata_bytes + t.fragmented_bytes, 0)))], ["schema", String(s.schema_version)]]));
+        tablesBody.replaceChildren(table(["table", "rows", "stored", "", "oldest"], tables.map((t) => {
           const bar = h("div", { class: "meter" });
           bar.style.width = Math.max(1, (t.stored_bytes / top) * 100) + "%";
           return { key: t.name, cells: [h("span", { class: "mono" }, t.name), fmt.n(t.rows), fmt.bytes(t.stored_bytes), h("div", { class: "meter-track hide-narrow" }, bar), t.oldest ? fmt.time(t.oldest.at) : "–"] };
-        }))));
+        })));
+      } catch (e) {
+        tablesBody.replaceChildren(notice(e.message, true));
+      } finally {
+        count.disabled = false;
+      }
+    });
+    root.append(h("h1", {}, "Storage"),
+      h("div", { class: "grid" },
+        h("section", { class: "card" }, h("h2", {}, "File"), h("div", { class: "figure", "data-file-bytes": o.file_bytes }, fmt.bytes(o.file_bytes)),
+          kv([["growth", growth]]), fileFacts),
+        h("section", { class: "card" }, h("h2", {}, "Size over time"),
+          Charts.line({ label: "File size while this dashboard was open", yFormat: fmt.bytes, series: [{ name: "file size", color: "var(--c1)", points: hist.map((x) => [new Date(x.at).getTime(), x.file_bytes]) }] }),
+          h("p", { class: "muted" }, "Sampled while a dashboard is open."))),
+      h("section", { class: "card" }, h("div", { class: "row" }, h("h2", {}, "Tables"), count), tablesBody));
   };
 
   // ---- routing ----------------------------------------------------------
