@@ -78,12 +78,6 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     // addresses when the configured ports are 0 (chosen by the kernel).
     let private_listener = bind(config.listen)?;
     let private_addr = private_listener.local_addr().unwrap_or(config.listen);
-    let hooks = Arc::new(AttemptContext::new(
-        store.clone(),
-        writer.clone(),
-        &config.webhooks,
-        owner_alerts(&config, &store, private_addr)?,
-    ));
     let public_listener = config.public.listen.map(bind).transpose()?;
     let mut public = config.public.clone();
     if public.url_is_default {
@@ -93,6 +87,14 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
             .unwrap_or(private_addr);
         public.url = format!("http://{addr}");
     }
+    // Alert mail carries portal links to the same base `POST
+    // /v1/portal-links` answers with: the public listener when there is one.
+    let hooks = Arc::new(AttemptContext::new(
+        store.clone(),
+        writer.clone(),
+        &config.webhooks,
+        owner_alerts(&config, &store, &public.url)?,
+    ));
     let tokens = TokenKey::new(store.persistent_secret("unsubscribe")?);
     let mail = Arc::new(
         MailContext::new(
@@ -205,14 +207,14 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
 fn owner_alerts(
     config: &Config,
     store: &Store,
-    private_addr: std::net::SocketAddr,
+    portal_base_url: &str,
 ) -> Result<Option<OwnerAlerts>, StoreError> {
     let Some(settings) = config.webhooks.owner_alerts.clone() else {
         return Ok(None);
     };
     let key = PortalKey::new(store.persistent_secret("portal")?);
     let portal = PortalLinks {
-        base_url: portal_base_url(config, private_addr),
+        base_url: portal_base_url.to_owned(),
         ttl: settings.portal_link_ttl,
         mint: Box::new(move |tenant, expires_at_ms| key.mint(tenant, expires_at_ms)),
     };
@@ -221,16 +223,6 @@ fn owner_alerts(
         mail: config.mail.clone(),
         portal: Some(portal),
     }))
-}
-
-/// Where portal links point: `public.url` when configured, else the
-/// private listener.
-fn portal_base_url(config: &Config, private_addr: std::net::SocketAddr) -> String {
-    if config.public.url_is_default {
-        format!("http://{private_addr}")
-    } else {
-        config.public.url.clone()
-    }
 }
 
 /// Makes the README's Segment snippet work out of the box: where the API

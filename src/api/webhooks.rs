@@ -263,7 +263,14 @@ pub async fn set_enabled(
 ) -> Result<Resp, ApiError> {
     let key = parse_endpoint_id(id)?;
     let access = access.clone();
-    let alerts = state.hooks.owner_alerts.clone();
+    // The operator's disabling is news to the owner; a tenant's own key (or
+    // portal link) disabling its endpoint is not, and letting it send mail
+    // at will would make the owner alert a way to mail any address.
+    let alerts = state
+        .hooks
+        .owner_alerts
+        .clone()
+        .filter(|_| access.tenant().is_none());
     let updated = state
         .writer
         .write(move |txn| {

@@ -77,6 +77,90 @@ pub(super) fn shorten(message: &str) -> String {
 /// resolve only inside the schema itself (nothing is ever fetched), and
 /// `pattern` uses a linear-time regex engine, so no event can make a
 /// validation backtrack for long.
+/// Nodes a schema may have with its references expanded. Ingest runs the
+/// validator on every event, and a subschema referenced from both sides of
+/// each of N nested `anyOf`s is tried 2^N times: a schema of a kilobyte
+/// could hold a request for seconds. Real schemas stay far below this.
+const MAX_EXPANDED_NODES: usize = 10_000;
+
+/// Nesting deeper than this, references followed included, is refused.
+const MAX_SCHEMA_DEPTH: usize = 64;
+
+/// Keywords whose values are data, not subschemas.
+const DATA_KEYWORDS: [&str; 5] = ["const", "enum", "default", "examples", "description"];
+
+/// Refuses a schema whose validation could cost more than
+/// `MAX_EXPANDED_NODES` steps per instance node: every local `$ref` is
+/// expanded where it stands, except one already being expanded on the way
+/// there (recursion follows the instance, whose size the body limit caps).
+/// References the walk cannot follow (other documents, anchors, nested
+/// `$id`s, dynamic references) are refused, so none escapes the count.
+fn check_expansion(root: &Value) -> Result<(), String> {
+    fn walk<'a>(
+        root: &'a Value,
+        node: &'a Value,
+        expanding: &mut Vec<&'a str>,
+        count: &mut usize,
+        depth: usize,
+    ) -> Result<(), String> {
+        *count += 1;
+        if *count > MAX_EXPANDED_NODES {
+            return Err(format!(
+                "the schema is too large with its references expanded (over {MAX_EXPANDED_NODES} nodes), so checking an event against it could take too long"
+            ));
+        }
+        if depth > MAX_SCHEMA_DEPTH {
+            return Err(format!(
+                "the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
+            ));
+        }
+        match node {
+            Value::Object(map) => {
+                for keyword in ["$dynamicRef", "$recursiveRef", "$anchor", "$dynamicAnchor"] {
+                    if map.contains_key(keyword) {
+                        return Err(format!("`{keyword}` is not supported; use `$ref` to `#/…`"));
+                    }
+                }
+                if depth > 0 && map.contains_key("$id") {
+                    return Err("`$id` is only allowed at the schema's top".to_owned());
+                }
+                if let Some(reference) = map.get("$ref") {
+                    let reference = reference.as_str().unwrap_or_default();
+                    let pointer = reference
+                        .strip_prefix('#')
+                        .filter(|p| p.is_empty() || p.starts_with('/'))
+                        .ok_or_else(|| {
+                            let shown: String = reference.chars().take(60).collect();
+                            format!("`$ref: {shown}`: only references within the schema (`#/…`) are supported")
+                        })?;
+                    if !expanding.contains(&reference) {
+                        let target = root.pointer(pointer).ok_or_else(|| {
+                            let shown: String = reference.chars().take(60).collect();
+                            format!("`$ref: {shown}` names nothing in the schema")
+                        })?;
+                        expanding.push(reference);
+                        walk(root, target, expanding, count, depth + 1)?;
+                        expanding.pop();
+                    }
+                }
+                for (key, value) in map {
+                    if !DATA_KEYWORDS.contains(&key.as_str()) {
+                        walk(root, value, expanding, count, depth + 1)?;
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(root, item, expanding, count, depth + 1)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    walk(root, root, &mut Vec::new(), &mut 0, 0)
+}
+
 fn compile(schema: &Value) -> Result<Validator, jsonschema::ValidationError<'static>> {
     jsonschema::options()
         .offline()
@@ -131,6 +215,10 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<CatalogEntry, Refused> {
                     message: "a JSON Schema is an object or a boolean".to_owned(),
                 });
             }
+            check_expansion(&schema).map_err(|message| Refused::Schema {
+                pointer: pointer.clone(),
+                message,
+            })?;
             let validator = compile(&schema).map_err(|e| Refused::Schema {
                 pointer: format!("{pointer}{}", e.instance_path().as_str()),
                 message: shorten(&e.to_string()),
@@ -297,6 +385,56 @@ mod tests {
             json!({"description": "no versions"}),
         ] {
             assert!(matches!(refused(body), Refused::Invalid(Invalid::Shape(_))));
+        }
+    }
+
+    fn schema_problem(schema: Value) -> Option<String> {
+        let body = json!({"versions": {"1": {"schema": schema, "sample": {"ok": 1}}}});
+        match parse(body.to_string().as_bytes(), 0) {
+            Ok(_) => None,
+            Err(Refused::Schema { message, .. }) => Some(message),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn schemas_whose_expansion_could_take_exponential_time_are_refused() {
+        // Each level refers to the next from four branches of an `anyOf`:
+        // an event without `ok` would be tried 4^12 times.
+        let mut defs = serde_json::Map::new();
+        for level in 0..12 {
+            let next = json!({"$ref": format!("#/$defs/a{}", level + 1)});
+            defs.insert(format!("a{level}"), json!({"anyOf": vec![next; 4]}));
+        }
+        defs.insert("a12".into(), json!({"type": "string"}));
+        let hostile =
+            json!({"$defs": defs, "anyOf": [{"required": ["ok"]}, {"$ref": "#/$defs/a0"}]});
+        let refused = schema_problem(hostile).expect("refused");
+        assert!(refused.contains("too large"), "{refused}");
+
+        // A recursive tree and shared definitions used a few times are fine.
+        let tree = json!({"$defs": {"node": {"type": "object", "properties": {
+            "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+            "$ref": "#/$defs/node"});
+        assert_eq!(schema_problem(tree), None);
+        let shared = json!({"$defs": {"money": {"type": "integer", "minimum": 0}},
+            "properties": {"amount": {"$ref": "#/$defs/money"}, "tax": {"$ref": "#/$defs/money"}}});
+        assert_eq!(schema_problem(shared), None);
+
+        for (schema, says) in [
+            (
+                json!({"$ref": "https://example.com/s.json"}),
+                "only references",
+            ),
+            (json!({"$ref": "#/$defs/missing"}), "names nothing"),
+            (
+                json!({"properties": {"a": {"$id": "x", "type": "string"}}}),
+                "$id",
+            ),
+            (json!({"$dynamicRef": "#x"}), "$dynamicRef"),
+        ] {
+            let refused = schema_problem(schema.clone()).unwrap_or_else(|| panic!("{schema}"));
+            assert!(refused.contains(says), "{schema}: {refused}");
         }
     }
 

@@ -227,6 +227,30 @@ fn a_failing_endpoint_alerts_its_owner_once_a_day_and_only_an_owner_who_can_be_m
         post_empty(d.addr, &format!("/v1/endpoints/{quiet}/disable")).status,
         200
     );
+    // A tenant disabling its own endpoint (here through its portal link)
+    // knows already: no mail, or a link holder could mail any address.
+    let own = endpoint(
+        Some("self@customer.example"),
+        Some("acme"),
+        healthy.url("/own"),
+    );
+    let link = post_json(
+        d.addr,
+        "/v1/portal-links",
+        &json!({"tenant": "acme", "ttl_secs": 600}),
+    );
+    assert_eq!(link.status, 201, "{}", link.text());
+    let portal_path = s(&link.json()["url"])
+        .split_once("/portal/")
+        .map(|(_, token)| format!("/portal/{token}"))
+        .expect("a portal URL");
+    let by_tenant = post_empty(
+        d.addr,
+        &format!("{portal_path}/api/endpoints/{own}/disable"),
+    );
+    assert_eq!(by_tenant.status, 200, "{}", by_tenant.text());
+    assert_eq!(by_tenant.json()["enabled"], false);
+    assert!(emails_to(d.addr, "self@customer.example").is_empty());
     let quiet_mail = emails_to(d.addr, "quiet@customer.example");
     assert_eq!(quiet_mail.len(), 1, "{quiet_mail:#?}");
     assert_eq!(quiet_mail[0]["tags"]["alert"], "disabled");
