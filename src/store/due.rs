@@ -125,30 +125,40 @@ impl WriteTxn<'_> {
 impl ReadTxn {
     /// Every key with at least one job in `queue`, ascending.
     pub fn due_keys(&self, queue: Queue) -> Result<Vec<u128>, StoreError> {
+        let mut keys = Vec::new();
+        self.first_job_of_each_key(queue, |key, _| keys.push(key))?;
+        Ok(keys)
+    }
+
+    /// Calls `visit` with each key of `queue` and its earliest due time,
+    /// ascending by key. One seek per key, not one step per job: a key with
+    /// a million jobs costs the same as a key with one.
+    fn first_job_of_each_key(
+        &self,
+        queue: Queue,
+        mut visit: impl FnMut(u128, u64),
+    ) -> Result<(), StoreError> {
         let table = self.txn.open_table(DUE)?;
         let code = queue.code();
-        let mut keys = Vec::new();
         let mut from = 0u128;
-        // One seek per key, not one step per job: a key with a million jobs
-        // costs the same as a key with one.
         loop {
             let next = table
                 .range((code, from, 0, 0)..=(code, u128::MAX, u64::MAX, u64::MAX))?
                 .next();
             let Some(entry) = next else { break };
-            let key = entry?.0.value().1;
-            keys.push(key);
+            let (_, key, due_ms, _) = entry?.0.value();
+            visit(key, due_ms);
             match key.checked_add(1) {
                 Some(after) => from = after,
                 None => break,
             }
         }
-        Ok(keys)
+        Ok(())
     }
 
     /// How many jobs `queue` holds, and the earliest time one is due. The
     /// count steps through every row (a million take a fraction of a
-    /// second); the earliest is one seek per key, as in `due_keys`.
+    /// second); the earliest is one seek per key.
     pub fn due_summary(&self, queue: Queue) -> Result<DueSummary, StoreError> {
         let table = self.txn.open_table(DUE)?;
         let code = queue.code();
@@ -159,20 +169,10 @@ impl ReadTxn {
             jobs += 1;
         }
         let mut earliest_due_ms: Option<i64> = None;
-        let mut from = 0u128;
-        loop {
-            let next = table
-                .range((code, from, 0, 0)..=(code, u128::MAX, u64::MAX, u64::MAX))?
-                .next();
-            let Some(entry) = next else { break };
-            let (_, key, due_ms, _) = entry?.0.value();
+        self.first_job_of_each_key(queue, |_, due_ms| {
             let due_ms = i64::try_from(due_ms).unwrap_or(i64::MAX);
             earliest_due_ms = Some(earliest_due_ms.map_or(due_ms, |e| e.min(due_ms)));
-            match key.checked_add(1) {
-                Some(after) => from = after,
-                None => break,
-            }
-        }
+        })?;
         Ok(DueSummary {
             jobs,
             earliest_due_ms,
