@@ -26,15 +26,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
+use common::dead_endpoint;
 use common::http::{connect, exchange_within, get, get_json, post_json, Connection};
 use common::knobs::env_parse;
 use common::load::{self, Load};
 
-const CONFIG: &str = r#"
-[webhooks]
-allow_networks = ["127.0.0.1/32"]
-require_https = false
-"#;
 const BATCH: u64 = 1000;
 const FILL_CONNECTIONS: usize = 4;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,11 +44,9 @@ fn main() {
     let threads = env_parse("HERALD_BENCH_THREADS", 2usize);
     let runtime = load::runtime(threads);
     let mut broken = Vec::new();
-    let mut daemon = Daemon::start(CONFIG);
+    let mut daemon = Daemon::start(dead_endpoint::CONFIG);
     let addr = daemon.addr;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port");
+    let dead = dead_endpoint::closed_port().expect("a free loopback port");
 
     let fill_started = Instant::now();
     let endpoint = runtime.block_on(fill(addr, dead, events, &mut broken));
@@ -99,17 +93,13 @@ async fn fill(
     events: u64,
     broken: &mut Vec<String>,
 ) -> Option<String> {
-    let mut conn = connect(addr).await.ok()?;
-    let body = format!(r#"{{"url":"http://{dead}/hook"}}"#);
-    let endpoint = match post_json(&mut conn, addr, "/v1/endpoints", &body, REQUEST_TIMEOUT).await {
-        Ok(answer) => serde_json::from_slice::<serde_json::Value>(&answer)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_owned)),
+    let endpoint = match dead_endpoint::create(addr, dead, REQUEST_TIMEOUT).await {
+        Ok(id) => id,
         Err(e) => {
             broken.push(format!("creating the endpoint: {e}"));
-            None
+            return None;
         }
-    }?;
+    };
     let fillers = load::event_batches(addr, events, BATCH, |i| {
         format!(
             r#"{{"type":"bench.t{}","tenant":"tenant{}","data":{{"n":{i}}}}}"#,

@@ -35,23 +35,16 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
-use common::http::{self, connect, exchange_within, get_json, post_json};
+use common::dead_endpoint;
+use common::http::{self, connect, exchange_within, get_json};
 use common::knobs::env_parse;
 use common::load::{self, Load};
 use common::report::{cpu_note, cpu_sample, quantile_ms, resident_mib};
 
-/// Appended to the shared bench config: loopback must be allowed
-/// explicitly and over plain HTTP, or the endpoint would be refused
-/// instead of left dead.
-const CONFIG: &str = r#"
-[webhooks]
-allow_networks = ["127.0.0.1/32"]
-require_https = false
-"#;
 /// Events per request: the daemon's `max_batch_events`.
 const BATCH: u64 = 1000;
 /// Enough connections that several requests share each group commit.
@@ -89,7 +82,7 @@ fn main() {
     }
     let runtime = load::runtime(threads);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let dead = match closed_port() {
+    let dead = match dead_endpoint::closed_port() {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("finding a closed loopback port: {e}");
@@ -97,7 +90,7 @@ fn main() {
         }
     };
 
-    let mut daemon = Daemon::start(CONFIG);
+    let mut daemon = Daemon::start(dead_endpoint::CONFIG);
     let mut report = Report::default();
     run(&runtime, &mut daemon, dead, backlog, secs, &mut report);
     daemon.stop();
@@ -129,11 +122,6 @@ fn main() {
 /// A loopback port that refuses connections: bound by the kernel's choice,
 /// then released. Nothing else on this machine is expected to take it
 /// within the run.
-fn closed_port() -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    listener.local_addr()
-}
-
 fn run(
     runtime: &tokio::runtime::Runtime,
     daemon: &mut Daemon,
@@ -142,7 +130,8 @@ fn run(
     secs: u64,
     report: &mut Report,
 ) {
-    let endpoint = match runtime.block_on(create_endpoint(daemon.addr, dead)) {
+    let endpoint = match runtime.block_on(dead_endpoint::create(daemon.addr, dead, REQUEST_TIMEOUT))
+    {
         Ok(id) => id,
         Err(e) => {
             report.broken.push(format!("creating the endpoint: {e}"));
@@ -296,18 +285,6 @@ fn hold(daemon: &mut Daemon, secs: u64, report: &mut Report) {
     report.notes.extend(
         cpu_note(cpu_before, cpu_sample(pid), "this client", None).map(|n| format!("- hold: {n}")),
     );
-}
-
-async fn create_endpoint(daemon: SocketAddr, dead: SocketAddr) -> Result<String, String> {
-    let mut conn = connect(daemon).await.map_err(|e| e.to_string())?;
-    let body = format!(r#"{{"url":"http://{dead}/hook"}}"#);
-    let answer = post_json(&mut conn, daemon, "/v1/endpoints", &body, REQUEST_TIMEOUT).await?;
-    let created: serde_json::Value =
-        serde_json::from_slice(&answer).map_err(|e| format!("the 201's body: {e}"))?;
-    created["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no id in {created}"))
 }
 
 /// How long after `spawned` a GET of `path` first answered 2xx, asked every

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each bench uses a different part
 
 pub mod daemon;
+pub mod dead_endpoint;
 pub mod http;
 pub mod knobs;
 pub mod load;
