@@ -22,9 +22,14 @@ use crate::store::due::DueSummary;
 use crate::store::streams::Windows;
 use crate::store::Queue;
 
+/// A scrape counts pending jobs up to this many: every counted job is a
+/// step through the schedule, and a scrape comes every few seconds. A
+/// backlog beyond it reads as this figure.
+const PENDING_COUNT_CAP: u64 = 100_000;
 /// The statuses Herald answers with; anything else counts as `other`.
-const STATUSES: [u16; 19] = [
-    200, 201, 202, 204, 302, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 422, 429, 500, 503,
+const STATUSES: [u16; 20] = [
+    200, 201, 202, 204, 303, 304, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 422, 429, 500,
+    503,
 ];
 /// Methods of requests that match no row; anything else counts as `other`.
 const METHODS: [Method; 6] = [
@@ -117,8 +122,8 @@ pub async fn scrape(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
             streams.push((name, paused, windows));
         }
         Ok(Stored {
-            webhooks: txn.due_summary(Queue::Webhooks)?,
-            mail: txn.due_summary(Queue::Mail)?,
+            webhooks: txn.due_summary(Queue::Webhooks, PENDING_COUNT_CAP)?,
+            mail: txn.due_summary(Queue::Mail, PENDING_COUNT_CAP)?,
             streams,
             file_bytes: std::fs::metadata(&path)?.len(),
         })
@@ -268,7 +273,7 @@ fn backlog(e: &mut Exposition, name: &str, what: &str, due: DueSummary, now_ms: 
         &format!("Scheduled {what} not yet done, due or not."),
         Kind::Gauge,
     );
-    e.sample(&pending, &[], due.jobs as f64);
+    e.sample(&pending, &[], due.jobs.count as f64);
     let lag = format!("herald_{name}_oldest_due_lag_seconds");
     e.family(
         &lag,

@@ -156,11 +156,16 @@ pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
                     count: pending,
                     capped: false,
                 },
-                oldest_due_ms: txn.oldest_due(Queue::Webhooks)?,
+                // The count is exact from the per-endpoint counts: no need
+                // to count the schedule's rows.
+                oldest_due_ms: txn.due_summary(Queue::Webhooks, 0)?.earliest_due_ms,
             },
-            mail: QueueSummary {
-                depth: txn.queue_depth(Queue::Mail, COUNT_CAP)?,
-                oldest_due_ms: txn.oldest_due(Queue::Mail)?,
+            mail: {
+                let due = txn.due_summary(Queue::Mail, COUNT_CAP)?;
+                QueueSummary {
+                    depth: due.jobs,
+                    oldest_due_ms: due.earliest_due_ms,
+                }
             },
             streams: stream_rows,
             file_bytes: std::fs::metadata(&path)?.len(),

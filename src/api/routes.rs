@@ -759,26 +759,25 @@ pub enum Resolved<'p> {
 }
 
 /// Literal segments that matched, or `None` when the template does not fit.
+/// Walks the template without collecting it: every request tries every row.
 fn fit<'p>(template: &str, segments: &[&'p str], params: &mut Vec<&'p str>) -> Option<usize> {
-    let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
-    if parts.len() != segments.len() {
-        return None;
-    }
     params.clear();
+    let mut parts = template.trim_start_matches('/').split('/');
     let mut literals = 0;
-    for (part, segment) in parts.iter().zip(segments) {
+    for segment in segments {
+        let part = parts.next()?;
         if part.starts_with('{') {
             if segment.is_empty() {
                 return None;
             }
             params.push(segment);
-        } else if part == segment {
+        } else if part == *segment {
             literals += 1;
         } else {
             return None;
         }
     }
-    Some(literals)
+    parts.next().is_none().then_some(literals)
 }
 
 /// The route `surface` serves for `method` and `path`: the template with

@@ -3,6 +3,7 @@
 //! job, and the writer announces each change once it is durable; readers
 //! page through one key's jobs in due order.
 
+use super::overview::{count_up_to, Bounded};
 use super::tables::DUE;
 use super::{ReadTxn, StoreError, WriteTxn};
 
@@ -51,7 +52,7 @@ pub struct DueChange {
 /// A queue's backlog at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DueSummary {
-    pub jobs: u64,
+    pub jobs: Bounded,
     /// `None` when the queue is empty.
     pub earliest_due_ms: Option<i64>,
 }
@@ -156,18 +157,15 @@ impl ReadTxn {
         Ok(())
     }
 
-    /// How many jobs `queue` holds, and the earliest time one is due. The
-    /// count steps through every row (a million take a fraction of a
-    /// second); the earliest is one seek per key.
-    pub fn due_summary(&self, queue: Queue) -> Result<DueSummary, StoreError> {
+    /// How many jobs `queue` holds, counted up to `cap` (every counted job
+    /// is a step), and the earliest time one is due (one seek per key).
+    pub fn due_summary(&self, queue: Queue, cap: u64) -> Result<DueSummary, StoreError> {
         let table = self.txn.open_table(DUE)?;
         let code = queue.code();
-        let all = (code, 0u128, 0u64, 0u64)..=(code, u128::MAX, u64::MAX, u64::MAX);
-        let mut jobs = 0u64;
-        for row in table.range(all)? {
-            row?;
-            jobs += 1;
-        }
+        let jobs = count_up_to(
+            table.range((code, 0u128, 0u64, 0u64)..=(code, u128::MAX, u64::MAX, u64::MAX))?,
+            cap,
+        )?;
         let mut earliest_due_ms: Option<i64> = None;
         self.first_job_of_each_key(queue, |_, due_ms| {
             let due_ms = i64::try_from(due_ms).unwrap_or(i64::MAX);
@@ -229,11 +227,14 @@ mod tests {
         use crate::store::{Store, Writer};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("h.redb")).unwrap();
-        let empty = store.read().unwrap().due_summary(Queue::Mail).unwrap();
+        let empty = store.read().unwrap().due_summary(Queue::Mail, 10).unwrap();
         assert_eq!(
             empty,
             DueSummary {
-                jobs: 0,
+                jobs: Bounded {
+                    count: 0,
+                    capped: false
+                },
                 earliest_due_ms: None
             }
         );
@@ -251,13 +252,23 @@ mod tests {
         thread.stop();
         let txn = store.read().unwrap();
         assert_eq!(
-            txn.due_summary(Queue::Webhooks).unwrap(),
+            txn.due_summary(Queue::Webhooks, 10).unwrap(),
             DueSummary {
-                jobs: 3,
+                jobs: Bounded {
+                    count: 3,
+                    capped: false
+                },
                 earliest_due_ms: Some(4_000)
             }
         );
-        assert_eq!(txn.due_summary(Queue::Mail).unwrap().jobs, 1);
+        assert_eq!(txn.due_summary(Queue::Mail, 10).unwrap().jobs.count, 1);
+        assert_eq!(
+            txn.due_summary(Queue::Webhooks, 2).unwrap().jobs,
+            Bounded {
+                count: 2,
+                capped: true
+            }
+        );
     }
 
     const GOLDEN_MARKETING: &str = "a681ac6a8374a7ee4747a3cbd3aae9d3";

@@ -4,10 +4,9 @@
 
 use redb::ReadableTable;
 
-use super::due::Queue;
 use super::mail::email_status_code;
 use super::records::{EmailStatus, EventRecord};
-use super::tables::{DUE, EMAILS_BY_STREAM_STATUS, EVENTS};
+use super::tables::{EMAILS_BY_STREAM_STATUS, EVENTS};
 use super::{get_record, ReadTxn, StoreError};
 
 /// A count that may have stopped at its cap: then `count` is a lower bound.
@@ -17,7 +16,7 @@ pub struct Bounded {
     pub capped: bool,
 }
 
-fn count_up_to<I, T, E>(rows: I, cap: u64) -> Result<Bounded, StoreError>
+pub(super) fn count_up_to<I, T, E>(rows: I, cap: u64) -> Result<Bounded, StoreError>
 where
     I: Iterator<Item = Result<T, E>>,
     StoreError: From<E>,
@@ -74,28 +73,6 @@ impl ReadTxn {
         Ok(out)
     }
 
-    /// The jobs of `queue`, counted up to `cap`.
-    pub fn queue_depth(&self, queue: Queue, cap: u64) -> Result<Bounded, StoreError> {
-        let code = queue.code();
-        let table = self.txn.open_table(DUE)?;
-        count_up_to(
-            table.range((code, 0, 0, 0)..=(code, u128::MAX, u64::MAX, u64::MAX))?,
-            cap,
-        )
-    }
-
-    /// The earliest due time of any job of `queue` (Unix ms): one seek per
-    /// key, however many jobs each holds.
-    pub fn oldest_due(&self, queue: Queue) -> Result<Option<i64>, StoreError> {
-        let mut oldest: Option<i64> = None;
-        for key in self.due_keys(queue)? {
-            if let Some((due_ms, _)) = self.due_after(queue, key, None, 1)?.first() {
-                oldest = Some(oldest.map_or(*due_ms, |o| o.min(*due_ms)));
-            }
-        }
-        Ok(oldest)
-    }
-
     /// The messages of `stream` now in `status`, counted up to `cap`.
     pub fn stream_status_count(
         &self,
@@ -118,7 +95,7 @@ mod tests {
     use crate::store::log::{IndexKeys, NewEventRow};
     use crate::store::records::EventSource;
     use crate::store::writer::Listeners;
-    use crate::store::{Store, Writer};
+    use crate::store::{Queue, Store, Writer};
 
     fn row() -> NewEventRow {
         NewEventRow {
@@ -164,21 +141,27 @@ mod tests {
         assert_eq!(txn.log_positions_at(&[200_000]).unwrap(), [7]);
 
         assert_eq!(
-            txn.queue_depth(Queue::Webhooks, 10).unwrap(),
+            txn.due_summary(Queue::Webhooks, 10).unwrap().jobs,
             Bounded {
                 count: 3,
                 capped: false
             }
         );
         assert_eq!(
-            txn.queue_depth(Queue::Webhooks, 2).unwrap(),
+            txn.due_summary(Queue::Webhooks, 2).unwrap().jobs,
             Bounded {
                 count: 2,
                 capped: true
             }
         );
-        assert_eq!(txn.oldest_due(Queue::Webhooks).unwrap(), Some(300));
-        assert_eq!(txn.queue_depth(Queue::Mail, 10).unwrap().count, 0);
-        assert_eq!(txn.oldest_due(Queue::Mail).unwrap(), None);
+        assert_eq!(
+            txn.due_summary(Queue::Webhooks, 0).unwrap().earliest_due_ms,
+            Some(300)
+        );
+        assert_eq!(txn.due_summary(Queue::Mail, 10).unwrap().jobs.count, 0);
+        assert_eq!(
+            txn.due_summary(Queue::Mail, 10).unwrap().earliest_due_ms,
+            None
+        );
     }
 }
