@@ -295,32 +295,42 @@ const PASSING_ERRORS: [&str; 3] = [
 
 impl Element<'_> {
     fn call(&self, method: &str, action: &str, body: Option<Value>) -> Value {
-        let until = deadline(PAGE_WAIT);
-        loop {
+        let (mut answer, mut last) = (None, Value::Null);
+        wait_until(deadline(PAGE_WAIT), || {
             let path = format!(
                 "/session/{}/element/{}{action}",
                 self.browser.session,
                 self.id.borrow()
             );
             match self.browser.try_call(method, &path, body.clone()) {
-                Ok(value) => return value,
+                Ok(value) => {
+                    answer = Some(value);
+                    true
+                }
                 Err(error) => {
                     let passing = error["error"]
                         .as_str()
                         .is_some_and(|e| PASSING_ERRORS.contains(&e));
                     assert!(
-                        passing && std::time::Instant::now() < until,
+                        passing,
                         "WebDriver {method} {action} on {:?}: {error}",
                         self.css
                     );
-                    std::thread::sleep(Duration::from_millis(50));
                     if let Some(found) = self.browser.find_all(&self.css).get(self.position) {
                         let fresh = found.id.borrow().clone();
                         *self.id.borrow_mut() = fresh;
                     }
+                    last = error;
+                    false
                 }
             }
-        }
+        });
+        answer.unwrap_or_else(|| {
+            panic!(
+                "WebDriver {method} {action} on {:?} within {PAGE_WAIT:?}: {last}",
+                self.css
+            )
+        })
     }
 
     pub fn click(&self) {

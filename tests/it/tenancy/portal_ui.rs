@@ -171,7 +171,7 @@ fn a_customer_adds_an_endpoint_sends_a_test_and_sees_the_delivery() {
     browser.set_window_size(1280, 1700);
     browser.script("window.scrollTo(0, 0);", json!([]));
     let laptop = browser.screenshot("portal");
-    assert!(laptop.exists());
+    assert!(is_png(&laptop), "{}", laptop.display());
 
     browser.set_window_size(390, 2000);
     browser.find(&format!("{card} .send-test"));
@@ -181,7 +181,7 @@ fn a_customer_adds_an_endpoint_sends_a_test_and_sees_the_delivery() {
     );
     assert_eq!(fits, true, "the page scrolls sideways on a phone");
     let phone = browser.screenshot("portal-phone");
-    assert!(phone.exists());
+    assert!(is_png(&phone), "{}", phone.display());
 
     // The failing endpoint's dead letter, retried from the page: a second
     // attempt, made by hand, appears under it.
@@ -211,4 +211,9 @@ fn a_customer_adds_an_endpoint_sends_a_test_and_sees_the_delivery() {
     let attempts = &dead["deliveries"][0]["attempts"];
     assert_eq!(attempts.as_array().map(Vec::len), Some(2), "{dead}");
     assert_eq!(attempts[1]["trigger"], "manual");
+}
+
+fn is_png(path: &std::path::Path) -> bool {
+    std::fs::read(path)
+        .is_ok_and(|bytes| bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000)
 }
