@@ -121,7 +121,7 @@ pub async fn page(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
         return Ok(app_page("open", ""));
     }
     if let Some(token) = sessions::cookie(req.headers()) {
-        if let Some((key, csrf)) = state.sessions.csrf_of(token, Instant::now()) {
+        if let Some((key, csrf)) = state.sessions.find(token, Instant::now()) {
             let still_admin = state
                 .keys
                 .grant_of_hash(&key)
@@ -137,19 +137,31 @@ pub async fn page(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
 
 /// `GET /admin/assets/{name}`: revalidated by its hash, so a new binary's
 /// assets are picked up at once and an unchanged one costs a 304.
-pub fn asset(name: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
-    let asset = ASSETS
+/// Each asset's ETag, in `ASSETS` order: the bodies are compiled in, so
+/// their digests are taken once, not on every request.
+static ETAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    ASSETS
         .iter()
-        .find(|a| a.name == name)
+        .map(|asset| {
+            let digest = Sha256::digest(asset.body.as_bytes());
+            let tag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            format!("\"{tag}\"")
+        })
+        .collect()
+});
+
+pub fn asset(name: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let at = ASSETS
+        .iter()
+        .position(|a| a.name == name)
         .ok_or_else(|| ApiError::not_found("not_found", "no such dashboard asset".to_owned()))?;
-    let digest = Sha256::digest(asset.body.as_bytes());
-    let tag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    let etag = format!("\"{tag}\"");
+    let asset = &ASSETS[at];
+    let etag = &ETAGS[at];
     let fresh = req
         .headers()
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag.as_str()));
     let mut resp = if fresh {
         respond(StatusCode::NOT_MODIFIED, asset.content_type, Bytes::new())
     } else {
@@ -157,7 +169,7 @@ pub fn asset(name: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     };
     let headers = resp.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(value) = HeaderValue::from_str(&etag) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
         headers.insert(ETAG, value);
     }
     Ok(resp)

@@ -132,8 +132,9 @@ impl Sessions {
         self.live().remove(&key_hash(token)).is_some()
     }
 
-    /// The key and CSRF token of a live session.
-    fn find(&self, token: &str, now: Instant) -> Option<(KeyHash, String)> {
+    /// The key and CSRF token of a live session (the page carries the
+    /// token; requests must repeat it).
+    pub fn find(&self, token: &str, now: Instant) -> Option<(KeyHash, String)> {
         let id = key_hash(token);
         let mut live = self.live();
         match live.get(&id) {
@@ -144,11 +145,6 @@ impl Sessions {
             }
             None => None,
         }
-    }
-
-    /// The CSRF token of a live session, for the page that will send it.
-    pub fn csrf_of(&self, token: &str, now: Instant) -> Option<(KeyHash, String)> {
-        self.find(token, now)
     }
 
     /// The key a request's session cookie `token` speaks for, once the
@@ -213,7 +209,7 @@ mod tests {
         );
         let s2 = sessions.start(key, t0).unwrap();
         assert!(sessions.end(&s2.token));
-        assert!(sessions.csrf_of(&s2.token, t0).is_none());
+        assert!(sessions.find(&s2.token, t0).is_none());
     }
 
     #[test]
@@ -230,7 +226,7 @@ mod tests {
             .start(key_hash("k"), t0 + Duration::from_secs(1))
             .unwrap();
         assert_eq!(sessions.live().len(), MAX_SESSIONS);
-        assert!(sessions.csrf_of(&first.token, t0).is_none());
-        assert!(sessions.csrf_of(&newest.token, t0).is_some());
+        assert!(sessions.find(&first.token, t0).is_none());
+        assert!(sessions.find(&newest.token, t0).is_some());
     }
 }

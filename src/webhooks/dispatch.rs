@@ -341,9 +341,7 @@ async fn attempt(
     let number = u32::try_from(loaded.delivery.attempts.len())
         .unwrap_or(u32::MAX)
         .saturating_add(1);
-    let started = Instant::now();
     let outcome = send(ctx, &loaded.endpoint, &msg_id, loaded.body, number).await;
-    let took = started.elapsed();
     let failure = outcome.failure.as_ref().map(client::Failure::kind);
     let attempt = AttemptRecord {
         at_ms: started_ms,
@@ -368,6 +366,7 @@ async fn attempt(
     // unrecorded attempt is made again).
     let policy = ctx.policy.clone();
     let alerts = ctx.owner_alerts.clone();
+    let succeeded = report.succeeded();
     let status = ctx
         .writer
         .write_waiting(move |txn| {
@@ -383,12 +382,13 @@ async fn attempt(
         .await
         .map_err(|e| format!("the attempt's outcome was not written: {e}"))?;
     if let Some(status) = status {
+        let latency = outcome.latency;
         let outcome = match status {
-            _ if (200..300).contains(&outcome.status) => DeliveryOutcome::Success,
+            _ if succeeded => DeliveryOutcome::Success,
             DeliveryStatus::Failed if !manual => DeliveryOutcome::Dead,
             _ => DeliveryOutcome::Failure,
         };
-        metrics::WEBHOOKS.attempted(outcome, took);
+        metrics::WEBHOOKS.attempted(outcome, latency);
     }
     Ok(Ok(outcome))
 }
