@@ -80,12 +80,22 @@ struct EventInput<'a> {
     tenant: Option<String>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     data_versions: Option<BTreeMap<String, &'a RawValue>>,
     #[serde(default)]
     idempotency_key: Option<String>,
     #[serde(default)]
     occurred_at: Option<String>,
+}
+
+/// A field that may be left out but not sent as `null`: `null` would
+/// otherwise read as left out, and a broken field must be refused.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// An event that passed validation and is ready for the writer.
@@ -575,6 +585,7 @@ mod tests {
                 "data_versions",
             ),
             (br#"{"type":"a","data_versions":[{}]}"#, "shape"),
+            (br#"{"type":"a","data_versions":null}"#, "shape"),
             (br#"["a"]"#, "shape"),
             (br#" ["a", "acme"]"#, "shape"),
             (b"[1,", "json"),

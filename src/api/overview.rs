@@ -17,8 +17,8 @@ use super::{read, AppState};
 use crate::clock;
 use crate::mail::guard::window_json;
 use crate::store::attempt_tally::AttemptTally;
+use crate::store::due::Bounded;
 use crate::store::due::Queue;
-use crate::store::overview::Bounded;
 use crate::store::records::EmailStatus;
 
 const MINUTE_MS: i64 = 60_000;

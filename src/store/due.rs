@@ -3,9 +3,37 @@
 //! job, and the writer announces each change once it is durable; readers
 //! page through one key's jobs in due order.
 
-use super::overview::{count_up_to, Bounded};
 use super::tables::DUE;
 use super::{ReadTxn, StoreError, WriteTxn};
+
+/// A count that may have stopped at its cap: then `count` is a lower bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounded {
+    pub count: u64,
+    pub capped: bool,
+}
+
+pub(super) fn count_up_to<I, T, E>(rows: I, cap: u64) -> Result<Bounded, StoreError>
+where
+    I: Iterator<Item = Result<T, E>>,
+    StoreError: From<E>,
+{
+    let mut count = 0;
+    for row in rows {
+        row?;
+        if count == cap {
+            return Ok(Bounded {
+                count,
+                capped: true,
+            });
+        }
+        count += 1;
+    }
+    Ok(Bounded {
+        count,
+        capped: false,
+    })
+}
 
 /// The kinds of work the schedule holds; each has its own scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,39 +4,11 @@
 
 use redb::ReadableTable;
 
+use super::due::{count_up_to, Bounded};
 use super::mail::email_status_code;
 use super::records::{EmailStatus, EventRecord};
 use super::tables::{EMAILS_BY_STREAM_STATUS, EVENTS};
 use super::{get_record, ReadTxn, StoreError};
-
-/// A count that may have stopped at its cap: then `count` is a lower bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounded {
-    pub count: u64,
-    pub capped: bool,
-}
-
-pub(super) fn count_up_to<I, T, E>(rows: I, cap: u64) -> Result<Bounded, StoreError>
-where
-    I: Iterator<Item = Result<T, E>>,
-    StoreError: From<E>,
-{
-    let mut count = 0;
-    for row in rows {
-        row?;
-        if count == cap {
-            return Ok(Bounded {
-                count,
-                capped: true,
-            });
-        }
-        count += 1;
-    }
-    Ok(Bounded {
-        count,
-        capped: false,
-    })
-}
 
 impl ReadTxn {
     /// For each of `boundaries` (ascending Unix ms), the seq the log had
