@@ -15,17 +15,24 @@
 //!   drive instead of starting one (for comparing against another server
 //!   that accepts the same requests).
 //! - `HERALD_BENCH_THREADS`: client threads (default 2, like `wrk -t2`).
+//! - `HERALD_CEILING_BIN`: the ceiling probe's binary. Each scenario then
+//!   runs against the probe right after Herald, with the same load, and
+//!   the report gives Herald's ratio to it.
+//!
+//! Herald's resident memory is reported idle (before the first scenario),
+//! at its peak under load, and idle again after the last.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::ceiling::{self, Ceiling};
 use common::daemon::Daemon;
 use common::http;
 use common::knobs::{self, env_parse, Selection};
-use common::load::{self, Conversation, Throughput};
-use common::report::THROUGHPUT_HEADER;
+use common::load::{self, Conversation, Tally, Throughput};
+use common::report::{resident_mib, THROUGHPUT_HEADER};
 
 const SCENARIOS: &[Throughput] = &[
     Throughput::new("single-c1", 1, 1),
@@ -58,27 +65,84 @@ fn main() {
     };
 
     let runtime = load::runtime(threads);
+    let ceilings = [Ceiling::start(ceiling::Mode::Single), Ceiling::start(ceiling::Mode::Batch)];
+    let idle = daemon.as_ref().and_then(|d| resident_mib(d.pid()));
 
     println!(
         "ingest against {addr}, {secs}s per scenario, {threads} client threads\n\n{THROUGHPUT_HEADER}"
     );
     let run_id = load::run_id();
+    let mut ratios = Vec::new();
     for scenario in scenarios {
-        let load = scenario.load(secs, REQUEST_TIMEOUT);
-        let outcome = runtime.block_on(load::run(addr, &load, |connection| Poster {
-            addr,
-            events_per_request: scenario.per_request,
-            key_prefix: format!("{}-{run_id}-{connection}", scenario.name),
-            sent: 0,
-        }));
-        println!("{}", scenario.row(secs, &outcome.tally));
-        if let Some(first) = outcome.tally.first_failure {
-            println!("  first failure: {first}");
+        let drive = |target: SocketAddr, label: &str| -> Tally {
+            let load = scenario.load(secs, REQUEST_TIMEOUT);
+            let outcome = runtime.block_on(load::run(target, &load, |connection| Poster {
+                addr: target,
+                events_per_request: scenario.per_request,
+                key_prefix: format!("{}-{label}-{run_id}-{connection}", scenario.name),
+                sent: 0,
+            }));
+            if let Some(first) = &outcome.tally.first_failure {
+                println!("  first failure ({label}): {first}");
+            }
+            outcome.tally
+        };
+        let herald = drive(addr, "herald");
+        println!("{}", scenario.row(secs, &herald));
+        let probe = &ceilings[usize::from(scenario.per_request > 1)];
+        let ceiling = probe.as_ref().map(|probe| {
+            let tally = drive(probe.addr, "ceiling");
+            println!("{}", scenario.row_as(&format!("{} (ceiling)", scenario.name), secs, &tally));
+            tally
+        });
+        ratios.push(format!(
+            "| {} | {} | {} | {} |",
+            scenario.name,
+            ceiling::ratio(per_second(&herald), ceiling.as_ref().map(per_second)),
+            ceiling::ratio(
+                quantile_us(&herald, 0.999),
+                ceiling.as_ref().map(|c| quantile_us(c, 0.50))
+            ),
+            ceiling::ratio(
+                quantile_us(&herald, 0.99),
+                ceiling.as_ref().map(|c| quantile_us(c, 0.99))
+            ),
+        ));
+    }
+    if ceilings.iter().any(Option::is_some) {
+        println!(
+            "\n| scenario | throughput / ceiling | p99.9 / ceiling p50 | p99 / ceiling p99 |\n|---|---:|---:|---:|"
+        );
+        for row in &ratios {
+            println!("{row}");
         }
+    } else {
+        println!("\n(no ceiling: set HERALD_CEILING_BIN to run it beside Herald)");
     }
     if let Some(daemon) = daemon.as_mut() {
+        let after = resident_mib(daemon.pid());
+        let mib = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} MiB"));
+        println!(
+            "\nherald resident memory: idle {}, peak under load {}, idle after {}",
+            mib(idle.map(|(_, now)| now)),
+            mib(after.map(|(peak, _)| peak)),
+            mib(after.map(|(_, now)| now)),
+        );
         daemon.stop();
     }
+}
+
+fn per_second(tally: &Tally) -> f64 {
+    tally.latencies_us.len() as f64
+}
+
+fn quantile_us(tally: &Tally, q: f64) -> f64 {
+    let sorted = &tally.latencies_us;
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[index])
 }
 
 /// One connection's events, each with an idempotency key of its own series.

@@ -124,11 +124,16 @@ impl Throughput {
 
     /// The scenario's row under `THROUGHPUT_HEADER`.
     pub fn row(&self, secs: u64, tally: &Tally) -> String {
+        self.row_as(self.name, secs, tally)
+    }
+
+    /// As `row`, under another name (the same load against another server).
+    pub fn row_as(&self, name: &str, secs: u64, tally: &Tally) -> String {
         let per_sec = tally.latencies_us.len() as f64 / secs as f64;
         let quantile = |q: f64| quantile_ms(&tally.latencies_us, q);
         format!(
             "| {} | {} | {per_sec:.0} | {:.0} | {} | {} | {} | {} |",
-            self.name,
+            name,
             self.connections,
             per_sec * self.per_request as f64,
             quantile(0.50),

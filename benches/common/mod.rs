@@ -3,6 +3,7 @@
 //! talks to, the environment knobs, and the figures they report.
 #![allow(dead_code)] // each bench uses a different part
 
+pub mod ceiling;
 pub mod daemon;
 pub mod dead_endpoint;
 pub mod http;
