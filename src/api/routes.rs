@@ -758,39 +758,65 @@ pub enum Resolved<'p> {
     NotFound,
 }
 
+/// A template split once into its segments, so that matching a request
+/// against every row compares slices instead of re-splitting strings (it
+/// was 7% of the daemon's CPU under single-event ingest).
+enum Part {
+    Literal(&'static str),
+    Param,
+}
+
+/// `ROUTES[i]`'s template, split: `TEMPLATES[i]`.
+static TEMPLATES: std::sync::LazyLock<Vec<Vec<Part>>> = std::sync::LazyLock::new(|| {
+    ROUTES
+        .iter()
+        .map(|row| {
+            row.path
+                .trim_start_matches('/')
+                .split('/')
+                .map(|part| {
+                    if part.starts_with('{') {
+                        Part::Param
+                    } else {
+                        Part::Literal(part)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+});
+
 /// Literal segments that matched, or `None` when the template does not fit.
-/// Walks the template without collecting it: every request tries every row.
-fn fit<'p>(template: &str, segments: &[&'p str], params: &mut Vec<&'p str>) -> Option<usize> {
+fn fit<'p>(template: &[Part], segments: &[&'p str], params: &mut Vec<&'p str>) -> Option<usize> {
+    if template.len() != segments.len() {
+        return None;
+    }
     params.clear();
-    let mut parts = template.trim_start_matches('/').split('/');
     let mut literals = 0;
-    for segment in segments {
-        let part = parts.next()?;
-        if part.starts_with('{') {
-            if segment.is_empty() {
-                return None;
-            }
-            params.push(segment);
-        } else if part == *segment {
-            literals += 1;
-        } else {
-            return None;
+    for (part, segment) in template.iter().zip(segments) {
+        match part {
+            Part::Param if segment.is_empty() => return None,
+            Part::Param => params.push(*segment),
+            Part::Literal(literal) if literal == segment => literals += 1,
+            Part::Literal(_) => return None,
         }
     }
-    parts.next().is_none().then_some(literals)
+    Some(literals)
 }
 
 /// The route `surface` serves for `method` and `path`: the template with
 /// the most literal segments wins, so `/v1/events/batch` is not an event id.
 pub fn resolve<'p>(surface: Surface, method: &Method, path: &'p str) -> Resolved<'p> {
     let segments: Vec<&'p str> = path.trim_start_matches('/').split('/').collect();
+    let templates = &*TEMPLATES;
     let mut best: Option<(usize, &'static str)> = None;
     let mut params = Vec::new();
-    for row in ROUTES
+    for (row, template) in ROUTES
         .iter()
-        .filter(|row| surface == Surface::Private || row.public)
+        .zip(templates)
+        .filter(|(row, _)| surface == Surface::Private || row.public)
     {
-        if let Some(literals) = fit(row.path, &segments, &mut params) {
+        if let Some(literals) = fit(template, &segments, &mut params) {
             if best.is_none_or(|(most, _)| literals > most) {
                 best = Some((literals, row.path));
             }
@@ -808,7 +834,7 @@ pub fn resolve<'p>(surface: Surface, method: &Method, path: &'p str) -> Resolved
         row.path == template && row.method == *method && (surface == Surface::Private || row.public)
     }) {
         Some((index, route)) => {
-            fit(route.path, &segments, &mut params);
+            fit(&templates[index], &segments, &mut params);
             Resolved::Found {
                 route,
                 index,

@@ -251,6 +251,21 @@ impl<'txn> WriteTxn<'txn> {
     }
 }
 
+impl WriteTxn<'_> {
+    /// The held idempotency keys' sweep, one slice: after the group's own
+    /// operations, so their keys count toward the slice.
+    fn sweep_held_keys(&mut self) -> Result<(), StoreError> {
+        let next_seq = self.memory.log.next_seq;
+        self.memory.recent_keys.sweep_step(
+            recent_keys::SweepTables {
+                event_keys: &mut self.event_keys,
+                journal: &mut self.recent_event_keys,
+            },
+            next_seq,
+        )
+    }
+}
+
 /// SHA-256 over a domain byte and length-prefixed parts: the hashes that
 /// stand for names in keys (people, message ids, streams). Each use has its
 /// own domain, and the values are part of the file format.

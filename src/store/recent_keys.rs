@@ -1,29 +1,73 @@
 //! The newest idempotency keys: appended in commit order, held in memory,
-//! and merged into the sorted `event_keys` table in bulk.
+//! and moved into the sorted `event_keys` table by a sweep that each group
+//! commit advances a slice at a time.
 //!
 //! Clients send keys in an order of their own (UUIDs, one counter per
 //! worker). Inserting each into the sorted table at commit time dirties a
 //! leaf per key stream in every group commit, which cut single-event ingest
 //! by more than half with 64 interleaved streams. Appending to a table keyed
-//! by sequence number touches one leaf; a merge of thousands of keys sorted
-//! together then rewrites each leaf of `event_keys` once.
+//! by sequence number touches one leaf; moving thousands of held keys sorted
+//! together then rewrites each leaf of `event_keys` about once.
+//!
+//! The move used to be one transaction of its own between two groups, which
+//! held every request queued behind it for 25–70 ms. Now a sweep sorts the
+//! held keys once and each group commit moves the next slice of that sorted
+//! run, sized by the keys the group itself added, inside the group's own
+//! transaction: consecutive slices are still contiguous key ranges, so each
+//! leaf is still rewritten about once a sweep, and no group pays for more
+//! than about twice its own keys. Then the journal's oldest rows (the keys
+//! the sweep moved) are dropped, slice by slice, in sequence order.
 
 use std::collections::HashMap;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::tables::{EVENT_KEYS, RECENT_EVENT_KEYS};
+use super::tables::RECENT_EVENT_KEYS;
 use super::StoreError;
 
-/// Keys held before a merge. Bounds the writer's memory (about 100 bytes a
-/// key) and the time one merge adds to the group commit that follows it.
+/// Keys held before a sweep starts. Bounds the writer's memory (about 100
+/// bytes a key, twice that during a sweep) and how many keys stream
+/// together in one sorted run.
 pub const MERGE_THRESHOLD: usize = 8192;
 
+/// The smallest slice a group moves while a sweep is under way, so that a
+/// trickle of single events still finishes a sweep in a few hundred commits.
+const MIN_SLICE: usize = 512;
+
+type HeldKey = (String, String);
+
 /// The writer's copy of `recent_event_keys`, for lookups without a B-tree
-/// search.
+/// search, and the sweep in progress.
 #[derive(Debug, Default)]
 pub struct RecentKeys {
-    by_key: HashMap<(String, String), (u64, u64)>,
+    by_key: HashMap<HeldKey, (u64, u64)>,
+    /// Keys held by the transaction in progress: the next slice's size.
+    added: usize,
+    sweep: Sweep,
+}
+
+#[derive(Debug, Default)]
+enum Sweep {
+    #[default]
+    Idle,
+    /// Held keys as the sweep began, sorted; those before `next` are in
+    /// `event_keys` already (and still held, so lookups and retention see
+    /// them as before).
+    Moving {
+        sorted: Vec<(HeldKey, (u64, u64))>,
+        next: usize,
+        /// Every journal row below this seq is a key in `sorted`.
+        below: u64,
+    },
+    /// Every key of the journal below `below` is in `event_keys`: drop
+    /// those rows and forget the keys, oldest first.
+    Dropping { below: u64 },
+}
+
+/// The tables a sweep step writes, as the group transaction opened them.
+pub struct SweepTables<'a, 't> {
+    pub event_keys: &'a mut redb::Table<'t, (&'static str, &'static str), (u64, u64)>,
+    pub journal: &'a mut redb::Table<'t, u64, (&'static str, &'static str, u64)>,
 }
 
 impl RecentKeys {
@@ -39,7 +83,13 @@ impl RecentKeys {
                 (seq.value(), fingerprint),
             );
         }
-        Ok(RecentKeys { by_key })
+        // A sweep cut short by a restart begins again: moving a key twice
+        // writes the same row twice.
+        Ok(RecentKeys {
+            by_key,
+            added: 0,
+            sweep: Sweep::Idle,
+        })
     }
 
     pub fn get(&self, tenant: &str, key: &str) -> Option<(u64, u64)> {
@@ -52,42 +102,77 @@ impl RecentKeys {
     }
 
     /// Records a key appended by the transaction in progress. The caller
-    /// writes the table row; `forget_from` undoes this if the commit fails.
+    /// writes the journal row; if the commit fails the writer reloads this
+    /// copy from the file.
     pub fn insert(&mut self, tenant: &str, key: &str, seq: u64, fingerprint: u64) {
         self.by_key
             .insert((tenant.to_owned(), key.to_owned()), (seq, fingerprint));
+        self.added += 1;
     }
 
-    /// Drops keys of events at or after `seq`: a group commit that appended
-    /// them failed.
-    pub fn forget_from(&mut self, seq: u64) {
-        self.by_key.retain(|_, (s, _)| *s < seq);
-    }
-
-    pub fn wants_merge(&self) -> bool {
-        self.by_key.len() >= MERGE_THRESHOLD
-    }
-
-    /// Moves every recent key into `event_keys` in one durable transaction.
-    /// The memory copy is cleared only once that committed, so a failed
-    /// merge leaves both the file and the lookups as they were.
-    pub fn merge(&mut self, db: &redb::Database) -> Result<(), StoreError> {
-        let mut sorted: Vec<_> = self.by_key.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut txn = db.begin_write()?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(|e| StoreError::Redb(e.into()))?;
-        {
-            let mut keys = txn.open_table(EVENT_KEYS)?;
-            for ((tenant, key), value) in sorted {
-                keys.insert((tenant.as_str(), key.as_str()), *value)?;
+    /// Advances the sweep by one slice inside the group transaction, after
+    /// the group's own operations: `next_seq` is where the log continues.
+    /// Everything it changes in memory is undone by reloading from the file
+    /// should the group not commit.
+    pub fn sweep_step(
+        &mut self,
+        tables: SweepTables<'_, '_>,
+        next_seq: u64,
+    ) -> Result<(), StoreError> {
+        let budget = (2 * std::mem::take(&mut self.added)).max(MIN_SLICE);
+        if matches!(self.sweep, Sweep::Idle) && self.by_key.len() >= MERGE_THRESHOLD {
+            let mut sorted: Vec<_> = self
+                .by_key
+                .iter()
+                .map(|(key, value)| (key.clone(), *value))
+                .collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.sweep = Sweep::Moving {
+                sorted,
+                next: 0,
+                below: next_seq,
+            };
+        }
+        match &mut self.sweep {
+            Sweep::Idle => {}
+            Sweep::Moving {
+                sorted,
+                next,
+                below,
+            } => {
+                let end = (*next + budget).min(sorted.len());
+                for ((tenant, key), value) in &sorted[*next..end] {
+                    tables
+                        .event_keys
+                        .insert((tenant.as_str(), key.as_str()), *value)?;
+                }
+                *next = end;
+                if end == sorted.len() {
+                    self.sweep = Sweep::Dropping { below: *below };
+                }
+            }
+            Sweep::Dropping { below } => {
+                let below = *below;
+                let mut dropped = Vec::with_capacity(budget.min(self.by_key.len()));
+                for row in tables
+                    .journal
+                    .extract_from_if(..below, |_, _| true)?
+                    .take(budget)
+                {
+                    let (seq, row) = row?;
+                    let (tenant, key, _) = row.value();
+                    dropped.push((seq.value(), (tenant.to_owned(), key.to_owned())));
+                }
+                if dropped.len() < budget {
+                    self.sweep = Sweep::Idle;
+                }
+                for (seq, held) in dropped {
+                    if self.by_key.get(&held).is_some_and(|(s, _)| *s == seq) {
+                        self.by_key.remove(&held);
+                    }
+                }
             }
         }
-        // Recreated at once so that readers (backups) always find it.
-        txn.delete_table(RECENT_EVENT_KEYS)?;
-        txn.open_table(RECENT_EVENT_KEYS)?;
-        txn.commit()?;
-        self.by_key.clear();
         Ok(())
     }
 }

@@ -352,9 +352,12 @@ impl WriterMemory {
     fn roll_back(&mut self, store: &Store, before: LogState) {
         self.log = before;
         self.schedule = PendingNotes::default();
-        self.recent_keys.forget_from(before.next_seq);
-        // The group may also have merged (and cleared) the held rows: the
-        // file is the truth after an abort.
+        // The group may also have moved held keys or merged (and cleared)
+        // held rows: the file is the truth after an abort.
+        match RecentKeys::load(store.database()) {
+            Ok(recent) => self.recent_keys = recent,
+            Err(e) => tracing::error!(error = %e, "reloading recent idempotency keys failed"),
+        }
         match RecentTracked::load(store.database()) {
             Ok(recent) => self.recent_tracked = recent,
             Err(e) => tracing::error!(error = %e, "reloading recent tracked calls failed"),
@@ -474,17 +477,6 @@ fn commit_group(
             "merged recent tracked index rows"
         );
     }
-    if memory.recent_keys.wants_merge() {
-        let started = Instant::now();
-        if let Err(e) = memory.recent_keys.merge(store.database()) {
-            tracing::error!(error = %e, "merging idempotency keys failed: the writer stops");
-            return Err(StorageFailed);
-        }
-        tracing::debug!(
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "merged recent idempotency keys"
-        );
-    }
     Ok(())
 }
 
@@ -502,6 +494,7 @@ fn apply_and_commit(
         for op in batch.drain(..) {
             completions.push(op(&mut tables)?);
         }
+        tables.sweep_held_keys()?;
     }
     txn.commit()?;
     Ok(())
@@ -551,8 +544,24 @@ mod tests {
         out
     }
 
+    fn key_table_sizes(store: &Store) -> (u64, u64) {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        let txn = store.database().begin_read().unwrap();
+        let moved = txn
+            .open_table(crate::store::tables::EVENT_KEYS)
+            .unwrap()
+            .len()
+            .unwrap();
+        let journal = txn
+            .open_table(crate::store::tables::RECENT_EVENT_KEYS)
+            .unwrap()
+            .len()
+            .unwrap();
+        (moved, journal)
+    }
+
     #[test]
-    fn idempotency_keys_are_found_before_and_after_a_merge_and_across_restarts() {
+    fn idempotency_keys_are_found_before_during_and_after_a_sweep_and_across_restarts() {
         use crate::store::recent_keys::MERGE_THRESHOLD;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("herald.redb");
@@ -560,8 +569,8 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        // Enough keys for one merge plus some left over in the recent table.
-        let total = MERGE_THRESHOLD + MERGE_THRESHOLD / 2;
+        // Enough keys for one whole sweep, then some held by the next.
+        let total = 3 * MERGE_THRESHOLD;
         let keys: Vec<String> = (0..total).map(|i| format!("k{:x}", i * 7919)).collect();
         let expected: Vec<(bool, u64)> = (1..=total as u64).map(|seq| (false, seq)).collect();
 
@@ -569,33 +578,65 @@ mod tests {
         let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
         let first = append_keys(&writer, &rt, &keys);
         assert!(first.iter().all(|(created, _)| *created));
-        {
-            use redb::{ReadableDatabase, ReadableTableMetadata};
-            let txn = store.database().begin_read().unwrap();
-            let merged = txn
-                .open_table(crate::store::tables::EVENT_KEYS)
-                .unwrap()
-                .len()
-                .unwrap();
-            let recent = txn
-                .open_table(crate::store::tables::RECENT_EVENT_KEYS)
-                .unwrap()
-                .len()
-                .unwrap();
-            assert!(merged >= MERGE_THRESHOLD as u64, "{merged} merged");
-            assert!(recent > 0, "{recent} recent");
-            assert_eq!(merged + recent, total as u64);
-        }
+        let (moved, journal) = key_table_sizes(&store);
+        assert!(moved >= MERGE_THRESHOLD as u64, "{moved} moved");
+        assert!(
+            journal < total as u64,
+            "{journal} journal rows: none dropped"
+        );
+        // Every key is in one table or the other, or both mid-sweep.
+        assert!(moved + journal >= total as u64, "{moved} + {journal}");
         assert_eq!(append_keys(&writer, &rt, &keys), expected);
         thread.stop();
         drop((writer, store));
 
-        // After a restart both merged and recent keys still name their event.
+        // After a restart both moved and held keys still name their event.
         let store = Store::open(&path).unwrap();
         let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
         assert_eq!(append_keys(&writer, &rt, &keys), expected);
         let fresh = append_keys(&writer, &rt, &["new".to_owned()]);
         assert_eq!(fresh, vec![(true, total as u64 + 1)]);
+        thread.stop();
+    }
+
+    #[test]
+    fn a_restart_in_the_middle_of_a_sweep_loses_no_key() {
+        use crate::store::recent_keys::MERGE_THRESHOLD;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.redb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Single events add one key a group, so a sweep that starts at the
+        // threshold moves its smallest slice per group and is still under
+        // way after a few more.
+        let keys: Vec<String> = (0..MERGE_THRESHOLD + 5)
+            .map(|i| format!("r{:x}", i * 104_729))
+            .collect();
+        let store = Store::open(&path).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        append_keys(&writer, &rt, &keys[..MERGE_THRESHOLD - 1]);
+        for key in &keys[MERGE_THRESHOLD - 1..] {
+            append_one(&writer, &rt, key).unwrap();
+        }
+        let (moved, journal) = key_table_sizes(&store);
+        assert!(
+            moved > 0 && moved < keys.len() as u64,
+            "{moved}: the sweep has begun and not ended"
+        );
+        assert_eq!(
+            journal,
+            keys.len() as u64,
+            "and has not yet dropped a journal row"
+        );
+        thread.stop();
+        drop((writer, store));
+
+        let store = Store::open(&path).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        let expected: Vec<(bool, u64)> = (1..=keys.len() as u64).map(|seq| (false, seq)).collect();
+        assert_eq!(append_keys(&writer, &rt, &keys), expected);
         thread.stop();
     }
 
