@@ -139,6 +139,10 @@ fn run(
         }
     };
 
+    report.row(
+        "daemon RSS idle, before the fill",
+        mib(resident_mib(daemon.pid()).map(|(_, now)| now)),
+    );
     let pid = Some(daemon.pid());
     let cpu_before = cpu_sample(pid);
     let load = Load {
@@ -157,9 +161,14 @@ fn run(
         format!("fill: {backlog} events, {BATCH} a request over {FILL_CONNECTIONS} connections"),
         format!("{:.0} events/s ({took:.1} s)", filled as f64 / took),
     );
+    let after_fill = resident_mib(daemon.pid());
+    report.row(
+        "daemon RSS at its peak during the fill (under load)",
+        mib(after_fill.map(|(peak, _)| peak)),
+    );
     report.row(
         "daemon RSS at the end of the fill",
-        mib(resident_mib(daemon.pid()).map(|(_, now)| now)),
+        mib(after_fill.map(|(_, now)| now)),
     );
     let latencies = &fill.tally.latencies_us;
     report.notes.push(format!(
@@ -252,6 +261,10 @@ fn run(
 /// Samples the daemon's RSS every `SAMPLE_EVERY` for `secs` while it holds
 /// the backlog, and the peak the kernel saw in between.
 fn hold(daemon: &mut Daemon, secs: u64, report: &mut Report) {
+    report.row(
+        "daemon RSS idle, before the fill",
+        mib(resident_mib(daemon.pid()).map(|(_, now)| now)),
+    );
     let pid = Some(daemon.pid());
     let cpu_before = cpu_sample(pid);
     let started = Instant::now();
