@@ -490,21 +490,22 @@ pub fn append(
 /// validated JSON when it arrived.
 pub fn write_json(out: &mut String, seq: u64, record: &EventRecord) {
     use std::fmt::Write;
-    let string = |s: &str| serde_json::to_string(s).expect("strings always serialise");
-    let opt = |s: &Option<String>| s.as_deref().map_or_else(|| "null".to_owned(), string);
     let _ = write!(
         out,
-        r#"{{"id":"{}","seq":{},"type":{},"source":"{}","tenant":{},"idempotency_key":{},"occurred_at":"{}","received_at":"{}","data":{}"#,
-        ids::format(ID_PREFIX, record.id),
-        seq,
-        string(&record.event_type),
-        record.source.as_str(),
-        opt(&record.tenant),
-        opt(&record.idempotency_key),
-        clock::format_rfc3339(record.occurred_at_ms),
-        clock::format_rfc3339(record.received_at_ms),
-        record.data,
+        r#"{{"id":"{}","seq":{seq},"type":"#,
+        ids::format(ID_PREFIX, record.id)
     );
+    write_json_string(out, &record.event_type);
+    let _ = write!(out, r#","source":"{}","tenant":"#, record.source.as_str());
+    write_json_option(out, record.tenant.as_deref());
+    out.push_str(r#","idempotency_key":"#);
+    write_json_option(out, record.idempotency_key.as_deref());
+    out.push_str(r#","occurred_at":""#);
+    clock::write_rfc3339(out, record.occurred_at_ms);
+    out.push_str(r#"","received_at":""#);
+    clock::write_rfc3339(out, record.received_at_ms);
+    out.push_str(r#"","data":"#);
+    out.push_str(&record.data);
     let _ = write!(out, r#","data_version":{}"#, record.data_version);
     if !record.older_versions.is_empty() {
         out.push_str(r#","data_versions":{"#);
@@ -514,6 +515,25 @@ pub fn write_json(out: &mut String, seq: u64, record: &EventRecord) {
         let _ = write!(out, r#""{}":{}}}"#, record.data_version, record.data);
     }
     out.push('}');
+}
+
+/// `text` as a JSON string. Names and keys rarely need escaping, so the
+/// usual case is copied as it is instead of going through an allocation.
+pub fn write_json_string(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(text).expect("strings always serialise"));
+    }
+}
+
+fn write_json_option(out: &mut String, text: Option<&str>) {
+    match text {
+        Some(text) => write_json_string(out, text),
+        None => out.push_str("null"),
+    }
 }
 
 pub fn to_json(seq: u64, record: &EventRecord) -> String {

@@ -1,5 +1,6 @@
 //! `/v1/events`: append one, append a batch, page through the log, get one.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -155,13 +156,15 @@ pub async fn create_batch(
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!(
-            r#"{{"result":"{}","id":"{}","seq":{},"received_at":"{}"}}"#,
+        let _ = write!(
+            out,
+            r#"{{"result":"{}","id":"{}","seq":{},"received_at":""#,
             if a.created { "created" } else { "duplicate" },
             ids::format(events::ID_PREFIX, a.record.id),
             a.seq,
-            clock::format_rfc3339(a.record.received_at_ms),
-        ));
+        );
+        clock::write_rfc3339(&mut out, a.record.received_at_ms);
+        out.push_str("\"}");
     }
     out.push_str("]}");
     Ok(json(StatusCode::OK, out))
