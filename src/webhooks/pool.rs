@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::target::{Scheme, Target};
 
-/// Enough to keep a busy endpoint's connections warm without letting one
-/// endpoint hold hundreds of idle sockets.
+/// Unless told otherwise: enough to keep a busy endpoint's connections
+/// warm without letting one endpoint hold hundreds of idle sockets.
 const MAX_IDLE_PER_DESTINATION: usize = 32;
 /// Under nginx's 75 s keep-alive; servers that close sooner (Apache and
 /// Node.js: 5 s) are covered by the retry on a stale pooled connection.
@@ -104,12 +104,29 @@ struct Idle {
 }
 
 /// Idle connections by destination.
-#[derive(Default)]
 pub struct Pool {
     idle: Mutex<Idle>,
+    max_idle_per_destination: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new(MAX_IDLE_PER_DESTINATION)
+    }
 }
 
 impl Pool {
+    /// A pool keeping up to `max_idle_per_destination` idle connections to
+    /// each destination. Fewer than the requests one endpoint may have in
+    /// flight would close the surplus after every burst and open it again
+    /// on the next.
+    pub fn new(max_idle_per_destination: usize) -> Self {
+        Pool {
+            idle: Mutex::default(),
+            max_idle_per_destination,
+        }
+    }
+
     fn idle(&self) -> MutexGuard<'_, Idle> {
         // The pool holds no invariant a panicking holder could break.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
@@ -156,7 +173,7 @@ impl Pool {
             });
         }
         let list = idle.by_destination.entry(destination).or_default();
-        if list.len() < MAX_IDLE_PER_DESTINATION {
+        if list.len() < self.max_idle_per_destination {
             list.push(IdleConnection {
                 connection,
                 since: Instant::now(),
