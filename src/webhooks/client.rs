@@ -155,12 +155,6 @@ impl Client {
         }
     }
 
-    /// Keeps up to `connections` idle connections to each destination.
-    pub fn keeping_idle(mut self, connections: usize) -> Client {
-        self.pool = Pool::new(connections);
-        self
-    }
-
     /// Makes the attempt; every failure is reported in the outcome, never
     /// raised. Redirects are not followed: a 3xx is the outcome.
     pub async fn send(&self, attempt: Attempt<'_>) -> Outcome {

@@ -48,8 +48,7 @@ impl AttemptContext {
         AttemptContext {
             client: Client::new(super::ssrf::Policy {
                 allow: settings.allow_networks.clone(),
-            })
-            .keeping_idle(settings.max_in_flight_per_endpoint),
+            }),
             policy: Policy {
                 retry: RetryPolicy::new(
                     settings.retry_schedule.clone(),

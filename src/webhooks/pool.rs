@@ -17,9 +17,12 @@ use tokio::time::Instant;
 
 use super::target::{Scheme, Target};
 
-/// Unless told otherwise: enough to keep a busy endpoint's connections
-/// warm without letting one endpoint hold hundreds of idle sockets.
-const MAX_IDLE_PER_DESTINATION: usize = 32;
+/// A connection exists because that many requests were in flight to its
+/// destination at once, and reopening it costs more than keeping it for
+/// the idle timeout. Endpoints that share a destination share its
+/// connections, so this is no endpoint's in-flight cap, but the highest
+/// one the configuration allows.
+const MAX_IDLE_PER_DESTINATION: usize = 1024;
 /// Under nginx's 75 s keep-alive; servers that close sooner (Apache and
 /// Node.js: 5 s) are covered by the retry on a stale pooled connection.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,29 +107,12 @@ struct Idle {
 }
 
 /// Idle connections by destination.
+#[derive(Default)]
 pub struct Pool {
     idle: Mutex<Idle>,
-    max_idle_per_destination: usize,
-}
-
-impl Default for Pool {
-    fn default() -> Self {
-        Pool::new(MAX_IDLE_PER_DESTINATION)
-    }
 }
 
 impl Pool {
-    /// A pool keeping up to `max_idle_per_destination` idle connections to
-    /// each destination. Fewer than the requests one endpoint may have in
-    /// flight would close the surplus after every burst and open it again
-    /// on the next.
-    pub fn new(max_idle_per_destination: usize) -> Self {
-        Pool {
-            idle: Mutex::default(),
-            max_idle_per_destination,
-        }
-    }
-
     fn idle(&self) -> MutexGuard<'_, Idle> {
         // The pool holds no invariant a panicking holder could break.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
@@ -173,7 +159,7 @@ impl Pool {
             });
         }
         let list = idle.by_destination.entry(destination).or_default();
-        if list.len() < self.max_idle_per_destination {
+        if list.len() < MAX_IDLE_PER_DESTINATION {
             list.push(IdleConnection {
                 connection,
                 since: Instant::now(),
