@@ -65,7 +65,10 @@ fn main() {
     };
 
     let runtime = load::runtime(threads);
-    let ceilings = [Ceiling::start(ceiling::Mode::Single), Ceiling::start(ceiling::Mode::Batch)];
+    let ceilings = [
+        Ceiling::start(ceiling::Mode::Single),
+        Ceiling::start(ceiling::Mode::Batch),
+    ];
     let idle = daemon.as_ref().and_then(|d| resident_mib(d.pid()));
 
     println!(
@@ -92,7 +95,10 @@ fn main() {
         let probe = &ceilings[usize::from(scenario.per_request > 1)];
         let ceiling = probe.as_ref().map(|probe| {
             let tally = drive(probe.addr, "ceiling");
-            println!("{}", scenario.row_as(&format!("{} (ceiling)", scenario.name), secs, &tally));
+            println!(
+                "{}",
+                scenario.row_as(&format!("{} (ceiling)", scenario.name), secs, &tally)
+            );
             tally
         });
         ratios.push(format!(
