@@ -41,7 +41,7 @@ use common::daemon::Daemon;
 use common::http::{self, connect, post_json};
 use common::knobs::{env_parse, Selection};
 use common::load::{self, Load, Scheduled};
-use common::report::{quantile_ms, Findings};
+use common::report::{quantile_ms, resident_mib, Findings};
 use common::webhook_receiver::{self, unix_us, Received};
 
 /// Appended to the shared bench config (JSON logs at `info`, which the
@@ -125,13 +125,20 @@ fn run_throughput(
     deliveries: u64,
 ) -> Row {
     let mut daemon = Daemon::start(CONFIG);
-    let row = runtime.block_on(throughput(daemon.addr, name, endpoints, deliveries));
+    let row = runtime.block_on(throughput(
+        daemon.addr,
+        daemon.pid(),
+        name,
+        endpoints,
+        deliveries,
+    ));
     daemon.stop();
     row
 }
 
 async fn throughput(
     addr: SocketAddr,
+    pid: u32,
     name: &'static str,
     endpoints: usize,
     deliveries: u64,
@@ -152,6 +159,7 @@ async fn throughput(
         return empty_row(name, endpoints, tally);
     }
 
+    let idle_mib = resident_mib(pid).map(|(_, now)| now);
     let load = Load {
         connections: POSTERS,
         warmup: Duration::ZERO,
@@ -168,6 +176,11 @@ async fn throughput(
     let got = received.wait_for(expected, started + DEADLINE).await;
     let elapsed = started.elapsed();
     receiver_task.abort();
+    if let (Some(idle), Some((peak, now))) = (idle_mib, resident_mib(pid)) {
+        tally.notes.push(format!(
+            "daemon resident memory {idle:.0} MiB idle, peak {peak:.0} MiB under load, {now:.0} MiB after"
+        ));
+    }
     tally.notes.push(format!(
         "{posted} events accepted in {:.2} s ({:.0} events/s); last delivery counted at {:.2} s",
         posted_in.as_secs_f64(),

@@ -60,7 +60,18 @@ pub enum Ended {
 #[derive(Debug)]
 pub enum Inbox {
     Schedule(ScheduleNote),
-    Ended { job: Job, ended: Ended },
+    /// A started job's exchange is over and its outcome on its way to the
+    /// store: its key may start another, but the job stays in flight (its
+    /// row is still due) until it reports `Ended`. Optional: a job that
+    /// only reports `Ended` frees its key then.
+    Released {
+        job: Job,
+        ended: Ended,
+    },
+    Ended {
+        job: Job,
+        ended: Ended,
+    },
 }
 
 /// The queue-specific half: gates per key and how a job is started.
@@ -72,7 +83,12 @@ pub trait Dispatch: Send + 'static {
     /// Starts an admitted `job`, which reports back through the inbox
     /// when it ends.
     fn start(&mut self, job: Job);
-    /// A started job of `key` ended.
+    /// The jobs `start` was given since the last call may run now: a
+    /// dispatch that prepares jobs together (one read for many) hands them
+    /// over here.
+    fn launch(&mut self) {}
+    /// A started job of `key` released its key (or ended without doing
+    /// so first): once per started job.
     fn ended(&mut self, key: u128, ended: Ended, now: Instant);
     /// The keys' settings changed in the store.
     fn keys_changed(&mut self);
@@ -180,7 +196,9 @@ pub struct Scheduler<D: Dispatch, S: DueSource = StoreSource> {
     positions: HashMap<u64, (u128, i64)>,
     /// Due jobs waiting for their key's gate, in due order.
     ready: HashMap<u128, VecDeque<u64>>,
-    in_flight: HashMap<u64, Job>,
+    /// Started jobs whose outcome is not yet recorded → whether the job
+    /// already released its key.
+    in_flight: HashMap<u64, bool>,
     /// Changes to jobs that were in flight, applied when they end.
     after_flight: HashMap<u64, DueChange>,
     /// Keys whose window fell below half and may have more in the table.
@@ -267,7 +285,16 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
                 }
             }
             Inbox::Schedule(ScheduleNote::KeysChanged) => self.dispatch.keys_changed(),
+            Inbox::Released { job, ended } => self.released(job, ended),
             Inbox::Ended { job, ended } => self.ended(job, ended),
+        }
+    }
+
+    /// A job's key may start another; the job itself is still in flight.
+    fn released(&mut self, job: Job, ended: Ended) {
+        if let Some(released @ false) = self.in_flight.get_mut(&job.id) {
+            *released = true;
+            self.dispatch.ended(job.key, ended, Instant::now());
         }
     }
 
@@ -284,10 +311,12 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
     }
 
     fn ended(&mut self, job: Job, ended: Ended) {
-        if self.in_flight.remove(&job.id).is_none() {
+        let Some(released) = self.in_flight.remove(&job.id) else {
             return;
+        };
+        if !released {
+            self.dispatch.ended(job.key, ended, Instant::now());
         }
-        self.dispatch.ended(job.key, ended, Instant::now());
         if let Some(change) = self.after_flight.remove(&job.id) {
             self.change(change);
             return;
@@ -462,10 +491,11 @@ impl<D: Dispatch, S: DueSource> Scheduler<D, S> {
                 let job = Job { id, key, due_ms };
                 self.pop_ready(key);
                 self.unload(id);
-                self.in_flight.insert(id, job);
+                self.in_flight.insert(id, false);
                 self.dispatch.start(job);
             }
         }
+        self.dispatch.launch();
         self.ready.retain(|_, queue| !queue.is_empty());
         wake
     }
@@ -650,25 +680,31 @@ mod tests {
         }
     }
 
-    /// Admits by key as the test says; remembers what it started.
+    /// Admits by key as the test says, up to `cap` jobs at once when set;
+    /// remembers what it started.
     #[derive(Default)]
     struct Recorder {
         blocked: std::collections::HashSet<u128>,
+        cap: Option<usize>,
+        admitted: usize,
         started: Arc<Mutex<Vec<Job>>>,
     }
 
     impl Dispatch for Recorder {
         fn admit(&mut self, key: u128, _now: Instant) -> Admit {
-            if self.blocked.contains(&key) {
+            if self.blocked.contains(&key) || self.cap.is_some_and(|cap| self.admitted >= cap) {
                 Admit::Later
             } else {
+                self.admitted += 1;
                 Admit::Now
             }
         }
         fn start(&mut self, job: Job) {
             self.started.lock().unwrap().push(job);
         }
-        fn ended(&mut self, _key: u128, _ended: Ended, _now: Instant) {}
+        fn ended(&mut self, _key: u128, _ended: Ended, _now: Instant) {
+            self.admitted -= 1;
+        }
         fn keys_changed(&mut self) {}
     }
 
@@ -685,6 +721,7 @@ mod tests {
         let recorder = Recorder {
             blocked: blocked.iter().copied().collect(),
             started: started.clone(),
+            ..Recorder::default()
         };
         Rig {
             scheduler: Scheduler::new("test", table.clone(), recorder, received, limits),
@@ -830,6 +867,43 @@ mod tests {
         let again: Vec<u64> = rig.started.lock().unwrap().iter().map(|j| j.id).collect();
         assert_eq!(again, vec![1], "the retry starts; the unrecorded job waits");
         assert_eq!(rig.scheduler.held(), (1, 1));
+    }
+
+    #[test]
+    fn a_released_job_frees_its_key_once_and_stays_in_flight_until_it_ends() {
+        let mut rig = rig(&[], small(), Table::with(6, 1..=3));
+        rig.scheduler.dispatch.cap = Some(1);
+        rig.settle();
+        let first = std::mem::take(&mut *rig.started.lock().unwrap());
+        assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), vec![1]);
+        // Its exchange is over, its outcome not yet recorded: the next
+        // job may start, and a change to the first waits for its end.
+        let job = first[0];
+        rig.inbox
+            .send(Inbox::Released {
+                job,
+                ended: Ended::Succeeded,
+            })
+            .unwrap();
+        rig.moved(6, 1, 1, Some(clock::now_ms()));
+        rig.settle();
+        let second = std::mem::take(&mut *rig.started.lock().unwrap());
+        assert_eq!(second.iter().map(|j| j.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            rig.scheduler.held(),
+            (1, 2),
+            "job 3 held, 1 and 2 in flight"
+        );
+        // Its end frees nothing more: job 2 holds the only slot. The change
+        // that waited applies now, behind job 3.
+        rig.report(job, Ended::Failed);
+        rig.settle();
+        assert!(rig.started.lock().unwrap().is_empty());
+        assert_eq!(rig.scheduler.held(), (2, 1));
+        rig.moved(6, 2, 2, None);
+        rig.report(second[0], Ended::Succeeded);
+        let rest: Vec<u64> = rig.run_dry().iter().map(|j| j.id).collect();
+        assert_eq!(rest, vec![3, 1]);
     }
 
     #[test]

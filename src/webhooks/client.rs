@@ -120,6 +120,11 @@ impl Outcome {
         }
     }
 
+    /// A 2xx answer, which is what a receiver's success is.
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
     pub fn error_text(&self) -> Option<String> {
         self.failure.as_ref().map(ToString::to_string)
     }
@@ -165,13 +170,14 @@ impl Client {
     }
 
     async fn exchange(&self, attempt: &Attempt<'_>, deadline: Instant) -> Outcome {
-        // Built once up front so that bad headers are refused before any
+        // Built up front so that bad headers are refused before any
         // connection is made.
-        if let Err(failure) = build_request(attempt) {
-            return Outcome::failed(failure);
-        }
+        let request = match build_request(attempt) {
+            Ok(request) => request,
+            Err(failure) => return Outcome::failed(failure),
+        };
         let answer = match self.vetted_addresses(attempt.target).await {
-            Ok(addresses) => self.request(attempt, &addresses).await,
+            Ok(addresses) => self.request(attempt, request, &addresses).await,
             Err(failure) => Err(failure),
         };
         let (response, destination, connection) = match answer {
@@ -239,29 +245,36 @@ impl Client {
         Ok(addresses)
     }
 
+    /// Sends `request`, built from `attempt`, which builds it again if a
+    /// pooled connection fails under it.
     async fn request(
         &self,
         attempt: &Attempt<'_>,
+        request: Request<Full<Bytes>>,
         addresses: &[SocketAddr],
     ) -> Result<(Response<Incoming>, Destination, Connection), Failure> {
         let target = attempt.target;
-        if let Some((destination, mut connection)) = self.pool.check_out(target, addresses).await {
-            let request = build_request(attempt)?;
-            match connection.sender.send_request(request).await {
-                Ok(response) => return Ok((response, destination, connection)),
-                // The server may have closed the idle connection as the
-                // request went out; one more try on a fresh connection.
-                // Receivers deduplicate on webhook-id, so a request that did
-                // arrive before the close is harmless to repeat.
-                Err(e) => tracing::debug!(
-                    origin = %target.origin(),
-                    error = %error_chain(&e),
-                    "a pooled webhook connection failed; retrying on a new one"
-                ),
+        let request = match self.pool.check_out(target, addresses).await {
+            Some((destination, mut connection)) => {
+                match connection.sender.send_request(request).await {
+                    Ok(response) => return Ok((response, destination, connection)),
+                    // The server may have closed the idle connection as the
+                    // request went out; one more try on a fresh connection.
+                    // Receivers deduplicate on webhook-id, so a request that
+                    // did arrive before the close is harmless to repeat.
+                    Err(e) => {
+                        tracing::debug!(
+                            origin = %target.origin(),
+                            error = %error_chain(&e),
+                            "a pooled webhook connection failed; retrying on a new one"
+                        );
+                        build_request(attempt)?
+                    }
+                }
             }
-        }
+            None => request,
+        };
         let (destination, mut connection) = self.connect(target, addresses).await?;
-        let request = build_request(attempt)?;
         let response = connection.sender.send_request(request).await.map_err(|e| {
             Failure::Connection(format!(
                 "the HTTP exchange with {} failed: {}",

@@ -24,7 +24,7 @@ use crate::metrics::{self, DeliveryOutcome};
 use crate::retry::{self, RetryPolicy};
 use crate::scheduler::{Admit, Dispatch, Ended, Inbox, Job};
 use crate::store::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord};
-use crate::store::{Store, StoreError, Writer};
+use crate::store::{ReadTxn, Store, StoreError, Writer};
 
 /// What every attempt needs; shared by the dispatcher and the API (manual
 /// retries, test sends).
@@ -75,6 +75,8 @@ pub struct Deliveries {
     /// One per endpoint; an endpoint heard of nowhere (deleted) admits
     /// nothing.
     gates: HashMap<u128, Gate>,
+    /// Jobs started since the last launch, loaded in one read.
+    starting: Vec<Job>,
 }
 
 impl Deliveries {
@@ -94,6 +96,7 @@ impl Deliveries {
             inbox,
             limits,
             gates: HashMap::new(),
+            starting: Vec::new(),
         };
         deliveries.load_endpoints()?;
         Ok(deliveries)
@@ -131,11 +134,46 @@ impl Dispatch for Deliveries {
     }
 
     fn start(&mut self, job: Job) {
+        self.starting.push(job);
+    }
+
+    /// One read of the store for every job started in the round, off the
+    /// scheduler's thread, then a task per attempt.
+    fn launch(&mut self) {
+        if self.starting.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.starting);
         let ctx = self.ctx.clone();
         let inbox = self.inbox.clone();
-        self.runtime.spawn(async move {
-            let ended = run_scheduled(&ctx, job.id).await;
-            let _ = inbox.send(Inbox::Ended { job, ended });
+        let runtime = self.runtime.clone();
+        self.runtime.spawn_blocking(move || {
+            let loaded = match load_due(&ctx.store, &jobs) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = jobs.len(), "loading webhook attempts failed");
+                    for job in jobs {
+                        let ended = Ended::Unrecorded;
+                        let _ = inbox.send(Inbox::Ended { job, ended });
+                    }
+                    return;
+                }
+            };
+            for (job, loaded) in jobs.into_iter().zip(loaded) {
+                let loaded = match loaded {
+                    Ok(loaded) => loaded,
+                    Err(not_made) => {
+                        let ended = not_made.ended();
+                        let _ = inbox.send(Inbox::Ended { job, ended });
+                        continue;
+                    }
+                };
+                let (ctx, inbox) = (ctx.clone(), inbox.clone());
+                runtime.spawn(async move {
+                    let ended = run_scheduled(&ctx, job, loaded, &inbox).await;
+                    let _ = inbox.send(Inbox::Ended { job, ended });
+                });
+            }
         });
     }
 
@@ -156,15 +194,31 @@ impl Dispatch for Deliveries {
     }
 }
 
-/// The attempt the schedule asked for.
-pub async fn run_scheduled(ctx: &AttemptContext, delivery_id: u64) -> Ended {
-    match attempt(ctx, delivery_id, false).await {
-        Ok(Ok(outcome)) if (200..300).contains(&outcome.status) => Ended::Succeeded,
-        Ok(Ok(_)) => Ended::Failed,
-        Ok(Err(NotMade::NotDue)) => Ended::NotDue,
-        Ok(Err(NotMade::Nothing)) => Ended::Skipped,
+/// The attempt the schedule asked for. The scheduler hears that the
+/// endpoint's slot is free as soon as the exchange is over, before its
+/// outcome is durable: the slot bounds requests in flight, not commits, so
+/// one endpoint is not held to its slots per commit time. The job's row
+/// stays due until the outcome commits, so a crash in between still means
+/// a retry.
+async fn run_scheduled(
+    ctx: &AttemptContext,
+    job: Job,
+    loaded: Loaded,
+    inbox: &Sender<Inbox>,
+) -> Ended {
+    let release = |outcome: &Outcome| {
+        let ended = if outcome.succeeded() {
+            Ended::Succeeded
+        } else {
+            Ended::Failed
+        };
+        let _ = inbox.send(Inbox::Released { job, ended });
+    };
+    match make(ctx, job.id, loaded, false, release).await {
+        Ok(outcome) if outcome.succeeded() => Ended::Succeeded,
+        Ok(_) => Ended::Failed,
         Err(e) => {
-            tracing::error!(error = %e, delivery = delivery_id, "webhook attempt could not be recorded");
+            tracing::error!(error = %e, delivery = job.id, "webhook attempt could not be recorded");
             Ended::Unrecorded
         }
     }
@@ -174,7 +228,17 @@ pub async fn run_scheduled(ctx: &AttemptContext, delivery_id: u64) -> Ended {
 /// the delivery's status; it does not advance the retry schedule. `None`
 /// when there is no such delivery.
 pub async fn run_manual(ctx: &AttemptContext, delivery_id: u64) -> Result<Option<Outcome>, String> {
-    Ok(attempt(ctx, delivery_id, true).await?.ok())
+    let store = ctx.store.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        load(&store.read()?, delivery_id, true, clock::now_ms())
+    })
+    .await
+    .unwrap_or(Ok(Err(NotMade::Nothing)))
+    .map_err(|e| e.to_string())?;
+    match loaded {
+        Ok(loaded) => Ok(Some(make(ctx, delivery_id, loaded, true, |_| {}).await?)),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Why no request was made.
@@ -185,52 +249,62 @@ enum NotMade {
     Nothing,
 }
 
+impl NotMade {
+    fn ended(&self) -> Ended {
+        match self {
+            NotMade::NotDue => Ended::NotDue,
+            NotMade::Nothing => Ended::Skipped,
+        }
+    }
+}
+
 struct Loaded {
     delivery: DeliveryRecord,
     endpoint: EndpointRecord,
     body: String,
 }
 
+/// What each of `jobs` needs for its attempt, in one read of the store.
+fn load_due(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Loaded, NotMade>>, StoreError> {
+    let txn = store.read()?;
+    let now_ms = clock::now_ms();
+    jobs.iter()
+        .map(|job| load(&txn, job.id, false, now_ms))
+        .collect()
+}
+
 /// The delivery with what its attempt needs. A scheduled attempt finds
 /// nothing to do when the delivery is settled, and `NotDue` when it is
-/// pending but later than now (the scheduler acted on a window read before
-/// the delivery moved, or the clock stepped back).
-async fn load(
-    ctx: &AttemptContext,
+/// pending but later than `now_ms` (the scheduler acted on a window read
+/// before the delivery moved, or the clock stepped back).
+fn load(
+    txn: &ReadTxn,
     delivery_id: u64,
     manual: bool,
+    now_ms: i64,
 ) -> Result<Result<Loaded, NotMade>, StoreError> {
-    let store = ctx.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let txn = store.read()?;
-        let Some(delivery) = txn.delivery(delivery_id)? else {
+    let Some(delivery) = txn.delivery(delivery_id)? else {
+        return Ok(Err(NotMade::Nothing));
+    };
+    if !manual {
+        if delivery.status != DeliveryStatus::Pending {
             return Ok(Err(NotMade::Nothing));
-        };
-        if !manual {
-            if delivery.status != DeliveryStatus::Pending {
-                return Ok(Err(NotMade::Nothing));
-            }
-            if delivery
-                .next_attempt_ms
-                .is_none_or(|due| due > clock::now_ms())
-            {
-                return Ok(Err(NotMade::NotDue));
-            }
         }
-        let Some(endpoint) = txn.endpoint(delivery.endpoint_id)? else {
-            return Ok(Err(NotMade::Nothing));
-        };
-        let Some((seq, event)) = txn.event_by_id(delivery.event_id)? else {
-            return Ok(Err(NotMade::Nothing));
-        };
-        Ok(Ok(Loaded {
-            body: payload::for_endpoint(seq, &event, &endpoint.version_pins),
-            delivery,
-            endpoint,
-        }))
-    })
-    .await
-    .unwrap_or(Ok(Err(NotMade::Nothing)))
+        if delivery.next_attempt_ms.is_none_or(|due| due > now_ms) {
+            return Ok(Err(NotMade::NotDue));
+        }
+    }
+    let Some(endpoint) = txn.endpoint(delivery.endpoint_id)? else {
+        return Ok(Err(NotMade::Nothing));
+    };
+    let Some((seq, event)) = txn.event_by_id(delivery.event_id)? else {
+        return Ok(Err(NotMade::Nothing));
+    };
+    Ok(Ok(Loaded {
+        body: payload::for_endpoint(seq, &event, &endpoint.version_pins),
+        delivery,
+        endpoint,
+    }))
 }
 
 /// The request headers of one attempt, signature included. `attempt`
@@ -324,24 +398,22 @@ pub async fn send(
         .await
 }
 
-async fn attempt(
+/// Makes the loaded attempt and records its outcome; `answered` runs once
+/// the request is over, before its outcome is written.
+async fn make(
     ctx: &AttemptContext,
     delivery_id: u64,
+    loaded: Loaded,
     manual: bool,
-) -> Result<Result<Outcome, NotMade>, String> {
-    let loaded = match load(ctx, delivery_id, manual)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Ok(loaded) => loaded,
-        Err(not_made) => return Ok(Err(not_made)),
-    };
+    answered: impl FnOnce(&Outcome),
+) -> Result<Outcome, String> {
     let msg_id = ids::format(EVENT_ID_PREFIX, loaded.delivery.event_id);
     let started_ms = clock::now_ms();
     let number = u32::try_from(loaded.delivery.attempts.len())
         .unwrap_or(u32::MAX)
         .saturating_add(1);
     let outcome = send(ctx, &loaded.endpoint, &msg_id, loaded.body, number).await;
+    answered(&outcome);
     let failure = outcome.failure.as_ref().map(client::Failure::kind);
     let attempt = AttemptRecord {
         at_ms: started_ms,
@@ -390,5 +462,5 @@ async fn attempt(
         };
         metrics::WEBHOOKS.attempted(outcome, latency);
     }
-    Ok(Ok(outcome))
+    Ok(outcome)
 }

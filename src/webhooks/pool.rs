@@ -17,9 +17,12 @@ use tokio::time::Instant;
 
 use super::target::{Scheme, Target};
 
-/// Enough to keep a busy endpoint's connections warm without letting one
-/// endpoint hold hundreds of idle sockets.
-const MAX_IDLE_PER_DESTINATION: usize = 32;
+/// A connection exists because that many requests were in flight to its
+/// destination at once, and reopening it costs more than keeping it for
+/// the idle timeout. Endpoints that share a destination share its
+/// connections, so this is no endpoint's in-flight cap, but the highest
+/// one the configuration allows.
+const MAX_IDLE_PER_DESTINATION: usize = 1024;
 /// Under nginx's 75 s keep-alive; servers that close sooner (Apache and
 /// Node.js: 5 s) are covered by the retry on a stale pooled connection.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
