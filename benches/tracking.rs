@@ -46,6 +46,12 @@
 //!   `benches/ingest.rs` does; `funnel-1m` needs a daemon of its own and is
 //!   skipped.
 //! - `HERALD_BENCH_THREADS`: client threads (default 2, like `wrk -t2`).
+//! - `HERALD_CEILING_BIN`: the ceiling probe's binary. Each throughput
+//!   scenario then runs against a fresh probe right after Herald, with the
+//!   same load and the same calls: in the probe's `{"events":[…]}` envelope
+//!   against its batch mode (one row per call), or one call a request
+//!   against its single mode for `track-c64`; the report gives Herald's
+//!   calls/s and latencies as ratios to the probe's.
 
 mod common;
 
@@ -59,6 +65,7 @@ use base64::Engine as _;
 use herald::clock::{format_rfc3339, now_ms};
 use serde_json::Value;
 
+use common::ceiling::{self, Ceiling};
 use common::daemon::Daemon;
 use common::http::{self, connect, get_json, Connection};
 use common::knobs::{self, env_parse, Selection};
@@ -236,8 +243,19 @@ fn write_track(out: &mut String, rng: &mut Rng, message_id: &str, timestamp: &st
     out.push('}');
 }
 
+/// Who a throughput scenario's requests are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recipient {
+    /// Segment's routes, authenticated by the write key.
+    Herald,
+    /// The ceiling probe: the same calls in its `{"events":[…]}` envelope,
+    /// or one a request as its whole body.
+    Ceiling,
+}
+
 fn throughput_request(
     addr: SocketAddr,
+    recipient: Recipient,
     calls: usize,
     rng: &mut Rng,
     prefix: &str,
@@ -253,13 +271,21 @@ fn throughput_request(
     if calls == 1 {
         let id = next_id(sent);
         write_track(&mut body, rng, &id, &now, false);
-        let auth = format!("Authorization: Basic {basic_auth}\r\n");
+        let auth = match recipient {
+            Recipient::Herald => format!("Authorization: Basic {basic_auth}\r\n"),
+            Recipient::Ceiling => String::new(),
+        };
         http::post(addr, "/v1/track", &auth, &body)
     } else {
-        let _ = write!(
-            body,
-            r#"{{"writeKey":"{WRITE_KEY}","sentAt":"{now}","batch":["#
-        );
+        match recipient {
+            Recipient::Herald => {
+                let _ = write!(
+                    body,
+                    r#"{{"writeKey":"{WRITE_KEY}","sentAt":"{now}","batch":["#
+                );
+            }
+            Recipient::Ceiling => body.push_str(r#"{"events":["#),
+        }
         for i in 0..calls {
             if i > 0 {
                 body.push(',');
@@ -284,6 +310,7 @@ fn count_duplicates(answer: &[u8]) -> u64 {
 /// `messageId`s of its own series.
 struct Tracker {
     addr: SocketAddr,
+    recipient: Recipient,
     calls: usize,
     rng: Rng,
     prefix: String,
@@ -298,6 +325,7 @@ impl Conversation for Tracker {
     async fn next_request(&mut self) -> Option<Vec<u8>> {
         Some(throughput_request(
             self.addr,
+            self.recipient,
             self.calls,
             &mut self.rng,
             &self.prefix,
@@ -312,11 +340,18 @@ impl Conversation for Tracker {
     }
 }
 
-async fn drive(addr: SocketAddr, scenario: &Throughput, secs: u64, run_id: u128) -> (Tally, u64) {
+async fn drive(
+    addr: SocketAddr,
+    recipient: Recipient,
+    scenario: &Throughput,
+    secs: u64,
+    run_id: u128,
+) -> (Tally, u64) {
     let load = scenario.load(secs, REQUEST_TIMEOUT);
     let basic_auth = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
     let outcome = load::run(addr, &load, |connection| Tracker {
         addr,
+        recipient,
         calls: scenario.per_request,
         rng: Rng(mix(run_id as u64 ^ connection as u64)),
         prefix: format!("{}-{run_id}-{connection}", scenario.name),
@@ -331,20 +366,35 @@ async fn drive(addr: SocketAddr, scenario: &Throughput, secs: u64, run_id: u128)
 
 fn report_throughput(
     scenario: &Throughput,
+    label: &str,
     secs: u64,
-    (tally, duplicates): (Tally, u64),
+    (tally, duplicates): &(Tally, u64),
     notes: &mut Vec<String>,
 ) {
-    println!("{}", scenario.row(secs, &tally));
-    if let Some(first) = tally.first_failure {
-        notes.push(format!("- {}: first failure: {first}", scenario.name));
+    println!("{}", scenario.row_as(label, secs, tally));
+    if let Some(first) = &tally.first_failure {
+        notes.push(format!("- {label}: first failure: {first}"));
     }
-    if duplicates > 0 {
+    if *duplicates > 0 {
         notes.push(format!(
-            "- {}: {duplicates} calls answered `duplicate`: messageIds clashed, so fewer calls were stored than counted",
-            scenario.name
+            "- {label}: {duplicates} calls answered `duplicate`: messageIds clashed, so fewer calls were stored than counted"
         ));
     }
+}
+
+/// Requests answered in the measured seconds: both sides of a ratio run
+/// as long with as many calls a request.
+fn answered(tally: &Tally) -> f64 {
+    tally.latencies_us.len() as f64
+}
+
+fn quantile_us(tally: &Tally, q: f64) -> f64 {
+    let sorted = &tally.latencies_us;
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[index])
 }
 
 // ---------------------------------------------------------------------------
@@ -953,25 +1003,68 @@ fn main() {
         },
     );
     let mut notes = Vec::new();
+    let mut ratios = Vec::new();
     if !throughput.is_empty() {
         println!("\n{THROUGHPUT_HEADER}");
     }
-    for scenario in throughput {
+    for &scenario in &throughput {
         let mut daemon = target.is_none().then(|| Daemon::start(&config()));
         let addr = target
             .or(daemon.as_ref().map(|d| d.addr))
             .expect("an address");
         let pid = daemon.as_ref().map(Daemon::pid);
         let cpu_before = cpu_sample(pid);
-        let measured = runtime.block_on(drive(addr, scenario, secs, run_id));
+        let herald = runtime.block_on(drive(addr, Recipient::Herald, scenario, secs, run_id));
         notes.extend(
             cpu_note(cpu_before, cpu_sample(pid), "this client", pid)
                 .map(|n| format!("- {}: {n}", scenario.name)),
         );
-        report_throughput(scenario, secs, measured, &mut notes);
+        report_throughput(scenario, scenario.name, secs, &herald, &mut notes);
         if let Some(daemon) = daemon.as_mut() {
             daemon.stop();
         }
+        // A fresh probe per scenario, as Herald gets a fresh daemon.
+        let mode = if scenario.per_request > 1 {
+            ceiling::Mode::Batch
+        } else {
+            ceiling::Mode::Single
+        };
+        let Some(probe) = Ceiling::start(mode) else {
+            continue;
+        };
+        let label = format!("{} (ceiling)", scenario.name);
+        let pid = Some(probe.pid());
+        let cpu_before = cpu_sample(pid);
+        let measured = runtime.block_on(drive(
+            probe.addr,
+            Recipient::Ceiling,
+            scenario,
+            secs,
+            run_id,
+        ));
+        notes.extend(
+            cpu_note(cpu_before, cpu_sample(pid), "this client", pid)
+                .map(|n| format!("- {label}: {n}")),
+        );
+        report_throughput(scenario, &label, secs, &measured, &mut notes);
+        let (ours, limit) = (&herald.0, &measured.0);
+        ratios.push(format!(
+            "| {} | {} | {} | {} |",
+            scenario.name,
+            ceiling::ratio(answered(ours), Some(answered(limit))),
+            ceiling::ratio(quantile_us(ours, 0.99), Some(quantile_us(limit, 0.99))),
+            ceiling::ratio(quantile_us(ours, 0.999), Some(quantile_us(limit, 0.50))),
+        ));
+    }
+    if !ratios.is_empty() {
+        println!(
+            "\n| scenario | calls/s / ceiling events/s | p99 / ceiling p99 | p99.9 / ceiling p50 |\n|---|---:|---:|---:|"
+        );
+        for row in &ratios {
+            println!("{row}");
+        }
+    } else if !throughput.is_empty() {
+        println!("\n(no ceiling: set HERALD_CEILING_BIN to run it beside Herald)");
     }
     if funnel {
         if target.is_some() {

@@ -255,9 +255,8 @@ impl WriteTxn<'_> {
         // a time in a transaction.
         self.track_tables = None;
         if !self.memory.recent_tracked.is_empty() {
-            self.memory.recent_tracked.merge_into(self.txn)?;
             // An abort of this transaction reloads the copy from the file.
-            self.memory.recent_tracked.clear();
+            self.memory.recent_tracked.merge_all(self.txn)?;
         }
         Ok(())
     }
@@ -397,7 +396,9 @@ impl ReadTxn {
                 out.push(seq.value());
             }
         }
+        // A call merged by a sweep stays held until the sweep ends.
         out.sort_unstable();
+        out.dedup();
         out.truncate(limit);
         Ok(out)
     }

@@ -466,17 +466,6 @@ fn commit_group(
         tracing::error!("storage failed: the writer stops and accepts no more writes");
         return Err(StorageFailed);
     }
-    if memory.recent_tracked.wants_merge() {
-        let started = Instant::now();
-        if let Err(e) = memory.recent_tracked.merge(store.database()) {
-            tracing::error!(error = %e, "merging tracked index rows failed: the writer stops");
-            return Err(StorageFailed);
-        }
-        tracing::debug!(
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "merged recent tracked index rows"
-        );
-    }
     Ok(())
 }
 
@@ -496,6 +485,7 @@ fn apply_and_commit(
         }
         tables.sweep_held_keys()?;
     }
+    memory.recent_tracked.merge_slice(&txn)?;
     txn.commit()?;
     Ok(())
 }
