@@ -39,7 +39,7 @@ pub struct Ceiling {
 impl Ceiling {
     /// The probe in `mode` on a fresh file, if `HERALD_CEILING_BIN` is set.
     pub fn start(mode: Mode) -> Option<Ceiling> {
-        let binary = std::env::var_os("HERALD_CEILING_BIN")?;
+        let binary = std::env::var_os("HERALD_CEILING_BIN").filter(|b| !b.is_empty())?;
         // The probe takes an address, not a listener: ask the kernel for a
         // free port and hand it over. Nothing else binds loopback here.
         let addr = TcpListener::bind("127.0.0.1:0")

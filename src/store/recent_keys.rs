@@ -10,17 +10,20 @@
 //! together then rewrites each leaf of `event_keys` about once.
 //!
 //! The move used to be one transaction of its own between two groups, which
-//! held every request queued behind it for 25–70 ms. Now the held keys are
-//! kept sorted, and a sweep walks them in key order: each group commit moves
-//! the next slice, sized by the keys the group itself added, inside the
-//! group's own transaction. Consecutive slices are contiguous key ranges, so
-//! each leaf is still rewritten about once a sweep, and no group pays for
-//! more than about twice its own keys. Then the journal's oldest rows (the
-//! keys held when the sweep began, all moved by then) are dropped, slice by
-//! slice, in sequence order.
+//! held every request queued behind it for 25–70 ms. Now a sweep takes a
+//! snapshot of the held keys, has it sorted on a thread of its own, and
+//! then each group commit moves the next slice of that sorted run, sized by
+//! the keys the group itself added, inside the group's own transaction.
+//! Consecutive slices are contiguous key ranges, so each leaf is still
+//! rewritten about once a sweep, and no group pays for more than about
+//! twice its own keys. Then the journal's oldest rows (the keys held when
+//! the sweep began, all moved by then) are dropped, slice by slice, in
+//! sequence order. Lookups stay in a hash map: a sorted map of the held
+//! keys cost the writer three times as much, comparing long keys that
+//! share their first bytes.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -41,11 +44,15 @@ const MIN_SLICE: usize = 512;
 
 type HeldKey = (String, String);
 
+/// Held keys in the order `event_keys` keeps them.
+type SortedKeys = Vec<(Arc<HeldKey>, (u64, u64))>;
+
 /// The writer's copy of `recent_event_keys`, for lookups without a B-tree
 /// search, and the sweep in progress.
 #[derive(Debug, Default)]
 pub struct RecentKeys {
-    by_key: BTreeMap<HeldKey, (u64, u64)>,
+    /// Shared with a sweep's snapshot, so taking one copies no string.
+    by_key: HashMap<Arc<HeldKey>, (u64, u64)>,
     /// Keys held by the transaction in progress: the next slice's size.
     added: usize,
     sweep: Sweep,
@@ -55,13 +62,18 @@ pub struct RecentKeys {
 enum Sweep {
     #[default]
     Idle,
-    /// Held keys up to `moved` are in `event_keys` already, and still
-    /// held, so lookups and retention see them as before. A key added
-    /// behind the cursor waits for the next sweep.
+    /// The keys held as the sweep began are being sorted elsewhere:
+    /// sorting 32,768 keys takes the writer's time for a whole group.
+    Sorting {
+        sorted: crossbeam_channel::Receiver<SortedKeys>,
+        /// Every journal row below this seq is a key of the snapshot.
+        below: u64,
+    },
+    /// Keys of `sorted` before `next` are in `event_keys` already, and
+    /// still held, so lookups and retention see them as before.
     Moving {
-        moved: Option<HeldKey>,
-        /// Every journal row below this seq was held when the sweep began,
-        /// so the sweep's walk passes it.
+        sorted: SortedKeys,
+        next: usize,
         below: u64,
     },
     /// Every key of the journal below `below` is in `event_keys`: drop
@@ -79,12 +91,12 @@ impl RecentKeys {
     pub fn load(db: &redb::Database) -> Result<Self, StoreError> {
         let txn = db.begin_read()?;
         let table = txn.open_table(RECENT_EVENT_KEYS)?;
-        let mut by_key = BTreeMap::new();
+        let mut by_key = HashMap::new();
         for row in table.iter()? {
             let (seq, value) = row?;
             let (tenant, key, fingerprint) = value.value();
             by_key.insert(
-                (tenant.to_owned(), key.to_owned()),
+                Arc::new((tenant.to_owned(), key.to_owned())),
                 (seq.value(), fingerprint),
             );
         }
@@ -110,8 +122,10 @@ impl RecentKeys {
     /// writes the journal row; if the commit fails the writer reloads this
     /// copy from the file.
     pub fn insert(&mut self, tenant: &str, key: &str, seq: u64, fingerprint: u64) {
-        self.by_key
-            .insert((tenant.to_owned(), key.to_owned()), (seq, fingerprint));
+        self.by_key.insert(
+            Arc::new((tenant.to_owned(), key.to_owned())),
+            (seq, fingerprint),
+        );
         self.added += 1;
     }
 
@@ -126,29 +140,50 @@ impl RecentKeys {
     ) -> Result<(), StoreError> {
         let budget = (2 * std::mem::take(&mut self.added)).max(MIN_SLICE);
         if matches!(self.sweep, Sweep::Idle) && self.by_key.len() >= MERGE_THRESHOLD {
-            self.sweep = Sweep::Moving {
-                moved: None,
+            let snapshot: SortedKeys = self
+                .by_key
+                .iter()
+                .map(|(key, value)| (key.clone(), *value))
+                .collect();
+            self.sweep = Sweep::Sorting {
+                sorted: sort_elsewhere(snapshot),
                 below: next_seq,
             };
         }
+        if let Sweep::Sorting { sorted, below } = &self.sweep {
+            match sorted.try_recv() {
+                Ok(sorted) => {
+                    self.sweep = Sweep::Moving {
+                        sorted,
+                        next: 0,
+                        below: *below,
+                    }
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => return Ok(()),
+                // The sorting thread died: begin again at the next group.
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    self.sweep = Sweep::Idle;
+                    return Ok(());
+                }
+            }
+        }
         match &mut self.sweep {
-            Sweep::Idle => {}
-            Sweep::Moving { moved, below } => {
-                let after = moved.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
-                let mut count = 0;
-                let mut last = None;
-                for (held, value) in self.by_key.range((after, Bound::Unbounded)).take(budget) {
-                    let (tenant, key) = held;
+            Sweep::Idle | Sweep::Sorting { .. } => {}
+            Sweep::Moving {
+                sorted,
+                next,
+                below,
+            } => {
+                let end = (*next + budget).min(sorted.len());
+                for (held, value) in &sorted[*next..end] {
+                    let (tenant, key) = &**held;
                     tables
                         .event_keys
                         .insert((tenant.as_str(), key.as_str()), *value)?;
-                    count += 1;
-                    last = Some(held);
                 }
-                if count < budget {
+                *next = end;
+                if end == sorted.len() {
                     self.sweep = Sweep::Dropping { below: *below };
-                } else {
-                    *moved = last.cloned();
                 }
             }
             Sweep::Dropping { below } => {
@@ -175,4 +210,20 @@ impl RecentKeys {
         }
         Ok(())
     }
+}
+
+/// `snapshot`, sorted in key order on a thread of its own. Should no thread
+/// start, the channel closes empty and the next group begins the sweep again.
+fn sort_elsewhere(mut snapshot: SortedKeys) -> crossbeam_channel::Receiver<SortedKeys> {
+    let (sender, sorted) = crossbeam_channel::bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name("herald-key-sort".into())
+        .spawn(move || {
+            snapshot.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let _ = sender.send(snapshot);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to sort held idempotency keys; the sweep waits");
+    }
+    sorted
 }

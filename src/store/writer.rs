@@ -598,19 +598,26 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        // Single events add one key a group, so a sweep that starts at the
-        // threshold moves its smallest slice per group and is still under
-        // way after a few more.
-        let keys: Vec<String> = (0..MERGE_THRESHOLD + 5)
+        // Single events add one key a group, so once the sweep's sorted
+        // snapshot is back, each group moves its smallest slice: stop at
+        // the first group that moved any.
+        let keys: Vec<String> = (0..2 * MERGE_THRESHOLD)
             .map(|i| format!("r{:x}", i * 104_729))
             .collect();
         let store = Store::open(&path).unwrap();
         let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
         append_keys(&writer, &rt, &keys[..MERGE_THRESHOLD - 1]);
-        for key in &keys[MERGE_THRESHOLD - 1..] {
-            append_one(&writer, &rt, key).unwrap();
-        }
-        let (moved, journal) = key_table_sizes(&store);
+        let mut appended = MERGE_THRESHOLD - 1;
+        let moved = loop {
+            append_one(&writer, &rt, &keys[appended]).unwrap();
+            appended += 1;
+            let (moved, _) = key_table_sizes(&store);
+            if moved > 0 || appended == keys.len() {
+                break moved;
+            }
+        };
+        let keys = &keys[..appended];
+        let (_, journal) = key_table_sizes(&store);
         assert!(
             moved > 0 && moved < keys.len() as u64,
             "{moved}: the sweep has begun and not ended"
@@ -626,7 +633,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
         let expected: Vec<(bool, u64)> = (1..=keys.len() as u64).map(|seq| (false, seq)).collect();
-        assert_eq!(append_keys(&writer, &rt, &keys), expected);
+        assert_eq!(append_keys(&writer, &rt, keys), expected);
         thread.stop();
     }
 
