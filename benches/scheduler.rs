@@ -261,10 +261,6 @@ fn run(
 /// Samples the daemon's RSS every `SAMPLE_EVERY` for `secs` while it holds
 /// the backlog, and the peak the kernel saw in between.
 fn hold(daemon: &mut Daemon, secs: u64, report: &mut Report) {
-    report.row(
-        "daemon RSS idle, before the fill",
-        mib(resident_mib(daemon.pid()).map(|(_, now)| now)),
-    );
     let pid = Some(daemon.pid());
     let cpu_before = cpu_sample(pid);
     let started = Instant::now();
