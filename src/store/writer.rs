@@ -349,18 +349,25 @@ impl WriterMemory {
     }
 
     /// After an aborted group: forget what its operations did in memory.
-    fn roll_back(&mut self, store: &Store, before: LogState) {
+    /// Fails when the writer's memory cannot be made to match the file again.
+    fn roll_back(&mut self, store: &Store, before: LogState) -> Result<(), StorageFailed> {
         self.log = before;
         self.schedule = PendingNotes::default();
         // The group may also have moved held keys or merged (and cleared)
         // held rows: the file is the truth after an abort.
-        match RecentKeys::load(store.database()) {
-            Ok(recent) => self.recent_keys = recent,
-            Err(e) => tracing::error!(error = %e, "reloading recent idempotency keys failed"),
-        }
-        match RecentTracked::load(store.database()) {
-            Ok(recent) => self.recent_tracked = recent,
-            Err(e) => tracing::error!(error = %e, "reloading recent tracked calls failed"),
+        // Keeping the aborted group's held keys or rows would map them to
+        // seqs that other events are about to take.
+        let reloaded = RecentKeys::load(store.database())
+            .and_then(|keys| RecentTracked::load(store.database()).map(|tracked| (keys, tracked)));
+        match reloaded {
+            Ok((keys, tracked)) => {
+                self.recent_keys = keys;
+                self.recent_tracked = tracked;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading held keys after an abort failed: the writer stops");
+                return Err(StorageFailed);
+            }
         }
         match HookState::load(store.database()) {
             Ok(hooks) => self.hooks = hooks,
@@ -368,6 +375,7 @@ impl WriterMemory {
             // the writer anyway.
             Err(e) => tracing::error!(error = %e, "reloading endpoints after an abort failed"),
         }
+        Ok(())
     }
 }
 
@@ -440,14 +448,14 @@ fn commit_group(
     let mut completions: Vec<Complete> = Vec::with_capacity(size);
     let result = apply_and_commit(store, batch, memory, &mut completions);
     crate::metrics::WRITER.committed(size, started.elapsed(), result.is_ok());
-    let fatal = matches!(result, Err(StoreError::Redb(_)));
+    let mut fatal = matches!(result, Err(StoreError::Redb(_)));
     let outcome = match result {
         Ok(()) => {
             memory.announce();
             Ok(())
         }
         Err(e) => {
-            memory.roll_back(store, before);
+            fatal |= memory.roll_back(store, before).is_err();
             tracing::error!(error = %e, ops = size, "group commit failed; nothing in it is acknowledged");
             Err(Arc::new(e))
         }

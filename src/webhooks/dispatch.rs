@@ -148,7 +148,14 @@ impl Dispatch for Deliveries {
         let inbox = self.inbox.clone();
         let runtime = self.runtime.clone();
         self.runtime.spawn_blocking(move || {
-            let loaded = match load_due(&ctx.store, &jobs) {
+            // A panic while reading would leave every job of the round in
+            // flight for good, holding its endpoint's slot: it counts as a
+            // failed read instead.
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                load_due(&ctx.store, &jobs)
+            }))
+            .unwrap_or_else(|_| Err("reading the round's attempts panicked".to_owned()));
+            let loaded = match read {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     tracing::error!(error = %e, jobs = jobs.len(), "loading webhook attempts failed");
@@ -161,9 +168,16 @@ impl Dispatch for Deliveries {
             };
             for (job, loaded) in jobs.into_iter().zip(loaded) {
                 let loaded = match loaded {
-                    Ok(loaded) => loaded,
-                    Err(not_made) => {
+                    Ok(Ok(loaded)) => loaded,
+                    Ok(Err(not_made)) => {
                         let ended = not_made.ended();
+                        let _ = inbox.send(Inbox::Ended { job, ended });
+                        continue;
+                    }
+                    // One damaged record holds back its own job only.
+                    Err(e) => {
+                        tracing::error!(error = %e, delivery = job.id, "loading a webhook attempt failed");
+                        let ended = Ended::Unrecorded;
                         let _ = inbox.send(Inbox::Ended { job, ended });
                         continue;
                     }
@@ -264,13 +278,18 @@ struct Loaded {
     body: String,
 }
 
+/// Each job's attempt, in one read of the store; an error reading one
+/// job's records is that job's alone.
+type LoadedJob = Result<Result<Loaded, NotMade>, StoreError>;
+
 /// What each of `jobs` needs for its attempt, in one read of the store.
-fn load_due(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Loaded, NotMade>>, StoreError> {
-    let txn = store.read()?;
+fn load_due(store: &Store, jobs: &[Job]) -> Result<Vec<LoadedJob>, String> {
+    let txn = store.read().map_err(|e| e.to_string())?;
     let now_ms = clock::now_ms();
-    jobs.iter()
+    Ok(jobs
+        .iter()
         .map(|job| load(&txn, job.id, false, now_ms))
-        .collect()
+        .collect())
 }
 
 /// The delivery with what its attempt needs. A scheduled attempt finds
