@@ -104,14 +104,14 @@ fn main() {
         ratios.push(format!(
             "| {} | {} | {} | {} |",
             scenario.name,
-            ceiling::ratio(per_second(&herald), ceiling.as_ref().map(per_second)),
+            ceiling::ratio(herald.answered(), ceiling.as_ref().map(Tally::answered)),
             ceiling::ratio(
-                quantile_us(&herald, 0.999),
-                ceiling.as_ref().map(|c| quantile_us(c, 0.50))
+                herald.quantile_us(0.999),
+                ceiling.as_ref().map(|c| c.quantile_us(0.50))
             ),
             ceiling::ratio(
-                quantile_us(&herald, 0.99),
-                ceiling.as_ref().map(|c| quantile_us(c, 0.99))
+                herald.quantile_us(0.99),
+                ceiling.as_ref().map(|c| c.quantile_us(0.99))
             ),
         ));
     }
@@ -136,19 +136,6 @@ fn main() {
         );
         daemon.stop();
     }
-}
-
-fn per_second(tally: &Tally) -> f64 {
-    tally.latencies_us.len() as f64
-}
-
-fn quantile_us(tally: &Tally, q: f64) -> f64 {
-    let sorted = &tally.latencies_us;
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    f64::from(sorted[index])
 }
 
 /// One connection's events, each with an idempotency key of its own series.

@@ -382,21 +382,6 @@ fn report_throughput(
     }
 }
 
-/// Requests answered in the measured seconds: both sides of a ratio run
-/// as long with as many calls a request.
-fn answered(tally: &Tally) -> f64 {
-    tally.latencies_us.len() as f64
-}
-
-fn quantile_us(tally: &Tally, q: f64) -> f64 {
-    let sorted = &tally.latencies_us;
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    f64::from(sorted[index])
-}
-
 // ---------------------------------------------------------------------------
 // The funnel scenario
 
@@ -1051,9 +1036,9 @@ fn main() {
         ratios.push(format!(
             "| {} | {} | {} | {} |",
             scenario.name,
-            ceiling::ratio(answered(ours), Some(answered(limit))),
-            ceiling::ratio(quantile_us(ours, 0.99), Some(quantile_us(limit, 0.99))),
-            ceiling::ratio(quantile_us(ours, 0.999), Some(quantile_us(limit, 0.50))),
+            ceiling::ratio(ours.answered(), Some(limit.answered())),
+            ceiling::ratio(ours.quantile_us(0.99), Some(limit.quantile_us(0.99))),
+            ceiling::ratio(ours.quantile_us(0.999), Some(limit.quantile_us(0.50))),
         ));
     }
     if !ratios.is_empty() {

@@ -79,6 +79,19 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Requests answered in the measured time: two loads run equally long
+    /// compare by this alone.
+    pub fn answered(&self) -> f64 {
+        self.latencies_us.len() as f64
+    }
+
+    /// The `q` quantile of the answers' latencies, in microseconds.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        super::report::quantile_us(&self.latencies_us, q).map_or(0.0, f64::from)
+    }
+}
+
+impl Tally {
     fn fail(&mut self, message: String) {
         self.failures += 1;
         self.first_failure.get_or_insert(message);

@@ -13,11 +13,18 @@ pub fn micros(d: Duration) -> u32 {
 
 /// The `q` quantile of sorted samples in microseconds, as milliseconds.
 pub fn quantile_ms(sorted_us: &[u32], q: f64) -> String {
+    quantile_us(sorted_us, q).map_or("-".to_owned(), |us| {
+        format!("{:.2}", f64::from(us) / 1000.0)
+    })
+}
+
+/// The `q` quantile of sorted samples in microseconds, if there are any.
+pub fn quantile_us(sorted_us: &[u32], q: f64) -> Option<u32> {
     if sorted_us.is_empty() {
-        return "-".to_owned();
+        return None;
     }
     let index = ((sorted_us.len() as f64 * q).ceil() as usize).clamp(1, sorted_us.len()) - 1;
-    format!("{:.2}", f64::from(sorted_us[index]) / 1000.0)
+    Some(sorted_us[index])
 }
 
 /// The table a closed-loop throughput bench prints, a

@@ -6,19 +6,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG,
-    IF_NONE_MATCH, LOCATION, REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION,
+    SET_COOKIE,
 };
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::key_hash;
 use super::error::ApiError;
-use super::http::{escape_html, json, read_body, require_json, Resp};
+use super::http::{escape_html, guard_page, json, read_body, require_json, typed, Resp};
 use super::sessions::{self, COOKIE_NAME};
 use super::AppState;
 use crate::clock;
@@ -65,23 +64,9 @@ static ASSETS: &[Asset] = &[
 ];
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    let mut resp = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    secure(headers);
+    let mut resp = typed(status, content_type, body);
+    guard_page(resp.headers_mut(), CSP);
     resp
-}
-
-fn secure(headers: &mut HeaderMap) {
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
 }
 
 /// Pages carry the CSRF token: never cached.
@@ -290,7 +275,7 @@ pub async fn sign_in(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
             })
             .to_string(),
         );
-        secure(resp.headers_mut());
+        guard_page(resp.headers_mut(), CSP);
         resp
     };
     let headers = resp.headers_mut();

@@ -41,6 +41,22 @@ pub fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Byt
     resp
 }
 
+/// The headers every page Herald serves carries (dashboard and portal):
+/// its own content policy, no framing, no sniffing, and no referrer, so an
+/// address holding a token never reaches another site.
+pub fn guard_page(headers: &mut HeaderMap, content_policy: &'static str) {
+    use hyper::header::{
+        CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    };
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(content_policy),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+}
+
 /// `text` made safe inside HTML text and quoted attribute values.
 pub fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;")

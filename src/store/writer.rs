@@ -504,6 +504,13 @@ mod tests {
     use crate::events;
     use crate::store::fault::FaultyFile;
 
+    fn current_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     fn append_one(
         writer: &Writer,
         rt: &tokio::runtime::Runtime,
@@ -563,10 +570,7 @@ mod tests {
         use crate::store::recent_keys::MERGE_THRESHOLD;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("herald.redb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread_runtime();
         // Enough keys for one whole sweep, then some held by the next.
         let total = 3 * MERGE_THRESHOLD;
         let keys: Vec<String> = (0..total).map(|i| format!("k{:x}", i * 7919)).collect();
@@ -602,10 +606,7 @@ mod tests {
         use crate::store::recent_keys::MERGE_THRESHOLD;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("herald.redb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread_runtime();
         // Single events add one key a group, so once the sweep's sorted
         // snapshot is back, each group moves its smallest slice: stop at
         // the first group that moved any.
@@ -670,10 +671,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("herald.redb")).unwrap();
         let (writer, thread) = Writer::start(&store, 1, 16, Listeners::default()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread_runtime();
         // The first operation holds the writer; the second fills the queue.
         let release = hold_writer(&writer, |_| Ok(()));
         writer.submit(|_| Ok(()), |_| {});
@@ -700,10 +698,7 @@ mod tests {
         let (backend, fail_sync) = FaultyFile::open(&path);
         let store = Store::open_on(backend, &path).unwrap();
         let (writer, thread) = Writer::start(&store, 1024, 16, Listeners::default()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread_runtime();
         // The first operation holds the writer while the others queue up
         // behind it, more of them than one group takes.
         let release = hold_writer(&writer, |txn| {
@@ -757,10 +752,7 @@ mod tests {
         let (backend, fail_sync) = FaultyFile::open(&path);
         let store = Store::open_on(backend, &path).unwrap();
         let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread_runtime();
 
         assert_eq!(append_one(&writer, &rt, "before").unwrap(), 1);
         fail_sync.store(true, Ordering::SeqCst);

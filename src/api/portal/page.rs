@@ -3,14 +3,10 @@
 //! leak it (referrers, caches, frames), and no script runs but ours.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{
-    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-};
-use hyper::{Response, StatusCode};
+use hyper::header::{HeaderValue, CACHE_CONTROL};
+use hyper::StatusCode;
 
-use super::super::http::Resp;
+use super::super::http::{guard_page, typed, Resp};
 
 const APP_HTML: &str = include_str!("assets/portal.html");
 const REFUSED_HTML: &str = include_str!("assets/refused.html");
@@ -23,32 +19,16 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-const GUARDS: [(HeaderName, &str); 5] = [
-    (CONTENT_SECURITY_POLICY, POLICY),
-    // The token is in the page's address: a link followed from the page
-    // must not carry it to another site.
-    (REFERRER_POLICY, "no-referrer"),
-    (CACHE_CONTROL, "no-store"),
-    (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (X_FRAME_OPTIONS, "DENY"),
-];
-
-/// Adds the portal's headers to an answer.
+/// Adds the portal's headers to an answer: the token is in the page's
+/// address, so nothing may cache it either.
 pub fn protect(resp: &mut Resp) {
     let headers = resp.headers_mut();
-    for (name, value) in GUARDS {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
+    guard_page(headers, POLICY);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 fn asset(status: StatusCode, content_type: &'static str, text: &'static str) -> Resp {
-    let body = Full::new(Bytes::from_static(text.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed();
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut resp = typed(status, content_type, Bytes::from_static(text.as_bytes()));
     protect(&mut resp);
     resp
 }
