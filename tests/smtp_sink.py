@@ -152,13 +152,16 @@ class Sink:
                      else None),
             "size": len(envelope.original_content or b""),
         }
+        name = f"{seq:06d}"
         if accepted:
-            name = f"{seq:06d}"
             meta["eml"] = name + ".eml"
-            self.write_atomically(name + ".eml", envelope.original_content or b"")
-            self.write_atomically(name + ".json", json.dumps(meta).encode())
+        # The transaction is recorded before the message appears, so a test
+        # that saw a message always finds its transaction too.
         with open(os.path.join(self.dir, "transactions.jsonl"), "a") as f:
             f.write(json.dumps(meta) + "\n")
+        if accepted:
+            self.write_atomically(name + ".eml", envelope.original_content or b"")
+            self.write_atomically(name + ".json", json.dumps(meta).encode())
         return reply
 
 
