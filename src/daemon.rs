@@ -8,7 +8,13 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Surface};
+use crate::api::events::{EventApi, EventLog};
+use crate::api::postgres::PostgresApp;
+use crate::catalog::Catalog;
+use crate::config::store::{Backend, PostgresSettings};
 use crate::config::Config;
+use crate::pg::log::PgLog;
+use crate::pg::PgError;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::unsubscribe::TokenKey;
 use crate::portal_link::PortalKey;
@@ -46,6 +52,8 @@ pub enum DaemonError {
     Mail(String),
     #[error("cannot start a background worker: {0}")]
     Worker(std::io::Error),
+    #[error("{database}: {source}")]
+    Postgres { database: String, source: PgError },
 }
 
 pub fn run(mut config: Config) -> Result<(), DaemonError> {
@@ -55,6 +63,10 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         .thread_name("herald-io")
         .build()
         .map_err(DaemonError::Runtime)?;
+    if let Backend::Postgres(settings) = &config.backend {
+        let settings = settings.clone();
+        return run_on_postgres(runtime, config, settings);
+    }
 
     crate::metrics::mark_started(crate::clock::now_ms());
     crate::metrics::configure_streams(config.mail.streams.keys());
@@ -197,6 +209,108 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     writer_thread.stop();
     drop(store);
+    tracing::info!("stopped");
+    served
+}
+
+/// What `herald check-config` says of the configured backend. PostgreSQL is
+/// reached and its schema version read, without changing anything: a
+/// database this binary cannot serve fails the check.
+pub fn check_backend(config: &Config) -> Result<String, DaemonError> {
+    let Backend::Postgres(settings) = &config.backend else {
+        return Ok(format!("store redb {}", config.database_path().display()));
+    };
+    let database = settings.describe();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let found = runtime.block_on(async {
+        let client = crate::pg::connect(settings).await?;
+        crate::pg::schema::version(&client).await
+    });
+    let supported = crate::pg::schema::PG_SCHEMA_VERSION;
+    match found {
+        Ok(found) if found > supported => Err(DaemonError::Postgres {
+            database,
+            source: PgError::NewerSchema { found, supported },
+        }),
+        Ok(0) => Ok(format!(
+            "store postgres {database}, empty: serve creates schema version {supported}"
+        )),
+        Ok(found) => Ok(format!(
+            "store postgres {database}, schema version {found} of {supported}"
+        )),
+        Err(source) => Err(DaemonError::Postgres { database, source }),
+    }
+}
+
+/// `herald serve` on a PostgreSQL database other nodes may share: migrates
+/// its schema, starts this node's group committer and serves the routes
+/// whose state lives there.
+fn run_on_postgres(
+    runtime: tokio::runtime::Runtime,
+    config: Config,
+    settings: PostgresSettings,
+) -> Result<(), DaemonError> {
+    let database = settings.describe();
+    let failed = |source| DaemonError::Postgres {
+        database: database.clone(),
+        source,
+    };
+    let config = Arc::new(config);
+    let private_listener = bind(config.listen)?;
+    let private_addr = private_listener.local_addr().unwrap_or(config.listen);
+    let served = runtime.block_on(async {
+        let mut client = crate::pg::connect(&settings).await.map_err(failed)?;
+        let before = crate::pg::schema::migrate(&mut client)
+            .await
+            .map_err(failed)?;
+        drop(client);
+        let pool = crate::pg::pool(&settings).map_err(failed)?;
+        let (log, committer) = PgLog::start(
+            settings.clone(),
+            pool,
+            config.queue_capacity,
+            config.max_commit_batch,
+        );
+        let app = Arc::new(PostgresApp {
+            keys: crate::api::auth::ApiKeys::new(&config.keys, &[]),
+            events: EventApi {
+                log: EventLog::Postgres(log.clone()),
+                limits: config.limits,
+                body_timeout: config.body_timeout,
+                catalog: Arc::new(Catalog::load(Vec::new())),
+            },
+            log,
+            config: config.clone(),
+        });
+        let listener = adopt(private_listener, config.listen)?;
+        let signals = ShutdownSignals::install();
+        if app.keys.is_open() {
+            tracing::warn!(
+                "no API key configured: the API at {private_addr} accepts every local caller; \
+                 set server.api_keys or HERALD_API_KEYS"
+            );
+        }
+        tracing::info!(
+            addr = %private_addr,
+            database = %database,
+            schema_before = before,
+            schema = crate::pg::schema::PG_SCHEMA_VERSION,
+            "listening"
+        );
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        crate::api::postgres::serve(listener, app, signals.recv()).await;
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        // The server dropped its handles: the committer answers what is
+        // queued, then ends.
+        if tokio::time::timeout(WORKER_STOP_GRACE, committer).await.is_err() {
+            tracing::warn!("the event log's committer did not finish in time");
+        }
+        Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");
     served
 }

@@ -423,12 +423,68 @@ impl AppendBatch {
     }
 }
 
-enum Plan {
+/// What an append does with one event of a batch, decided before anything
+/// is written so that a conflict refuses the whole batch.
+pub enum Plan {
     Create,
     /// Same key as an event already stored at this seq.
     Stored(u64),
     /// Same key as an earlier event of this same batch.
     EarlierInBatch(usize),
+}
+
+impl AppendBatch {
+    /// Decides each event's fate; `stored_key` answers what a (tenant, key)
+    /// already names: (seq, request fingerprint). Both backends append
+    /// through this, so they agree on what a repeat and a conflict are.
+    pub fn plan<E>(
+        &self,
+        mut stored_key: impl FnMut(Option<&str>, &str) -> Result<Option<(u64, u64)>, E>,
+    ) -> Result<Result<Vec<Plan>, KeyConflict>, E> {
+        let mut plans = Vec::with_capacity(self.events.len());
+        for (index, (event, earlier)) in self.events.iter().zip(&self.same_key_as).enumerate() {
+            let plan = match (earlier, event.idempotency_key.as_deref()) {
+                (Some(first), _) => match plans[*first] {
+                    Plan::Stored(seq) => Plan::Stored(seq),
+                    _ => Plan::EarlierInBatch(*first),
+                },
+                (None, None) => Plan::Create,
+                (None, Some(key)) => match stored_key(event.tenant.as_deref(), key)? {
+                    Some((_, fp)) if fp != event.fingerprint => {
+                        return Ok(Err(KeyConflict {
+                            index,
+                            key: key.to_owned(),
+                        }))
+                    }
+                    Some((seq, _)) => Plan::Stored(seq),
+                    None => Plan::Create,
+                },
+            };
+            plans.push(plan);
+        }
+        Ok(Ok(plans))
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The (tenant, key) of every keyed event, for looking them up at once.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.events.iter().filter_map(|e| {
+            e.idempotency_key
+                .as_deref()
+                .map(|k| (e.tenant.as_deref().unwrap_or(""), k))
+        })
+    }
+
+    pub fn events(&self) -> &[NewEvent] {
+        &self.events
+    }
 }
 
 /// Appends a batch in order inside the writer's transaction. Idempotency
@@ -438,27 +494,10 @@ pub fn append(
     txn: &mut WriteTxn<'_>,
     batch: AppendBatch,
 ) -> Result<Result<Vec<Appended>, KeyConflict>, StoreError> {
-    let mut plans = Vec::with_capacity(batch.events.len());
-    for (index, (event, earlier)) in batch.events.iter().zip(&batch.same_key_as).enumerate() {
-        let conflict = || KeyConflict {
-            index,
-            key: event.idempotency_key.clone().unwrap_or_default(),
-        };
-        let plan = match (earlier, event.idempotency_key.as_deref()) {
-            (Some(first), _) => match plans[*first] {
-                Plan::Stored(seq) => Plan::Stored(seq),
-                _ => Plan::EarlierInBatch(*first),
-            },
-            (None, None) => Plan::Create,
-            (None, Some(key)) => match txn.idempotency_key(event.tenant.as_deref(), key)? {
-                Some((_, fp)) if fp != event.fingerprint => return Ok(Err(conflict())),
-                Some((seq, _)) => Plan::Stored(seq),
-                None => Plan::Create,
-            },
-        };
-        plans.push(plan);
-    }
-
+    let plans = match batch.plan(|tenant, key| txn.idempotency_key(tenant, key))? {
+        Ok(plans) => plans,
+        Err(conflict) => return Ok(Err(conflict)),
+    };
     let now = clock::now_ms();
     let mut out: Vec<Appended> = Vec::with_capacity(plans.len());
     for (event, plan) in batch.events.into_iter().zip(plans) {

@@ -32,6 +32,7 @@ pub mod mail;
 pub mod metrics;
 pub mod names;
 pub mod percent;
+pub mod pg;
 pub mod portal_link;
 pub mod retention;
 pub mod retry;

@@ -89,15 +89,21 @@ fn main() -> ExitCode {
                 &config::Overrides::default(),
                 env_keys.as_deref(),
             ) {
-                Ok(cfg) => {
-                    println!(
-                        "{}: ok (listen {}, data {})",
-                        file.display(),
-                        cfg.listen,
-                        cfg.data_dir.display()
-                    );
-                    ExitCode::SUCCESS
-                }
+                Ok(cfg) => match daemon::check_backend(&cfg) {
+                    Ok(store) => {
+                        println!(
+                            "{}: ok (listen {}, data {}, {store})",
+                            file.display(),
+                            cfg.listen,
+                            cfg.data_dir.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("herald: {}: {e}", file.display());
+                        ExitCode::FAILURE
+                    }
+                },
                 Err(e) => {
                     eprintln!("herald: {e}");
                     ExitCode::from(2)

@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
@@ -11,13 +13,93 @@ use serde_json::value::RawValue;
 use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, page_limit, query_params, read_body, require_json, Resp};
-use super::{read, AppState};
+use super::read_store;
+use crate::catalog::Catalog;
 use crate::clock;
+use crate::config::EventLimits;
 use crate::events::{self, AppendBatch, KeyConflict, NewEvent};
 use crate::ids;
 use crate::names;
-use crate::store::log::IndexKeys;
-use crate::store::{EventCursor, EventFilter};
+use crate::pg::log::{AppendError, AppendOutcome, PgLog};
+use crate::store::log::{EventPage, IndexKeys};
+use crate::store::records::EventRecord;
+use crate::store::{EventCursor, EventFilter, Store, Writer};
+
+/// What the event routes need, whichever backend keeps the log: the
+/// handlers below are the same code on both.
+pub struct EventApi {
+    pub log: EventLog,
+    pub limits: EventLimits,
+    pub body_timeout: Duration,
+    pub catalog: Arc<Catalog>,
+}
+
+/// Where the log lives.
+pub enum EventLog {
+    /// The redb file, appended to by its single writer.
+    Embedded { store: Store, writer: Writer },
+    /// A PostgreSQL database shared with other nodes.
+    Postgres(PgLog),
+}
+
+impl EventLog {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, ApiError> {
+        match self {
+            EventLog::Embedded { writer, .. } => Ok(writer
+                .write(move |txn| events::append(txn, batch))
+                .await?),
+            EventLog::Postgres(log) => Ok(log.append(batch).await?),
+        }
+    }
+
+    async fn scan(
+        &self,
+        filter: EventFilter,
+        after: EventCursor,
+        limit: usize,
+    ) -> Result<EventPage, ApiError> {
+        match self {
+            EventLog::Embedded { store, .. } => {
+                read_store(store, move |txn| txn.scan_events(&filter, after, limit)).await
+            }
+            EventLog::Postgres(log) => log
+                .scan(&filter, after, limit)
+                .await
+                .map_err(query_failed),
+        }
+    }
+
+    async fn by_id(&self, id: u128) -> Result<Option<(u64, EventRecord)>, ApiError> {
+        match self {
+            EventLog::Embedded { store, .. } => {
+                read_store(store, move |txn| txn.event_by_id(id)).await
+            }
+            EventLog::Postgres(log) => log.by_id(id).await.map_err(query_failed),
+        }
+    }
+}
+
+fn query_failed(e: crate::pg::PgError) -> ApiError {
+    tracing::error!(error = %e, "query failed");
+    ApiError::unavailable("the query failed; see the server log")
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Busy => ApiError::overloaded(),
+            AppendError::Closed => {
+                ApiError::unavailable("the server is shutting down; nothing was written")
+            }
+            AppendError::Failed(cause) => {
+                tracing::error!(error = %cause, "write failed");
+                ApiError::unavailable(
+                    "storage failed and the write was not acknowledged; retry it with the same idempotency key",
+                )
+            }
+        }
+    }
+}
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -36,15 +118,14 @@ fn conflict(c: &KeyConflict) -> ApiError {
 
 /// An event that passed every check but its type's schema: checked here,
 /// against the compiled catalog, before anything reaches the writer.
-fn check_schema(state: &AppState, posted: &events::Posted) -> Result<(), ApiError> {
+fn check_schema(api: &EventApi, posted: &events::Posted) -> Result<(), ApiError> {
     let event = &posted.event;
     let versions = event
         .older_versions
         .iter()
         .map(|(v, d)| (*v, d.as_str()))
         .chain([(event.data_version, event.data.as_str())]);
-    state
-        .catalog
+    api.catalog
         .check(&event.event_type, versions)
         .map_err(|m| {
             let pointer = format!("{}{}", posted.data_pointer(m.version), m.path);
@@ -62,13 +143,13 @@ fn check_schema(state: &AppState, posted: &events::Posted) -> Result<(), ApiErro
 
 /// A JSON body of at most `limit` bytes.
 async fn json_body(
-    state: &AppState,
+    api: &EventApi,
     req: Request<Incoming>,
     limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
     require_json(req.headers())?;
     let (parts, body) = req.into_parts();
-    read_body(body, &parts.headers, limit, state.config.body_timeout).await
+    read_body(body, &parts.headers, limit, api.body_timeout).await
 }
 
 /// Puts `event` in the tenant `access` writes for: a tenant key's own
@@ -82,20 +163,13 @@ fn scope(event: &mut NewEvent, access: &Access) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn create(
-    state: Arc<AppState>,
-    access: &Access,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
-    let body = json_body(&state, req, state.config.limits.max_event_bytes).await?;
+pub async fn create(api: &EventApi, access: &Access, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body = json_body(api, req, api.limits.max_event_bytes).await?;
     let posted = events::parse_posted(&body)?;
-    check_schema(&state, &posted)?;
+    check_schema(api, &posted)?;
     let mut event = posted.event;
     scope(&mut event, access)?;
-    let outcome = state
-        .writer
-        .write(move |txn| events::append(txn, AppendBatch::one(event)))
-        .await?;
+    let outcome = api.log.append(AppendBatch::one(event)).await?;
     let appended = outcome.map_err(|c| conflict(&c))?;
     let first = &appended[0];
     let status = if first.created {
@@ -114,12 +188,12 @@ struct BatchInput<'a> {
 }
 
 pub async fn create_batch(
-    state: Arc<AppState>,
+    api: &EventApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let limits = state.config.limits;
-    let body = json_body(&state, req, limits.max_request_bytes).await?;
+    let limits = api.limits;
+    let body = json_body(api, req, limits.max_request_bytes).await?;
     let input: BatchInput = events::from_json_object(&body)?;
     if input.events.is_empty() || input.events.len() > limits.max_batch_events {
         return Err(ApiError::invalid_field(
@@ -137,17 +211,14 @@ pub async fn create_batch(
         }
         let posted = events::parse_posted(raw.get().as_bytes())
             .map_err(|e| ApiError::from(e).in_item("events", index))?;
-        check_schema(&state, &posted).map_err(|e| e.in_item("events", index))?;
+        check_schema(api, &posted).map_err(|e| e.in_item("events", index))?;
         let mut event = posted.event;
         scope(&mut event, access).map_err(|e| e.in_item("events", index))?;
         batch.push(event);
     }
     drop(input);
     let batch = AppendBatch::new(batch).map_err(|c| conflict(&c).in_item("events", c.index))?;
-    let outcome = state
-        .writer
-        .write(move |txn| events::append(txn, batch))
-        .await?;
+    let outcome = api.log.append(batch).await?;
     let appended = outcome.map_err(|c| conflict(&c).in_item("events", c.index))?;
 
     let mut out = String::with_capacity(32 + appended.len() * 120);
@@ -170,11 +241,7 @@ pub async fn create_batch(
     Ok(json(StatusCode::OK, out))
 }
 
-pub async fn list(
-    state: Arc<AppState>,
-    access: &Access,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
+pub async fn list(api: &EventApi, access: &Access, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let params = query_params(
         req.uri().query(),
         &["after", "type", "tenant", "since", "until", "limit"],
@@ -211,7 +278,7 @@ pub async fn list(
     }
     filter.tenant = access.tenant_param(filter.tenant)?;
 
-    let page = read(&state, move |txn| txn.scan_events(&filter, after, limit)).await?;
+    let page = api.log.scan(filter, after, limit).await?;
 
     let mut out = String::with_capacity(64 + page.events.len() * 300);
     out.push_str(r#"{"events":["#);
@@ -230,10 +297,12 @@ pub async fn list(
     Ok(json(StatusCode::OK, out))
 }
 
-pub async fn get(state: Arc<AppState>, access: &Access, id: &str) -> Result<Resp, ApiError> {
+pub async fn get(api: &EventApi, access: &Access, id: &str) -> Result<Resp, ApiError> {
     let not_found = || ApiError::not_found("event_not_found", format!("no event has id `{id}`"));
     let id = ids::parse(events::ID_PREFIX, id).ok_or_else(not_found)?;
-    let (seq, record) = read(&state, move |txn| txn.event_by_id(id))
+    let (seq, record) = api
+        .log
+        .by_id(id)
         .await?
         .filter(|(_, record)| access.sees(record.tenant.as_deref()))
         .ok_or_else(not_found)?;

@@ -7,16 +7,17 @@ pub mod auth;
 mod catalog;
 mod dashboard;
 pub mod error;
-mod events;
+pub mod events;
 mod feedback;
 pub mod http;
 mod keys;
-mod listener;
+pub(crate) mod listener;
 mod mail;
 mod metrics;
 mod openapi;
 mod overview;
 mod portal;
+pub mod postgres;
 mod public;
 pub mod routes;
 pub mod sessions;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub sessions: sessions::Sessions,
     /// The file's size and the queues' depth as the dashboard saw them.
     pub history: overview::History,
+    /// What the event routes append to and read from.
+    pub events: events::EventApi,
 }
 
 /// Which routes a listener serves.
@@ -103,7 +106,17 @@ impl AppState {
                     None
                 }
             });
+        let events = events::EventApi {
+            log: events::EventLog::Embedded {
+                store: store.clone(),
+                writer: writer.clone(),
+            },
+            limits: config.limits,
+            body_timeout: config.body_timeout,
+            catalog: catalog.clone(),
+        };
         Ok(AppState {
+            events,
             sns,
             catalog,
             portal_links,
@@ -126,7 +139,16 @@ where
     T: Send + 'static,
     F: FnOnce(ReadTxn) -> Result<T, StoreError> + Send + 'static,
 {
-    let store = state.store.clone();
+    read_store(&state.store, query).await
+}
+
+/// As `read`, on any store.
+pub(crate) async fn read_store<T, F>(store: &Store, query: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(ReadTxn) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = store.clone();
     tokio::task::spawn_blocking(move || query(store.read()?))
         .await
         .map_err(|_| ApiError::unavailable("the query was interrupted"))?
@@ -166,7 +188,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, surface: Surface) 
 }
 
 /// A handler's outcome as the client gets it; server-side failures are logged.
-fn respond(outcome: Result<Resp, ApiError>) -> Resp {
+pub(crate) fn respond(outcome: Result<Resp, ApiError>) -> Resp {
     match outcome {
         Ok(resp) => resp,
         Err(e) => {
@@ -202,10 +224,20 @@ fn authorize(
     req: &Request<Incoming>,
     auth: Auth,
 ) -> Result<Option<access::Access>, ApiError> {
+    grant_for(req, auth, |headers| caller(state, headers))
+}
+
+/// What `auth` lets the caller do, `caller` naming whom the request speaks
+/// for; `None` for routes with their own scheme.
+pub(crate) fn grant_for(
+    req: &Request<Incoming>,
+    auth: Auth,
+    caller: impl FnOnce(&hyper::HeaderMap) -> Result<access::Access, ApiError>,
+) -> Result<Option<access::Access>, ApiError> {
     if auth == Auth::Own {
         return Ok(None);
     }
-    let access = caller(state, req.headers())?;
+    let access = caller(req.headers())?;
     match auth {
         Auth::Own => {}
         Auth::ByMethod => access.require(access::role_for_method(req.method()))?,
@@ -281,11 +313,11 @@ async fn dispatch(
     use RouteId::*;
     let param = params.first().copied().unwrap_or_default();
     match id {
-        EventsCreate => events::create(state, keyed(&access)?, req).await,
-        EventsList => events::list(state, keyed(&access)?, req).await,
-        EventsBatch => events::create_batch(state, keyed(&access)?, req).await,
+        EventsCreate => events::create(&state.events, keyed(&access)?, req).await,
+        EventsList => events::list(&state.events, keyed(&access)?, req).await,
+        EventsBatch => events::create_batch(&state.events, keyed(&access)?, req).await,
         EventsExport => tracking::export(state, keyed(&access)?, req).await,
-        EventGet => events::get(state, keyed(&access)?, param).await,
+        EventGet => events::get(&state.events, keyed(&access)?, param).await,
         UserGet => tracking::user(state, keyed(&access)?, param, req).await,
         UserEvents => tracking::user_events(state, keyed(&access)?, param, req).await,
         EventStats => tracking::stats(state, keyed(&access)?, req).await,
@@ -370,14 +402,14 @@ async fn dispatch(
 
 /// The grant a keyed row's handler needs; `authorize` gave one to every
 /// row that is not `Auth::Own`.
-fn keyed(access: &Option<access::Access>) -> Result<&access::Access, ApiError> {
+pub(crate) fn keyed(access: &Option<access::Access>) -> Result<&access::Access, ApiError> {
     access.as_ref().ok_or_else(|| {
         tracing::error!("a keyed route was reached without a key's grant");
         ApiError::unavailable("route misconfigured")
     })
 }
 
-fn not_found(path: &str) -> ApiError {
+pub(crate) fn not_found(path: &str) -> ApiError {
     let shown: String = path.chars().take(200).collect();
     ApiError::new(
         StatusCode::NOT_FOUND,

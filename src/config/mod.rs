@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub mod feedback;
 pub mod mail;
 mod retention;
+pub mod store;
 pub mod tracking;
 mod values;
 pub mod webhooks;
@@ -40,6 +41,8 @@ pub struct FileConfig {
     pub server: ServerSection,
     /// `[storage]`: where the database lives and how writes are batched.
     pub storage: StorageSection,
+    /// `[store]`: the backend (`redb` or `postgres`) and how to reach PostgreSQL.
+    pub store: store::StoreSection,
     /// `[events]`: size limits of posted events.
     pub events: EventsSection,
     /// `[log]`: output format and level.
@@ -251,6 +254,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Holds `herald.redb`, and the outbox unless `mail.outbox` is set.
     pub data_dir: PathBuf,
+    /// Where state lives: the redb file, or a PostgreSQL database.
+    pub backend: store::Backend,
     /// Writes the writer's queue holds; beyond it they are refused as overloaded.
     pub queue_capacity: usize,
     /// Most operations the writer commits in one transaction.
@@ -457,6 +462,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
     let FileConfig {
         server,
         storage,
+        store,
         events,
         log,
         webhooks,
@@ -475,6 +481,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
         interval: &storage.prune_interval,
     })?;
     let webhooks = validate_webhooks(webhooks)?;
+    let backend = store::validate_store(store, std::env::var(store::POSTGRES_URL_ENV).ok())?;
 
     let listen: SocketAddr = server.listen.parse().map_err(|_| {
         invalid(
@@ -584,6 +591,7 @@ pub fn validate(file: FileConfig, env_keys: Option<&str>) -> Result<Config, Conf
             Duration::from_secs(600),
         )?,
         data_dir: storage.data_dir,
+        backend,
         queue_capacity: in_range("storage.queue_capacity", storage.queue_capacity, 1, 1 << 22)?,
         max_commit_batch: in_range(
             "storage.max_commit_batch",

@@ -115,6 +115,27 @@ pub struct NewEventRow {
     pub index: IndexKeys,
 }
 
+impl NewEventRow {
+    /// The record stored at `seq`, received at `received_at_ms` (never
+    /// earlier than the event before it), with what its index rows and
+    /// idempotency key need.
+    pub fn into_record(self, seq: u64, received_at_ms: i64) -> (EventRecord, IndexKeys, u64) {
+        let record = EventRecord {
+            id: event_id(received_at_ms, seq, self.nonce),
+            event_type: self.event_type,
+            tenant: self.tenant,
+            idempotency_key: self.idempotency_key,
+            occurred_at_ms: self.occurred_at_ms.unwrap_or(received_at_ms),
+            received_at_ms,
+            data: self.data,
+            source: self.source,
+            data_version: self.data_version,
+            older_versions: self.older_versions,
+        };
+        (record, self.index, self.fingerprint)
+    }
+}
+
 /// An event id is (received ms: 48 bits, seq: 64 bits, nonce: 16 bits), so
 /// ids sort by time, need no index to be found, and still differ when a
 /// restored backup hands out a sequence number again (time has moved on).
@@ -200,30 +221,19 @@ impl WriteTxn<'_> {
     ) -> Result<(u64, EventRecord), StoreError> {
         let seq = self.memory.log.next_seq;
         let received_at_ms = now_ms.max(self.memory.log.last_received_ms);
-        let record = EventRecord {
-            id: event_id(received_at_ms, seq, row.nonce),
-            event_type: row.event_type,
-            tenant: row.tenant,
-            idempotency_key: row.idempotency_key,
-            occurred_at_ms: row.occurred_at_ms.unwrap_or(received_at_ms),
-            received_at_ms,
-            data: row.data,
-            source: row.source,
-            data_version: row.data_version,
-            older_versions: row.older_versions,
-        };
+        let (record, index, fingerprint) = row.into_record(seq, received_at_ms);
         self.events.insert(seq, encode(&record).as_slice())?;
         if let Some(key) = record.idempotency_key.as_deref() {
             let tenant = record.tenant.as_deref().unwrap_or("");
             self.recent_event_keys
-                .insert(seq, (tenant, key, row.fingerprint))?;
+                .insert(seq, (tenant, key, fingerprint))?;
             self.memory
                 .recent_keys
-                .insert(tenant, key, seq, row.fingerprint);
+                .insert(tenant, key, seq, fingerprint);
         }
         self.events_by_type
-            .insert(index_key(row.index.type_hash, seq), ())?;
-        if let Some(tenant_hash) = row.index.tenant_hash {
+            .insert(index_key(index.type_hash, seq), ())?;
+        if let Some(tenant_hash) = index.tenant_hash {
             self.events_by_tenant
                 .insert(index_key(tenant_hash, seq), ())?;
         }

@@ -1,0 +1,90 @@
+//! The API of a node on PostgreSQL: the event log's routes and the health
+//! probes, with the same keys, answers and errors as on redb. Routes whose
+//! state has not moved to PostgreSQL yet answer 501, after the same key
+//! check as everywhere, so a keyless caller still learns nothing.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use tokio::net::TcpListener;
+
+use super::auth::ApiKeys;
+use super::error::ApiError;
+use super::events::{self, EventApi};
+use super::http::{json, Resp};
+use super::routes::{self, RouteId};
+use super::{grant_for, keyed, listener, not_found, respond, Surface};
+use crate::config::Config;
+use crate::pg::log::PgLog;
+
+pub struct PostgresApp {
+    pub config: Arc<Config>,
+    pub keys: ApiKeys,
+    pub events: EventApi,
+    pub log: PgLog,
+}
+
+/// Serves the private API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<PostgresApp>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = listener::Limits {
+        max_connections: app.config.max_connections,
+        max_idle: app.config.max_idle_connections,
+        per_peer: app.config.max_connections_per_peer,
+        header_timeout: app.config.header_timeout,
+        shutdown_grace: app.config.shutdown_grace,
+    };
+    listener::serve(listener, limits, shutdown, move |req| {
+        let app = app.clone();
+        async move { respond(route(&app, req).await) }
+    })
+    .await;
+}
+
+async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let path = req.uri().path().to_owned();
+    let (route, params) = match routes::resolve(Surface::Private, req.method(), &path) {
+        routes::Resolved::Found { route, params, .. } => (route, params),
+        routes::Resolved::MethodNotAllowed { allow, auth } => {
+            grant_for(&req, auth, |h| app.keys.check(h))?;
+            return Err(ApiError::method_not_allowed_list(allow));
+        }
+        routes::Resolved::NotFound if path.starts_with("/v1/") => {
+            app.keys.check(req.headers())?;
+            return Err(not_found(&path));
+        }
+        routes::Resolved::NotFound => return Err(not_found(&path)),
+    };
+    let access = grant_for(&req, route.auth, |h| app.keys.check(h))?;
+    let param = params.first().copied().unwrap_or_default();
+    match route.id {
+        RouteId::EventsCreate => events::create(&app.events, keyed(&access)?, req).await,
+        RouteId::EventsBatch => events::create_batch(&app.events, keyed(&access)?, req).await,
+        RouteId::EventsList => events::list(&app.events, keyed(&access)?, req).await,
+        RouteId::EventGet => events::get(&app.events, keyed(&access)?, param).await,
+        RouteId::Healthz => Ok(super::admin::healthz()),
+        RouteId::Readyz => Ok(if app.log.is_ready().await {
+            json(StatusCode::OK, r#"{"status":"ready"}"#)
+        } else {
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"status":"unavailable","error":{"code":"not_ready","message":"the database does not answer"}}"#,
+            )
+        }),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_on_this_backend",
+            format!(
+                "{} {} is not served with store.backend = \"postgres\" in this release: it \
+                 serves the event log (/v1/events) and the health probes; webhooks, mail, \
+                 tracking, keys and the admin surfaces need store.backend = \"redb\"",
+                route.method, route.path
+            ),
+        )),
+    }
+}

@@ -1,0 +1,212 @@
+//! `[store]`: which backend holds Herald's state, and how to reach
+//! PostgreSQL when that is the one.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{duration, in_range, invalid, ConfigError};
+
+/// Environment variable that supplies `store.postgres_url`; it wins over the
+/// file, so the password can stay out of it.
+pub const POSTGRES_URL_ENV: &str = "HERALD_POSTGRES_URL";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `redb` (one file, the default) or `postgres` (a shared database
+    /// several nodes may serve from).
+    pub backend: String,
+    /// `postgres://user:password@host:port/database`; `HERALD_POSTGRES_URL`
+    /// overrides it.
+    pub postgres_url: Option<String>,
+    /// Connections each node keeps for queries, besides the one its group
+    /// committer holds.
+    pub pool_size: usize,
+    /// Longest any one statement may run before PostgreSQL cancels it.
+    pub statement_timeout: String,
+    /// Longest a new connection may take to be established.
+    pub connect_timeout: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            backend: "redb".to_owned(),
+            postgres_url: None,
+            pool_size: 16,
+            statement_timeout: "10s".to_owned(),
+            connect_timeout: "5s".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `herald.redb` in the data directory.
+    Redb,
+    Postgres(PostgresSettings),
+}
+
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// Parsed once here, so a malformed URL is a configuration error.
+    pub connection: tokio_postgres::Config,
+    pub pool_size: usize,
+    pub statement_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+// Written by hand: the connection settings carry the password.
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("hosts", &self.connection.get_hosts())
+            .field("dbname", &self.connection.get_dbname())
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresSettings {
+    /// Host, port and database, for logs: never the user or password.
+    pub fn describe(&self) -> String {
+        let host = match self.connection.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = self.connection.get_ports().first().copied().unwrap_or(5432);
+        let db = self.connection.get_dbname().unwrap_or("(default)");
+        format!("postgres://{host}:{port}/{db}")
+    }
+}
+
+/// Checks `[store]`; `env_url` is `HERALD_POSTGRES_URL` if set.
+pub fn validate_store(
+    section: StoreSection,
+    env_url: Option<String>,
+) -> Result<Backend, ConfigError> {
+    let url = env_url.filter(|u| !u.trim().is_empty());
+    match section.backend.as_str() {
+        "redb" => Ok(Backend::Redb),
+        "postgres" => {
+            let text = url.or(section.postgres_url).ok_or_else(|| {
+                invalid(
+                    "store.postgres_url",
+                    format!(
+                        "backend \"postgres\" needs store.postgres_url or {POSTGRES_URL_ENV}, \
+                         like postgres://herald@127.0.0.1:5432/herald"
+                    ),
+                )
+            })?;
+            Ok(Backend::Postgres(PostgresSettings {
+                connection: parse_url(&text)?,
+                pool_size: in_range("store.pool_size", section.pool_size, 1, 1024)?,
+                statement_timeout: duration(
+                    "store.statement_timeout",
+                    &section.statement_timeout,
+                    Duration::from_secs(3600),
+                )?,
+                connect_timeout: duration(
+                    "store.connect_timeout",
+                    &section.connect_timeout,
+                    Duration::from_secs(300),
+                )?,
+            }))
+        }
+        other => Err(invalid(
+            "store.backend",
+            format!("`{}` is not \"redb\" or \"postgres\"", other.escape_debug()),
+        )),
+    }
+}
+
+/// Only `postgres://` URLs: the key=value form would accept a typo as an
+/// unknown key. No message quotes the URL, which may hold a password.
+fn parse_url(text: &str) -> Result<tokio_postgres::Config, ConfigError> {
+    let text = text.trim();
+    let bad = |why: &str| {
+        invalid(
+            "store.postgres_url",
+            format!("{why}; write postgres://user:password@host:5432/database"),
+        )
+    };
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        return Err(bad("is not a postgres:// URL"));
+    }
+    let config: tokio_postgres::Config = text
+        .parse()
+        .map_err(|_| bad("is not a valid PostgreSQL URL"))?;
+    if config.get_hosts().is_empty() {
+        return Err(bad("names no host"));
+    }
+    if config.get_dbname().is_none() {
+        return Err(bad("names no database"));
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(backend: &str, url: Option<&str>) -> StoreSection {
+        StoreSection {
+            backend: backend.to_owned(),
+            postgres_url: url.map(str::to_owned),
+            ..StoreSection::default()
+        }
+    }
+
+    #[test]
+    fn redb_is_the_default_and_postgres_needs_a_url() {
+        assert!(matches!(
+            validate_store(StoreSection::default(), None),
+            Ok(Backend::Redb)
+        ));
+        let e = validate_store(section("postgres", None), None).unwrap_err();
+        assert!(e.to_string().starts_with("store.postgres_url:"), "{e}");
+        let e = validate_store(section("sqlite", None), None).unwrap_err();
+        assert!(e.to_string().starts_with("store.backend:"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_wins_and_errors_never_quote_the_url() {
+        let from_env = validate_store(
+            section("postgres", Some("postgres://a@file-host/filedb")),
+            Some("postgres://b:secret@env-host:6000/envdb".to_owned()),
+        )
+        .unwrap();
+        let Backend::Postgres(pg) = from_env else {
+            panic!("postgres expected")
+        };
+        assert_eq!(pg.describe(), "postgres://env-host:6000/envdb");
+        assert!(!format!("{pg:?}").contains("secret"));
+
+        for bad in [
+            "mysql://u:hunter2@h/db",
+            "postgres://u:hunter2@h:notaport/db",
+            "postgres://u:hunter2@h:5432",
+            "host=h password=hunter2",
+        ] {
+            let e = validate_store(section("postgres", Some(bad)), None).unwrap_err();
+            let text = e.to_string();
+            assert!(text.starts_with("store.postgres_url:"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn pool_and_timeouts_are_checked() {
+        let mut s = section("postgres", Some("postgres://u@h/db"));
+        s.pool_size = 0;
+        let e = validate_store(s, None).unwrap_err();
+        assert!(e.to_string().starts_with("store.pool_size:"), "{e}");
+        let mut s = section("postgres", Some("postgres://u@h/db"));
+        s.statement_timeout = "forever".to_owned();
+        let e = validate_store(s, None).unwrap_err();
+        assert!(e.to_string().starts_with("store.statement_timeout:"), "{e}");
+    }
+}

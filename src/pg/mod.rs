@@ -1,0 +1,101 @@
+//! The PostgreSQL backend: connections to the shared database, its schema
+//! migrations, and the event log that several nodes append to at once.
+
+pub mod log;
+pub mod schema;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::store::PostgresSettings;
+use crate::store::codec::CodecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("postgres: {}", with_cause(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("postgres connection pool: {0}")]
+    Pool(String),
+    #[error("postgres: no answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(
+        "the database has schema version {found}, newer than this binary's {supported}; \
+         run a herald release that supports it"
+    )]
+    NewerSchema { found: i32, supported: i32 },
+    #[error("the database holds damaged data: {0}")]
+    Damaged(String),
+}
+
+/// The driver's message names the step ("error connecting to server"); its
+/// cause says what went wrong.
+fn with_cause(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for PgError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => PgError::Db(e),
+            other => PgError::Pool(other.to_string()),
+        }
+    }
+}
+
+/// The settings every Herald connection uses. `synchronous_commit` is
+/// forced on: a 2xx means the commit is on disk, whatever the server's
+/// default says.
+fn session_config(settings: &PostgresSettings) -> tokio_postgres::Config {
+    let mut config = settings.connection.clone();
+    config
+        .application_name("herald")
+        .connect_timeout(settings.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .options(format!(
+            "-c statement_timeout={} -c synchronous_commit=on",
+            settings.statement_timeout.as_millis()
+        ));
+    config
+}
+
+/// One connection of its own (the group committer's, migrations').
+pub async fn connect(settings: &PostgresSettings) -> Result<Client, PgError> {
+    let config = session_config(settings);
+    let (client, connection) = tokio::time::timeout(settings.connect_timeout, config.connect(NoTls))
+        .await
+        .map_err(|_| PgError::Timeout(settings.connect_timeout))??;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The pool queries take their connections from: `pool_size` at most, and
+/// a caller waits at most the statement timeout for one.
+pub fn pool(settings: &PostgresSettings) -> Result<Pool, PgError> {
+    let manager = Manager::from_config(
+        session_config(settings),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.statement_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .build()
+        .map_err(|e| PgError::Pool(e.to_string()))
+}

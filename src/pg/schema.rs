@@ -1,0 +1,68 @@
+//! Versioned schema migrations: each version's SQL runs once, in order, in
+//! one transaction under an advisory lock, so nodes starting together
+//! neither race nor see half a schema.
+
+use tokio_postgres::Client;
+
+use super::PgError;
+
+/// Each version and the SQL that brings the schema to it from the one before.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_event_log.sql"))];
+
+/// The newest schema this binary understands.
+pub const PG_SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Any constant no other tool on the database is likely to use.
+const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
+
+/// Brings the schema to `PG_SCHEMA_VERSION`; returns the version found
+/// before. A schema newer than this binary is refused untouched.
+pub async fn migrate(client: &mut Client) -> Result<i32, PgError> {
+    let txn = client.transaction().await?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    txn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS herald_schema (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let found: i32 = txn
+        .query_one("SELECT coalesce(max(version), 0) FROM herald_schema", &[])
+        .await?
+        .get(0);
+    if found > PG_SCHEMA_VERSION {
+        return Err(PgError::NewerSchema {
+            found,
+            supported: PG_SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        txn.batch_execute(sql).await?;
+        txn.execute(
+            "INSERT INTO herald_schema (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
+        tracing::info!(version, "postgres schema migrated");
+    }
+    txn.commit().await?;
+    Ok(found)
+}
+
+/// The schema version a database holds (0 for one Herald never touched),
+/// without changing anything.
+pub async fn version(client: &Client) -> Result<i32, PgError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('herald_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one("SELECT coalesce(max(version), 0) FROM herald_schema", &[])
+        .await?
+        .get(0))
+}
