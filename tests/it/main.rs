@@ -8,6 +8,7 @@ mod feedback;
 mod mail;
 mod operations;
 mod robustness;
+mod scaleout;
 mod support;
 mod tenancy;
 mod tracking;
