@@ -43,7 +43,7 @@ pub fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawning herald");
+        .unwrap_or_else(|e| panic!("spawning {:?}: {e}", cmd.get_program()));
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
