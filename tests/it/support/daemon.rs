@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::postgres::{fresh_database, postgres_backend};
 use super::wait::{deadline, wait_until};
 
 /// Debug builds on a loaded 2-core machine can be slow to open a file and bind.
@@ -21,12 +22,14 @@ pub const STARTUP: Duration = Duration::from_secs(20);
 pub const SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// The binary under test with an environment that cannot leak the caller's
-/// settings into it: keys or a log filter from the shell would change results.
+/// settings into it: keys, a database or a log filter from the shell would
+/// change results.
 pub fn herald() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     for var in [
         "HERALD_API_KEYS",
         "HERALD_API_KEY",
+        "HERALD_POSTGRES_URL",
         "RUST_LOG",
         "NOTIFY_SOCKET",
     ] {
@@ -43,7 +46,7 @@ pub fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawning herald");
+        .unwrap_or_else(|e| panic!("spawning {:?}: {e}", cmd.get_program()));
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -268,7 +271,19 @@ pub fn is_log_message(line: &str, message: &str) -> bool {
 #[derive(Default, Clone)]
 pub struct Options {
     /// TOML merged over the test defaults: keys given here win, keys left
-    /// out get loopback port 0, data in the tempdir and JSON logs.
+    /// out get loopback port 0, data in the tempdir and JSON logs, and the
+    /// store the run's backend calls for (see `write_config`).
+    ///
+    /// A `[store]` table that names its backend is taken as it is, whatever
+    /// the backend of the run, so several daemons can share one PostgreSQL
+    /// database:
+    ///
+    /// ```ignore
+    /// let url = fresh_database();
+    /// let toml = format!("[store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\n");
+    /// let a = Daemon::start_with(Options { toml: toml.clone(), ..Options::default() });
+    /// let b = Daemon::start_with(Options { toml, ..Options::default() });
+    /// ```
     pub toml: String,
     pub env: Vec<(String, String)>,
     /// Extra arguments after `serve --config FILE`.
@@ -277,6 +292,14 @@ pub struct Options {
 
 /// Writes `dir/config.toml`: `extra` with the test defaults filled in
 /// wherever `extra` leaves a key out.
+///
+/// On the PostgreSQL pass (`postgres_backend()`, HERALD_TEST_BACKEND=postgres)
+/// a config that names no backend gets a database of its own: `[store]`
+/// `backend = "postgres"` and, unless `extra` gives one, `postgres_url =
+/// fresh_database()`; the other defaults (`storage.data_dir` too) stay as
+/// they are. A `[store]` table that names its backend is never touched, on
+/// either pass: that is how a test starts a daemon on a given database (or
+/// on redb even on the PostgreSQL pass).
 pub fn write_config(dir: &Path, extra: &str) -> (PathBuf, toml::Table) {
     let mut table: toml::Table = extra.parse().expect("the test's TOML parses");
     let data_dir = dir
@@ -297,6 +320,20 @@ pub fn write_config(dir: &Path, extra: &str) -> (PathBuf, toml::Table) {
             .expect("config sections are tables")
             .entry(key)
             .or_insert(toml::Value::String(value));
+    }
+    if postgres_backend() {
+        let store = table
+            .entry("store")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("config sections are tables");
+        if !store.contains_key("backend") {
+            store.insert("backend".into(), toml::Value::String("postgres".into()));
+            if !store.contains_key("postgres_url") {
+                let url = fresh_database();
+                store.insert("postgres_url".into(), toml::Value::String(url));
+            }
+        }
     }
     let path = dir.join("config.toml");
     std::fs::write(&path, toml::to_string(&table).expect("TOML serialises")).unwrap();
