@@ -184,7 +184,10 @@ async fn run_committer(
                 Err(_) => break,
             }
         }
-        if session.as_ref().is_none_or(|(client, _)| client.is_closed()) {
+        if session
+            .as_ref()
+            .is_none_or(|(client, _)| client.is_closed())
+        {
             session = match open_session(&settings).await {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -410,10 +413,7 @@ async fn commit_group(
         .collect();
     let mut stored: HashMap<u64, EventRecord> = HashMap::new();
     if !stored_wanted.is_empty() {
-        for row in txn
-            .query(&statements.records_at, &[&stored_wanted])
-            .await?
-        {
+        for row in txn.query(&statements.records_at, &[&stored_wanted]).await? {
             let seq: i64 = row.get(0);
             stored.insert(seq as u64, codec::decode(row.get::<_, &[u8]>(1))?);
         }
