@@ -64,7 +64,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         .build()
         .map_err(DaemonError::Runtime)?;
     if let Backend::Postgres(settings) = &config.backend {
-        let settings = settings.clone();
+        let settings = (**settings).clone();
         return run_on_postgres(runtime, config, settings);
     }
 

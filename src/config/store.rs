@@ -45,7 +45,7 @@ impl Default for StoreSection {
 pub enum Backend {
     /// `herald.redb` in the data directory.
     Redb,
-    Postgres(PostgresSettings),
+    Postgres(Box<PostgresSettings>),
 }
 
 #[derive(Clone)]
@@ -101,7 +101,7 @@ pub fn validate_store(
                     ),
                 )
             })?;
-            Ok(Backend::Postgres(PostgresSettings {
+            Ok(Backend::Postgres(Box::new(PostgresSettings {
                 connection: parse_url(&text)?,
                 pool_size: in_range("store.pool_size", section.pool_size, 1, 1024)?,
                 statement_timeout: duration(
@@ -114,7 +114,7 @@ pub fn validate_store(
                     &section.connect_timeout,
                     Duration::from_secs(300),
                 )?,
-            }))
+            })))
         }
         other => Err(invalid(
             "store.backend",

@@ -298,6 +298,10 @@ async fn open_session(settings: &PostgresSettings) -> Result<(Client, Statements
     Ok((client, statements))
 }
 
+/// An event's plan, and the seq it was given or names (`None` for a repeat
+/// of an earlier event of its batch, answered from that one).
+type PlannedEvent = (Plan, Option<u64>);
+
 /// The rows one group adds, column by column, as `unnest` takes them.
 #[derive(Default)]
 struct NewRows {
@@ -355,7 +359,7 @@ async fn commit_group(
     // Created in this group, by seq: a later append with the same key is
     // answered from here, not from a query that cannot see them yet.
     let mut created: HashMap<u64, EventRecord> = HashMap::new();
-    let mut planned: Vec<Result<Vec<(Plan, Option<u64>)>, KeyConflict>> = Vec::new();
+    let mut planned: Vec<Result<Vec<PlannedEvent>, KeyConflict>> = Vec::new();
     for batch in group {
         let plans = batch.plan(|tenant, key| {
             Ok::<_, PgError>(
