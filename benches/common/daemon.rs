@@ -22,8 +22,12 @@ pub struct Daemon {
 impl Daemon {
     /// `extra_toml` is appended to the config (sections of its own).
     pub fn start(extra_toml: &str) -> Daemon {
+        // Several daemons of one bench (nodes on one database) each get
+        // a directory of their own.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("bench-data-{}", std::process::id()));
+            .join(format!("bench-data-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the bench data dir");
         std::fs::write(

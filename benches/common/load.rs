@@ -163,14 +163,25 @@ pub async fn run<C: Conversation>(
     load: &Load,
     make: impl FnMut(usize) -> C,
 ) -> Outcome<C> {
+    run_spread(&[addr], load, make).await
+}
+
+/// As `run`, the `i`th connection to `addrs[i % addrs.len()]`: one load
+/// spread over several servers.
+pub async fn run_spread<C: Conversation>(
+    addrs: &[SocketAddr],
+    load: &Load,
+    make: impl FnMut(usize) -> C,
+) -> Outcome<C> {
     let measuring = Arc::new(AtomicBool::new(load.warmup.is_zero()));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now() + load.warmup;
     let connections: Vec<_> = (0..load.connections)
         .map(make)
-        .map(|conversation| {
+        .enumerate()
+        .map(|(i, conversation)| {
             tokio::spawn(converse(
-                addr,
+                addrs[i % addrs.len()],
                 conversation,
                 load.request_timeout,
                 measuring.clone(),

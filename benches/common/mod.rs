@@ -9,6 +9,7 @@ pub mod dead_endpoint;
 pub mod http;
 pub mod knobs;
 pub mod load;
+pub mod poster;
 pub mod report;
 pub mod smtp_sink;
 pub mod webhook_receiver;
