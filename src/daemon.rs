@@ -15,7 +15,9 @@ use crate::config::store::{Backend, PostgresSettings};
 use crate::config::Config;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::unsubscribe::TokenKey;
+use crate::pg::dispatch::PgDispatcher;
 use crate::pg::log::PgLog;
+use crate::pg::webhooks::PgHooks;
 use crate::pg::PgError;
 use crate::portal_link::PortalKey;
 use crate::retention::Retention;
@@ -268,13 +270,24 @@ fn run_on_postgres(
             .map_err(failed)?;
         drop(client);
         let pool = crate::pg::pool(&settings).map_err(failed)?;
+        let deliveries_due = Arc::new(tokio::sync::Notify::new());
         let (log, committer) = PgLog::start(
             settings.clone(),
-            pool,
+            pool.clone(),
             config.queue_capacity,
             config.max_commit_batch,
+            deliveries_due.clone(),
+        );
+        let stop_dispatch = Arc::new(tokio::sync::Notify::new());
+        let dispatcher = tokio::spawn(
+            PgDispatcher::new(pool.clone(), config.webhooks.clone()).run(
+                deliveries_due,
+                stop_dispatch.clone(),
+                WORKER_STOP_GRACE,
+            ),
         );
         let app = Arc::new(PostgresApp {
+            hooks: PgHooks::new(pool),
             keys: crate::api::auth::ApiKeys::new(&config.keys, &[]),
             events: EventApi {
                 log: EventLog::Postgres(log.clone()),
@@ -303,6 +316,8 @@ fn run_on_postgres(
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         crate::api::postgres::serve(listener, app, signals.recv()).await;
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        stop_dispatch.notify_one();
+        let _ = dispatcher.await;
         // The server dropped its handles: the committer answers what is
         // queued, then ends.
         if tokio::time::timeout(WORKER_STOP_GRACE, committer)

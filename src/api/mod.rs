@@ -18,6 +18,7 @@ mod openapi;
 mod overview;
 mod portal;
 pub mod postgres;
+mod postgres_hooks;
 mod public;
 pub mod routes;
 pub mod sessions;

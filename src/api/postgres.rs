@@ -1,5 +1,5 @@
-//! The API of a node on PostgreSQL: the event log's routes and the health
-//! probes, with the same keys, answers and errors as on redb. Routes whose
+//! The API of a node on PostgreSQL: the event log's routes, webhook
+//! endpoints and deliveries, and the health probes, with the same keys, answers and errors as on redb. Routes whose
 //! state has not moved to PostgreSQL yet answer 501, after the same key
 //! check as everywhere, so a keyless caller still learns nothing.
 
@@ -14,16 +14,19 @@ use super::auth::ApiKeys;
 use super::error::ApiError;
 use super::events::{self, EventApi};
 use super::http::{json, Resp};
+use super::postgres_hooks as hooks;
 use super::routes::{self, RouteId};
 use super::{grant_for, keyed, listener, not_found, respond, Surface};
 use crate::config::Config;
 use crate::pg::log::PgLog;
+use crate::pg::webhooks::PgHooks;
 
 pub struct PostgresApp {
     pub config: Arc<Config>,
     pub keys: ApiKeys,
     pub events: EventApi,
     pub log: PgLog,
+    pub hooks: PgHooks,
 }
 
 /// Serves the private API on `listener` until `shutdown` resolves.
@@ -67,6 +70,17 @@ async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiErr
         RouteId::EventsBatch => events::create_batch(&app.events, keyed(&access)?, req).await,
         RouteId::EventsList => events::list(&app.events, keyed(&access)?, req).await,
         RouteId::EventGet => events::get(&app.events, keyed(&access)?, param).await,
+        RouteId::EndpointsCreate => hooks::create_endpoint(app, keyed(&access)?, req).await,
+        RouteId::EndpointsList => hooks::list_endpoints(app, keyed(&access)?, req).await,
+        RouteId::EndpointGet => hooks::get_endpoint(app, keyed(&access)?, param).await,
+        RouteId::EndpointPatch => hooks::patch_endpoint(app, keyed(&access)?, param, req).await,
+        RouteId::EndpointDelete => hooks::delete_endpoint(app, keyed(&access)?, param).await,
+        RouteId::EndpointSecret => hooks::get_secret(app, keyed(&access)?, param).await,
+        RouteId::EndpointEnable => hooks::set_enabled(app, keyed(&access)?, param, true).await,
+        RouteId::EndpointDisable => hooks::set_enabled(app, keyed(&access)?, param, false).await,
+        RouteId::DeliveriesList => hooks::list_deliveries(app, keyed(&access)?, req, false).await,
+        RouteId::DeadLettersList => hooks::list_deliveries(app, keyed(&access)?, req, true).await,
+        RouteId::DeliveryGet => hooks::get_delivery(app, keyed(&access)?, param).await,
         RouteId::Healthz => Ok(super::admin::healthz()),
         RouteId::Readyz => Ok(if app.log.is_ready().await {
             json(StatusCode::OK, r#"{"status":"ready"}"#)
@@ -81,8 +95,9 @@ async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiErr
             "not_on_this_backend",
             format!(
                 "{} {} is not served with store.backend = \"postgres\" in this release: it \
-                 serves the event log (/v1/events) and the health probes; webhooks, mail, \
-                 tracking, keys and the admin surfaces need store.backend = \"redb\"",
+                 serves the event log, webhook endpoints and deliveries, and the health probes; \
+                 mail, tracking, keys, the catalog and the admin surfaces need \
+                 store.backend = \"redb\"",
                 route.method, route.path
             ),
         )),

@@ -36,7 +36,7 @@ const MAX_REQUEUE: usize = 10_000;
 /// The longest grace period during which a rotated secret still signs.
 const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
 
-fn endpoint_not_found(id: &str) -> ApiError {
+pub(crate) fn endpoint_not_found(id: &str) -> ApiError {
     let shown: String = id.chars().take(64).collect();
     ApiError::not_found(
         "endpoint_not_found",
@@ -44,7 +44,7 @@ fn endpoint_not_found(id: &str) -> ApiError {
     )
 }
 
-fn delivery_not_found(id: &str) -> ApiError {
+pub(crate) fn delivery_not_found(id: &str) -> ApiError {
     let shown: String = id.chars().take(64).collect();
     ApiError::not_found(
         "delivery_not_found",
@@ -52,7 +52,7 @@ fn delivery_not_found(id: &str) -> ApiError {
     )
 }
 
-fn parse_endpoint_id(id: &str) -> Result<u128, ApiError> {
+pub(crate) fn parse_endpoint_id(id: &str) -> Result<u128, ApiError> {
     ids::parse(ENDPOINT_ID_PREFIX, id).ok_or_else(|| endpoint_not_found(id))
 }
 
@@ -61,8 +61,18 @@ async fn json_body<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
     empty_ok: bool,
 ) -> Result<T, ApiError> {
+    json_body_within(state.config.body_timeout, req, empty_ok).await
+}
+
+/// A JSON object body of at most 64 KiB, sent within `body_timeout`; an
+/// empty one reads as `{}` where `empty_ok`.
+pub(crate) async fn json_body_within<T: for<'de> Deserialize<'de>>(
+    body_timeout: std::time::Duration,
+    req: Request<Incoming>,
+    empty_ok: bool,
+) -> Result<T, ApiError> {
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, MAX_BODY, state.config.body_timeout).await?;
+    let body = read_body(body, &parts.headers, MAX_BODY, body_timeout).await?;
     if body.is_empty() && empty_ok {
         return serde_json::from_slice(b"{}").map_err(|e| events::json_error(&e).into());
     }
@@ -71,20 +81,20 @@ async fn json_body<T: for<'de> Deserialize<'de>>(
 }
 
 /// An endpoint as answers show it: no secret, custom header values redacted.
-fn endpoint_json(status: StatusCode, record: &EndpointRecord) -> Resp {
+pub(crate) fn endpoint_json(status: StatusCode, record: &EndpointRecord) -> Resp {
     json(status, endpoint::to_json(record).to_string())
 }
 
 /// The answers that create or replace the secret carry it: the caller has
 /// no other moment to learn it but `GET /v1/endpoints/{id}/secret`.
-fn endpoint_json_with_secret(status: StatusCode, record: &EndpointRecord) -> Resp {
+pub(crate) fn endpoint_json_with_secret(status: StatusCode, record: &EndpointRecord) -> Resp {
     json(status, endpoint::to_json_with_secret(record).to_string())
 }
 
 /// The tenant field of an endpoint body as `access` may set it: a tenant
 /// key's endpoints are its tenant's, so naming another tenant, or none
 /// (`null`), is forbidden. Absent stays absent.
-fn scoped_tenant_field(
+pub(crate) fn scoped_tenant_field(
     access: &Access,
     field: Option<Option<String>>,
 ) -> Result<Option<Option<String>>, ApiError> {
@@ -479,7 +489,7 @@ pub async fn replay(
     ))
 }
 
-fn delivery_json(id: u64, record: &DeliveryRecord) -> Value {
+pub(crate) fn delivery_json(id: u64, record: &DeliveryRecord) -> Value {
     let attempts: Vec<Value> = record
         .attempts
         .iter()
@@ -509,7 +519,7 @@ fn delivery_json(id: u64, record: &DeliveryRecord) -> Value {
     })
 }
 
-fn status_name(status: DeliveryStatus) -> &'static str {
+pub(crate) fn status_name(status: DeliveryStatus) -> &'static str {
     match status {
         DeliveryStatus::Pending => "pending",
         DeliveryStatus::Succeeded => "succeeded",
@@ -517,18 +527,18 @@ fn status_name(status: DeliveryStatus) -> &'static str {
     }
 }
 
-pub async fn list_deliveries(
-    state: Arc<AppState>,
-    access: &Access,
-    req: Request<Incoming>,
+/// A deliveries listing's query: its filter, the id it starts after, and
+/// its page size. Dead letters are the failed ones.
+pub(crate) fn delivery_query(
+    query: Option<&str>,
     dead_letters: bool,
-) -> Result<Resp, ApiError> {
+) -> Result<(DeliveryFilter, u64, usize), ApiError> {
     let allowed: &[&str] = if dead_letters {
         &["endpoint", "after", "limit"]
     } else {
         &["endpoint", "event", "status", "after", "limit"]
     };
-    let params = query_params(req.uri().query(), allowed)?;
+    let params = query_params(query, allowed)?;
     let mut filter = DeliveryFilter::default();
     if dead_letters {
         filter.status = Some(DeliveryStatus::Failed);
@@ -565,6 +575,16 @@ pub async fn list_deliveries(
             _ => unreachable!("query_params only yields known names"),
         }
     }
+    Ok((filter, after, limit))
+}
+
+pub async fn list_deliveries(
+    state: Arc<AppState>,
+    access: &Access,
+    req: Request<Incoming>,
+    dead_letters: bool,
+) -> Result<Resp, ApiError> {
+    let (filter, after, limit) = delivery_query(req.uri().query(), dead_letters)?;
     let tenant = access.tenant.clone();
     let page = read(&state, move |txn| match tenant {
         None => txn.scan_deliveries(&filter, after, limit),
@@ -580,19 +600,23 @@ pub async fn list_deliveries(
         }
     })
     .await?;
-    let list: Vec<Value> = page
-        .deliveries
+    Ok(deliveries_answer(&page.deliveries, page.next_after))
+}
+
+/// A page of deliveries as the listing answers it.
+pub(crate) fn deliveries_answer(deliveries: &[(u64, DeliveryRecord)], next: Option<u64>) -> Resp {
+    let list: Vec<Value> = deliveries
         .iter()
         .map(|(id, r)| delivery_json(*id, r))
         .collect();
-    Ok(json(
+    json(
         StatusCode::OK,
         json!({
             "deliveries": list,
-            "next_cursor": page.next_after.map(format_delivery_id),
+            "next_cursor": next.map(format_delivery_id),
         })
         .to_string(),
-    ))
+    )
 }
 
 /// Delivery `key` if `access` sees its endpoint. Those of a deleted
@@ -629,20 +653,29 @@ pub async fn get_delivery(
         .ok_or_else(|| delivery_not_found(id))?;
     let endpoint_id = record.endpoint_id;
     let endpoint = read(&state, move |txn| txn.endpoint(endpoint_id)).await?;
-    let mut answer = delivery_json(key, &record);
+    Ok(delivery_detail(key, &record, endpoint.as_ref()))
+}
+
+/// One delivery as its own page shows it: each attempt with what it sent.
+pub(crate) fn delivery_detail(
+    key: u64,
+    record: &DeliveryRecord,
+    endpoint: Option<&EndpointRecord>,
+) -> Resp {
+    let mut answer = delivery_json(key, record);
     // One delivery's page shows what each attempt sent; lists stay lean.
     let msg_id = ids::format(EVENT_ID_PREFIX, record.event_id);
     if let Some(attempts) = answer["attempts"].as_array_mut() {
         for (number, (shown, stored)) in (1..).zip(attempts.iter_mut().zip(&record.attempts)) {
             let headers: Vec<Value> =
-                dispatch::shown_request_headers(endpoint.as_ref(), &msg_id, stored.at_ms, number)
+                dispatch::shown_request_headers(endpoint, &msg_id, stored.at_ms, number)
                     .into_iter()
                     .map(|(name, value)| json!({ "name": name, "value": value }))
                     .collect();
             shown["request_headers"] = Value::Array(headers);
         }
     }
-    Ok(json(StatusCode::OK, answer.to_string()))
+    json(StatusCode::OK, answer.to_string())
 }
 
 pub async fn retry_delivery(

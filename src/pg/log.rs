@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
+use super::webhooks::{FanOut, NewDeliveries};
 use super::PgError;
 use crate::clock;
 use crate::config::store::PostgresSettings;
@@ -54,14 +55,21 @@ pub type Committer = tokio::task::JoinHandle<()>;
 
 impl PgLog {
     /// Starts this node's group committer (must run inside the runtime).
+    /// `deliveries_due` is told whenever a group created deliveries.
     pub fn start(
         settings: PostgresSettings,
         pool: Pool,
         queue_capacity: usize,
         max_commit_batch: usize,
+        deliveries_due: Arc<Notify>,
     ) -> (PgLog, Committer) {
         let (queue, inbox) = mpsc::channel(queue_capacity);
-        let committer = tokio::spawn(run_committer(settings, inbox, max_commit_batch));
+        let committer = tokio::spawn(run_committer(
+            settings,
+            inbox,
+            max_commit_batch,
+            deliveries_due,
+        ));
         (PgLog { queue, pool }, committer)
     }
 
@@ -169,8 +177,10 @@ async fn run_committer(
     settings: PostgresSettings,
     mut inbox: mpsc::Receiver<Pending>,
     max_commit_batch: usize,
+    deliveries_due: Arc<Notify>,
 ) {
     let mut session: Option<(Client, Statements)> = None;
+    let mut fan_out = FanOut::default();
     let group_deadline = group_deadline(&settings);
     while let Some(first) = inbox.recv().await {
         let mut events = first.batch.len();
@@ -201,11 +211,20 @@ async fn run_committer(
             continue;
         };
         let batches: Vec<&AppendBatch> = group.iter().map(|p| &p.batch).collect();
-        let outcome =
-            tokio::time::timeout(group_deadline, commit_group(client, statements, &batches)).await;
+        let outcome = tokio::time::timeout(
+            group_deadline,
+            commit_group(client, statements, &mut fan_out, &batches),
+        )
+        .await;
         drop(batches);
+        if !matches!(outcome, Ok(Ok(_))) {
+            fan_out.forget();
+        }
         match outcome {
-            Ok(Ok(outcomes)) => {
+            Ok(Ok((outcomes, created_deliveries))) => {
+                if created_deliveries {
+                    deliveries_due.notify_one();
+                }
                 for (pending, outcome) in group.into_iter().zip(outcomes) {
                     let _ = pending.answer.send(Ok(outcome));
                 }
@@ -234,6 +253,7 @@ fn fail_all(group: Vec<Pending>, cause: PgError) {
 /// The committer's statements, prepared once per connection.
 struct Statements {
     lock_head: Statement,
+    endpoints_version: Statement,
     find_keys: Statement,
     records_at: Statement,
     insert_events: Statement,
@@ -248,6 +268,9 @@ async fn open_session(settings: &PostgresSettings) -> Result<(Client, Statements
             .prepare(
                 "SELECT next_seq, last_received_ms FROM herald_log_head WHERE id = 1 FOR UPDATE",
             )
+            .await?,
+        endpoints_version: client
+            .prepare("SELECT version FROM herald_endpoints_version WHERE id = 1")
             .await?,
         find_keys: client
             .prepare_typed(
@@ -322,11 +345,13 @@ struct NewRows {
 /// committed key. The primary key of `herald_event_keys` still decides in
 /// the end: a key written twice fails the transaction instead of naming
 /// two events.
+/// Answers each append's outcome, and whether the group created deliveries.
 async fn commit_group(
     client: &mut Client,
     statements: &Statements,
+    fan_out: &mut FanOut,
     group: &[&AppendBatch],
-) -> Result<Vec<AppendOutcome>, PgError> {
+) -> Result<(Vec<AppendOutcome>, bool), PgError> {
     let txn = client.transaction().await?;
     let (want_tenants, want_keys): (Vec<&str>, Vec<&str>) =
         group.iter().flat_map(|batch| batch.keys()).unzip();
@@ -339,7 +364,12 @@ async fn commit_group(
                 .await
         }
     };
-    let (head, found) = tokio::try_join!(head, found)?;
+    let version = txn.query_one(&statements.endpoints_version, &[]);
+    let (head, found, version) = tokio::try_join!(head, found, version)?;
+    // Read under the head lock, like the appends: an endpoint committed
+    // before this group's events receives them.
+    fan_out.refresh(&txn, version.get(0)).await?;
+    let mut deliveries = NewDeliveries::default();
     let mut next_seq: i64 = head.get(0);
     let last_received_ms: i64 = head.get(1);
     let mut known: HashMap<(String, String), (u64, u64)> = found
@@ -395,6 +425,7 @@ async fn commit_group(
                     rows.tenants.push(record.tenant.clone());
                     rows.received.push(received_at_ms);
                     rows.records.push(codec::encode(&record));
+                    fan_out.deliveries_of(seq, &record, &mut deliveries);
                     created.insert(seq, record);
                     Some(seq)
                 }
@@ -450,7 +481,12 @@ async fn commit_group(
             }
         };
         let head = txn.execute(&statements.advance_head, &head_columns);
-        tokio::try_join!(events, keys, head)?;
+        let fanned = deliveries.insert(&txn);
+        let (events, keys, head, fanned) = tokio::join!(events, keys, head, fanned);
+        events?;
+        keys?;
+        head?;
+        fanned?;
     }
     txn.commit().await?;
 
@@ -495,7 +531,7 @@ async fn commit_group(
         }
         outcomes.push(Ok(appended));
     }
-    Ok(outcomes)
+    Ok((outcomes, !deliveries.is_empty()))
 }
 
 /// A stuck server must not hold a group forever: past this the commit's

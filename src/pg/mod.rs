@@ -1,8 +1,10 @@
 //! The PostgreSQL backend: connections to the shared database, its schema
 //! migrations, and the event log that several nodes append to at once.
 
+pub mod dispatch;
 pub mod log;
 pub mod schema;
+pub mod webhooks;
 
 use std::time::Duration;
 

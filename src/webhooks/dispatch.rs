@@ -46,22 +46,29 @@ impl AttemptContext {
         owner_alerts: Option<OwnerAlerts>,
     ) -> Self {
         AttemptContext {
-            client: Client::new(super::ssrf::Policy {
-                allow: settings.allow_networks.clone(),
-            }),
-            policy: Policy {
-                retry: RetryPolicy::new(
-                    settings.retry_schedule.clone(),
-                    settings.min_throttle_delay,
-                ),
-                disable_after: settings.disable_after,
-                failing_threshold: settings.failing_threshold,
-            },
+            client: client_for(settings),
+            policy: policy_for(settings),
             owner_alerts: owner_alerts.map(Arc::new),
             store,
             writer,
             settings: settings.clone(),
         }
+    }
+}
+
+/// The HTTP client attempts go through, reaching only what `settings` allow.
+pub fn client_for(settings: &WebhookSettings) -> Client {
+    Client::new(super::ssrf::Policy {
+        allow: settings.allow_networks.clone(),
+    })
+}
+
+/// What decides each attempt's sequel under `settings`.
+pub fn policy_for(settings: &WebhookSettings) -> Policy {
+    Policy {
+        retry: RetryPolicy::new(settings.retry_schedule.clone(), settings.min_throttle_delay),
+        disable_after: settings.disable_after,
+        failing_threshold: settings.failing_threshold,
     }
 }
 
@@ -394,11 +401,29 @@ pub async fn send(
     body: String,
     attempt: u32,
 ) -> Outcome {
-    let now_ms = clock::now_ms();
-    let timeout = endpoint
+    send_with(&ctx.client, &ctx.settings, endpoint, msg_id, body, attempt).await
+}
+
+/// How long one attempt to `endpoint` may take.
+pub fn attempt_timeout(settings: &WebhookSettings, endpoint: &EndpointRecord) -> Duration {
+    endpoint
         .timeout_secs
-        .map_or(ctx.settings.timeout, |s| Duration::from_secs(u64::from(s)));
-    let target = match target::parse(&endpoint.url, ctx.settings.require_https) {
+        .map_or(settings.timeout, |s| Duration::from_secs(u64::from(s)))
+}
+
+/// As `send`, with the client and settings given: what every backend's
+/// dispatcher sends through.
+pub async fn send_with(
+    client: &Client,
+    settings: &WebhookSettings,
+    endpoint: &EndpointRecord,
+    msg_id: &str,
+    body: String,
+    attempt: u32,
+) -> Outcome {
+    let now_ms = clock::now_ms();
+    let timeout = attempt_timeout(settings, endpoint);
+    let target = match target::parse(&endpoint.url, settings.require_https) {
         Ok(t) => t,
         Err(e) => {
             return Outcome::failed(client::Failure::Refused(format!(
@@ -407,7 +432,7 @@ pub async fn send(
         }
     };
     let headers = request_headers(endpoint, msg_id, &body, now_ms, attempt);
-    ctx.client
+    client
         .send(client::Attempt {
             target: &target,
             headers,
@@ -417,22 +442,9 @@ pub async fn send(
         .await
 }
 
-/// Makes the loaded attempt and records its outcome; `answered` runs once
-/// the request is over, before its outcome is written.
-async fn make(
-    ctx: &AttemptContext,
-    delivery_id: u64,
-    loaded: Loaded,
-    manual: bool,
-    answered: impl FnOnce(&Outcome),
-) -> Result<Outcome, String> {
-    let msg_id = ids::format(EVENT_ID_PREFIX, loaded.delivery.event_id);
-    let started_ms = clock::now_ms();
-    let number = u32::try_from(loaded.delivery.attempts.len())
-        .unwrap_or(u32::MAX)
-        .saturating_add(1);
-    let outcome = send(ctx, &loaded.endpoint, &msg_id, loaded.body, number).await;
-    answered(&outcome);
+/// What an attempt started at `started_ms` leaves: its record, and the
+/// report the policy decides on.
+pub fn recorded(outcome: &Outcome, started_ms: i64, manual: bool) -> (AttemptRecord, Report) {
     let failure = outcome.failure.as_ref().map(client::Failure::kind);
     let attempt = AttemptRecord {
         at_ms: started_ms,
@@ -453,6 +465,26 @@ async fn make(
         manual,
         random_unit: ids::random_unit(),
     };
+    (attempt, report)
+}
+
+/// Makes the loaded attempt and records its outcome; `answered` runs once
+/// the request is over, before its outcome is written.
+async fn make(
+    ctx: &AttemptContext,
+    delivery_id: u64,
+    loaded: Loaded,
+    manual: bool,
+    answered: impl FnOnce(&Outcome),
+) -> Result<Outcome, String> {
+    let msg_id = ids::format(EVENT_ID_PREFIX, loaded.delivery.event_id);
+    let started_ms = clock::now_ms();
+    let number = u32::try_from(loaded.delivery.attempts.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    let outcome = send(ctx, &loaded.endpoint, &msg_id, loaded.body, number).await;
+    answered(&outcome);
+    let (attempt, report) = recorded(&outcome, started_ms, manual);
     // The request was made: its outcome must be recorded, not shed (an
     // unrecorded attempt is made again).
     let policy = ctx.policy.clone();

@@ -1,0 +1,212 @@
+//! `/v1/endpoints` and `/v1/deliveries` on a node on PostgreSQL: the same
+//! checks and answers as on redb (`api::webhooks`), over tables every node
+//! shares.
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::access::Access;
+use super::error::ApiError;
+use super::http::{json, query_params, Resp};
+use super::postgres::PostgresApp;
+use super::webhooks::{
+    deliveries_answer, delivery_detail, delivery_not_found, delivery_query, endpoint_json,
+    endpoint_json_with_secret, endpoint_not_found, json_body_within, parse_endpoint_id,
+    scoped_tenant_field,
+};
+use crate::clock;
+use crate::pg::PgError;
+use crate::store::records::EndpointRecord;
+use crate::webhooks::endpoint::{self, EndpointInput};
+use crate::webhooks::ledger::parse_delivery_id;
+
+fn failed(e: PgError) -> ApiError {
+    tracing::error!(error = %e, "webhook query failed");
+    ApiError::unavailable("the query failed; see the server log")
+}
+
+pub async fn create_endpoint(
+    app: &PostgresApp,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let mut input: EndpointInput = json_body_within(app.config.body_timeout, req, false).await?;
+    if input.url.is_none() {
+        return Err(ApiError::bad_request("invalid_body", "missing field `url`").with_field("url"));
+    }
+    input.tenant = match scoped_tenant_field(access, input.tenant.take())? {
+        None => access.tenant.clone().map(Some),
+        named => named,
+    };
+    let record = endpoint::apply(
+        endpoint::new_record(clock::now_ms()),
+        input,
+        app.config.webhooks.require_https,
+    )?;
+    app.hooks.put_endpoint(&record).await.map_err(failed)?;
+    Ok(endpoint_json_with_secret(StatusCode::CREATED, &record))
+}
+
+pub async fn list_endpoints(
+    app: &PostgresApp,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let params = query_params(req.uri().query(), &["tenant"])?;
+    let tenant = params
+        .into_iter()
+        .find(|(n, _)| n == "tenant")
+        .map(|(_, v)| v);
+    let tenant = access.tenant_param(tenant)?;
+    let endpoints = app
+        .hooks
+        .endpoints(tenant.as_deref())
+        .await
+        .map_err(failed)?;
+    let list: Vec<Value> = endpoints.iter().map(endpoint::to_json).collect();
+    Ok(json(
+        StatusCode::OK,
+        json!({ "endpoints": list }).to_string(),
+    ))
+}
+
+async fn load_endpoint(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+) -> Result<EndpointRecord, ApiError> {
+    let key = parse_endpoint_id(id)?;
+    app.hooks
+        .endpoint(key)
+        .await
+        .map_err(failed)?
+        .filter(|e| access.sees(e.tenant.as_deref()))
+        .ok_or_else(|| endpoint_not_found(id))
+}
+
+pub async fn get_endpoint(app: &PostgresApp, access: &Access, id: &str) -> Result<Resp, ApiError> {
+    Ok(endpoint_json(
+        StatusCode::OK,
+        &load_endpoint(app, access, id).await?,
+    ))
+}
+
+pub async fn get_secret(app: &PostgresApp, access: &Access, id: &str) -> Result<Resp, ApiError> {
+    let record = load_endpoint(app, access, id).await?;
+    Ok(json(
+        StatusCode::OK,
+        endpoint::secret_json(&record).to_string(),
+    ))
+}
+
+async fn update_endpoint(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+    change: impl FnOnce(EndpointRecord) -> Result<EndpointRecord, ApiError>,
+) -> Result<EndpointRecord, ApiError> {
+    let key = parse_endpoint_id(id)?;
+    app.hooks
+        .update_endpoint(key, |e| access.sees(e.tenant.as_deref()), change)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| endpoint_not_found(id))?
+}
+
+pub async fn patch_endpoint(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let mut input: EndpointInput = json_body_within(app.config.body_timeout, req, false).await?;
+    input.tenant = scoped_tenant_field(access, input.tenant.take())?;
+    let require_https = app.config.webhooks.require_https;
+    let updated = update_endpoint(app, access, id, move |current| {
+        if input.tenant.as_ref().is_some_and(|t| *t != current.tenant) {
+            return Err(ApiError::invalid_field(
+                "tenant",
+                "an endpoint's tenant is fixed when it is created; create a new endpoint instead",
+            ));
+        }
+        let mut updated = endpoint::apply(current, input, require_https).map_err(ApiError::from)?;
+        updated.updated_at_ms = clock::now_ms();
+        Ok(updated)
+    })
+    .await?;
+    Ok(endpoint_json(StatusCode::OK, &updated))
+}
+
+pub async fn set_enabled(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+    enabled: bool,
+) -> Result<Resp, ApiError> {
+    let updated = update_endpoint(app, access, id, move |mut current| {
+        current.enabled = enabled;
+        if enabled {
+            current.disabled_reason = None;
+        } else if current.disabled_reason.is_none() {
+            current.disabled_reason = Some("disabled through the API".to_owned());
+        }
+        current.updated_at_ms = clock::now_ms();
+        Ok(current)
+    })
+    .await?;
+    Ok(endpoint_json(StatusCode::OK, &updated))
+}
+
+pub async fn delete_endpoint(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    let record = load_endpoint(app, access, id).await?;
+    if !app.hooks.delete_endpoint(record.id).await.map_err(failed)? {
+        return Err(endpoint_not_found(id));
+    }
+    Ok(json(StatusCode::NO_CONTENT, ""))
+}
+
+pub async fn list_deliveries(
+    app: &PostgresApp,
+    access: &Access,
+    req: Request<Incoming>,
+    dead_letters: bool,
+) -> Result<Resp, ApiError> {
+    let (filter, after, limit) = delivery_query(req.uri().query(), dead_letters)?;
+    let (page, next) = app
+        .hooks
+        .deliveries(&filter, access.tenant(), after, limit)
+        .await
+        .map_err(failed)?;
+    Ok(deliveries_answer(&page, next))
+}
+
+pub async fn get_delivery(app: &PostgresApp, access: &Access, id: &str) -> Result<Resp, ApiError> {
+    let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
+    let record = app
+        .hooks
+        .delivery(key)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| delivery_not_found(id))?;
+    let endpoint = app
+        .hooks
+        .endpoint(record.endpoint_id)
+        .await
+        .map_err(failed)?;
+    // A deleted endpoint's deliveries belong to no tenant any more.
+    let visible = match access.tenant() {
+        None => true,
+        Some(_) => endpoint
+            .as_ref()
+            .is_some_and(|e| access.sees(e.tenant.as_deref())),
+    };
+    if !visible {
+        return Err(delivery_not_found(id));
+    }
+    Ok(delivery_detail(key, &record, endpoint.as_ref()))
+}

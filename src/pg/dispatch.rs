@@ -1,0 +1,449 @@
+//! Webhook delivery when several nodes share one database: each node
+//! claims due deliveries under leases and makes the attempts. The
+//! per-endpoint limits (in-flight cap, rate limit, circuit breaker) are
+//! state in the endpoint's row, read and changed only while a claim holds
+//! that row's lock, so they hold across nodes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use super::webhooks::{id_bytes, status_code};
+use super::PgError;
+use crate::clock;
+use crate::events::ID_PREFIX as EVENT_ID_PREFIX;
+use crate::ids;
+use crate::store::codec;
+use crate::store::records::{DeliveryRecord, EndpointRecord, EventRecord};
+use crate::webhooks::client::Client;
+use crate::webhooks::dispatch::{attempt_timeout, client_for, policy_for, recorded, send_with};
+use crate::webhooks::payload;
+use crate::webhooks::policy::{self, Policy, Streak};
+use crate::webhooks::settings::WebhookSettings;
+
+/// How often a node looks for due work it was not told about: other
+/// nodes' events, retries coming due, leases running out.
+const POLL: Duration = Duration::from_millis(200);
+/// Attempts one node makes at once, over all endpoints.
+const NODE_IN_FLIGHT: usize = 256;
+/// A lease outlives its attempt's timeout by this much: the time to record
+/// the outcome. A node that dies holding one delays its delivery by the
+/// attempt timeout plus this.
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
+/// Endpoints one claim looks at.
+const ENDPOINTS_PER_CLAIM: i64 = 64;
+
+/// One delivery this node holds a lease on.
+struct Claim {
+    id: i64,
+    token: i64,
+    delivery: DeliveryRecord,
+    endpoint: Arc<EndpointRecord>,
+    event: EventRecord,
+}
+
+pub struct PgDispatcher {
+    pool: Pool,
+    client: Client,
+    settings: WebhookSettings,
+    policy: Policy,
+}
+
+impl PgDispatcher {
+    pub fn new(pool: Pool, settings: WebhookSettings) -> Arc<PgDispatcher> {
+        Arc::new(PgDispatcher {
+            pool,
+            client: client_for(&settings),
+            policy: policy_for(&settings),
+            settings,
+        })
+    }
+
+    /// Claims and attempts until `stop` is notified; then waits up to
+    /// `grace` for attempts in flight. Those cut off keep their leases,
+    /// which run out: another node (or this one, restarted) makes them again.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, stop: Arc<Notify>, grace: Duration) {
+        let slots = Arc::new(Semaphore::new(NODE_IN_FLIGHT));
+        let mut attempts = JoinSet::new();
+        loop {
+            let budget = slots.available_permits();
+            if budget > 0 {
+                match self.claim(budget).await {
+                    Ok(claims) => {
+                        for claim in claims {
+                            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let this = self.clone();
+                            attempts.spawn(async move {
+                                this.attempt(claim).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming due deliveries failed"),
+                }
+            }
+            while attempts.try_join_next().is_some() {}
+            tokio::select! {
+                () = stop.notified() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+        let _ = tokio::time::timeout(grace, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
+    /// Leases up to `budget` due deliveries, each endpoint at most as many
+    /// as its limits admit now.
+    async fn claim(&self, budget: usize) -> Result<Vec<Claim>, PgError> {
+        let now = clock::now_ms();
+        let token = ids::new_id() as i64;
+        let mut client = self.pool.get().await?;
+        let txn = client.transaction().await?;
+        // Endpoints with due work, locked: another node's claim skips them
+        // rather than counting their leases at the same time.
+        let endpoints = txn
+            .query(
+                "SELECT e.id, e.record, e.failed_attempts, e.open_until_ms, e.tokens, e.tokens_at_ms, \
+                   (SELECT count(*) FROM herald_deliveries d \
+                     WHERE d.endpoint_id = e.id AND d.status = 0 AND d.lease_until_ms > $1) \
+                 FROM herald_endpoints e \
+                 WHERE e.enabled AND EXISTS (SELECT 1 FROM herald_deliveries d \
+                   WHERE d.endpoint_id = e.id AND d.status = 0 \
+                     AND d.next_attempt_ms <= $1 AND d.lease_until_ms <= $1) \
+                 ORDER BY random() LIMIT $2 FOR UPDATE OF e SKIP LOCKED",
+                &[&now, &ENDPOINTS_PER_CLAIM],
+            )
+            .await?;
+        let mut budget = budget as i64;
+        let mut claims = Vec::new();
+        for row in endpoints {
+            if budget == 0 {
+                break;
+            }
+            let key: Vec<u8> = row.get(0);
+            let endpoint: Arc<EndpointRecord> = Arc::new(codec::decode(row.get::<_, &[u8]>(1))?);
+            let admitted = Admission {
+                failed_attempts: row.get::<_, i32>(2).max(0) as u32,
+                open_until_ms: row.get(3),
+                tokens: row.get(4),
+                tokens_at_ms: row.get(5),
+                in_flight: row.get(6),
+            }
+            .admit(&endpoint, &self.settings, now);
+            let wanted = admitted.slots.min(budget);
+            if wanted == 0 {
+                continue;
+            }
+            let lease_until = now
+                + (attempt_timeout(&self.settings, &endpoint) + LEASE_MARGIN).as_millis() as i64;
+            let leased = txn
+                .query(
+                    "UPDATE herald_deliveries SET lease_token = $1, lease_until_ms = $2 \
+                     WHERE id IN (SELECT id FROM herald_deliveries \
+                       WHERE endpoint_id = $3 AND status = 0 \
+                         AND next_attempt_ms <= $4 AND lease_until_ms <= $4 \
+                       ORDER BY next_attempt_ms, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                     RETURNING id, record",
+                    &[&token, &lease_until, &key, &now, &wanted],
+                )
+                .await?;
+            let taken = leased.len() as i64;
+            budget -= taken;
+            if let Some(rate) = endpoint.rate_limit_per_sec {
+                let tokens = (admitted.tokens - taken as f64)
+                    .max(0.0)
+                    .min(f64::from(rate));
+                txn.execute(
+                    "UPDATE herald_endpoints SET tokens = $1, tokens_at_ms = $2 WHERE id = $3",
+                    &[&tokens, &now, &key],
+                )
+                .await?;
+            }
+            for row in leased {
+                let delivery: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(1))?;
+                claims.push((row.get::<_, i64>(0), delivery, endpoint.clone()));
+            }
+        }
+        txn.commit().await?;
+
+        let seqs: Vec<i64> = claims.iter().map(|(_, d, _)| d.event_seq as i64).collect();
+        let mut events: HashMap<u64, EventRecord> = HashMap::new();
+        if !seqs.is_empty() {
+            for row in client
+                .query(
+                    "SELECT seq, record FROM herald_events WHERE seq = ANY($1)",
+                    &[&seqs],
+                )
+                .await?
+            {
+                let seq: i64 = row.get(0);
+                events.insert(seq as u64, codec::decode(row.get::<_, &[u8]>(1))?);
+            }
+        }
+        Ok(claims
+            .into_iter()
+            .filter_map(|(id, delivery, endpoint)| {
+                // An event removed by retention has nothing left to send;
+                // its lease runs out and the retention pass removes it.
+                let event = events.get(&delivery.event_seq)?.clone();
+                Some(Claim {
+                    id,
+                    token,
+                    delivery,
+                    endpoint,
+                    event,
+                })
+            })
+            .collect())
+    }
+
+    async fn attempt(&self, claim: Claim) {
+        let msg_id = ids::format(EVENT_ID_PREFIX, claim.delivery.event_id);
+        let body = payload::for_endpoint(
+            claim.delivery.event_seq,
+            &claim.event,
+            &claim.endpoint.version_pins,
+        );
+        let number = u32::try_from(claim.delivery.attempts.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        let started_ms = clock::now_ms();
+        let outcome = send_with(
+            &self.client,
+            &self.settings,
+            &claim.endpoint,
+            &msg_id,
+            body,
+            number,
+        )
+        .await;
+        if let Err(e) = self.record(&claim, &outcome, started_ms).await {
+            // The lease runs out and the attempt is made again, with the
+            // same webhook-id: at least once.
+            tracing::warn!(error = %e, delivery = claim.id, "recording a webhook attempt failed");
+        }
+    }
+
+    /// Writes the attempt and what the policy makes of it, if this node
+    /// still holds the lease; a node whose lease ran out records nothing.
+    async fn record(
+        &self,
+        claim: &Claim,
+        outcome: &crate::webhooks::client::Outcome,
+        started_ms: i64,
+    ) -> Result<(), PgError> {
+        let (attempt, report) = recorded(outcome, started_ms, false);
+        let mut client = self.pool.get().await?;
+        let txn = client.transaction().await?;
+        let Some(row) = txn
+            .query_opt(
+                "SELECT record FROM herald_deliveries WHERE id = $1 AND lease_token = $2 FOR UPDATE",
+                &[&claim.id, &claim.token],
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut delivery: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(0))?;
+        let key = id_bytes(delivery.endpoint_id);
+        let Some(row) = txn
+            .query_opt(
+                "SELECT record, failed_attempts, announced, open_until_ms FROM herald_endpoints \
+                 WHERE id = $1 FOR UPDATE",
+                &[&key],
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut endpoint: EndpointRecord = codec::decode(row.get::<_, &[u8]>(0))?;
+        let streak = Streak {
+            failed_attempts: row.get::<_, i32>(1).max(0) as u32,
+            announced: row.get(2),
+        };
+        let open_until_ms: i64 = row.get(3);
+        let now = clock::now_ms();
+        let decision = policy::decide(&delivery, &endpoint, streak, &report, &self.policy, now);
+        delivery.attempts.push(attempt);
+        delivery.status = decision.status;
+        delivery.next_attempt_ms = decision.next_attempt_ms;
+        txn.execute(
+            "UPDATE herald_deliveries SET status = $1, next_attempt_ms = $2, lease_token = NULL, \
+             lease_until_ms = 0, record = $3 WHERE id = $4",
+            &[
+                &status_code(delivery.status),
+                &delivery.next_attempt_ms,
+                &codec::encode(&delivery),
+                &claim.id,
+            ],
+        )
+        .await?;
+
+        let failed = decision.streak.failed_attempts;
+        let open_until_ms = if report.succeeded() {
+            0
+        } else if failed >= self.settings.circuit_failures {
+            now + self.settings.circuit_cooldown.as_millis() as i64
+        } else {
+            open_until_ms
+        };
+        let mut changed = endpoint.failing_since_ms != decision.failing_since_ms;
+        endpoint.failing_since_ms = decision.failing_since_ms;
+        if let Some(reason) = decision.disable {
+            endpoint.enabled = false;
+            endpoint.disabled_reason = Some(reason.to_owned());
+            changed = true;
+        }
+        txn.execute(
+            "UPDATE herald_endpoints SET failed_attempts = $1, announced = $2, open_until_ms = $3 \
+             WHERE id = $4",
+            &[
+                &(failed.min(i32::MAX as u32) as i32),
+                &decision.streak.announced,
+                &open_until_ms,
+                &key,
+            ],
+        )
+        .await?;
+        if changed {
+            endpoint.updated_at_ms = now;
+            txn.execute(
+                "UPDATE herald_endpoints SET record = $1, enabled = $2 WHERE id = $3",
+                &[&codec::encode(&endpoint), &endpoint.enabled, &key],
+            )
+            .await?;
+            txn.execute(
+                "UPDATE herald_endpoints_version SET version = version + 1 WHERE id = 1",
+                &[],
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+/// An endpoint's row as a claim reads it.
+struct Admission {
+    failed_attempts: u32,
+    open_until_ms: i64,
+    tokens: f64,
+    tokens_at_ms: i64,
+    in_flight: i64,
+}
+
+struct Admitted {
+    /// Attempts that may start now.
+    slots: i64,
+    /// The rate limit's bucket after refilling to now.
+    tokens: f64,
+}
+
+impl Admission {
+    /// What the endpoint's limits admit at `now`: the in-flight cap less
+    /// what every node holds, one probe at a time while the breaker is
+    /// half open and none while it is open, and no more than its bucket.
+    fn admit(&self, endpoint: &EndpointRecord, settings: &WebhookSettings, now: i64) -> Admitted {
+        let breaker_open = self.failed_attempts >= settings.circuit_failures;
+        let cap = if !breaker_open {
+            settings.max_in_flight_per_endpoint as i64
+        } else if now < self.open_until_ms {
+            0
+        } else {
+            1
+        };
+        let mut slots = (cap - self.in_flight).max(0);
+        let mut tokens = self.tokens;
+        if let Some(rate) = endpoint.rate_limit_per_sec {
+            let rate = f64::from(rate);
+            let elapsed = (now - self.tokens_at_ms).max(0) as f64 / 1000.0;
+            // A bucket never used starts full.
+            tokens = if self.tokens_at_ms == 0 {
+                rate
+            } else {
+                (tokens + elapsed * rate).min(rate)
+            };
+            slots = slots.min(tokens.floor() as i64);
+        }
+        Admitted { slots, tokens }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> WebhookSettings {
+        crate::config::validate(Default::default(), None)
+            .expect("the embedded defaults are valid")
+            .webhooks
+    }
+
+    fn admission(failed: u32, open_until_ms: i64, in_flight: i64) -> Admission {
+        Admission {
+            failed_attempts: failed,
+            open_until_ms,
+            tokens: 0.0,
+            tokens_at_ms: 0,
+            in_flight,
+        }
+    }
+
+    #[test]
+    fn the_cap_counts_every_nodes_leases_and_the_breaker_admits_one_probe() {
+        let s = settings();
+        let endpoint = crate::webhooks::endpoint::new_record(0);
+        let cap = s.max_in_flight_per_endpoint as i64;
+        assert_eq!(admission(0, 0, 0).admit(&endpoint, &s, 1_000).slots, cap);
+        assert_eq!(
+            admission(0, 0, cap - 1).admit(&endpoint, &s, 1_000).slots,
+            1
+        );
+        assert_eq!(
+            admission(0, 0, cap + 3).admit(&endpoint, &s, 1_000).slots,
+            0
+        );
+        let open = s.circuit_failures;
+        assert_eq!(
+            admission(open, 5_000, 0).admit(&endpoint, &s, 1_000).slots,
+            0
+        );
+        assert_eq!(
+            admission(open, 5_000, 0).admit(&endpoint, &s, 6_000).slots,
+            1
+        );
+        assert_eq!(
+            admission(open, 5_000, 1).admit(&endpoint, &s, 6_000).slots,
+            0
+        );
+    }
+
+    #[test]
+    fn the_rate_limit_refills_with_time_and_starts_full() {
+        let s = settings();
+        let mut endpoint = crate::webhooks::endpoint::new_record(0);
+        endpoint.rate_limit_per_sec = Some(10);
+        let fresh = admission(0, 0, 0).admit(&endpoint, &s, 1_000);
+        assert_eq!(fresh.slots, 10.min(s.max_in_flight_per_endpoint as i64));
+        let spent = Admission {
+            tokens: 0.0,
+            tokens_at_ms: 1_000,
+            ..admission(0, 0, 0)
+        };
+        assert_eq!(spent.admit(&endpoint, &s, 1_050).slots, 0);
+        assert_eq!(spent.admit(&endpoint, &s, 1_300).slots, 3);
+        assert_eq!(
+            spent.admit(&endpoint, &s, 9_000).slots,
+            10.min(s.max_in_flight_per_endpoint as i64)
+        );
+    }
+}
