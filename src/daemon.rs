@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState, Surface};
 use crate::api::events::{EventApi, EventLog};
 use crate::api::postgres::PostgresApp;
+use crate::api::{self, AppState, Surface};
 use crate::catalog::Catalog;
 use crate::config::store::{Backend, PostgresSettings};
 use crate::config::Config;
-use crate::pg::log::PgLog;
-use crate::pg::PgError;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::unsubscribe::TokenKey;
+use crate::pg::log::PgLog;
+use crate::pg::PgError;
 use crate::portal_link::PortalKey;
 use crate::retention::Retention;
 use crate::scheduler::{self, Inbox, Scheduler};
@@ -305,7 +305,10 @@ fn run_on_postgres(
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         // The server dropped its handles: the committer answers what is
         // queued, then ends.
-        if tokio::time::timeout(WORKER_STOP_GRACE, committer).await.is_err() {
+        if tokio::time::timeout(WORKER_STOP_GRACE, committer)
+            .await
+            .is_err()
+        {
             tracing::warn!("the event log's committer did not finish in time");
         }
         Ok(())

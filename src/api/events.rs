@@ -45,9 +45,9 @@ pub enum EventLog {
 impl EventLog {
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, ApiError> {
         match self {
-            EventLog::Embedded { writer, .. } => Ok(writer
-                .write(move |txn| events::append(txn, batch))
-                .await?),
+            EventLog::Embedded { writer, .. } => {
+                Ok(writer.write(move |txn| events::append(txn, batch)).await?)
+            }
             EventLog::Postgres(log) => Ok(log.append(batch).await?),
         }
     }
@@ -62,10 +62,7 @@ impl EventLog {
             EventLog::Embedded { store, .. } => {
                 read_store(store, move |txn| txn.scan_events(&filter, after, limit)).await
             }
-            EventLog::Postgres(log) => log
-                .scan(&filter, after, limit)
-                .await
-                .map_err(query_failed),
+            EventLog::Postgres(log) => log.scan(&filter, after, limit).await.map_err(query_failed),
         }
     }
 
@@ -125,20 +122,18 @@ fn check_schema(api: &EventApi, posted: &events::Posted) -> Result<(), ApiError>
         .iter()
         .map(|(v, d)| (*v, d.as_str()))
         .chain([(event.data_version, event.data.as_str())]);
-    api.catalog
-        .check(&event.event_type, versions)
-        .map_err(|m| {
-            let pointer = format!("{}{}", posted.data_pointer(m.version), m.path);
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "schema_mismatch",
-                format!(
-                    "{pointer}: does not match version {} of `{}`'s schema: {}; nothing was written",
-                    m.version, event.event_type, m.message
-                ),
-            )
-            .with_field(pointer)
-        })
+    api.catalog.check(&event.event_type, versions).map_err(|m| {
+        let pointer = format!("{}{}", posted.data_pointer(m.version), m.path);
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "schema_mismatch",
+            format!(
+                "{pointer}: does not match version {} of `{}`'s schema: {}; nothing was written",
+                m.version, event.event_type, m.message
+            ),
+        )
+        .with_field(pointer)
+    })
 }
 
 /// A JSON body of at most `limit` bytes.
@@ -163,7 +158,11 @@ fn scope(event: &mut NewEvent, access: &Access) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn create(api: &EventApi, access: &Access, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn create(
+    api: &EventApi,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let body = json_body(api, req, api.limits.max_event_bytes).await?;
     let posted = events::parse_posted(&body)?;
     check_schema(api, &posted)?;
@@ -241,7 +240,11 @@ pub async fn create_batch(
     Ok(json(StatusCode::OK, out))
 }
 
-pub async fn list(api: &EventApi, access: &Access, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn list(
+    api: &EventApi,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let params = query_params(
         req.uri().query(),
         &["after", "type", "tenant", "since", "until", "limit"],

@@ -41,6 +41,8 @@ impl Default for StoreSection {
     }
 }
 
+// One value, made once at start: boxing the big variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Backend {
     /// `herald.redb` in the data directory.

@@ -184,7 +184,10 @@ async fn run_committer(
                 Err(_) => break,
             }
         }
-        if session.as_ref().is_none_or(|(client, _)| client.is_closed()) {
+        if session
+            .as_ref()
+            .is_none_or(|(client, _)| client.is_closed())
+        {
             session = match open_session(&settings).await {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -309,6 +312,11 @@ struct NewRows {
     fingerprints: Vec<i64>,
 }
 
+/// One append's events as planned, each with the seq that answers it (none
+/// yet for a repeat of an earlier event of the batch), or the key that
+/// refused the append.
+type PlannedAppend = Result<Vec<(Plan, Option<u64>)>, KeyConflict>;
+
 /// One group's transaction. The head row is locked first and held until
 /// the commit: appends from every node are serialized, which is what makes
 /// positions visible in order and lets the key lookup below see every
@@ -352,7 +360,7 @@ async fn commit_group(
     // Created in this group, by seq: a later append with the same key is
     // answered from here, not from a query that cannot see them yet.
     let mut created: HashMap<u64, EventRecord> = HashMap::new();
-    let mut planned: Vec<Result<Vec<(Plan, Option<u64>)>, KeyConflict>> = Vec::new();
+    let mut planned: Vec<PlannedAppend> = Vec::new();
     for batch in group {
         let plans = batch.plan(|tenant, key| {
             Ok::<_, PgError>(
@@ -410,10 +418,7 @@ async fn commit_group(
         .collect();
     let mut stored: HashMap<u64, EventRecord> = HashMap::new();
     if !stored_wanted.is_empty() {
-        for row in txn
-            .query(&statements.records_at, &[&stored_wanted])
-            .await?
-        {
+        for row in txn.query(&statements.records_at, &[&stored_wanted]).await? {
             let seq: i64 = row.get(0);
             stored.insert(seq as u64, codec::decode(row.get::<_, &[u8]>(1))?);
         }

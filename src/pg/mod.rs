@@ -69,9 +69,10 @@ fn session_config(settings: &PostgresSettings) -> tokio_postgres::Config {
 /// One connection of its own (the group committer's, migrations').
 pub async fn connect(settings: &PostgresSettings) -> Result<Client, PgError> {
     let config = session_config(settings);
-    let (client, connection) = tokio::time::timeout(settings.connect_timeout, config.connect(NoTls))
-        .await
-        .map_err(|_| PgError::Timeout(settings.connect_timeout))??;
+    let (client, connection) =
+        tokio::time::timeout(settings.connect_timeout, config.connect(NoTls))
+            .await
+            .map_err(|_| PgError::Timeout(settings.connect_timeout))??;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "postgres connection closed");

@@ -112,16 +112,18 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
                         let resp = post_until_answered(&nodes, node, "/v1/events", &body);
                         assert!(resp.status == 201 || resp.status == 200, "{}", resp.text());
                         let v = resp.json();
-                        acked.lock().unwrap().insert(
-                            key,
-                            (s(&v["id"]).to_owned(), v["seq"].as_u64().unwrap()),
-                        );
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(key, (s(&v["id"]).to_owned(), v["seq"].as_u64().unwrap()));
                     } else {
                         let keys: Vec<String> =
                             (0..BATCH).map(|i| format!("w{w}-r{r}-{i}")).collect();
                         let events: Vec<Value> = keys
                             .iter()
-                            .map(|k| json!({"type": "load.batch", "idempotency_key": k, "data": {}}))
+                            .map(
+                                |k| json!({"type": "load.batch", "idempotency_key": k, "data": {}}),
+                            )
                             .collect();
                         let resp = post_until_answered(
                             &nodes,
@@ -133,7 +135,10 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
                         let results = resp.json()["results"].as_array().unwrap().clone();
                         let mut acked = acked.lock().unwrap();
                         for (k, res) in keys.into_iter().zip(results) {
-                            acked.insert(k, (s(&res["id"]).to_owned(), res["seq"].as_u64().unwrap()));
+                            acked.insert(
+                                k,
+                                (s(&res["id"]).to_owned(), res["seq"].as_u64().unwrap()),
+                            );
                         }
                     }
                 }
@@ -146,12 +151,20 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
     let total = WRITERS * REQUESTS_PER_WRITER / 2 * (1 + BATCH);
     let quarter = total / 4;
     assert!(
-        wait_until(deadline(Duration::from_secs(60)), || acked.lock().unwrap().len() >= quarter),
+        wait_until(deadline(Duration::from_secs(60)), || acked
+            .lock()
+            .unwrap()
+            .len()
+            >= quarter),
         "the load did not get going"
     );
     daemons[0].kill9();
     assert!(
-        wait_until(deadline(Duration::from_secs(60)), || acked.lock().unwrap().len() >= 2 * quarter),
+        wait_until(deadline(Duration::from_secs(60)), || acked
+            .lock()
+            .unwrap()
+            .len()
+            >= 2 * quarter),
         "the load stalled after the kill"
     );
     daemons[1].sigterm();
@@ -178,9 +191,15 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
     };
     let first = order(&logs[0]);
     for (n, log) in logs.iter().enumerate().skip(1) {
-        assert!(order(log) == first, "node {n} pages through a different log");
+        assert!(
+            order(log) == first,
+            "node {n} pages through a different log"
+        );
     }
-    assert!(first.windows(2).all(|w| w[0].0 < w[1].0), "seqs are not ascending");
+    assert!(
+        first.windows(2).all(|w| w[0].0 < w[1].0),
+        "seqs are not ascending"
+    );
 
     // Exactly once: each acknowledged key names one event, the one the
     // acknowledging node answered with; no key appears twice.
@@ -200,8 +219,12 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
 
     // The tailer saw the same log, in order, without a gap: positions are
     // visible only in order, whichever node committed them.
-    assert!(tailed == first, "the tailer skipped or reordered events: saw {} of {}",
-        tailed.len(), first.len());
+    assert!(
+        tailed == first,
+        "the tailer skipped or reordered events: saw {} of {}",
+        tailed.len(),
+        first.len()
+    );
     let unique: HashSet<&String> = tailed.iter().map(|(_, id)| id).collect();
     assert_eq!(unique.len(), tailed.len());
 }
