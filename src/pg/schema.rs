@@ -7,7 +7,10 @@ use tokio_postgres::Client;
 use super::PgError;
 
 /// Each version and the SQL that brings the schema to it from the one before.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_event_log.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_event_log.sql")),
+    (2, include_str!("migrations/0002_import.sql")),
+];
 
 /// The newest schema this binary understands.
 pub const PG_SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
