@@ -1,11 +1,12 @@
-//! The `herald` command line: `serve` and `check-config` here; `backup` and
-//! the admin commands, which talk to a running daemon, in `herald::cli`.
+//! The `herald` command line: `serve`, `check-config` and `migrate` here;
+//! `backup` and the admin commands, which talk to a running daemon, in
+//! `herald::cli`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use herald::{cli, config, daemon, logging};
+use herald::{cli, config, daemon, logging, pg};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -48,6 +49,15 @@ enum Command {
         out: PathBuf,
         #[command(flatten)]
         target: cli::Target,
+    },
+    /// Copy a redb database's event log into PostgreSQL.
+    Migrate {
+        /// The PostgreSQL database: postgres://user:password@host:5432/database.
+        #[arg(long, env = config::store::POSTGRES_URL_ENV, hide_env_values = true)]
+        to: String,
+        /// The redb file: a stopped daemon's, or a copy from `herald backup`.
+        #[arg(long, default_value = "./herald-data/herald.redb")]
+        from: PathBuf,
     },
     #[command(flatten)]
     Admin(cli::AdminCommand),
@@ -111,6 +121,32 @@ fn main() -> ExitCode {
             }
         }
         Command::Backup { out, target } => cli::backup(&out, &target),
+        Command::Migrate { to, from } => migrate(&to, &from),
         Command::Admin(command) => cli::run(command),
+    }
+}
+
+fn migrate(to: &str, from: &std::path::Path) -> ExitCode {
+    let settings = match config::store::one_connection(
+        "--to",
+        to,
+        pg::migrate::STATEMENT_TIMEOUT,
+        pg::migrate::CONNECT_TIMEOUT,
+    ) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("herald migrate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match pg::migrate::run(from, &settings) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("herald migrate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

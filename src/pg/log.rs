@@ -250,6 +250,31 @@ fn fail_all(group: Vec<Pending>, cause: PgError) {
     }
 }
 
+/// Events, one array per column (seq, type, tenant, received ms, record):
+/// one statement for a whole group, shared with `herald migrate`.
+pub(super) const INSERT_EVENTS: &str =
+    "INSERT INTO herald_events (seq, event_type, tenant, received_at_ms, record) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])";
+pub(super) const INSERT_EVENTS_TYPES: [Type; 5] = [
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::BYTEA_ARRAY,
+];
+
+/// Idempotency keys, one array per column (tenant or '', key, seq,
+/// fingerprint as the i64 of its bits).
+pub(super) const INSERT_KEYS: &str =
+    "INSERT INTO herald_event_keys (tenant, key, seq, fingerprint) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])";
+pub(super) const INSERT_KEYS_TYPES: [Type; 4] = [
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+];
+
 /// The committer's statements, prepared once per connection.
 struct Statements {
     lock_head: Statement,
@@ -287,29 +312,10 @@ async fn open_session(settings: &PostgresSettings) -> Result<(Client, Statements
             )
             .await?,
         insert_events: client
-            .prepare_typed(
-                "INSERT INTO herald_events (seq, event_type, tenant, received_at_ms, record) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])",
-                &[
-                    Type::INT8_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::INT8_ARRAY,
-                    Type::BYTEA_ARRAY,
-                ],
-            )
+            .prepare_typed(INSERT_EVENTS, &INSERT_EVENTS_TYPES)
             .await?,
         insert_keys: client
-            .prepare_typed(
-                "INSERT INTO herald_event_keys (tenant, key, seq, fingerprint) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])",
-                &[
-                    Type::TEXT_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::INT8_ARRAY,
-                    Type::INT8_ARRAY,
-                ],
-            )
+            .prepare_typed(INSERT_KEYS, &INSERT_KEYS_TYPES)
             .await?,
         advance_head: client
             .prepare_typed(

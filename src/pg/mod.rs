@@ -1,8 +1,10 @@
 //! The PostgreSQL backend: connections to the shared database, its schema
-//! migrations, and the event log that several nodes append to at once.
+//! migrations, the event log that several nodes append to at once, and the
+//! copy of a redb file's log into it (`herald migrate`).
 
 pub mod dispatch;
 pub mod log;
+pub mod migrate;
 pub mod schema;
 pub mod webhooks;
 

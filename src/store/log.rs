@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::codec::{encode, CodecError};
 use super::due::Queue;
 use super::records::{DeliveryRecord, DeliveryStatus, EventRecord, EventSource};
-use super::tables::{EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE};
+use super::tables::{EVENTS, EVENTS_BY_TENANT, EVENTS_BY_TYPE, EVENT_KEYS, RECENT_EVENT_KEYS};
 use super::{last_u64_key, ReadTxn, StoreError, WriteTxn, EXAMINE_BUDGET};
 
 /// Counters the writer carries between commits. Restored from the file at
@@ -469,6 +469,72 @@ impl ReadTxn {
     }
 }
 
+/// An event as the file holds it, for copying into another store.
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub seq: u64,
+    /// The table's value untouched: the copy must decode exactly as this does.
+    pub encoded: Vec<u8>,
+    pub record: EventRecord,
+    /// The request fingerprint stored with the event's idempotency key;
+    /// `None` when it has no key, or when no key row names it (which only
+    /// damage would cause).
+    pub key_fingerprint: Option<u64>,
+}
+
+impl ReadTxn {
+    /// The oldest event the log still holds.
+    pub fn first_event(&self) -> Result<Option<(u64, EventRecord)>, StoreError> {
+        let events = self.txn.open_table(EVENTS)?;
+        let Some((seq, bytes)) = events.first()? else {
+            return Ok(None);
+        };
+        Ok(Some((seq.value(), super::codec::decode(bytes.value())?)))
+    }
+
+    /// The newest seq the log holds; it is never deleted while the file lives.
+    pub fn last_event_seq(&self) -> Result<Option<u64>, StoreError> {
+        last_u64_key(&self.txn.open_table(EVENTS)?)
+    }
+
+    /// Up to `limit` events after seq `after`, oldest first, each with its
+    /// idempotency key's fingerprint. The fingerprint is not in the event:
+    /// a key lives in `event_keys` once merged and in the journal of
+    /// recent keys until then (in both while a sweep moves it).
+    pub fn stored_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let events = self.txn.open_table(EVENTS)?;
+        let merged = self.txn.open_table(EVENT_KEYS)?;
+        let journal = self.txn.open_table(RECENT_EVENT_KEYS)?;
+        let mut out = Vec::with_capacity(limit.min(16_384));
+        for row in events.range(after.saturating_add(1)..)?.take(limit) {
+            let (seq, bytes) = row?;
+            let seq = seq.value();
+            let encoded = bytes.value().to_vec();
+            let record: EventRecord = super::codec::decode(&encoded)?;
+            let key_fingerprint = match record.idempotency_key.as_deref() {
+                None => None,
+                Some(key) => {
+                    let tenant = record.tenant.as_deref().unwrap_or("");
+                    match merged.get((tenant, key))?.map(|v| v.value()) {
+                        Some((named, fingerprint)) if named == seq => Some(fingerprint),
+                        _ => journal.get(seq)?.and_then(|v| {
+                            let (t, k, fingerprint) = v.value();
+                            (t == tenant && k == key).then_some(fingerprint)
+                        }),
+                    }
+                }
+            };
+            out.push(StoredEvent {
+                seq,
+                encoded,
+                record,
+                key_fingerprint,
+            });
+        }
+        Ok(out)
+    }
+}
+
 fn index_seqs(
     index: redb::ReadOnlyTable<u128, ()>,
     name_hash: u64,
@@ -510,6 +576,76 @@ mod tests {
     }
 
     const GOLDEN_TYPE_HASH: u64 = 1_973_491_613_522_821_471;
+
+    fn keyed_row(n: u64) -> NewEventRow {
+        NewEventRow {
+            event_type: "a".into(),
+            tenant: (n % 2 == 0).then(|| "t".to_owned()),
+            idempotency_key: (n % 3 != 0).then(|| format!("k{n}")),
+            occurred_at_ms: None,
+            data: "{}".into(),
+            data_version: 1,
+            older_versions: Vec::new(),
+            source: EventSource::Api,
+            fingerprint: n * 7,
+            nonce: 0,
+            index: IndexKeys::of("a", (n % 2 == 0).then_some("t")),
+        }
+    }
+
+    /// Enough keys for a sweep to move some into `event_keys` and drop
+    /// them from the journal while the newest stay held: every fingerprint
+    /// is found, wherever its key is.
+    #[test]
+    fn stored_events_carry_each_key_fingerprint_merged_or_held() {
+        use crate::store::writer::Listeners;
+        use crate::store::{Store, Writer};
+        use redb::ReadableTableMetadata;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.redb")).unwrap();
+        let (writer, thread) = Writer::start(&store, 16, 16, Listeners::default()).unwrap();
+        let total = 3 * crate::store::recent_keys::MERGE_THRESHOLD as u64;
+        for group in 0..total / 100 {
+            writer
+                .write_blocking(move |txn| {
+                    for n in group * 100 + 1..=group * 100 + 100 {
+                        txn.append_event(keyed_row(n), 1_000)?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        thread.stop();
+
+        let txn = store.read().unwrap();
+        let merged = txn.txn.open_table(EVENT_KEYS).unwrap().len().unwrap();
+        let held = txn
+            .txn
+            .open_table(RECENT_EVENT_KEYS)
+            .unwrap()
+            .len()
+            .unwrap();
+        assert!(merged > 0 && held > 0, "merged {merged}, held {held}");
+
+        assert_eq!(txn.first_event().unwrap().unwrap().0, 1);
+        assert_eq!(txn.last_event_seq().unwrap(), Some(total / 100 * 100));
+        let mut after = 0;
+        let mut seen = 0;
+        loop {
+            let chunk = txn.stored_events(after, 1000).unwrap();
+            let Some(last) = chunk.last() else { break };
+            after = last.seq;
+            for event in chunk {
+                seen += 1;
+                assert_eq!(event.seq, seen);
+                assert_eq!(event.encoded, encode(&event.record));
+                let want = (seen % 3 != 0).then_some(seen * 7);
+                assert_eq!(event.key_fingerprint, want, "seq {seen}");
+            }
+        }
+        assert_eq!(seen, total / 100 * 100);
+    }
 
     #[test]
     fn event_ids_carry_their_seq_and_sort_by_time() {
