@@ -102,7 +102,7 @@ impl PgHooks {
         Ok(Some(Ok(updated)))
     }
 
-    /// Deletes the endpoint and its deliveries; whether it existed.
+    /// Deletes the endpoint; whether it existed.
     pub async fn delete_endpoint(&self, id: u128) -> Result<bool, PgError> {
         let mut client = self.pool.get().await?;
         let txn = client.transaction().await?;
@@ -110,11 +110,27 @@ impl PgHooks {
         let deleted = txn
             .execute("DELETE FROM herald_endpoints WHERE id = $1", &[&key])
             .await?;
-        txn.execute(
-            "DELETE FROM herald_deliveries WHERE endpoint_id = $1",
-            &[&key],
-        )
-        .await?;
+        // As on redb: what was still pending is abandoned as failed, and
+        // every delivery stays readable.
+        let pending = txn
+            .query(
+                "SELECT id, record FROM herald_deliveries \
+                 WHERE endpoint_id = $1 AND status = 0 FOR UPDATE",
+                &[&key],
+            )
+            .await?;
+        for row in pending {
+            let id: i64 = row.get(0);
+            let mut record: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(1))?;
+            record.status = DeliveryStatus::Failed;
+            record.next_attempt_ms = None;
+            txn.execute(
+                "UPDATE herald_deliveries SET status = $1, next_attempt_ms = NULL, \
+                 lease_token = NULL, record = $2 WHERE id = $3",
+                &[&status_code(record.status), &codec::encode(&record), &id],
+            )
+            .await?;
+        }
         bump_version(&txn).await?;
         txn.commit().await?;
         Ok(deleted > 0)
