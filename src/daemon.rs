@@ -314,19 +314,42 @@ fn run_on_postgres(
             "listening"
         );
         notify_systemd(&[sd_notify::NotifyState::Ready]);
-        crate::api::postgres::serve(listener, app, signals.recv()).await;
+        // A committer that ended (a panic) would leave a node that answers
+        // every append 503: the node stops instead, for its supervisor to
+        // restart it.
+        let committer_ended = Arc::new(tokio::sync::Notify::new());
+        let committer = {
+            let ended = committer_ended.clone();
+            tokio::spawn(async move {
+                let outcome = committer.await;
+                ended.notify_one();
+                outcome
+            })
+        };
+        let stop = async {
+            tokio::select! {
+                () = signals.recv() => {}
+                () = committer_ended.notified() => {
+                    tracing::error!("the event log's committer stopped; stopping the node");
+                }
+            }
+        };
+        crate::api::postgres::serve(listener, app, stop).await;
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         stop_dispatch.notify_one();
         let _ = dispatcher.await;
         // The server dropped its handles: the committer answers what is
         // queued, then ends.
-        if tokio::time::timeout(WORKER_STOP_GRACE, committer)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the event log's committer did not finish in time");
+        match tokio::time::timeout(WORKER_STOP_GRACE, committer).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(_) => Err(failed(PgError::Pool(
+                "the event log's committer failed".to_owned(),
+            ))),
+            Err(_) => {
+                tracing::warn!("the event log's committer did not finish in time");
+                Ok(())
+            }
         }
-        Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");

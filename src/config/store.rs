@@ -105,10 +105,13 @@ pub fn validate_store(
             Ok(Backend::Postgres(Box::new(PostgresSettings {
                 connection: parse_url("store.postgres_url", &text)?,
                 pool_size: in_range("store.pool_size", section.pool_size, 1, 1024)?,
-                statement_timeout: duration(
+                statement_timeout: at_least_a_millisecond(
                     "store.statement_timeout",
-                    &section.statement_timeout,
-                    Duration::from_secs(3600),
+                    duration(
+                        "store.statement_timeout",
+                        &section.statement_timeout,
+                        Duration::from_secs(3600),
+                    )?,
                 )?,
                 connect_timeout: duration(
                     "store.connect_timeout",
@@ -139,6 +142,14 @@ pub fn one_connection(
         statement_timeout,
         connect_timeout,
     })
+}
+
+/// PostgreSQL counts the timeout in whole milliseconds, and 0 turns it off.
+fn at_least_a_millisecond(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d < Duration::from_millis(1) {
+        return Err(invalid(key, "must be at least 1ms"));
+    }
+    Ok(d)
 }
 
 /// Only `postgres://` URLs: the key=value form would accept a typo as an
@@ -240,5 +251,9 @@ mod tests {
         s.statement_timeout = "forever".to_owned();
         let e = validate_store(s, None).unwrap_err();
         assert!(e.to_string().starts_with("store.statement_timeout:"), "{e}");
+        let mut s = section("postgres", Some("postgres://u@h/db"));
+        s.statement_timeout = "500us".to_owned();
+        let e = validate_store(s, None).unwrap_err();
+        assert!(e.to_string().contains("at least 1ms"), "{e}");
     }
 }

@@ -13,7 +13,6 @@ use tokio_postgres::{Client, Statement};
 
 use super::webhooks::{FanOut, NewDeliveries};
 use super::PgError;
-use crate::clock;
 use crate::config::store::PostgresSettings;
 use crate::events::{AppendBatch, Appended, KeyConflict, Plan};
 use crate::store::codec;
@@ -109,19 +108,32 @@ impl PgLog {
                 "tenant =",
                 filter.tenant.as_ref().map(|t| t as &(dyn ToSql + Sync)),
             ),
+            // received_at never decreases along seq, so a time bound becomes
+            // a position bound found in the index: an `until` in the past
+            // reads nothing instead of the rest of the log.
             (
-                "received_at_ms >=",
+                "seq >= coalesce((SELECT seq FROM herald_events WHERE received_at_ms >= $ \
+                 ORDER BY received_at_ms, seq LIMIT 1), 9223372036854775807)",
                 filter.since_ms.as_ref().map(|t| t as &(dyn ToSql + Sync)),
             ),
             (
-                "received_at_ms <=",
+                "seq <= coalesce((SELECT seq FROM herald_events WHERE received_at_ms <= $ \
+                 ORDER BY received_at_ms DESC, seq DESC LIMIT 1), 0)",
                 filter.until_ms.as_ref().map(|t| t as &(dyn ToSql + Sync)),
             ),
         ];
         for (condition, value) in conditions {
             if let Some(value) = value {
                 params.push(value);
-                sql.push_str(&format!(" AND {condition} ${}", params.len()));
+                let placeholder = format!("${}", params.len());
+                if condition.contains("$ ") {
+                    sql.push_str(&format!(
+                        " AND {}",
+                        condition.replacen("$ ", &format!("{placeholder} "), 1)
+                    ));
+                } else {
+                    sql.push_str(&format!(" AND {condition} {placeholder}"));
+                }
             }
         }
         params.push(&fetch);
@@ -162,8 +174,12 @@ impl PgLog {
         Ok((record.id == id).then_some((seq, record)))
     }
 
-    /// Whether the database answers a trivial query: the readiness probe.
+    /// Whether the committer runs and the database answers a trivial
+    /// query: the readiness probe.
     pub async fn is_ready(&self) -> bool {
+        if self.queue.is_closed() {
+            return false;
+        }
         match self.pool.get().await {
             Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
             Err(_) => false,
@@ -291,7 +307,9 @@ async fn open_session(settings: &PostgresSettings) -> Result<(Client, Statements
     let statements = Statements {
         lock_head: client
             .prepare(
-                "SELECT next_seq, last_received_ms FROM herald_log_head WHERE id = 1 FOR UPDATE",
+                "SELECT next_seq, last_received_ms, \
+                   (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+                 FROM herald_log_head WHERE id = 1 FOR UPDATE",
             )
             .await?,
         endpoints_version: client
@@ -371,7 +389,11 @@ async fn commit_group(
         }
     };
     let version = txn.query_one(&statements.endpoints_version, &[]);
-    let (head, found, version) = tokio::try_join!(head, found, version)?;
+    // `biased`: the head's lock must be requested first. The lookups run
+    // after it on the same connection, so they see every key and endpoint
+    // committed before this group's turn; merged into one statement they
+    // would see a snapshot taken before the lock was granted.
+    let (head, found, version) = tokio::try_join!(biased; head, found, version)?;
     // Read under the head lock, like the appends: an endpoint committed
     // before this group's events receives them.
     fan_out.refresh(&txn, version.get(0)).await?;
@@ -390,7 +412,10 @@ async fn commit_group(
         })
         .collect();
 
-    let received_at_ms = clock::now_ms().max(last_received_ms);
+    // The database's clock, not this node's: one node's clock running
+    // ahead would otherwise stamp every node's events with its time.
+    let database_now_ms: i64 = head.get(2);
+    let received_at_ms = database_now_ms.max(last_received_ms);
     let mut rows = NewRows::default();
     // Created in this group, by seq: a later append with the same key is
     // answered from here, not from a query that cannot see them yet.

@@ -53,20 +53,39 @@ impl From<deadpool_postgres::PoolError> for PgError {
     }
 }
 
-/// The settings every Herald connection uses. `synchronous_commit` is
-/// forced on: a 2xx means the commit is on disk, whatever the server's
-/// default says.
+/// The settings every Herald connection uses.
+///
+/// `synchronous_commit` is forced on: a 2xx means the commit is on disk,
+/// whatever the server's default says. A node that vanishes inside a group
+/// transaction (power loss, a partition: no FIN ever reaches the server)
+/// holds the log head's lock, and with it every node's appends, until the
+/// server gives up on it; `idle_in_transaction_session_timeout` bounds that
+/// to twice the statement timeout, since Herald's own transactions are
+/// never idle longer than a round trip. `tcp_user_timeout` and the
+/// keepalives bound how long this side waits on a dead server.
 fn session_config(settings: &PostgresSettings) -> tokio_postgres::Config {
     let mut config = settings.connection.clone();
+    let statement_ms = settings.statement_timeout.as_millis().max(1);
+    let ours = format!(
+        "-c statement_timeout={statement_ms} -c synchronous_commit=on \
+         -c idle_in_transaction_session_timeout={}",
+        statement_ms * 2
+    );
+    // The URL's own options (a search_path, say) are kept: ours come last
+    // and win only where they name the same setting.
+    let options = match settings.connection.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
     config
         .application_name("herald")
         .connect_timeout(settings.connect_timeout)
         .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30))
-        .options(format!(
-            "-c statement_timeout={} -c synchronous_commit=on",
-            settings.statement_timeout.as_millis()
-        ));
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(settings.statement_timeout * 2 + Duration::from_secs(5))
+        .options(options);
     config
 }
 

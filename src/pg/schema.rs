@@ -22,7 +22,22 @@ const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
 /// Brings the schema to `PG_SCHEMA_VERSION`; returns the version found
 /// before. A schema newer than this binary is refused untouched.
 pub async fn migrate(client: &mut Client) -> Result<i32, PgError> {
+    let encoding: String = client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .await?
+        .get(0);
+    if encoding != "UTF8" {
+        // Keys and names are any Unicode: one outside the database's
+        // encoding would fail a whole group commit.
+        return Err(PgError::Damaged(format!(
+            "the database's encoding is {encoding}; Herald needs a UTF8 database \
+             (CREATE DATABASE … ENCODING 'UTF8')"
+        )));
+    }
     let txn = client.transaction().await?;
+    // A migration may build an index over a big table: the session's
+    // statement timeout is for requests, not for this.
+    txn.batch_execute("SET LOCAL statement_timeout = 0").await?;
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     txn.batch_execute(

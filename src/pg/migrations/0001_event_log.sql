@@ -21,7 +21,8 @@ CREATE TABLE herald_events (
 );
 CREATE INDEX herald_events_by_type ON herald_events (event_type, seq);
 CREATE INDEX herald_events_by_tenant ON herald_events (tenant, seq) WHERE tenant IS NOT NULL;
-CREATE INDEX herald_events_by_received ON herald_events (received_at_ms);
+-- received_at never decreases along seq: a time bound is a position bound.
+CREATE INDEX herald_events_by_received ON herald_events (received_at_ms, seq);
 
 -- One row per idempotency key: the primary key is what decides, inside the
 -- appending transaction, that a key names one event only. `tenant` is ''
