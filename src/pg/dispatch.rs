@@ -33,7 +33,7 @@ const NODE_IN_FLIGHT: usize = 256;
 /// A lease outlives its attempt's timeout by this much: the time to record
 /// the outcome. A node that dies holding one delays its delivery by the
 /// attempt timeout plus this.
-const LEASE_MARGIN: Duration = Duration::from_secs(15);
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Endpoints one claim looks at.
 const ENDPOINTS_PER_CLAIM: i64 = 64;
 
@@ -79,9 +79,13 @@ impl PgDispatcher {
                                 break;
                             };
                             let this = self.clone();
+                            let wake = wake.clone();
                             attempts.spawn(async move {
                                 this.attempt(claim).await;
                                 drop(permit);
+                                // The endpoint's slot is free again: claim
+                                // its next delivery now, not at the next poll.
+                                wake.notify_one();
                             });
                         }
                     }

@@ -1,8 +1,9 @@
 //! Three `herald serve` nodes on one PostgreSQL database, under load from
 //! every side while one node is killed with SIGKILL and another restarted:
 //! what any node acknowledged is in the log exactly once, every node pages
-//! through the same log in the same order, and a reader tailing the log
-//! during the load never skipped an event.
+//! through the same log in the same order, a reader tailing the log during
+//! the load never skipped an event, and every event reached the webhook
+//! receiver (which fails one request in ten) at least once.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::*;
+use crate::webhooks::receiver::{Receiver, Reply};
 
 const WRITERS: usize = 6;
 /// Requests each writer makes: singles and batches of ten, alternating.
@@ -20,8 +22,15 @@ const REQUESTS_PER_WRITER: usize = 120;
 const BATCH: usize = 10;
 const POLL_PAUSE: Duration = Duration::from_millis(5);
 
+/// Retries quick enough for the test, a lease short enough that the
+/// killed node's attempts are made again within it.
 fn node_toml(url: &str) -> String {
-    format!("[store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\n")
+    format!(
+        "[store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\n\
+         [webhooks]\nallow_networks = [\"127.0.0.1/32\"]\nrequire_https = false\n\
+         retry_schedule = [\"100ms\", \"200ms\", \"400ms\", \"1s\", \"2s\"]\n\
+         min_throttle_delay = \"100ms\"\ntimeout = \"2s\"\ncircuit_failures = 1000\n"
+    )
 }
 
 /// The nodes' current addresses; a restarted node may come back on another.
@@ -51,6 +60,21 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
     let url = fresh_database();
     let mut daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&node_toml(&url))).collect();
     let nodes: Nodes = Arc::new(RwLock::new(daemons.iter().map(|d| d.addr).collect()));
+    // Every tenth request fails: those deliveries are retried, by
+    // whichever node claims them next.
+    let receiver = Receiver::start(|n, _| {
+        if n % 10 == 9 {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    });
+    let endpoint = post_json(
+        daemons[0].addr,
+        "/v1/endpoints",
+        &json!({"url": receiver.url("/hook"), "event_types": ["load.*"]}),
+    );
+    assert_eq!(endpoint.status, 201, "{}", endpoint.text());
 
     // Acknowledged keys and what the acknowledging node said about them.
     let acked: Arc<Mutex<HashMap<String, (String, u64)>>> = Arc::default();
@@ -227,4 +251,27 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
     );
     let unique: HashSet<&String> = tailed.iter().map(|(_, id)| id).collect();
     assert_eq!(unique.len(), tailed.len());
+
+    // At least once: every event reached the receiver under its own
+    // webhook-id, including those whose attempt was in flight on the
+    // killed node (its lease ran out and another node made it).
+    let wanted: HashSet<String> = first.iter().map(|(_, id)| id.clone()).collect();
+    let mut missing = wanted.len();
+    let all_arrived = wait_until(deadline(Duration::from_secs(120)), || {
+        let got: HashSet<String> = receiver
+            .requests()
+            .iter()
+            .filter(|r| r.json()["type"].as_str().is_some())
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
+        missing = wanted.difference(&got).count();
+        missing == 0
+    });
+    assert!(
+        all_arrived,
+        "{missing} of {} events never reached the receiver",
+        wanted.len()
+    );
+    let failed = get(daemons[2].addr, "/v1/deliveries?status=failed&limit=10").json();
+    assert_eq!(failed["deliveries"], json!([]), "a delivery gave up");
 }
