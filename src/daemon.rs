@@ -279,14 +279,14 @@ fn run_on_postgres(
             deliveries_due.clone(),
         );
         let stop_dispatch = Arc::new(tokio::sync::Notify::new());
-        let dispatcher = tokio::spawn(
-            PgDispatcher::new(pool.clone(), config.webhooks.clone()).run(
-                deliveries_due,
-                stop_dispatch.clone(),
-                WORKER_STOP_GRACE,
-            ),
-        );
+        let pg_dispatcher = PgDispatcher::new(pool.clone(), config.webhooks.clone());
+        let dispatcher = tokio::spawn(pg_dispatcher.clone().run(
+            deliveries_due,
+            stop_dispatch.clone(),
+            WORKER_STOP_GRACE,
+        ));
         let app = Arc::new(PostgresApp {
+            dispatcher: pg_dispatcher,
             hooks: PgHooks::new(pool),
             keys: crate::api::auth::ApiKeys::new(&config.keys, &[]),
             events: EventApi {

@@ -18,6 +18,7 @@ use super::postgres_hooks as hooks;
 use super::routes::{self, RouteId};
 use super::{grant_for, keyed, listener, not_found, respond, Surface};
 use crate::config::Config;
+use crate::pg::dispatch::PgDispatcher;
 use crate::pg::log::PgLog;
 use crate::pg::webhooks::PgHooks;
 
@@ -27,6 +28,7 @@ pub struct PostgresApp {
     pub events: EventApi,
     pub log: PgLog,
     pub hooks: PgHooks,
+    pub dispatcher: Arc<PgDispatcher>,
 }
 
 /// Serves the private API on `listener` until `shutdown` resolves.
@@ -76,11 +78,16 @@ async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiErr
         RouteId::EndpointPatch => hooks::patch_endpoint(app, keyed(&access)?, param, req).await,
         RouteId::EndpointDelete => hooks::delete_endpoint(app, keyed(&access)?, param).await,
         RouteId::EndpointSecret => hooks::get_secret(app, keyed(&access)?, param).await,
+        RouteId::EndpointTest => hooks::test_endpoint(app, keyed(&access)?, param).await,
+        RouteId::EndpointRotateSecret => {
+            hooks::rotate_secret(app, keyed(&access)?, param, req).await
+        }
         RouteId::EndpointEnable => hooks::set_enabled(app, keyed(&access)?, param, true).await,
         RouteId::EndpointDisable => hooks::set_enabled(app, keyed(&access)?, param, false).await,
         RouteId::DeliveriesList => hooks::list_deliveries(app, keyed(&access)?, req, false).await,
         RouteId::DeadLettersList => hooks::list_deliveries(app, keyed(&access)?, req, true).await,
         RouteId::DeliveryGet => hooks::get_delivery(app, keyed(&access)?, param).await,
+        RouteId::DeliveryRetry => hooks::retry_delivery(app, keyed(&access)?, param).await,
         RouteId::Healthz => Ok(super::admin::healthz()),
         RouteId::Readyz => Ok(if app.log.is_ready().await {
             json(StatusCode::OK, r#"{"status":"ready"}"#)

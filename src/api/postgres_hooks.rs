@@ -11,9 +11,9 @@ use super::error::ApiError;
 use super::http::{json, query_params, Resp};
 use super::postgres::PostgresApp;
 use super::webhooks::{
-    deliveries_answer, delivery_detail, delivery_not_found, delivery_query, endpoint_json,
-    endpoint_json_with_secret, endpoint_not_found, json_body_within, parse_endpoint_id,
-    scoped_tenant_field,
+    deliveries_answer, delivery_detail, delivery_json, delivery_not_found, delivery_query,
+    endpoint_json, endpoint_json_with_secret, endpoint_not_found, json_body_within,
+    parse_endpoint_id, scoped_tenant_field, secret_rotation, test_send,
 };
 use crate::clock;
 use crate::pg::PgError;
@@ -158,6 +158,28 @@ pub async fn set_enabled(
     Ok(endpoint_json(StatusCode::OK, &updated))
 }
 
+pub async fn test_endpoint(app: &PostgresApp, access: &Access, id: &str) -> Result<Resp, ApiError> {
+    let record = load_endpoint(app, access, id).await?;
+    Ok(test_send(
+        &app.events.catalog,
+        app.dispatcher.client(),
+        app.dispatcher.settings(),
+        &record,
+    )
+    .await)
+}
+
+pub async fn rotate_secret(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let rotation = secret_rotation(app.config.body_timeout, req).await?;
+    let updated = update_endpoint(app, access, id, rotation).await?;
+    Ok(endpoint_json_with_secret(StatusCode::OK, &updated))
+}
+
 pub async fn delete_endpoint(
     app: &PostgresApp,
     access: &Access,
@@ -183,6 +205,40 @@ pub async fn list_deliveries(
         .await
         .map_err(failed)?;
     Ok(deliveries_answer(&page, next))
+}
+
+pub async fn retry_delivery(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
+    let record = app
+        .hooks
+        .delivery(key)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| delivery_not_found(id))?;
+    if access.tenant().is_some() {
+        let endpoint = app
+            .hooks
+            .endpoint(record.endpoint_id)
+            .await
+            .map_err(failed)?;
+        if !endpoint.is_some_and(|e| access.sees(e.tenant.as_deref())) {
+            return Err(delivery_not_found(id));
+        }
+    }
+    let retried = app
+        .dispatcher
+        .retry_now(key)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| delivery_not_found(id))?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        delivery_json(key, &retried).to_string(),
+    ))
 }
 
 pub async fn get_delivery(app: &PostgresApp, access: &Access, id: &str) -> Result<Resp, ApiError> {

@@ -307,7 +307,21 @@ pub async fn rotate_secret(
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let input: RotateInput = json_body(&state, req, true).await?;
+    let rotation = secret_rotation(state.config.body_timeout, req).await?;
+    let updated = update_endpoint(&state, access, id, rotation).await?;
+    Ok(endpoint_json_with_secret(StatusCode::OK, &updated))
+}
+
+/// The change `POST /v1/endpoints/{id}/rotate-secret` asks for: a new
+/// secret (given or generated), the old one signing on for its grace.
+pub(crate) async fn secret_rotation(
+    body_timeout: std::time::Duration,
+    req: Request<Incoming>,
+) -> Result<
+    impl FnOnce(EndpointRecord) -> Result<EndpointRecord, ApiError> + Send + 'static,
+    ApiError,
+> {
+    let input: RotateInput = json_body_within(body_timeout, req, true).await?;
     let grace = input.grace_secs.unwrap_or(24 * 3600);
     if grace > MAX_GRACE_SECS {
         return Err(ApiError::invalid_field(
@@ -322,7 +336,7 @@ pub async fn rotate_secret(
         }
         None => Secret::generate().to_string(),
     };
-    let updated = update_endpoint(&state, access, id, move |mut current| {
+    Ok(move |mut current: EndpointRecord| {
         let now = clock::now_ms();
         let until = now + (grace as i64) * 1000;
         current.old_secrets.retain(|(_, expires)| *expires > now);
@@ -334,8 +348,6 @@ pub async fn rotate_secret(
         current.old_secrets.truncate(4);
         Ok(current)
     })
-    .await?;
-    Ok(endpoint_json_with_secret(StatusCode::OK, &updated))
 }
 
 pub async fn test_endpoint(
@@ -344,13 +356,29 @@ pub async fn test_endpoint(
     id: &str,
 ) -> Result<Resp, ApiError> {
     let record = load_endpoint(&state, access, id).await?;
+    Ok(test_send(
+        &state.catalog,
+        &state.hooks.client,
+        &state.hooks.settings,
+        &record,
+    )
+    .await)
+}
+
+/// Sends `record` a test event now, outside its deliveries, and answers
+/// what came back.
+pub(crate) async fn test_send(
+    catalog: &crate::catalog::Catalog,
+    client: &crate::webhooks::client::Client,
+    settings: &crate::webhooks::settings::WebhookSettings,
+    record: &EndpointRecord,
+) -> Resp {
     let now = clock::now_ms();
     // The sample of a catalogued type it takes, in the version it would
     // receive, shows a receiver what real deliveries look like. It still
     // says `source: herald`: Herald made it, no client posted it.
     let pins = &record.version_pins;
-    let (event_type, data_version, data) = state
-        .catalog
+    let (event_type, data_version, data) = catalog
         .sample_for(record.subscription(), |name, versions| {
             payload::version_for(pins, name, versions)
         })
@@ -372,8 +400,8 @@ pub async fn test_endpoint(
     };
     let msg_id = ids::format(EVENT_ID_PREFIX, event.id);
     let body = payload::v1(0, &event, data_version, &event.data);
-    let outcome = dispatch::send(&state.hooks, &record, &msg_id, body, 1).await;
-    Ok(json(
+    let outcome = dispatch::send_with(client, settings, record, &msg_id, body, 1).await;
+    json(
         StatusCode::OK,
         json!({
             "event_type": event.event_type,
@@ -385,7 +413,7 @@ pub async fn test_endpoint(
             "error_kind": outcome.failure.as_ref().map(|f| f.kind().as_str()),
         })
         .to_string(),
-    ))
+    )
 }
 
 #[derive(Deserialize)]

@@ -63,6 +63,15 @@ impl PgDispatcher {
         })
     }
 
+    /// What attempts are sent through, for sends outside the leases (tests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn settings(&self) -> &WebhookSettings {
+        &self.settings
+    }
+
     /// Claims and attempts until `stop` is notified; then waits up to
     /// `grace` for attempts in flight. Those cut off keep their leases,
     /// which run out: another node (or this one, restarted) makes them again.
@@ -210,7 +219,67 @@ impl PgDispatcher {
             .collect())
     }
 
+    /// `POST /v1/deliveries/{id}/retry`: one attempt now, outside the
+    /// schedule, whatever the delivery's status. It takes the lease over
+    /// from a node holding it, whose outcome then goes unrecorded (that
+    /// attempt may still reach the receiver: at least once). `None`: no
+    /// such delivery, or its endpoint or event is gone.
+    pub async fn retry_now(&self, id: u64) -> Result<Option<DeliveryRecord>, PgError> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        let client = self.pool.get().await?;
+        let token = ids::new_id() as i64;
+        let now = clock::now_ms();
+        let Some(row) = client
+            .query_opt(
+                "SELECT d.record, e.record, ev.record FROM herald_deliveries d \
+                 JOIN herald_endpoints e ON e.id = d.endpoint_id \
+                 JOIN herald_events ev ON ev.seq = d.event_seq WHERE d.id = $1",
+                &[&id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let delivery: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(0))?;
+        let endpoint: Arc<EndpointRecord> = Arc::new(codec::decode(row.get::<_, &[u8]>(1))?);
+        let event: EventRecord = codec::decode(row.get::<_, &[u8]>(2))?;
+        let lease_until =
+            now + (attempt_timeout(&self.settings, &endpoint) + LEASE_MARGIN).as_millis() as i64;
+        client
+            .execute(
+                "UPDATE herald_deliveries SET lease_token = $1, lease_until_ms = $2 WHERE id = $3",
+                &[&token, &lease_until, &id],
+            )
+            .await?;
+        drop(client);
+        let claim = Claim {
+            id,
+            token,
+            delivery,
+            endpoint,
+            event,
+        };
+        self.attempt_as(&claim, true).await?;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt("SELECT record FROM herald_deliveries WHERE id = $1", &[&id])
+            .await?;
+        row.map(|r| codec::decode(r.get::<_, &[u8]>(0)).map_err(PgError::from))
+            .transpose()
+    }
+
     async fn attempt(&self, claim: Claim) {
+        if let Err(e) = self.attempt_as(&claim, false).await {
+            // The lease runs out and the attempt is made again, with the
+            // same webhook-id: at least once.
+            tracing::warn!(error = %e, delivery = claim.id, "recording a webhook attempt failed");
+        }
+    }
+
+    /// Makes the claimed attempt and records it.
+    async fn attempt_as(&self, claim: &Claim, manual: bool) -> Result<(), PgError> {
         let msg_id = ids::format(EVENT_ID_PREFIX, claim.delivery.event_id);
         let body = payload::for_endpoint(
             claim.delivery.event_seq,
@@ -230,11 +299,7 @@ impl PgDispatcher {
             number,
         )
         .await;
-        if let Err(e) = self.record(&claim, &outcome, started_ms).await {
-            // The lease runs out and the attempt is made again, with the
-            // same webhook-id: at least once.
-            tracing::warn!(error = %e, delivery = claim.id, "recording a webhook attempt failed");
-        }
+        self.record(claim, &outcome, started_ms, manual).await
     }
 
     /// Writes the attempt and what the policy makes of it, if this node
@@ -244,8 +309,9 @@ impl PgDispatcher {
         claim: &Claim,
         outcome: &crate::webhooks::client::Outcome,
         started_ms: i64,
+        manual: bool,
     ) -> Result<(), PgError> {
-        let (attempt, report) = recorded(outcome, started_ms, false);
+        let (attempt, report) = recorded(outcome, started_ms, manual);
         let mut client = self.pool.get().await?;
         let txn = client.transaction().await?;
         let Some(row) = txn
