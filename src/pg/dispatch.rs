@@ -12,6 +12,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use super::log::append_own_events;
 use super::webhooks::{id_bytes, status_code};
 use super::PgError;
 use crate::clock;
@@ -21,6 +22,7 @@ use crate::store::codec;
 use crate::store::records::{DeliveryRecord, EndpointRecord, EventRecord};
 use crate::webhooks::client::Client;
 use crate::webhooks::dispatch::{attempt_timeout, client_for, policy_for, recorded, send_with};
+use crate::webhooks::ledger::notice_events;
 use crate::webhooks::payload;
 use crate::webhooks::policy::{self, Policy, Streak};
 use crate::webhooks::settings::WebhookSettings;
@@ -384,6 +386,7 @@ impl PgDispatcher {
             ],
         )
         .await?;
+        let notices = notice_events(&decision, claim.id as u64, &delivery, &endpoint);
         if changed {
             endpoint.updated_at_ms = now;
             txn.execute(
@@ -397,6 +400,8 @@ impl PgDispatcher {
             )
             .await?;
         }
+        // In the same transaction as the outcome they report, as on redb.
+        append_own_events(&txn, notices, Some(endpoint.id)).await?;
         txn.commit().await?;
         Ok(())
     }

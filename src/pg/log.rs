@@ -266,6 +266,72 @@ fn fail_all(group: Vec<Pending>, cause: PgError) {
     }
 }
 
+/// The head row, locked until the transaction ends, and the database's
+/// clock in ms: every append, a group's or Herald's own, starts here.
+const LOCK_HEAD: &str = "SELECT next_seq, last_received_ms, \
+     (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+     FROM herald_log_head WHERE id = 1 FOR UPDATE";
+
+/// Appends Herald's own events (a delivery given up, an endpoint disabled)
+/// inside `txn`, the transaction that records their cause, with their
+/// deliveries, none to `exclude`. It takes the head lock as a group does,
+/// so the log's order holds for them too.
+pub(super) async fn append_own_events(
+    txn: &tokio_postgres::Transaction<'_>,
+    rows: Vec<crate::events::NewEvent>,
+    exclude: Option<u128>,
+) -> Result<(), PgError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let head = txn.query_one(LOCK_HEAD, &[]).await?;
+    let mut next_seq: i64 = head.get(0);
+    let received_at_ms = head.get::<_, i64>(2).max(head.get(1));
+    let version: i64 = txn
+        .query_one(
+            "SELECT version FROM herald_endpoints_version WHERE id = 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    let mut fan_out = FanOut::default();
+    fan_out.refresh(txn, version).await?;
+    let mut columns = NewRows::default();
+    let mut deliveries = NewDeliveries::default();
+    for row in rows {
+        let seq = next_seq as u64;
+        next_seq += 1;
+        let (record, _, _) = row.into_record(seq, received_at_ms);
+        fan_out.deliveries_of(seq, &record, exclude, &mut deliveries);
+        columns.seqs.push(seq as i64);
+        columns.types.push(record.event_type.clone());
+        columns.tenants.push(record.tenant.clone());
+        columns.received.push(received_at_ms);
+        columns.records.push(codec::encode(&record));
+    }
+    let insert = txn
+        .prepare_typed(INSERT_EVENTS, &INSERT_EVENTS_TYPES)
+        .await?;
+    txn.execute(
+        &insert,
+        &[
+            &columns.seqs,
+            &columns.types,
+            &columns.tenants,
+            &columns.received,
+            &columns.records,
+        ],
+    )
+    .await?;
+    deliveries.insert(txn).await?;
+    txn.execute(
+        "UPDATE herald_log_head SET next_seq = $1, last_received_ms = $2 WHERE id = 1",
+        &[&next_seq, &received_at_ms],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Events, one array per column (seq, type, tenant, received ms, record):
 /// one statement for a whole group, shared with `herald migrate`.
 pub(super) const INSERT_EVENTS: &str =
@@ -305,13 +371,7 @@ struct Statements {
 async fn open_session(settings: &PostgresSettings) -> Result<(Client, Statements), PgError> {
     let client = super::connect(settings).await?;
     let statements = Statements {
-        lock_head: client
-            .prepare(
-                "SELECT next_seq, last_received_ms, \
-                   (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
-                 FROM herald_log_head WHERE id = 1 FOR UPDATE",
-            )
-            .await?,
+        lock_head: client.prepare(LOCK_HEAD).await?,
         endpoints_version: client
             .prepare("SELECT version FROM herald_endpoints_version WHERE id = 1")
             .await?,
@@ -456,7 +516,7 @@ async fn commit_group(
                     rows.tenants.push(record.tenant.clone());
                     rows.received.push(received_at_ms);
                     rows.records.push(codec::encode(&record));
-                    fan_out.deliveries_of(seq, &record, &mut deliveries);
+                    fan_out.deliveries_of(seq, &record, None, &mut deliveries);
                     created.insert(seq, record);
                     Some(seq)
                 }

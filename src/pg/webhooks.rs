@@ -297,9 +297,19 @@ impl FanOut {
         self.version = None;
     }
 
-    /// Adds the deliveries of the event at `seq` to `rows`.
-    pub fn deliveries_of(&self, seq: u64, event: &EventRecord, rows: &mut NewDeliveries) {
+    /// Adds the deliveries of the event at `seq` to `rows`, none to
+    /// `exclude`.
+    pub fn deliveries_of(
+        &self,
+        seq: u64,
+        event: &EventRecord,
+        exclude: Option<u128>,
+        rows: &mut NewDeliveries,
+    ) {
         for endpoint in &self.endpoints {
+            if exclude == Some(endpoint.id) {
+                continue;
+            }
             if !crate::names::subscribes(
                 endpoint.subscription(),
                 &event.event_type,

@@ -10,7 +10,9 @@ use super::policy::{self, Notice, OwnerAlert, Policy, Report, Streak};
 use crate::clock;
 use crate::events::{self, ID_PREFIX as EVENT_ID_PREFIX};
 use crate::ids;
-use crate::store::records::{AttemptRecord, DeliveryStatus, EndpointRecord, FailureSummary};
+use crate::store::records::{
+    AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord, FailureSummary,
+};
 use crate::store::{StoreError, WriteTxn};
 
 /// How much of a failed attempt's response an owner's alert quotes.
@@ -93,35 +95,47 @@ pub fn record_attempt(
     if new_streak != stored_streak {
         txn.put_endpoint_streak(endpoint.id, &new_streak)?;
     }
-    let tenant = endpoint.tenant.clone();
-    let endpoint_id = endpoint.id;
-    let url = endpoint.url.clone();
-    for notice in decision.notices {
-        let mut data = match notice {
-            Notice::EndpointDisabled(reason) => json!({
-                "endpoint_id": ids::format(ENDPOINT_ID_PREFIX, endpoint_id),
-                "url": url,
-                "reason": reason,
-            }),
-            _ => json!({
-                "delivery_id": format_delivery_id(delivery_id),
-                "endpoint_id": ids::format(ENDPOINT_ID_PREFIX, endpoint_id),
-                "event_id": ids::format(EVENT_ID_PREFIX, delivery.event_id),
-                "event_type": delivery.event_type,
-            }),
-        };
-        if notice == Notice::Failing {
-            data["consecutive_failures"] = decision.streak.failed_attempts.into();
-        }
-        // Not sent to the endpoint the event is about: a failing endpoint
-        // would otherwise feed itself news of its own failures.
-        txn.append_system_event(
-            events::system_event(notice.event_type(), tenant.as_deref(), data),
-            now,
-            Some(endpoint_id),
-        )?;
+    let status = decision.status;
+    // Not sent to the endpoint the events are about: a failing endpoint
+    // would otherwise feed itself news of its own failures.
+    for event in notice_events(&decision, delivery_id, &delivery, &endpoint) {
+        txn.append_system_event(event, now, Some(endpoint.id))?;
     }
-    Ok(Some(decision.status))
+    Ok(Some(status))
+}
+
+/// Herald's own events that `decision` calls for, about `delivery` to
+/// `endpoint`: what every backend records with the attempt.
+pub fn notice_events(
+    decision: &policy::Decision,
+    delivery_id: u64,
+    delivery: &DeliveryRecord,
+    endpoint: &EndpointRecord,
+) -> Vec<events::NewEvent> {
+    let endpoint_id = endpoint.id;
+    decision
+        .notices
+        .iter()
+        .map(|notice| {
+            let mut data = match notice {
+                Notice::EndpointDisabled(reason) => json!({
+                    "endpoint_id": ids::format(ENDPOINT_ID_PREFIX, endpoint_id),
+                    "url": endpoint.url,
+                    "reason": reason,
+                }),
+                _ => json!({
+                    "delivery_id": format_delivery_id(delivery_id),
+                    "endpoint_id": ids::format(ENDPOINT_ID_PREFIX, endpoint_id),
+                    "event_id": ids::format(EVENT_ID_PREFIX, delivery.event_id),
+                    "event_type": delivery.event_type,
+                }),
+            };
+            if *notice == Notice::Failing {
+                data["consecutive_failures"] = decision.streak.failed_attempts.into();
+            }
+            events::system_event(notice.event_type(), endpoint.tenant.as_deref(), data)
+        })
+        .collect()
 }
 
 /// Changes endpoint `id` with `change` (which may refuse, leaving it as it
