@@ -19,6 +19,7 @@ mod overview;
 mod portal;
 pub mod postgres;
 mod postgres_hooks;
+mod postgres_state;
 mod public;
 pub mod routes;
 pub mod sessions;

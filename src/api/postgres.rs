@@ -10,26 +10,13 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use tokio::net::TcpListener;
 
-use super::auth::ApiKeys;
 use super::error::ApiError;
-use super::events::{self, EventApi};
+use super::events;
 use super::http::{json, Resp};
 use super::postgres_hooks as hooks;
+pub use super::postgres_state::PostgresApp;
 use super::routes::{self, RouteId};
 use super::{grant_for, keyed, listener, not_found, respond, Surface};
-use crate::config::Config;
-use crate::pg::dispatch::PgDispatcher;
-use crate::pg::log::PgLog;
-use crate::pg::webhooks::PgHooks;
-
-pub struct PostgresApp {
-    pub config: Arc<Config>,
-    pub keys: ApiKeys,
-    pub events: EventApi,
-    pub log: PgLog,
-    pub hooks: PgHooks,
-    pub dispatcher: Arc<PgDispatcher>,
-}
 
 /// Serves the private API on `listener` until `shutdown` resolves.
 pub async fn serve(

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, query_params, Resp};
-use super::postgres::PostgresApp;
+use super::postgres_state::PostgresApp;
 use super::webhooks::{
     deliveries_answer, delivery_detail, delivery_json, delivery_not_found, delivery_query,
     endpoint_json, endpoint_json_with_secret, endpoint_not_found, json_body_within,

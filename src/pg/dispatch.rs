@@ -316,17 +316,10 @@ impl PgDispatcher {
         let (attempt, report) = recorded(outcome, started_ms, manual);
         let mut client = self.pool.get().await?;
         let txn = client.transaction().await?;
-        let Some(row) = txn
-            .query_opt(
-                "SELECT record FROM herald_deliveries WHERE id = $1 AND lease_token = $2 FOR UPDATE",
-                &[&claim.id, &claim.token],
-            )
-            .await?
-        else {
-            return Ok(());
-        };
-        let mut delivery: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(0))?;
-        let key = id_bytes(delivery.endpoint_id);
+        // The endpoint's row first, then the delivery's: the order every
+        // transaction that locks both takes (claims, deletes), so two of
+        // them never wait on each other.
+        let key = id_bytes(claim.delivery.endpoint_id);
         let Some(row) = txn
             .query_opt(
                 "SELECT record, failed_attempts, announced, open_until_ms FROM herald_endpoints \
@@ -337,6 +330,16 @@ impl PgDispatcher {
         else {
             return Ok(());
         };
+        let Some(delivery_row) = txn
+            .query_opt(
+                "SELECT record FROM herald_deliveries WHERE id = $1 AND lease_token = $2 FOR UPDATE",
+                &[&claim.id, &claim.token],
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut delivery: DeliveryRecord = codec::decode(delivery_row.get::<_, &[u8]>(0))?;
         let mut endpoint: EndpointRecord = codec::decode(row.get::<_, &[u8]>(0))?;
         let streak = Streak {
             failed_attempts: row.get::<_, i32>(1).max(0) as u32,

@@ -1,0 +1,19 @@
+//! What a node on PostgreSQL serves its API with.
+
+use std::sync::Arc;
+
+use super::auth::ApiKeys;
+use super::events::EventApi;
+use crate::config::Config;
+use crate::pg::dispatch::PgDispatcher;
+use crate::pg::log::PgLog;
+use crate::pg::webhooks::PgHooks;
+
+pub struct PostgresApp {
+    pub config: Arc<Config>,
+    pub keys: ApiKeys,
+    pub events: EventApi,
+    pub log: PgLog,
+    pub hooks: PgHooks,
+    pub dispatcher: Arc<PgDispatcher>,
+}
