@@ -270,7 +270,8 @@ async fn where_it_stands(
         .query_one("SELECT next_seq FROM herald_log_head WHERE id = 1", &[])
         .await?
         .get(0);
-    let import = if version >= 2 {
+    // A schema before version 3 has no import table to ask.
+    let import = if version >= 3 {
         client
             .query_opt(
                 "SELECT first_seq, first_event_id, copied_through_seq FROM herald_import \
