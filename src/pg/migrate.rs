@@ -1,29 +1,46 @@
-//! `herald migrate`: copies a redb database's event log into PostgreSQL.
+//! `herald migrate`: copies a redb database's event log and webhooks
+//! (endpoints, deliveries with their attempts) into PostgreSQL.
 //!
 //! The copy reads one snapshot of the file and writes it in chunks, each a
 //! transaction of its own that also advances the log's head and the row of
 //! `herald_import`: a run cut short anywhere resumes after the last chunk
 //! that committed, and nothing is copied twice. Events keep their seqs, so
 //! their ids and clients' cursors stay valid, and retention's gaps stay gaps.
+//!
+//! Endpoints and deliveries follow once the events are in, keeping their
+//! ids. Unlike events they change after they were copied, so every run goes
+//! over all of them again and writes only the rows that differ: a second
+//! run brings settled and retried deliveries up to date, and a run cut
+//! short and repeated rewrites nothing it already wrote.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Transaction};
 
 use super::log::{INSERT_EVENTS, INSERT_EVENTS_TYPES, INSERT_KEYS, INSERT_KEYS_TYPES};
 use super::schema::{self, PG_SCHEMA_VERSION};
+use super::webhooks::{id_bytes, status_code};
 use super::PgError;
 use crate::config::store::PostgresSettings;
 use crate::store::codec;
 use crate::store::log::StoredEvent;
-use crate::store::records::EventRecord;
+use crate::store::records::{DeliveryRecord, EndpointRecord, EventRecord};
+use crate::store::webhooks::DeliveryFilter;
 use crate::store::{OpenError, ReadTxn, Store, StoreError};
 
 /// Events per transaction: big enough that a round trip is small beside
 /// the rows, small enough that a chunk commits well within the statement
 /// timeout and an interrupted run repeats little.
 pub const CHUNK_EVENTS: usize = 5_000;
+
+/// Deliveries per transaction: fewer than events, as each carries its
+/// attempts with an excerpt of every answer.
+pub const CHUNK_DELIVERIES: usize = 2_000;
+
+/// Endpoints per transaction; most installs have all of theirs in one.
+pub const CHUNK_ENDPOINTS: usize = 1_000;
 
 /// A chunk inserts thousands of rows in one statement.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,6 +81,15 @@ pub struct Summary {
     pub keys: u64,
     /// The last seq the database holds from the file, 0 if none.
     pub through_seq: u64,
+    /// Endpoints and deliveries this run inserted or changed.
+    pub endpoints: u64,
+    pub deliveries: u64,
+    /// How many of each the file holds.
+    pub file_endpoints: u64,
+    pub file_deliveries: u64,
+    /// Endpoints the database holds that the file does not (deleted there
+    /// since an earlier run): left as they are.
+    pub endpoints_left: u64,
     pub elapsed: Duration,
 }
 
@@ -71,13 +97,25 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "copied {} events and {} idempotency keys into {}, through seq {}, in {:.1} s",
+            "copied {} events and {} idempotency keys into {}, through seq {}; \
+             {} endpoints and {} deliveries new or changed (the file holds {} and {})",
             self.events,
             self.keys,
             self.database,
             self.through_seq,
-            self.elapsed.as_secs_f64()
-        )
+            self.endpoints,
+            self.deliveries,
+            self.file_endpoints,
+            self.file_deliveries,
+        )?;
+        if self.endpoints_left > 0 {
+            write!(
+                f,
+                "; {} endpoints the file no longer holds were left in the database",
+                self.endpoints_left
+            )?;
+        }
+        write!(f, "; in {:.1} s", self.elapsed.as_secs_f64())
     }
 }
 
@@ -90,9 +128,9 @@ struct Source {
     last_seq: u64,
 }
 
-/// Copies the event log of the redb file at `from` into the database of
-/// `settings`, printing what is not copied and each chunk's progress on
-/// stderr.
+/// Copies the event log and the webhooks of the redb file at `from` into
+/// the database of `settings`, printing what is not copied and each chunk's
+/// progress on stderr.
 pub fn run(from: &Path, settings: &PostgresSettings) -> Result<Summary, MigrateError> {
     let started = Instant::now();
     // Opening creates a missing file: a typo must not look like an empty log.
@@ -131,7 +169,7 @@ pub fn run(from: &Path, settings: &PostgresSettings) -> Result<Summary, MigrateE
     if !left.is_empty() {
         eprintln!(
             "herald migrate: warning: not copied, as the PostgreSQL backend serves only \
-             the event log in this release: {}",
+             the event log and webhooks in this release: {}",
             left.join(", ")
         );
     }
@@ -184,11 +222,30 @@ async fn copy(
             Start::Fresh => 0,
             Start::Resume { through } => through,
         },
+        endpoints: 0,
+        deliveries: 0,
+        file_endpoints: 0,
+        file_deliveries: 0,
+        endpoints_left: 0,
         elapsed: Duration::ZERO,
     };
+    let read_failed = |source: StoreError| MigrateError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let endpoints = snapshot.endpoints().map_err(read_failed)?;
     if source.first.is_none() {
         eprintln!("herald migrate: the file holds no events");
-        return Ok(summary);
+        // Retention may have emptied the log of an install whose endpoints
+        // and pending deliveries still matter.
+        let no_deliveries = snapshot
+            .scan_deliveries(&DeliveryFilter::default(), 0, 1)
+            .map_err(read_failed)?
+            .deliveries
+            .is_empty();
+        if endpoints.is_empty() && no_deliveries {
+            return Ok(summary);
+        }
     }
     schema::migrate(&mut client).await.map_err(&pg)?;
 
@@ -200,10 +257,7 @@ async fn copy(
     loop {
         let chunk = snapshot
             .stored_events(after, CHUNK_EVENTS)
-            .map_err(|source| MigrateError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(read_failed)?;
         let Some(last) = chunk.last().map(|e| e.seq) else {
             break;
         };
@@ -236,6 +290,25 @@ async fn copy(
             source.last_seq, summary.events, summary.keys
         );
     }
+    // After the events: a delivery names its event, and the database's
+    // deliveries should not get ahead of its log.
+    copy_webhooks(
+        &mut client,
+        snapshot,
+        &endpoints,
+        expected,
+        &database,
+        &mut summary,
+    )
+    .await
+    .map_err(|e| match e {
+        Halt::Pg(source) => pg(source),
+        Halt::Read(source) => read_failed(source),
+        Halt::Refused(reason) => MigrateError::Refused {
+            database: database.clone(),
+            reason,
+        },
+    })?;
     if let Some(through) = expected {
         let through = as_i64(through).map_err(&pg)?;
         client
@@ -248,6 +321,276 @@ async fn copy(
             .map_err(|e| pg(e.into()))?;
     }
     Ok(summary)
+}
+
+/// Why a pass over the webhook tables stopped.
+enum Halt {
+    Pg(PgError),
+    Read(StoreError),
+    /// Another run or a node wrote to the database meanwhile.
+    Refused(String),
+}
+
+impl From<PgError> for Halt {
+    fn from(e: PgError) -> Self {
+        Halt::Pg(e)
+    }
+}
+
+impl From<StoreError> for Halt {
+    fn from(e: StoreError) -> Self {
+        Halt::Read(e)
+    }
+}
+
+/// Copies every endpoint, then every delivery, of the snapshot: a chunk at
+/// a time, each in a transaction that first checks the import still stands
+/// at `expected`.
+async fn copy_webhooks(
+    client: &mut Client,
+    snapshot: &ReadTxn,
+    endpoints: &[EndpointRecord],
+    expected: Option<u64>,
+    database: &str,
+    summary: &mut Summary,
+) -> Result<(), Halt> {
+    summary.file_endpoints = endpoints.len() as u64;
+    for chunk in endpoints.chunks(CHUNK_ENDPOINTS) {
+        summary.endpoints += copy_endpoints(client, expected, chunk)
+            .await?
+            .map_err(Halt::Refused)?;
+    }
+    if !endpoints.is_empty() {
+        eprintln!(
+            "herald migrate: {} endpoints: {} new or changed",
+            endpoints.len(),
+            summary.endpoints
+        );
+    }
+    let kept: std::collections::HashSet<Vec<u8>> =
+        endpoints.iter().map(|e| id_bytes(e.id)).collect();
+    let left: Vec<String> = client
+        .query("SELECT id FROM herald_endpoints ORDER BY id", &[])
+        .await
+        .map_err(PgError::from)?
+        .iter()
+        .map(|row| row.get::<_, Vec<u8>>(0))
+        .filter(|id| !kept.contains(id))
+        .map(|id| {
+            let id = <[u8; 16]>::try_from(id.as_slice()).map_or(0, u128::from_be_bytes);
+            crate::ids::format(crate::webhooks::endpoint::ID_PREFIX, id)
+        })
+        .collect();
+    summary.endpoints_left = left.len() as u64;
+    if !left.is_empty() {
+        // Deleting them here could delete one a node made: the operator
+        // decides, through the API.
+        eprintln!(
+            "herald migrate: warning: {database} holds {} endpoints the file does not \
+             (deleted since an earlier run?); they were left, delete them through the \
+             API if they should go: {}",
+            left.len(),
+            left.join(", ")
+        );
+    }
+
+    let mut after = 0;
+    loop {
+        let page = snapshot.scan_deliveries(&DeliveryFilter::default(), after, CHUNK_DELIVERIES)?;
+        let Some(&(last, _)) = page.deliveries.last() else {
+            break;
+        };
+        summary.file_deliveries += page.deliveries.len() as u64;
+        summary.deliveries += copy_deliveries(client, expected, &page.deliveries)
+            .await?
+            .map_err(Halt::Refused)?;
+        after = last;
+        eprintln!(
+            "herald migrate: deliveries through id {last}: {} read, {} new or changed",
+            summary.file_deliveries, summary.deliveries
+        );
+    }
+    Ok(())
+}
+
+/// Inserts endpoints, or replaces those whose record differs; a node's
+/// failing streak and breaker state for an endpoint start afresh.
+const UPSERT_ENDPOINTS: &str = "INSERT INTO herald_endpoints (id, tenant, enabled, record) \
+     SELECT i, t, e, r FROM unnest($1::bytea[], $2::text[], $3::boolean[], $4::bytea[]) \
+       AS u(i, t, e, r) \
+     ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, enabled = EXCLUDED.enabled, \
+       record = EXCLUDED.record \
+     WHERE herald_endpoints.record IS DISTINCT FROM EXCLUDED.record";
+
+/// Inserts deliveries under their ids from the file (API ids and cursors
+/// name them), or replaces those whose record differs.
+const UPSERT_DELIVERIES: &str = "INSERT INTO herald_deliveries \
+       (id, endpoint_id, event_seq, status, next_attempt_ms, record) OVERRIDING SYSTEM VALUE \
+     SELECT i, e, s, st, n, r FROM unnest($1::bigint[], $2::bytea[], $3::bigint[], \
+       $4::smallint[], $5::bigint[], $6::bytea[]) AS u(i, e, s, st, n, r) \
+     ON CONFLICT (id) DO UPDATE SET endpoint_id = EXCLUDED.endpoint_id, \
+       event_seq = EXCLUDED.event_seq, status = EXCLUDED.status, \
+       next_attempt_ms = EXCLUDED.next_attempt_ms, lease_token = NULL, lease_until_ms = 0, \
+       record = EXCLUDED.record \
+     WHERE herald_deliveries.record IS DISTINCT FROM EXCLUDED.record";
+
+/// One chunk of endpoints in one transaction; how many rows it wrote, or
+/// `Err(reason)` with nothing written.
+async fn copy_endpoints(
+    client: &mut Client,
+    expected: Option<u64>,
+    chunk: &[EndpointRecord],
+) -> Result<Result<u64, String>, PgError> {
+    let txn = client.transaction().await?;
+    let held = match hold(&txn, expected).await? {
+        Ok(held) => held,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let ids: Vec<Vec<u8>> = chunk.iter().map(|e| id_bytes(e.id)).collect();
+    let tenants: Vec<Option<&str>> = chunk.iter().map(|e| e.tenant.as_deref()).collect();
+    let enabled: Vec<bool> = chunk.iter().map(|e| e.enabled).collect();
+    let records: Vec<Vec<u8>> = chunk.iter().map(codec::encode).collect();
+    let upsert = txn
+        .prepare_typed(
+            UPSERT_ENDPOINTS,
+            &[
+                Type::BYTEA_ARRAY,
+                Type::TEXT_ARRAY,
+                Type::BOOL_ARRAY,
+                Type::BYTEA_ARRAY,
+            ],
+        )
+        .await?;
+    let written = txn
+        .execute(&upsert, &[&ids, &tenants, &enabled, &records])
+        .await?;
+    if written > 0 {
+        // Every node's fan-out reloads its endpoints at its next group.
+        txn.execute(
+            "UPDATE herald_endpoints_version SET version = version + 1 WHERE id = 1",
+            &[],
+        )
+        .await?;
+        if held.imported {
+            txn.execute(
+                "UPDATE herald_import SET endpoints_copied = endpoints_copied + $1, \
+                 finished_at = NULL WHERE id = 1",
+                &[&(written as i64)],
+            )
+            .await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(Ok(written))
+}
+
+/// One chunk of deliveries (in id order) in one transaction; how many rows
+/// it wrote, or `Err(reason)` with nothing written.
+async fn copy_deliveries(
+    client: &mut Client,
+    expected: Option<u64>,
+    chunk: &[(u64, DeliveryRecord)],
+) -> Result<Result<u64, String>, PgError> {
+    let txn = client.transaction().await?;
+    let held = match hold(&txn, expected).await? {
+        Ok(held) => held,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let mut ids = Vec::with_capacity(chunk.len());
+    let mut endpoints = Vec::with_capacity(chunk.len());
+    let mut seqs = Vec::with_capacity(chunk.len());
+    let mut statuses = Vec::with_capacity(chunk.len());
+    let mut due = Vec::with_capacity(chunk.len());
+    let mut records = Vec::with_capacity(chunk.len());
+    for (id, delivery) in chunk {
+        ids.push(as_i64(*id)?);
+        endpoints.push(id_bytes(delivery.endpoint_id));
+        seqs.push(as_i64(delivery.event_seq)?);
+        statuses.push(status_code(delivery.status));
+        due.push(delivery.next_attempt_ms);
+        records.push(codec::encode(delivery));
+    }
+    let last = *ids.last().unwrap_or(&0);
+    let upsert = txn
+        .prepare_typed(
+            UPSERT_DELIVERIES,
+            &[
+                Type::INT8_ARRAY,
+                Type::BYTEA_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT2_ARRAY,
+                Type::INT8_ARRAY,
+                Type::BYTEA_ARRAY,
+            ],
+        )
+        .await?;
+    let written = txn
+        .execute(
+            &upsert,
+            &[&ids, &endpoints, &seqs, &statuses, &due, &records],
+        )
+        .await?;
+    // The ids were given, not drawn: deliveries the nodes create must
+    // continue after them.
+    txn.execute(
+        "SELECT setval(pg_get_serial_sequence('herald_deliveries', 'id'), max(id)) \
+         FROM herald_deliveries",
+        &[],
+    )
+    .await?;
+    if held.imported {
+        txn.execute(
+            "UPDATE herald_import SET deliveries_copied = deliveries_copied + $1, \
+             deliveries_through = $2, finished_at = NULL WHERE id = 1",
+            &[&(written as i64), &last],
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(Ok(written))
+}
+
+/// The log head and the import row, locked for the transaction.
+struct Held {
+    last_received_ms: i64,
+    /// Whether the import row exists.
+    imported: bool,
+}
+
+/// Locks the log head, then the import row, and checks that both stand
+/// where this run left them: `expected` is the seq the import reached
+/// (`None`: no import began). `Err(reason)` if another run or a node
+/// changed the database since.
+async fn hold(
+    txn: &Transaction<'_>,
+    expected: Option<u64>,
+) -> Result<Result<Held, String>, PgError> {
+    // Locked in the order nodes' committers lock the head: no deadlock.
+    let head = txn
+        .query_one(
+            "SELECT next_seq, last_received_ms FROM herald_log_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let next_seq: i64 = head.get(0);
+    let through: Option<i64> = txn
+        .query_opt(
+            "SELECT copied_through_seq FROM herald_import WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?
+        .map(|row| row.get(0));
+    if through.map(|t| t as u64) != expected || next_seq != as_i64(expected.unwrap_or(0))? + 1 {
+        return Ok(Err(format!(
+            "the database changed during the copy (the log continues at seq {next_seq}, \
+             the import stands at {}): another `herald migrate` or a node wrote to it",
+            through.map_or("nothing".to_owned(), |t| format!("seq {t}"))
+        )));
+    }
+    Ok(Ok(Held {
+        last_received_ms: head.get(1),
+        imported: through.is_some(),
+    }))
 }
 
 /// Whether this file may be copied into the database, and from where:
@@ -270,7 +613,8 @@ async fn where_it_stands(
         .query_one("SELECT next_seq FROM herald_log_head WHERE id = 1", &[])
         .await?
         .get(0);
-    let import = if version >= 2 {
+    // A schema before version 3 has no import table to ask.
+    let import = if version >= 3 {
         client
             .query_opt(
                 "SELECT first_seq, first_event_id, copied_through_seq FROM herald_import \
@@ -364,30 +708,11 @@ async fn copy_chunk(
     chunk: Vec<StoredEvent>,
 ) -> Result<Result<Copied, String>, PgError> {
     let txn = client.transaction().await?;
-    // Locked in the order nodes' committers lock the head: no deadlock.
-    let head = txn
-        .query_one(
-            "SELECT next_seq, last_received_ms FROM herald_log_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )
-        .await?;
-    let next_seq: i64 = head.get(0);
-    let last_received_ms: i64 = head.get(1);
-    let through: Option<i64> = txn
-        .query_opt(
-            "SELECT copied_through_seq FROM herald_import WHERE id = 1 FOR UPDATE",
-            &[],
-        )
-        .await?
-        .map(|row| row.get(0));
+    let held = match hold(&txn, expected).await? {
+        Ok(held) => held,
+        Err(reason) => return Ok(Err(reason)),
+    };
     let expected_next = as_i64(expected.unwrap_or(0))? + 1;
-    if through.map(|t| t as u64) != expected || next_seq != expected_next {
-        return Ok(Err(format!(
-            "the database changed during the copy (the log continues at seq {next_seq}, \
-             the import stands at {}): another `herald migrate` or a node wrote to it",
-            through.map_or("nothing".to_owned(), |t| format!("seq {t}"))
-        )));
-    }
 
     let mut copied = Copied {
         events: chunk.len() as u64,
@@ -401,7 +726,7 @@ async fn copy_chunk(
     let mut records = Vec::with_capacity(chunk.len());
     let (mut key_tenants, mut keys, mut key_seqs, mut fingerprints) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut newest_received = last_received_ms;
+    let mut newest_received = held.last_received_ms;
     for event in chunk {
         let seq = as_i64(event.seq)?;
         let record = event.record;
@@ -449,7 +774,7 @@ async fn copy_chunk(
     )
     .await?;
     let (events, key_count) = (copied.events as i64, copied.keys as i64);
-    if through.is_some() {
+    if held.imported {
         txn.execute(
             "UPDATE herald_import SET copied_through_seq = $1, \
              events_copied = events_copied + $2, keys_copied = keys_copied + $3, \

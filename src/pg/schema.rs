@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_event_log.sql")),
     (2, include_str!("migrations/0002_webhooks.sql")),
     (3, include_str!("migrations/0003_import.sql")),
+    (4, include_str!("migrations/0004_import_webhooks.sql")),
 ];
 
 /// The newest schema this binary understands.

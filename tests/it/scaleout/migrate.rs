@@ -1,15 +1,19 @@
-//! `herald migrate`: a redb install's event log copied into PostgreSQL,
-//! served from there by a node as it was by the redb daemon, resumed after
-//! the file gained events, and refused where it would mix two logs.
+//! `herald migrate`: a redb install's event log and webhooks copied into
+//! PostgreSQL, served from there by a node as they were by the redb daemon,
+//! resumed after the file gained events and its deliveries moved on, and
+//! refused where it would mix two logs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::support::*;
+use crate::webhooks::receiver::{Receiver, Reply};
 
 /// Names its backend, so the PostgreSQL pass leaves these daemons on redb.
 const REDB: &str = "[store]\nbackend = \"redb\"\n";
@@ -30,11 +34,11 @@ fn migrate(url: &str, file: &Path) -> Output {
     run_with_deadline(&mut cmd, MIGRATE_RUN)
 }
 
-/// Runs `herald migrate`, failing unless it succeeds, and returns how many
-/// events it says it copied.
-fn migrate_ok(url: &str, file: &Path) -> u64 {
+/// Runs `herald migrate`, failing unless it succeeds, and returns its
+/// summary line.
+fn migrate_summary(url: &str, file: &Path) -> String {
     let out = migrate(url, file);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(
         out.status.success(),
         "herald migrate failed ({}):\n{stdout}\n{}",
@@ -42,11 +46,29 @@ fn migrate_ok(url: &str, file: &Path) -> u64 {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-        .trim()
+}
+
+/// Runs `herald migrate`, failing unless it succeeds, and returns how many
+/// events it says it copied.
+fn migrate_ok(url: &str, file: &Path) -> u64 {
+    let summary = migrate_summary(url, file);
+    summary
         .strip_prefix("copied ")
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count of copied events in {stdout:?}"))
+        .unwrap_or_else(|| panic!("no count of copied events in {summary:?}"))
+}
+
+/// The endpoints and deliveries a summary says were new or changed.
+fn hooks_written(summary: &str) -> (u64, u64) {
+    let counts = summary
+        .split("; ")
+        .find(|part| part.ends_with(")") && part.contains(" new or changed"))
+        .and_then(|part| {
+            let words: Vec<&str> = part.split(' ').collect();
+            Some((words.first()?.parse().ok()?, words.get(3)?.parse().ok()?))
+        });
+    counts.unwrap_or_else(|| panic!("no webhook counts in {summary:?}"))
 }
 
 /// Runs `herald migrate`, failing unless it is refused, and returns its stderr.
@@ -279,4 +301,265 @@ fn a_log_that_is_not_this_files_is_refused_untouched() {
     let stderr = migrate_refused(&url, &missing);
     assert!(stderr.contains("no such file"), "{stderr}");
     assert!(!missing.exists());
+}
+
+/// Loopback receivers need the allow-list. A failed attempt waits an hour
+/// for its retry, so a pending delivery stays as it is while the test
+/// compares the two backends' answers.
+const WEBHOOKS: &str = r#"
+[webhooks]
+allow_networks = ["127.0.0.1/32"]
+require_https = false
+retry_schedule = ["1h"]
+timeout = "2s"
+circuit_failures = 100
+"#;
+
+/// Generous: a debug build on a loaded 2-core machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A receiver that answers `before` until the flag is set, then 200.
+fn switched(before: Reply) -> (Receiver, Arc<AtomicBool>) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if set.load(Ordering::SeqCst) {
+            Reply::status(200)
+        } else {
+            before.clone()
+        }
+    });
+    (receiver, flag)
+}
+
+fn create_endpoint(addr: std::net::SocketAddr, body: Value) -> Value {
+    let resp = post_json(addr, "/v1/endpoints", &body);
+    assert_eq!(resp.status, 201, "{body}: {}", resp.text());
+    resp.json()
+}
+
+fn endpoints(addr: std::net::SocketAddr) -> Value {
+    let resp = get(addr, "/v1/endpoints");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    resp.json()["endpoints"].clone()
+}
+
+/// Every delivery matching `query`, in id order, in pages of 16.
+fn deliveries(addr: std::net::SocketAddr, query: &str) -> Vec<Value> {
+    list_pages(
+        addr,
+        &format!("/v1/deliveries?{query}"),
+        "deliveries",
+        16,
+        &[],
+    )
+}
+
+fn attempts(delivery: &Value) -> usize {
+    delivery["attempts"].as_array().expect("attempts").len()
+}
+
+/// Events of the `order.` types, which the test's endpoints subscribe to.
+fn orders(addr: std::net::SocketAddr) -> usize {
+    list_all(addr, "", &[])
+        .iter()
+        .filter(|e| s(&e["type"]).starts_with("order."))
+        .count()
+}
+
+#[test]
+fn webhooks_move_with_the_log_and_a_second_run_brings_them_up_to_date() {
+    if !super::postgres_or_skip() {
+        return;
+    }
+    let url = fresh_database();
+    let config = format!("{REDB}{WEBHOOKS}");
+    let ok = Receiver::always(200);
+    let (failing, failing_fixed) = switched(Reply::status(500));
+    let mut redb = Daemon::start(&config);
+    let order_types = json!(["order.*"]);
+    create_endpoint(
+        redb.addr,
+        json!({"url": ok.url("/a"), "event_types": order_types}),
+    );
+    let b = create_endpoint(
+        redb.addr,
+        json!({"url": failing.url("/b"), "event_types": order_types}),
+    );
+    let mut sent = Sent::new();
+    post_mix(redb.addr, "r1", 40, &mut sent);
+    let first_orders = orders(redb.addr);
+    // A's deliveries succeed; B's failed once and wait an hour, pending.
+    let attempted = wait_until(deadline(SETTLE), || {
+        let all = deliveries(redb.addr, "");
+        all.len() == 2 * first_orders && all.iter().all(|d| attempts(d) == 1)
+    });
+    assert!(attempted, "{:#?}", deliveries(redb.addr, ""));
+    stop(&mut redb);
+
+    let summary = migrate_summary(&url, &database_file(&redb));
+    assert_eq!(hooks_written(&summary), (2, 2 * first_orders as u64));
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT string_agg(status || ':' || n, ',' ORDER BY status) FROM \
+             (SELECT status, count(*) AS n FROM herald_deliveries GROUP BY status) AS c"
+        ),
+        format!("0:{first_orders},1:{first_orders}")
+    );
+
+    // The file moves on: one of B's pending deliveries succeeds by hand,
+    // which also ends B's failing streak (its record changes); C's
+    // receiver holds every attempt unanswered until the daemon is killed,
+    // so C's deliveries stay pending and due; D answers 410 Gone: its one
+    // delivery fails and it is disabled.
+    redb.restart();
+    failing_fixed.store(true, Ordering::SeqCst);
+    let b_pending = deliveries(redb.addr, &format!("endpoint={}", s(&b["id"])));
+    let retry = request(
+        redb.addr,
+        "POST",
+        &format!("/v1/deliveries/{}/retry", s(&b_pending[0]["id"])),
+        &[],
+        b"",
+    );
+    assert_eq!(retry.status, 202, "{}", retry.text());
+    assert_eq!(retry.json()["status"], "succeeded");
+    let (hanging, hanging_open) = switched(Reply::Hang);
+    let c = create_endpoint(
+        redb.addr,
+        json!({"url": hanging.url("/c"), "event_types": order_types, "timeout_secs": 30}),
+    );
+    let gone = Receiver::always(410);
+    create_endpoint(
+        redb.addr,
+        json!({"url": gone.url("/d"), "event_types": ["refund.*"]}),
+    );
+    post_mix(redb.addr, "r2", 10, &mut sent);
+    create(redb.addr, &json!({"type": "refund.made"}));
+    let new_orders = orders(redb.addr) - first_orders;
+    assert!(new_orders > 0);
+    // Fewer than the in-flight cap: every one of C's attempts hangs at once.
+    hanging.wait_for_requests(new_orders, deadline(SETTLE));
+    let total = 2 * first_orders + 3 * new_orders + 1;
+    let attempted = wait_until(deadline(SETTLE), || {
+        let all = deliveries(redb.addr, "");
+        all.len() == total
+            && all
+                .iter()
+                .all(|d| d["endpoint_id"] == c["id"] || attempts(d) >= 1)
+    });
+    assert!(attempted, "{:#?}", deliveries(redb.addr, ""));
+    let events_before = list_all(redb.addr, "", &[]);
+    let endpoints_before = endpoints(redb.addr);
+    let deliveries_before = deliveries(redb.addr, "");
+    assert_eq!(endpoints_before.as_array().map(Vec::len), Some(4));
+    assert!(
+        endpoints_before
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["enabled"] == false),
+        "410 disabled D: {endpoints_before:#}"
+    );
+    let c_pending: Vec<&Value> = deliveries_before
+        .iter()
+        .filter(|d| d["endpoint_id"] == c["id"])
+        .collect();
+    assert!(
+        c_pending
+            .iter()
+            .all(|d| d["status"] == "pending" && attempts(d) == 0),
+        "{c_pending:#?}"
+    );
+    let statuses: HashSet<&str> = deliveries_before.iter().map(|d| s(&d["status"])).collect();
+    assert_eq!(
+        statuses.len(),
+        3,
+        "pending, succeeded and failed: {statuses:?}"
+    );
+    redb.kill9();
+
+    // Only what changed is written: B and the new endpoints C and D; the
+    // retried delivery and the new ones. Again, nothing.
+    let summary = migrate_summary(&url, &database_file(&redb));
+    assert_eq!(hooks_written(&summary), (3, 1 + 3 * new_orders as u64 + 1));
+    // An endpoint the file no longer holds (deleted there since) is left,
+    // and the summary says so.
+    psql(
+        &url,
+        "INSERT INTO herald_endpoints (id, enabled, record) \
+         VALUES ('\\x00000000000000000000000000000001', false, '\\x00')",
+    );
+    let summary = migrate_summary(&url, &database_file(&redb));
+    assert_eq!(hooks_written(&summary), (0, 0), "{summary}");
+    assert!(summary.starts_with("copied 0 events"), "{summary}");
+    assert!(
+        summary.contains("; 1 endpoints the file no longer holds were left"),
+        "{summary}"
+    );
+    psql(&url, "DELETE FROM herald_endpoints WHERE record = '\\x00'");
+    let last_id: u64 = psql(&url, "SELECT max(id) FROM herald_deliveries")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT endpoints_copied, deliveries_copied, deliveries_through, \
+             finished_at IS NOT NULL FROM herald_import"
+        ),
+        format!(
+            "5|{}|{last_id}|t",
+            2 * first_orders + 1 + 3 * new_orders + 1
+        )
+    );
+
+    // On PostgreSQL: the same endpoints, and the same deliveries under the
+    // same ids; C's pending ones are attempted again, with the same
+    // webhook-id, and succeed.
+    hanging_open.store(true, Ordering::SeqCst);
+    let hung = hanging.requests().len();
+    let mut node = Daemon::start(&format!("{}{WEBHOOKS}", node_toml(&url)));
+    assert_eq!(list_all(node.addr, "", &[]), events_before);
+    assert_eq!(endpoints(node.addr), endpoints_before);
+    let arrived = hanging.wait_for_requests(hung + new_orders, deadline(SETTLE));
+    let webhook_ids: HashSet<&str> = arrived[hung..]
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    let c_events: HashSet<&str> = c_pending.iter().map(|d| s(&d["event_id"])).collect();
+    assert_eq!(webhook_ids, c_events);
+    let mut after = Vec::new();
+    let settled = wait_until(deadline(SETTLE), || {
+        after = deliveries(node.addr, "");
+        after
+            .iter()
+            .filter(|d| d["endpoint_id"] == c["id"])
+            .all(|d| d["status"] == "succeeded")
+    });
+    assert!(settled, "{after:#?}");
+    assert_eq!(after.len(), deliveries_before.len());
+    for (now, was) in after.iter().zip(&deliveries_before) {
+        if was["endpoint_id"] == c["id"] {
+            assert_eq!(
+                (&now["id"], &now["event_id"], attempts(now)),
+                (&was["id"], &was["event_id"], 1),
+                "{now:#}"
+            );
+        } else {
+            assert_eq!(now, was);
+        }
+    }
+    assert_eq!(endpoints(node.addr), endpoints_before);
+
+    // New deliveries take ids after the copied ones: listed last.
+    let new = create(node.addr, &json!({"type": "order.placed"}));
+    let all = deliveries(node.addr, "");
+    assert_eq!(all.len(), total + 3, "A, B and C; D is disabled");
+    assert!(
+        all[total..].iter().all(|d| d["event_id"] == new["id"]),
+        "{:#?}",
+        &all[total..]
+    );
+    stop(&mut node);
 }
