@@ -140,6 +140,11 @@ impl Throughput {
         self.row_as(self.name, secs, tally)
     }
 
+    /// Events committed a second over `secs` measured seconds.
+    pub fn events_per_sec(&self, secs: u64, tally: &Tally) -> f64 {
+        tally.latencies_us.len() as f64 / secs as f64 * self.per_request as f64
+    }
+
     /// As `row`, under another name (the same load against another server).
     pub fn row_as(&self, name: &str, secs: u64, tally: &Tally) -> String {
         let per_sec = tally.latencies_us.len() as f64 / secs as f64;
@@ -148,7 +153,7 @@ impl Throughput {
             "| {} | {} | {per_sec:.0} | {:.0} | {} | {} | {} | {} |",
             name,
             self.connections,
-            per_sec * self.per_request as f64,
+            self.events_per_sec(secs, tally),
             quantile(0.50),
             quantile(0.99),
             quantile(0.999),

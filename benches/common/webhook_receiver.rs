@@ -1,6 +1,8 @@
 //! A webhook receiver on loopback: hyper, answering 204 at once on
 //! keep-alive connections, counting each delivery once per endpoint path
-//! and `webhook-id`, and checking the Standard Webhooks headers.
+//! and `webhook-id`, and checking the Standard Webhooks headers. Every
+//! request is also counted on the connection it came in on, so a bench
+//! can tell which sender made how many attempts.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -35,6 +37,9 @@ pub struct Received {
     seen: Mutex<HashSet<String>>,
     /// Stamp-to-receipt latency per distinct delivery, when measured.
     pub latencies_us: Mutex<Vec<u32>>,
+    /// Requests per connection, by the sender's address: one lock per
+    /// connection, not per request.
+    connections: Mutex<Vec<(SocketAddr, Arc<AtomicU64>)>>,
 }
 
 impl Received {
@@ -45,6 +50,25 @@ impl Received {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Of `ids`, how many have not arrived at `path` yet.
+    pub fn missing<'a>(&self, path: &str, ids: impl IntoIterator<Item = &'a str>) -> usize {
+        let seen = self.seen.lock().unwrap();
+        ids.into_iter()
+            .filter(|id| !seen.contains(&format!("{path} {id}")))
+            .count()
+    }
+
+    /// Every request received (redeliveries and malformed ones too), by
+    /// the sender's address of the connection it came on.
+    pub fn requests_by_peer(&self) -> Vec<(SocketAddr, u64)> {
+        self.connections
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(peer, n)| (*peer, n.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Notes on what was received but not counted.
@@ -77,8 +101,8 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(_) => {
                     // Out of descriptors, most likely: let some close.
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -86,9 +110,16 @@ pub async fn start(
                 }
             };
             let _ = stream.set_nodelay(true);
+            let requests = Arc::new(AtomicU64::new(0));
+            received
+                .connections
+                .lock()
+                .unwrap()
+                .push((peer, requests.clone()));
             let received = received.clone();
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let received = received.clone();
+                requests.fetch_add(1, Ordering::Relaxed);
                 async move {
                     receive(&received, measure, req).await;
                     let mut resp = hyper::Response::new(Full::new(Bytes::new()));
