@@ -315,11 +315,18 @@ impl PgDispatcher {
     ) -> Result<(), PgError> {
         let (attempt, report) = recorded(outcome, started_ms, manual);
         let mut client = self.pool.get().await?;
+        let key = id_bytes(claim.delivery.endpoint_id);
+        if report.succeeded()
+            && self
+                .record_plain_success(&mut client, claim, &key, &attempt)
+                .await?
+        {
+            return Ok(());
+        }
         let txn = client.transaction().await?;
         // The endpoint's row first, then the delivery's: the order every
         // transaction that locks both takes (claims, deletes), so two of
         // them never wait on each other.
-        let key = id_bytes(claim.delivery.endpoint_id);
         let Some(row) = txn
             .query_opt(
                 "SELECT record, failed_attempts, announced, open_until_ms FROM herald_endpoints \
@@ -407,6 +414,58 @@ impl PgDispatcher {
         append_own_events(&txn, notices, Some(endpoint.id)).await?;
         txn.commit().await?;
         Ok(())
+    }
+}
+
+impl PgDispatcher {
+    /// Records a success on an endpoint with no failing streak without
+    /// locking the endpoint's row: it changes nothing there, and every
+    /// outcome taking that lock would record one endpoint's attempts one
+    /// commit at a time across the cluster. `false`: the endpoint has a
+    /// streak (or is gone), and the caller records the success in full.
+    async fn record_plain_success(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        claim: &Claim,
+        key: &[u8],
+        attempt: &crate::store::records::AttemptRecord,
+    ) -> Result<bool, PgError> {
+        let Some(row) = client
+            .query_opt(
+                "SELECT record, failed_attempts, announced FROM herald_endpoints WHERE id = $1",
+                &[&key],
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        let endpoint: EndpointRecord = codec::decode(row.get::<_, &[u8]>(0))?;
+        if row.get::<_, i32>(1) != 0 || row.get::<_, bool>(2) || endpoint.failing_since_ms.is_some()
+        {
+            return Ok(false);
+        }
+        let txn = client.transaction().await?;
+        let Some(row) = txn
+            .query_opt(
+                "SELECT record FROM herald_deliveries WHERE id = $1 AND lease_token = $2 FOR UPDATE",
+                &[&claim.id, &claim.token],
+            )
+            .await?
+        else {
+            return Ok(true);
+        };
+        let mut delivery: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(0))?;
+        delivery.attempts.push(attempt.clone());
+        delivery.status = crate::store::records::DeliveryStatus::Succeeded;
+        delivery.next_attempt_ms = None;
+        txn.execute(
+            "UPDATE herald_deliveries SET status = $1, next_attempt_ms = NULL, lease_token = NULL, \
+             lease_until_ms = 0, record = $2 WHERE id = $3",
+            &[&status_code(delivery.status), &codec::encode(&delivery), &claim.id],
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(true)
     }
 }
 

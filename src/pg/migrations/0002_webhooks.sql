@@ -44,3 +44,7 @@ CREATE TABLE herald_deliveries (
 CREATE INDEX herald_deliveries_due ON herald_deliveries (endpoint_id, next_attempt_ms)
     WHERE status = 0;
 CREATE INDEX herald_deliveries_by_status ON herald_deliveries (status, id);
+-- A claim counts an endpoint's unexpired leases: only those rows, not
+-- every pending delivery of a backlog.
+CREATE INDEX herald_deliveries_leased ON herald_deliveries (endpoint_id, lease_until_ms)
+    WHERE status = 0;
