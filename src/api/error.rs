@@ -108,6 +108,20 @@ impl ApiError {
         e
     }
 
+    /// A write refused because the server is stopping.
+    pub fn shutting_down() -> Self {
+        ApiError::unavailable("the server is shutting down; nothing was written")
+    }
+
+    /// A write whose commit failed or whose fate is unknown; `cause` goes
+    /// to the log, not to the client.
+    pub fn not_acknowledged(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "write failed");
+        ApiError::unavailable(
+            "storage failed and the write was not acknowledged; retry it with the same idempotency key",
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
         e.retry_after_secs = Some(5);
@@ -156,15 +170,8 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Busy => ApiError::overloaded(),
-            SubmitError::Closed => {
-                ApiError::unavailable("the server is shutting down; nothing was written")
-            }
-            SubmitError::Failed(cause) => {
-                tracing::error!(error = %cause, "write failed");
-                ApiError::unavailable(
-                    "storage failed and the write was not acknowledged; retry it with the same idempotency key",
-                )
-            }
+            SubmitError::Closed => ApiError::shutting_down(),
+            SubmitError::Failed(cause) => ApiError::not_acknowledged(&cause),
         }
     }
 }

@@ -85,15 +85,8 @@ impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
         match e {
             AppendError::Busy => ApiError::overloaded(),
-            AppendError::Closed => {
-                ApiError::unavailable("the server is shutting down; nothing was written")
-            }
-            AppendError::Failed(cause) => {
-                tracing::error!(error = %cause, "write failed");
-                ApiError::unavailable(
-                    "storage failed and the write was not acknowledged; retry it with the same idempotency key",
-                )
-            }
+            AppendError::Closed => ApiError::shutting_down(),
+            AppendError::Failed(cause) => ApiError::not_acknowledged(&cause),
         }
     }
 }

@@ -8,16 +8,16 @@ use serde_json::{json, Value};
 
 use super::access::Access;
 use super::error::ApiError;
-use super::http::{json, query_params, Resp};
+use super::http::{json, Resp};
 use super::postgres_state::PostgresApp;
 use super::webhooks::{
     deliveries_answer, delivery_detail, delivery_json, delivery_not_found, delivery_query,
-    endpoint_json, endpoint_json_with_secret, endpoint_not_found, json_body_within,
-    parse_endpoint_id, scoped_tenant_field, secret_rotation, test_send,
+    endpoint_json, endpoint_json_with_secret, endpoint_not_found, endpoints_tenant,
+    json_body_within, parse_endpoint_id, scoped_tenant_field, secret_rotation, test_send,
 };
 use crate::clock;
 use crate::pg::PgError;
-use crate::store::records::EndpointRecord;
+use crate::store::records::{DeliveryRecord, EndpointRecord};
 use crate::webhooks::endpoint::{self, EndpointInput};
 use crate::webhooks::ledger::parse_delivery_id;
 
@@ -53,12 +53,7 @@ pub async fn list_endpoints(
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let params = query_params(req.uri().query(), &["tenant"])?;
-    let tenant = params
-        .into_iter()
-        .find(|(n, _)| n == "tenant")
-        .map(|(_, v)| v);
-    let tenant = access.tenant_param(tenant)?;
+    let tenant = endpoints_tenant(access, req.uri().query())?;
     let endpoints = app
         .hooks
         .endpoints(tenant.as_deref())
@@ -212,23 +207,7 @@ pub async fn retry_delivery(
     access: &Access,
     id: &str,
 ) -> Result<Resp, ApiError> {
-    let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
-    let record = app
-        .hooks
-        .delivery(key)
-        .await
-        .map_err(failed)?
-        .ok_or_else(|| delivery_not_found(id))?;
-    if access.tenant().is_some() {
-        let endpoint = app
-            .hooks
-            .endpoint(record.endpoint_id)
-            .await
-            .map_err(failed)?;
-        if !endpoint.is_some_and(|e| access.sees(e.tenant.as_deref())) {
-            return Err(delivery_not_found(id));
-        }
-    }
+    let (key, _, _) = load_delivery(app, access, id).await?;
     let retried = app
         .dispatcher
         .retry_now(key)
@@ -242,6 +221,18 @@ pub async fn retry_delivery(
 }
 
 pub async fn get_delivery(app: &PostgresApp, access: &Access, id: &str) -> Result<Resp, ApiError> {
+    let (key, record, endpoint) = load_delivery(app, access, id).await?;
+    Ok(delivery_detail(key, &record, endpoint.as_ref()))
+}
+
+/// Delivery `id` with its endpoint, if `access` sees it. A deleted
+/// endpoint's deliveries belong to no tenant any more: only unscoped keys
+/// see them.
+async fn load_delivery(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+) -> Result<(u64, DeliveryRecord, Option<EndpointRecord>), ApiError> {
     let key = parse_delivery_id(id).ok_or_else(|| delivery_not_found(id))?;
     let record = app
         .hooks
@@ -254,15 +245,12 @@ pub async fn get_delivery(app: &PostgresApp, access: &Access, id: &str) -> Resul
         .endpoint(record.endpoint_id)
         .await
         .map_err(failed)?;
-    // A deleted endpoint's deliveries belong to no tenant any more.
-    let visible = match access.tenant() {
-        None => true,
-        Some(_) => endpoint
+    let visible = access.tenant().is_none()
+        || endpoint
             .as_ref()
-            .is_some_and(|e| access.sees(e.tenant.as_deref())),
-    };
+            .is_some_and(|e| access.sees(e.tenant.as_deref()));
     if !visible {
         return Err(delivery_not_found(id));
     }
-    Ok(delivery_detail(key, &record, endpoint.as_ref()))
+    Ok((key, record, endpoint))
 }

@@ -137,17 +137,25 @@ pub async fn create_endpoint(
     Ok(endpoint_json_with_secret(StatusCode::CREATED, &record))
 }
 
+/// The tenant an endpoint listing is limited to: the `tenant` query
+/// parameter, within what `access` may see.
+pub(crate) fn endpoints_tenant(
+    access: &Access,
+    query: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let tenant = query_params(query, &["tenant"])?
+        .into_iter()
+        .find(|(n, _)| n == "tenant")
+        .map(|(_, v)| v);
+    access.tenant_param(tenant)
+}
+
 pub async fn list_endpoints(
     state: Arc<AppState>,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let params = query_params(req.uri().query(), &["tenant"])?;
-    let tenant = params
-        .into_iter()
-        .find(|(n, _)| n == "tenant")
-        .map(|(_, v)| v);
-    let tenant = access.tenant_param(tenant)?;
+    let tenant = endpoints_tenant(access, req.uri().query())?;
     let mut endpoints = read(&state, |txn| txn.endpoints()).await?;
     endpoints.retain(|e| tenant.is_none() || e.tenant == tenant);
     endpoints.sort_by_key(|e| e.id);
