@@ -123,7 +123,6 @@ impl PgDispatcher {
         let token = ids::new_id() as i64;
         let mut client = self.pool.get().await?;
         let txn = client.transaction().await?;
-        relaxed_commit(&txn).await?;
         // Endpoints with due work, locked: another node's claim skips them
         // rather than counting their leases at the same time.
         let endpoints = txn
@@ -412,11 +411,6 @@ impl PgDispatcher {
             .await?;
         }
         // In the same transaction as the outcome they report, as on redb.
-        // Only then does the commit wait for the flush: events must never
-        // be visible and then lost.
-        if notices.is_empty() {
-            relaxed_commit(&txn).await?;
-        }
         append_own_events(&txn, notices, Some(endpoint.id)).await?;
         txn.commit().await?;
         Ok(())
@@ -451,7 +445,6 @@ impl PgDispatcher {
             return Ok(false);
         }
         let txn = client.transaction().await?;
-        relaxed_commit(&txn).await?;
         let Some(row) = txn
             .query_opt(
                 "SELECT record FROM herald_deliveries WHERE id = $1 AND lease_token = $2 FOR UPDATE",
@@ -474,17 +467,6 @@ impl PgDispatcher {
         txn.commit().await?;
         Ok(true)
     }
-}
-
-/// Lets a dispatcher transaction that appends no events commit without
-/// waiting for the WAL flush. A lease or an outcome lost to a crash of the
-/// database server means an attempt made again, with the same webhook-id,
-/// which at-least-once delivery allows; waiting for the flush would make
-/// every claim and every outcome cost one.
-async fn relaxed_commit(txn: &tokio_postgres::Transaction<'_>) -> Result<(), PgError> {
-    txn.batch_execute("SET LOCAL synchronous_commit = off")
-        .await?;
-    Ok(())
 }
 
 /// An endpoint's row as a claim reads it.
