@@ -33,6 +33,8 @@
 //! - `HERALD_BENCH_POSTGRES_URL`: a PostgreSQL server to create the bench's
 //!   databases on (a superuser's URL). Without it the bench starts a
 //!   throwaway cluster with `tests/pg_cluster` and removes it at the end.
+//! - `HERALD_BENCH_POOL_SIZE`: `store.pool_size` of the PostgreSQL nodes
+//!   (default: the daemon's own default).
 //! - `HERALD_BENCH_THREADS`: threads of the bench's own runtime (client and
 //!   receiver, default 2).
 
@@ -157,7 +159,12 @@ fn start_nodes(server: &Server, setup: &str, nodes: usize, extra_toml: &str) -> 
         return vec![Daemon::start(extra_toml)];
     }
     let url = server.fresh_database(&format!("herald_bench_{}", setup.replace('-', "_")));
-    let toml = format!("[store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\n{extra_toml}");
+    // Unset, the nodes run with the default pool.
+    let pool = std::env::var("HERALD_BENCH_POOL_SIZE")
+        .map(|n| format!("pool_size = {n}\n"))
+        .unwrap_or_default();
+    let toml =
+        format!("[store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\n{pool}{extra_toml}");
     (0..nodes).map(|_| Daemon::start(&toml)).collect()
 }
 
