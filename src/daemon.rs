@@ -342,9 +342,7 @@ fn run_on_postgres(
         // queued, then ends.
         match tokio::time::timeout(WORKER_STOP_GRACE, committer).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(_) => Err(failed(PgError::Pool(
-                "the event log's committer failed".to_owned(),
-            ))),
+            Ok(_) => Err(failed(PgError::CommitterStopped)),
             Err(_) => {
                 tracing::warn!("the event log's committer did not finish in time");
                 Ok(())

@@ -358,17 +358,7 @@ impl PgDispatcher {
         delivery.attempts.push(attempt);
         delivery.status = decision.status;
         delivery.next_attempt_ms = decision.next_attempt_ms;
-        txn.execute(
-            "UPDATE herald_deliveries SET status = $1, next_attempt_ms = $2, lease_token = NULL, \
-             lease_until_ms = 0, record = $3 WHERE id = $4",
-            &[
-                &status_code(delivery.status),
-                &delivery.next_attempt_ms,
-                &codec::encode(&delivery),
-                &claim.id,
-            ],
-        )
-        .await?;
+        settle(&txn, claim.id, &delivery).await?;
 
         let failed = decision.streak.failed_attempts;
         let open_until_ms = if report.succeeded() {
@@ -458,15 +448,30 @@ impl PgDispatcher {
         delivery.attempts.push(attempt.clone());
         delivery.status = crate::store::records::DeliveryStatus::Succeeded;
         delivery.next_attempt_ms = None;
-        txn.execute(
-            "UPDATE herald_deliveries SET status = $1, next_attempt_ms = NULL, lease_token = NULL, \
-             lease_until_ms = 0, record = $2 WHERE id = $3",
-            &[&status_code(delivery.status), &codec::encode(&delivery), &claim.id],
-        )
-        .await?;
+        settle(&txn, claim.id, &delivery).await?;
         txn.commit().await?;
         Ok(true)
     }
+}
+
+/// Writes `delivery` after an attempt and releases its lease.
+async fn settle(
+    txn: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    delivery: &DeliveryRecord,
+) -> Result<(), PgError> {
+    txn.execute(
+        "UPDATE herald_deliveries SET status = $1, next_attempt_ms = $2, lease_token = NULL, \
+         lease_until_ms = 0, record = $3 WHERE id = $4",
+        &[
+            &status_code(delivery.status),
+            &delivery.next_attempt_ms,
+            &codec::encode(delivery),
+            &id,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// An endpoint's row as a claim reads it.

@@ -99,25 +99,26 @@ impl PgLog {
         let after_seq = after.0.min(i64::MAX as u64) as i64;
         let fetch = limit as i64 + 1;
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after_seq];
+        // `$?` stands for the condition's own parameter.
         let conditions: [(&str, Option<&(dyn ToSql + Sync)>); 4] = [
             (
-                "event_type =",
+                "event_type = $?",
                 filter.event_type.as_ref().map(|t| t as &(dyn ToSql + Sync)),
             ),
             (
-                "tenant =",
+                "tenant = $?",
                 filter.tenant.as_ref().map(|t| t as &(dyn ToSql + Sync)),
             ),
             // received_at never decreases along seq, so a time bound becomes
             // a position bound found in the index: an `until` in the past
             // reads nothing instead of the rest of the log.
             (
-                "seq >= coalesce((SELECT seq FROM herald_events WHERE received_at_ms >= $ \
+                "seq >= coalesce((SELECT seq FROM herald_events WHERE received_at_ms >= $? \
                  ORDER BY received_at_ms, seq LIMIT 1), 9223372036854775807)",
                 filter.since_ms.as_ref().map(|t| t as &(dyn ToSql + Sync)),
             ),
             (
-                "seq <= coalesce((SELECT seq FROM herald_events WHERE received_at_ms <= $ \
+                "seq <= coalesce((SELECT seq FROM herald_events WHERE received_at_ms <= $? \
                  ORDER BY received_at_ms DESC, seq DESC LIMIT 1), 0)",
                 filter.until_ms.as_ref().map(|t| t as &(dyn ToSql + Sync)),
             ),
@@ -126,14 +127,8 @@ impl PgLog {
             if let Some(value) = value {
                 params.push(value);
                 let placeholder = format!("${}", params.len());
-                if condition.contains("$ ") {
-                    sql.push_str(&format!(
-                        " AND {}",
-                        condition.replacen("$ ", &format!("{placeholder} "), 1)
-                    ));
-                } else {
-                    sql.push_str(&format!(" AND {condition} {placeholder}"));
-                }
+                sql.push_str(" AND ");
+                sql.push_str(&condition.replace("$?", &placeholder));
             }
         }
         params.push(&fetch);

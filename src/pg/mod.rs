@@ -31,6 +31,8 @@ pub enum PgError {
          run a herald release that supports it"
     )]
     NewerSchema { found: i32, supported: i32 },
+    #[error("the event log's committer stopped")]
+    CommitterStopped,
     #[error("the database holds damaged data: {0}")]
     Damaged(String),
 }
