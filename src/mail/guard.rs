@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 use super::settings::GuardSettings;
 use super::warmup;
 use crate::events::system_event;
-use crate::store::due::Queue;
+use crate::store::mail_txn::MailTxn;
 use crate::store::streams::{SendOutcome, Window, Windows};
-use crate::store::{StoreError, WriteTxn};
+use crate::store::StoreError;
 
 /// What a stream's rates call for.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +76,7 @@ pub fn window_json(window: &Window) -> Value {
 /// Counts what became of message `id` of `stream` and, after a bounce or
 /// a complaint, judges the stream anew (see `judge_stream`).
 pub fn count(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     stream: &str,
     id: Option<u64>,
     outcome: SendOutcome,
@@ -96,7 +96,7 @@ pub fn count(
 /// the message went: a report about yesterday's mail must not weigh on
 /// today's sends.
 pub fn record(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     stream: &str,
     id: Option<u64>,
     outcome: SendOutcome,
@@ -127,7 +127,7 @@ pub fn record(
     if outcome == SendOutcome::Complaint {
         state.complaints_on_day = state.complaints_on_day.saturating_add(1);
         // The ramp holds: the scheduler's copy of the state must hear it.
-        txn.keys_changed(Queue::Mail);
+        txn.mail_gates_changed();
     }
     if state != read {
         txn.put_stream_state(stream, &state)?;
@@ -138,7 +138,7 @@ pub fn record(
 /// Judges `stream`'s windows: pauses it (its mail then waits in the queue)
 /// or warns, each once, with a `stream.*` event.
 pub fn judge_stream(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     stream: &str,
     guard: &GuardSettings,
     now_ms: i64,
@@ -155,7 +155,7 @@ pub fn judge_stream(
             state.pause_reason = Some(reason.clone());
             state.warning = Some(reason.clone());
             tracing::warn!(stream, %reason, "stream paused: its mail waits in the queue until POST /v1/streams/{stream}/resume");
-            txn.keys_changed(Queue::Mail);
+            txn.mail_gates_changed();
             Some(("stream.paused", reason))
         }
         Verdict::Pause(reason) | Verdict::Warn(reason) if state.warning.is_none() => {
@@ -181,7 +181,7 @@ pub fn judge_stream(
 /// Pauses or resumes `stream` by an operator's hand; false when it was
 /// already so.
 pub fn set_paused(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     stream: &str,
     paused: bool,
     now_ms: i64,
@@ -203,7 +203,7 @@ pub fn set_paused(
         ("stream.resumed", "resumed through the API")
     };
     txn.put_stream_state(stream, &state)?;
-    txn.keys_changed(Queue::Mail);
+    txn.mail_gates_changed();
     txn.append_system_event(
         system_event(
             event_type,

@@ -15,11 +15,12 @@ use crate::clock;
 use crate::events::system_event;
 use crate::ids;
 use crate::store::mail::ALL_STREAMS;
+use crate::store::mail_txn::MailTxn;
 use crate::store::records::{
     EmailRecord, EmailStatus, MailAttemptRecord, SuppressionReason, SuppressionRecord,
 };
 use crate::store::streams::SendOutcome;
-use crate::store::{StoreError, WriteTxn};
+use crate::store::StoreError;
 
 pub const ID_PREFIX: &str = "msg_";
 
@@ -39,7 +40,7 @@ pub fn stream_label(stream: &str) -> Option<&str> {
 /// Appends an `email.*` event of `tenant`: only that tenant's endpoints
 /// (and those bound to none) receive it.
 fn append(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     event_type: &str,
     tenant: Option<&str>,
     data: serde_json::Value,
@@ -67,7 +68,7 @@ pub enum Queued {
 /// any recipient is suppressed for its stream, on the global list or on
 /// the request's tenant's.
 pub fn queue(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     request: &EmailRequest,
     now_ms: i64,
 ) -> Result<Queued, StoreError> {
@@ -179,7 +180,7 @@ impl SuppressionScope<'_> {
 /// Adds a suppression entry and its `email.suppressed` event; false when
 /// the same entry existed already.
 pub fn suppress(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     scope: SuppressionScope<'_>,
     address: &str,
     stream: &str,
@@ -200,7 +201,7 @@ pub fn suppress(
 
 /// As `suppress`, keeping where the reason came from (an ESP's own words).
 pub fn suppress_with_detail(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     scope: SuppressionScope<'_>,
     address: &str,
     stream: &str,
@@ -233,7 +234,7 @@ pub fn suppress_with_detail(
 /// One-click unsubscribe onto `tenant`'s list (`None`: the global one),
 /// told to that tenant: idempotent, and only the first records events.
 pub fn unsubscribe(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     tenant: Option<&str>,
     address: &str,
     stream: &str,
@@ -263,7 +264,7 @@ pub fn unsubscribe(
 /// Records an attempt on message `id` and moves it on as the policy
 /// decides: sent, retried, failed or bounced, with suppressions and events.
 pub fn record_attempt(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     id: u64,
     report: AttemptReport,
     retry: &MailRetry,
@@ -382,7 +383,7 @@ pub fn record_attempt(
 /// A message whose recipient was suppressed after it was queued: it fails
 /// without being sent.
 pub fn cancel_suppressed(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut impl MailTxn,
     id: u64,
     reason: SuppressionReason,
 ) -> Result<(), StoreError> {

@@ -263,7 +263,7 @@ fn fail_all(group: Vec<Pending>, cause: PgError) {
 
 /// The head row, locked until the transaction ends, and the database's
 /// clock in ms: every append, a group's or Herald's own, starts here.
-const LOCK_HEAD: &str = "SELECT next_seq, last_received_ms, \
+pub(super) const LOCK_HEAD: &str = "SELECT next_seq, last_received_ms, \
      (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
      FROM herald_log_head WHERE id = 1 FOR UPDATE";
 

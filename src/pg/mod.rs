@@ -4,6 +4,7 @@
 
 pub mod dispatch;
 pub mod log;
+pub mod mail_txn;
 pub mod migrate;
 pub mod schema;
 pub mod webhooks;

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/0002_webhooks.sql")),
     (3, include_str!("migrations/0003_import.sql")),
     (4, include_str!("migrations/0004_import_webhooks.sql")),
+    (5, include_str!("migrations/0005_mail.sql")),
 ];
 
 /// The newest schema this binary understands.

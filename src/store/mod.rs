@@ -15,6 +15,7 @@ pub mod feedback;
 pub mod keys;
 pub mod log;
 pub mod mail;
+pub mod mail_txn;
 pub mod overview;
 pub(crate) mod recent_keys;
 pub(crate) mod recent_tracked;
@@ -76,6 +77,9 @@ pub enum StoreError {
     /// A file beside the database (a backup, randomness for a secret).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The PostgreSQL backend's database, running the same rules.
+    #[error("{0}")]
+    Database(String),
 }
 
 macro_rules! redb_error_from {
