@@ -2,21 +2,25 @@
 //! the background workers, serves the API until SIGTERM/SIGINT, then drains
 //! requests, stops every worker, commits and closes the file.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
 use crate::api::events::{EventApi, EventLog};
+use crate::api::mail::{MailApi, MailStore};
 use crate::api::postgres::PostgresApp;
 use crate::api::{self, AppState, Surface};
 use crate::catalog::Catalog;
 use crate::config::store::{Backend, PostgresSettings};
 use crate::config::Config;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
+use crate::mail::sending::Sending;
 use crate::mail::unsubscribe::TokenKey;
 use crate::pg::dispatch::PgDispatcher;
 use crate::pg::log::PgLog;
+use crate::pg::mail::PgMail;
 use crate::pg::webhooks::PgHooks;
 use crate::pg::PgError;
 use crate::portal_link::PortalKey;
@@ -268,6 +272,9 @@ fn run_on_postgres(
         let before = crate::pg::schema::migrate(&mut client)
             .await
             .map_err(failed)?;
+        let unsubscribe_key = crate::pg::shared_secret(&client, "unsubscribe")
+            .await
+            .map_err(failed)?;
         drop(client);
         let pool = crate::pg::pool(&settings).map_err(failed)?;
         let deliveries_due = Arc::new(tokio::sync::Notify::new());
@@ -285,8 +292,31 @@ fn run_on_postgres(
             stop_dispatch.clone(),
             WORKER_STOP_GRACE,
         ));
+        let mut public = config.public.clone();
+        if public.url_is_default {
+            public.url = format!("http://{private_addr}");
+        }
+        let sending = Sending::new(config.mail.clone(), public, TokenKey::new(unsubscribe_key))
+            .map_err(DaemonError::Mail)?;
+        let mail_queued = Arc::new(tokio::sync::Notify::new());
+        let stop_senders = Arc::new(AtomicBool::new(false));
+        let senders = crate::pg::mail_dispatch::start(
+            Arc::new(sending),
+            pool.clone(),
+            tokio::runtime::Handle::current(),
+            mail_queued.clone(),
+            stop_senders.clone(),
+            config.mail.workers,
+        )
+        .map_err(DaemonError::Worker)?;
         let app = Arc::new(PostgresApp {
             dispatcher: pg_dispatcher,
+            mail: MailApi {
+                store: MailStore::Postgres(PgMail::new(pool.clone())),
+                settings: config.mail.clone(),
+                body_timeout: config.body_timeout,
+                queued: Some(mail_queued),
+            },
             hooks: PgHooks::new(pool),
             keys: crate::api::auth::ApiKeys::new(&config.keys, &[]),
             events: EventApi {
@@ -337,7 +367,16 @@ fn run_on_postgres(
         crate::api::postgres::serve(listener, app, stop).await;
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         stop_dispatch.notify_one();
+        stop_senders.store(true, Ordering::Relaxed);
         let _ = dispatcher.await;
+        // A sender mid-relay finishes its message (bounded by the mail
+        // timeout); one that does not is left to its lease.
+        let joined = tokio::task::spawn_blocking(move || {
+            for sender in senders {
+                let _ = sender.join();
+            }
+        });
+        let _ = tokio::time::timeout(WORKER_STOP_GRACE, joined).await;
         // The server dropped its handles: the committer answers what is
         // queued, then ends.
         match tokio::time::timeout(WORKER_STOP_GRACE, committer).await {

@@ -182,7 +182,7 @@ pub async fn receive(
     }
     let received = batch.events.len();
     let rules = FeedbackRules {
-        retry: state.mail.retry.clone(),
+        retry: state.mail.sending.retry.clone(),
         guard: state.config.mail.guard,
     };
     let outcome = state

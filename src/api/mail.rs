@@ -2,6 +2,7 @@
 //! message, and managing who must not be sent to.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -9,11 +10,12 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, page_limit, query_params, read_body, require_json, Resp};
-use super::{read, AppState};
+use super::read_store;
 use crate::clock;
 use crate::events;
 use crate::mail::address;
@@ -22,8 +24,117 @@ use crate::mail::ledger::{
     self, format_email_id, parse_email_id, stream_label, Queued, SuppressionScope,
 };
 use crate::mail::request::{self, EmailInput};
-use crate::store::mail::{EmailFilter, SuppressionFilter, ALL_STREAMS};
-use crate::store::records::{EmailRecord, EmailStatus, SuppressionReason, SuppressionRecord};
+use crate::mail::settings::MailSettings;
+use crate::pg::mail::PgMail;
+use crate::store::mail::{EmailFilter, EmailPage, SuppressionFilter, SuppressionPage, ALL_STREAMS};
+use crate::store::mail_txn::MailTxn;
+use crate::store::records::{
+    EmailRecord, EmailStatus, FeedbackRecord, SuppressionReason, SuppressionRecord,
+};
+use crate::store::{Store, StoreError, Writer};
+
+/// What the mail routes need, whichever backend keeps mail: the handlers
+/// below are the same code on both.
+pub struct MailApi {
+    pub store: MailStore,
+    pub settings: MailSettings,
+    pub body_timeout: Duration,
+    /// Told when a message was queued, so this node's senders look at once
+    /// rather than at their next poll; `None` where a scheduler hears of
+    /// it from the commit itself.
+    pub queued: Option<Arc<Notify>>,
+}
+
+/// Where mail lives.
+pub enum MailStore {
+    /// The redb file, changed by its single writer.
+    Embedded { store: Store, writer: Writer },
+    /// A PostgreSQL database shared with other nodes.
+    Postgres(PgMail),
+}
+
+type Timeline = Option<(EmailRecord, Vec<FeedbackRecord>)>;
+
+impl MailStore {
+    /// Runs `change` (the mail rules) in one transaction of the backend.
+    pub async fn write<T, F>(&self, change: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn MailTxn) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self {
+            MailStore::Embedded { writer, .. } => Ok(writer.write(move |txn| change(txn)).await?),
+            MailStore::Postgres(pg) => pg
+                .write(move |txn| change(txn))
+                .await
+                .map_err(|e| ApiError::not_acknowledged(&e)),
+        }
+    }
+
+    async fn email_with_feedback(&self, id: u64) -> Result<Timeline, ApiError> {
+        match self {
+            MailStore::Embedded { store, .. } => {
+                read_store(store, move |txn| {
+                    let Some(record) = txn.email(id)? else {
+                        return Ok(None);
+                    };
+                    Ok(Some((record, txn.email_feedback(id, MAX_TIMELINE)?)))
+                })
+                .await
+            }
+            MailStore::Postgres(pg) => pg
+                .email_with_feedback(id, MAX_TIMELINE)
+                .await
+                .map_err(query_failed),
+        }
+    }
+
+    async fn scan_emails(
+        &self,
+        filter: EmailFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<EmailPage, ApiError> {
+        match self {
+            MailStore::Embedded { store, .. } => {
+                read_store(store, move |txn| txn.scan_emails(&filter, after, limit)).await
+            }
+            MailStore::Postgres(pg) => pg
+                .scan_emails(&filter, after, limit)
+                .await
+                .map_err(query_failed),
+        }
+    }
+
+    async fn scan_suppressions(
+        &self,
+        list: Option<String>,
+        filter: SuppressionFilter,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<SuppressionPage, ApiError> {
+        match self {
+            MailStore::Embedded { store, .. } => {
+                read_store(store, move |txn| {
+                    let after = after.as_ref().map(|(a, s)| (a.as_str(), s.as_str()));
+                    txn.scan_suppressions(list.as_deref(), &filter, after, limit)
+                })
+                .await
+            }
+            MailStore::Postgres(pg) => {
+                let after = after.as_ref().map(|(a, s)| (a.as_str(), s.as_str()));
+                pg.scan_suppressions(list.as_deref(), &filter, after, limit)
+                    .await
+                    .map_err(query_failed)
+            }
+        }
+    }
+}
+
+fn query_failed(e: crate::pg::PgError) -> ApiError {
+    tracing::error!(error = %e, "query failed");
+    ApiError::unavailable("the query failed; see the server log")
+}
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -116,29 +227,34 @@ fn messages_json(messages: &[(u64, String)]) -> Value {
 }
 
 pub async fn send(
-    state: Arc<AppState>,
+    mail: &MailApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
-    let limit = state.mail.settings.max_message_bytes * 2 + ENVELOPE_BYTES;
-    let body = read_body(body, &parts.headers, limit, state.config.body_timeout).await?;
+    let limit = mail.settings.max_message_bytes * 2 + ENVELOPE_BYTES;
+    let body = read_body(body, &parts.headers, limit, mail.body_timeout).await?;
     require_json(&parts.headers)?;
     let mut input: EmailInput = events::from_json_object(&body)?;
     input.tenant = access.tenant_for_write(input.tenant.take())?;
-    let request = request::validate(input, &state.mail.settings).map_err(|r| {
+    let request = request::validate(input, &mail.settings).map_err(|r| {
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         ApiError::new(status, r.code, format!("{}: {}", r.field, r.message)).with_field(r.field)
     })?;
-    let outcome = state
-        .writer
+    let outcome = mail
+        .store
         .write(move |txn| ledger::queue(txn, &request, clock::now_ms()))
         .await?;
     match outcome {
-        Queued::Created(messages) => Ok(json(
-            StatusCode::ACCEPTED,
-            messages_json(&messages).to_string(),
-        )),
+        Queued::Created(messages) => {
+            if let Some(queued) = &mail.queued {
+                queued.notify_waiters();
+            }
+            Ok(json(
+                StatusCode::ACCEPTED,
+                messages_json(&messages).to_string(),
+            ))
+        }
         Queued::Replayed(messages) => {
             Ok(json(StatusCode::OK, messages_json(&messages).to_string()))
         }
@@ -172,17 +288,14 @@ pub async fn send(
     }
 }
 
-pub async fn get(state: Arc<AppState>, access: &Access, id: &str) -> Result<Resp, ApiError> {
+pub async fn get(mail: &MailApi, access: &Access, id: &str) -> Result<Resp, ApiError> {
     let key = parse_email_id(id).ok_or_else(|| email_not_found(id))?;
-    let (record, feedback) = read(&state, move |txn| {
-        let Some(record) = txn.email(key)? else {
-            return Ok(None);
-        };
-        Ok(Some((record, txn.email_feedback(key, MAX_TIMELINE)?)))
-    })
-    .await?
-    .filter(|(r, _)| access.sees(r.tenant.as_deref()))
-    .ok_or_else(|| email_not_found(id))?;
+    let (record, feedback) = mail
+        .store
+        .email_with_feedback(key)
+        .await?
+        .filter(|(r, _)| access.sees(r.tenant.as_deref()))
+        .ok_or_else(|| email_not_found(id))?;
     let mut body = email_json(key, &record, true);
     // The timeline after the relay's reply: what the ESP reported.
     body["feedback"] = feedback
@@ -202,7 +315,7 @@ pub async fn get(state: Arc<AppState>, access: &Access, id: &str) -> Result<Resp
 }
 
 pub async fn list(
-    state: Arc<AppState>,
+    mail: &MailApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -241,7 +354,7 @@ pub async fn list(
         }
     }
     filter.tenant = access.tenant_param(tenant)?;
-    let page = read(&state, move |txn| txn.scan_emails(&filter, after, limit)).await?;
+    let page = mail.store.scan_emails(filter, after, limit).await?;
     let emails: Vec<Value> = page
         .emails
         .iter()
@@ -280,7 +393,7 @@ fn decode_cursor(text: &str) -> Option<(String, String)> {
 }
 
 pub async fn list_suppressions(
-    state: Arc<AppState>,
+    mail: &MailApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -315,12 +428,10 @@ pub async fn list_suppressions(
         }
     }
     let list_owner = access.tenant_param(tenant)?;
-    let owner = list_owner.clone();
-    let page = read(&state, move |txn| {
-        let after = after.as_ref().map(|(a, s)| (a.as_str(), s.as_str()));
-        txn.scan_suppressions(owner.as_deref(), &filter, after, limit)
-    })
-    .await?;
+    let page = mail
+        .store
+        .scan_suppressions(list_owner.clone(), filter, after, limit)
+        .await?;
     let list: Vec<Value> = page
         .entries
         .iter()
@@ -354,8 +465,8 @@ fn path_address(raw: &str) -> Result<String, ApiError> {
     })
 }
 
-fn check_stream(state: &AppState, stream: &str) -> Result<(), ApiError> {
-    if state.mail.settings.streams.contains_key(stream) {
+fn check_stream(settings: &MailSettings, stream: &str) -> Result<(), ApiError> {
+    if settings.streams.contains_key(stream) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -381,7 +492,7 @@ fn suppression_list(access: &Access, req: &Request<Incoming>) -> Result<Option<S
 }
 
 pub async fn put_suppression(
-    state: Arc<AppState>,
+    mail: &MailApi,
     access: &Access,
     raw_address: &str,
     req: Request<Incoming>,
@@ -389,7 +500,7 @@ pub async fn put_suppression(
     let address = path_address(raw_address)?;
     let list = suppression_list(access, &req)?;
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, 16 * 1024, state.config.body_timeout).await?;
+    let body = read_body(body, &parts.headers, 16 * 1024, mail.body_timeout).await?;
     let input: SuppressionInput = if body.is_empty() {
         SuppressionInput::default()
     } else {
@@ -407,12 +518,12 @@ pub async fn put_suppression(
     };
     let stream = input.stream.unwrap_or_default();
     if !stream.is_empty() {
-        check_stream(&state, &stream)?;
+        check_stream(&mail.settings, &stream)?;
     }
     let (addr, col, owner) = (address.clone(), stream.clone(), list.clone());
     let now = clock::now_ms();
-    let (created, record) = state
-        .writer
+    let (created, record) = mail
+        .store
         .write(move |txn| {
             let owner = owner.as_deref();
             let existed = txn.stored_suppression(owner, &addr, &col)?.is_some();
@@ -438,7 +549,7 @@ pub async fn put_suppression(
 /// only its own list, so an entry of the global list (a bounce, a
 /// complaint) is `404` to it, exactly as a missing one.
 pub async fn delete_suppression(
-    state: Arc<AppState>,
+    mail: &MailApi,
     access: &Access,
     raw_address: &str,
     req: Request<Incoming>,
@@ -454,8 +565,8 @@ pub async fn delete_suppression(
     }
     let list = access.tenant_param(tenant)?;
     let (addr, col, owner) = (address.clone(), stream.clone(), list.clone());
-    let removed = state
-        .writer
+    let removed = mail
+        .store
         .write(move |txn| {
             let removed = txn.delete_suppression(owner.as_deref(), &addr, &col)?;
             // A fresh start on the global list: earlier soft bounces no

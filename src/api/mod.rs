@@ -12,7 +12,7 @@ mod feedback;
 pub mod http;
 mod keys;
 pub(crate) mod listener;
-mod mail;
+pub mod mail;
 mod metrics;
 mod openapi;
 mod overview;
@@ -73,6 +73,8 @@ pub struct AppState {
     pub history: overview::History,
     /// What the event routes append to and read from.
     pub events: events::EventApi,
+    /// What the mail routes queue through and read from.
+    pub mail_api: mail::MailApi,
 }
 
 /// Which routes a listener serves.
@@ -117,8 +119,18 @@ impl AppState {
             body_timeout: config.body_timeout,
             catalog: catalog.clone(),
         };
+        let mail_api = mail::MailApi {
+            store: mail::MailStore::Embedded {
+                store: store.clone(),
+                writer: writer.clone(),
+            },
+            settings: mail.sending.settings.clone(),
+            body_timeout: config.body_timeout,
+            queued: None,
+        };
         Ok(AppState {
             events,
+            mail_api,
             sns,
             catalog,
             portal_links,
@@ -342,12 +354,14 @@ async fn dispatch(
         DeadLettersList => webhooks::list_deliveries(state, keyed(&access)?, req, true).await,
         DeliveryGet => webhooks::get_delivery(state, keyed(&access)?, param).await,
         DeliveryRetry => webhooks::retry_delivery(state, keyed(&access)?, param).await,
-        EmailsSend => mail::send(state, keyed(&access)?, req).await,
-        EmailsList => mail::list(state, keyed(&access)?, req).await,
-        EmailGet => mail::get(state, keyed(&access)?, param).await,
-        SuppressionsList => mail::list_suppressions(state, keyed(&access)?, req).await,
-        SuppressionPut => mail::put_suppression(state, keyed(&access)?, param, req).await,
-        SuppressionDelete => mail::delete_suppression(state, keyed(&access)?, param, req).await,
+        EmailsSend => mail::send(&state.mail_api, keyed(&access)?, req).await,
+        EmailsList => mail::list(&state.mail_api, keyed(&access)?, req).await,
+        EmailGet => mail::get(&state.mail_api, keyed(&access)?, param).await,
+        SuppressionsList => mail::list_suppressions(&state.mail_api, keyed(&access)?, req).await,
+        SuppressionPut => mail::put_suppression(&state.mail_api, keyed(&access)?, param, req).await,
+        SuppressionDelete => {
+            mail::delete_suppression(&state.mail_api, keyed(&access)?, param, req).await
+        }
         FeedbackList => feedback::list(state, keyed(&access)?, req).await,
         StreamsList => streams::list(state).await,
         StreamHealth => streams::health(state, param).await,

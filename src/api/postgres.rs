@@ -1,5 +1,5 @@
 //! The API of a node on PostgreSQL: the event log's routes, webhook
-//! endpoints and deliveries, and the health probes, with the same keys, answers and errors as on redb. Routes whose
+//! endpoints and deliveries, mail and suppressions, and the health probes, with the same keys, answers and errors as on redb. Routes whose
 //! state has not moved to PostgreSQL yet answer 501, after the same key
 //! check as everywhere, so a keyless caller still learns nothing.
 
@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use super::error::ApiError;
 use super::events;
 use super::http::{json, Resp};
+use super::mail;
 use super::postgres_hooks as hooks;
 pub use super::postgres_state::PostgresApp;
 use super::routes::{self, RouteId};
@@ -75,6 +76,16 @@ async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiErr
         RouteId::DeadLettersList => hooks::list_deliveries(app, keyed(&access)?, req, true).await,
         RouteId::DeliveryGet => hooks::get_delivery(app, keyed(&access)?, param).await,
         RouteId::DeliveryRetry => hooks::retry_delivery(app, keyed(&access)?, param).await,
+        RouteId::EmailsSend => mail::send(&app.mail, keyed(&access)?, req).await,
+        RouteId::EmailsList => mail::list(&app.mail, keyed(&access)?, req).await,
+        RouteId::EmailGet => mail::get(&app.mail, keyed(&access)?, param).await,
+        RouteId::SuppressionsList => mail::list_suppressions(&app.mail, keyed(&access)?, req).await,
+        RouteId::SuppressionPut => {
+            mail::put_suppression(&app.mail, keyed(&access)?, param, req).await
+        }
+        RouteId::SuppressionDelete => {
+            mail::delete_suppression(&app.mail, keyed(&access)?, param, req).await
+        }
         RouteId::Healthz => Ok(super::admin::healthz()),
         RouteId::Readyz => Ok(if app.log.is_ready().await {
             json(StatusCode::OK, r#"{"status":"ready"}"#)
@@ -89,8 +100,9 @@ async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiErr
             "not_on_this_backend",
             format!(
                 "{} {} is not served with store.backend = \"postgres\" in this release: it \
-                 serves the event log, webhook endpoints and deliveries, and the health probes; \
-                 mail, tracking, keys, the catalog and the admin surfaces need \
+                 serves the event log, webhook endpoints and deliveries, mail and suppressions, \
+                 and the health probes; tracking, ESP feedback, streams, keys, the catalog and \
+                 the admin surfaces need \
                  store.backend = \"redb\"",
                 route.method, route.path
             ),

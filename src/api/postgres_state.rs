@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::auth::ApiKeys;
 use super::events::EventApi;
+use super::mail::MailApi;
 use crate::config::Config;
 use crate::pg::dispatch::PgDispatcher;
 use crate::pg::log::PgLog;
@@ -13,6 +14,7 @@ pub struct PostgresApp {
     pub config: Arc<Config>,
     pub keys: ApiKeys,
     pub events: EventApi,
+    pub mail: MailApi,
     pub log: PgLog,
     pub hooks: PgHooks,
     pub dispatcher: Arc<PgDispatcher>,

@@ -65,7 +65,7 @@ pub async fn unsubscribe(
         stream,
         address,
         tenant,
-    }) = state.mail.tokens.verify(token)
+    }) = state.mail.sending.tokens.verify(token)
     else {
         return Ok(invalid_link());
     };

@@ -9,16 +9,12 @@ use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver, Sender, TryRecvError, TrySendError};
 
-use super::classify::queued_as;
-use super::compose::{Composer, DkimCache};
 use super::gates::{Passage, StreamGates};
-use super::ledger::{self, format_email_id};
-use super::policy::{AttemptReport, MailRetry};
-use super::relay::{Destination, RelayClient, RelayTlsConfig, Reply};
+use super::ledger;
+use super::sending::{Relayer, Sending};
 use super::settings::{MailSettings, PublicSettings};
 use super::unsubscribe::TokenKey;
 use crate::clock;
-use crate::metrics::{self, SendResult};
 use crate::scheduler::{Admit, Dispatch, Ended, Inbox, Job, TokenBucket};
 use crate::store::due::stream_key;
 use crate::store::records::EmailStatus;
@@ -28,14 +24,9 @@ use crate::worker::{Step, Stop, Worker};
 
 /// Everything a worker needs; shared by all of them.
 pub struct MailContext {
-    pub settings: MailSettings,
-    pub public: PublicSettings,
-    pub tokens: TokenKey,
-    pub retry: MailRetry,
+    pub sending: Sending,
     store: Store,
     writer: Writer,
-    /// TLS settings per stream with a relay, checked at start.
-    relay_tls: HashMap<String, RelayTlsConfig>,
 }
 
 impl MailContext {
@@ -46,42 +37,11 @@ impl MailContext {
         store: Store,
         writer: Writer,
     ) -> Result<Self, String> {
-        let mut relay_tls = HashMap::new();
-        for (name, stream) in &settings.streams {
-            if let Some(relay) = &stream.relay {
-                let tls = RelayTlsConfig::new(relay)
-                    .map_err(|e| format!("mail.streams.{name}.relay: {e}"))?;
-                relay_tls.insert(name.clone(), tls);
-            }
-        }
         Ok(MailContext {
-            retry: MailRetry::new(&settings),
-            settings,
-            public,
-            tokens,
+            sending: Sending::new(settings, public, tokens)?,
             store,
             writer,
-            relay_tls,
         })
-    }
-
-    /// A worker's own destinations: each holds its own relay connection.
-    fn destinations(&self) -> HashMap<String, Destination> {
-        self.settings
-            .streams
-            .iter()
-            .map(|(name, stream)| {
-                let destination = match (&stream.relay, self.relay_tls.get(name)) {
-                    (Some(relay), Some(tls)) => Destination::Smtp(Box::new(RelayClient::new(
-                        relay.clone(),
-                        tls.clone(),
-                        self.settings.timeout,
-                    ))),
-                    _ => Destination::Outbox(self.settings.outbox.clone()),
-                };
-                (name.clone(), destination)
-            })
-            .collect()
     }
 }
 
@@ -194,10 +154,7 @@ pub struct MailWorker {
     inbox: Sender<Inbox>,
     /// Taken from `jobs` while waiting, worked next.
     next: Option<Job>,
-    dkim: DkimCache,
-    destinations: HashMap<String, Destination>,
-    /// Drives the SMTP conversations of this thread.
-    runtime: tokio::runtime::Runtime,
+    relayer: Relayer,
 }
 
 impl MailWorker {
@@ -209,15 +166,11 @@ impl MailWorker {
     ) -> std::io::Result<Self> {
         Ok(MailWorker {
             number,
-            destinations: context.destinations(),
+            relayer: Relayer::new(&context.sending)?,
             context,
             jobs,
             inbox,
             next: None,
-            dkim: DkimCache::new(),
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
         })
     }
 
@@ -283,71 +236,11 @@ impl MailWorker {
                 ledger::cancel_suppressed(txn, id, reason)
             }));
         }
-        let stream = record.stream.as_str();
-        let Some(settings) = context.settings.streams.get(stream) else {
-            tracing::warn!(stream, email = %format_email_id(id), "the message's stream is no longer configured; it stays queued");
+        let Some(report) = self.relayer.attempt(&context.sending, id, &record) else {
             return Attempted::Nothing(Ended::Skipped);
         };
-        let composer = Composer {
-            stream: settings,
-            public_url: &context.public.url,
-            tokens: &context.tokens,
-        };
-        let started = Instant::now();
-        let at_ms = clock::now_ms();
-        let mut relayed = false;
-        let reply = match composer.build(id, &record) {
-            Ok(mut message) => match composer.sign(&mut message, &record, &mut self.dkim) {
-                Ok(()) => {
-                    let bytes = message.formatted();
-                    match self.destinations.get_mut(stream) {
-                        Some(destination) => {
-                            relayed = matches!(destination, Destination::Smtp(_));
-                            destination.send(
-                                &self.runtime,
-                                &format_email_id(id),
-                                message.envelope(),
-                                &bytes,
-                            )
-                        }
-                        None => Reply {
-                            code: 0,
-                            text: format!("stream `{stream}` has no destination"),
-                            about_recipient: false,
-                        },
-                    }
-                }
-                Err(e) => Reply {
-                    code: 0,
-                    text: e.to_string(),
-                    about_recipient: false,
-                },
-            },
-            // Validated at queueing, so only a bug or a changed rule gets here.
-            Err(e) => Reply {
-                code: 554,
-                text: format!("5.6.0 {e}"),
-                about_recipient: false,
-            },
-        };
-        if let Some(series) = metrics::mail_stream(stream) {
-            series.sent(SendResult::of_reply(reply.code), started.elapsed());
-        }
-        let report = AttemptReport {
-            at_ms,
-            code: reply.code,
-            about_recipient: reply.about_recipient,
-            latency_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
-            random_unit: crate::ids::random_unit(),
-            provider_id: if relayed && (200..300).contains(&reply.code) {
-                queued_as(&reply.text)
-            } else {
-                None
-            },
-            text: reply.text,
-        };
-        let retry = context.retry.clone();
-        let guard = context.settings.guard;
+        let retry = context.sending.retry.clone();
+        let guard = context.sending.settings.guard;
         Attempted::Submitted(Box::new(move |txn| {
             ledger::record_attempt(txn, id, report, &retry, &guard)
         }))

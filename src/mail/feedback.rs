@@ -51,7 +51,7 @@ pub enum Outcome {
 
 /// Applies every event of `batch` not seen before, in one transaction.
 pub fn apply(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     provider: Provider,
     batch: &Batch,
     rules: &FeedbackRules,
@@ -92,7 +92,7 @@ pub fn apply(
 /// so another Herald sharing the ESP account (a staging one) names ids of
 /// ours: the recipient is what tells a report about our message apart.
 fn find_message(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     event: &FeedbackEvent,
     address: &str,
 ) -> Result<Option<(u64, EmailRecord)>, StoreError> {
@@ -141,7 +141,7 @@ fn find_message(
 
 /// Applies one event; returns the stream whose reputation it changed.
 fn apply_one(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     event: &FeedbackEvent,
     rules: &FeedbackRules,
     now_ms: i64,
@@ -331,7 +331,7 @@ fn apply_one(
 /// no attempt recorded yet: then the worker's outcome is still on its way
 /// and must not find the message settled.
 fn settle(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     id: u64,
     mut record: EmailRecord,
     status: EmailStatus,
@@ -362,7 +362,7 @@ fn settle(
 /// Counts a bounce or complaint against its message's stream; returns
 /// the stream, to be judged at the end of the batch.
 fn record_outcome(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     stream: &Option<String>,
     email_id: Option<u64>,
     outcome: SendOutcome,

@@ -76,7 +76,7 @@ pub fn window_json(window: &Window) -> Value {
 /// Counts what became of message `id` of `stream` and, after a bounce or
 /// a complaint, judges the stream anew (see `judge_stream`).
 pub fn count(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     stream: &str,
     id: Option<u64>,
     outcome: SendOutcome,
@@ -96,7 +96,7 @@ pub fn count(
 /// the message went: a report about yesterday's mail must not weigh on
 /// today's sends.
 pub fn record(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     stream: &str,
     id: Option<u64>,
     outcome: SendOutcome,
@@ -138,7 +138,7 @@ pub fn record(
 /// Judges `stream`'s windows: pauses it (its mail then waits in the queue)
 /// or warns, each once, with a `stream.*` event.
 pub fn judge_stream(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     stream: &str,
     guard: &GuardSettings,
     now_ms: i64,
@@ -181,7 +181,7 @@ pub fn judge_stream(
 /// Pauses or resumes `stream` by an operator's hand; false when it was
 /// already so.
 pub fn set_paused(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     stream: &str,
     paused: bool,
     now_ms: i64,

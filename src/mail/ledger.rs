@@ -40,7 +40,7 @@ pub fn stream_label(stream: &str) -> Option<&str> {
 /// Appends an `email.*` event of `tenant`: only that tenant's endpoints
 /// (and those bound to none) receive it.
 fn append(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     event_type: &str,
     tenant: Option<&str>,
     data: serde_json::Value,
@@ -68,7 +68,7 @@ pub enum Queued {
 /// any recipient is suppressed for its stream, on the global list or on
 /// the request's tenant's.
 pub fn queue(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     request: &EmailRequest,
     now_ms: i64,
 ) -> Result<Queued, StoreError> {
@@ -180,7 +180,7 @@ impl SuppressionScope<'_> {
 /// Adds a suppression entry and its `email.suppressed` event; false when
 /// the same entry existed already.
 pub fn suppress(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     scope: SuppressionScope<'_>,
     address: &str,
     stream: &str,
@@ -201,7 +201,7 @@ pub fn suppress(
 
 /// As `suppress`, keeping where the reason came from (an ESP's own words).
 pub fn suppress_with_detail(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     scope: SuppressionScope<'_>,
     address: &str,
     stream: &str,
@@ -234,7 +234,7 @@ pub fn suppress_with_detail(
 /// One-click unsubscribe onto `tenant`'s list (`None`: the global one),
 /// told to that tenant: idempotent, and only the first records events.
 pub fn unsubscribe(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     tenant: Option<&str>,
     address: &str,
     stream: &str,
@@ -264,7 +264,7 @@ pub fn unsubscribe(
 /// Records an attempt on message `id` and moves it on as the policy
 /// decides: sent, retried, failed or bounced, with suppressions and events.
 pub fn record_attempt(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     id: u64,
     report: AttemptReport,
     retry: &MailRetry,
@@ -383,7 +383,7 @@ pub fn record_attempt(
 /// A message whose recipient was suppressed after it was queued: it fails
 /// without being sent.
 pub fn cancel_suppressed(
-    txn: &mut impl MailTxn,
+    txn: &mut dyn MailTxn,
     id: u64,
     reason: SuppressionReason,
 ) -> Result<(), StoreError> {

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod policy;
 pub mod relay;
 pub mod request;
+pub mod sending;
 pub mod settings;
 pub mod soft_bounces;
 pub mod unsubscribe;

@@ -59,7 +59,6 @@ where
             txn: &txn,
             handle: &handle,
             events: Vec::new(),
-            gates_changed: false,
         };
         let answer = change(&mut mail)?;
         let events = std::mem::take(&mut mail.events);
@@ -78,7 +77,6 @@ pub struct PgMailTxn<'a> {
     handle: &'a Handle,
     /// Events to append at the end, in order, grouped by whom they skip.
     events: Vec<(Option<u128>, Vec<NewEvent>)>,
-    gates_changed: bool,
 }
 
 impl PgMailTxn<'_> {
@@ -115,31 +113,24 @@ impl PgMailTxn<'_> {
         }
     }
 
-    /// Whether a change since the transaction began paused, resumed or held
-    /// back a stream.
-    pub fn gates_changed(&self) -> bool {
-        self.gates_changed
+    /// Whether this node still holds the lease `token` on message `id`,
+    /// locking its row until the commit: an outcome is recorded only by
+    /// the node whose lease did not run out.
+    pub fn holds_lease(&self, id: u64, token: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT 1 FROM herald_emails WHERE id = $1 AND lease_token = $2 FOR UPDATE",
+                &[&(id as i64), &token],
+            )?
+            .is_some())
     }
 
-    /// Runs `query` of this transaction to the end, for the caller's own
-    /// checks (a lease still held) before the rules run.
-    pub fn query_one_value<V>(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<V>, StoreError>
-    where
-        V: for<'r> tokio_postgres::types::FromSql<'r>,
-    {
-        Ok(self.query_opt(sql, params)?.map(|row| row.get(0)))
-    }
-
-    pub fn execute_own(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, StoreError> {
-        self.execute(sql, params)
+    pub fn end_lease(&self, id: u64) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE herald_emails SET lease_token = NULL, lease_until_ms = 0 WHERE id = $1",
+            &[&(id as i64)],
+        )?;
+        Ok(())
     }
 }
 
@@ -347,11 +338,11 @@ impl MailTxn for PgMailTxn<'_> {
 
     fn email_by_provider_id(&mut self, provider_id: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
-            .query_one_value::<i64>(
+            .query_opt(
                 "SELECT email_id FROM herald_provider_message_ids WHERE provider_id = $1",
                 &[&provider_id],
             )?
-            .map(|id| id as u64))
+            .map(|row| row.get::<_, i64>(0) as u64))
     }
 
     fn stream_state(&mut self, stream: &str) -> Result<StreamStateRecord, StoreError> {
@@ -450,9 +441,9 @@ impl MailTxn for PgMailTxn<'_> {
         })
     }
 
-    fn mail_gates_changed(&mut self) {
-        self.gates_changed = true;
-    }
+    /// Nothing to tell: every claim reads its stream's state afresh under
+    /// the stream's gate row.
+    fn mail_gates_changed(&mut self) {}
 
     fn append_system_event(
         &mut self,
@@ -483,11 +474,11 @@ impl MailTxn for PgMailTxn<'_> {
 
     fn feedback_seen(&mut self, provider: &str, event_id: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
-            .query_one_value::<i64>(
+            .query_opt(
                 "SELECT id FROM herald_feedback WHERE provider = $1 AND event_id = $2",
                 &[&provider, &event_id],
             )?
-            .map(|id| id as u64))
+            .map(|row| row.get::<_, i64>(0) as u64))
     }
 
     fn add_feedback(&mut self, record: &FeedbackRecord) -> Result<u64, StoreError> {

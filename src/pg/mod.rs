@@ -4,6 +4,8 @@
 
 pub mod dispatch;
 pub mod log;
+pub mod mail;
+pub mod mail_dispatch;
 pub mod mail_txn;
 pub mod migrate;
 pub mod schema;
@@ -125,4 +127,25 @@ pub fn pool(settings: &PostgresSettings) -> Result<Pool, PgError> {
         .recycle_timeout(Some(settings.connect_timeout))
         .build()
         .map_err(|e| PgError::Pool(e.to_string()))
+}
+
+/// The secret named `name` every node shares, made on first use: the
+/// first node to ask stores it, every later one reads that one.
+pub async fn shared_secret(client: &Client, name: &str) -> Result<[u8; 32], PgError> {
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).map_err(|e| PgError::Damaged(format!("no randomness: {e}")))?;
+    client
+        .execute(
+            "INSERT INTO herald_secrets (name, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&name, &fresh.as_slice()],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT secret FROM herald_secrets WHERE name = $1",
+            &[&name],
+        )
+        .await?;
+    <[u8; 32]>::try_from(row.get::<_, &[u8]>(0))
+        .map_err(|_| PgError::Damaged(format!("the secret `{name}` is not 32 bytes")))
 }

@@ -66,7 +66,7 @@ pub async fn create_link(state: Arc<AppState>, req: Request<Incoming>) -> Result
     }
     let expires_at_ms = clock::now_ms() + ttl as i64 * 1000;
     let token = state.portal_links.mint(&input.tenant, expires_at_ms);
-    let base = state.mail.public.url.trim_end_matches('/');
+    let base = state.mail.sending.public.url.trim_end_matches('/');
     Ok(json(
         StatusCode::CREATED,
         json!({

@@ -109,3 +109,10 @@ CREATE TABLE herald_replay_tokens (
     spent_at_ms bigint NOT NULL,
     PRIMARY KEY (provider, token)
 );
+
+-- Secrets every node must share: the unsubscribe links' signing key (a
+-- link one node wrote is checked by another).
+CREATE TABLE herald_secrets (
+    name text PRIMARY KEY,
+    secret bytea NOT NULL
+);
