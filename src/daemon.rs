@@ -267,6 +267,7 @@ fn run_on_postgres(
     let config = Arc::new(config);
     let private_listener = bind(config.listen)?;
     let private_addr = private_listener.local_addr().unwrap_or(config.listen);
+    let public_listener = config.public.listen.map(bind).transpose()?;
     let served = runtime.block_on(async {
         let mut client = crate::pg::connect(&settings).await.map_err(failed)?;
         let before = crate::pg::schema::migrate(&mut client)
@@ -294,7 +295,11 @@ fn run_on_postgres(
         ));
         let mut public = config.public.clone();
         if public.url_is_default {
-            public.url = format!("http://{private_addr}");
+            let addr = public_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .unwrap_or(private_addr);
+            public.url = format!("http://{addr}");
         }
         let sending = Sending::new(config.mail.clone(), public, TokenKey::new(unsubscribe_key))
             .map_err(DaemonError::Mail)?;
@@ -314,6 +319,9 @@ fn run_on_postgres(
             mail: MailApi {
                 store: MailStore::Postgres(PgMail::new(pool.clone())),
                 settings: config.mail.clone(),
+                tokens: TokenKey::new(unsubscribe_key),
+                sns: crate::api::mail::sns_fetcher(&config.feedback),
+                feedback: config.feedback.clone(),
                 body_timeout: config.body_timeout,
                 queued: Some(mail_queued),
             },
@@ -364,7 +372,30 @@ fn run_on_postgres(
                 }
             }
         };
-        crate::api::postgres::serve(listener, app, stop).await;
+        let (public_stop, public_stopped) = tokio::sync::oneshot::channel::<()>();
+        let public_server = match (public_listener, config.public.listen) {
+            (Some(l), Some(public)) => {
+                let listener = adopt(l, public)?;
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(addr = %addr, "public listening");
+                }
+                let stop = async {
+                    let _ = public_stopped.await;
+                };
+                Some(tokio::spawn(crate::api::postgres::serve(
+                    listener,
+                    app.clone(),
+                    stop,
+                    Surface::Public,
+                )))
+            }
+            _ => None,
+        };
+        crate::api::postgres::serve(listener, app, stop, Surface::Private).await;
+        let _ = public_stop.send(());
+        if let Some(server) = public_server {
+            let _ = server.await;
+        }
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         stop_dispatch.notify_one();
         stop_senders.store(true, Ordering::Relaxed);

@@ -2,8 +2,6 @@
 //! both listeners, authenticated by each provider's own scheme) and the
 //! list of what they reported (`GET /v1/feedback`).
 
-use std::sync::Arc;
-
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
@@ -11,7 +9,7 @@ use serde_json::{json, Value};
 use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, page_limit, query_params, read_body, Resp};
-use super::{read, AppState};
+use super::mail::MailApi;
 use crate::clock;
 use crate::feedback::ses::{self, SnsKind};
 use crate::feedback::{
@@ -21,6 +19,7 @@ use crate::mail::feedback::{
     self as mail_feedback, format_feedback_id, parse_feedback_id, FeedbackRules, Outcome,
 };
 use crate::mail::ledger::format_email_id;
+use crate::mail::policy::MailRetry;
 use crate::store::feedback::FeedbackFilter;
 use crate::store::records::FeedbackRecord;
 
@@ -45,7 +44,7 @@ fn feedback_json(id: u64, r: &FeedbackRecord) -> Value {
 }
 
 pub async fn list(
-    state: Arc<AppState>,
+    mail: &MailApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -102,7 +101,7 @@ pub async fn list(
     // A tenant key sees its own messages' feedback; unmatched events
     // belong to no tenant and only unscoped keys see them.
     filter.tenant = access.tenant_param(tenant)?;
-    let page = read(&state, move |txn| txn.scan_feedback(&filter, after, limit)).await?;
+    let page = mail.store.scan_feedback(filter, after, limit).await?;
     let feedback: Vec<Value> = page
         .feedback
         .iter()
@@ -141,27 +140,23 @@ fn refused(error: FeedbackError) -> ApiError {
 /// `POST /feedback/PROVIDER`: checks the request by the provider's scheme
 /// on its raw bytes, then applies its events in one transaction and
 /// answers once that is durable. A refused request changes nothing.
-pub async fn receive(
-    state: Arc<AppState>,
-    name: &str,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
+pub async fn receive(mail: &MailApi, name: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let provider = Provider::parse(name)
-        .filter(|p| state.config.feedback.is_enabled(*p))
+        .filter(|p| mail.feedback.is_enabled(*p))
         .ok_or_else(|| provider_not_found(name))?;
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed("POST"));
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, MAX_BODY, state.config.body_timeout).await?;
+    let body = read_body(body, &parts.headers, MAX_BODY, mail.body_timeout).await?;
     let inbound = Inbound {
         headers: &parts.headers,
         body: &body,
         now_ms: clock::now_ms(),
     };
-    let settings = &state.config.feedback;
+    let settings = &mail.feedback;
     let read = match provider {
-        Provider::Ses => match read_ses(&state, &inbound).await? {
+        Provider::Ses => match read_ses(mail, &inbound).await? {
             SesRead::Batch(batch) => Ok(batch),
             SesRead::Confirmed => {
                 return Ok(json(StatusCode::OK, json!({"confirmed": true}).to_string()))
@@ -182,11 +177,11 @@ pub async fn receive(
     }
     let received = batch.events.len();
     let rules = FeedbackRules {
-        retry: state.mail.sending.retry.clone(),
-        guard: state.config.mail.guard,
+        retry: MailRetry::new(&mail.settings),
+        guard: mail.settings.guard,
     };
-    let outcome = state
-        .writer
+    let outcome = mail
+        .store
         .write(move |txn| mail_feedback::apply(txn, provider, &batch, &rules, clock::now_ms()))
         .await?;
     match outcome {
@@ -228,9 +223,9 @@ enum SesRead {
 /// signing certificate fetched over HTTPS (or taken from the cache), the
 /// signature verified; only then is a subscription confirmed or a
 /// notification read.
-async fn read_ses(state: &Arc<AppState>, inbound: &Inbound<'_>) -> Result<SesRead, ApiError> {
-    let settings = configured(&state.config.feedback.ses)?;
-    let fetcher = state
+async fn read_ses(mail: &MailApi, inbound: &Inbound<'_>) -> Result<SesRead, ApiError> {
+    let settings = configured(&mail.feedback.ses)?;
+    let fetcher = mail
         .sns
         .as_ref()
         .ok_or_else(|| ApiError::unavailable("the SNS certificate fetcher is not running"))?;

@@ -18,6 +18,8 @@ use super::http::{json, page_limit, query_params, read_body, require_json, Resp}
 use super::read_store;
 use crate::clock;
 use crate::events;
+use crate::feedback::settings::FeedbackSettings;
+use crate::feedback::sns_fetch::SnsFetcher;
 use crate::mail::address;
 use crate::mail::classify::enhanced_code;
 use crate::mail::ledger::{
@@ -25,12 +27,16 @@ use crate::mail::ledger::{
 };
 use crate::mail::request::{self, EmailInput};
 use crate::mail::settings::MailSettings;
+use crate::mail::unsubscribe::TokenKey;
 use crate::pg::mail::PgMail;
+use crate::store::feedback::{FeedbackFilter, FeedbackPage};
 use crate::store::mail::{EmailFilter, EmailPage, SuppressionFilter, SuppressionPage, ALL_STREAMS};
 use crate::store::mail_txn::MailTxn;
 use crate::store::records::{
-    EmailRecord, EmailStatus, FeedbackRecord, SuppressionReason, SuppressionRecord,
+    EmailRecord, EmailStatus, FeedbackRecord, StreamStateRecord, SuppressionReason,
+    SuppressionRecord,
 };
+use crate::store::streams::{Windows, DAY_MS};
 use crate::store::{Store, StoreError, Writer};
 
 /// What the mail routes need, whichever backend keeps mail: the handlers
@@ -38,6 +44,12 @@ use crate::store::{Store, StoreError, Writer};
 pub struct MailApi {
     pub store: MailStore,
     pub settings: MailSettings,
+    /// Checks the unsubscribe links of sent mail.
+    pub tokens: TokenKey,
+    /// The ESPs whose reports `/feedback/{provider}` takes.
+    pub feedback: FeedbackSettings,
+    /// Fetches and caches SNS signing certificates; `None` without SES.
+    pub sns: Option<Arc<SnsFetcher>>,
     pub body_timeout: Duration,
     /// Told when a message was queued, so this node's senders look at once
     /// rather than at their next poll; `None` where a scheduler hears of
@@ -54,6 +66,8 @@ pub enum MailStore {
 }
 
 type Timeline = Option<(EmailRecord, Vec<FeedbackRecord>)>;
+/// A stream's name, state, windows, and messages sent today.
+pub(super) type StreamHealth = (String, StreamStateRecord, Windows, u64);
 
 impl MailStore {
     /// Runs `change` (the mail rules) in one transaction of the backend.
@@ -106,6 +120,52 @@ impl MailStore {
         }
     }
 
+    pub(super) async fn scan_feedback(
+        &self,
+        filter: FeedbackFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<FeedbackPage, ApiError> {
+        match self {
+            MailStore::Embedded { store, .. } => {
+                read_store(store, move |txn| txn.scan_feedback(&filter, after, limit)).await
+            }
+            MailStore::Postgres(pg) => pg
+                .scan_feedback(&filter, after, limit)
+                .await
+                .map_err(query_failed),
+        }
+    }
+
+    /// Each stream's state, windows and messages sent since the UTC day
+    /// began, read together.
+    pub(super) async fn stream_healths(
+        &self,
+        names: Vec<String>,
+        now_ms: i64,
+    ) -> Result<Vec<StreamHealth>, ApiError> {
+        let midnight = now_ms - now_ms.rem_euclid(DAY_MS);
+        match self {
+            MailStore::Embedded { store, .. } => {
+                read_store(store, move |txn| {
+                    let mut out = Vec::with_capacity(names.len());
+                    for name in names {
+                        let record = txn.stream_state(&name)?;
+                        let windows = txn.stream_windows(&name, now_ms)?;
+                        let sent_today = txn.stream_sent_since(&name, midnight)?;
+                        out.push((name, record, windows, sent_today));
+                    }
+                    Ok(out)
+                })
+                .await
+            }
+            MailStore::Postgres(pg) => pg
+                .stream_healths(names, now_ms, midnight)
+                .await
+                .map_err(query_failed),
+        }
+    }
+
     async fn scan_suppressions(
         &self,
         list: Option<String>,
@@ -129,6 +189,20 @@ impl MailStore {
             }
         }
     }
+}
+
+/// The SNS certificate fetcher SES feedback needs, when SES is configured.
+pub fn sns_fetcher(feedback: &FeedbackSettings) -> Option<Arc<SnsFetcher>> {
+    feedback
+        .ses
+        .as_ref()
+        .and_then(|ses| match SnsFetcher::new(ses) {
+            Ok(fetcher) => Some(Arc::new(fetcher)),
+            Err(e) => {
+                tracing::error!(error = %e, "SES feedback is off: its certificate fetcher cannot start");
+                None
+            }
+        })
 }
 
 fn query_failed(e: crate::pg::PgError) -> ApiError {

@@ -43,7 +43,6 @@ use routes::{Auth, RouteId};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::feedback::sns_fetch::SnsFetcher;
 use crate::mail::dispatch::MailContext;
 use crate::portal_link::PortalKey;
 use crate::store::{ReadTxn, Store, StoreError, Writer};
@@ -60,8 +59,6 @@ pub struct AppState {
     /// For attempts the API makes itself (tests, manual retries).
     pub hooks: Arc<AttemptContext>,
     pub mail: Arc<MailContext>,
-    /// Fetches and caches SNS signing certificates; `None` without SES.
-    pub sns: Option<Arc<SnsFetcher>>,
     /// The event catalog, compiled: what ingest checks events against.
     pub catalog: Arc<Catalog>,
     /// Signs and checks customer portal links; its secret is kept in the
@@ -98,18 +95,6 @@ impl AppState {
         let stored_keys = store.read()?.api_keys()?;
         let catalog = Arc::new(Catalog::load(store.read()?.event_types()?));
         let portal_links = PortalKey::new(store.persistent_secret("portal")?);
-        // The configuration check already read the CA file the same way.
-        let sns = config
-            .feedback
-            .ses
-            .as_ref()
-            .and_then(|ses| match SnsFetcher::new(ses) {
-                Ok(fetcher) => Some(Arc::new(fetcher)),
-                Err(e) => {
-                    tracing::error!(error = %e, "SES feedback is off: its certificate fetcher cannot start");
-                    None
-                }
-            });
         let events = events::EventApi {
             log: events::EventLog::Embedded {
                 store: store.clone(),
@@ -125,13 +110,16 @@ impl AppState {
                 writer: writer.clone(),
             },
             settings: mail.sending.settings.clone(),
+            tokens: mail.sending.tokens.clone(),
+            // The configuration check already read the CA file the same way.
+            sns: mail::sns_fetcher(&config.feedback),
+            feedback: config.feedback.clone(),
             body_timeout: config.body_timeout,
             queued: None,
         };
         Ok(AppState {
             events,
             mail_api,
-            sns,
             catalog,
             portal_links,
             hooks,
@@ -362,11 +350,11 @@ async fn dispatch(
         SuppressionDelete => {
             mail::delete_suppression(&state.mail_api, keyed(&access)?, param, req).await
         }
-        FeedbackList => feedback::list(state, keyed(&access)?, req).await,
-        StreamsList => streams::list(state).await,
-        StreamHealth => streams::health(state, param).await,
-        StreamPause => streams::set_paused(state, param, true).await,
-        StreamResume => streams::set_paused(state, param, false).await,
+        FeedbackList => feedback::list(&state.mail_api, keyed(&access)?, req).await,
+        StreamsList => streams::list(&state.mail_api).await,
+        StreamHealth => streams::health(&state.mail_api, param).await,
+        StreamPause => streams::set_paused(&state.mail_api, param, true).await,
+        StreamResume => streams::set_paused(&state.mail_api, param, false).await,
         AdminBackup => admin::backup(state).await,
         AdminStorage => admin::storage(state, req).await,
         KeysCreate => keys::create(state, req).await,
@@ -384,8 +372,10 @@ async fn dispatch(
         Readyz => Ok(admin::readyz(&state)),
         // Unsubscribe links work on the private listener too, so the
         // default install (no public listener) can follow its own links.
-        UnsubscribePage | UnsubscribeOneClick => public::unsubscribe(state, param, req).await,
-        FeedbackReceive => feedback::receive(state, param, req).await,
+        UnsubscribePage | UnsubscribeOneClick => {
+            public::unsubscribe(&state.mail_api, param, req).await
+        }
+        FeedbackReceive => feedback::receive(&state.mail_api, param, req).await,
         DashboardPage => dashboard::page(state, req).await,
         DashboardAsset => dashboard::asset(param, &req),
         DashboardSignIn => dashboard::sign_in(state, req).await,

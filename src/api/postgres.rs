@@ -24,6 +24,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Arc<PostgresApp>,
     shutdown: impl Future<Output = ()>,
+    surface: Surface,
 ) {
     let limits = listener::Limits {
         max_connections: app.config.max_connections,
@@ -34,20 +35,24 @@ pub async fn serve(
     };
     listener::serve(listener, limits, shutdown, move |req| {
         let app = app.clone();
-        async move { respond(route(&app, req).await) }
+        async move { respond(route(&app, req, surface).await) }
     })
     .await;
 }
 
-async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiError> {
+async fn route(
+    app: &PostgresApp,
+    req: Request<Incoming>,
+    surface: Surface,
+) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_owned();
-    let (route, params) = match routes::resolve(Surface::Private, req.method(), &path) {
+    let (route, params) = match routes::resolve(surface, req.method(), &path) {
         routes::Resolved::Found { route, params, .. } => (route, params),
         routes::Resolved::MethodNotAllowed { allow, auth } => {
             grant_for(&req, auth, |h| app.keys.check(h))?;
             return Err(ApiError::method_not_allowed_list(allow));
         }
-        routes::Resolved::NotFound if path.starts_with("/v1/") => {
+        routes::Resolved::NotFound if path.starts_with("/v1/") && surface == Surface::Private => {
             app.keys.check(req.headers())?;
             return Err(not_found(&path));
         }
@@ -86,6 +91,15 @@ async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiErr
         RouteId::SuppressionDelete => {
             mail::delete_suppression(&app.mail, keyed(&access)?, param, req).await
         }
+        RouteId::StreamsList => super::streams::list(&app.mail).await,
+        RouteId::StreamHealth => super::streams::health(&app.mail, param).await,
+        RouteId::StreamPause => super::streams::set_paused(&app.mail, param, true).await,
+        RouteId::StreamResume => super::streams::set_paused(&app.mail, param, false).await,
+        RouteId::FeedbackList => super::feedback::list(&app.mail, keyed(&access)?, req).await,
+        RouteId::FeedbackReceive => super::feedback::receive(&app.mail, param, req).await,
+        RouteId::UnsubscribePage | RouteId::UnsubscribeOneClick => {
+            super::public::unsubscribe(&app.mail, param, req).await
+        }
         RouteId::Healthz => Ok(super::admin::healthz()),
         RouteId::Readyz => Ok(if app.log.is_ready().await {
             json(StatusCode::OK, r#"{"status":"ready"}"#)
@@ -100,8 +114,8 @@ async fn route(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiErr
             "not_on_this_backend",
             format!(
                 "{} {} is not served with store.backend = \"postgres\" in this release: it \
-                 serves the event log, webhook endpoints and deliveries, mail and suppressions, \
-                 and the health probes; tracking, ESP feedback, streams, keys, the catalog and \
+                 serves the event log, webhook endpoints and deliveries, mail, suppressions, ESP feedback \
+                 and streams, and the health probes; tracking, keys, the catalog and \
                  the admin surfaces need \
                  store.backend = \"redb\"",
                 route.method, route.path

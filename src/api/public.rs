@@ -1,8 +1,6 @@
 //! The public listener's routes: only what must face the internet. Today
 //! that is one-click unsubscribe (RFC 8058); ESP webhooks are `feedback`.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -11,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::ApiError;
 use super::http::{escape_html, read_body, Resp};
-use super::AppState;
+use super::mail::MailApi;
 use crate::clock;
 use crate::mail::ledger;
 use crate::mail::unsubscribe::Unsubscription;
@@ -57,7 +55,7 @@ fn invalid_link() -> Resp {
 }
 
 pub async fn unsubscribe(
-    state: Arc<AppState>,
+    mail: &MailApi,
     token: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -65,7 +63,7 @@ pub async fn unsubscribe(
         stream,
         address,
         tenant,
-    }) = state.mail.sending.tokens.verify(token)
+    }) = mail.tokens.verify(token)
     else {
         return Ok(invalid_link());
     };
@@ -89,10 +87,9 @@ pub async fn unsubscribe(
             // multipart) carries nothing the token does not; it is read
             // only to bound and drain it.
             let (parts, body) = req.into_parts();
-            read_body(body, &parts.headers, MAX_BODY, state.config.body_timeout).await?;
+            read_body(body, &parts.headers, MAX_BODY, mail.body_timeout).await?;
             let now = clock::now_ms();
-            state
-                .writer
+            mail.store
                 .write(move |txn| {
                     ledger::unsubscribe(txn, tenant.as_deref(), &address, &stream, now)
                 })

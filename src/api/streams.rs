@@ -1,20 +1,18 @@
 //! `/v1/streams`: each mail stream's health (rolling bounce and complaint
 //! rates, warm-up) and pausing or resuming it by hand.
 
-use std::sync::Arc;
-
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::http::{json, Resp};
-use super::{read, AppState};
+use super::mail::MailApi;
 use crate::clock;
 use crate::mail::guard::{self, window_json};
 use crate::mail::soft_bounces::day_of;
 use crate::mail::warmup;
 use crate::store::records::StreamStateRecord;
-use crate::store::streams::{Windows, DAY_MS};
+use crate::store::streams::Windows;
 
 fn stream_not_found(name: &str) -> ApiError {
     let shown: String = name.chars().take(64).collect();
@@ -52,30 +50,18 @@ fn health_json(
 }
 
 /// The health of the configured streams `names`, read from one snapshot.
-async fn healths(state: &Arc<AppState>, names: Vec<String>) -> Result<Vec<Value>, ApiError> {
+async fn healths(mail: &MailApi, names: Vec<String>) -> Result<Vec<Value>, ApiError> {
     let mut ramps = Vec::with_capacity(names.len());
     for name in &names {
-        let stream = state
-            .config
-            .mail
+        let stream = mail
+            .settings
             .streams
             .get(name)
             .ok_or_else(|| stream_not_found(name))?;
         ramps.push(stream.warmup.clone());
     }
     let now_ms = clock::now_ms();
-    let midnight = now_ms - now_ms.rem_euclid(DAY_MS);
-    let stored = read(state, move |txn| {
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            let record = txn.stream_state(&name)?;
-            let windows = txn.stream_windows(&name, now_ms)?;
-            let sent_today = txn.stream_sent_since(&name, midnight)?;
-            out.push((name, record, windows, sent_today));
-        }
-        Ok(out)
-    })
-    .await?;
+    let stored = mail.store.stream_healths(names, now_ms).await?;
     Ok(stored
         .iter()
         .zip(&ramps)
@@ -85,31 +71,35 @@ async fn healths(state: &Arc<AppState>, names: Vec<String>) -> Result<Vec<Value>
         .collect())
 }
 
-pub async fn list(state: Arc<AppState>) -> Result<Resp, ApiError> {
-    let names: Vec<String> = state.config.mail.streams.keys().cloned().collect();
-    let streams = healths(&state, names).await?;
+pub async fn list(mail: &MailApi) -> Result<Resp, ApiError> {
+    let names: Vec<String> = mail.settings.streams.keys().cloned().collect();
+    let streams = healths(mail, names).await?;
     Ok(json(
         StatusCode::OK,
         json!({ "streams": streams }).to_string(),
     ))
 }
 
-pub async fn health(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
+pub async fn health(mail: &MailApi, name: &str) -> Result<Resp, ApiError> {
     Ok(json(
         StatusCode::OK,
-        healths(&state, vec![name.to_owned()]).await?[0].to_string(),
+        healths(mail, vec![name.to_owned()]).await?[0].to_string(),
     ))
 }
 
 /// Pauses or resumes `name`; answers its health after the change.
-pub async fn set_paused(state: Arc<AppState>, name: &str, paused: bool) -> Result<Resp, ApiError> {
-    if !state.config.mail.streams.contains_key(name) {
+pub async fn set_paused(mail: &MailApi, name: &str, paused: bool) -> Result<Resp, ApiError> {
+    if !mail.settings.streams.contains_key(name) {
         return Err(stream_not_found(name));
     }
     let owned = name.to_owned();
-    state
-        .writer
+    mail.store
         .write(move |txn| guard::set_paused(txn, &owned, paused, clock::now_ms()))
         .await?;
-    health(state, name).await
+    if !paused {
+        if let Some(queued) = &mail.queued {
+            queued.notify_waiters();
+        }
+    }
+    health(mail, name).await
 }

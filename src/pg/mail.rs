@@ -4,15 +4,54 @@
 
 use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Row};
 
 use super::mail_txn::{self, tenant_column, PgMailTxn};
 use super::PgError;
 use crate::store::codec;
+use crate::store::feedback::{FeedbackFilter, FeedbackPage};
 use crate::store::mail::{
     email_status_code, EmailFilter, EmailPage, SuppressionFilter, SuppressionPage,
 };
-use crate::store::records::{EmailRecord, FeedbackRecord};
+use crate::store::records::{EmailRecord, FeedbackRecord, StreamStateRecord};
+use crate::store::streams::{Window, Windows, DAY_MS, RECENT_SENDS, TALLY_BUCKET_MS};
 use crate::store::StoreError;
+
+/// A stream's windows, the reputation guard's view of it.
+pub async fn stream_windows(
+    client: &impl GenericClient,
+    stream: &str,
+    now_ms: i64,
+) -> Result<Windows, PgError> {
+    let since = now_ms - DAY_MS;
+    let from = since - since.rem_euclid(TALLY_BUCKET_MS);
+    let day = client
+        .query_one(
+            "SELECT coalesce(sum(sent), 0)::bigint, coalesce(sum(hard_bounces), 0)::bigint, \
+                    coalesce(sum(complaints), 0)::bigint \
+             FROM herald_stream_tally WHERE stream = $1 AND bucket_ms >= $2",
+            &[&stream, &from],
+        )
+        .await?;
+    let recent = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE outcome = 1), \
+                    count(*) FILTER (WHERE outcome = 2) \
+             FROM (SELECT outcome FROM herald_stream_sends WHERE stream = $1 \
+                   ORDER BY email_id DESC LIMIT $2) recent",
+            &[&stream, &i64::from(RECENT_SENDS)],
+        )
+        .await?;
+    let window = |row: &Row| Window {
+        sent: row.get::<_, i64>(0) as u64,
+        hard_bounces: row.get::<_, i64>(1) as u64,
+        complaints: row.get::<_, i64>(2) as u64,
+    };
+    Ok(Windows {
+        last_24h: window(&day),
+        last_1000: window(&recent),
+    })
+}
 
 #[derive(Clone)]
 pub struct PgMail {
@@ -109,6 +148,92 @@ impl PgMail {
             .then(|| emails.last().map(|(id, _)| *id))
             .flatten();
         Ok(EmailPage { emails, next_after })
+    }
+
+    /// Each stream's state, windows and messages sent since `midnight`.
+    pub async fn stream_healths(
+        &self,
+        names: Vec<String>,
+        now_ms: i64,
+        midnight: i64,
+    ) -> Result<Vec<(String, StreamStateRecord, Windows, u64)>, PgError> {
+        let mut client = self.pool.get().await?;
+        // One snapshot for all of them, as on redb.
+        let txn = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let state = match txn
+                .query_opt(
+                    "SELECT record FROM herald_stream_states WHERE stream = $1",
+                    &[&name],
+                )
+                .await?
+            {
+                Some(row) => codec::decode(row.get::<_, &[u8]>(0))?,
+                None => StreamStateRecord::default(),
+            };
+            let windows = stream_windows(&*txn, &name, now_ms).await?;
+            let from = midnight - midnight.rem_euclid(TALLY_BUCKET_MS);
+            let sent_today: i64 = txn
+                .query_one(
+                    "SELECT coalesce(sum(sent), 0)::bigint FROM herald_stream_tally \
+                     WHERE stream = $1 AND bucket_ms >= $2",
+                    &[&name, &from],
+                )
+                .await?
+                .get(0);
+            out.push((name, state, windows, sent_today as u64));
+        }
+        txn.commit().await?;
+        Ok(out)
+    }
+
+    /// ESP feedback after id `after` matching `filter`, oldest first.
+    pub async fn scan_feedback(
+        &self,
+        filter: &FeedbackFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<FeedbackPage, PgError> {
+        let fetch = limit as i64 + 1;
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, record FROM herald_feedback WHERE id > $1 \
+                   AND ($2::boolean IS NULL OR (email_id IS NOT NULL) = $2) \
+                   AND ($3::text IS NULL OR provider = $3) AND ($4::text IS NULL OR kind = $4) \
+                   AND ($5::text IS NULL OR address = $5) AND ($6::text IS NULL OR tenant = $6) \
+                 ORDER BY id LIMIT $7",
+                &[
+                    &(after as i64),
+                    &filter.matched,
+                    &filter.provider,
+                    &filter.kind,
+                    &filter.address,
+                    &filter.tenant,
+                    &fetch,
+                ],
+            )
+            .await?;
+        let mut feedback = Vec::with_capacity(rows.len().min(limit));
+        for row in rows.iter().take(limit) {
+            feedback.push((
+                row.get::<_, i64>(0) as u64,
+                codec::decode(row.get::<_, &[u8]>(1))?,
+            ));
+        }
+        let next_after = (rows.len() > limit)
+            .then(|| feedback.last().map(|(id, _)| *id))
+            .flatten();
+        Ok(FeedbackPage {
+            feedback,
+            next_after,
+        })
     }
 
     /// Entries of `list` (a tenant's, or `None`: the global one) after

@@ -22,7 +22,7 @@ use crate::store::mail_txn::MailTxn;
 use crate::store::records::{
     EmailRecord, FeedbackRecord, SoftBounceRecord, StreamStateRecord, SuppressionRecord,
 };
-use crate::store::streams::{SendOutcome, Window, Windows, DAY_MS, RECENT_SENDS, TALLY_BUCKET_MS};
+use crate::store::streams::{SendOutcome, Windows, TALLY_BUCKET_MS};
 use crate::store::StoreError;
 
 /// The global list's and a message without a tenant's key in tenant columns.
@@ -415,30 +415,9 @@ impl MailTxn for PgMailTxn<'_> {
     }
 
     fn stream_windows(&mut self, stream: &str, now_ms: i64) -> Result<Windows, StoreError> {
-        let since = now_ms - DAY_MS;
-        let from = since - since.rem_euclid(TALLY_BUCKET_MS);
-        let day = &self.query(
-            "SELECT coalesce(sum(sent), 0)::bigint, coalesce(sum(hard_bounces), 0)::bigint, \
-                    coalesce(sum(complaints), 0)::bigint \
-             FROM herald_stream_tally WHERE stream = $1 AND bucket_ms >= $2",
-            &[&stream, &from],
-        )?[0];
-        let recent = &self.query(
-            "SELECT count(*), count(*) FILTER (WHERE outcome = 1), \
-                    count(*) FILTER (WHERE outcome = 2) \
-             FROM (SELECT outcome FROM herald_stream_sends WHERE stream = $1 \
-                   ORDER BY email_id DESC LIMIT $2) recent",
-            &[&stream, &i64::from(RECENT_SENDS)],
-        )?[0];
-        let window = |row: &Row| Window {
-            sent: row.get::<_, i64>(0) as u64,
-            hard_bounces: row.get::<_, i64>(1) as u64,
-            complaints: row.get::<_, i64>(2) as u64,
-        };
-        Ok(Windows {
-            last_24h: window(day),
-            last_1000: window(recent),
-        })
+        Ok(self
+            .handle
+            .block_on(super::mail::stream_windows(self.txn, stream, now_ms))?)
     }
 
     /// Nothing to tell: every claim reads its stream's state afresh under
@@ -485,13 +464,17 @@ impl MailTxn for PgMailTxn<'_> {
         let id = self.query("SELECT coalesce(max(id), 0) + 1 FROM herald_feedback", &[])?[0]
             .get::<_, i64>(0);
         self.execute(
-            "INSERT INTO herald_feedback (id, provider, event_id, email_id, received_at_ms, record) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO herald_feedback \
+             (id, provider, event_id, kind, address, email_id, tenant, received_at_ms, record) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &id,
                 &record.provider,
                 &record.event_id,
+                &record.kind,
+                &record.address,
                 &record.email_id.map(|e| e as i64),
+                &record.tenant,
                 &record.received_at_ms,
                 &codec::encode(record),
             ],

@@ -96,12 +96,16 @@ CREATE TABLE herald_feedback (
     id bigint PRIMARY KEY,
     provider text NOT NULL,
     event_id text NOT NULL,
+    kind text NOT NULL,
+    address text NOT NULL,
     email_id bigint,
+    tenant text,
     received_at_ms bigint NOT NULL,
     record bytea NOT NULL,
     UNIQUE (provider, event_id)
 );
 CREATE INDEX herald_feedback_by_email ON herald_feedback (email_id, id);
+CREATE INDEX herald_feedback_unmatched ON herald_feedback (id) WHERE email_id IS NULL;
 
 CREATE TABLE herald_replay_tokens (
     provider text NOT NULL,
