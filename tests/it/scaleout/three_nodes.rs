@@ -2,8 +2,9 @@
 //! every side while one node is killed with SIGKILL and another restarted:
 //! what any node acknowledged is in the log exactly once, every node pages
 //! through the same log in the same order, a reader tailing the log during
-//! the load never skipped an event, and every event reached the webhook
-//! receiver (which fails one request in ten) at least once.
+//! the load never skipped an event, every event reached the webhook
+//! receiver (which fails one request in ten) at least once, and every
+//! message a node accepted reached the SMTP sink.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::mail::smtp::{Script, SmtpSink};
 use crate::support::*;
 use crate::webhooks::receiver::{Receiver, Reply};
 
@@ -22,14 +24,20 @@ const REQUESTS_PER_WRITER: usize = 120;
 const BATCH: usize = 10;
 const POLL_PAUSE: Duration = Duration::from_millis(5);
 
-/// Retries quick enough for the test, a lease short enough that the
-/// killed node's attempts are made again within it.
-fn node_toml(url: &str) -> String {
+/// A message queued by every `MAIL_EVERY`th request of a writer.
+const MAIL_EVERY: usize = 4;
+
+/// Retries quick enough for the test, leases short enough that the killed
+/// node's attempts and sends are made again within it.
+fn node_toml(url: &str, smtp_port: u16) -> String {
     format!(
         "[store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\n\
          [webhooks]\nallow_networks = [\"127.0.0.1/32\"]\nrequire_https = false\n\
          retry_schedule = [\"100ms\", \"200ms\", \"400ms\", \"1s\", \"2s\"]\n\
-         min_throttle_delay = \"100ms\"\ntimeout = \"2s\"\ncircuit_failures = 1000\n"
+         min_throttle_delay = \"100ms\"\ntimeout = \"2s\"\ncircuit_failures = 1000\n\
+         [mail]\nworkers = 2\ntimeout = \"2s\"\nretry_schedule = [\"100ms\", \"200ms\", \"400ms\"]\n\
+         [mail.streams.transactional]\nfrom_domains = [\"example.com\"]\n\
+         relay = \"smtp://127.0.0.1:{smtp_port}\"\n"
     )
 }
 
@@ -58,7 +66,10 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
         return;
     }
     let url = fresh_database();
-    let mut daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&node_toml(&url))).collect();
+    let sink = SmtpSink::start(&Script::always("250 2.0.0 queued"), None);
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|_| Daemon::start(&node_toml(&url, sink.port)))
+        .collect();
     let nodes: Nodes = Arc::new(RwLock::new(daemons.iter().map(|d| d.addr).collect()));
     // Every tenth request fails: those deliveries are retried, by
     // whichever node claims them next.
@@ -78,6 +89,8 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
 
     // Acknowledged keys and what the acknowledging node said about them.
     let acked: Arc<Mutex<HashMap<String, (String, u64)>>> = Arc::default();
+    // Message ids a node answered 202 (or 200, a repeat) with.
+    let mail_acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
 
     // The tailer follows the log on node 2 with `tail_cursor`, as a
@@ -126,9 +139,23 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
         .map(|w| {
             let nodes = nodes.clone();
             let acked = acked.clone();
+            let mail_acked = mail_acked.clone();
             std::thread::spawn(move || {
                 for r in 0..REQUESTS_PER_WRITER {
                     let node = w + r;
+                    if r % MAIL_EVERY == 0 {
+                        let body = json!({"from": "Acme <no-reply@example.com>",
+                                          "to": format!("w{w}-r{r}@example.net"),
+                                          "subject": "Your receipt", "text": "Thanks.",
+                                          "idempotency_key": format!("mail-w{w}-r{r}")});
+                        let resp = post_until_answered(&nodes, node + 1, "/v1/emails", &body);
+                        assert!(resp.status == 202 || resp.status == 200, "{}", resp.text());
+                        let v = resp.json();
+                        mail_acked
+                            .lock()
+                            .unwrap()
+                            .insert(s(&v["messages"][0]["id"]).to_owned());
+                    }
                     if r % 2 == 0 {
                         let key = format!("w{w}-r{r}");
                         let body = json!({"type": "load.single", "tenant": format!("t{}", w % 3),
@@ -255,7 +282,13 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
     // At least once: every event reached the receiver under its own
     // webhook-id, including those whose attempt was in flight on the
     // killed node (its lease ran out and another node made it).
-    let wanted: HashSet<String> = first.iter().map(|(_, id)| id.clone()).collect();
+    // The log holds the mail's `email.*` events too; the endpoint takes
+    // `load.*`.
+    let wanted: HashSet<String> = logs[0]
+        .iter()
+        .filter(|e| s(&e["type"]).starts_with("load."))
+        .map(|e| s(&e["id"]).to_owned())
+        .collect();
     let mut missing = wanted.len();
     let all_arrived = wait_until(deadline(Duration::from_secs(120)), || {
         let got: HashSet<String> = receiver
@@ -274,4 +307,35 @@ fn three_nodes_keep_one_log_through_a_kill_and_a_restart() {
     );
     let failed = get(daemons[2].addr, "/v1/deliveries?status=failed&limit=10").json();
     assert_eq!(failed["deliveries"], json!([]), "a delivery gave up");
+
+    // No mail lost: every accepted message reached the sink (a send in
+    // flight on the killed node is made again when its lease runs out).
+    let mail_acked = mail_acked.lock().unwrap().clone();
+    assert_eq!(mail_acked.len(), WRITERS * REQUESTS_PER_WRITER / MAIL_EVERY);
+    let mut unsent = mail_acked.len();
+    let all_sent = wait_until(deadline(Duration::from_secs(120)), || {
+        let got: HashSet<String> = sink
+            .received()
+            .iter()
+            .filter_map(|m| m.header("X-Herald-Id").map(str::to_owned))
+            .collect();
+        unsent = mail_acked.difference(&got).count();
+        unsent == 0
+    });
+    assert!(
+        all_sent,
+        "{unsent} of {} accepted messages never reached the sink",
+        mail_acked.len()
+    );
+    // Recorded too: a send outlives its record by one commit.
+    let mut not_sent: Vec<Value> = Vec::new();
+    let all_recorded = wait_until(deadline(Duration::from_secs(60)), || {
+        not_sent = mail_acked
+            .iter()
+            .map(|id| get(daemons[1].addr, &format!("/v1/emails/{id}")).json())
+            .filter(|email| email["status"] != "sent")
+            .collect();
+        not_sent.is_empty()
+    });
+    assert!(all_recorded, "not recorded as sent: {not_sent:?}");
 }
