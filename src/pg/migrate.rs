@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
+use super::import::{as_i64, hold, Halt};
 use super::log::{INSERT_EVENTS, INSERT_EVENTS_TYPES, INSERT_KEYS, INSERT_KEYS_TYPES};
+use super::migrate_mail::{copy_mail, MailCopied};
 use super::schema::{self, PG_SCHEMA_VERSION};
 use super::webhooks::{id_bytes, status_code};
 use super::PgError;
@@ -90,6 +92,7 @@ pub struct Summary {
     /// Endpoints the database holds that the file does not (deleted there
     /// since an earlier run): left as they are.
     pub endpoints_left: u64,
+    pub mail: MailCopied,
     pub elapsed: Duration,
 }
 
@@ -107,6 +110,18 @@ impl std::fmt::Display for Summary {
             self.deliveries,
             self.file_endpoints,
             self.file_deliveries,
+        )?;
+        let mail = &self.mail;
+        write!(
+            f,
+            "; {} emails, {} suppression entries and {} ESP feedback events new or changed \
+             (the file holds {} and {}), {} other mail rows",
+            mail.emails,
+            mail.suppressions,
+            mail.feedback,
+            mail.file_emails,
+            mail.file_suppressions,
+            mail.other_rows,
         )?;
         if self.endpoints_left > 0 {
             write!(
@@ -169,7 +184,7 @@ pub fn run(from: &Path, settings: &PostgresSettings) -> Result<Summary, MigrateE
     if !left.is_empty() {
         eprintln!(
             "herald migrate: warning: not copied, as the PostgreSQL backend serves only \
-             the event log and webhooks in this release: {}",
+             the event log, webhooks and mail in this release: {}",
             left.join(", ")
         );
     }
@@ -227,6 +242,7 @@ async fn copy(
         file_endpoints: 0,
         file_deliveries: 0,
         endpoints_left: 0,
+        mail: MailCopied::default(),
         elapsed: Duration::ZERO,
     };
     let read_failed = |source: StoreError| MigrateError::Read {
@@ -292,6 +308,14 @@ async fn copy(
     }
     // After the events: a delivery names its event, and the database's
     // deliveries should not get ahead of its log.
+    let halted = |e: Halt| match e {
+        Halt::Pg(source) => pg(source),
+        Halt::Read(source) => read_failed(source),
+        Halt::Refused(reason) => MigrateError::Refused {
+            database: database.clone(),
+            reason,
+        },
+    };
     copy_webhooks(
         &mut client,
         snapshot,
@@ -301,14 +325,10 @@ async fn copy(
         &mut summary,
     )
     .await
-    .map_err(|e| match e {
-        Halt::Pg(source) => pg(source),
-        Halt::Read(source) => read_failed(source),
-        Halt::Refused(reason) => MigrateError::Refused {
-            database: database.clone(),
-            reason,
-        },
-    })?;
+    .map_err(halted)?;
+    summary.mail = copy_mail(&mut client, snapshot, expected)
+        .await
+        .map_err(halted)?;
     if let Some(through) = expected {
         let through = as_i64(through).map_err(&pg)?;
         client
@@ -321,26 +341,6 @@ async fn copy(
             .map_err(|e| pg(e.into()))?;
     }
     Ok(summary)
-}
-
-/// Why a pass over the webhook tables stopped.
-enum Halt {
-    Pg(PgError),
-    Read(StoreError),
-    /// Another run or a node wrote to the database meanwhile.
-    Refused(String),
-}
-
-impl From<PgError> for Halt {
-    fn from(e: PgError) -> Self {
-        Halt::Pg(e)
-    }
-}
-
-impl From<StoreError> for Halt {
-    fn from(e: StoreError) -> Self {
-        Halt::Read(e)
-    }
 }
 
 /// Copies every endpoint, then every delivery, of the snapshot: a chunk at
@@ -550,49 +550,6 @@ async fn copy_deliveries(
     Ok(Ok(written))
 }
 
-/// The log head and the import row, locked for the transaction.
-struct Held {
-    last_received_ms: i64,
-    /// Whether the import row exists.
-    imported: bool,
-}
-
-/// Locks the log head, then the import row, and checks that both stand
-/// where this run left them: `expected` is the seq the import reached
-/// (`None`: no import began). `Err(reason)` if another run or a node
-/// changed the database since.
-async fn hold(
-    txn: &Transaction<'_>,
-    expected: Option<u64>,
-) -> Result<Result<Held, String>, PgError> {
-    // Locked in the order nodes' committers lock the head: no deadlock.
-    let head = txn
-        .query_one(
-            "SELECT next_seq, last_received_ms FROM herald_log_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )
-        .await?;
-    let next_seq: i64 = head.get(0);
-    let through: Option<i64> = txn
-        .query_opt(
-            "SELECT copied_through_seq FROM herald_import WHERE id = 1 FOR UPDATE",
-            &[],
-        )
-        .await?
-        .map(|row| row.get(0));
-    if through.map(|t| t as u64) != expected || next_seq != as_i64(expected.unwrap_or(0))? + 1 {
-        return Ok(Err(format!(
-            "the database changed during the copy (the log continues at seq {next_seq}, \
-             the import stands at {}): another `herald migrate` or a node wrote to it",
-            through.map_or("nothing".to_owned(), |t| format!("seq {t}"))
-        )));
-    }
-    Ok(Ok(Held {
-        last_received_ms: head.get(1),
-        imported: through.is_some(),
-    }))
-}
-
 /// Whether this file may be copied into the database, and from where:
 /// `Err(reason)` when not. Reads only.
 async fn where_it_stands(
@@ -685,10 +642,6 @@ async fn copied_id(client: &Client, seq: u64) -> Result<Option<u128>, PgError> {
 
 fn event_id(id: u128) -> String {
     crate::ids::format(crate::events::ID_PREFIX, id)
-}
-
-fn as_i64(n: u64) -> Result<i64, PgError> {
-    i64::try_from(n).map_err(|_| PgError::Damaged(format!("{n} does not fit a bigint")))
 }
 
 struct Copied {

@@ -3,11 +3,13 @@
 //! copy of a redb file's log into it (`herald migrate`).
 
 pub mod dispatch;
+pub mod import;
 pub mod log;
 pub mod mail;
 pub mod mail_dispatch;
 pub mod mail_txn;
 pub mod migrate;
+pub mod migrate_mail;
 pub mod schema;
 pub mod webhooks;
 

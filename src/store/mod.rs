@@ -15,6 +15,7 @@ pub mod feedback;
 pub mod keys;
 pub mod log;
 pub mod mail;
+pub mod mail_export;
 pub mod mail_txn;
 pub mod overview;
 pub(crate) mod recent_keys;

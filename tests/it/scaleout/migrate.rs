@@ -563,3 +563,132 @@ fn webhooks_move_with_the_log_and_a_second_run_brings_them_up_to_date() {
     );
     stop(&mut node);
 }
+
+/// A stream relaying to `smtp_port`, allowed to send from example.com.
+fn mail_toml(smtp_port: u16) -> String {
+    format!(
+        "[mail]\nworkers = 2\nretry_schedule = [\"100ms\"]\n\
+         [mail.streams.transactional]\nfrom_domains = [\"example.com\"]\n\
+         relay = \"smtp://127.0.0.1:{smtp_port}\"\n"
+    )
+}
+
+fn message(to: &str, key: Option<&str>) -> Value {
+    let mut body = json!({"from": "Acme <no-reply@example.com>", "to": to,
+                          "subject": "Your receipt", "text": "Thanks.", "tags": {"order": "42"}});
+    if let Some(key) = key {
+        body["idempotency_key"] = json!(key);
+    }
+    body
+}
+
+/// Every message, every suppression entry of the global list and of
+/// tenant acme, and the stream's health, as `addr` answers them.
+fn mail_state(addr: std::net::SocketAddr) -> (Vec<Value>, Vec<Value>, Vec<Value>, Value) {
+    let emails = list_pages(addr, "/v1/emails", "emails", 3, &[]);
+    let global = list_pages(addr, "/v1/suppressions", "suppressions", 2, &[]);
+    let acme = list_pages(addr, "/v1/suppressions?tenant=acme", "suppressions", 2, &[]);
+    let health = get(addr, "/v1/streams/transactional/health").json();
+    (emails, global, acme, health)
+}
+
+#[test]
+fn mail_moves_with_the_log_and_keeps_its_suppressions_and_keys() {
+    if !super::postgres_or_skip() {
+        return;
+    }
+    let sink = crate::mail::smtp::SmtpSink::start(
+        &crate::mail::smtp::Script::always("250")
+            .rcpt("gone@example.net", &["550 5.1.1 no such mailbox"]),
+        None,
+    );
+    let mut redb = Daemon::start(&format!("{REDB}{}", mail_toml(sink.port)));
+    let mut ids = Vec::new();
+    for (to, key) in [
+        ("ann@example.net", Some("receipt-1")),
+        ("bob@example.net", None),
+        ("gone@example.net", None),
+    ] {
+        let resp = post_json(redb.addr, "/v1/emails", &message(to, key));
+        assert_eq!(resp.status, 202, "{}", resp.text());
+        ids.push(s(&resp.json()["messages"][0]["id"]).to_owned());
+    }
+    let resp = post_json(
+        redb.addr,
+        "/v1/emails",
+        &json!({"from": "Acme <no-reply@example.com>", "to": "cat@example.net",
+                "subject": "Hi", "text": "Hello.", "tenant": "acme"}),
+    );
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    ids.push(s(&resp.json()["messages"][0]["id"]).to_owned());
+    for (path, body) in [
+        ("/v1/suppressions/manual%40example.net", json!({})),
+        (
+            "/v1/suppressions/left%40example.net?tenant=acme",
+            json!({"reason": "unsubscribe", "stream": "transactional"}),
+        ),
+    ] {
+        let resp = request(
+            redb.addr,
+            "PUT",
+            path,
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(resp.status, 201, "{path}: {}", resp.text());
+    }
+    let settled = wait_until(deadline(Duration::from_secs(30)), || {
+        ids.iter().all(|id| {
+            let status = get(redb.addr, &format!("/v1/emails/{id}")).json()["status"].clone();
+            status == "sent" || status == "bounced"
+        })
+    });
+    assert!(settled, "the messages did not settle on redb");
+    let before = mail_state(redb.addr);
+    assert_eq!(before.0.len(), 4);
+    // The bounce put gone@ on the global list beside the manual entry.
+    assert_eq!(before.1.len(), 2, "{:?}", before.1);
+    assert_eq!(before.2.len(), 1, "{:?}", before.2);
+    stop(&mut redb);
+
+    let url = fresh_database();
+    let summary = migrate_summary(&url, &database_file(&redb));
+    assert!(
+        summary.contains("4 emails, 3 suppression entries"),
+        "{summary}"
+    );
+    let mut node = Daemon::start(&format!("{}{}", node_toml(&url), mail_toml(sink.port)));
+    let after = mail_state(node.addr);
+    assert_eq!(after.0, before.0, "the messages");
+    assert_eq!(after.1, before.1, "the global list");
+    assert_eq!(after.2, before.2, "acme's list");
+    assert_eq!(after.3, before.3, "the stream's health");
+    for id in &ids {
+        let was = get(node.addr, &format!("/v1/emails/{id}"));
+        assert_eq!(was.status, 200, "{}", was.text());
+        assert!(was.json()["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()));
+    }
+
+    // The lists still hold on the new backend: nothing is queued for a
+    // suppressed address, and the request's key still names its message.
+    for to in ["gone@example.net", "manual@example.net"] {
+        let refused = post_json(node.addr, "/v1/emails", &message(to, None));
+        assert_eq!(refused.status, 422, "{to}: {}", refused.text());
+        assert_eq!(refused.json()["error"]["code"], "recipient_suppressed");
+    }
+    let again = post_json(
+        node.addr,
+        "/v1/emails",
+        &message("ann@example.net", Some("receipt-1")),
+    );
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(s(&again.json()["messages"][0]["id"]), ids[0]);
+    let next = post_json(node.addr, "/v1/emails", &message("dan@example.net", None));
+    assert_eq!(next.status, 202, "{}", next.text());
+    let next_id = s(&next.json()["messages"][0]["id"]).to_owned();
+    assert!(next_id > ids[3], "{next_id} after {}", ids[3]);
+    sink.wait_for_id(&next_id, deadline(Duration::from_secs(30)));
+    stop(&mut node);
+}
