@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+use crate::api::auth::ApiKeys;
+use crate::api::catalog::{CatalogApi, CatalogStore};
 use crate::api::events::{EventApi, EventLog};
+use crate::api::keys::{KeyStore, KeysApi};
 use crate::api::mail::{MailApi, MailStore};
 use crate::api::postgres::PostgresApp;
 use crate::api::{self, AppState, Surface};
@@ -18,7 +21,9 @@ use crate::config::Config;
 use crate::mail::dispatch::{MailContext, MailWorker, Releases};
 use crate::mail::sending::Sending;
 use crate::mail::unsubscribe::TokenKey;
+use crate::pg::catalog::PgCatalog;
 use crate::pg::dispatch::PgDispatcher;
+use crate::pg::keys::PgKeys;
 use crate::pg::log::PgLog;
 use crate::pg::mail::PgMail;
 use crate::pg::webhooks::PgHooks;
@@ -254,6 +259,49 @@ pub fn check_backend(config: &Config) -> Result<String, DaemonError> {
 /// `herald serve` on a PostgreSQL database other nodes may share: migrates
 /// its schema, starts this node's group committer and serves the routes
 /// whose state lives there.
+/// How soon a key or an event type created, changed or deleted on another
+/// node counts on this one.
+const SHARED_STATE_FOLLOWED_EVERY: Duration = Duration::from_secs(1);
+
+/// Reloads this node's stored keys and recompiles its catalog whenever
+/// another node changed them.
+async fn follow_shared_state(
+    keys: (PgKeys, Arc<ApiKeys>, i64),
+    catalog: (PgCatalog, Arc<Catalog>, i64),
+) {
+    let (pg_keys, live_keys, mut keys_version) = keys;
+    let (pg_catalog, live_catalog, mut catalog_version) = catalog;
+    let mut every = tokio::time::interval(SHARED_STATE_FOLLOWED_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match pg_keys.version().await {
+            Ok(now) if now == keys_version => {}
+            Ok(_) => match pg_keys.all().await {
+                Ok((now, stored)) => {
+                    live_keys.replace_stored(&stored);
+                    keys_version = now;
+                }
+                Err(e) => tracing::warn!(error = %e, "reloading the API keys failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "checking the API keys' version failed"),
+        }
+        match pg_catalog.version().await {
+            Ok(now) if now == catalog_version => {}
+            Ok(_) => match pg_catalog.all().await {
+                Ok((now, stored)) => {
+                    // Compiling schemas is CPU work: off the async threads.
+                    let live = live_catalog.clone();
+                    let _ = tokio::task::spawn_blocking(move || live.replace_all(stored)).await;
+                    catalog_version = now;
+                }
+                Err(e) => tracing::warn!(error = %e, "reloading the event catalog failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "checking the event catalog's version failed"),
+        }
+    }
+}
+
 fn run_on_postgres(
     runtime: tokio::runtime::Runtime,
     config: Config,
@@ -314,6 +362,16 @@ fn run_on_postgres(
             config.mail.workers,
         )
         .map_err(DaemonError::Worker)?;
+        let pg_keys = PgKeys::new(pool.clone());
+        let (keys_version, stored_keys) = pg_keys.all().await.map_err(failed)?;
+        let keys = Arc::new(ApiKeys::new(&config.keys, &stored_keys));
+        let pg_catalog = PgCatalog::new(pool.clone());
+        let (catalog_version, stored_types) = pg_catalog.all().await.map_err(failed)?;
+        let catalog = Arc::new(Catalog::load(stored_types));
+        let shared_state_watch = tokio::spawn(follow_shared_state(
+            (pg_keys.clone(), keys.clone(), keys_version),
+            (pg_catalog.clone(), catalog.clone(), catalog_version),
+        ));
         let app = Arc::new(PostgresApp {
             dispatcher: pg_dispatcher,
             mail: MailApi {
@@ -326,12 +384,22 @@ fn run_on_postgres(
                 queued: Some(mail_queued),
             },
             hooks: PgHooks::new(pool),
-            keys: crate::api::auth::ApiKeys::new(&config.keys, &[]),
+            keys: keys.clone(),
+            catalog_api: CatalogApi {
+                store: CatalogStore::Postgres(pg_catalog),
+                live: catalog.clone(),
+                body_timeout: config.body_timeout,
+            },
+            keys_api: KeysApi {
+                store: KeyStore::Postgres(pg_keys.clone()),
+                live: keys.clone(),
+                body_timeout: config.body_timeout,
+            },
             events: EventApi {
                 log: EventLog::Postgres(log.clone()),
                 limits: config.limits,
                 body_timeout: config.body_timeout,
-                catalog: Arc::new(Catalog::load(Vec::new())),
+                catalog: catalog.clone(),
             },
             log,
             config: config.clone(),
@@ -399,6 +467,7 @@ fn run_on_postgres(
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         stop_dispatch.notify_one();
         stop_senders.store(true, Ordering::Relaxed);
+        shared_state_watch.abort();
         let _ = dispatcher.await;
         // A sender mid-relay finishes its message (bounded by the mail
         // timeout); one that does not is left to its lease.

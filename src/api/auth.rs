@@ -111,6 +111,15 @@ impl ApiKeys {
         }
     }
 
+    /// Replaces every stored key with `stored`: another node changed them.
+    pub fn replace_stored(&self, stored: &[(u128, ApiKeyRecord)]) {
+        let fresh: HashMap<KeyHash, Access> = stored
+            .iter()
+            .filter_map(|(_, record)| Some((record.key_hash, stored_access(record)?)))
+            .collect();
+        *self.write() = fresh;
+    }
+
     /// Forgets a stored key, once its deletion is committed.
     pub fn remove(&self, hash: &KeyHash) {
         self.write().remove(hash);

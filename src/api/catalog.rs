@@ -1,8 +1,10 @@
 //! `/v1/event-types`: the event catalog. Types are shared by every tenant;
-//! a change is applied to the compiled catalog in memory by the writer
-//! thread right after it commits, so ingest checks against what is stored.
+//! a change is applied to the compiled catalog in memory right after it
+//! commits, so ingest checks against what is stored. On PostgreSQL the
+//! other nodes recompile theirs when they see the catalog's version move.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -10,15 +12,57 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::http::{json, query_params, read_body, require_json, Resp};
-use super::{read, AppState};
+use super::read_store;
 use crate::catalog::definition::{self, Refused};
+use crate::catalog::Catalog;
 use crate::clock;
 use crate::events::{self, Invalid};
+use crate::pg::catalog::{PgCatalog, Stored};
+use crate::store::records::EventTypeRecord;
+use crate::store::{Store, Writer};
 
 /// A definition holds a schema and a sample per version.
 const MAX_BODY: usize = 1024 * 1024;
 /// Every type stays compiled in memory: this bounds that memory.
 const MAX_EVENT_TYPES: u64 = 1000;
+
+/// What the catalog routes need, whichever backend keeps the catalog.
+pub struct CatalogApi {
+    pub store: CatalogStore,
+    /// The compiled catalog ingest checks events against.
+    pub live: Arc<Catalog>,
+    pub body_timeout: Duration,
+}
+
+pub enum CatalogStore {
+    Embedded { store: Store, writer: Writer },
+    Postgres(PgCatalog),
+}
+
+fn query_failed(e: crate::pg::PgError) -> ApiError {
+    tracing::error!(error = %e, "query failed");
+    ApiError::unavailable("the query failed; see the server log")
+}
+
+impl CatalogStore {
+    async fn all(&self) -> Result<Vec<(String, EventTypeRecord)>, ApiError> {
+        match self {
+            CatalogStore::Embedded { store, .. } => {
+                read_store(store, |txn| txn.event_types()).await
+            }
+            CatalogStore::Postgres(pg) => pg.all().await.map(|(_, t)| t).map_err(query_failed),
+        }
+    }
+
+    async fn get(&self, name: String) -> Result<Option<EventTypeRecord>, ApiError> {
+        match self {
+            CatalogStore::Embedded { store, .. } => {
+                read_store(store, move |txn| txn.event_type(&name)).await
+            }
+            CatalogStore::Postgres(pg) => pg.get(&name).await.map_err(query_failed),
+        }
+    }
+}
 
 fn type_not_found(name: &str) -> ApiError {
     let shown: String = name.chars().take(140).collect();
@@ -46,9 +90,9 @@ impl From<Refused> for ApiError {
     }
 }
 
-pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn list(api: &CatalogApi, req: Request<Incoming>) -> Result<Resp, ApiError> {
     query_params(req.uri().query(), &[])?;
-    let types = read(&state, |txn| txn.event_types()).await?;
+    let types = api.store.all().await?;
     let list: Vec<Value> = types
         .iter()
         .map(|(name, record)| definition::to_json(name, record))
@@ -59,12 +103,13 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, 
     ))
 }
 
-pub async fn get(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
+pub async fn get(api: &CatalogApi, name: &str) -> Result<Resp, ApiError> {
     if events::validate_type_name(name).is_err() {
         return Err(type_not_found(name));
     }
-    let key = name.to_owned();
-    let record = read(&state, move |txn| txn.event_type(&key))
+    let record = api
+        .store
+        .get(name.to_owned())
         .await?
         .ok_or_else(|| type_not_found(name))?;
     Ok(json(
@@ -73,44 +118,64 @@ pub async fn get(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
     ))
 }
 
-pub async fn put(
-    state: Arc<AppState>,
-    name: &str,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
+pub async fn put(api: &CatalogApi, name: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
     if let Err(Invalid::Field { message, .. }) = events::validate_type_name(name) {
         return Err(ApiError::invalid_field("name", message));
     }
     require_json(req.headers())?;
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, MAX_BODY, state.config.body_timeout).await?;
+    let body = read_body(body, &parts.headers, MAX_BODY, api.body_timeout).await?;
     // Compiling schemas is CPU work: off the async threads.
     let mut entry = tokio::task::spawn_blocking(move || definition::parse(&body, clock::now_ms()))
         .await
         .map_err(|_| ApiError::unavailable("the definition could not be checked"))??;
 
-    let catalog = state.catalog.clone();
+    let catalog = api.live.clone();
     let (stored_name, memory_name) = (name.to_owned(), name.to_owned());
-    let outcome = state
-        .writer
-        .write_then(
-            move |txn| {
-                let previous = txn.event_type(&stored_name)?;
-                match &previous {
-                    Some(previous) => entry.record.created_at_ms = previous.created_at_ms,
-                    None if txn.event_type_count()? >= MAX_EVENT_TYPES => return Ok(None),
-                    None => {}
-                }
-                txn.put_event_type(&stored_name, &entry.record)?;
-                Ok(Some((previous.is_none(), Arc::new(entry))))
-            },
-            move |outcome| {
-                if let Some((_, entry)) = outcome {
-                    catalog.put(&memory_name, entry.clone());
-                }
-            },
-        )
-        .await?;
+    let outcome = match &api.store {
+        CatalogStore::Embedded { writer, .. } => {
+            writer
+                .write_then(
+                    move |txn| {
+                        let previous = txn.event_type(&stored_name)?;
+                        match &previous {
+                            Some(previous) => entry.record.created_at_ms = previous.created_at_ms,
+                            None if txn.event_type_count()? >= MAX_EVENT_TYPES => return Ok(None),
+                            None => {}
+                        }
+                        txn.put_event_type(&stored_name, &entry.record)?;
+                        Ok(Some((previous.is_none(), Arc::new(entry))))
+                    },
+                    move |outcome| {
+                        if let Some((_, entry)) = outcome {
+                            catalog.put(&memory_name, entry.clone());
+                        }
+                    },
+                )
+                .await?
+        }
+        CatalogStore::Postgres(pg) => {
+            // A task of its own: a client that hangs up after the commit
+            // cannot leave this node checking against the old schema.
+            let pg = pg.clone();
+            tokio::spawn(async move {
+                let stored = pg
+                    .put(&stored_name, &mut entry.record, MAX_EVENT_TYPES)
+                    .await
+                    .map_err(|e| ApiError::not_acknowledged(&e))?;
+                let created = match stored {
+                    Stored::Full => return Ok(None),
+                    Stored::Created => true,
+                    Stored::Replaced => false,
+                };
+                let entry = Arc::new(entry);
+                catalog.put(&memory_name, entry.clone());
+                Ok::<_, ApiError>(Some((created, entry)))
+            })
+            .await
+            .map_err(|_| ApiError::unavailable("the change to the catalog was interrupted"))??
+        }
+    };
     let Some((created, entry)) = outcome else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -129,23 +194,41 @@ pub async fn put(
     ))
 }
 
-pub async fn delete(state: Arc<AppState>, name: &str) -> Result<Resp, ApiError> {
+pub async fn delete(api: &CatalogApi, name: &str) -> Result<Resp, ApiError> {
     if events::validate_type_name(name).is_err() {
         return Err(type_not_found(name));
     }
-    let catalog = state.catalog.clone();
+    let catalog = api.live.clone();
     let (stored_name, memory_name) = (name.to_owned(), name.to_owned());
-    let removed = state
-        .writer
-        .write_then(
-            move |txn| Ok(txn.remove_event_type(&stored_name)?.is_some()),
-            move |removed| {
-                if *removed {
+    let removed = match &api.store {
+        CatalogStore::Embedded { writer, .. } => {
+            writer
+                .write_then(
+                    move |txn| Ok(txn.remove_event_type(&stored_name)?.is_some()),
+                    move |removed| {
+                        if *removed {
+                            catalog.remove(&memory_name);
+                        }
+                    },
+                )
+                .await?
+        }
+        CatalogStore::Postgres(pg) => {
+            let pg = pg.clone();
+            tokio::spawn(async move {
+                let removed = pg
+                    .remove(&stored_name)
+                    .await
+                    .map_err(|e| ApiError::not_acknowledged(&e))?;
+                if removed {
                     catalog.remove(&memory_name);
                 }
-            },
-        )
-        .await?;
+                Ok::<_, ApiError>(removed)
+            })
+            .await
+            .map_err(|_| ApiError::unavailable("the change to the catalog was interrupted"))??
+        }
+    };
     if !removed {
         return Err(type_not_found(name));
     }

@@ -2,6 +2,7 @@
 //! once, in the answer that creates it; the file keeps only its hash.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -9,16 +10,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::access::Role;
-use super::auth::{is_unscoped_admin, key_hash, Configured, KeyHash};
+use super::auth::{is_unscoped_admin, key_hash, ApiKeys, Configured};
 use super::error::ApiError;
 use super::http::{json, query_params, read_body, require_json, Resp};
-use super::AppState;
+use super::read_store;
 use crate::clock;
 use crate::events;
 use crate::ids;
 use crate::names;
+use crate::pg::keys::PgKeys;
+use crate::store::keys::KeyChange;
 use crate::store::records::ApiKeyRecord;
-use crate::store::SubmitError;
+use crate::store::{Store, Writer};
 
 pub const ID_PREFIX: &str = "key_";
 /// Prefix of every generated key, so one found in a log or a repository is
@@ -91,46 +94,74 @@ fn parse_input(body: &[u8]) -> Result<(Role, Option<String>, String), ApiError> 
     Ok((role, input.tenant, description))
 }
 
-/// Why the writer refused a change to the keys.
+/// Why a change to the keys was refused.
 enum Refusal {
     /// The change would leave keys in place but none that may manage them.
     NoAdminLeft,
     NotFound,
 }
 
+/// What the key routes need, whichever backend keeps the keys.
+pub struct KeysApi {
+    pub store: KeyStore,
+    /// The keys requests are checked against, changed after each commit.
+    pub live: Arc<ApiKeys>,
+    pub body_timeout: Duration,
+}
+
+/// Where stored keys live.
+#[derive(Clone)]
+pub enum KeyStore {
+    Embedded { store: Store, writer: Writer },
+    Postgres(PgKeys),
+}
+
+impl KeyStore {
+    async fn list(&self) -> Result<Vec<(u128, ApiKeyRecord)>, ApiError> {
+        match self {
+            KeyStore::Embedded { store, .. } => read_store(store, |txn| txn.api_keys()).await,
+            KeyStore::Postgres(pg) => pg.all().await.map(|(_, keys)| keys).map_err(query_failed),
+        }
+    }
+
+    async fn change<F>(&self, decide: F) -> Result<Result<KeyChange, Refusal>, ApiError>
+    where
+        F: FnOnce(&[(u128, ApiKeyRecord)]) -> Result<KeyChange, Refusal> + Send + 'static,
+    {
+        match self {
+            KeyStore::Embedded { writer, .. } => {
+                Ok(writer.write(move |txn| txn.change_api_keys(decide)).await?)
+            }
+            KeyStore::Postgres(pg) => pg
+                .change(decide)
+                .await
+                .map_err(|e| ApiError::not_acknowledged(&e)),
+        }
+    }
+}
+
+fn query_failed(e: crate::pg::PgError) -> ApiError {
+    tracing::error!(error = %e, "query failed");
+    ApiError::unavailable("the query failed; see the server log")
+}
+
 /// Runs a change to the stored keys and, once it is committed, applies it
 /// to the keys in memory. A task of its own: a client that hangs up after
 /// the commit cannot leave a revoked key working.
-async fn change_keys<T, F>(state: &Arc<AppState>, op: F) -> Result<Result<T, Refusal>, ApiError>
+async fn change_keys<F>(api: &KeysApi, decide: F) -> Result<Result<(), Refusal>, ApiError>
 where
-    T: Send + 'static,
-    F: for<'t> FnOnce(
-            &mut crate::store::WriteTxn<'t>,
-        ) -> Result<Result<(T, Applied), Refusal>, crate::store::StoreError>
-        + Send
-        + 'static,
+    F: FnOnce(&[(u128, ApiKeyRecord)]) -> Result<KeyChange, Refusal> + Send + 'static,
 {
-    let task_state = state.clone();
+    let (store, live) = (api.store.clone(), api.live.clone());
     let task = tokio::spawn(async move {
-        let outcome = task_state.writer.write(op).await?;
-        Ok::<_, SubmitError>(outcome.map(|(value, applied)| {
-            match applied {
-                Applied::Created(record) => task_state.keys.insert(&record),
-                Applied::Revoked(hash) => task_state.keys.remove(&hash),
-            }
-            value
+        let outcome = store.change(decide).await?;
+        Ok::<_, ApiError>(outcome.map(|change| match change {
+            KeyChange::Put(_, record) => live.insert(&record),
+            KeyChange::Remove(_, record) => live.remove(&record.key_hash),
         }))
     });
-    let outcome = task
-        .await
-        .map_err(|_| ApiError::unavailable("the change to the keys was interrupted"))?;
-    Ok(outcome?)
-}
-
-/// What a committed change does to the keys in memory.
-enum Applied {
-    Created(ApiKeyRecord),
-    Revoked(KeyHash),
+    task.await
+        .map_err(|_| ApiError::unavailable("the change to the keys was interrupted"))?
 }
 
 fn no_admin_left(what: &str) -> ApiError {
@@ -144,10 +175,10 @@ fn no_admin_left(what: &str) -> ApiError {
     )
 }
 
-pub async fn create(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn create(api: &KeysApi, req: Request<Incoming>) -> Result<Resp, ApiError> {
     require_json(req.headers())?;
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, MAX_BODY, state.config.body_timeout).await?;
+    let body = read_body(body, &parts.headers, MAX_BODY, api.body_timeout).await?;
     let (role, tenant, description) = parse_input(&body)?;
     let key = generate_key()?;
     let id = ids::new_id();
@@ -159,15 +190,13 @@ pub async fn create(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         created_at_ms: clock::now_ms(),
     };
     let stored = record.clone();
-    let configured = state.keys.configured();
-    let outcome = change_keys(&state, move |txn| {
-        let existing = txn.api_keys()?;
+    let configured = api.live.configured();
+    let outcome = change_keys(api, move |existing| {
         let after = existing.iter().map(|(_, r)| r).chain([&stored]);
         if !leaves_an_admin(configured, after) {
-            return Ok(Err(Refusal::NoAdminLeft));
+            return Err(Refusal::NoAdminLeft);
         }
-        txn.put_api_key(id, &stored)?;
-        Ok(Ok(((), Applied::Created(stored))))
+        Ok(KeyChange::Put(id, stored))
     })
     .await?;
     if outcome.is_err() {
@@ -181,28 +210,25 @@ pub async fn create(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     Ok(json(StatusCode::CREATED, answer.to_string()))
 }
 
-pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn list(api: &KeysApi, req: Request<Incoming>) -> Result<Resp, ApiError> {
     query_params(req.uri().query(), &[])?;
-    let keys = super::read(&state, |txn| txn.api_keys()).await?;
+    let keys = api.store.list().await?;
     let list: Vec<Value> = keys.iter().map(|(id, r)| key_json(*id, r)).collect();
     Ok(json(StatusCode::OK, json!({ "keys": list }).to_string()))
 }
 
-pub async fn revoke(state: Arc<AppState>, id: &str) -> Result<Resp, ApiError> {
+pub async fn revoke(api: &KeysApi, id: &str) -> Result<Resp, ApiError> {
     let key = ids::parse(ID_PREFIX, id).ok_or_else(|| key_not_found(id))?;
-    let configured = state.keys.configured();
-    let outcome = change_keys(&state, move |txn| {
-        let all = txn.api_keys()?;
+    let configured = api.live.configured();
+    let outcome = change_keys(api, move |all| {
         let Some((_, revoked)) = all.iter().find(|(k, _)| *k == key) else {
-            return Ok(Err(Refusal::NotFound));
+            return Err(Refusal::NotFound);
         };
         let remaining = all.iter().filter(|(k, _)| *k != key).map(|(_, r)| r);
         if !leaves_an_admin(configured, remaining) {
-            return Ok(Err(Refusal::NoAdminLeft));
+            return Err(Refusal::NoAdminLeft);
         }
-        let hash = revoked.key_hash;
-        txn.remove_api_key(key)?;
-        Ok(Ok(((), Applied::Revoked(hash))))
+        Ok(KeyChange::Remove(key, revoked.clone()))
     })
     .await?;
     match outcome {

@@ -4,13 +4,13 @@
 pub mod access;
 mod admin;
 pub mod auth;
-mod catalog;
+pub mod catalog;
 mod dashboard;
 pub mod error;
 pub mod events;
 mod feedback;
 pub mod http;
-mod keys;
+pub mod keys;
 pub(crate) mod listener;
 pub mod mail;
 mod metrics;
@@ -53,7 +53,9 @@ pub struct AppState {
     pub store: Store,
     pub writer: Writer,
     pub config: Arc<Config>,
-    pub keys: ApiKeys,
+    pub keys: Arc<ApiKeys>,
+    /// What the key routes change the stored keys through.
+    pub keys_api: keys::KeysApi,
     /// One backup at a time: each needs as much free disk as the live file.
     pub backup_slot: Arc<Semaphore>,
     /// For attempts the API makes itself (tests, manual retries).
@@ -61,6 +63,8 @@ pub struct AppState {
     pub mail: Arc<MailContext>,
     /// The event catalog, compiled: what ingest checks events against.
     pub catalog: Arc<Catalog>,
+    /// What the catalog routes change it through.
+    pub catalog_api: catalog::CatalogApi,
     /// Signs and checks customer portal links; its secret is kept in the
     /// file, so links outlive restarts and restores.
     pub portal_links: PortalKey,
@@ -117,14 +121,33 @@ impl AppState {
             body_timeout: config.body_timeout,
             queued: None,
         };
+        let keys = Arc::new(ApiKeys::new(&config.keys, &stored_keys));
+        let keys_api = keys::KeysApi {
+            store: keys::KeyStore::Embedded {
+                store: store.clone(),
+                writer: writer.clone(),
+            },
+            live: keys.clone(),
+            body_timeout: config.body_timeout,
+        };
+        let catalog_api = catalog::CatalogApi {
+            store: catalog::CatalogStore::Embedded {
+                store: store.clone(),
+                writer: writer.clone(),
+            },
+            live: catalog.clone(),
+            body_timeout: config.body_timeout,
+        };
         Ok(AppState {
+            catalog_api,
             events,
             mail_api,
             catalog,
             portal_links,
             hooks,
             mail,
-            keys: ApiKeys::new(&config.keys, &stored_keys),
+            keys,
+            keys_api,
             store,
             writer,
             backup_slot: Arc::new(Semaphore::new(1)),
@@ -357,17 +380,17 @@ async fn dispatch(
         StreamResume => streams::set_paused(&state.mail_api, param, false).await,
         AdminBackup => admin::backup(state).await,
         AdminStorage => admin::storage(state, req).await,
-        KeysCreate => keys::create(state, req).await,
-        KeysList => keys::list(state, req).await,
-        KeyRevoke => keys::revoke(state, param).await,
+        KeysCreate => keys::create(&state.keys_api, req).await,
+        KeysList => keys::list(&state.keys_api, req).await,
+        KeyRevoke => keys::revoke(&state.keys_api, param).await,
         PortalLinksCreate => portal::create_link(state, req).await,
         AdminOverview => overview::overview(state, req).await,
         Metrics => metrics::scrape(state, req).await,
         OpenApi => openapi::serve(req),
-        EventTypesList => catalog::list(state, req).await,
-        EventTypeGet => catalog::get(state, param).await,
-        EventTypePut => catalog::put(state, param, req).await,
-        EventTypeDelete => catalog::delete(state, param).await,
+        EventTypesList => catalog::list(&state.catalog_api, req).await,
+        EventTypeGet => catalog::get(&state.catalog_api, param).await,
+        EventTypePut => catalog::put(&state.catalog_api, param, req).await,
+        EventTypeDelete => catalog::delete(&state.catalog_api, param).await,
         Healthz => Ok(admin::healthz()),
         Readyz => Ok(admin::readyz(&state)),
         // Unsubscribe links work on the private listener too, so the

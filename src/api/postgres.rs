@@ -91,6 +91,13 @@ async fn route(
         RouteId::SuppressionDelete => {
             mail::delete_suppression(&app.mail, keyed(&access)?, param, req).await
         }
+        RouteId::EventTypesList => super::catalog::list(&app.catalog_api, req).await,
+        RouteId::EventTypeGet => super::catalog::get(&app.catalog_api, param).await,
+        RouteId::EventTypePut => super::catalog::put(&app.catalog_api, param, req).await,
+        RouteId::EventTypeDelete => super::catalog::delete(&app.catalog_api, param).await,
+        RouteId::KeysCreate => super::keys::create(&app.keys_api, req).await,
+        RouteId::KeysList => super::keys::list(&app.keys_api, req).await,
+        RouteId::KeyRevoke => super::keys::revoke(&app.keys_api, param).await,
         RouteId::StreamsList => super::streams::list(&app.mail).await,
         RouteId::StreamHealth => super::streams::health(&app.mail, param).await,
         RouteId::StreamPause => super::streams::set_paused(&app.mail, param, true).await,
@@ -113,11 +120,10 @@ async fn route(
             StatusCode::NOT_IMPLEMENTED,
             "not_on_this_backend",
             format!(
-                "{} {} is not served with store.backend = \"postgres\" in this release: it \
-                 serves the event log, webhook endpoints and deliveries, mail, suppressions, ESP feedback \
-                 and streams, and the health probes; tracking, keys, the catalog and \
-                 the admin surfaces need \
-                 store.backend = \"redb\"",
+                "{} {} is not served with store.backend = \"postgres\" in this release: \
+                 the event log, the catalog, webhooks, mail, suppressions, ESP feedback, \
+                 streams, API keys and the health probes are; tracking and the admin surfaces \
+                 need store.backend = \"redb\"",
                 route.method, route.path
             ),
         )),

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use super::auth::ApiKeys;
+use super::catalog::CatalogApi;
 use super::events::EventApi;
+use super::keys::KeysApi;
 use super::mail::MailApi;
 use crate::config::Config;
 use crate::pg::dispatch::PgDispatcher;
@@ -12,7 +14,9 @@ use crate::pg::webhooks::PgHooks;
 
 pub struct PostgresApp {
     pub config: Arc<Config>,
-    pub keys: ApiKeys,
+    pub keys: Arc<ApiKeys>,
+    pub keys_api: KeysApi,
+    pub catalog_api: CatalogApi,
     pub events: EventApi,
     pub mail: MailApi,
     pub log: PgLog,

@@ -65,6 +65,13 @@ impl Catalog {
         }
     }
 
+    /// Replaces every type with `stored`: another node changed the catalog.
+    pub fn replace_all(&self, stored: Vec<(String, EventTypeRecord)>) {
+        let fresh = Catalog::load(stored);
+        let types = fresh.types.into_inner().unwrap_or_else(|e| e.into_inner());
+        *self.write() = types;
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<CatalogEntry>>> {
         // A panic while holding the lock cannot leave the map half-changed:
         // every change is one insert or remove.

@@ -2,8 +2,10 @@
 //! migrations, the event log that several nodes append to at once, and the
 //! copy of a redb file's log into it (`herald migrate`).
 
+pub mod catalog;
 pub mod dispatch;
 pub mod import;
+pub mod keys;
 pub mod log;
 pub mod mail;
 pub mod mail_dispatch;

@@ -20,7 +20,33 @@ fn all(
     Ok(out)
 }
 
+/// A change to the stored keys, decided over all of them at once.
+pub enum KeyChange {
+    Put(u128, ApiKeyRecord),
+    /// The key removed, with what it was.
+    Remove(u128, ApiKeyRecord),
+}
+
 impl WriteTxn<'_> {
+    /// Runs `decide` over every stored key and applies the change it
+    /// returns, atomically with the decision; a refusal changes nothing.
+    pub fn change_api_keys<E>(
+        &mut self,
+        decide: impl FnOnce(&[(u128, ApiKeyRecord)]) -> Result<KeyChange, E>,
+    ) -> Result<Result<KeyChange, E>, StoreError> {
+        let change = match decide(&self.api_keys()?) {
+            Ok(change) => change,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        match &change {
+            KeyChange::Put(id, record) => self.put_api_key(*id, record)?,
+            KeyChange::Remove(id, _) => {
+                self.remove_api_key(*id)?;
+            }
+        }
+        Ok(Ok(change))
+    }
+
     /// Every stored key as this transaction sees it, so a decision about
     /// them (the first key, the last admin) is atomic with the change.
     pub fn api_keys(&self) -> Result<Vec<(u128, ApiKeyRecord)>, StoreError> {

@@ -161,7 +161,7 @@ async fn run(
         PortalDeliveryGet => webhooks::get_delivery(state, access, object).await,
         PortalDeliveryRetry => webhooks::retry_delivery(state, access, object).await,
         // The catalog is shared by every tenant and holds no tenant's data.
-        PortalEventTypes => super::catalog::list(state, req).await,
+        PortalEventTypes => super::catalog::list(&state.catalog_api, req).await,
         other => {
             tracing::error!(route = ?other, "a route reached the portal that is not the portal's");
             Err(ApiError::unavailable("route misconfigured"))
