@@ -4,7 +4,6 @@
 
 use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row};
 
 use super::mail_txn::{self, tenant_column, PgMailTxn};
 use super::PgError;
@@ -14,44 +13,8 @@ use crate::store::mail::{
     email_status_code, EmailFilter, EmailPage, SuppressionFilter, SuppressionPage,
 };
 use crate::store::records::{EmailRecord, FeedbackRecord, StreamStateRecord};
-use crate::store::streams::{Window, Windows, DAY_MS, RECENT_SENDS, TALLY_BUCKET_MS};
+use crate::store::streams::{Windows, TALLY_BUCKET_MS};
 use crate::store::StoreError;
-
-/// A stream's windows, the reputation guard's view of it.
-pub async fn stream_windows(
-    client: &impl GenericClient,
-    stream: &str,
-    now_ms: i64,
-) -> Result<Windows, PgError> {
-    let since = now_ms - DAY_MS;
-    let from = since - since.rem_euclid(TALLY_BUCKET_MS);
-    let day = client
-        .query_one(
-            "SELECT coalesce(sum(sent), 0)::bigint, coalesce(sum(hard_bounces), 0)::bigint, \
-                    coalesce(sum(complaints), 0)::bigint \
-             FROM herald_stream_tally WHERE stream = $1 AND bucket_ms >= $2",
-            &[&stream, &from],
-        )
-        .await?;
-    let recent = client
-        .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE outcome = 1), \
-                    count(*) FILTER (WHERE outcome = 2) \
-             FROM (SELECT outcome FROM herald_stream_sends WHERE stream = $1 \
-                   ORDER BY email_id DESC LIMIT $2) recent",
-            &[&stream, &i64::from(RECENT_SENDS)],
-        )
-        .await?;
-    let window = |row: &Row| Window {
-        sent: row.get::<_, i64>(0) as u64,
-        hard_bounces: row.get::<_, i64>(1) as u64,
-        complaints: row.get::<_, i64>(2) as u64,
-    };
-    Ok(Windows {
-        last_24h: window(&day),
-        last_1000: window(&recent),
-    })
-}
 
 #[derive(Clone)]
 pub struct PgMail {
@@ -177,7 +140,7 @@ impl PgMail {
                 Some(row) => codec::decode(row.get::<_, &[u8]>(0))?,
                 None => StreamStateRecord::default(),
             };
-            let windows = stream_windows(&*txn, &name, now_ms).await?;
+            let windows = mail_txn::stream_windows(&*txn, &name, now_ms).await?;
             let from = midnight - midnight.rem_euclid(TALLY_BUCKET_MS);
             let sent_today: i64 = txn
                 .query_one(

@@ -11,7 +11,7 @@
 use deadpool_postgres::Pool;
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::{GenericClient, Row, Transaction};
 
 use super::log::{append_own_events, LOCK_HEAD};
 use super::PgError;
@@ -22,7 +22,7 @@ use crate::store::mail_txn::MailTxn;
 use crate::store::records::{
     EmailRecord, FeedbackRecord, SoftBounceRecord, StreamStateRecord, SuppressionRecord,
 };
-use crate::store::streams::{SendOutcome, Windows, TALLY_BUCKET_MS};
+use crate::store::streams::{SendOutcome, Window, Windows, DAY_MS, RECENT_SENDS, TALLY_BUCKET_MS};
 use crate::store::StoreError;
 
 /// The global list's and a message without a tenant's key in tenant columns.
@@ -70,6 +70,42 @@ where
     })
     .await
     .map_err(|e| StoreError::Database(format!("a mail transaction's thread failed: {e}")))?
+}
+
+/// A stream's windows, the reputation guard's view of it.
+pub async fn stream_windows(
+    client: &impl GenericClient,
+    stream: &str,
+    now_ms: i64,
+) -> Result<Windows, PgError> {
+    let since = now_ms - DAY_MS;
+    let from = since - since.rem_euclid(TALLY_BUCKET_MS);
+    let day = client
+        .query_one(
+            "SELECT coalesce(sum(sent), 0)::bigint, coalesce(sum(hard_bounces), 0)::bigint, \
+                    coalesce(sum(complaints), 0)::bigint \
+             FROM herald_stream_tally WHERE stream = $1 AND bucket_ms >= $2",
+            &[&stream, &from],
+        )
+        .await?;
+    let recent = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE outcome = 1), \
+                    count(*) FILTER (WHERE outcome = 2) \
+             FROM (SELECT outcome FROM herald_stream_sends WHERE stream = $1 \
+                   ORDER BY email_id DESC LIMIT $2) recent",
+            &[&stream, &i64::from(RECENT_SENDS)],
+        )
+        .await?;
+    let window = |row: &Row| Window {
+        sent: row.get::<_, i64>(0) as u64,
+        hard_bounces: row.get::<_, i64>(1) as u64,
+        complaints: row.get::<_, i64>(2) as u64,
+    };
+    Ok(Windows {
+        last_24h: window(&day),
+        last_1000: window(&recent),
+    })
 }
 
 pub struct PgMailTxn<'a> {
@@ -417,7 +453,7 @@ impl MailTxn for PgMailTxn<'_> {
     fn stream_windows(&mut self, stream: &str, now_ms: i64) -> Result<Windows, StoreError> {
         Ok(self
             .handle
-            .block_on(super::mail::stream_windows(self.txn, stream, now_ms))?)
+            .block_on(stream_windows(self.txn, stream, now_ms))?)
     }
 
     /// Nothing to tell: every claim reads its stream's state afresh under

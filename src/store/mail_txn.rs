@@ -4,12 +4,13 @@
 //! `pg::mail_txn`, so both backends run the same rules, written once.
 
 use super::due::Queue;
+use super::log::NewEventRow;
 use super::mail::Blocking;
-use super::records::{EmailRecord, FeedbackRecord, SoftBounceRecord, SuppressionRecord};
+use super::records::{
+    EmailRecord, FeedbackRecord, SoftBounceRecord, StreamStateRecord, SuppressionRecord,
+};
 use super::streams::{SendOutcome, Windows};
 use super::{StoreError, WriteTxn};
-use crate::events::NewEvent;
-use crate::store::records::StreamStateRecord;
 
 pub trait MailTxn {
     fn next_email_id(&mut self) -> Result<u64, StoreError>;
@@ -98,7 +99,7 @@ pub trait MailTxn {
     /// `exclude`.
     fn append_system_event(
         &mut self,
-        row: NewEvent,
+        row: NewEventRow,
         now_ms: i64,
         exclude: Option<u128>,
     ) -> Result<(), StoreError>;
@@ -235,7 +236,7 @@ impl MailTxn for WriteTxn<'_> {
     }
     fn append_system_event(
         &mut self,
-        row: NewEvent,
+        row: NewEventRow,
         now_ms: i64,
         exclude: Option<u128>,
     ) -> Result<(), StoreError> {
