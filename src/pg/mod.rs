@@ -9,6 +9,7 @@ pub mod mail_dispatch;
 pub mod mail_txn;
 pub mod migrate;
 pub mod schema;
+pub mod tracking;
 pub mod webhooks;
 
 use std::time::Duration;
