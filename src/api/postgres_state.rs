@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::auth::ApiKeys;
 use super::events::EventApi;
 use super::mail::MailApi;
+use super::tracking::TrackingApi;
 use crate::config::Config;
 use crate::pg::dispatch::PgDispatcher;
 use crate::pg::log::PgLog;
@@ -15,6 +16,7 @@ pub struct PostgresApp {
     pub keys: ApiKeys,
     pub events: EventApi,
     pub mail: MailApi,
+    pub tracking: TrackingApi,
     pub log: PgLog,
     pub hooks: PgHooks,
     pub dispatcher: Arc<PgDispatcher>,
