@@ -14,6 +14,7 @@ use crate::api::events::{EventApi, EventLog};
 use crate::api::keys::{KeyStore, KeysApi};
 use crate::api::mail::{MailApi, MailStore};
 use crate::api::postgres::PostgresApp;
+use crate::api::tracking::{TrackingApi, TrackingStore};
 use crate::api::{self, AppState, Surface};
 use crate::catalog::Catalog;
 use crate::config::store::{Backend, PostgresSettings};
@@ -26,6 +27,7 @@ use crate::pg::dispatch::PgDispatcher;
 use crate::pg::keys::PgKeys;
 use crate::pg::log::PgLog;
 use crate::pg::mail::PgMail;
+use crate::pg::tracking::PgTracking;
 use crate::pg::webhooks::PgHooks;
 use crate::pg::PgError;
 use crate::portal_link::PortalKey;
@@ -324,6 +326,14 @@ fn run_on_postgres(
         let unsubscribe_key = crate::pg::shared_secret(&client, "unsubscribe")
             .await
             .map_err(failed)?;
+        // Keys live in the configuration only on PostgreSQL.
+        let mut tracking = config.tracking.clone();
+        if wants_development_source(&config, false) {
+            let secret = crate::pg::shared_secret(&client, "tracking.development")
+                .await
+                .map_err(failed)?;
+            tracking.sources.push(development_source(secret));
+        }
         drop(client);
         let pool = crate::pg::pool(&settings).map_err(failed)?;
         let deliveries_due = Arc::new(tokio::sync::Notify::new());
@@ -334,6 +344,7 @@ fn run_on_postgres(
             config.max_commit_batch,
             deliveries_due.clone(),
         );
+        let tracked = PgTracking::new(pool.clone(), config.queue_capacity, deliveries_due.clone());
         let stop_dispatch = Arc::new(tokio::sync::Notify::new());
         let pg_dispatcher = PgDispatcher::new(pool.clone(), config.webhooks.clone());
         let dispatcher = tokio::spawn(pg_dispatcher.clone().run(
@@ -382,6 +393,11 @@ fn run_on_postgres(
                 feedback: config.feedback.clone(),
                 body_timeout: config.body_timeout,
                 queued: Some(mail_queued),
+            },
+            tracking: TrackingApi {
+                store: TrackingStore::Postgres(tracked),
+                settings: tracking,
+                body_timeout: config.body_timeout,
             },
             hooks: PgHooks::new(pool),
             keys: keys.clone(),
@@ -524,20 +540,29 @@ fn owner_alerts(
 /// created through the API close the API, so they count as well (from the
 /// next start).
 fn add_development_source(config: &mut Config, store: &Store) -> Result<(), DaemonError> {
-    let local_only = config.listen.ip().is_loopback()
-        && config.is_unauthenticated()
-        && store.read()?.api_keys()?.is_empty();
-    if !local_only || !config.tracking.sources.is_empty() {
+    if !wants_development_source(config, !store.read()?.api_keys()?.is_empty()) {
         return Ok(());
     }
-    let source = Source::development(store.persistent_secret("tracking.development")?);
+    let source = development_source(store.persistent_secret("tracking.development")?);
+    config.tracking.sources.push(source);
+    Ok(())
+}
+
+fn wants_development_source(config: &Config, has_stored_keys: bool) -> bool {
+    config.listen.ip().is_loopback()
+        && config.is_unauthenticated()
+        && !has_stored_keys
+        && config.tracking.sources.is_empty()
+}
+
+fn development_source(secret: [u8; 32]) -> Source {
+    let source = Source::development(secret);
     tracing::info!(
         source = %source.name,
         write_key = %source.write_key,
         "development tracking source"
     );
-    config.tracking.sources.push(source);
-    Ok(())
+    source
 }
 
 /// Raises the soft limit on open files to the hard one: each connection,

@@ -24,7 +24,7 @@ mod public;
 pub mod routes;
 pub mod sessions;
 mod streams;
-mod tracking;
+pub mod tracking;
 mod webhooks;
 
 use std::future::Future;
@@ -76,6 +76,8 @@ pub struct AppState {
     pub events: events::EventApi,
     /// What the mail routes queue through and read from.
     pub mail_api: mail::MailApi,
+    /// What the tracking routes append to and read from.
+    pub tracking: tracking::TrackingApi,
 }
 
 /// Which routes a listener serves.
@@ -138,10 +140,19 @@ impl AppState {
             live: catalog.clone(),
             body_timeout: config.body_timeout,
         };
+        let tracking = tracking::TrackingApi {
+            store: tracking::TrackingStore::Embedded {
+                store: store.clone(),
+                writer: writer.clone(),
+            },
+            settings: config.tracking.clone(),
+            body_timeout: config.body_timeout,
+        };
         Ok(AppState {
             catalog_api,
             events,
             mail_api,
+            tracking,
             catalog,
             portal_links,
             hooks,
@@ -341,13 +352,13 @@ async fn dispatch(
         EventsCreate => events::create(&state.events, keyed(&access)?, req).await,
         EventsList => events::list(&state.events, keyed(&access)?, req).await,
         EventsBatch => events::create_batch(&state.events, keyed(&access)?, req).await,
-        EventsExport => tracking::export(state, keyed(&access)?, req).await,
+        EventsExport => tracking::export(&state.tracking, keyed(&access)?, req).await,
         EventGet => events::get(&state.events, keyed(&access)?, param).await,
-        UserGet => tracking::user(state, keyed(&access)?, param, req).await,
-        UserEvents => tracking::user_events(state, keyed(&access)?, param, req).await,
-        EventStats => tracking::stats(state, keyed(&access)?, req).await,
-        Funnel => tracking::funnel(state, keyed(&access)?, req).await,
-        Attribution => tracking::attribution(state, keyed(&access)?, req).await,
+        UserGet => tracking::user(&state.tracking, keyed(&access)?, param, req).await,
+        UserEvents => tracking::user_events(&state.tracking, keyed(&access)?, param, req).await,
+        EventStats => tracking::stats(&state.tracking, keyed(&access)?, req).await,
+        Funnel => tracking::funnel(&state.tracking, keyed(&access)?, req).await,
+        Attribution => tracking::attribution(&state.tracking, keyed(&access)?, req).await,
         EndpointsCreate => webhooks::create_endpoint(state, keyed(&access)?, req).await,
         EndpointsList => webhooks::list_endpoints(state, keyed(&access)?, req).await,
         EndpointGet => webhooks::get_endpoint(state, keyed(&access)?, param).await,
@@ -403,10 +414,10 @@ async fn dispatch(
         DashboardAsset => dashboard::asset(param, &req),
         DashboardSignIn => dashboard::sign_in(state, req).await,
         DashboardSignOut => dashboard::sign_out(state, req).await,
-        SegmentBatch => tracking::ingest(state, None, req).await,
+        SegmentBatch => tracking::ingest(&state.tracking, None, req).await,
         SegmentCall => {
             let name = req.uri().path().trim_start_matches("/v1/").to_owned();
-            tracking::ingest(state, Call::parse(&name), req).await
+            tracking::ingest(&state.tracking, Call::parse(&name), req).await
         }
         PortalPage => Ok(portal::page(&state, param)),
         PortalScript => Ok(portal::script()),

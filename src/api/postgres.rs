@@ -1,5 +1,5 @@
 //! The API of a node on PostgreSQL: the event log's routes, webhook
-//! endpoints and deliveries, mail and suppressions, and the health probes, with the same keys, answers and errors as on redb. Routes whose
+//! endpoints and deliveries, mail and suppressions, tracking, and the health probes, with the same keys, answers and errors as on redb. Routes whose
 //! state has not moved to PostgreSQL yet answer 501, after the same key
 //! check as everywhere, so a keyless caller still learns nothing.
 
@@ -17,7 +17,9 @@ use super::mail;
 use super::postgres_hooks as hooks;
 pub use super::postgres_state::PostgresApp;
 use super::routes::{self, RouteId};
+use super::tracking;
 use super::{grant_for, keyed, listener, not_found, respond, Surface};
+use crate::tracking::segment::Call;
 
 /// Serves the private API on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -107,6 +109,19 @@ async fn route(
         RouteId::UnsubscribePage | RouteId::UnsubscribeOneClick => {
             super::public::unsubscribe(&app.mail, param, req).await
         }
+        RouteId::SegmentBatch => tracking::ingest(&app.tracking, None, req).await,
+        RouteId::SegmentCall => {
+            let name = path.trim_start_matches("/v1/");
+            tracking::ingest(&app.tracking, Call::parse(name), req).await
+        }
+        RouteId::UserGet => tracking::user(&app.tracking, keyed(&access)?, param, req).await,
+        RouteId::UserEvents => {
+            tracking::user_events(&app.tracking, keyed(&access)?, param, req).await
+        }
+        RouteId::EventStats => tracking::stats(&app.tracking, keyed(&access)?, req).await,
+        RouteId::Funnel => tracking::funnel(&app.tracking, keyed(&access)?, req).await,
+        RouteId::Attribution => tracking::attribution(&app.tracking, keyed(&access)?, req).await,
+        RouteId::EventsExport => tracking::export(&app.tracking, keyed(&access)?, req).await,
         RouteId::Healthz => Ok(super::admin::healthz()),
         RouteId::Readyz => Ok(if app.log.is_ready().await {
             json(StatusCode::OK, r#"{"status":"ready"}"#)
@@ -121,8 +136,8 @@ async fn route(
             "not_on_this_backend",
             format!(
                 "{} {} is not served with store.backend = \"postgres\" in this release: \
-                 the event log, the catalog, webhooks, mail, suppressions, ESP feedback, \
-                 streams, API keys and the health probes are; tracking and the admin surfaces \
+                 the event log, the catalog, tracking, webhooks, mail, suppressions, ESP \
+                 feedback, streams, API keys and the health probes are; the admin surfaces \
                  need store.backend = \"redb\"",
                 route.method, route.path
             ),

@@ -7,6 +7,7 @@ use super::catalog::CatalogApi;
 use super::events::EventApi;
 use super::keys::KeysApi;
 use super::mail::MailApi;
+use super::tracking::TrackingApi;
 use crate::config::Config;
 use crate::pg::dispatch::PgDispatcher;
 use crate::pg::log::PgLog;
@@ -19,6 +20,7 @@ pub struct PostgresApp {
     pub catalog_api: CatalogApi,
     pub events: EventApi,
     pub mail: MailApi,
+    pub tracking: TrackingApi,
     pub log: PgLog,
     pub hooks: PgHooks,
     pub dispatcher: Arc<PgDispatcher>,

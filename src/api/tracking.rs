@@ -3,7 +3,6 @@
 //! funnels, attribution and NDJSON export.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,19 +11,102 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use tokio::runtime::Handle;
+
 use super::access::Access;
 use super::error::ApiError;
 use super::http::{json, page_limit, query_params, read_body, Resp, ResponseBody};
-use super::{read, AppState};
 use crate::clock;
 use crate::events;
+use crate::pg::tracking::{PgTracking, TrackError};
 use crate::store::log::IndexKeys;
 use crate::store::records::EventRecord;
 use crate::store::tracking::{person_hash, tracked_type_key, PersonKind};
-use crate::store::SubmitError;
-use crate::tracking::analysis::{self, Model, Resolver};
-use crate::tracking::ingest::{self, Refusal};
+use crate::store::{Store, StoreError, SubmitError, Writer};
+use crate::tracking::analysis::{self, Model};
+use crate::tracking::ingest::{self, Prepared, Refusal, Stored};
 use crate::tracking::segment::{parse_time, Call};
+use crate::tracking::settings::TrackingSettings;
+use crate::tracking::txn::TrackRead;
+
+/// What the tracking routes need, whichever backend keeps the calls: the
+/// handlers below are the same code on both.
+pub struct TrackingApi {
+    pub store: TrackingStore,
+    pub settings: TrackingSettings,
+    pub body_timeout: Duration,
+}
+
+/// Where tracked calls live.
+#[derive(Clone)]
+pub enum TrackingStore {
+    /// The redb file, appended to by its single writer.
+    Embedded { store: Store, writer: Writer },
+    /// A PostgreSQL database shared with other nodes.
+    Postgres(PgTracking),
+}
+
+/// Segment clients back off on 429, not on 503.
+fn busy() -> ApiError {
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "overloaded",
+        "the write queue is full; retry after Retry-After",
+    );
+    err.retry_after_secs = Some(1);
+    err
+}
+
+impl TrackingStore {
+    /// Appends `calls` (see `ingest::append`); answers once committed.
+    async fn append(&self, calls: Vec<Prepared>, window_ms: i64) -> Result<Vec<Stored>, ApiError> {
+        match self {
+            TrackingStore::Embedded { writer, .. } => writer
+                .write(move |txn| {
+                    let now = clock::now_ms();
+                    ingest::append(txn, calls, now - window_ms, now)
+                })
+                .await
+                .map_err(|e| match e {
+                    SubmitError::Busy => busy(),
+                    other => ApiError::from(other),
+                }),
+            TrackingStore::Postgres(pg) => pg.append(calls, window_ms).await.map_err(|e| match e {
+                TrackError::Busy => busy(),
+                TrackError::Failed(cause) => ApiError::not_acknowledged(&cause),
+            }),
+        }
+    }
+
+    /// Runs `query` on one snapshot; call it on a blocking thread.
+    fn read_blocking<T>(
+        &self,
+        handle: &Handle,
+        query: impl FnOnce(&dyn TrackRead) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match self {
+            TrackingStore::Embedded { store, .. } => query(&store.read()?),
+            TrackingStore::Postgres(pg) => pg.read(handle, query),
+        }
+    }
+
+    /// Runs `query` on one snapshot, off the async threads.
+    async fn read<T, F>(&self, query: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn TrackRead) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        let handle = Handle::current();
+        tokio::task::spawn_blocking(move || store.read_blocking(&handle, query))
+            .await
+            .map_err(|_| ApiError::unavailable("the query was interrupted"))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "query failed");
+                ApiError::unavailable("the query failed; see the server log")
+            })
+    }
+}
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 const MAX_BUCKETS: i64 = 10_000;
@@ -52,11 +134,11 @@ fn refusal(r: Refusal) -> ApiError {
 /// `POST /v1/{identify,track,page,screen,group,alias}` (`call`) and
 /// `/v1/batch` (`None`). 200 only once every call is durable.
 pub async fn ingest(
-    state: Arc<AppState>,
+    api: &TrackingApi,
     call: Option<Call>,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let settings = &state.config.tracking;
+    let settings = &api.settings;
     let (parts, body) = req.into_parts();
     let header_key = ingest::header_key(&parts.headers);
     if let Some(key) = &header_key {
@@ -68,8 +150,8 @@ pub async fn ingest(
         Some(_) => settings.max_event_bytes,
         None => settings.max_batch_bytes,
     };
-    let raw = read_body(body, &parts.headers, limit, state.config.body_timeout).await?;
-    let settings = state.config.tracking.clone();
+    let raw = read_body(body, &parts.headers, limit, api.body_timeout).await?;
+    let settings = api.settings.clone();
     let received_at = clock::now_ms();
     let prepared = tokio::task::spawn_blocking(move || {
         let body = ingest::decode_body(&parts.headers, &raw, limit)?;
@@ -89,27 +171,8 @@ pub async fn ingest(
         .iter()
         .map(|p| p.tracked.message_id.clone())
         .collect();
-    let window_ms = state.config.tracking.dedup_window.as_millis() as i64;
-    let stored = state
-        .writer
-        .write(move |txn| {
-            let now = clock::now_ms();
-            ingest::append(txn, prepared, now - window_ms, now)
-        })
-        .await
-        .map_err(|e| match e {
-            // Segment clients back off on 429, not on 503.
-            SubmitError::Busy => {
-                let mut err = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "overloaded",
-                    "the write queue is full; retry after Retry-After",
-                );
-                err.retry_after_secs = Some(1);
-                err
-            }
-            other => ApiError::from(other),
-        })?;
+    let window_ms = api.settings.dedup_window.as_millis() as i64;
+    let stored = api.store.append(prepared, window_ms).await?;
     let results: Vec<Value> = stored
         .iter()
         .zip(&message_ids)
@@ -143,7 +206,7 @@ fn path_user_id(raw: &str) -> Result<String, ApiError> {
 
 /// `GET /v1/users/{id}?tenant=`: traits, linked ids, first and last seen.
 pub async fn user(
-    state: Arc<AppState>,
+    api: &TrackingApi,
     access: &Access,
     raw_id: &str,
     req: Request<Incoming>,
@@ -151,26 +214,16 @@ pub async fn user(
     let user_id = path_user_id(raw_id)?;
     let tenant = users_of(access, &params_map(&req, &["tenant"])?)?;
     let id = user_id.clone();
-    let found = read(&state, move |txn| {
-        let tenant = tenant.as_deref();
-        let profile = txn.profile(tenant, &id)?;
-        let mut resolver = Resolver::new(txn.person_links()?);
-        let mut first: Option<(i64, u64)> = None;
-        let mut last: Option<(i64, u64)> = None;
-        let mut count = 0u64;
-        for person in resolver.persons_of(person_hash(tenant, PersonKind::User, &id)) {
-            for seq in txn.person_seqs(person, 0, usize::MAX)? {
-                count += 1;
-                if let Some(event) = txn.event_at_seq(seq)? {
-                    let t = (event.occurred_at_ms, seq);
-                    first = Some(first.map_or(t, |f| f.min(t)));
-                    last = Some(last.map_or(t, |l| l.max(t)));
-                }
-            }
-        }
-        Ok((profile, first, last, count))
-    })
-    .await?;
+    let found = api
+        .store
+        .read(move |txn| {
+            let tenant = tenant.as_deref();
+            let profile = txn.profile(tenant, &id)?;
+            let persons = txn.persons_of(person_hash(tenant, PersonKind::User, &id))?;
+            let (count, first, last) = txn.person_span(&persons)?;
+            Ok((profile, first, last, count))
+        })
+        .await?;
     let (profile, first, last, count) = found;
     if profile.is_none() && count == 0 {
         return Err(user_not_found(&user_id));
@@ -194,7 +247,7 @@ pub async fn user(
 /// `GET /v1/users/{id}/events?after=SEQ&limit=&tenant=`: the user's calls,
 /// including those made anonymously before the link, in log order.
 pub async fn user_events(
-    state: Arc<AppState>,
+    api: &TrackingApi,
     access: &Access,
     raw_id: &str,
     req: Request<Incoming>,
@@ -216,26 +269,27 @@ pub async fn user_events(
     }
     let tenant = access.tenant_param(tenant)?;
     let id = user_id.clone();
-    let (lines, more) = read(&state, move |txn| {
-        let mut resolver = Resolver::new(txn.person_links()?);
-        let mut seqs = Vec::new();
-        let user = person_hash(tenant.as_deref(), PersonKind::User, &id);
-        for person in resolver.persons_of(user) {
-            seqs.extend(txn.person_seqs(person, after, limit + 1)?);
-        }
-        seqs.sort_unstable();
-        seqs.dedup();
-        let more = seqs.len() > limit;
-        seqs.truncate(limit);
-        let mut lines = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Some(event) = txn.event_at_seq(seq)? {
-                lines.push((seq, events::to_json(seq, &event)));
+    let (lines, more) = api
+        .store
+        .read(move |txn| {
+            let mut seqs = Vec::new();
+            let user = person_hash(tenant.as_deref(), PersonKind::User, &id);
+            for person in txn.persons_of(user)? {
+                seqs.extend(txn.person_seqs(person, after, limit + 1)?);
             }
-        }
-        Ok((lines, more))
-    })
-    .await?;
+            seqs.sort_unstable();
+            seqs.dedup();
+            let more = seqs.len() > limit;
+            seqs.truncate(limit);
+            let mut lines = Vec::with_capacity(seqs.len());
+            for (seq, event) in txn.events_at(&seqs)? {
+                if let Some(event) = event {
+                    lines.push((seq, events::to_json(seq, &event)));
+                }
+            }
+            Ok((lines, more))
+        })
+        .await?;
     let next = if more {
         lines.last().map(|(s, _)| *s)
     } else {
@@ -291,7 +345,7 @@ fn params_map(
 
 /// `GET /v1/stats/events?event=&interval=hour|day&since=&until=&tenant=`
 pub async fn stats(
-    state: Arc<AppState>,
+    api: &TrackingApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -316,10 +370,10 @@ pub async fn stats(
         ));
     }
     let key = tracked_type_key(tenant.as_deref(), IndexKeys::of(&event, None).type_hash);
-    let counts = read(&state, move |txn| {
-        txn.event_counts(key, since, until, bucket_ms)
-    })
-    .await?;
+    let counts = api
+        .store
+        .read(move |txn| txn.event_counts(key, since, until, bucket_ms))
+        .await?;
     let total: u64 = counts.iter().sum();
     let series: Vec<Value> = counts
         .iter()
@@ -334,7 +388,7 @@ pub async fn stats(
 
 /// `GET /v1/funnels?steps=A,B,C&within=14d&since=&until=&tenant=`
 pub async fn funnel(
-    state: Arc<AppState>,
+    api: &TrackingApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -363,21 +417,26 @@ pub async fn funnel(
     let (since, until) = range(&p, 30 * DAY_MS)?;
     let names = steps.clone();
     let started = std::time::Instant::now();
-    let counts = read(&state, move |txn| {
-        let resolver = Resolver::new(txn.person_links()?);
-        let mut hits = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            let key = tracked_type_key(tenant.as_deref(), IndexKeys::of(name, None).type_hash);
-            let end = if i == 0 {
-                until
-            } else {
-                until.saturating_add(within_ms)
-            };
-            hits.push(txn.event_hits(key, since, end)?);
-        }
-        Ok(analysis::funnel(&hits, within_ms, &resolver))
-    })
-    .await?;
+    let counts = api
+        .store
+        .read(move |txn| {
+            let mut hits = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                let key = tracked_type_key(tenant.as_deref(), IndexKeys::of(name, None).type_hash);
+                let end = if i == 0 {
+                    until
+                } else {
+                    until.saturating_add(within_ms)
+                };
+                hits.push(txn.event_hits(key, since, end)?);
+            }
+            let mut persons: Vec<u64> = hits.iter().flatten().map(|(_, p)| *p).collect();
+            persons.sort_unstable();
+            persons.dedup();
+            let resolver = txn.resolver_for(&persons, false)?;
+            Ok(analysis::funnel(&hits, within_ms, &resolver))
+        })
+        .await?;
     let first = counts.first().copied().unwrap_or(0);
     let out: Vec<Value> = steps
         .iter()
@@ -399,7 +458,7 @@ pub async fn funnel(
 
 /// `GET /v1/attribution?event=&model=first_touch|last_touch&since=&until=&tenant=`
 pub async fn attribution(
-    state: Arc<AppState>,
+    api: &TrackingApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -421,28 +480,33 @@ pub async fn attribution(
     };
     let (since, until) = range(&p, 30 * DAY_MS)?;
     let key = tracked_type_key(tenant.as_deref(), IndexKeys::of(&event, None).type_hash);
-    let (groups, total) = read(&state, move |txn| {
-        let mut resolver = Resolver::new(txn.person_links()?);
-        let conversions = txn.event_hits(key, since, until)?;
-        let mut failure = None;
-        let groups = analysis::attribute(&conversions, model, &mut resolver, |person| {
-            match txn.touches(person, until) {
-                Ok(list) => list
-                    .into_iter()
-                    .map(|(t, s, m, n)| (t, (s, m, n)))
-                    .collect(),
-                Err(e) => {
-                    failure = Some(e);
-                    Vec::new()
+    let (groups, total) =
+        api.store
+            .read(move |txn| {
+                let conversions = txn.event_hits(key, since, until)?;
+                let mut persons: Vec<u64> = conversions.iter().map(|(_, p)| *p).collect();
+                persons.sort_unstable();
+                persons.dedup();
+                let mut resolver = txn.resolver_for(&persons, true)?;
+                let mut failure = None;
+                let groups = analysis::attribute(&conversions, model, &mut resolver, |person| {
+                    match txn.touches(person, until) {
+                        Ok(list) => list
+                            .into_iter()
+                            .map(|(t, s, m, n)| (t, (s, m, n)))
+                            .collect(),
+                        Err(e) => {
+                            failure = Some(e);
+                            Vec::new()
+                        }
+                    }
+                });
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok((groups, conversions.len())),
                 }
-            }
-        });
-        match failure {
-            Some(e) => Err(e),
-            None => Ok((groups, conversions.len())),
-        }
-    })
-    .await?;
+            })
+            .await?;
     let mut rows: Vec<(Value, u64)> = groups
         .into_iter()
         .map(|(campaign, count)| {
@@ -516,7 +580,7 @@ fn send_chunk(
 /// tenant key (or `?tenant=`) gets that tenant's calls only; an unscoped
 /// key without it gets every call, as lists do.
 pub async fn export(
-    state: Arc<AppState>,
+    api: &TrackingApi,
     access: &Access,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
@@ -524,20 +588,23 @@ pub async fn export(
     let tenant = access.tenant_param(p.get("tenant").cloned())?;
     let (since, until) = range(&p, DAY_MS)?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let store = state.store.clone();
+    let store = api.store.clone();
+    let handle = Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut after = None;
         let mut chunk = String::with_capacity(EXPORT_CHUNK * 2);
         loop {
             // A snapshot per page: a slow reader must not pin old pages of
             // the file for the whole export.
-            let page = store.read().and_then(|snapshot| {
+            let page = store.read_blocking(&handle, |snapshot| {
                 let page = snapshot.tracked_seqs(since, until, after, EXPORT_PAGE)?;
-                let mut events = Vec::with_capacity(page.len());
-                for (received, seq) in page {
-                    events.push(((received, seq), snapshot.event_at_seq(seq)?));
-                }
-                Ok(events)
+                let seqs: Vec<u64> = page.iter().map(|(_, seq)| *seq).collect();
+                let events = snapshot.events_at(&seqs)?;
+                Ok(page
+                    .into_iter()
+                    .zip(events)
+                    .map(|(at, (_, event))| (at, event))
+                    .collect::<Vec<_>>())
             });
             let page = match page {
                 Ok(p) => p,

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("migrations/0003_import.sql")),
     (4, include_str!("migrations/0004_import_webhooks.sql")),
     (5, include_str!("migrations/0005_mail.sql")),
+    (6, include_str!("migrations/0006_tracking.sql")),
     (7, include_str!("migrations/0007_keys_and_catalog.sql")),
 ];
 

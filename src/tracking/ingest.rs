@@ -13,11 +13,12 @@ use serde_json::{Map, Value};
 
 use super::segment::{self, Call, Tracked};
 use super::settings::TrackingSettings;
+use super::txn::TrackTxn;
 use crate::ids;
 use crate::store::log::{IndexKeys, NewEventRow};
 use crate::store::records::{EventSource, ProfileRecord};
 use crate::store::tracking::{message_key, person_of, tracked_type_key, PersonKind, TrackedRow};
-use crate::store::{StoreError, WriteTxn};
+use crate::store::StoreError;
 
 /// A refused request; nothing of it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,9 +263,9 @@ pub struct Stored {
 
 /// Appends `calls` in order, skipping `messageId`s seen (per source) since
 /// `not_before_ms`, with every index and identity change, in the caller's
-/// transaction.
-pub fn append(
-    txn: &mut WriteTxn<'_>,
+/// transaction (the redb writer's, or one on PostgreSQL).
+pub fn append<T: TrackTxn + ?Sized>(
+    txn: &mut T,
     calls: Vec<Prepared>,
     not_before_ms: i64,
     now_ms: i64,
@@ -320,8 +321,8 @@ pub fn append(
 
 /// Identify merges traits into the profile; identify or any call with both
 /// ids, and alias, link the other id to the userId, among `tenant`'s users.
-fn update_identity(
-    tables: &mut WriteTxn<'_>,
+fn update_identity<T: TrackTxn + ?Sized>(
+    tables: &mut T,
     t: &Tracked,
     tenant: Option<&str>,
     traits: Option<Map<String, Value>>,

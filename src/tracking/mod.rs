@@ -7,3 +7,4 @@ pub mod ingest;
 pub mod retention;
 pub mod segment;
 pub mod settings;
+pub mod txn;
