@@ -326,9 +326,13 @@ fn run_on_postgres(
         let unsubscribe_key = crate::pg::shared_secret(&client, "unsubscribe")
             .await
             .map_err(failed)?;
-        // Keys live in the configuration only on PostgreSQL.
+        let has_stored_keys: bool = client
+            .query_one("SELECT EXISTS (SELECT 1 FROM herald_api_keys)", &[])
+            .await
+            .map_err(|e| failed(e.into()))?
+            .get(0);
         let mut tracking = config.tracking.clone();
-        if wants_development_source(&config, false) {
+        if wants_development_source(&config, has_stored_keys) {
             let secret = crate::pg::shared_secret(&client, "tracking.development")
                 .await
                 .map_err(failed)?;

@@ -79,6 +79,9 @@ async fn route(
         }
         RouteId::EndpointEnable => hooks::set_enabled(app, keyed(&access)?, param, true).await,
         RouteId::EndpointDisable => hooks::set_enabled(app, keyed(&access)?, param, false).await,
+        RouteId::EndpointStats => hooks::endpoint_stats(app, keyed(&access)?, param).await,
+        RouteId::EndpointRecover => hooks::recover(app, keyed(&access)?, param, req).await,
+        RouteId::EndpointReplay => hooks::replay(app, keyed(&access)?, param, req).await,
         RouteId::DeliveriesList => hooks::list_deliveries(app, keyed(&access)?, req, false).await,
         RouteId::DeadLettersList => hooks::list_deliveries(app, keyed(&access)?, req, true).await,
         RouteId::DeliveryGet => hooks::get_delivery(app, keyed(&access)?, param).await,

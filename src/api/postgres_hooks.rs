@@ -13,11 +13,14 @@ use super::postgres_state::PostgresApp;
 use super::webhooks::{
     deliveries_answer, delivery_detail, delivery_json, delivery_not_found, delivery_query,
     endpoint_json, endpoint_json_with_secret, endpoint_not_found, endpoints_tenant,
-    json_body_within, parse_endpoint_id, scoped_tenant_field, secret_rotation, test_send,
+    json_body_within, parse_endpoint_id, parse_since, pick_replayed, recovered_answer, replay_pick,
+    replayed_answer, scoped_tenant_field, secret_rotation, stats_answer, stats_day_from, test_send,
+    SinceInput, MAX_REQUEUE,
 };
 use crate::clock;
 use crate::pg::PgError;
 use crate::store::records::{DeliveryRecord, EndpointRecord};
+use crate::store::EventCursor;
 use crate::webhooks::endpoint::{self, EndpointInput};
 use crate::webhooks::ledger::parse_delivery_id;
 
@@ -253,4 +256,81 @@ async fn load_delivery(
         return Err(delivery_not_found(id));
     }
     Ok((key, record, endpoint))
+}
+
+/// Re-queues every failed delivery of the endpoint created since T.
+pub async fn recover(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let input: SinceInput = json_body_within(app.config.body_timeout, req, false).await?;
+    let since = parse_since(&input)?;
+    let endpoint = load_endpoint(app, access, id).await?;
+    let count = app
+        .hooks
+        .recover(endpoint.id, since, MAX_REQUEUE, clock::now_ms())
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| endpoint_not_found(id))?;
+    Ok(recovered_answer(count))
+}
+
+/// Delivers again every event since T that the endpoint subscribes to,
+/// including those that arrived while it was disabled.
+pub async fn replay(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let input: SinceInput = json_body_within(app.config.body_timeout, req, false).await?;
+    let since = parse_since(&input)?;
+    let endpoint = load_endpoint(app, access, id).await?;
+    let endpoint_id = endpoint.id;
+    let (filter, wanted) = replay_pick(endpoint, since);
+    let mut picked = Vec::new();
+    let mut after = EventCursor::default();
+    loop {
+        let page = app.log.scan(&filter, after, 1000).await.map_err(failed)?;
+        if pick_replayed(&mut picked, page.events, &wanted) {
+            break;
+        }
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    // The endpoint may have moved to another tenant since it was read.
+    let access = access.clone();
+    let count = app
+        .hooks
+        .replay(
+            endpoint_id,
+            move |e| access.sees(e.tenant.as_deref()),
+            picked,
+            clock::now_ms(),
+        )
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| endpoint_not_found(id))?;
+    Ok(replayed_answer(count))
+}
+
+/// Counts by outcome and latency percentiles over the last hour and day,
+/// and how many deliveries are in each status.
+pub async fn endpoint_stats(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    let key = load_endpoint(app, access, id).await?.id;
+    let now = clock::now_ms();
+    let (tallies, counts) = app
+        .hooks
+        .stats(key, stats_day_from(now))
+        .await
+        .map_err(failed)?;
+    Ok(stats_answer(&tallies, counts, now))
 }

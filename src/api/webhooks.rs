@@ -32,7 +32,7 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 /// Deliveries one recover or replay call may create or re-queue; the answer
 /// says when there may be more, and calling again continues.
-const MAX_REQUEUE: usize = 10_000;
+pub(crate) const MAX_REQUEUE: usize = 10_000;
 /// The longest grace period during which a rotated secret still signs.
 const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
 
@@ -426,11 +426,11 @@ pub(crate) async fn test_send(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SinceInput {
+pub(crate) struct SinceInput {
     since: String,
 }
 
-fn parse_since(input: &SinceInput) -> Result<i64, ApiError> {
+pub(crate) fn parse_since(input: &SinceInput) -> Result<i64, ApiError> {
     clock::parse_rfc3339(&input.since)
         .ok_or_else(|| ApiError::invalid_field("since", "not an RFC 3339 timestamp"))
 }
@@ -456,10 +456,66 @@ pub async fn recover(
         })
         .await?
         .ok_or_else(|| endpoint_not_found(id))?;
-    Ok(json(
+    Ok(recovered_answer(count))
+}
+
+/// What a replay to `endpoint` since `since_ms` reads from the log: the
+/// endpoint's tenant's events since then, and which of them it takes.
+pub(crate) fn replay_pick(
+    endpoint: EndpointRecord,
+    since_ms: i64,
+) -> (
+    crate::store::EventFilter,
+    impl Fn(&crate::store::records::EventRecord) -> bool + Send + 'static,
+) {
+    let filter = crate::store::EventFilter {
+        since_ms: Some(since_ms),
+        tenant: endpoint.tenant.clone(),
+        ..Default::default()
+    };
+    let wanted = move |e: &crate::store::records::EventRecord| {
+        names::subscribes(
+            endpoint.subscription(),
+            &e.event_type,
+            e.source,
+            e.tenant.as_deref(),
+        )
+    };
+    (filter, wanted)
+}
+
+/// Adds the wanted events of a page to `picked`; true once it holds the
+/// most one replay makes.
+pub(crate) fn pick_replayed(
+    picked: &mut Vec<(u64, u128, String)>,
+    events: Vec<(u64, crate::store::records::EventRecord)>,
+    wanted: &impl Fn(&crate::store::records::EventRecord) -> bool,
+) -> bool {
+    for (seq, event) in events {
+        if wanted(&event) {
+            picked.push((seq, event.id, event.event_type));
+            if picked.len() == MAX_REQUEUE {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The answer to a replay that made `count` deliveries.
+pub(crate) fn replayed_answer(count: usize) -> Resp {
+    json(
+        StatusCode::ACCEPTED,
+        json!({ "replayed": count, "more": count == MAX_REQUEUE }).to_string(),
+    )
+}
+
+/// The answer to a recover.
+pub(crate) fn recovered_answer(count: crate::webhooks::ledger::RecoverCount) -> Resp {
+    json(
         StatusCode::ACCEPTED,
         json!({ "requeued": count.requeued, "more": count.examined == MAX_REQUEUE }).to_string(),
-    ))
+    )
 }
 
 /// Delivers again every event since T that the endpoint subscribes to,
@@ -474,31 +530,14 @@ pub async fn replay(
     let since = parse_since(&input)?;
     let record = load_endpoint(&state, access, id).await?;
     let endpoint_id = record.id;
-    let filter = crate::store::EventFilter {
-        since_ms: Some(since),
-        tenant: record.tenant.clone(),
-        ..Default::default()
-    };
-    let wanted = move |e: &crate::store::records::EventRecord| {
-        names::subscribes(
-            record.subscription(),
-            &e.event_type,
-            e.source,
-            e.tenant.as_deref(),
-        )
-    };
+    let (filter, wanted) = replay_pick(record, since);
     let page = read(&state, move |txn| {
         let mut picked = Vec::new();
         let mut after = crate::store::EventCursor::default();
         loop {
             let page = txn.scan_events(&filter, after, 1000)?;
-            for (seq, event) in page.events {
-                if wanted(&event) {
-                    picked.push((seq, event.id, event.event_type));
-                    if picked.len() == MAX_REQUEUE {
-                        return Ok(picked);
-                    }
-                }
+            if pick_replayed(&mut picked, page.events, &wanted) {
+                return Ok(picked);
             }
             match page.next {
                 Some(next) => after = next,
@@ -519,10 +558,7 @@ pub async fn replay(
         })
         .await?
         .ok_or_else(|| endpoint_not_found(id))?;
-    Ok(json(
-        StatusCode::ACCEPTED,
-        json!({ "replayed": count, "more": count == MAX_REQUEUE }).to_string(),
-    ))
+    Ok(replayed_answer(count))
 }
 
 pub(crate) fn delivery_json(id: u64, record: &DeliveryRecord) -> Value {
@@ -754,8 +790,7 @@ pub async fn endpoint_stats(
 ) -> Result<Resp, ApiError> {
     let key = load_endpoint(&state, access, id).await?.id;
     let now = clock::now_ms();
-    let day_from = (now - 24 * HOUR_MS).div_euclid(MINUTE_MS);
-    let hour_from = (now - HOUR_MS).div_euclid(MINUTE_MS);
+    let day_from = stats_day_from(now);
     let (tallies, counts) = read(&state, move |txn| {
         Ok((
             txn.endpoint_attempt_tallies(key, day_from)?,
@@ -763,6 +798,23 @@ pub async fn endpoint_stats(
         ))
     })
     .await?;
+    Ok(stats_answer(&tallies, counts, now))
+}
+
+/// The first minute an endpoint's stats at `now_ms` count.
+pub(crate) fn stats_day_from(now_ms: i64) -> i64 {
+    (now_ms - 24 * HOUR_MS).div_euclid(MINUTE_MS)
+}
+
+/// An endpoint's stats from its minutes' tallies (from `stats_day_from`
+/// on) and its deliveries' counts.
+pub(crate) fn stats_answer(
+    tallies: &[(i64, AttemptTally)],
+    counts: crate::store::webhooks::DeliveryCounts,
+    now: i64,
+) -> Resp {
+    let day_from = stats_day_from(now);
+    let hour_from = (now - HOUR_MS).div_euclid(MINUTE_MS);
     let window = |from_minute: i64| {
         let mut sum = AttemptTally::default();
         for (_, tally) in tallies.iter().filter(|(m, _)| *m >= from_minute) {
@@ -780,7 +832,7 @@ pub async fn endpoint_stats(
             },
         })
     };
-    Ok(json(
+    json(
         StatusCode::OK,
         json!({
             "last_hour": window(hour_from),
@@ -793,5 +845,5 @@ pub async fn endpoint_stats(
             "sampled": false,
         })
         .to_string(),
-    ))
+    )
 }

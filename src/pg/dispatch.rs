@@ -18,8 +18,9 @@ use super::PgError;
 use crate::clock;
 use crate::events::ID_PREFIX as EVENT_ID_PREFIX;
 use crate::ids;
+use crate::store::attempt_tally::{minute_of, AttemptTally};
 use crate::store::codec;
-use crate::store::records::{DeliveryRecord, EndpointRecord, EventRecord};
+use crate::store::records::{AttemptRecord, DeliveryRecord, EndpointRecord, EventRecord};
 use crate::webhooks::client::Client;
 use crate::webhooks::dispatch::{attempt_timeout, client_for, policy_for, recorded, send_with};
 use crate::webhooks::ledger::notice_events;
@@ -82,9 +83,16 @@ impl PgDispatcher {
         let mut attempts = JoinSet::new();
         loop {
             let budget = slots.available_permits();
+            let mut pause = POLL;
             if budget > 0 {
                 match self.claim(budget).await {
-                    Ok(claims) => {
+                    Ok((claims, reopens_at)) => {
+                        // A breaker closing before the next poll admits its
+                        // probe then, not up to a poll later.
+                        if let Some(at) = reopens_at {
+                            let wait = (at - clock::now_ms()).max(1) as u64;
+                            pause = pause.min(Duration::from_millis(wait));
+                        }
                         for claim in claims {
                             let Ok(permit) = slots.clone().try_acquire_owned() else {
                                 break;
@@ -107,7 +115,7 @@ impl PgDispatcher {
             tokio::select! {
                 () = stop.notified() => break,
                 () = wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
         let _ = tokio::time::timeout(grace, async {
@@ -117,8 +125,9 @@ impl PgDispatcher {
     }
 
     /// Leases up to `budget` due deliveries, each endpoint at most as many
-    /// as its limits admit now.
-    async fn claim(&self, budget: usize) -> Result<Vec<Claim>, PgError> {
+    /// as its limits admit now; with them, when the first open breaker
+    /// among the endpoints left waiting closes.
+    async fn claim(&self, budget: usize) -> Result<(Vec<Claim>, Option<i64>), PgError> {
         let now = clock::now_ms();
         let token = ids::new_id() as i64;
         let mut client = self.pool.get().await?;
@@ -140,15 +149,20 @@ impl PgDispatcher {
             .await?;
         let mut budget = budget as i64;
         let mut claims = Vec::new();
+        let mut reopens_at: Option<i64> = None;
         for row in endpoints {
             if budget == 0 {
                 break;
             }
             let key: Vec<u8> = row.get(0);
             let endpoint: Arc<EndpointRecord> = Arc::new(codec::decode(row.get::<_, &[u8]>(1))?);
+            let open_until_ms: i64 = row.get(3);
+            if open_until_ms > now {
+                reopens_at = Some(reopens_at.map_or(open_until_ms, |at| at.min(open_until_ms)));
+            }
             let admitted = Admission {
                 failed_attempts: row.get::<_, i32>(2).max(0) as u32,
-                open_until_ms: row.get(3),
+                open_until_ms,
                 tokens: row.get(4),
                 tokens_at_ms: row.get(5),
                 in_flight: row.get(6),
@@ -204,7 +218,7 @@ impl PgDispatcher {
                 events.insert(seq as u64, codec::decode(row.get::<_, &[u8]>(1))?);
             }
         }
-        Ok(claims
+        let claims = claims
             .into_iter()
             .filter_map(|(id, delivery, endpoint)| {
                 // An event removed by retention has nothing left to send;
@@ -218,7 +232,8 @@ impl PgDispatcher {
                     event,
                 })
             })
-            .collect())
+            .collect();
+        Ok((claims, reopens_at))
     }
 
     /// `POST /v1/deliveries/{id}/retry`: one attempt now, outside the
@@ -460,6 +475,9 @@ async fn settle(
     id: i64,
     delivery: &DeliveryRecord,
 ) -> Result<(), PgError> {
+    if let Some(attempt) = delivery.attempts.last() {
+        tally_attempt(txn, delivery.endpoint_id, id, attempt).await?;
+    }
     txn.execute(
         "UPDATE herald_deliveries SET status = $1, next_attempt_ms = $2, lease_token = NULL, \
          lease_until_ms = 0, record = $3 WHERE id = $4",
@@ -469,6 +487,41 @@ async fn settle(
             &codec::encode(delivery),
             &id,
         ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Shards of a minute's attempt tally (see `herald_attempt_tally`).
+const TALLY_SHARDS: i64 = 8;
+
+/// Adds `attempt` to its endpoint's tally for its minute.
+async fn tally_attempt(
+    txn: &tokio_postgres::Transaction<'_>,
+    endpoint_id: u128,
+    delivery_id: i64,
+    attempt: &AttemptRecord,
+) -> Result<(), PgError> {
+    let endpoint = super::webhooks::id_bytes(endpoint_id);
+    let minute = minute_of(attempt.at_ms);
+    let shard = delivery_id.rem_euclid(TALLY_SHARDS) as i16;
+    let mut tally = match txn
+        .query_opt(
+            "SELECT tally FROM herald_attempt_tally \
+             WHERE endpoint_id = $1 AND minute = $2 AND shard = $3 FOR UPDATE",
+            &[&endpoint, &minute, &shard],
+        )
+        .await?
+    {
+        Some(row) => AttemptTally::decode(row.get::<_, &[u8]>(0))?,
+        None => AttemptTally::default(),
+    };
+    tally.add(attempt.status_code, attempt.latency_ms);
+    txn.execute(
+        "INSERT INTO herald_attempt_tally (endpoint_id, minute, shard, tally) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (endpoint_id, minute, shard) \
+         DO UPDATE SET tally = $4",
+        &[&endpoint, &minute, &shard, &tally.encode()],
     )
     .await?;
     Ok(())

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("migrations/0005_mail.sql")),
     (6, include_str!("migrations/0006_tracking.sql")),
     (7, include_str!("migrations/0007_keys_and_catalog.sql")),
+    (8, include_str!("migrations/0008_webhook_history.sql")),
 ];
 
 /// The newest schema this binary understands.

@@ -7,9 +7,11 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Transaction};
 
 use super::PgError;
+use crate::store::attempt_tally::AttemptTally;
 use crate::store::codec;
 use crate::store::records::{DeliveryRecord, DeliveryStatus, EndpointRecord, EventRecord};
-use crate::store::webhooks::DeliveryFilter;
+use crate::store::webhooks::{DeliveryCounts, DeliveryFilter};
+use crate::webhooks::ledger::RecoverCount;
 
 pub fn id_bytes(id: u128) -> Vec<u8> {
     id.to_be_bytes().to_vec()
@@ -376,5 +378,187 @@ impl NewDeliveries {
                 ],
             )
             .await?)
+    }
+}
+
+impl NewDeliveries {
+    /// One more delivery of the event at `seq` to `endpoint_id`, due now: a
+    /// replay.
+    pub fn push_replay(
+        &mut self,
+        endpoint_id: u128,
+        seq: u64,
+        event_id: u128,
+        event_type: String,
+        now_ms: i64,
+    ) {
+        let record = DeliveryRecord {
+            endpoint_id,
+            event_seq: seq,
+            event_id,
+            event_type,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_attempt_ms: Some(now_ms),
+            created_at_ms: now_ms,
+            schedule_from: 0,
+        };
+        self.endpoint_ids.push(id_bytes(endpoint_id));
+        self.event_seqs.push(seq as i64);
+        self.due_ms.push(now_ms);
+        self.records.push(codec::encode(&record));
+    }
+}
+
+impl PgHooks {
+    /// Puts the endpoint's failed deliveries created since `since_ms` (at
+    /// most `limit` looked at) back on the schedule, from the next attempt
+    /// on, except those of events from a source it no longer takes. `None`:
+    /// no such endpoint.
+    pub async fn recover(
+        &self,
+        endpoint_id: u128,
+        since_ms: i64,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Option<RecoverCount>, PgError> {
+        let mut client = self.pool.get().await?;
+        let txn = client.transaction().await?;
+        let key = id_bytes(endpoint_id);
+        // The endpoint first, as every transaction that changes its
+        // deliveries locks it.
+        let Some(row) = txn
+            .query_opt(
+                "SELECT record FROM herald_endpoints WHERE id = $1 FOR UPDATE",
+                &[&key],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let endpoint: EndpointRecord = codec::decode(row.get::<_, &[u8]>(0))?;
+        let failed = txn
+            .query(
+                "SELECT d.id, d.record, e.record FROM herald_deliveries d \
+                 LEFT JOIN herald_events e ON e.seq = d.event_seq \
+                 WHERE d.endpoint_id = $1 AND d.status = $2 ORDER BY d.id FOR UPDATE OF d",
+                &[&key, &status_code(DeliveryStatus::Failed)],
+            )
+            .await?;
+        let mut count = RecoverCount {
+            examined: 0,
+            requeued: 0,
+        };
+        for row in &failed {
+            let mut delivery: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(1))?;
+            if delivery.created_at_ms < since_ms {
+                continue;
+            }
+            count.examined += 1;
+            let source = row
+                .get::<_, Option<&[u8]>>(2)
+                .map(codec::decode::<EventRecord>)
+                .transpose()?
+                .map(|e| e.source);
+            if source.is_none_or(|s| endpoint.sources.contains(&s)) {
+                count.requeued += 1;
+                delivery.status = DeliveryStatus::Pending;
+                delivery.next_attempt_ms = Some(now_ms);
+                delivery.schedule_from = delivery.attempts.len() as u32;
+                txn.execute(
+                    "UPDATE herald_deliveries SET status = $1, next_attempt_ms = $2, record = $3 \
+                     WHERE id = $4",
+                    &[
+                        &status_code(delivery.status),
+                        &delivery.next_attempt_ms,
+                        &codec::encode(&delivery),
+                        &row.get::<_, i64>(0),
+                    ],
+                )
+                .await?;
+            }
+            if count.examined == limit {
+                break;
+            }
+        }
+        txn.commit().await?;
+        Ok(Some(count))
+    }
+
+    /// A new delivery of each (seq, event id, type) to the endpoint, due
+    /// now; `None` when the endpoint is gone or `visible` refuses it now.
+    pub async fn replay(
+        &self,
+        endpoint_id: u128,
+        visible: impl FnOnce(&EndpointRecord) -> bool,
+        events: Vec<(u64, u128, String)>,
+        now_ms: i64,
+    ) -> Result<Option<usize>, PgError> {
+        let mut client = self.pool.get().await?;
+        let txn = client.transaction().await?;
+        let Some(row) = txn
+            .query_opt(
+                "SELECT record FROM herald_endpoints WHERE id = $1 FOR UPDATE",
+                &[&id_bytes(endpoint_id)],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        if !visible(&codec::decode(row.get::<_, &[u8]>(0))?) {
+            return Ok(None);
+        }
+        let count = events.len();
+        let mut rows = NewDeliveries::default();
+        for (seq, event_id, event_type) in events {
+            rows.push_replay(endpoint_id, seq, event_id, event_type, now_ms);
+        }
+        rows.insert(&txn).await?;
+        txn.commit().await?;
+        Ok(Some(count))
+    }
+
+    /// The endpoint's attempt tallies from minute `from_minute` on, by
+    /// minute, and how many of its deliveries are in each status.
+    pub async fn stats(
+        &self,
+        endpoint_id: u128,
+        from_minute: i64,
+    ) -> Result<(Vec<(i64, AttemptTally)>, DeliveryCounts), PgError> {
+        let client = self.pool.get().await?;
+        let key = id_bytes(endpoint_id);
+        let mut tallies: Vec<(i64, AttemptTally)> = Vec::new();
+        for row in client
+            .query(
+                "SELECT minute, tally FROM herald_attempt_tally \
+                 WHERE endpoint_id = $1 AND minute >= $2 ORDER BY minute",
+                &[&key, &from_minute],
+            )
+            .await?
+        {
+            let minute: i64 = row.get(0);
+            let tally = AttemptTally::decode(row.get::<_, &[u8]>(1))?;
+            match tallies.last_mut() {
+                Some((m, sum)) if *m == minute => sum.merge(&tally),
+                _ => tallies.push((minute, tally)),
+            }
+        }
+        let mut counts = DeliveryCounts::default();
+        for row in client
+            .query(
+                "SELECT status, count(*) FROM herald_deliveries WHERE endpoint_id = $1 \
+                 GROUP BY status",
+                &[&key],
+            )
+            .await?
+        {
+            let n = row.get::<_, i64>(1) as u64;
+            match row.get::<_, i16>(0) {
+                0 => counts.pending = n,
+                1 => counts.succeeded = n,
+                _ => counts.failed = n,
+            }
+        }
+        Ok((tallies, counts))
     }
 }
