@@ -309,6 +309,8 @@ fn run_on_postgres(
     config: Config,
     settings: PostgresSettings,
 ) -> Result<(), DaemonError> {
+    crate::metrics::mark_started(crate::clock::now_ms());
+    crate::metrics::configure_streams(config.mail.streams.keys());
     let database = settings.describe();
     let failed = |source| DaemonError::Postgres {
         database: database.clone(),
@@ -388,6 +390,7 @@ fn run_on_postgres(
             (pg_catalog.clone(), catalog.clone(), catalog_version),
         ));
         let app = Arc::new(PostgresApp {
+            pool: pool.clone(),
             dispatcher: pg_dispatcher,
             mail: MailApi {
                 store: MailStore::Postgres(PgMail::new(pool.clone())),

@@ -11,6 +11,7 @@ use hyper::{Method, Request, StatusCode};
 
 use super::error::ApiError;
 use super::http::{query_params, typed, Resp};
+use super::postgres_state::PostgresApp;
 use super::routes::ROUTES;
 use super::{read, AppState};
 use crate::clock;
@@ -18,6 +19,7 @@ use crate::metrics::text::{Exposition, Kind, CONTENT_TYPE};
 use crate::metrics::{
     self, duration_histogram, DeliveryOutcome, DurationHistogram, SendResult, WEBHOOKS, WRITER,
 };
+use crate::pg::backlog::backlogs;
 use crate::store::due::DueSummary;
 use crate::store::streams::Windows;
 use crate::store::Queue;
@@ -129,6 +131,36 @@ pub async fn scrape(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         })
     })
     .await?;
+    Ok(typed(StatusCode::OK, CONTENT_TYPE, render(&stored, now_ms)))
+}
+
+/// The same scrape on a node on PostgreSQL: the queues are the cluster's,
+/// the size is the database's, the counters this node's.
+pub async fn scrape_postgres(app: &PostgresApp, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    query_params(req.uri().query(), &[])?;
+    let now_ms = clock::now_ms();
+    let failed = |e: crate::pg::PgError| {
+        tracing::error!(error = %e, "query failed");
+        ApiError::unavailable("the query failed; see the server log")
+    };
+    let (webhooks, mail, file_bytes) = backlogs(&app.pool, PENDING_COUNT_CAP)
+        .await
+        .map_err(failed)?;
+    let names: Vec<String> = app.config.mail.streams.keys().cloned().collect();
+    let streams = app
+        .mail
+        .store
+        .stream_healths(names, now_ms)
+        .await?
+        .into_iter()
+        .map(|(name, state, windows, _)| (name, state.paused, windows))
+        .collect();
+    let stored = Stored {
+        webhooks,
+        mail,
+        streams,
+        file_bytes,
+    };
     Ok(typed(StatusCode::OK, CONTENT_TYPE, render(&stored, now_ms)))
 }
 

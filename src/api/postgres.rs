@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -14,6 +15,7 @@ use super::error::ApiError;
 use super::events;
 use super::http::{json, Resp};
 use super::mail;
+use super::metrics;
 use super::postgres_hooks as hooks;
 pub use super::postgres_state::PostgresApp;
 use super::routes::{self, RouteId};
@@ -37,7 +39,13 @@ pub async fn serve(
     };
     listener::serve(listener, limits, shutdown, move |req| {
         let app = app.clone();
-        async move { respond(route(&app, req, surface).await) }
+        async move {
+            let started = Instant::now();
+            let mut slot = metrics::RequestSlot::unmatched(req.method());
+            let resp = respond(route(&app, req, surface, &mut slot).await);
+            slot.observe(resp.status(), started.elapsed());
+            resp
+        }
     })
     .await;
 }
@@ -46,10 +54,18 @@ async fn route(
     app: &PostgresApp,
     req: Request<Incoming>,
     surface: Surface,
+    slot: &mut metrics::RequestSlot,
 ) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_owned();
     let (route, params) = match routes::resolve(surface, req.method(), &path) {
-        routes::Resolved::Found { route, params, .. } => (route, params),
+        routes::Resolved::Found {
+            route,
+            index,
+            params,
+        } => {
+            *slot = metrics::RequestSlot::row(index);
+            (route, params)
+        }
         routes::Resolved::MethodNotAllowed { allow, auth } => {
             grant_for(&req, auth, |h| app.keys.check(h))?;
             return Err(ApiError::method_not_allowed_list(allow));
@@ -96,6 +112,8 @@ async fn route(
         RouteId::SuppressionDelete => {
             mail::delete_suppression(&app.mail, keyed(&access)?, param, req).await
         }
+        RouteId::Metrics => super::metrics::scrape_postgres(app, req).await,
+        RouteId::OpenApi => super::openapi::serve(req),
         RouteId::EventTypesList => super::catalog::list(&app.catalog_api, req).await,
         RouteId::EventTypeGet => super::catalog::get(&app.catalog_api, param).await,
         RouteId::EventTypePut => super::catalog::put(&app.catalog_api, param, req).await,
@@ -140,8 +158,8 @@ async fn route(
             format!(
                 "{} {} is not served with store.backend = \"postgres\" in this release: \
                  the event log, the catalog, tracking, webhooks, mail, suppressions, ESP \
-                 feedback, streams, API keys and the health probes are; the admin surfaces \
-                 need store.backend = \"redb\"",
+                 feedback, streams, API keys, metrics and the health probes are; the \
+                 dashboard, the customer portal and file backups need store.backend = \"redb\"",
                 route.method, route.path
             ),
         )),

@@ -14,6 +14,8 @@ use crate::pg::log::PgLog;
 use crate::pg::webhooks::PgHooks;
 
 pub struct PostgresApp {
+    /// For reads no other handle serves (the queues' depth for metrics).
+    pub pool: deadpool_postgres::Pool,
     pub config: Arc<Config>,
     pub keys: Arc<ApiKeys>,
     pub keys_api: KeysApi,

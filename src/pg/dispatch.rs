@@ -18,9 +18,12 @@ use super::PgError;
 use crate::clock;
 use crate::events::ID_PREFIX as EVENT_ID_PREFIX;
 use crate::ids;
+use crate::metrics::{self, DeliveryOutcome};
 use crate::store::attempt_tally::{minute_of, AttemptTally};
 use crate::store::codec;
-use crate::store::records::{AttemptRecord, DeliveryRecord, EndpointRecord, EventRecord};
+use crate::store::records::{
+    AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointRecord, EventRecord,
+};
 use crate::webhooks::client::Client;
 use crate::webhooks::dispatch::{attempt_timeout, client_for, policy_for, recorded, send_with};
 use crate::webhooks::ledger::notice_events;
@@ -329,6 +332,17 @@ impl PgDispatcher {
         manual: bool,
     ) -> Result<(), PgError> {
         let (attempt, report) = recorded(outcome, started_ms, manual);
+        let latency = outcome.latency;
+        let counted = |status: DeliveryStatus| {
+            metrics::WEBHOOKS.attempted(
+                match status {
+                    _ if report.succeeded() => DeliveryOutcome::Success,
+                    DeliveryStatus::Failed if !manual => DeliveryOutcome::Dead,
+                    _ => DeliveryOutcome::Failure,
+                },
+                latency,
+            )
+        };
         let mut client = self.pool.get().await?;
         let key = id_bytes(claim.delivery.endpoint_id);
         if report.succeeded()
@@ -336,6 +350,7 @@ impl PgDispatcher {
                 .record_plain_success(&mut client, claim, &key, &attempt)
                 .await?
         {
+            counted(DeliveryStatus::Succeeded);
             return Ok(());
         }
         let txn = client.transaction().await?;
@@ -418,6 +433,7 @@ impl PgDispatcher {
         // In the same transaction as the outcome they report, as on redb.
         append_own_events(&txn, notices, Some(endpoint.id)).await?;
         txn.commit().await?;
+        counted(delivery.status);
         Ok(())
     }
 }

@@ -222,13 +222,16 @@ async fn run_committer(
             continue;
         };
         let batches: Vec<&AppendBatch> = group.iter().map(|p| &p.batch).collect();
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(
             group_deadline,
             commit_group(client, statements, &mut fan_out, &batches),
         )
         .await;
         drop(batches);
-        if !matches!(outcome, Ok(Ok(_))) {
+        let committed = matches!(outcome, Ok(Ok(_)));
+        crate::metrics::WRITER.committed(group.len(), started.elapsed(), committed);
+        if !committed {
             fan_out.forget();
         }
         match outcome {

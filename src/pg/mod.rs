@@ -2,6 +2,7 @@
 //! migrations, the event log that several nodes append to at once, and the
 //! copy of a redb file's log into it (`herald migrate`).
 
+pub mod backlog;
 pub mod catalog;
 pub mod dispatch;
 pub mod import;

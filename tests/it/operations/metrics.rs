@@ -230,10 +230,13 @@ fn counters_move_with_traffic_and_labels_name_no_id_url_address_or_tenant() {
     );
     assert!(requests(&after, "GET", "/metrics", "200") >= 1.0);
 
-    // Every acknowledged write above went through a group commit.
+    // Every acknowledged write above went through a group commit: on
+    // redb every write does; on PostgreSQL the event log's appends do, and
+    // the rest commit transactions of their own.
     let commits = after.value("herald_writer_batch_size_count", &[]);
+    let grouped = if postgres_backend() { 3.0 } else { 9.0 };
     assert!(
-        commits >= 9.0 + before.value("herald_writer_batch_size_count", &[]),
+        commits >= grouped + before.value("herald_writer_batch_size_count", &[]),
         "{commits}"
     );
     assert_eq!(
