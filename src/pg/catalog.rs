@@ -28,12 +28,7 @@ impl PgCatalog {
     /// Every type by name, with the version they are at.
     pub async fn all(&self) -> Result<(i64, Vec<(String, EventTypeRecord)>), PgError> {
         let mut client = self.pool.get().await?;
-        let txn = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let txn = super::snapshot(&mut client).await?;
         let version: i64 = txn
             .query_one(
                 "SELECT version FROM herald_event_types_version WHERE id = 1",

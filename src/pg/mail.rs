@@ -122,12 +122,7 @@ impl PgMail {
     ) -> Result<Vec<(String, StreamStateRecord, Windows, u64)>, PgError> {
         let mut client = self.pool.get().await?;
         // One snapshot for all of them, as on redb.
-        let txn = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let txn = super::snapshot(&mut client).await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let state = match txn

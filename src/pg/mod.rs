@@ -155,3 +155,16 @@ pub async fn shared_secret(client: &Client, name: &str) -> Result<[u8; 32], PgEr
     <[u8; 32]>::try_from(row.get::<_, &[u8]>(0))
         .map_err(|_| PgError::Damaged(format!("the secret `{name}` is not 32 bytes")))
 }
+
+/// A read-only transaction on one snapshot: several reads that must agree
+/// (a version and the rows it numbers, a page of related counts).
+pub async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, PgError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}

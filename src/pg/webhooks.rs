@@ -320,21 +320,13 @@ impl FanOut {
             ) {
                 continue;
             }
-            let record = DeliveryRecord {
-                endpoint_id: endpoint.id,
-                event_seq: seq,
-                event_id: event.id,
-                event_type: event.event_type.clone(),
-                status: DeliveryStatus::Pending,
-                attempts: Vec::new(),
-                next_attempt_ms: Some(event.received_at_ms),
-                created_at_ms: event.received_at_ms,
-                schedule_from: 0,
-            };
-            rows.endpoint_ids.push(id_bytes(endpoint.id));
-            rows.event_seqs.push(seq as i64);
-            rows.due_ms.push(event.received_at_ms);
-            rows.records.push(codec::encode(&record));
+            rows.push(
+                endpoint.id,
+                seq,
+                event.id,
+                event.event_type.clone(),
+                event.received_at_ms,
+            );
         }
     }
 }
@@ -382,9 +374,9 @@ impl NewDeliveries {
 }
 
 impl NewDeliveries {
-    /// One more delivery of the event at `seq` to `endpoint_id`, due now: a
-    /// replay.
-    pub fn push_replay(
+    /// A new delivery of the event at `seq` to `endpoint_id`, made and due
+    /// at `now_ms`.
+    pub fn push(
         &mut self,
         endpoint_id: u128,
         seq: u64,
@@ -511,7 +503,7 @@ impl PgHooks {
         let count = events.len();
         let mut rows = NewDeliveries::default();
         for (seq, event_id, event_type) in events {
-            rows.push_replay(endpoint_id, seq, event_id, event_type, now_ms);
+            rows.push(endpoint_id, seq, event_id, event_type, now_ms);
         }
         rows.insert(&txn).await?;
         txn.commit().await?;

@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
+use crate::tenancy::call;
 
 const ADMIN: &str = "configured-admin-key-for-the-shared-state-test";
 
@@ -16,16 +17,6 @@ fn node_toml(url: &str) -> String {
         "[server]\napi_keys = [\"{ADMIN}\"]\n\
          [store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\n"
     )
-}
-
-fn call(addr: SocketAddr, key: &str, method: &str, path: &str, body: Option<&Value>) -> Response {
-    let auth = format!("Bearer {key}");
-    let text = body.map(Value::to_string).unwrap_or_default();
-    let mut headers = vec![("Authorization", auth.as_str())];
-    if body.is_some() {
-        headers.push(JSON);
-    }
-    request(addr, method, path, &headers, text.as_bytes())
 }
 
 /// Whether `addr` answers `key` with `status` before the deadline: the
