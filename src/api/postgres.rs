@@ -114,6 +114,7 @@ async fn route(
         }
         RouteId::Metrics => super::metrics::scrape_postgres(app, req).await,
         RouteId::OpenApi => super::openapi::serve(req),
+        RouteId::AdminStorage => super::admin::storage_postgres(app, req).await,
         RouteId::EventTypesList => super::catalog::list(&app.catalog_api, req).await,
         RouteId::EventTypeGet => super::catalog::get(&app.catalog_api, param).await,
         RouteId::EventTypePut => super::catalog::put(&app.catalog_api, param, req).await,
@@ -158,7 +159,7 @@ async fn route(
             format!(
                 "{} {} is not served with store.backend = \"postgres\" in this release: \
                  the event log, the catalog, tracking, webhooks, mail, suppressions, ESP \
-                 feedback, streams, API keys, metrics and the health probes are; the \
+                 feedback, streams, API keys, metrics, storage and the health probes are; the \
                  dashboard, the customer portal and file backups need store.backend = \"redb\"",
                 route.method, route.path
             ),

@@ -1,5 +1,5 @@
-//! How much work waits in the shared queues, and how big the database is:
-//! what a node's `/metrics` reports on PostgreSQL.
+//! How much work waits in the shared queues and what the database holds:
+//! what a node's `/metrics` and `/v1/admin/storage` report on PostgreSQL.
 
 use deadpool_postgres::Pool;
 
@@ -44,4 +44,55 @@ pub async fn backlogs(pool: &Pool, cap: u64) -> Result<(DueSummary, DueSummary, 
         .await?
         .get(0);
     Ok((summary(webhooks), summary(mail), bytes.max(0) as u64))
+}
+
+/// One of Herald's tables: its name without the `herald_` prefix, its rows
+/// (counted exactly, so bounded by the statement timeout), and its bytes on
+/// disk with indexes.
+pub struct TableUsage {
+    pub name: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Every Herald table, by name, and the database's size in bytes.
+pub async fn table_usage(pool: &Pool) -> Result<(Vec<TableUsage>, u64), PgError> {
+    let mut client = pool.get().await?;
+    let txn = super::snapshot(&mut client).await?;
+    let names: Vec<String> = txn
+        .query(
+            "SELECT tablename FROM pg_tables \
+             WHERE schemaname = current_schema() AND tablename LIKE 'herald\\_%' \
+             ORDER BY tablename",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut tables = Vec::with_capacity(names.len());
+    for name in names {
+        // The name comes from the catalog, quoted as an identifier.
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let row = txn
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {quoted}), \
+                            pg_total_relation_size($1::text::regclass)"
+                ),
+                &[&quoted],
+            )
+            .await?;
+        tables.push(TableUsage {
+            name: name.trim_start_matches("herald_").to_owned(),
+            rows: row.get::<_, i64>(0).max(0) as u64,
+            bytes: row.get::<_, i64>(1).max(0) as u64,
+        });
+    }
+    let bytes: i64 = txn
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await?
+        .get(0);
+    txn.commit().await?;
+    Ok((tables, bytes.max(0) as u64))
 }
