@@ -374,9 +374,9 @@ fn run_on_postgres(
             Arc::new(sending),
             pool.clone(),
             tokio::runtime::Handle::current(),
-            mail_queued.clone(),
-            stop_senders.clone(),
+            (mail_queued.clone(), stop_senders.clone()),
             config.mail.workers,
+            settings.statement_timeout * 2 + Duration::from_secs(5),
         )
         .map_err(DaemonError::Worker)?;
         let pg_keys = PgKeys::new(pool.clone());

@@ -521,22 +521,31 @@ async fn tally_attempt(
     let endpoint = super::webhooks::id_bytes(endpoint_id);
     let minute = minute_of(attempt.at_ms);
     let shard = delivery_id.rem_euclid(TALLY_SHARDS) as i16;
-    let mut tally = match txn
-        .query_opt(
+    // The row first exists, then is locked: a lock on a row not there yet
+    // would let two recordings both start from an empty tally.
+    txn.execute(
+        "INSERT INTO herald_attempt_tally (endpoint_id, minute, shard, tally) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        &[
+            &endpoint,
+            &minute,
+            &shard,
+            &AttemptTally::default().encode(),
+        ],
+    )
+    .await?;
+    let row = txn
+        .query_one(
             "SELECT tally FROM herald_attempt_tally \
              WHERE endpoint_id = $1 AND minute = $2 AND shard = $3 FOR UPDATE",
             &[&endpoint, &minute, &shard],
         )
-        .await?
-    {
-        Some(row) => AttemptTally::decode(row.get::<_, &[u8]>(0))?,
-        None => AttemptTally::default(),
-    };
+        .await?;
+    let mut tally = AttemptTally::decode(row.get::<_, &[u8]>(0))?;
     tally.add(attempt.status_code, attempt.latency_ms);
     txn.execute(
-        "INSERT INTO herald_attempt_tally (endpoint_id, minute, shard, tally) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (endpoint_id, minute, shard) \
-         DO UPDATE SET tally = $4",
+        "UPDATE herald_attempt_tally SET tally = $4 \
+         WHERE endpoint_id = $1 AND minute = $2 AND shard = $3",
         &[&endpoint, &minute, &shard, &tally.encode()],
     )
     .await?;

@@ -58,13 +58,16 @@ enum Claim {
 }
 
 /// Starts `count` sender threads; they end once `stop` is set.
+/// `recording_time` bounds how long recording an outcome may take (a
+/// pooled connection, then the log head's lock, each within the statement
+/// timeout): a lease is renewed for that long once the relay answered.
 pub fn start(
     sending: Arc<Sending>,
     pool: Pool,
     runtime: Handle,
-    wake: Arc<Notify>,
-    stop: Arc<AtomicBool>,
+    (wake, stop): (Arc<Notify>, Arc<AtomicBool>),
     count: usize,
+    recording_time: Duration,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     (0..count)
         .map(|number| {
@@ -75,6 +78,7 @@ pub fn start(
                 runtime: runtime.clone(),
                 relayer,
                 held: HashMap::new(),
+                recording_time,
             };
             let (wake, stop) = (wake.clone(), stop.clone());
             std::thread::Builder::new()
@@ -92,6 +96,7 @@ struct Sender {
     /// Streams this sender skips until a time: paused, capped for the
     /// day, or out of tokens.
     held: HashMap<String, i64>,
+    recording_time: Duration,
 }
 
 impl Sender {
@@ -107,8 +112,11 @@ impl Sender {
                         ledger::cancel_suppressed(txn, id, reason)
                     });
                 }
-                Ok(Claim::Nothing(wait)) => {
-                    self.held.extend(wait);
+                // A stream that must wait is set aside and the others are
+                // looked at at once: its message came first, theirs may
+                // be due too.
+                Ok(Claim::Nothing(wait)) if !wait.is_empty() => self.held.extend(wait),
+                Ok(Claim::Nothing(_)) => {
                     let next_hold = self.held.values().min().map(|until| until - now_ms);
                     let pause = next_hold
                         .map_or(POLL, |ms| Duration::from_millis(ms.max(1) as u64))
@@ -148,6 +156,19 @@ impl Sender {
             + Send
             + 'static,
     ) {
+        // The relay may have taken most of the lease: it is renewed for the
+        // recording, in a statement of its own that waits on no lock but
+        // the row's. A lease another node took over meanwhile is not.
+        match self.runtime.block_on(self.renew_lease(id, token)) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(email = %format_email_id(id),
+                    "a send outlived its lease; the node that took the message over records it");
+                return;
+            }
+            Err(e) => tracing::warn!(email = %format_email_id(id), error = %e,
+                "renewing a send's lease failed; recording it anyway"),
+        }
         let recorded = self
             .runtime
             .block_on(mail_txn::write(&self.pool, move |txn| {
@@ -169,16 +190,45 @@ impl Sender {
         }
     }
 
+    async fn renew_lease(&self, id: u64, token: i64) -> Result<bool, PgError> {
+        let client = self.pool.get().await?;
+        let renewed = client
+            .execute(
+                "UPDATE herald_emails SET lease_until_ms = $3 WHERE id = $1 AND lease_token = $2",
+                &[
+                    &(id as i64),
+                    &token,
+                    &(clock::now_ms() + self.recording_time.as_millis() as i64),
+                ],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
     async fn claim(&self, held: &[String], now_ms: i64) -> Result<Claim, PgError> {
+        let streams: Vec<&str> = self
+            .sending
+            .settings
+            .streams
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !held.iter().any(|h| h == name))
+            .collect();
         let mut client = self.pool.get().await?;
         let txn = client.transaction().await?;
+        // The earliest due message of each stream that may send, through
+        // the stream's own index, then the earliest of those: a paused
+        // stream's backlog is never read past. A message of a stream no
+        // longer configured stays queued, as on redb.
         let Some(row) = txn
             .query_opt(
-                "SELECT id, record FROM herald_emails \
-                 WHERE status IN (1, 2) AND next_attempt_ms <= $1 AND lease_until_ms <= $1 \
-                   AND NOT (stream = ANY($2)) \
-                 ORDER BY next_attempt_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                &[&now_ms, &held],
+                "SELECT m.id, m.record FROM unnest($2::text[]) s(name) \
+                 CROSS JOIN LATERAL (SELECT id, record, next_attempt_ms FROM herald_emails \
+                   WHERE stream = s.name AND status IN (1, 2) AND next_attempt_ms <= $1 \
+                     AND lease_until_ms <= $1 \
+                   ORDER BY next_attempt_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED) m \
+                 ORDER BY m.next_attempt_ms, m.id LIMIT 1",
+                &[&now_ms, &streams],
             )
             .await?
         else {

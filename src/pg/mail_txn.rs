@@ -28,6 +28,16 @@ use crate::store::StoreError;
 /// The global list's and a message without a tenant's key in tenant columns.
 pub const NO_TENANT: &str = "";
 
+/// An ESP's words in a text column: PostgreSQL text holds no NUL, and one
+/// must not fail the batch it came in (the record keeps them as sent).
+fn text_column(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 pub fn tenant_column(tenant: Option<&str>) -> &str {
     tenant.unwrap_or(NO_TENANT)
 }
@@ -367,7 +377,7 @@ impl MailTxn for PgMailTxn<'_> {
         self.execute(
             "INSERT INTO herald_provider_message_ids (provider_id, email_id) VALUES ($1, $2) \
              ON CONFLICT (provider_id) DO UPDATE SET email_id = $2",
-            &[&provider_id, &(id as i64)],
+            &[&text_column(provider_id), &(id as i64)],
         )?;
         Ok(())
     }
@@ -376,7 +386,7 @@ impl MailTxn for PgMailTxn<'_> {
         Ok(self
             .query_opt(
                 "SELECT email_id FROM herald_provider_message_ids WHERE provider_id = $1",
-                &[&provider_id],
+                &[&text_column(provider_id)],
             )?
             .map(|row| row.get::<_, i64>(0) as u64))
     }
@@ -482,7 +492,7 @@ impl MailTxn for PgMailTxn<'_> {
         let added = self.execute(
             "INSERT INTO herald_replay_tokens (provider, token, spent_at_ms) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
-            &[&provider, &token, &now_ms],
+            &[&text_column(provider), &text_column(token), &now_ms],
         )?;
         Ok(added == 1)
     }
@@ -491,7 +501,7 @@ impl MailTxn for PgMailTxn<'_> {
         Ok(self
             .query_opt(
                 "SELECT id FROM herald_feedback WHERE provider = $1 AND event_id = $2",
-                &[&provider, &event_id],
+                &[&text_column(provider), &text_column(event_id)],
             )?
             .map(|row| row.get::<_, i64>(0) as u64))
     }
@@ -505,10 +515,10 @@ impl MailTxn for PgMailTxn<'_> {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &id,
-                &record.provider,
-                &record.event_id,
-                &record.kind,
-                &record.address,
+                &text_column(&record.provider),
+                &text_column(&record.event_id),
+                &text_column(&record.kind),
+                &text_column(&record.address),
                 &record.email_id.map(|e| e as i64),
                 &record.tenant,
                 &record.received_at_ms,

@@ -322,6 +322,14 @@ pub(super) async fn copy_mail(
     }
     if let Some(secret) = snapshot.stored_secret("unsubscribe")? {
         // Links in mail the file's install sent keep working.
+        let replaced = client
+            .query_opt(
+                "SELECT secret <> $1 FROM herald_secrets WHERE name = 'unsubscribe'",
+                &[&secret.as_slice()],
+            )
+            .await
+            .map_err(PgError::from)?
+            .is_some_and(|row| row.get::<_, bool>(0));
         client
             .execute(
                 "INSERT INTO herald_secrets (name, secret) VALUES ('unsubscribe', $1) \
@@ -330,6 +338,12 @@ pub(super) async fn copy_mail(
             )
             .await
             .map_err(PgError::from)?;
+        if replaced {
+            eprintln!(
+                "herald migrate: warning: the database's unsubscribe key was replaced by the \
+                 file's; restart any node started before this run, or its links will not verify"
+            );
+        }
     }
     Ok(copied)
 }

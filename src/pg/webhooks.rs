@@ -429,48 +429,58 @@ impl PgHooks {
             return Ok(None);
         };
         let endpoint: EndpointRecord = codec::decode(row.get::<_, &[u8]>(0))?;
-        let failed = txn
-            .query(
-                "SELECT d.id, d.record, e.record FROM herald_deliveries d \
-                 LEFT JOIN herald_events e ON e.seq = d.event_seq \
-                 WHERE d.endpoint_id = $1 AND d.status = $2 ORDER BY d.id FOR UPDATE OF d",
-                &[&key, &status_code(DeliveryStatus::Failed)],
-            )
-            .await?;
         let mut count = RecoverCount {
             examined: 0,
             requeued: 0,
         };
-        for row in &failed {
-            let mut delivery: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(1))?;
-            if delivery.created_at_ms < since_ms {
-                continue;
-            }
-            count.examined += 1;
-            let source = row
-                .get::<_, Option<&[u8]>>(2)
-                .map(codec::decode::<EventRecord>)
-                .transpose()?
-                .map(|e| e.source);
-            if source.is_none_or(|s| endpoint.sources.contains(&s)) {
-                count.requeued += 1;
-                delivery.status = DeliveryStatus::Pending;
-                delivery.next_attempt_ms = Some(now_ms);
-                delivery.schedule_from = delivery.attempts.len() as u32;
-                txn.execute(
-                    "UPDATE herald_deliveries SET status = $1, next_attempt_ms = $2, record = $3 \
-                     WHERE id = $4",
-                    &[
-                        &status_code(delivery.status),
-                        &delivery.next_attempt_ms,
-                        &codec::encode(&delivery),
-                        &row.get::<_, i64>(0),
-                    ],
+        // A page at a time: an endpoint with millions of dead letters is
+        // read, and locked, only as far as `limit` takes it.
+        let mut after: i64 = 0;
+        'pages: loop {
+            let failed = txn
+                .query(
+                    "SELECT d.id, d.record, e.record FROM herald_deliveries d \
+                     LEFT JOIN herald_events e ON e.seq = d.event_seq \
+                     WHERE d.endpoint_id = $1 AND d.status = $2 AND d.id > $3 \
+                     ORDER BY d.id LIMIT 500 FOR UPDATE OF d",
+                    &[&key, &status_code(DeliveryStatus::Failed), &after],
                 )
                 .await?;
-            }
-            if count.examined == limit {
+            let Some(last) = failed.last().map(|row| row.get::<_, i64>(0)) else {
                 break;
+            };
+            after = last;
+            for row in &failed {
+                let mut delivery: DeliveryRecord = codec::decode(row.get::<_, &[u8]>(1))?;
+                if delivery.created_at_ms < since_ms {
+                    continue;
+                }
+                count.examined += 1;
+                let source = row
+                    .get::<_, Option<&[u8]>>(2)
+                    .map(codec::decode::<EventRecord>)
+                    .transpose()?
+                    .map(|e| e.source);
+                if source.is_none_or(|s| endpoint.sources.contains(&s)) {
+                    count.requeued += 1;
+                    delivery.status = DeliveryStatus::Pending;
+                    delivery.next_attempt_ms = Some(now_ms);
+                    delivery.schedule_from = delivery.attempts.len() as u32;
+                    txn.execute(
+                        "UPDATE herald_deliveries SET status = $1, next_attempt_ms = $2, \
+                         record = $3 WHERE id = $4",
+                        &[
+                            &status_code(delivery.status),
+                            &delivery.next_attempt_ms,
+                            &codec::encode(&delivery),
+                            &row.get::<_, i64>(0),
+                        ],
+                    )
+                    .await?;
+                }
+                if count.examined == limit {
+                    break 'pages;
+                }
             }
         }
         txn.commit().await?;

@@ -155,7 +155,14 @@ fn campaign_of(body: &Map<String, Value>) -> Option<Campaign> {
         campaign
             .get(k)
             .and_then(Value::as_str)
-            .map(|s| s.chars().take(200).collect::<String>())
+            // Control characters carry no campaign and a NUL would not fit
+            // a PostgreSQL text column: dropped on both backends alike.
+            .map(|s| {
+                s.chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect::<String>()
+            })
             .unwrap_or_default()
     };
     let c = Campaign {

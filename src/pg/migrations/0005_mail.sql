@@ -18,7 +18,9 @@ CREATE TABLE herald_emails (
     lease_until_ms bigint NOT NULL DEFAULT 0,
     record bytea NOT NULL
 );
-CREATE INDEX herald_emails_due ON herald_emails (next_attempt_ms, id)
+-- A claim reads each stream's earliest due message through this, so a
+-- paused stream's backlog is never scanned past.
+CREATE INDEX herald_emails_due ON herald_emails (stream, next_attempt_ms, id)
     WHERE status IN (1, 2);
 CREATE INDEX herald_emails_by_recipient ON herald_emails (recipient, id);
 CREATE INDEX herald_emails_by_tenant ON herald_emails (tenant, id);
