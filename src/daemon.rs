@@ -281,7 +281,7 @@ async fn follow_shared_state(
             Ok(now) if now == keys_version => {}
             Ok(_) => match pg_keys.all().await {
                 Ok((now, stored)) => {
-                    live_keys.replace_stored(&stored);
+                    live_keys.replace_stored_at(now, &stored);
                     keys_version = now;
                 }
                 Err(e) => tracing::warn!(error = %e, "reloading the API keys failed"),
@@ -382,6 +382,7 @@ fn run_on_postgres(
         let pg_keys = PgKeys::new(pool.clone());
         let (keys_version, stored_keys) = pg_keys.all().await.map_err(failed)?;
         let keys = Arc::new(ApiKeys::new(&config.keys, &stored_keys));
+        keys.note_version(keys_version);
         let pg_catalog = PgCatalog::new(pool.clone());
         let (catalog_version, stored_types) = pg_catalog.all().await.map_err(failed)?;
         let catalog = Arc::new(Catalog::load(stored_types));

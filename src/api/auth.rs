@@ -3,6 +3,7 @@
 //! memory so that authenticating never reads the file.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hyper::header::HeaderMap;
@@ -51,6 +52,8 @@ pub struct ApiKeys {
     /// Stored keys by hash. Changed only after the commit that created or
     /// deleted the key.
     stored: RwLock<HashMap<KeyHash, Access>>,
+    /// On PostgreSQL, the latest change to the stored keys applied here.
+    version: AtomicI64,
 }
 
 impl ApiKeys {
@@ -67,6 +70,7 @@ impl ApiKeys {
                 })
                 .collect(),
             stored: RwLock::default(),
+            version: AtomicI64::new(0),
         };
         for (_, record) in stored {
             keys.insert(record);
@@ -111,13 +115,25 @@ impl ApiKeys {
         }
     }
 
-    /// Replaces every stored key with `stored`: another node changed them.
-    pub fn replace_stored(&self, stored: &[(u128, ApiKeyRecord)]) {
+    /// Records that the stored keys in memory include every change up to
+    /// `version` (PostgreSQL's count of key changes).
+    pub fn note_version(&self, version: i64) {
+        self.version.fetch_max(version, Ordering::SeqCst);
+    }
+
+    /// Replaces every stored key with `stored`, read at `version`, unless
+    /// this node already applied a later change of its own: another node
+    /// changed them, and an older snapshot must not undo a newer change.
+    pub fn replace_stored_at(&self, version: i64, stored: &[(u128, ApiKeyRecord)]) {
         let fresh: HashMap<KeyHash, Access> = stored
             .iter()
             .filter_map(|(_, record)| Some((record.key_hash, stored_access(record)?)))
             .collect();
-        *self.write() = fresh;
+        let mut keys = self.write();
+        if version >= self.version.load(Ordering::SeqCst) {
+            *keys = fresh;
+            self.note_version(version);
+        }
     }
 
     /// Forgets a stored key, once its deletion is committed.

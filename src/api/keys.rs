@@ -124,18 +124,24 @@ impl KeyStore {
         }
     }
 
-    async fn change<F>(&self, decide: F) -> Result<Result<KeyChange, Refusal>, ApiError>
+    /// The change made and, on PostgreSQL, the keys' version it made.
+    async fn change<F>(
+        &self,
+        decide: F,
+    ) -> Result<Result<(KeyChange, Option<i64>), Refusal>, ApiError>
     where
         F: FnOnce(&[(u128, ApiKeyRecord)]) -> Result<KeyChange, Refusal> + Send + 'static,
     {
         match self {
-            KeyStore::Embedded { writer, .. } => {
-                Ok(writer.write(move |txn| txn.change_api_keys(decide)).await?)
-            }
-            KeyStore::Postgres(pg) => pg
+            KeyStore::Embedded { writer, .. } => Ok(writer
+                .write(move |txn| txn.change_api_keys(decide))
+                .await?
+                .map(|change| (change, None))),
+            KeyStore::Postgres(pg) => Ok(pg
                 .change(decide)
                 .await
-                .map_err(|e| ApiError::not_acknowledged(&e)),
+                .map_err(|e| ApiError::not_acknowledged(&e))?
+                .map(|(change, version)| (change, Some(version)))),
         }
     }
 }
@@ -155,9 +161,16 @@ where
     let (store, live) = (api.store.clone(), api.live.clone());
     let task = tokio::spawn(async move {
         let outcome = store.change(decide).await?;
-        Ok::<_, ApiError>(outcome.map(|change| match change {
-            KeyChange::Put(_, record) => live.insert(&record),
-            KeyChange::Remove(_, record) => live.remove(&record.key_hash),
+        Ok::<_, ApiError>(outcome.map(|(change, version)| {
+            // The version first: a reload of an older snapshot that is
+            // under way then cannot undo this change.
+            if let Some(version) = version {
+                live.note_version(version);
+            }
+            match change {
+                KeyChange::Put(_, record) => live.insert(&record),
+                KeyChange::Remove(_, record) => live.remove(&record.key_hash),
+            }
         }))
     });
     task.await

@@ -66,11 +66,12 @@ impl PgKeys {
     }
 
     /// Runs `decide` over every stored key, under the version row's lock,
-    /// and applies the change it returns; a refusal changes nothing.
+    /// and applies the change it returns, with the version it made; a
+    /// refusal changes nothing.
     pub async fn change<E>(
         &self,
         decide: impl FnOnce(&[(u128, ApiKeyRecord)]) -> Result<KeyChange, E>,
-    ) -> Result<Result<KeyChange, E>, PgError> {
+    ) -> Result<Result<(KeyChange, i64), E>, PgError> {
         let mut client = self.pool.get().await?;
         let txn = client.transaction().await?;
         txn.query_one(
@@ -99,12 +100,15 @@ impl PgKeys {
                 .await?;
             }
         }
-        txn.execute(
-            "UPDATE herald_api_keys_version SET version = version + 1 WHERE id = 1",
-            &[],
-        )
-        .await?;
+        let version: i64 = txn
+            .query_one(
+                "UPDATE herald_api_keys_version SET version = version + 1 WHERE id = 1 \
+                 RETURNING version",
+                &[],
+            )
+            .await?
+            .get(0);
         txn.commit().await?;
-        Ok(Ok(change))
+        Ok(Ok((change, version)))
     }
 }
