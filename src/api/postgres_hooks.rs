@@ -258,6 +258,18 @@ async fn load_delivery(
     Ok((key, record, endpoint))
 }
 
+/// The `{"since": T}` of a recover or replay, and the endpoint it names.
+async fn since_and_endpoint(
+    app: &PostgresApp,
+    access: &Access,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<(i64, EndpointRecord), ApiError> {
+    let input: SinceInput = json_body_within(app.config.body_timeout, req, false).await?;
+    let since = parse_since(&input)?;
+    Ok((since, load_endpoint(app, access, id).await?))
+}
+
 /// Re-queues every failed delivery of the endpoint created since T.
 pub async fn recover(
     app: &PostgresApp,
@@ -265,12 +277,18 @@ pub async fn recover(
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let input: SinceInput = json_body_within(app.config.body_timeout, req, false).await?;
-    let since = parse_since(&input)?;
-    let endpoint = load_endpoint(app, access, id).await?;
+    let (since, endpoint) = since_and_endpoint(app, access, id, req).await?;
+    // The endpoint may have moved to another tenant since it was read.
+    let access = access.clone();
     let count = app
         .hooks
-        .recover(endpoint.id, since, MAX_REQUEUE, clock::now_ms())
+        .recover(
+            endpoint.id,
+            move |e| access.sees(e.tenant.as_deref()),
+            since,
+            MAX_REQUEUE,
+            clock::now_ms(),
+        )
         .await
         .map_err(failed)?
         .ok_or_else(|| endpoint_not_found(id))?;
@@ -285,9 +303,7 @@ pub async fn replay(
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let input: SinceInput = json_body_within(app.config.body_timeout, req, false).await?;
-    let since = parse_since(&input)?;
-    let endpoint = load_endpoint(app, access, id).await?;
+    let (since, endpoint) = since_and_endpoint(app, access, id, req).await?;
     let endpoint_id = endpoint.id;
     let (filter, wanted) = replay_pick(endpoint, since);
     let mut picked = Vec::new();

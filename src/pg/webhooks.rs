@@ -406,10 +406,11 @@ impl PgHooks {
     /// Puts the endpoint's failed deliveries created since `since_ms` (at
     /// most `limit` looked at) back on the schedule, from the next attempt
     /// on, except those of events from a source it no longer takes. `None`:
-    /// no such endpoint.
+    /// no such endpoint, or `visible` refuses it now.
     pub async fn recover(
         &self,
         endpoint_id: u128,
+        visible: impl FnOnce(&EndpointRecord) -> bool,
         since_ms: i64,
         limit: usize,
         now_ms: i64,
@@ -429,6 +430,9 @@ impl PgHooks {
             return Ok(None);
         };
         let endpoint: EndpointRecord = codec::decode(row.get::<_, &[u8]>(0))?;
+        if !visible(&endpoint) {
+            return Ok(None);
+        }
         let mut count = RecoverCount {
             examined: 0,
             requeued: 0,
