@@ -294,7 +294,8 @@ async fn follow_shared_state(
                 Ok((now, stored)) => {
                     // Compiling schemas is CPU work: off the async threads.
                     let live = live_catalog.clone();
-                    let _ = tokio::task::spawn_blocking(move || live.replace_all(stored)).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || live.replace_all_at(now, stored)).await;
                     catalog_version = now;
                 }
                 Err(e) => tracing::warn!(error = %e, "reloading the event catalog failed"),
@@ -386,6 +387,7 @@ fn run_on_postgres(
         let pg_catalog = PgCatalog::new(pool.clone());
         let (catalog_version, stored_types) = pg_catalog.all().await.map_err(failed)?;
         let catalog = Arc::new(Catalog::load(stored_types));
+        catalog.note_version(catalog_version);
         let shared_state_watch = tokio::spawn(follow_shared_state(
             (pg_keys.clone(), keys.clone(), keys_version),
             (pg_catalog.clone(), catalog.clone(), catalog_version),

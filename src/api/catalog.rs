@@ -163,12 +163,15 @@ pub async fn put(api: &CatalogApi, name: &str, req: Request<Incoming>) -> Result
                     .put(&stored_name, &mut entry.record, MAX_EVENT_TYPES)
                     .await
                     .map_err(|e| ApiError::not_acknowledged(&e))?;
-                let created = match stored {
+                let (created, version) = match stored {
                     Stored::Full => return Ok(None),
-                    Stored::Created => true,
-                    Stored::Replaced => false,
+                    Stored::Created(version) => (true, version),
+                    Stored::Replaced(version) => (false, version),
                 };
                 let entry = Arc::new(entry);
+                // The version first: a reload of an older catalog under way
+                // then cannot undo this change.
+                catalog.note_version(version);
                 catalog.put(&memory_name, entry.clone());
                 Ok::<_, ApiError>(Some((created, entry)))
             })
@@ -220,10 +223,11 @@ pub async fn delete(api: &CatalogApi, name: &str) -> Result<Resp, ApiError> {
                     .remove(&stored_name)
                     .await
                     .map_err(|e| ApiError::not_acknowledged(&e))?;
-                if removed {
+                if let Some(version) = removed {
+                    catalog.note_version(version);
                     catalog.remove(&memory_name);
                 }
-                Ok::<_, ApiError>(removed)
+                Ok::<_, ApiError>(removed.is_some())
             })
             .await
             .map_err(|_| ApiError::unavailable("the change to the catalog was interrupted"))??

@@ -5,6 +5,7 @@
 pub mod definition;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use jsonschema::Validator;
@@ -44,6 +45,8 @@ pub struct Mismatch {
 #[derive(Default)]
 pub struct Catalog {
     types: RwLock<HashMap<String, Arc<CatalogEntry>>>,
+    /// On PostgreSQL, the latest change to the catalog applied here.
+    version: AtomicI64,
 }
 
 impl Catalog {
@@ -62,14 +65,27 @@ impl Catalog {
         }
         Catalog {
             types: RwLock::new(types),
+            version: AtomicI64::new(0),
         }
     }
 
-    /// Replaces every type with `stored`: another node changed the catalog.
-    pub fn replace_all(&self, stored: Vec<(String, EventTypeRecord)>) {
+    /// Records that the catalog in memory includes every change up to
+    /// `version` (PostgreSQL's count of catalog changes).
+    pub fn note_version(&self, version: i64) {
+        self.version.fetch_max(version, Ordering::SeqCst);
+    }
+
+    /// Replaces every type with `stored`, read at `version`, unless this
+    /// node already applied a later change of its own: another node changed
+    /// the catalog, and an older snapshot must not undo a newer change.
+    pub fn replace_all_at(&self, version: i64, stored: Vec<(String, EventTypeRecord)>) {
         let fresh = Catalog::load(stored);
         let types = fresh.types.into_inner().unwrap_or_else(|e| e.into_inner());
-        *self.write() = types;
+        let mut current = self.write();
+        if version >= self.version.load(Ordering::SeqCst) {
+            *current = types;
+            self.note_version(version);
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<CatalogEntry>>> {

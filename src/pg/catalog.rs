@@ -12,10 +12,10 @@ pub struct PgCatalog {
     pool: Pool,
 }
 
-/// What storing a type did.
+/// What storing a type did, with the catalog's version it made.
 pub enum Stored {
-    Created,
-    Replaced,
+    Created(i64),
+    Replaced(i64),
     /// The catalog holds its most types already; nothing was stored.
     Full,
 }
@@ -96,7 +96,7 @@ impl PgCatalog {
             Some(row) => {
                 let previous: EventTypeRecord = codec::decode(row.get::<_, &[u8]>(0))?;
                 record.created_at_ms = previous.created_at_ms;
-                Stored::Replaced
+                Stored::Replaced(0)
             }
             None => {
                 let count: i64 = txn
@@ -106,7 +106,7 @@ impl PgCatalog {
                 if count as u64 >= max_types {
                     return Ok(Stored::Full);
                 }
-                Stored::Created
+                Stored::Created(0)
             }
         };
         txn.execute(
@@ -115,13 +115,18 @@ impl PgCatalog {
             &[&name, &codec::encode(&*record)],
         )
         .await?;
-        bump_version(&txn).await?;
+        let version = bump_version(&txn).await?;
         txn.commit().await?;
-        Ok(stored)
+        Ok(match stored {
+            Stored::Created(_) => Stored::Created(version),
+            Stored::Replaced(_) => Stored::Replaced(version),
+            Stored::Full => Stored::Full,
+        })
     }
 
-    /// Deletes type `name`; false if there was none.
-    pub async fn remove(&self, name: &str) -> Result<bool, PgError> {
+    /// Deletes type `name`; the catalog's version it made, `None` if there
+    /// was no such type.
+    pub async fn remove(&self, name: &str) -> Result<Option<i64>, PgError> {
         let mut client = self.pool.get().await?;
         let txn = client.transaction().await?;
         lock_version(&txn).await?;
@@ -129,11 +134,12 @@ impl PgCatalog {
             .execute("DELETE FROM herald_event_types WHERE name = $1", &[&name])
             .await?
             > 0;
-        if removed {
-            bump_version(&txn).await?;
-        }
+        let version = match removed {
+            true => Some(bump_version(&txn).await?),
+            false => None,
+        };
         txn.commit().await?;
-        Ok(removed)
+        Ok(version)
     }
 }
 
@@ -146,11 +152,13 @@ async fn lock_version(txn: &tokio_postgres::Transaction<'_>) -> Result<(), PgErr
     Ok(())
 }
 
-async fn bump_version(txn: &tokio_postgres::Transaction<'_>) -> Result<(), PgError> {
-    txn.execute(
-        "UPDATE herald_event_types_version SET version = version + 1 WHERE id = 1",
-        &[],
-    )
-    .await?;
-    Ok(())
+async fn bump_version(txn: &tokio_postgres::Transaction<'_>) -> Result<i64, PgError> {
+    Ok(txn
+        .query_one(
+            "UPDATE herald_event_types_version SET version = version + 1 WHERE id = 1 \
+             RETURNING version",
+            &[],
+        )
+        .await?
+        .get(0))
 }
