@@ -329,6 +329,9 @@ fn run_on_postgres(
         let unsubscribe_key = crate::pg::shared_secret(&client, "unsubscribe")
             .await
             .map_err(failed)?;
+        let portal_key = crate::pg::shared_secret(&client, "portal")
+            .await
+            .map_err(failed)?;
         let has_stored_keys: bool = client
             .query_one("SELECT EXISTS (SELECT 1 FROM herald_api_keys)", &[])
             .await
@@ -367,6 +370,7 @@ fn run_on_postgres(
                 .unwrap_or(private_addr);
             public.url = format!("http://{addr}");
         }
+        let public_url = public.url.clone();
         let sending = Sending::new(config.mail.clone(), public, TokenKey::new(unsubscribe_key))
             .map_err(DaemonError::Mail)?;
         let mail_queued = Arc::new(tokio::sync::Notify::new());
@@ -429,6 +433,8 @@ fn run_on_postgres(
             },
             log,
             config: config.clone(),
+            portal_links: PortalKey::new(portal_key),
+            public_url,
         });
         let listener = adopt(private_listener, config.listen)?;
         let signals = ShutdownSignals::install();

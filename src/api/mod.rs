@@ -394,7 +394,16 @@ async fn dispatch(
         KeysCreate => keys::create(&state.keys_api, req).await,
         KeysList => keys::list(&state.keys_api, req).await,
         KeyRevoke => keys::revoke(&state.keys_api, param).await,
-        PortalLinksCreate => portal::create_link(state, req).await,
+        PortalLinksCreate => {
+            let base_url = &state.mail.sending.public.url;
+            portal::create_link(
+                &state.portal_links,
+                base_url,
+                state.config.body_timeout,
+                req,
+            )
+            .await
+        }
         AdminOverview => overview::overview(state, req).await,
         Metrics => metrics::scrape(state, req).await,
         OpenApi => openapi::serve(req),
@@ -419,7 +428,7 @@ async fn dispatch(
             let name = req.uri().path().trim_start_matches("/v1/").to_owned();
             tracking::ingest(&state.tracking, Call::parse(&name), req).await
         }
-        PortalPage => Ok(portal::page(&state, param)),
+        PortalPage => Ok(portal::page(&state.portal_links, param)),
         PortalScript => Ok(portal::script()),
         PortalStyle => Ok(portal::style()),
         PortalSession
@@ -436,7 +445,18 @@ async fn dispatch(
         | PortalDeliveriesList
         | PortalDeliveryGet
         | PortalDeliveryRetry
-        | PortalEventTypes => Ok(portal::api(state, id, params, req).await),
+        | PortalEventTypes => {
+            let redb = state.clone();
+            Ok(portal::api(
+                &state.portal_links,
+                &state.catalog_api,
+                id,
+                params,
+                req,
+                |call| portal::run_on_redb(redb, call),
+            )
+            .await)
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use super::events;
 use super::http::{json, Resp};
 use super::mail;
 use super::metrics;
+use super::portal;
 use super::postgres_hooks as hooks;
 pub use super::postgres_state::PostgresApp;
 use super::routes::{self, RouteId};
@@ -48,6 +49,38 @@ pub async fn serve(
         }
     })
     .await;
+}
+
+/// One portal webhook route on PostgreSQL, by the `/v1` handler that
+/// serves the same thing.
+async fn portal_webhooks(
+    app: &PostgresApp,
+    call: portal::WebhookCall<'_>,
+) -> Result<Resp, ApiError> {
+    use RouteId::*;
+    let portal::WebhookCall {
+        access,
+        id,
+        object,
+        req,
+    } = call;
+    let access = &access;
+    match id {
+        PortalEndpointsList => hooks::list_endpoints(app, access, req).await,
+        PortalEndpointsCreate => hooks::create_endpoint(app, access, req).await,
+        PortalEndpointGet => hooks::get_endpoint(app, access, object).await,
+        PortalEndpointPatch => hooks::patch_endpoint(app, access, object, req).await,
+        PortalEndpointStats => hooks::endpoint_stats(app, access, object).await,
+        PortalEndpointSecret => hooks::get_secret(app, access, object).await,
+        PortalEndpointRotateSecret => hooks::rotate_secret(app, access, object, req).await,
+        PortalEndpointTest => hooks::test_endpoint(app, access, object).await,
+        PortalEndpointEnable => hooks::set_enabled(app, access, object, true).await,
+        PortalEndpointDisable => hooks::set_enabled(app, access, object, false).await,
+        PortalDeliveriesList => hooks::list_deliveries(app, access, req, false).await,
+        PortalDeliveryGet => hooks::get_delivery(app, access, object).await,
+        PortalDeliveryRetry => hooks::retry_delivery(app, access, object).await,
+        other => Err(portal::not_a_portal_route(other)),
+    }
 }
 
 async fn route(
@@ -144,6 +177,36 @@ async fn route(
         RouteId::Funnel => tracking::funnel(&app.tracking, keyed(&access)?, req).await,
         RouteId::Attribution => tracking::attribution(&app.tracking, keyed(&access)?, req).await,
         RouteId::EventsExport => tracking::export(&app.tracking, keyed(&access)?, req).await,
+        RouteId::PortalLinksCreate => {
+            let timeout = app.config.body_timeout;
+            portal::create_link(&app.portal_links, &app.public_url, timeout, req).await
+        }
+        RouteId::PortalPage => Ok(portal::page(&app.portal_links, param)),
+        RouteId::PortalScript => Ok(portal::script()),
+        RouteId::PortalStyle => Ok(portal::style()),
+        RouteId::PortalSession
+        | RouteId::PortalEndpointsList
+        | RouteId::PortalEndpointsCreate
+        | RouteId::PortalEndpointGet
+        | RouteId::PortalEndpointPatch
+        | RouteId::PortalEndpointStats
+        | RouteId::PortalEndpointSecret
+        | RouteId::PortalEndpointRotateSecret
+        | RouteId::PortalEndpointTest
+        | RouteId::PortalEndpointEnable
+        | RouteId::PortalEndpointDisable
+        | RouteId::PortalDeliveriesList
+        | RouteId::PortalDeliveryGet
+        | RouteId::PortalDeliveryRetry
+        | RouteId::PortalEventTypes => Ok(portal::api(
+            &app.portal_links,
+            &app.catalog_api,
+            route.id,
+            &params,
+            req,
+            |call| portal_webhooks(app, call),
+        )
+        .await),
         RouteId::Healthz => Ok(super::admin::healthz()),
         RouteId::Readyz => Ok(if app.log.is_ready().await {
             json(StatusCode::OK, r#"{"status":"ready"}"#)
@@ -159,8 +222,8 @@ async fn route(
             format!(
                 "{} {} is not served with store.backend = \"postgres\" in this release: \
                  the event log, the catalog, tracking, webhooks, mail, suppressions, ESP \
-                 feedback, streams, API keys, metrics, storage and the health probes are; the \
-                 dashboard, the customer portal and file backups need store.backend = \"redb\"",
+                 feedback, streams, API keys, the customer portal, metrics, storage and the health \
+                 probes are; the dashboard and file backups need store.backend = \"redb\"",
                 route.method, route.path
             ),
         )),

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::pg::dispatch::PgDispatcher;
 use crate::pg::log::PgLog;
 use crate::pg::webhooks::PgHooks;
+use crate::portal_link::PortalKey;
 
 pub struct PostgresApp {
     /// For reads no other handle serves (the queues' depth for metrics).
@@ -26,4 +27,9 @@ pub struct PostgresApp {
     pub log: PgLog,
     pub hooks: PgHooks,
     pub dispatcher: Arc<PgDispatcher>,
+    /// Signs portal links with a key every node shares, so a link one node
+    /// made opens on any.
+    pub portal_links: PortalKey,
+    /// `public.url`, or this node's own address: what links point to.
+    pub public_url: String,
 }

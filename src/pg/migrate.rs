@@ -21,7 +21,7 @@ use tokio_postgres::Client;
 
 use super::import::{as_i64, hold, Halt};
 use super::log::{INSERT_EVENTS, INSERT_EVENTS_TYPES, INSERT_KEYS, INSERT_KEYS_TYPES};
-use super::migrate_mail::{copy_mail, MailCopied};
+use super::migrate_mail::{copy_link_keys, copy_mail, MailCopied};
 use super::schema::{self, PG_SCHEMA_VERSION};
 use super::webhooks::{id_bytes, status_code};
 use super::PgError;
@@ -329,6 +329,7 @@ async fn copy(
     summary.mail = copy_mail(&mut client, snapshot, expected)
         .await
         .map_err(halted)?;
+    copy_link_keys(&client, snapshot).await.map_err(halted)?;
     if let Some(through) = expected {
         let through = as_i64(through).map_err(&pg)?;
         client

@@ -1,6 +1,7 @@
 //! `herald migrate`'s mail part: messages, their ESP feedback, idempotency
 //! keys, suppression lists, soft-bounce days, the relay's ids, the
-//! reputation guard's state per stream, and the unsubscribe links' key.
+//! reputation guard's state per stream; and the keys of the links Herald
+//! hands out (unsubscribe and portal links).
 //!
 //! As with deliveries, every run goes over all of them and writes only the
 //! rows that differ, a chunk per transaction checked against the import's
@@ -320,30 +321,41 @@ pub(super) async fn copy_mail(
         )
         .await?;
     }
-    if let Some(secret) = snapshot.stored_secret("unsubscribe")? {
-        // Links in mail the file's install sent keep working.
+    Ok(copied)
+}
+
+/// The keys that sign links Herald hands out (unsubscribe links in mail,
+/// portal links), copied so links the file's install made keep working.
+const LINK_KEYS: [&str; 2] = ["unsubscribe", "portal"];
+
+/// Copies the file's link keys over the database's.
+pub(super) async fn copy_link_keys(client: &Client, snapshot: &ReadTxn) -> Result<(), Halt> {
+    for name in LINK_KEYS {
+        let Some(secret) = snapshot.stored_secret(name)? else {
+            continue;
+        };
         let replaced = client
             .query_opt(
-                "SELECT secret <> $1 FROM herald_secrets WHERE name = 'unsubscribe'",
-                &[&secret.as_slice()],
+                "SELECT secret <> $2 FROM herald_secrets WHERE name = $1",
+                &[&name, &secret.as_slice()],
             )
             .await
             .map_err(PgError::from)?
             .is_some_and(|row| row.get::<_, bool>(0));
         client
             .execute(
-                "INSERT INTO herald_secrets (name, secret) VALUES ('unsubscribe', $1) \
+                "INSERT INTO herald_secrets (name, secret) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET secret = EXCLUDED.secret",
-                &[&secret.as_slice()],
+                &[&name, &secret.as_slice()],
             )
             .await
             .map_err(PgError::from)?;
         if replaced {
             eprintln!(
-                "herald migrate: warning: the database's unsubscribe key was replaced by the \
+                "herald migrate: warning: the database's {name} key was replaced by the \
                  file's; restart any node started before this run, or its links will not verify"
             );
         }
     }
-    Ok(copied)
+    Ok(())
 }

@@ -6,7 +6,9 @@
 
 mod page;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -14,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::access::{Access, Role};
+use super::catalog::CatalogApi;
 use super::error::ApiError;
 use super::http::{json, read_body, require_json, Resp};
 use super::routes::RouteId;
@@ -39,17 +42,16 @@ struct LinkInput {
 }
 
 /// `POST /v1/portal-links`: a link to `tenant`'s portal until `ttl_secs`
-/// from now, under the daemon's public address.
-pub async fn create_link(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+/// from now, under the daemon's public address `base_url`.
+pub async fn create_link(
+    key: &PortalKey,
+    base_url: &str,
+    body_timeout: Duration,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     require_json(&parts.headers)?;
-    let body = read_body(
-        body,
-        &parts.headers,
-        MAX_LINK_BODY,
-        state.config.body_timeout,
-    )
-    .await?;
+    let body = read_body(body, &parts.headers, MAX_LINK_BODY, body_timeout).await?;
     let input: LinkInput = events::from_json_object(&body)?;
     if !is_valid_tenant(&input.tenant) {
         return Err(ApiError::invalid_field(
@@ -65,8 +67,8 @@ pub async fn create_link(state: Arc<AppState>, req: Request<Incoming>) -> Result
         ));
     }
     let expires_at_ms = clock::now_ms() + ttl as i64 * 1000;
-    let token = state.portal_links.mint(&input.tenant, expires_at_ms);
-    let base = state.mail.sending.public.url.trim_end_matches('/');
+    let token = key.mint(&input.tenant, expires_at_ms);
+    let base = base_url.trim_end_matches('/');
     Ok(json(
         StatusCode::CREATED,
         json!({
@@ -91,8 +93,8 @@ fn grant(key: &PortalKey, token: &str, now_ms: i64) -> Result<(Access, i64), Ref
 /// `GET /portal/{token}`: the page, or a 401 page for a link that is
 /// altered or expired. The page itself is the same for every tenant; its
 /// script reads the token from the address and asks the portal's API.
-pub fn page(state: &AppState, token: &str) -> Resp {
-    match grant(&state.portal_links, token, clock::now_ms()) {
+pub fn page(key: &PortalKey, token: &str) -> Resp {
+    match grant(key, token, clock::now_ms()) {
         Ok(_) => page::app(),
         Err(refused) => {
             tracing::debug!(?refused, "portal link refused");
@@ -109,18 +111,56 @@ fn refused_link() -> ApiError {
     )
 }
 
+/// A portal API request whose token held: the webhook route it asks for,
+/// to be run by the backend's `/v1` handler of the same thing with
+/// `access`.
+pub struct WebhookCall<'a> {
+    pub access: Access,
+    pub id: RouteId,
+    /// The endpoint's or delivery's id, for routes that name one.
+    pub object: &'a str,
+    pub req: Request<Incoming>,
+}
+
 /// The portal's API routes: `params` are the token, then the object id of
-/// routes that name one.
-pub async fn api(
-    state: Arc<AppState>,
+/// routes that name one. The session and the event types are answered
+/// here; the webhook routes by `webhooks`, the backend's handlers.
+pub async fn api<'a, F, Fut>(
+    key: &PortalKey,
+    catalog: &CatalogApi,
     id: RouteId,
-    params: &[&str],
+    params: &[&'a str],
     req: Request<Incoming>,
-) -> Resp {
+    webhooks: F,
+) -> Resp
+where
+    F: FnOnce(WebhookCall<'a>) -> Fut,
+    Fut: Future<Output = Result<Resp, ApiError>>,
+{
     let token = params.first().copied().unwrap_or_default();
     let object = params.get(1).copied().unwrap_or_default();
-    let outcome = match grant(&state.portal_links, token, clock::now_ms()) {
-        Ok((access, expires_at_ms)) => run(state, &access, expires_at_ms, id, object, req).await,
+    let outcome = match grant(key, token, clock::now_ms()) {
+        Ok((access, expires_at_ms)) => match id {
+            RouteId::PortalSession => Ok(json(
+                StatusCode::OK,
+                json!({
+                    "tenant": access.tenant(),
+                    "expires_at": clock::format_rfc3339(expires_at_ms),
+                })
+                .to_string(),
+            )),
+            // The catalog is shared by every tenant and holds no tenant's data.
+            RouteId::PortalEventTypes => super::catalog::list(catalog, req).await,
+            _ => {
+                webhooks(WebhookCall {
+                    access,
+                    id,
+                    object,
+                    req,
+                })
+                .await
+            }
+        },
         Err(_) => Err(refused_link()),
     };
     let mut resp = respond(outcome);
@@ -128,25 +168,24 @@ pub async fn api(
     resp
 }
 
-/// One portal API route, by the `/v1` handler that serves the same thing.
-async fn run(
-    state: Arc<AppState>,
-    access: &Access,
-    expires_at_ms: i64,
-    id: RouteId,
-    object: &str,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
+/// A route that reached the portal but is none of the portal's.
+pub fn not_a_portal_route(id: RouteId) -> ApiError {
+    tracing::error!(route = ?id, "a route reached the portal that is not the portal's");
+    ApiError::unavailable("route misconfigured")
+}
+
+/// One portal webhook route on redb, by the `/v1` handler that serves the
+/// same thing.
+pub async fn run_on_redb(state: Arc<AppState>, call: WebhookCall<'_>) -> Result<Resp, ApiError> {
     use RouteId::*;
+    let WebhookCall {
+        access,
+        id,
+        object,
+        req,
+    } = call;
+    let access = &access;
     match id {
-        PortalSession => Ok(json(
-            StatusCode::OK,
-            json!({
-                "tenant": access.tenant(),
-                "expires_at": clock::format_rfc3339(expires_at_ms),
-            })
-            .to_string(),
-        )),
         PortalEndpointsList => webhooks::list_endpoints(state, access, req).await,
         PortalEndpointsCreate => webhooks::create_endpoint(state, access, req).await,
         PortalEndpointGet => webhooks::get_endpoint(state, access, object).await,
@@ -160,12 +199,7 @@ async fn run(
         PortalDeliveriesList => webhooks::list_deliveries(state, access, req, false).await,
         PortalDeliveryGet => webhooks::get_delivery(state, access, object).await,
         PortalDeliveryRetry => webhooks::retry_delivery(state, access, object).await,
-        // The catalog is shared by every tenant and holds no tenant's data.
-        PortalEventTypes => super::catalog::list(&state.catalog_api, req).await,
-        other => {
-            tracing::error!(route = ?other, "a route reached the portal that is not the portal's");
-            Err(ApiError::unavailable("route misconfigured"))
-        }
+        other => Err(not_a_portal_route(other)),
     }
 }
 

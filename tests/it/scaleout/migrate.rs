@@ -593,7 +593,7 @@ fn mail_state(addr: std::net::SocketAddr) -> (Vec<Value>, Vec<Value>, Vec<Value>
 }
 
 #[test]
-fn mail_moves_with_the_log_and_keeps_its_suppressions_and_keys() {
+fn mail_moves_with_the_log_and_keeps_its_suppressions_keys_and_link_keys() {
     if !super::postgres_or_skip() {
         return;
     }
@@ -649,6 +649,10 @@ fn mail_moves_with_the_log_and_keeps_its_suppressions_and_keys() {
     // The bounce put gone@ on the global list beside the manual entry.
     assert_eq!(before.1.len(), 2, "{:?}", before.1);
     assert_eq!(before.2.len(), 1, "{:?}", before.2);
+    let portal_link = post_json(redb.addr, "/v1/portal-links", &json!({"tenant": "acme"}));
+    assert_eq!(portal_link.status, 201, "{}", portal_link.text());
+    let portal_url = s(&portal_link.json()["url"]).to_owned();
+    let portal_path = &portal_url[portal_url.find("/portal/").expect("a portal path")..];
     stop(&mut redb);
 
     let url = fresh_database();
@@ -663,6 +667,10 @@ fn mail_moves_with_the_log_and_keeps_its_suppressions_and_keys() {
     assert_eq!(after.1, before.1, "the global list");
     assert_eq!(after.2, before.2, "acme's list");
     assert_eq!(after.3, before.3, "the stream's health");
+    // The link keys moved too: a portal link the file's install made opens.
+    let session = get(node.addr, &format!("{portal_path}/api/session"));
+    assert_eq!(session.status, 200, "{}", session.text());
+    assert_eq!(session.json()["tenant"], "acme");
     for id in &ids {
         let was = get(node.addr, &format!("/v1/emails/{id}"));
         assert_eq!(was.status, 200, "{}", was.text());

@@ -1,6 +1,7 @@
 //! What every node of a cluster must agree on besides the log: a key
 //! created on one node opens every node, a key revoked on one closes every
-//! node, and an event type defined on one is checked by every node.
+//! node, an event type defined on one is checked by every node, and a
+//! portal link made by one opens on every node.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -94,4 +95,48 @@ fn keys_and_event_types_changed_on_one_node_hold_on_every_node() {
     let accepted = call(b.addr, ADMIN, "POST", "/v1/events", Some(&good));
     assert_eq!(accepted.status, 201, "{}", accepted.text());
     assert_eq!(logged(), before + 1);
+}
+
+#[test]
+fn a_portal_link_made_on_one_node_opens_on_every_node() {
+    if !super::postgres_or_skip() {
+        return;
+    }
+    let url = fresh_database();
+    let a = Daemon::start(&node_toml(&url));
+    let b = Daemon::start(&node_toml(&url));
+    let made = call(
+        a.addr,
+        ADMIN,
+        "POST",
+        "/v1/portal-links",
+        Some(&json!({"tenant": "acme"})),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let link = s(&made.json()["url"]).to_owned();
+    let path = &link[link.find("/portal/").expect("a portal path")..];
+    for node in [a.addr, b.addr] {
+        let page = request(node, "GET", path, &[], b"");
+        assert_eq!(page.status, 200, "{}", page.text());
+        let session = request(node, "GET", &format!("{path}/api/session"), &[], b"");
+        assert_eq!(session.json()["tenant"], "acme", "{}", session.text());
+    }
+    // An endpoint made through the portal on one node is the tenant's on
+    // the other.
+    let created = request(
+        b.addr,
+        "POST",
+        &format!("{path}/api/endpoints"),
+        &[("content-type", "application/json")],
+        json!({"url": "https://hooks.example.com/acme"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let listed = call(a.addr, ADMIN, "GET", "/v1/endpoints?tenant=acme", None).json();
+    assert_eq!(
+        listed["endpoints"][0]["id"],
+        created.json()["id"],
+        "{listed}"
+    );
 }

@@ -464,6 +464,41 @@ impl Daemon {
         &self.data_dir
     }
 
+    /// The database of a daemon on PostgreSQL; `None` on redb.
+    pub fn postgres_url(&self) -> Option<String> {
+        let table: toml::Table = std::fs::read_to_string(&self.config).ok()?.parse().ok()?;
+        let store = table.get("store")?.as_table()?;
+        if store.get("backend")?.as_str()? != "postgres" {
+            return None;
+        }
+        Some(store.get("postgres_url")?.as_str()?.to_owned())
+    }
+
+    /// A secret the daemon keeps for itself (`portal`, `unsubscribe`), read
+    /// from its file or its database; best called while it is stopped.
+    pub fn stored_secret(&self, name: &str) -> [u8; 32] {
+        match self.postgres_url() {
+            Some(url) => {
+                let hex = super::postgres::psql(
+                    &url,
+                    &format!(
+                        "SELECT encode(secret, 'hex') FROM herald_secrets WHERE name = '{name}'"
+                    ),
+                );
+                let bytes: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                    .collect();
+                bytes.try_into().expect("a 32-byte secret")
+            }
+            None => {
+                let store = herald::store::Store::open(&self.data_dir.join("herald.redb"))
+                    .expect("opening the file");
+                store.persistent_secret(name).expect("the secret")
+            }
+        }
+    }
+
     /// Every stderr line of every run of this daemon so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()

@@ -11,7 +11,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use herald::clock::{now_ms, parse_rfc3339};
 use herald::portal_link::PortalKey;
-use herald::store::Store;
 use serde_json::{json, Value};
 
 use super::{
@@ -320,7 +319,7 @@ fn altered_links_are_refused_on_the_page_and_every_api_route() {
 
 /// Expiry is proved twice: `src/api/portal` unit-tests the token check at
 /// an injected time; here a genuine token whose expiry has passed is made
-/// with the daemon's own key, read from its file while it is stopped (the
+/// with the daemon's own key, read from its store while it is stopped (the
 /// shortest link the API mints lives 60 s, and tests do not sleep).
 #[test]
 fn a_genuine_link_past_its_expiry_is_refused() {
@@ -328,8 +327,7 @@ fn a_genuine_link_past_its_expiry_is_refused() {
     let minted = link(d.addr, ACME.name);
     assert!(d.sigterm().success());
     let (expired, fresh) = {
-        let store = Store::open(&d.data_dir().join("herald.redb")).expect("opening the file");
-        let key = PortalKey::new(store.persistent_secret("portal").expect("the portal key"));
+        let key = PortalKey::new(d.stored_secret("portal"));
         let now = now_ms();
         (
             key.mint(ACME.name, now - 1),
