@@ -118,7 +118,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         store.clone(),
         writer.clone(),
         &config.webhooks,
-        owner_alerts(&config, &store, &public.url)?,
+        owner_alerts(&config, store.persistent_secret("portal")?, &public.url),
     ));
     let tokens = TokenKey::new(store.persistent_secret("unsubscribe")?);
     let mail = Arc::new(
@@ -355,13 +355,6 @@ fn run_on_postgres(
             deliveries_due.clone(),
         );
         let tracked = PgTracking::new(pool.clone(), config.queue_capacity, deliveries_due.clone());
-        let stop_dispatch = Arc::new(tokio::sync::Notify::new());
-        let pg_dispatcher = PgDispatcher::new(pool.clone(), config.webhooks.clone());
-        let dispatcher = tokio::spawn(pg_dispatcher.clone().run(
-            deliveries_due,
-            stop_dispatch.clone(),
-            WORKER_STOP_GRACE,
-        ));
         let mut public = config.public.clone();
         if public.url_is_default {
             let addr = public_listener
@@ -371,6 +364,14 @@ fn run_on_postgres(
             public.url = format!("http://{addr}");
         }
         let public_url = public.url.clone();
+        let stop_dispatch = Arc::new(tokio::sync::Notify::new());
+        let alerts = owner_alerts(&config, portal_key, &public_url).map(Arc::new);
+        let pg_dispatcher = PgDispatcher::new(pool.clone(), config.webhooks.clone(), alerts);
+        let dispatcher = tokio::spawn(pg_dispatcher.clone().run(
+            deliveries_due,
+            stop_dispatch.clone(),
+            WORKER_STOP_GRACE,
+        ));
         let sending = Sending::new(config.mail.clone(), public, TokenKey::new(unsubscribe_key))
             .map_err(DaemonError::Mail)?;
         let mail_queued = Arc::new(tokio::sync::Notify::new());
@@ -530,23 +531,21 @@ fn run_on_postgres(
 /// checks them with.
 fn owner_alerts(
     config: &Config,
-    store: &Store,
+    portal_key: [u8; 32],
     portal_base_url: &str,
-) -> Result<Option<OwnerAlerts>, StoreError> {
-    let Some(settings) = config.webhooks.owner_alerts.clone() else {
-        return Ok(None);
-    };
-    let key = PortalKey::new(store.persistent_secret("portal")?);
+) -> Option<OwnerAlerts> {
+    let settings = config.webhooks.owner_alerts.clone()?;
+    let key = PortalKey::new(portal_key);
     let portal = PortalLinks {
         base_url: portal_base_url.to_owned(),
         ttl: settings.portal_link_ttl,
         mint: Box::new(move |tenant, expires_at_ms| key.mint(tenant, expires_at_ms)),
     };
-    Ok(Some(OwnerAlerts {
+    Some(OwnerAlerts {
         settings,
         mail: config.mail.clone(),
         portal: Some(portal),
-    }))
+    })
 }
 
 /// Makes the README's Segment snippet work out of the box: where the API

@@ -18,6 +18,7 @@ use super::webhooks::{
     SinceInput, MAX_REQUEUE,
 };
 use crate::clock;
+use crate::pg::endpoint_switch;
 use crate::pg::PgError;
 use crate::store::records::{DeliveryRecord, EndpointRecord};
 use crate::store::EventCursor;
@@ -142,17 +143,18 @@ pub async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<Resp, ApiError> {
-    let updated = update_endpoint(app, access, id, move |mut current| {
-        current.enabled = enabled;
-        if enabled {
-            current.disabled_reason = None;
-        } else if current.disabled_reason.is_none() {
-            current.disabled_reason = Some("disabled through the API".to_owned());
-        }
-        current.updated_at_ms = clock::now_ms();
-        Ok(current)
-    })
-    .await?;
+    let key = parse_endpoint_id(id)?;
+    // As on redb: only the operator's disabling is news to the owner.
+    let alerts = app
+        .dispatcher
+        .owner_alerts()
+        .filter(|_| access.tenant().is_none());
+    let visible = |e: &EndpointRecord| access.sees(e.tenant.as_deref());
+    let alerts = alerts.map(|a| &**a);
+    let updated = endpoint_switch::set_enabled(&app.pool, key, visible, enabled, alerts)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| endpoint_not_found(id))?;
     Ok(endpoint_json(StatusCode::OK, &updated))
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::log::append_own_events;
+use super::owner_alerts;
 use super::webhooks::{id_bytes, status_code};
 use super::PgError;
 use crate::clock;
@@ -26,7 +27,8 @@ use crate::store::records::{
 };
 use crate::webhooks::client::Client;
 use crate::webhooks::dispatch::{attempt_timeout, client_for, policy_for, recorded, send_with};
-use crate::webhooks::ledger::notice_events;
+use crate::webhooks::ledger::{failure_summary, notice_events};
+use crate::webhooks::owner_alert::OwnerAlerts;
 use crate::webhooks::payload;
 use crate::webhooks::policy::{self, Policy, Streak};
 use crate::webhooks::settings::WebhookSettings;
@@ -57,16 +59,28 @@ pub struct PgDispatcher {
     client: Client,
     settings: WebhookSettings,
     policy: Policy,
+    /// Mail to endpoints' owners, when `[webhooks.owner_alerts]` is set.
+    alerts: Option<Arc<OwnerAlerts>>,
 }
 
 impl PgDispatcher {
-    pub fn new(pool: Pool, settings: WebhookSettings) -> Arc<PgDispatcher> {
+    pub fn new(
+        pool: Pool,
+        settings: WebhookSettings,
+        alerts: Option<Arc<OwnerAlerts>>,
+    ) -> Arc<PgDispatcher> {
         Arc::new(PgDispatcher {
             pool,
             client: client_for(&settings),
             policy: policy_for(&settings),
             settings,
+            alerts,
         })
+    }
+
+    /// What owner alerts need, when they are configured.
+    pub fn owner_alerts(&self) -> Option<&Arc<OwnerAlerts>> {
+        self.alerts.as_ref()
     }
 
     /// What attempts are sent through, for sends outside the leases (tests).
@@ -359,8 +373,11 @@ impl PgDispatcher {
         // them never wait on each other.
         let Some(row) = txn
             .query_opt(
-                "SELECT record, failed_attempts, announced, open_until_ms FROM herald_endpoints \
-                 WHERE id = $1 FOR UPDATE",
+                &format!(
+                    "SELECT record, open_until_ms, {} FROM herald_endpoints \
+                     WHERE id = $1 FOR UPDATE",
+                    owner_alerts::STREAK_COLUMNS
+                ),
                 &[&key],
             )
             .await?
@@ -378,13 +395,17 @@ impl PgDispatcher {
         };
         let mut delivery: DeliveryRecord = codec::decode(delivery_row.get::<_, &[u8]>(0))?;
         let mut endpoint: EndpointRecord = codec::decode(row.get::<_, &[u8]>(0))?;
+        let open_until_ms: i64 = row.get(1);
+        let mut stored_streak = owner_alerts::streak(&row, 2);
         let streak = Streak {
-            failed_attempts: row.get::<_, i32>(1).max(0) as u32,
-            announced: row.get(2),
+            failed_attempts: stored_streak.failed_attempts,
+            announced: stored_streak.announced,
         };
-        let open_until_ms: i64 = row.get(3);
         let now = clock::now_ms();
         let decision = policy::decide(&delivery, &endpoint, streak, &report, &self.policy, now);
+        stored_streak.failed_attempts = decision.streak.failed_attempts;
+        stored_streak.announced = decision.streak.announced;
+        stored_streak.last_failure = failure_summary(&attempt, &report);
         delivery.attempts.push(attempt);
         delivery.status = decision.status;
         delivery.next_attempt_ms = decision.next_attempt_ms;
@@ -406,12 +427,13 @@ impl PgDispatcher {
             changed = true;
         }
         txn.execute(
-            "UPDATE herald_endpoints SET failed_attempts = $1, announced = $2, open_until_ms = $3 \
-             WHERE id = $4",
+            "UPDATE herald_endpoints SET failed_attempts = $1, announced = $2, open_until_ms = $3, \
+             last_failure = $4 WHERE id = $5",
             &[
                 &(failed.min(i32::MAX as u32) as i32),
                 &decision.streak.announced,
                 &open_until_ms,
+                &owner_alerts::last_failure_column(stored_streak.last_failure.as_ref()),
                 &key,
             ],
         )
@@ -429,6 +451,19 @@ impl PgDispatcher {
                 &[],
             )
             .await?;
+        }
+        // After the version row, before the events: the head lock the alert's
+        // mail takes comes last, as in every transaction that takes both.
+        if let (Some(alerts), Some(cause)) = (&self.alerts, decision.alert) {
+            let alerted_day = stored_streak.alerted_day;
+            owner_alerts::alert(&txn, alerts, &endpoint, &mut stored_streak, cause, now)?;
+            if stored_streak.alerted_day != alerted_day {
+                txn.execute(
+                    "UPDATE herald_endpoints SET alerted_day = $1 WHERE id = $2",
+                    &[&stored_streak.alerted_day, &key],
+                )
+                .await?;
+            }
         }
         // In the same transaction as the outcome they report, as on redb.
         append_own_events(&txn, notices, Some(endpoint.id)).await?;

@@ -82,6 +82,33 @@ where
     .map_err(|e| StoreError::Database(format!("a mail transaction's thread failed: {e}")))?
 }
 
+/// Runs `change` inside `txn`, a transaction an async task holds open for
+/// something else (an attempt's outcome, an endpoint's change), so that
+/// the mail it queues commits or rolls back with that. It blocks the
+/// task's thread: for rare work only (an owner's alert), and only on the
+/// daemon's multi-threaded runtime. Takes the head lock, as every mail
+/// transaction does, so the caller must hold no lock a group commit takes
+/// after it.
+pub fn within<T>(
+    txn: &Transaction<'_>,
+    change: impl FnOnce(&mut PgMailTxn<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    tokio::task::block_in_place(|| {
+        let handle = Handle::current();
+        handle.block_on(txn.query_one(LOCK_HEAD, &[])).map_err(db)?;
+        let mut mail = PgMailTxn {
+            txn,
+            handle: &handle,
+            events: Vec::new(),
+        };
+        let answer = change(&mut mail)?;
+        for (exclude, rows) in std::mem::take(&mut mail.events) {
+            handle.block_on(append_own_events(txn, rows, exclude))?;
+        }
+        Ok(answer)
+    })
+}
+
 /// A stream's windows, the reputation guard's view of it.
 pub async fn stream_windows(
     client: &impl GenericClient,

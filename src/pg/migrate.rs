@@ -414,8 +414,9 @@ async fn copy_webhooks(
     Ok(())
 }
 
-/// Inserts endpoints, or replaces those whose record differs; a node's
-/// failing streak and breaker state for an endpoint start afresh.
+/// Inserts endpoints, or replaces those whose record differs; an
+/// endpoint's failing streak, breaker state and the day its owner was last
+/// alerted start afresh (an owner may hear twice on the day of the move).
 const UPSERT_ENDPOINTS: &str = "INSERT INTO herald_endpoints (id, tenant, enabled, record) \
      SELECT i, t, e, r FROM unnest($1::bytea[], $2::text[], $3::boolean[], $4::bytea[]) \
        AS u(i, t, e, r) \

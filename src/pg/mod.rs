@@ -5,6 +5,7 @@
 pub mod backlog;
 pub mod catalog;
 pub mod dispatch;
+pub mod endpoint_switch;
 pub mod import;
 pub mod keys;
 pub mod log;
@@ -13,6 +14,7 @@ pub mod mail_dispatch;
 pub mod mail_txn;
 pub mod migrate;
 pub mod migrate_mail;
+pub mod owner_alerts;
 pub mod schema;
 pub mod tracking;
 pub mod webhooks;
@@ -44,6 +46,9 @@ pub enum PgError {
     CommitterStopped,
     #[error("the database holds damaged data: {0}")]
     Damaged(String),
+    /// The mail rules, run in one of this backend's transactions, failed.
+    #[error("{0}")]
+    Mail(String),
 }
 
 /// The driver's message names the step ("error connecting to server"); its

@@ -252,7 +252,7 @@ impl PgHooks {
     }
 }
 
-async fn bump_version(txn: &Transaction<'_>) -> Result<(), PgError> {
+pub(super) async fn bump_version(txn: &Transaction<'_>) -> Result<(), PgError> {
     txn.execute(
         "UPDATE herald_endpoints_version SET version = version + 1 WHERE id = 1",
         &[],

@@ -62,16 +62,7 @@ pub fn record_attempt(
     let mut new_streak = stored_streak.clone();
     new_streak.failed_attempts = decision.streak.failed_attempts;
     new_streak.announced = decision.streak.announced;
-    new_streak.last_failure = (!report.succeeded()).then(|| FailureSummary {
-        at_ms: attempt.at_ms,
-        status_code: attempt.status_code,
-        error: attempt.error.clone(),
-        response: attempt
-            .response
-            .chars()
-            .take(ALERT_RESPONSE_CHARS)
-            .collect(),
-    });
+    new_streak.last_failure = failure_summary(&attempt, report);
     let previous_due = delivery.next_attempt_ms;
     delivery.attempts.push(attempt);
     delivery.status = decision.status;
@@ -102,6 +93,20 @@ pub fn record_attempt(
         txn.append_system_event(event, now, Some(endpoint.id))?;
     }
     Ok(Some(status))
+}
+
+/// What the owner's alert says of `attempt`: nothing once it succeeded.
+pub fn failure_summary(attempt: &AttemptRecord, report: &Report) -> Option<FailureSummary> {
+    (!report.succeeded()).then(|| FailureSummary {
+        at_ms: attempt.at_ms,
+        status_code: attempt.status_code,
+        error: attempt.error.clone(),
+        response: attempt
+            .response
+            .chars()
+            .take(ALERT_RESPONSE_CHARS)
+            .collect(),
+    })
 }
 
 /// Herald's own events that `decision` calls for, about `delivery` to
@@ -158,6 +163,22 @@ pub fn update_endpoint<E>(
     }
 }
 
+/// Enables or disables `endpoint` at `now_ms`: enabling clears why it was
+/// disabled and its failing streak's start. True when an enabled endpoint
+/// was disabled, news for its owner.
+pub fn switch_enabled(endpoint: &mut EndpointRecord, enabled: bool, now_ms: i64) -> bool {
+    let was_enabled = endpoint.enabled;
+    endpoint.enabled = enabled;
+    if enabled {
+        endpoint.disabled_reason = None;
+        endpoint.failing_since_ms = None;
+    } else if endpoint.disabled_reason.is_none() {
+        endpoint.disabled_reason = Some(DISABLED_BY_API.to_owned());
+    }
+    endpoint.updated_at_ms = now_ms;
+    was_enabled && !enabled
+}
+
 /// Enables or disables endpoint `id`. Enabling clears why it was disabled
 /// and its failing streak's start; disabling an enabled one alerts its
 /// owner. `None` when there is no such endpoint.
@@ -170,18 +191,10 @@ pub fn set_enabled(
     let Some(mut endpoint) = txn.endpoint(id).cloned() else {
         return Ok(None);
     };
-    let was_enabled = endpoint.enabled;
-    endpoint.enabled = enabled;
-    if enabled {
-        endpoint.disabled_reason = None;
-        endpoint.failing_since_ms = None;
-    } else if endpoint.disabled_reason.is_none() {
-        endpoint.disabled_reason = Some(DISABLED_BY_API.to_owned());
-    }
     let now = clock::now_ms();
-    endpoint.updated_at_ms = now;
+    let newly_disabled = switch_enabled(&mut endpoint, enabled, now);
     txn.put_endpoint(endpoint.clone())?;
-    if let (Some(alerts), true) = (alerts, was_enabled && !enabled) {
+    if let (Some(alerts), true) = (alerts, newly_disabled) {
         let stored = txn.endpoint_streak(id)?;
         let mut streak = stored.clone();
         owner_alert::alert(

@@ -13,8 +13,9 @@ use crate::ids;
 use crate::mail::ledger::{self as mail_ledger, Queued};
 use crate::mail::request::{self, EmailInput, Recipients};
 use crate::mail::settings::MailSettings;
+use crate::store::mail_txn::MailTxn;
 use crate::store::records::{EndpointRecord, EndpointStreakRecord};
-use crate::store::{StoreError, WriteTxn};
+use crate::store::StoreError;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Longer URLs are cut in the subject; the body has them whole.
@@ -62,7 +63,7 @@ pub struct OwnerAlerts {
 /// attempt) records the day. A refusal by the mail path (a suppressed
 /// owner) still counts as today's alert: asking again would be refused too.
 pub fn alert(
-    txn: &mut WriteTxn<'_>,
+    txn: &mut dyn MailTxn,
     alerts: &OwnerAlerts,
     endpoint: &EndpointRecord,
     streak: &mut EndpointStreakRecord,

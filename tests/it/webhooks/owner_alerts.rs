@@ -50,8 +50,9 @@ fn received_by(sink: &SmtpSink, to: &str) -> Vec<Received> {
         .collect()
 }
 
-/// One more message on the alert stream, waited for at the sink: whatever
-/// was queued before it has had its turn once it arrives.
+/// One more message on the alert stream, waited for at the sink, and then
+/// every message queued before it settled: with two senders, the one
+/// before it may still be on its way when it arrives.
 fn barrier(addr: std::net::SocketAddr, sink: &SmtpSink, round: u32) {
     let to = format!("barrier{round}@customer.example");
     let resp = post_json(
@@ -63,6 +64,12 @@ fn barrier(addr: std::net::SocketAddr, sink: &SmtpSink, round: u32) {
     assert_eq!(resp.status, 202, "{}", resp.text());
     let id = s(&resp.json()["messages"][0]["id"]).to_owned();
     sink.wait_for_id(&id, deadline(SETTLE));
+    let settled = wait_until(deadline(SETTLE), || {
+        list_pages(addr, "/v1/emails?status=queued", "emails", 100, &[])
+            .iter()
+            .all(|e| s(&e["id"]) > id.as_str())
+    });
+    assert!(settled, "messages queued before {id} did not settle");
 }
 
 /// The message as text, its body's quoted-printable soft line breaks and
