@@ -21,7 +21,9 @@ use tokio_postgres::Client;
 
 use super::import::{as_i64, hold, Halt};
 use super::log::{INSERT_EVENTS, INSERT_EVENTS_TYPES, INSERT_KEYS, INSERT_KEYS_TYPES};
+use super::migrate_access::copy_access;
 use super::migrate_mail::{copy_link_keys, copy_mail, MailCopied};
+use super::migrate_tracking::{copy_tracking, TrackingCopied};
 use super::schema::{self, PG_SCHEMA_VERSION};
 use super::webhooks::{id_bytes, status_code};
 use super::PgError;
@@ -93,6 +95,9 @@ pub struct Summary {
     /// since an earlier run): left as they are.
     pub endpoints_left: u64,
     pub mail: MailCopied,
+    pub tracking: TrackingCopied,
+    /// Stored API keys and event types new or changed.
+    pub access_rows: u64,
     pub elapsed: Duration,
 }
 
@@ -123,6 +128,18 @@ impl std::fmt::Display for Summary {
             mail.file_suppressions,
             mail.other_rows,
         )?;
+        let tracking = &self.tracking;
+        write!(
+            f,
+            "; {} tracked calls and {} profiles indexed anew or changed (the file holds {} and \
+             {}), {} other tracking rows; {} API keys and event types new or changed",
+            tracking.calls,
+            tracking.profiles,
+            tracking.file_calls,
+            tracking.file_profiles,
+            tracking.other_rows,
+            self.access_rows,
+        )?;
         if self.endpoints_left > 0 {
             write!(
                 f,
@@ -143,9 +160,8 @@ struct Source {
     last_seq: u64,
 }
 
-/// Copies the event log and the webhooks of the redb file at `from` into
-/// the database of `settings`, printing what is not copied and each chunk's
-/// progress on stderr.
+/// Copies everything the redb file at `from` holds into the database of
+/// `settings`, printing each chunk's progress on stderr.
 pub fn run(from: &Path, settings: &PostgresSettings) -> Result<Summary, MigrateError> {
     let started = Instant::now();
     // Opening creates a missing file: a typo must not look like an empty log.
@@ -174,20 +190,6 @@ pub fn run(from: &Path, settings: &PostgresSettings) -> Result<Summary, MigrateE
             .map(|(seq, record)| (seq, record.id)),
         last_seq: snapshot.last_event_seq().map_err(read_failed)?.unwrap_or(0),
     };
-    let left: Vec<String> = snapshot
-        .beside_the_log()
-        .map_err(read_failed)?
-        .into_iter()
-        .filter(|(_, rows)| *rows > 0)
-        .map(|(what, rows)| format!("{rows} {what}"))
-        .collect();
-    if !left.is_empty() {
-        eprintln!(
-            "herald migrate: warning: not copied, as the PostgreSQL backend serves only \
-             the event log, webhooks and mail in this release: {}",
-            left.join(", ")
-        );
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -243,6 +245,8 @@ async fn copy(
         file_deliveries: 0,
         endpoints_left: 0,
         mail: MailCopied::default(),
+        tracking: TrackingCopied::default(),
+        access_rows: 0,
         elapsed: Duration::ZERO,
     };
     let read_failed = |source: StoreError| MigrateError::Read {
@@ -327,6 +331,12 @@ async fn copy(
     .await
     .map_err(halted)?;
     summary.mail = copy_mail(&mut client, snapshot, expected)
+        .await
+        .map_err(halted)?;
+    summary.tracking = copy_tracking(&mut client, snapshot, expected)
+        .await
+        .map_err(halted)?;
+    summary.access_rows = copy_access(&mut client, snapshot, expected)
         .await
         .map_err(halted)?;
     copy_link_keys(&client, snapshot).await.map_err(halted)?;

@@ -35,7 +35,7 @@ pub struct MailCopied {
 
 /// Runs `sql` with `params` (one array per column) in a transaction that
 /// first checks the import stands at `expected`; the rows it wrote.
-async fn upsert(
+pub(super) async fn upsert(
     client: &mut Client,
     expected: Option<u64>,
     sql: &str,
@@ -53,7 +53,7 @@ async fn upsert(
     Ok(written)
 }
 
-fn i64_of(n: u64) -> i64 {
+pub(super) fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 

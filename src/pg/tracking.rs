@@ -248,7 +248,7 @@ impl PgTracking {
     }
 }
 
-fn key_bytes(key: u128) -> Vec<u8> {
+pub(super) fn key_bytes(key: u128) -> Vec<u8> {
     key.to_be_bytes().to_vec()
 }
 

@@ -26,6 +26,7 @@ mod schema;
 pub mod streams;
 pub mod tables;
 pub mod tracking;
+pub mod tracking_export;
 pub mod usage;
 pub mod webhooks;
 pub mod writer;

@@ -2,14 +2,12 @@
 //! by searching the log instead of scanning it, the schedule counted up
 //! to a cap, and its oldest job found by one seek per key.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableHandle};
+use redb::ReadableTable;
 
 use super::due::{count_up_to, Bounded};
 use super::mail::email_status_code;
 use super::records::{EmailStatus, EventRecord};
-use super::tables::{
-    API_KEYS, EMAILS_BY_STREAM_STATUS, EVENTS, EVENT_TYPES, PROFILES, TENANT_PROFILES, TRACKED,
-};
+use super::tables::{EMAILS_BY_STREAM_STATUS, EVENTS};
 use super::{get_record, ReadTxn, StoreError};
 
 impl ReadTxn {
@@ -63,27 +61,6 @@ impl ReadTxn {
     }
 }
 
-impl ReadTxn {
-    /// What the file holds besides the event log, the webhook and the mail
-    /// tables, as (what, rows), from table lengths (each read in constant
-    /// time): what `herald migrate` leaves behind.
-    pub fn beside_the_log(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
-        Ok(vec![
-            ("API keys", self.rows(API_KEYS)?),
-            ("catalogued event types", self.rows(EVENT_TYPES)?),
-            (
-                "tracked user profiles",
-                self.rows(PROFILES)? + self.rows(TENANT_PROFILES)?,
-            ),
-            ("tracked calls' tracking indexes", self.rows(TRACKED)?),
-        ])
-    }
-
-    fn rows(&self, table: impl TableHandle) -> Result<u64, StoreError> {
-        Ok(self.txn.open_untyped_table(table)?.len()?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,16 +111,6 @@ mod tests {
             [1, 3, 4, 7]
         );
         assert_eq!(txn.log_positions_at(&[200_000]).unwrap(), [7]);
-        let beside = txn.beside_the_log().unwrap();
-        // Webhooks and mail are copied by `herald migrate`, so not listed
-        // as left.
-        assert!(
-            !beside
-                .iter()
-                .any(|(what, _)| what.contains("webhook") || what.contains("email")),
-            "{beside:?}"
-        );
-        assert!(beside.contains(&("API keys", 0)), "{beside:?}");
 
         assert_eq!(
             txn.due_summary(Queue::Webhooks, 10).unwrap().jobs,

@@ -700,3 +700,170 @@ fn mail_moves_with_the_log_and_keeps_its_suppressions_keys_and_link_keys() {
     sink.wait_for_id(&next_id, deadline(Duration::from_secs(30)));
     stop(&mut node);
 }
+
+const TRACKING_ADMIN: &str = "configured-admin-key-for-the-tracking-move";
+const WRITE_KEY: &str = "wk_migrate_0123456789abcdef";
+
+fn tracking_toml() -> String {
+    format!(
+        "[server]\napi_keys = [\"{TRACKING_ADMIN}\"]\n\
+         [[tracking.sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[tracking.sources]]\nname = \"acme-web\"\nwrite_key = \"{WRITE_KEY}-acme\"\n\
+         tenant = \"acme\"\n"
+    )
+}
+
+/// Posts a Segment batch with `write_key`; every call must be accepted.
+fn segment(addr: std::net::SocketAddr, write_key: &str, batch: &[Value]) {
+    use base64::Engine;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
+    );
+    let resp = request(
+        addr,
+        "POST",
+        "/v1/batch",
+        &[JSON, ("authorization", &auth)],
+        json!({ "batch": batch }).to_string().as_bytes(),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+/// Everything the tracking queries answer about the calls `tracked_calls`
+/// posts, read with `key`.
+fn tracking_answers(addr: std::net::SocketAddr, key: &str) -> Vec<Value> {
+    use crate::tenancy::call;
+    [
+        "/v1/users/ann",
+        "/v1/users/ann/events",
+        "/v1/users/bob/events",
+        "/v1/stats/events?event=Order%20Placed&interval=day",
+        "/v1/funnels?steps=Signed%20Up,Order%20Placed&within=7d",
+        "/v1/attribution?event=Order%20Placed&model=first_touch",
+        "/v1/users/cat?tenant=acme",
+    ]
+    .iter()
+    .map(|path| {
+        let resp = call(addr, key, "GET", path, None);
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        let mut answer = resp.json();
+        // A default range ends now, and a query says how long it took.
+        if let Some(fields) = answer.as_object_mut() {
+            for moving in ["since", "until", "took_ms"] {
+                fields.remove(moving);
+            }
+        }
+        answer
+    })
+    .collect()
+}
+
+#[test]
+fn tracked_users_stored_keys_and_the_catalog_move_with_the_log() {
+    use crate::tenancy::call;
+    if !super::postgres_or_skip() {
+        return;
+    }
+    let mut redb = Daemon::start(&format!("{REDB}{}", tracking_toml()));
+    let campaign = json!({"campaign": {"source": "news", "medium": "email", "name": "launch"}});
+    segment(
+        redb.addr,
+        WRITE_KEY,
+        &[
+            json!({"type": "track", "anonymousId": "anon-9", "event": "Signed Up",
+                   "messageId": "m-1", "context": campaign}),
+            json!({"type": "identify", "userId": "ann", "anonymousId": "anon-9",
+                   "traits": {"plan": "pro", "email": "ann@example.net"}, "messageId": "m-2"}),
+            json!({"type": "track", "userId": "ann", "event": "Order Placed",
+                   "properties": {"total": 30}, "messageId": "m-3"}),
+            json!({"type": "track", "userId": "bob", "event": "Signed Up", "messageId": "m-4"}),
+            json!({"type": "alias", "previousId": "bob-old", "userId": "bob", "messageId": "m-5"}),
+        ],
+    );
+    segment(
+        redb.addr,
+        &format!("{WRITE_KEY}-acme"),
+        &[
+            json!({"type": "identify", "userId": "cat", "traits": {"team": "blue"},
+                 "messageId": "m-1"}),
+        ],
+    );
+    let key = call(
+        redb.addr,
+        TRACKING_ADMIN,
+        "POST",
+        "/v1/keys",
+        Some(&json!({"role": "read"})),
+    );
+    assert_eq!(key.status, 201, "{}", key.text());
+    let stored_key = s(&key.json()["key"]).to_owned();
+    let schema = json!({"versions": {"1": {"schema": {"type": "object", "required": ["amount"],
+        "properties": {"amount": {"type": "integer"}}}, "sample": {"amount": 1}}}});
+    let put = call(
+        redb.addr,
+        TRACKING_ADMIN,
+        "PUT",
+        "/v1/event-types/invoice.paid",
+        Some(&schema),
+    );
+    assert!(put.status == 200 || put.status == 201, "{}", put.text());
+    let before = tracking_answers(redb.addr, TRACKING_ADMIN);
+    assert_eq!(before[0]["traits"]["plan"], "pro", "{}", before[0]);
+    assert_eq!(before[1]["events"].as_array().map(Vec::len), Some(3));
+    stop(&mut redb);
+
+    let url = fresh_database();
+    let summary = migrate_summary(&url, &database_file(&redb));
+    assert!(
+        summary.contains("6 tracked calls and 3 profiles indexed anew"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("2 API keys and event types new or changed"),
+        "{summary}"
+    );
+    let node = Daemon::start(&format!("{}{}", node_toml(&url), tracking_toml()));
+    assert_eq!(
+        tracking_answers(node.addr, TRACKING_ADMIN),
+        before,
+        "the tracking queries answer on PostgreSQL as on the file"
+    );
+    // The key made through the file's API opens the node, and the type it
+    // catalogued is checked there.
+    assert_eq!(
+        call(node.addr, &stored_key, "GET", "/v1/users/ann", None).status,
+        200
+    );
+    let refused = call(
+        node.addr,
+        TRACKING_ADMIN,
+        "POST",
+        "/v1/events",
+        Some(&json!({"type": "invoice.paid", "data": {"amount": "lots"}})),
+    );
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    // A messageId the file saw is still a repeat within the window.
+    segment(
+        node.addr,
+        WRITE_KEY,
+        &[
+            json!({"type": "track", "userId": "ann", "event": "Order Placed",
+                 "properties": {"total": 30}, "messageId": "m-3"}),
+        ],
+    );
+    let events = call(
+        node.addr,
+        TRACKING_ADMIN,
+        "GET",
+        "/v1/users/ann/events",
+        None,
+    );
+    assert_eq!(events.json()["events"].as_array().map(Vec::len), Some(3));
+    // A second run finds everything in place.
+    let again = migrate_summary(&url, &database_file(&redb));
+    assert!(
+        again.contains("0 tracked calls and 0 profiles indexed anew"),
+        "{again}"
+    );
+}
