@@ -352,6 +352,11 @@ fn run_on_postgres(
             deliveries_due.clone(),
         );
         let tracked = PgTracking::new(pool.clone(), config.queue_capacity, deliveries_due.clone());
+        let (stop_retention, retention) = crate::pg::retention::start(
+            settings.clone(),
+            config.retention.clone(),
+            config.tracking.clone(),
+        );
         let stop_dispatch = Arc::new(tokio::sync::Notify::new());
         let pg_dispatcher = PgDispatcher::new(pool.clone(), config.webhooks.clone());
         let dispatcher = tokio::spawn(pg_dispatcher.clone().run(
@@ -494,7 +499,16 @@ fn run_on_postgres(
         stop_dispatch.notify_one();
         stop_senders.store(true, Ordering::Relaxed);
         shared_state_watch.abort();
+        // A pass stops at its next batch; a statement under way is bounded
+        // by the statement timeout, and what it did is committed or not.
+        let _ = stop_retention.send(true);
         let _ = dispatcher.await;
+        if tokio::time::timeout(WORKER_STOP_GRACE, retention)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the retention pass did not stop in time");
+        }
         // A sender mid-relay finishes its message (bounded by the mail
         // timeout); one that does not is left to its lease.
         let joined = tokio::task::spawn_blocking(move || {
