@@ -355,6 +355,11 @@ fn run_on_postgres(
             deliveries_due.clone(),
         );
         let tracked = PgTracking::new(pool.clone(), config.queue_capacity, deliveries_due.clone());
+        let (stop_retention, retention) = crate::pg::retention::start(
+            settings.clone(),
+            config.retention.clone(),
+            config.tracking.clone(),
+        );
         let mut public = config.public.clone();
         if public.url_is_default {
             let addr = public_listener
@@ -501,7 +506,16 @@ fn run_on_postgres(
         stop_dispatch.notify_one();
         stop_senders.store(true, Ordering::Relaxed);
         shared_state_watch.abort();
+        // A pass stops at its next batch; a statement under way is bounded
+        // by the statement timeout, and what it did is committed or not.
+        let _ = stop_retention.send(true);
         let _ = dispatcher.await;
+        if tokio::time::timeout(WORKER_STOP_GRACE, retention)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the retention pass did not stop in time");
+        }
         // A sender mid-relay finishes its message (bounded by the mail
         // timeout); one that does not is left to its lease.
         let joined = tokio::task::spawn_blocking(move || {

@@ -14,10 +14,10 @@ use crate::store::{SubmitError, Writer};
 use crate::worker::{Step, Worker};
 
 /// Rows one writer operation examines: a few milliseconds of work.
-const BUDGET: usize = 1_000;
+pub(crate) const BUDGET: usize = 1_000;
 /// Pause between operations while a sweep has more, so a large backlog
 /// shares the writer with requests.
-const BREATHER: Duration = Duration::from_millis(20);
+pub(crate) const BREATHER: Duration = Duration::from_millis(20);
 /// Stats look back one day; tallies a minute older than that are never read.
 const TALLY_HORIZON_MS: i64 = 24 * 3_600_000 + 60_000;
 /// A stream's health looks back one day, from the start of a bucket.
@@ -44,10 +44,56 @@ pub struct RetentionSettings {
     pub interval: Duration,
 }
 
+/// Where each kind of record ages out for a slice run at one moment:
+/// what is older goes. Both backends' passes work from these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Horizons {
+    /// Attempt tallies of minutes before this one.
+    pub tally_minute: i64,
+    pub stream_tally_ms: i64,
+    pub replay_token_ms: i64,
+    pub events_ms: Option<i64>,
+    pub deliveries_ms: Option<i64>,
+    pub dead_letters_ms: Option<i64>,
+    pub mail_bodies_ms: Option<i64>,
+    pub feedback_ms: Option<i64>,
+}
+
+impl RetentionSettings {
+    pub(crate) fn horizons(&self, now_ms: i64) -> Horizons {
+        let horizon = |keep: Option<Duration>| keep.map(|k| now_ms - k.as_millis() as i64);
+        Horizons {
+            tally_minute: (now_ms - TALLY_HORIZON_MS).div_euclid(60_000),
+            stream_tally_ms: now_ms - STREAM_TALLY_HORIZON_MS,
+            replay_token_ms: now_ms - REPLAY_TOKEN_HORIZON_MS,
+            events_ms: horizon(self.events),
+            deliveries_ms: horizon(self.deliveries),
+            dead_letters_ms: horizon(self.dead_letters),
+            mail_bodies_ms: horizon(self.mail_bodies),
+            feedback_ms: horizon(self.feedback),
+        }
+    }
+}
+
+impl Horizons {
+    /// The settled status a deliveries phase deletes, and its horizon.
+    pub(crate) fn settled(&self, phase: Phase) -> Option<(DeliveryStatus, i64)> {
+        match phase {
+            Phase::Deliveries => self
+                .deliveries_ms
+                .map(|before| (DeliveryStatus::Succeeded, before)),
+            Phase::DeadLetters => self
+                .dead_letters_ms
+                .map(|before| (DeliveryStatus::Failed, before)),
+            _ => None,
+        }
+    }
+}
+
 /// What a pass does, in order: deliveries go before events, since a
 /// deleted dead letter may free its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Tallies,
     StreamTallies,
     StreamSends,
@@ -59,7 +105,7 @@ enum Phase {
     Feedback,
 }
 
-const PHASES: [Phase; 9] = [
+pub(crate) const PHASES: [Phase; 9] = [
     Phase::Tallies,
     Phase::StreamTallies,
     Phase::StreamSends,
@@ -113,18 +159,18 @@ impl Retention {
     /// One slice of the phase under way: what it removed and where the
     /// next continues; `None` when the phase has nothing (more) to do.
     fn slice(&self, phase: Phase, now: i64) -> Result<Option<(usize, Option<u128>)>, SubmitError> {
-        let horizon = |keep: Option<Duration>| keep.map(|k| now - k.as_millis() as i64);
+        let horizons = self.settings.horizons(now);
         let after = self.cursor.unwrap_or(0);
         let as_u64 = |sweep: Sweep| (sweep.removed, sweep.next_after.map(u128::from));
         let done = match phase {
             Phase::Tallies => {
-                let before_minute = (now - TALLY_HORIZON_MS).div_euclid(60_000);
+                let before_minute = horizons.tally_minute;
                 self.writer.write_blocking(move |txn| {
                     txn.sweep_attempt_tallies(before_minute, after, BUDGET)
                 })?
             }
             Phase::StreamTallies => {
-                let before = now - STREAM_TALLY_HORIZON_MS;
+                let before = horizons.stream_tally_ms;
                 let removed = self
                     .writer
                     .write_blocking(move |txn| txn.prune_stream_tally(before, BUDGET))?;
@@ -137,19 +183,14 @@ impl Retention {
                 (removed, (removed == BUDGET).then_some(0))
             }
             Phase::ReplayTokens => {
-                let before = now - REPLAY_TOKEN_HORIZON_MS;
+                let before = horizons.replay_token_ms;
                 let removed = self
                     .writer
                     .write_blocking(move |txn| txn.prune_replay_tokens(before, BUDGET))?;
                 (removed, (removed == BUDGET).then_some(0))
             }
             Phase::Deliveries | Phase::DeadLetters => {
-                let (status, keep) = if phase == Phase::Deliveries {
-                    (DeliveryStatus::Succeeded, self.settings.deliveries)
-                } else {
-                    (DeliveryStatus::Failed, self.settings.dead_letters)
-                };
-                let Some(before) = horizon(keep) else {
+                let Some((status, before)) = horizons.settled(phase) else {
                     return Ok(None);
                 };
                 let after = after as u64;
@@ -158,7 +199,7 @@ impl Retention {
                 })?)
             }
             Phase::Events => {
-                let Some(before) = horizon(self.settings.events) else {
+                let Some(before) = horizons.events_ms else {
                     return Ok(None);
                 };
                 let after = after as u64;
@@ -168,7 +209,7 @@ impl Retention {
                 )
             }
             Phase::Feedback => {
-                let Some(before) = horizon(self.settings.feedback) else {
+                let Some(before) = horizons.feedback_ms else {
                     return Ok(None);
                 };
                 let after = after as u64;
@@ -178,7 +219,7 @@ impl Retention {
                 )
             }
             Phase::MailBodies => {
-                let Some(before) = horizon(self.settings.mail_bodies) else {
+                let Some(before) = horizons.mail_bodies_ms else {
                     return Ok(None);
                 };
                 let after = after as u64;

@@ -17,6 +17,7 @@ pub mod migrate_access;
 pub mod migrate_mail;
 pub mod migrate_tracking;
 pub mod owner_alerts;
+pub mod retention;
 pub mod schema;
 pub mod tracking;
 pub mod webhooks;

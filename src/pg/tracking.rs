@@ -14,10 +14,10 @@
 //! request (each request is a handful of statements however many calls it
 //! carries, so a batch of 2,500 costs about what one call does).
 //!
-//! Tracking retention (`tracking::retention`) does not run here yet: it
-//! would delete old `herald_tracked` rows with their events and expire
-//! `herald_track_keys` past the dedup window, in transactions that take
-//! the head lock like this one.
+//! Tracking's upkeep runs in `pg::retention` without the head lock: it
+//! deletes only keys older than the dedup window, which the lookup here
+//! ignores anyway (the primary key arbitrates a takeover), and old calls,
+//! whose positions stay handed out (the head row keeps the next one).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -491,8 +491,9 @@ impl PgHooks {
         Ok(Some(count))
     }
 
-    /// A new delivery of each (seq, event id, type) to the endpoint, due
-    /// now; `None` when the endpoint is gone or `visible` refuses it now.
+    /// A new delivery of each (seq, event id, type) still in the log to the
+    /// endpoint, due now; answers how many. `None` when the endpoint is
+    /// gone or `visible` refuses it now.
     pub async fn replay(
         &self,
         endpoint_id: u128,
@@ -514,10 +515,27 @@ impl PgHooks {
         if !visible(&codec::decode(row.get::<_, &[u8]>(0))?) {
             return Ok(None);
         }
-        let count = events.len();
+        // Each event is held until the commit (`FOR KEY SHARE`): the
+        // retention pass deletes only events it holds and no pending
+        // delivery names, so a new delivery never names an event it has
+        // just deleted. One it deleted before is not delivered again.
+        let seqs: Vec<i64> = events.iter().map(|(seq, _, _)| *seq as i64).collect();
+        let present: std::collections::HashSet<i64> = txn
+            .query(
+                "SELECT seq FROM herald_events WHERE seq = ANY($1) ORDER BY seq FOR KEY SHARE",
+                &[&seqs],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
         let mut rows = NewDeliveries::default();
+        let mut count = 0;
         for (seq, event_id, event_type) in events {
-            rows.push(endpoint_id, seq, event_id, event_type, now_ms);
+            if present.contains(&(seq as i64)) {
+                rows.push(endpoint_id, seq, event_id, event_type, now_ms);
+                count += 1;
+            }
         }
         rows.insert(&txn).await?;
         txn.commit().await?;

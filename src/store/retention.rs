@@ -23,15 +23,96 @@ pub struct Sweep {
 
 /// `meta` key: every message up to this id is settled and has no body
 /// older than the horizon left, so sweeps start after it.
-const BODIES_PURGED_TO: &str = "mail_bodies_purged_to";
+pub(crate) const BODIES_PURGED_TO: &str = "mail_bodies_purged_to";
 
 /// When a settled delivery settled: its last attempt, or its creation when
 /// it was never attempted (its endpoint was deleted first).
-fn settled_at(record: &DeliveryRecord) -> i64 {
+pub(crate) fn settled_at(record: &DeliveryRecord) -> i64 {
     record
         .attempts
         .last()
         .map_or(record.created_at_ms, |a| a.at_ms)
+}
+
+/// What a sweep of settled deliveries, reading them in id order, does
+/// with one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    Delete,
+    Keep,
+    /// Ids follow creation: from this one on nothing settled early enough.
+    Stop,
+}
+
+/// A delivery goes once it is settled (nothing scheduled) and settled
+/// before `before_ms`.
+pub(crate) fn settled_delivery_fate(record: &DeliveryRecord, before_ms: i64) -> Fate {
+    if record.created_at_ms >= before_ms {
+        Fate::Stop
+    } else if record.status != DeliveryStatus::Pending
+        && record.next_attempt_ms.is_none()
+        && settled_at(record) < before_ms
+    {
+        Fate::Delete
+    } else {
+        Fate::Keep
+    }
+}
+
+/// What one slice of the mail-body sweep decides about the messages it
+/// read.
+#[derive(Debug, Default)]
+pub(crate) struct BodySlice {
+    /// Messages whose text and HTML go, as they are to be written.
+    pub emptied: Vec<(u64, EmailRecord)>,
+    /// Every message up to this id is settled and has no body left once
+    /// `emptied` is written: later sweeps start after it.
+    pub purged_to: u64,
+    /// Where the next slice continues, if the sweep has more.
+    pub next_after: Option<u64>,
+}
+
+/// Decides a slice of the mail-body sweep over `rows`: the messages after
+/// `after.max(purged_to)` in id order, at most `budget`. A message queued
+/// before `before_ms` loses its body once settled (nothing scheduled); one
+/// still to be attempted keeps it, and the mark stops below it.
+pub(crate) fn plan_body_slice(
+    rows: Vec<(u64, EmailRecord)>,
+    purged_to: u64,
+    after: u64,
+    before_ms: i64,
+    budget: usize,
+) -> BodySlice {
+    let examined = rows.len();
+    let last = rows.last().map(|(id, _)| *id);
+    let mut slice = BodySlice {
+        purged_to,
+        ..BodySlice::default()
+    };
+    let mut settled_so_far = after <= purged_to;
+    let mut reached_young = false;
+    for (id, mut record) in rows {
+        if record.created_at_ms >= before_ms {
+            reached_young = true;
+            break;
+        }
+        if record.next_attempt_ms.is_some() {
+            settled_so_far = false;
+            continue;
+        }
+        if !record.text.is_empty() || record.html.is_some() {
+            record.text = String::new();
+            record.html = None;
+            slice.emptied.push((id, record));
+        }
+        if settled_so_far {
+            slice.purged_to = id;
+        }
+    }
+    if !reached_young && examined == budget {
+        slice.next_after = last;
+    }
+    slice
 }
 
 impl WriteTxn<'_> {
@@ -64,15 +145,14 @@ impl WriteTxn<'_> {
             else {
                 continue;
             };
-            // Ids follow creation: from here on nothing settled early enough.
-            if record.created_at_ms >= before_ms {
-                return Ok(sweep);
-            }
-            if id != last_id
-                && settled_at(&record) < before_ms
-                && self.remove_settled_delivery(id)?.is_some()
-            {
-                sweep.removed += 1;
+            match settled_delivery_fate(&record, before_ms) {
+                Fate::Stop => return Ok(sweep),
+                Fate::Keep => {}
+                Fate::Delete => {
+                    if id != last_id && self.remove_settled_delivery(id)?.is_some() {
+                        sweep.removed += 1;
+                    }
+                }
             }
         }
         if ids.len() == budget {
@@ -177,36 +257,17 @@ impl WriteTxn<'_> {
             let (id, bytes) = row?;
             rows.push((id.value(), super::codec::decode(bytes.value())?));
         }
-        let mut sweep = Sweep::default();
-        let mut settled_to = purged_to;
-        let mut settled_so_far = after <= purged_to;
-        let mut reached_young = false;
-        for (id, mut record) in rows.iter().cloned() {
-            if record.created_at_ms >= before_ms {
-                reached_young = true;
-                break;
-            }
-            if record.next_attempt_ms.is_some() {
-                settled_so_far = false;
-                continue;
-            }
-            if !record.text.is_empty() || record.html.is_some() {
-                record.text = String::new();
-                record.html = None;
-                emails.insert(id, encode(&record).as_slice())?;
-                sweep.removed += 1;
-            }
-            if settled_so_far {
-                settled_to = id;
-            }
+        let slice = plan_body_slice(rows, purged_to, after, before_ms, budget);
+        for (id, record) in &slice.emptied {
+            emails.insert(*id, encode(record).as_slice())?;
         }
-        if settled_to > purged_to {
-            meta.insert(BODIES_PURGED_TO, settled_to.to_le_bytes().as_slice())?;
+        if slice.purged_to > purged_to {
+            meta.insert(BODIES_PURGED_TO, slice.purged_to.to_le_bytes().as_slice())?;
         }
-        if !reached_young && rows.len() == budget {
-            sweep.next_after = rows.last().map(|(id, _)| *id);
-        }
-        Ok(sweep)
+        Ok(Sweep {
+            removed: slice.emptied.len(),
+            next_after: slice.next_after,
+        })
     }
 
     /// Deletes attempt tallies of minutes before `before_minute`, at most
@@ -249,5 +310,119 @@ impl WriteTxn<'_> {
                 None => return Ok((removed, None)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::{AttemptRecord, EmailStatus};
+
+    fn delivery(status: DeliveryStatus, created: i64, attempts: &[i64]) -> DeliveryRecord {
+        DeliveryRecord {
+            endpoint_id: 1,
+            event_seq: 1,
+            event_id: 1,
+            event_type: "t".into(),
+            status,
+            attempts: attempts
+                .iter()
+                .map(|&at_ms| AttemptRecord {
+                    at_ms,
+                    status_code: 200,
+                    error: None,
+                    failure: None,
+                    latency_ms: 1,
+                    response: String::new(),
+                    manual: false,
+                })
+                .collect(),
+            next_attempt_ms: None,
+            created_at_ms: created,
+            schedule_from: 0,
+        }
+    }
+
+    #[test]
+    fn a_delivery_goes_once_settled_long_enough_ago() {
+        use DeliveryStatus::*;
+        assert_eq!(
+            settled_delivery_fate(&delivery(Succeeded, 10, &[20]), 100),
+            Fate::Delete
+        );
+        // Created early, settled late (a retry, a recover): not yet.
+        assert_eq!(
+            settled_delivery_fate(&delivery(Failed, 10, &[20, 150]), 100),
+            Fate::Keep
+        );
+        // Never attempted: its creation is when it settled.
+        assert_eq!(
+            settled_delivery_fate(&delivery(Failed, 10, &[]), 100),
+            Fate::Delete
+        );
+        let mut scheduled = delivery(Failed, 10, &[20]);
+        scheduled.next_attempt_ms = Some(30);
+        assert_eq!(settled_delivery_fate(&scheduled, 100), Fate::Keep);
+        assert_eq!(
+            settled_delivery_fate(&delivery(Pending, 10, &[]), 100),
+            Fate::Keep
+        );
+        assert_eq!(
+            settled_delivery_fate(&delivery(Succeeded, 100, &[101]), 100),
+            Fate::Stop
+        );
+    }
+
+    fn message(created: i64, next_attempt_ms: Option<i64>) -> EmailRecord {
+        EmailRecord {
+            stream: "s".into(),
+            tenant: None,
+            from: "a@example.com".into(),
+            to: "b@example.net".into(),
+            reply_to: None,
+            subject: "s".into(),
+            text: "body".into(),
+            html: Some("<p>body</p>".into()),
+            headers: Vec::new(),
+            tags: Vec::new(),
+            message_id: "<m@example.com>".into(),
+            created_at_ms: created,
+            status: if next_attempt_ms.is_some() {
+                EmailStatus::Deferred
+            } else {
+                EmailStatus::Sent
+            },
+            attempts: Vec::new(),
+            next_attempt_ms,
+            smtp_response: None,
+            flagged: false,
+        }
+    }
+
+    #[test]
+    fn bodies_go_only_once_settled_and_the_mark_stops_below_an_unsettled_message() {
+        let rows = vec![
+            (1, message(10, None)),
+            (2, message(10, Some(500))),
+            (3, message(10, None)),
+            (4, message(200, None)),
+        ];
+        let slice = plan_body_slice(rows, 0, 0, 100, 1_000);
+        let emptied: Vec<u64> = slice.emptied.iter().map(|(id, _)| *id).collect();
+        assert_eq!(emptied, [1, 3]);
+        assert!(slice
+            .emptied
+            .iter()
+            .all(|(_, r)| r.text.is_empty() && r.html.is_none() && r.subject == "s"));
+        assert_eq!(slice.purged_to, 1, "message 2 is still to be attempted");
+        assert_eq!(slice.next_after, None, "message 4 is too young");
+
+        // A full slice goes on after its last message; past the mark, a
+        // slice that starts after an unsettled message leaves the mark.
+        let rows = vec![(5, message(10, None)), (6, message(10, None))];
+        let slice = plan_body_slice(rows.clone(), 4, 4, 100, 2);
+        assert_eq!((slice.purged_to, slice.next_after), (6, Some(6)));
+        let slice = plan_body_slice(rows, 1, 4, 100, 2);
+        assert_eq!((slice.purged_to, slice.next_after), (1, Some(6)));
     }
 }

@@ -13,10 +13,12 @@ use crate::store::{StoreError, WriteTxn, Writer};
 use crate::worker::{Step, Worker};
 
 /// Calls handled per writer operation: a few milliseconds of work.
-const BATCH: usize = 500;
+pub(crate) const BATCH: usize = 500;
 /// Pause between batches, so a large backlog shares the writer.
-const BREATHER: Duration = Duration::from_millis(20);
-const DEDUP_CURSOR: &str = "dedup_expired_to";
+pub(crate) const BREATHER: Duration = Duration::from_millis(20);
+/// Where key expiry got to: the (received ms, seq) of the last call whose
+/// key it expired.
+pub(crate) const DEDUP_CURSOR: &str = "dedup_expired_to";
 
 /// The upkeep of tracked calls, run every `prune_interval` as a worker.
 pub struct Upkeep {

@@ -3,6 +3,7 @@
 //! without it (plain `cargo test`) they skip, except in CI.
 
 mod migrate;
+mod retention;
 mod shared_state;
 mod three_nodes;
 

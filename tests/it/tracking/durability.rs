@@ -185,4 +185,9 @@ fn retention_prunes_old_calls_from_the_log_and_the_user_but_keeps_the_last() {
     assert_eq!(stats["total"], 0, "{stats}");
     let exported: Vec<String> = export(addr, "").iter().map(message_id).collect();
     assert_eq!(exported, ["recent-1"]);
+    assert!(
+        !d.has_logged("tracking upkeep failed; retrying at the next interval"),
+        "{}",
+        d.logs().join("\n")
+    );
 }
