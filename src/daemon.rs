@@ -13,6 +13,7 @@ use crate::api::catalog::{CatalogApi, CatalogStore};
 use crate::api::events::{EventApi, EventLog};
 use crate::api::keys::{KeyStore, KeysApi};
 use crate::api::mail::{MailApi, MailStore};
+use crate::api::overview::History;
 use crate::api::postgres::PostgresApp;
 use crate::api::tracking::{TrackingApi, TrackingStore};
 use crate::api::{self, AppState, Surface};
@@ -409,6 +410,7 @@ fn run_on_postgres(
                 settings: tracking,
                 body_timeout: config.body_timeout,
             },
+            history: History::default(),
             hooks: PgHooks::new(pool),
             keys: keys.clone(),
             catalog_api: CatalogApi {

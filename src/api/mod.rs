@@ -15,7 +15,7 @@ pub(crate) mod listener;
 pub mod mail;
 mod metrics;
 mod openapi;
-mod overview;
+pub mod overview;
 mod portal;
 pub mod postgres;
 mod postgres_hooks;

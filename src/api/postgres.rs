@@ -20,7 +20,7 @@ use super::postgres_hooks as hooks;
 pub use super::postgres_state::PostgresApp;
 use super::routes::{self, RouteId};
 use super::tracking;
-use super::{grant_for, keyed, listener, not_found, respond, Surface};
+use super::{grant_for, keyed, listener, not_found, overview, respond, Surface};
 use crate::tracking::segment::Call;
 
 /// Serves the private API on `listener` until `shutdown` resolves.
@@ -115,6 +115,9 @@ async fn route(
         RouteId::Metrics => super::metrics::scrape_postgres(app, req).await,
         RouteId::OpenApi => super::openapi::serve(req),
         RouteId::AdminStorage => super::admin::storage_postgres(app, req).await,
+        RouteId::AdminOverview => {
+            overview::overview_postgres(&app.pool, &app.config, &app.history, req).await
+        }
         RouteId::EventTypesList => super::catalog::list(&app.catalog_api, req).await,
         RouteId::EventTypeGet => super::catalog::get(&app.catalog_api, param).await,
         RouteId::EventTypePut => super::catalog::put(&app.catalog_api, param, req).await,

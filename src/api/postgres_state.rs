@@ -7,6 +7,7 @@ use super::catalog::CatalogApi;
 use super::events::EventApi;
 use super::keys::KeysApi;
 use super::mail::MailApi;
+use super::overview::History;
 use super::tracking::TrackingApi;
 use crate::config::Config;
 use crate::pg::dispatch::PgDispatcher;
@@ -19,6 +20,10 @@ pub struct PostgresApp {
     pub config: Arc<Config>,
     pub keys: Arc<ApiKeys>,
     pub keys_api: KeysApi,
+    /// The database's size and the queues' depth as the dashboard saw
+    /// them from this node: a node records what it was asked, as the
+    /// database keeps no history of its size either.
+    pub history: History,
     pub catalog_api: CatalogApi,
     pub events: EventApi,
     pub mail: MailApi,

@@ -13,6 +13,7 @@ pub mod mail_dispatch;
 pub mod mail_txn;
 pub mod migrate;
 pub mod migrate_mail;
+pub mod overview;
 pub mod schema;
 pub mod tracking;
 pub mod webhooks;
