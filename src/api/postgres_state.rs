@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::auth::ApiKeys;
 use super::catalog::CatalogApi;
+use super::dashboard::DashboardApi;
 use super::events::EventApi;
 use super::keys::KeysApi;
 use super::mail::MailApi;
@@ -20,6 +21,8 @@ pub struct PostgresApp {
     pub config: Arc<Config>,
     pub keys: Arc<ApiKeys>,
     pub keys_api: KeysApi,
+    /// The dashboard's routes, with sessions in the shared database.
+    pub dashboard: DashboardApi,
     /// The database's size and the queues' depth as the dashboard saw
     /// them from this node: a node records what it was asked, as the
     /// database keeps no history of its size either.

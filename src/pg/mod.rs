@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod migrate_mail;
 pub mod overview;
 pub mod schema;
+pub mod sessions;
 pub mod tracking;
 pub mod webhooks;
 

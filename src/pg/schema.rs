@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("migrations/0006_tracking.sql")),
     (7, include_str!("migrations/0007_keys_and_catalog.sql")),
     (8, include_str!("migrations/0008_webhook_history.sql")),
+    (9, include_str!("migrations/0009_sessions.sql")),
 ];
 
 /// The newest schema this binary understands.
