@@ -10,10 +10,13 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::ApiKeys;
 use crate::api::catalog::{CatalogApi, CatalogStore};
+use crate::api::dashboard::DashboardApi;
 use crate::api::events::{EventApi, EventLog};
 use crate::api::keys::{KeyStore, KeysApi};
 use crate::api::mail::{MailApi, MailStore};
+use crate::api::overview::History;
 use crate::api::postgres::PostgresApp;
+use crate::api::sessions::Sessions;
 use crate::api::tracking::{TrackingApi, TrackingStore};
 use crate::api::{self, AppState, Surface};
 use crate::catalog::Catalog;
@@ -27,6 +30,7 @@ use crate::pg::dispatch::PgDispatcher;
 use crate::pg::keys::PgKeys;
 use crate::pg::log::PgLog;
 use crate::pg::mail::PgMail;
+use crate::pg::sessions::PgSessions;
 use crate::pg::tracking::PgTracking;
 use crate::pg::webhooks::PgHooks;
 use crate::pg::PgError;
@@ -419,6 +423,12 @@ fn run_on_postgres(
                 settings: tracking,
                 body_timeout: config.body_timeout,
             },
+            dashboard: DashboardApi {
+                keys: keys.clone(),
+                sessions: Sessions::shared(PgSessions::new(pool.clone()), config.admin_session_ttl),
+                body_timeout: config.body_timeout,
+            },
+            history: History::default(),
             hooks: PgHooks::new(pool),
             keys: keys.clone(),
             catalog_api: CatalogApi {

@@ -1,9 +1,9 @@
 //! The dashboard at `/admin`: its page and assets, compiled into the
 //! binary so it works offline with nothing to build, and signing in and
-//! out with an admin API key.
+//! out with an admin API key. The same handlers serve both backends.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -15,12 +15,21 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::auth::key_hash;
+use super::auth::{key_hash, ApiKeys};
 use super::error::ApiError;
 use super::http::{escape_html, guard_page, json, read_body, require_json, typed, Resp};
-use super::sessions::{self, COOKIE_NAME};
-use super::AppState;
+use super::sessions::{self, Sessions, COOKIE_NAME};
 use crate::clock;
+
+/// What the dashboard's routes, and every route's check of a session
+/// cookie, need on either backend.
+pub struct DashboardApi {
+    /// The keys a sign-in is checked against, and that a session's key
+    /// must still be among.
+    pub keys: Arc<ApiKeys>,
+    pub sessions: Sessions,
+    pub body_timeout: Duration,
+}
 
 /// Scripts only from this origin and never inline, so a value that slipped
 /// into the markup still could not run; no frames, no outside fetches.
@@ -101,20 +110,20 @@ fn sign_in_page(status: StatusCode, error: &str) -> Resp {
 
 /// `GET /admin`: the app for a signed-in admin (or anyone while no key
 /// exists), the sign-in page otherwise.
-pub async fn page(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    if state.keys.is_open() {
+pub async fn page(dashboard: &DashboardApi, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    if dashboard.keys.is_open() {
         return Ok(app_page("open", ""));
     }
     if let Some(token) = sessions::cookie(req.headers()) {
-        if let Some((key, csrf)) = state.sessions.find(token, Instant::now()) {
-            let still_admin = state
+        if let Some((key, csrf)) = dashboard.sessions.find(token).await? {
+            let still_admin = dashboard
                 .keys
                 .grant_of_hash(&key)
                 .is_some_and(|access| access.require_unscoped_admin().is_ok());
             if still_admin {
                 return Ok(app_page("session", &csrf));
             }
-            state.sessions.end(token);
+            dashboard.sessions.end(token).await?;
         }
     }
     Ok(sign_in_page(StatusCode::OK, ""))
@@ -196,7 +205,7 @@ fn session_cookie(headers: &HeaderMap, value: &str, max_age_secs: u64) -> Header
 /// script) or `key=…` (a form, without script): an admin key for every
 /// tenant starts a session. JSON callers get the CSRF token in the answer,
 /// form callers are sent to `/admin`, whose page carries it.
-pub async fn sign_in(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn sign_in(dashboard: &DashboardApi, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     let form = is_form(&parts.headers);
     if !form {
@@ -206,7 +215,7 @@ pub async fn sign_in(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
         body,
         &parts.headers,
         MAX_SIGN_IN_BODY,
-        state.config.body_timeout,
+        dashboard.body_timeout,
     )
     .await?;
     let key = if form {
@@ -231,7 +240,7 @@ pub async fn sign_in(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
             Err(e)
         }
     };
-    if state.keys.is_open() {
+    if dashboard.keys.is_open() {
         return refuse(ApiError::new(
             StatusCode::CONFLICT,
             "sign_in_not_needed",
@@ -244,7 +253,7 @@ pub async fn sign_in(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
         );
     };
     let hash = key_hash(&key);
-    let access = match state.keys.grant_of_hash(&hash) {
+    let access = match dashboard.keys.grant_of_hash(&hash) {
         Some(access) => access,
         None => {
             let mut e = ApiError::unauthorized();
@@ -257,8 +266,8 @@ pub async fn sign_in(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
             "the dashboard needs an admin key that is not confined to a tenant",
         ));
     }
-    let started = state.sessions.start(hash, Instant::now())?;
-    let ttl = state.sessions.ttl();
+    let started = dashboard.sessions.start(hash).await?;
+    let ttl = dashboard.sessions.ttl();
     let cookie = session_cookie(&parts.headers, &started.token, ttl.as_secs());
     let mut resp = if form {
         let mut resp = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
@@ -286,23 +295,25 @@ pub async fn sign_in(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
 
 /// `POST /admin/logout`: ends the session (which needs its CSRF token, so
 /// no other site can sign an admin out) and clears the cookie.
-pub async fn sign_out(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn sign_out(dashboard: &DashboardApi, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     read_body(
         body,
         &parts.headers,
         MAX_SIGN_IN_BODY,
-        state.config.body_timeout,
+        dashboard.body_timeout,
     )
     .await?;
     if let Some(token) = sessions::cookie(&parts.headers) {
-        match state.sessions.verify(token, &parts.headers, Instant::now()) {
+        match dashboard.sessions.verify(token, &parts.headers).await {
             Ok(_) => {
-                state.sessions.end(token);
+                dashboard.sessions.end(token).await?;
             }
-            Err(e) if e.status == StatusCode::FORBIDDEN => return Err(e),
             // Already over: there is nothing to end but the cookie.
-            Err(_) => {}
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {}
+            // A missing CSRF header, or a store that did not answer: the
+            // session may still be live, so the cookie stays too.
+            Err(e) => return Err(e),
         }
     }
     let mut resp = respond(StatusCode::NO_CONTENT, "text/plain; charset=utf-8", "");

@@ -5,7 +5,7 @@ pub mod access;
 mod admin;
 pub mod auth;
 pub mod catalog;
-mod dashboard;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 mod feedback;
@@ -15,7 +15,7 @@ pub(crate) mod listener;
 pub mod mail;
 mod metrics;
 mod openapi;
-mod overview;
+pub mod overview;
 mod portal;
 pub mod postgres;
 mod postgres_hooks;
@@ -68,8 +68,8 @@ pub struct AppState {
     /// Signs and checks customer portal links; its secret is kept in the
     /// file, so links outlive restarts and restores.
     pub portal_links: PortalKey,
-    /// Dashboard sign-ins.
-    pub sessions: sessions::Sessions,
+    /// The dashboard's routes and its sessions (in memory).
+    pub dashboard: dashboard::DashboardApi,
     /// The file's size and the queues' depth as the dashboard saw them.
     pub history: overview::History,
     /// What the event routes append to and read from.
@@ -148,6 +148,11 @@ impl AppState {
             settings: config.tracking.clone(),
             body_timeout: config.body_timeout,
         };
+        let dashboard = dashboard::DashboardApi {
+            keys: keys.clone(),
+            sessions: sessions::Sessions::in_memory(config.admin_session_ttl),
+            body_timeout: config.body_timeout,
+        };
         Ok(AppState {
             catalog_api,
             events,
@@ -162,7 +167,7 @@ impl AppState {
             store,
             writer,
             backup_slot: Arc::new(Semaphore::new(1)),
-            sessions: sessions::Sessions::new(config.admin_session_ttl),
+            dashboard,
             history: overview::History::default(),
             config,
         })
@@ -238,48 +243,40 @@ pub(crate) fn respond(outcome: Result<Resp, ApiError>) -> Resp {
 
 /// Whom a request speaks for: its bearer key, or else its dashboard
 /// session cookie, which counts only with the session's CSRF header.
-fn caller(state: &AppState, headers: &hyper::HeaderMap) -> Result<access::Access, ApiError> {
-    if !state.keys.is_open() && http::bearer(headers).is_none() {
+/// Both backends' routers check keys through this.
+pub(crate) async fn caller(
+    dashboard: &dashboard::DashboardApi,
+    headers: &hyper::HeaderMap,
+) -> Result<access::Access, ApiError> {
+    let keys = &dashboard.keys;
+    if !keys.is_open() && http::bearer(headers).is_none() {
         if let Some(token) = sessions::cookie(headers) {
-            let key = state
-                .sessions
-                .verify(token, headers, std::time::Instant::now())?;
+            let key = dashboard.sessions.verify(token, headers).await?;
             // A revoked key ends its sessions with it.
-            return state
-                .keys
-                .grant_of_hash(&key)
-                .ok_or_else(ApiError::unauthorized);
+            return keys.grant_of_hash(&key).ok_or_else(ApiError::unauthorized);
         }
     }
-    state.keys.check(headers)
+    keys.check(headers)
 }
 
-/// Checks the key a route needs; `None` for routes with their own scheme.
-fn authorize(
-    state: &AppState,
-    req: &Request<Incoming>,
+/// What `auth` lets the caller do (see `caller`); `None` for routes with
+/// their own scheme, which are not asked for a key at all.
+pub(crate) async fn authorize(
+    dashboard: &dashboard::DashboardApi,
+    method: &hyper::Method,
+    headers: &hyper::HeaderMap,
     auth: Auth,
-) -> Result<Option<access::Access>, ApiError> {
-    grant_for(req, auth, |headers| caller(state, headers))
-}
-
-/// What `auth` lets the caller do, `caller` naming whom the request speaks
-/// for; `None` for routes with their own scheme.
-pub(crate) fn grant_for(
-    req: &Request<Incoming>,
-    auth: Auth,
-    caller: impl FnOnce(&hyper::HeaderMap) -> Result<access::Access, ApiError>,
 ) -> Result<Option<access::Access>, ApiError> {
     if auth == Auth::Own {
         return Ok(None);
     }
-    let access = caller(req.headers())?;
+    let access = caller(dashboard, headers).await?;
     match auth {
         Auth::Own => {}
-        Auth::ByMethod => access.require(access::role_for_method(req.method()))?,
+        Auth::ByMethod => access.require(access::role_for_method(method))?,
         Auth::Write => access.require(access::Role::Write)?,
         Auth::Untenanted => {
-            access.require(access::role_for_method(req.method()))?;
+            access.require(access::role_for_method(method))?;
             if let Some(own) = access.tenant() {
                 return Err(ApiError::forbidden(format!(
                     "this key is confined to tenant `{own}`; streams are shared by every tenant"
@@ -288,7 +285,7 @@ pub(crate) fn grant_for(
         }
         Auth::UnscopedAdmin => access.require_unscoped_admin()?,
         Auth::SharedByTenants => {
-            let role = access::role_for_method(req.method());
+            let role = access::role_for_method(method);
             access.require(role)?;
             if let Some(own) = access.tenant().filter(|_| role != access::Role::Read) {
                 return Err(ApiError::forbidden(format!(
@@ -321,16 +318,16 @@ async fn route(
         // Whoever may not use a route does not learn which methods it has,
         // and a keyless caller learns nothing of the API's paths.
         routes::Resolved::MethodNotAllowed { allow, auth } => {
-            authorize(&state, &req, auth)?;
+            authorize(&state.dashboard, req.method(), req.headers(), auth).await?;
             return Err(ApiError::method_not_allowed_list(allow));
         }
         routes::Resolved::NotFound if path.starts_with("/v1/") && surface == Surface::Private => {
-            caller(&state, req.headers())?;
+            caller(&state.dashboard, req.headers()).await?;
             return Err(not_found(&path));
         }
         routes::Resolved::NotFound => return Err(not_found(&path)),
     };
-    let access = authorize(&state, &req, route.auth)?;
+    let access = authorize(&state.dashboard, req.method(), req.headers(), route.auth).await?;
     dispatch(state, access, route.id, &params, req).await
 }
 
@@ -419,10 +416,10 @@ async fn dispatch(
             public::unsubscribe(&state.mail_api, param, req).await
         }
         FeedbackReceive => feedback::receive(&state.mail_api, param, req).await,
-        DashboardPage => dashboard::page(state, req).await,
+        DashboardPage => dashboard::page(&state.dashboard, req).await,
         DashboardAsset => dashboard::asset(param, &req),
-        DashboardSignIn => dashboard::sign_in(state, req).await,
-        DashboardSignOut => dashboard::sign_out(state, req).await,
+        DashboardSignIn => dashboard::sign_in(&state.dashboard, req).await,
+        DashboardSignOut => dashboard::sign_out(&state.dashboard, req).await,
         SegmentBatch => tracking::ingest(&state.tracking, None, req).await,
         SegmentCall => {
             let name = req.uri().path().trim_start_matches("/v1/").to_owned();

@@ -1,10 +1,11 @@
 //! `GET /v1/admin/overview`: the series the dashboard's overview draws,
-//! computed from one read snapshot with bounded reads (binary searches of
-//! the log, per-minute attempt tallies, the schedule counted up to a cap),
-//! plus a short history of the file's size and the queues' depth sampled
-//! while someone looks.
+//! computed from one read snapshot with bounded reads (searches of the log
+//! by time, per-minute attempt tallies, the queues counted up to a cap),
+//! plus a short history of the file's (or database's) size and the queues'
+//! depth sampled while someone looks. Each backend reads the same figures
+//! (`store::overview`, `pg::overview`); one function answers them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use hyper::body::Incoming;
@@ -15,11 +16,11 @@ use super::error::ApiError;
 use super::http::{json, query_params, Resp};
 use super::{read, AppState};
 use crate::clock;
+use crate::config::Config;
 use crate::mail::guard::window_json;
 use crate::store::attempt_tally::AttemptTally;
-use crate::store::due::Bounded;
-use crate::store::due::Queue;
-use crate::store::records::EmailStatus;
+use crate::store::due::{Bounded, DueSummary};
+use crate::store::overview::{OverviewReading, OverviewRequest, StreamNow};
 
 const MINUTE_MS: i64 = 60_000;
 /// The charts cover the last hour, a point a minute.
@@ -68,20 +69,13 @@ fn bounded_json(b: Bounded) -> Value {
     json!({ "count": b.count, "capped": b.capped })
 }
 
-/// What one queue of the schedule holds.
-struct QueueSummary {
-    depth: Bounded,
-    /// The earliest due time of any job (Unix ms); `None` when empty.
-    oldest_due_ms: Option<i64>,
-}
-
-fn queue_json(q: &QueueSummary, now_ms: i64) -> Value {
+fn queue_json(q: &DueSummary, now_ms: i64) -> Value {
     json!({
-        "depth": q.depth.count,
-        "depth_capped": q.depth.capped,
-        "oldest_due_at": q.oldest_due_ms.map(clock::format_rfc3339),
+        "depth": q.jobs.count,
+        "depth_capped": q.jobs.capped,
+        "oldest_due_at": q.earliest_due_ms.map(clock::format_rfc3339),
         // How late the most overdue job is; 0 when none is overdue.
-        "oldest_due_lag_ms": q.oldest_due_ms.map(|due| (now_ms - due).max(0)),
+        "oldest_due_lag_ms": q.earliest_due_ms.map(|due| (now_ms - due).max(0)),
     })
 }
 
@@ -101,79 +95,81 @@ fn tally_json(at_ms: i64, t: &AttemptTally) -> Value {
     })
 }
 
-struct Snapshot {
-    log_positions: Vec<u64>,
-    per_minute: BTreeMap<i64, AttemptTally>,
-    webhooks: QueueSummary,
-    mail: QueueSummary,
-    streams: Vec<Value>,
-    file_bytes: u64,
+fn stream_json(stream: &StreamNow) -> Value {
+    json!({
+        "stream": stream.name,
+        "paused": stream.state.paused,
+        "warning": stream.state.warning,
+        "window_24h": window_json(&stream.windows.last_24h),
+        "window_last_1000": window_json(&stream.windows.last_1000),
+        "queued": bounded_json(stream.queued),
+        "deferred": bounded_json(stream.deferred),
+    })
 }
 
+/// The hour the overview covers, in whole minutes, the current one last
+/// (partly elapsed).
+fn asked(config: &Config, now_ms: i64) -> OverviewRequest {
+    OverviewRequest {
+        first_minute: now_ms.div_euclid(MINUTE_MS) - (MINUTES - 1),
+        minutes: MINUTES,
+        streams: config.mail.streams.keys().cloned().collect(),
+        now_ms,
+        count_cap: COUNT_CAP,
+    }
+}
+
+/// `GET /v1/admin/overview` on redb: one read snapshot of the file.
 pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     query_params(req.uri().query(), &[])?;
-    let now_ms = clock::now_ms();
-    // Whole minutes, the current one last (partly elapsed).
-    let first_minute = now_ms.div_euclid(MINUTE_MS) - (MINUTES - 1);
-    let boundaries: Vec<i64> = (0..=MINUTES)
-        .map(|i| (first_minute + i) * MINUTE_MS)
-        .collect();
-    let streams: Vec<String> = state.config.mail.streams.keys().cloned().collect();
+    let asked = asked(&state.config, clock::now_ms());
     let path = state.config.database_path();
-    let snapshot = read(&state, move |txn| {
-        let log_positions = txn.log_positions_at(&boundaries)?;
-        let mut per_minute: BTreeMap<i64, AttemptTally> = BTreeMap::new();
-        // The exact counts every status change keeps, so a backlog of
-        // millions costs one row per endpoint.
-        let mut pending = 0;
-        for endpoint in txn.endpoints()? {
-            for (minute, tally) in txn.endpoint_attempt_tallies(endpoint.id, first_minute)? {
-                per_minute.entry(minute).or_default().merge(&tally);
-            }
-            pending += txn.endpoint_delivery_counts(endpoint.id)?.pending;
-        }
-        let mut stream_rows = Vec::with_capacity(streams.len());
-        for name in streams {
-            let state = txn.stream_state(&name)?;
-            let windows = txn.stream_windows(&name, now_ms)?;
-            let deferred = txn.stream_status_count(&name, EmailStatus::Deferred, COUNT_CAP)?;
-            let queued = txn.stream_status_count(&name, EmailStatus::Queued, COUNT_CAP)?;
-            stream_rows.push(json!({
-                    "stream": name,
-                    "paused": state.paused,
-                    "warning": state.warning,
-                    "window_24h": window_json(&windows.last_24h),
-                    "window_last_1000": window_json(&windows.last_1000),
-                    "queued": bounded_json(queued),
-                    "deferred": bounded_json(deferred),
-            }));
-        }
-        Ok(Snapshot {
-            log_positions,
-            per_minute,
-            webhooks: QueueSummary {
-                depth: Bounded {
-                    count: pending,
-                    capped: false,
-                },
-                // The count is exact from the per-endpoint counts: no need
-                // to count the schedule's rows.
-                oldest_due_ms: txn.due_summary(Queue::Webhooks, 0)?.earliest_due_ms,
-            },
-            mail: {
-                let due = txn.due_summary(Queue::Mail, COUNT_CAP)?;
-                QueueSummary {
-                    depth: due.jobs,
-                    oldest_due_ms: due.earliest_due_ms,
-                }
-            },
-            streams: stream_rows,
-            file_bytes: std::fs::metadata(&path)?.len(),
-        })
+    let reading_asked = asked.clone();
+    let (reading, file_bytes) = read(&state, move |txn| {
+        let reading = txn.overview(&reading_asked)?;
+        // Read after the tables, so the size covers at least what they hold.
+        Ok((reading, std::fs::metadata(&path)?.len()))
     })
     .await?;
+    Ok(answer(
+        &state.config,
+        &state.history,
+        &asked,
+        &reading,
+        file_bytes,
+    ))
+}
 
-    let events_per_minute: Vec<Value> = snapshot
+/// `GET /v1/admin/overview` on PostgreSQL: one read-only snapshot of the
+/// shared database; `file_bytes` is the database's size, as
+/// `/v1/admin/storage` reports it there.
+pub async fn overview_postgres(
+    pool: &deadpool_postgres::Pool,
+    config: &Config,
+    history: &History,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    query_params(req.uri().query(), &[])?;
+    let asked = asked(config, clock::now_ms());
+    let (reading, database_bytes) = crate::pg::overview::read(pool, &asked).await.map_err(|e| {
+        tracing::error!(error = %e, "query failed");
+        ApiError::unavailable("the query failed; see the server log")
+    })?;
+    Ok(answer(config, history, &asked, &reading, database_bytes))
+}
+
+/// The answer to what either backend read, with the sample it makes added
+/// to this node's `history`.
+fn answer(
+    config: &Config,
+    history: &History,
+    asked: &OverviewRequest,
+    reading: &OverviewReading,
+    file_bytes: u64,
+) -> Resp {
+    let now_ms = asked.now_ms;
+    let first_minute = asked.first_minute;
+    let events_per_minute: Vec<Value> = reading
         .log_positions
         .windows(2)
         .zip(0..)
@@ -185,18 +181,14 @@ pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
         })
         .collect();
     let mut hour = AttemptTally::default();
-    let deliveries_per_minute: Vec<Value> = (first_minute..first_minute + MINUTES)
+    let deliveries_per_minute: Vec<Value> = (first_minute..first_minute + asked.minutes)
         .map(|minute| {
-            let tally = snapshot
-                .per_minute
-                .get(&minute)
-                .cloned()
-                .unwrap_or_default();
+            let tally = reading.per_minute.get(&minute).cloned().unwrap_or_default();
             hour.merge(&tally);
             tally_json(minute * MINUTE_MS, &tally)
         })
         .collect();
-    let guard = state.config.mail.guard;
+    let guard = config.mail.guard;
     let thresholds = json!({
         "bounce_warn_rate": guard.bounce_warn_rate,
         "bounce_pause_rate": guard.bounce_pause_rate,
@@ -204,11 +196,11 @@ pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
         "complaint_pause_rate": guard.complaint_pause_rate,
         "min_sends": guard.min_sends,
     });
-    let history = state.history.record(Sample {
+    let history = history.record(Sample {
         at_ms: now_ms,
-        file_bytes: snapshot.file_bytes,
-        webhooks_depth: snapshot.webhooks.depth.count,
-        mail_depth: snapshot.mail.depth.count,
+        file_bytes,
+        webhooks_depth: reading.webhooks.jobs.count,
+        mail_depth: reading.mail.jobs.count,
     });
     let history: Vec<Value> = history
         .iter()
@@ -221,7 +213,8 @@ pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
             })
         })
         .collect();
-    Ok(json(
+    let streams: Vec<Value> = reading.streams.iter().map(stream_json).collect();
+    json(
         StatusCode::OK,
         json!({
             "now": clock::format_rfc3339(now_ms),
@@ -231,14 +224,14 @@ pub async fn overview(state: Arc<AppState>, req: Request<Incoming>) -> Result<Re
                 "last_hour": tally_json(first_minute * MINUTE_MS, &hour),
             },
             "queues": {
-                "webhooks": queue_json(&snapshot.webhooks, now_ms),
-                "mail": queue_json(&snapshot.mail, now_ms),
+                "webhooks": queue_json(&reading.webhooks, now_ms),
+                "mail": queue_json(&reading.mail, now_ms),
             },
-            "streams": snapshot.streams,
+            "streams": streams,
             "stream_thresholds": thresholds,
-            "file_bytes": snapshot.file_bytes,
+            "file_bytes": file_bytes,
             "history": history,
         })
         .to_string(),
-    ))
+    )
 }

@@ -1,7 +1,9 @@
 //! The API of a node on PostgreSQL: the event log's routes, webhook
-//! endpoints and deliveries, mail and suppressions, tracking, and the health probes, with the same keys, answers and errors as on redb. Routes whose
-//! state has not moved to PostgreSQL yet answer 501, after the same key
-//! check as everywhere, so a keyless caller still learns nothing.
+//! endpoints and deliveries, mail and suppressions, tracking, the
+//! dashboard and the health probes, with the same keys, sessions, answers
+//! and errors as on redb. Routes whose state has not moved to PostgreSQL
+//! yet answer 501, after the same key check as everywhere, so a keyless
+//! caller still learns nothing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use super::postgres_hooks as hooks;
 pub use super::postgres_state::PostgresApp;
 use super::routes::{self, RouteId};
 use super::tracking;
-use super::{grant_for, keyed, listener, not_found, respond, Surface};
+use super::{authorize, caller, dashboard, keyed, listener, not_found, overview, respond, Surface};
 use crate::tracking::segment::Call;
 
 /// Serves the private API on `listener` until `shutdown` resolves.
@@ -100,16 +102,16 @@ async fn route(
             (route, params)
         }
         routes::Resolved::MethodNotAllowed { allow, auth } => {
-            grant_for(&req, auth, |h| app.keys.check(h))?;
+            authorize(&app.dashboard, req.method(), req.headers(), auth).await?;
             return Err(ApiError::method_not_allowed_list(allow));
         }
         routes::Resolved::NotFound if path.starts_with("/v1/") && surface == Surface::Private => {
-            app.keys.check(req.headers())?;
+            caller(&app.dashboard, req.headers()).await?;
             return Err(not_found(&path));
         }
         routes::Resolved::NotFound => return Err(not_found(&path)),
     };
-    let access = grant_for(&req, route.auth, |h| app.keys.check(h))?;
+    let access = authorize(&app.dashboard, req.method(), req.headers(), route.auth).await?;
     let param = params.first().copied().unwrap_or_default();
     match route.id {
         RouteId::EventsCreate => events::create(&app.events, keyed(&access)?, req).await,
@@ -148,6 +150,13 @@ async fn route(
         RouteId::Metrics => super::metrics::scrape_postgres(app, req).await,
         RouteId::OpenApi => super::openapi::serve(req),
         RouteId::AdminStorage => super::admin::storage_postgres(app, req).await,
+        RouteId::AdminOverview => {
+            overview::overview_postgres(&app.pool, &app.config, &app.history, req).await
+        }
+        RouteId::DashboardPage => dashboard::page(&app.dashboard, req).await,
+        RouteId::DashboardAsset => dashboard::asset(param, &req),
+        RouteId::DashboardSignIn => dashboard::sign_in(&app.dashboard, req).await,
+        RouteId::DashboardSignOut => dashboard::sign_out(&app.dashboard, req).await,
         RouteId::EventTypesList => super::catalog::list(&app.catalog_api, req).await,
         RouteId::EventTypeGet => super::catalog::get(&app.catalog_api, param).await,
         RouteId::EventTypePut => super::catalog::put(&app.catalog_api, param, req).await,
@@ -222,8 +231,8 @@ async fn route(
             format!(
                 "{} {} is not served with store.backend = \"postgres\" in this release: \
                  the event log, the catalog, tracking, webhooks, mail, suppressions, ESP \
-                 feedback, streams, API keys, the customer portal, metrics, storage and the health \
-                 probes are; the dashboard and file backups need store.backend = \"redb\"",
+                 feedback, streams, API keys, the customer portal, the dashboard, metrics, \
+                 storage and the health probes are; file backups need store.backend = \"redb\"",
                 route.method, route.path
             ),
         )),

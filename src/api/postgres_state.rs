@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use super::auth::ApiKeys;
 use super::catalog::CatalogApi;
+use super::dashboard::DashboardApi;
 use super::events::EventApi;
 use super::keys::KeysApi;
 use super::mail::MailApi;
+use super::overview::History;
 use super::tracking::TrackingApi;
 use crate::config::Config;
 use crate::pg::dispatch::PgDispatcher;
@@ -20,6 +22,12 @@ pub struct PostgresApp {
     pub config: Arc<Config>,
     pub keys: Arc<ApiKeys>,
     pub keys_api: KeysApi,
+    /// The dashboard's routes, with sessions in the shared database.
+    pub dashboard: DashboardApi,
+    /// The database's size and the queues' depth as the dashboard saw
+    /// them from this node: a node records what it was asked, as the
+    /// database keeps no history of its size either.
+    pub history: History,
     pub catalog_api: CatalogApi,
     pub events: EventApi,
     pub mail: MailApi,

@@ -1,6 +1,7 @@
 //! Dashboard sign-ins: a session cookie bound to the API key that signed
 //! in, and the CSRF token every request carrying that cookie must repeat
-//! in a header. Kept in memory only, so a restart signs everyone out.
+//! in a header. On redb they are kept in memory, so a restart signs
+//! everyone out; on PostgreSQL in the database every node shares.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +13,7 @@ use hyper::header::{HeaderMap, COOKIE};
 
 use super::auth::{key_hash, KeyHash};
 use super::error::ApiError;
+use crate::pg::sessions::{PgSessions, SessionRow};
 
 pub const COOKIE_NAME: &str = "herald_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -34,11 +36,30 @@ pub struct Started {
     pub csrf: String,
 }
 
-pub struct Sessions {
+/// Sessions of one process.
+pub struct MemorySessions {
     ttl: Duration,
     /// By the SHA-256 of the cookie value, so this map holds no usable
     /// cookie.
     live: Mutex<HashMap<KeyHash, Session>>,
+}
+
+/// Where the sessions live. An enum, as the other stores with a redb and a
+/// PostgreSQL side (`EventLog`, `MailStore`, `KeyStore`): the two are
+/// known here, their methods are async without boxing, and every rule
+/// about tokens and the CSRF header is written once, in `Sessions`, over
+/// both. On redb one process serves, so memory is enough; on PostgreSQL
+/// several nodes behind a load balancer must all know a session one of
+/// them started, and all forget one that any of them ended.
+enum SessionStore {
+    Memory(MemorySessions),
+    Postgres(PgSessions),
+}
+
+/// Dashboard sessions on either backend, under one set of rules.
+pub struct Sessions {
+    ttl: Duration,
+    store: SessionStore,
 }
 
 fn random_token() -> Result<String, ApiError> {
@@ -81,16 +102,103 @@ fn csrf_refused() -> ApiError {
     )
 }
 
+fn new_session() -> Result<Started, ApiError> {
+    Ok(Started {
+        token: random_token()?,
+        csrf: random_token()?,
+    })
+}
+
+fn store_failed(e: crate::pg::PgError) -> ApiError {
+    tracing::error!(error = %e, "session query failed");
+    ApiError::unavailable("the dashboard's sessions could not be reached; see the server log")
+}
+
 impl Sessions {
-    pub fn new(ttl: Duration) -> Self {
+    /// Sessions kept in this process (redb).
+    pub fn in_memory(ttl: Duration) -> Self {
         Sessions {
             ttl,
-            live: Mutex::default(),
+            store: SessionStore::Memory(MemorySessions::new(ttl)),
+        }
+    }
+
+    /// Sessions kept in the database every node shares (PostgreSQL).
+    pub fn shared(pg: PgSessions, ttl: Duration) -> Self {
+        Sessions {
+            ttl,
+            store: SessionStore::Postgres(pg),
         }
     }
 
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// A session for the key hashing to `key`. At the cap of
+    /// `MAX_SESSIONS` live ones, the session closest to expiry gives way.
+    pub async fn start(&self, key: KeyHash) -> Result<Started, ApiError> {
+        match &self.store {
+            SessionStore::Memory(memory) => memory.start(key, Instant::now()),
+            SessionStore::Postgres(pg) => {
+                let started = new_session()?;
+                let row = SessionRow {
+                    key_hash: key,
+                    csrf: started.csrf.clone(),
+                };
+                pg.start(&key_hash(&started.token), &row, self.ttl, MAX_SESSIONS)
+                    .await
+                    .map_err(store_failed)?;
+                Ok(started)
+            }
+        }
+    }
+
+    /// Ends the session of `token`; whether there was one.
+    pub async fn end(&self, token: &str) -> Result<bool, ApiError> {
+        match &self.store {
+            SessionStore::Memory(memory) => Ok(memory.end(token)),
+            SessionStore::Postgres(pg) => pg.end(&key_hash(token)).await.map_err(store_failed),
+        }
+    }
+
+    /// The key and CSRF token of a live session (the page carries the
+    /// token; requests must repeat it).
+    pub async fn find(&self, token: &str) -> Result<Option<(KeyHash, String)>, ApiError> {
+        match &self.store {
+            SessionStore::Memory(memory) => Ok(memory.find(token, Instant::now())),
+            SessionStore::Postgres(pg) => Ok(pg
+                .find(&key_hash(token))
+                .await
+                .map_err(store_failed)?
+                .map(|row| (row.key_hash, row.csrf))),
+        }
+    }
+
+    /// The key a request's session cookie `token` speaks for, once the
+    /// request repeats the session's CSRF token: 401 for a session that is
+    /// unknown or expired, 403 `csrf` for a missing or wrong header.
+    pub async fn verify(&self, token: &str, headers: &HeaderMap) -> Result<KeyHash, ApiError> {
+        let (key, csrf) = self.find(token).await?.ok_or_else(session_unknown)?;
+        check_csrf(headers, &csrf)?;
+        Ok(key)
+    }
+}
+
+/// Whether `headers` repeat the session's CSRF token.
+fn check_csrf(headers: &HeaderMap, csrf: &str) -> Result<(), ApiError> {
+    match csrf_header(headers) {
+        Some(sent) if crate::constant_time::eq(sent.as_bytes(), csrf.as_bytes()) => Ok(()),
+        _ => Err(csrf_refused()),
+    }
+}
+
+impl MemorySessions {
+    pub fn new(ttl: Duration) -> Self {
+        MemorySessions {
+            ttl,
+            live: Mutex::default(),
+        }
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<KeyHash, Session>> {
@@ -101,10 +209,7 @@ impl Sessions {
 
     /// A session for the key hashing to `key`.
     pub fn start(&self, key: KeyHash, now: Instant) -> Result<Started, ApiError> {
-        let started = Started {
-            token: random_token()?,
-            csrf: random_token()?,
-        };
+        let started = new_session()?;
         let mut live = self.live();
         live.retain(|_, s| s.expires > now);
         if live.len() >= MAX_SESSIONS {
@@ -147,9 +252,7 @@ impl Sessions {
         }
     }
 
-    /// The key a request's session cookie `token` speaks for, once the
-    /// request repeats the session's CSRF token: 401 for a session that is
-    /// unknown or expired, 403 `csrf` for a missing or wrong header.
+    /// As `Sessions::verify`, at `now`.
     pub fn verify(
         &self,
         token: &str,
@@ -157,10 +260,8 @@ impl Sessions {
         now: Instant,
     ) -> Result<KeyHash, ApiError> {
         let (key, csrf) = self.find(token, now).ok_or_else(session_unknown)?;
-        match csrf_header(headers) {
-            Some(sent) if crate::constant_time::eq(sent.as_bytes(), csrf.as_bytes()) => Ok(key),
-            _ => Err(csrf_refused()),
-        }
+        check_csrf(headers, &csrf)?;
+        Ok(key)
     }
 }
 
@@ -180,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_session_needs_its_csrf_token_and_ends_at_its_ttl_or_logout() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = MemorySessions::new(Duration::from_secs(60));
         let t0 = Instant::now();
         let key = key_hash("admin-key");
         let s = sessions.start(key, t0).unwrap();
@@ -214,7 +315,7 @@ mod tests {
 
     #[test]
     fn at_the_cap_the_session_closest_to_expiry_gives_way() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = MemorySessions::new(Duration::from_secs(60));
         let t0 = Instant::now();
         let first = sessions.start(key_hash("k"), t0).unwrap();
         for i in 1..MAX_SESSIONS {

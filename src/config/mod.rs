@@ -64,8 +64,9 @@ pub struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// How long a dashboard sign-in lasts, as a duration; sessions live in
-    /// memory, so a restart ends them all sooner.
+    /// How long a dashboard sign-in lasts, as a duration. On redb sessions
+    /// live in memory, so a restart ends them all sooner; on PostgreSQL
+    /// they live in the database every node shares.
     pub session_ttl: String,
 }
 

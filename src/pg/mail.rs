@@ -125,16 +125,7 @@ impl PgMail {
         let txn = super::snapshot(&mut client).await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let state = match txn
-                .query_opt(
-                    "SELECT record FROM herald_stream_states WHERE stream = $1",
-                    &[&name],
-                )
-                .await?
-            {
-                Some(row) => codec::decode(row.get::<_, &[u8]>(0))?,
-                None => StreamStateRecord::default(),
-            };
+            let state = mail_txn::stream_state(&*txn, &name).await?;
             let windows = mail_txn::stream_windows(&*txn, &name, now_ms).await?;
             let from = midnight - midnight.rem_euclid(TALLY_BUCKET_MS);
             let sent_today: i64 = txn

@@ -109,6 +109,23 @@ pub fn within<T>(
     })
 }
 
+/// A stream's pause and warning, as the guard last left them.
+pub async fn stream_state(
+    client: &impl GenericClient,
+    stream: &str,
+) -> Result<StreamStateRecord, PgError> {
+    match client
+        .query_opt(
+            "SELECT record FROM herald_stream_states WHERE stream = $1",
+            &[&stream],
+        )
+        .await?
+    {
+        Some(row) => Ok(codec::decode(row.get::<_, &[u8]>(0))?),
+        None => Ok(StreamStateRecord::default()),
+    }
+}
+
 /// A stream's windows, the reputation guard's view of it.
 pub async fn stream_windows(
     client: &impl GenericClient,

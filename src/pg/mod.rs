@@ -16,9 +16,11 @@ pub mod migrate;
 pub mod migrate_access;
 pub mod migrate_mail;
 pub mod migrate_tracking;
+pub mod overview;
 pub mod owner_alerts;
 pub mod retention;
 pub mod schema;
+pub mod sessions;
 pub mod tracking;
 pub mod webhooks;
 

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("migrations/0006_tracking.sql")),
     (7, include_str!("migrations/0007_keys_and_catalog.sql")),
     (8, include_str!("migrations/0008_webhook_history.sql")),
+    (9, include_str!("migrations/0009_sessions.sql")),
     (10, include_str!("migrations/0010_retention.sql")),
     (11, include_str!("migrations/0011_owner_alerts.sql")),
 ];

@@ -2,15 +2,111 @@
 //! by searching the log instead of scanning it, the schedule counted up
 //! to a cap, and its oldest job found by one seek per key.
 
+use std::collections::BTreeMap;
+
 use redb::ReadableTable;
 
-use super::due::{count_up_to, Bounded};
+use super::attempt_tally::AttemptTally;
+use super::due::{count_up_to, Bounded, DueSummary, Queue};
 use super::mail::email_status_code;
-use super::records::{EmailStatus, EventRecord};
+use super::records::{EmailStatus, EventRecord, StreamStateRecord};
+use super::streams::Windows;
 use super::tables::{EMAILS_BY_STREAM_STATUS, EVENTS};
 use super::{get_record, ReadTxn, StoreError};
 
+/// What the overview shows of the hour up to now, as either backend reads
+/// it from one snapshot (this file on redb, `pg::overview` on PostgreSQL),
+/// so one piece of code turns it into the answer.
+pub struct OverviewReading {
+    /// For each minute boundary, the log position reached by then (see
+    /// `ReadTxn::log_positions_at`).
+    pub log_positions: Vec<u64>,
+    /// Every endpoint's attempt tallies added up, by minute.
+    pub per_minute: BTreeMap<i64, AttemptTally>,
+    pub webhooks: DueSummary,
+    pub mail: DueSummary,
+    /// The configured streams, in the order asked for.
+    pub streams: Vec<StreamNow>,
+}
+
+/// A mail stream now: its guard's state and windows, and its messages
+/// waiting, each counted up to a cap.
+pub struct StreamNow {
+    pub name: String,
+    pub state: StreamStateRecord,
+    pub windows: Windows,
+    pub queued: Bounded,
+    pub deferred: Bounded,
+}
+
+/// What the overview asks for: `minutes` whole minutes from
+/// `first_minute` (Unix minutes), the streams by name, now, and where
+/// counting stops.
+#[derive(Clone)]
+pub struct OverviewRequest {
+    pub first_minute: i64,
+    pub minutes: i64,
+    pub streams: Vec<String>,
+    pub now_ms: i64,
+    pub count_cap: u64,
+}
+
+impl OverviewRequest {
+    /// The minutes' boundaries, in Unix ms: the start of each and the end
+    /// of the last.
+    pub fn boundaries(&self) -> Vec<i64> {
+        (0..=self.minutes)
+            .map(|i| (self.first_minute + i) * MINUTE_MS)
+            .collect()
+    }
+}
+
+const MINUTE_MS: i64 = 60_000;
+
 impl ReadTxn {
+    /// The overview's reading, with bounded reads: a binary search of the
+    /// log per boundary, the tallies of the hour per endpoint, the exact
+    /// pending count every endpoint keeps, and each stream's mail counted
+    /// up to the cap.
+    pub fn overview(&self, asked: &OverviewRequest) -> Result<OverviewReading, StoreError> {
+        let log_positions = self.log_positions_at(&asked.boundaries())?;
+        let mut per_minute: BTreeMap<i64, AttemptTally> = BTreeMap::new();
+        // The exact counts every status change keeps, so a backlog of
+        // millions costs one row per endpoint.
+        let mut pending = 0;
+        for endpoint in self.endpoints()? {
+            for (minute, tally) in self.endpoint_attempt_tallies(endpoint.id, asked.first_minute)? {
+                per_minute.entry(minute).or_default().merge(&tally);
+            }
+            pending += self.endpoint_delivery_counts(endpoint.id)?.pending;
+        }
+        let mut streams = Vec::with_capacity(asked.streams.len());
+        for name in &asked.streams {
+            streams.push(StreamNow {
+                state: self.stream_state(name)?,
+                windows: self.stream_windows(name, asked.now_ms)?,
+                queued: self.stream_status_count(name, EmailStatus::Queued, asked.count_cap)?,
+                deferred: self.stream_status_count(name, EmailStatus::Deferred, asked.count_cap)?,
+                name: name.clone(),
+            });
+        }
+        Ok(OverviewReading {
+            log_positions,
+            per_minute,
+            webhooks: DueSummary {
+                jobs: Bounded {
+                    count: pending,
+                    capped: false,
+                },
+                // The count is exact from the per-endpoint counts: no need
+                // to count the schedule's rows.
+                earliest_due_ms: self.due_summary(Queue::Webhooks, 0)?.earliest_due_ms,
+            },
+            mail: self.due_summary(Queue::Mail, asked.count_cap)?,
+            streams,
+        })
+    }
+
     /// For each of `boundaries` (ascending Unix ms), the seq the log had
     /// reached by then: the first event received at or after it, or one past
     /// the last. Differences of neighbours are the events received between

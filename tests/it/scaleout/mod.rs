@@ -2,6 +2,7 @@
 //! install there. These tests need the server `tests/run` starts; run
 //! without it (plain `cargo test`) they skip, except in CI.
 
+mod dashboard_sessions;
 mod migrate;
 mod retention;
 mod shared_state;

@@ -53,7 +53,7 @@ pub fn signed_in(d: &Daemon) -> Session {
     }
 }
 
-fn with_session(
+pub fn with_session(
     d: &Daemon,
     method: &str,
     path: &str,
@@ -193,6 +193,18 @@ fn only_an_unscoped_admin_key_signs_in_and_the_cookie_counts_only_with_its_csrf_
         Some(&event),
     );
     assert_eq!(created.status, 201, "{}", created.text());
+    let stored_bytes = || {
+        let storage = request(
+            d.addr,
+            "GET",
+            "/v1/admin/storage",
+            &[("Authorization", &bearer)],
+            b"",
+        );
+        assert_eq!(storage.status, 200, "{}", storage.text());
+        storage.json()["file_bytes"].as_u64().unwrap()
+    };
+    let storage_before = stored_bytes();
     let overview = with_session(
         &d,
         "GET",
@@ -211,6 +223,19 @@ fn only_an_unscoped_admin_key_signs_in_and_the_cookie_counts_only_with_its_csrf_
         .map(|p| p["count"].as_u64().unwrap())
         .sum();
     assert_eq!(counted, 1, "{o}");
+    // The size is the store's as `/v1/admin/storage` reports it: the
+    // file's on redb, the database's on PostgreSQL (either may have grown
+    // a little in between).
+    let storage_after = stored_bytes();
+    let file_bytes = o["file_bytes"].as_u64().unwrap();
+    assert!(
+        storage_before.min(storage_after) <= file_bytes
+            && file_bytes <= storage_before.max(storage_after),
+        "overview {file_bytes}, storage {storage_before} then {storage_after}"
+    );
+    assert!(file_bytes > 0, "{o}");
+    assert_eq!(o["history"].as_array().unwrap().len(), 1, "{o}");
+    assert_eq!(o["history"][0]["file_bytes"], o["file_bytes"], "{o}");
 
     let page = request(d.addr, "GET", "/admin", &[("Cookie", &session.cookie)], b"");
     assert!(

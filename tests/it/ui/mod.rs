@@ -2,4 +2,4 @@
 //! in a real browser.
 
 mod dashboard_browser;
-mod dashboard_http;
+pub mod dashboard_http;
