@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use super::import::Halt;
 use super::mail_txn::tenant_column;
 use super::migrate_mail::{i64_of, upsert};
-use super::tracking::key_bytes;
+use super::tracking::{key_bytes, INSERT_TRACKED, INSERT_TRACKED_TYPES};
 use crate::store::ReadTxn;
 
 /// Rows per transaction.
@@ -29,24 +29,6 @@ pub struct TrackingCopied {
     /// messageId keys and person links together.
     pub other_rows: u64,
 }
-
-const INSERT_TRACKED: &str = "INSERT INTO herald_tracked (seq, received_ms, message_key, person, \
-       type_key, timestamp_ms, campaign_source, campaign_medium, campaign_name) \
-     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[], \
-       $6::bigint[], $7::text[], $8::text[], $9::text[]) \
-     ON CONFLICT (seq) DO NOTHING";
-
-const INSERT_TRACKED_TYPES: [Type; 9] = [
-    Type::INT8_ARRAY,
-    Type::INT8_ARRAY,
-    Type::BYTEA_ARRAY,
-    Type::INT8_ARRAY,
-    Type::INT8_ARRAY,
-    Type::INT8_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-];
 
 /// A key the database already holds stays: it names the same call or, on
 /// a node that took new calls since, a newer one.
@@ -77,6 +59,8 @@ pub(super) async fn copy_tracking(
 ) -> Result<TrackingCopied, Halt> {
     let mut copied = TrackingCopied::default();
     let mut after = None;
+    // Index rows already there (an earlier run, or calls a node took) stay.
+    let insert_tracked = format!("{INSERT_TRACKED} ON CONFLICT (seq) DO NOTHING");
     loop {
         let (calls, last) = snapshot.tracked_calls(after, CHUNK)?;
         let Some(last) = last else { break };
@@ -105,7 +89,7 @@ pub(super) async fn copy_tracking(
         copied.calls += upsert(
             client,
             expected,
-            INSERT_TRACKED,
+            &insert_tracked,
             &INSERT_TRACKED_TYPES,
             &[
                 &seqs,

@@ -248,6 +248,25 @@ impl PgTracking {
     }
 }
 
+/// Tracked calls' index rows, one array per column.
+pub(super) const INSERT_TRACKED: &str = "INSERT INTO herald_tracked (seq, received_ms, \
+     message_key, person, type_key, timestamp_ms, campaign_source, campaign_medium, \
+     campaign_name) \
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[], \
+       $6::bigint[], $7::text[], $8::text[], $9::text[])";
+
+pub(super) const INSERT_TRACKED_TYPES: [Type; 9] = [
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+];
+
 pub(super) fn key_bytes(key: u128) -> Vec<u8> {
     key.to_be_bytes().to_vec()
 }
@@ -374,23 +393,7 @@ impl<'a> Staged<'a> {
             .prepare_typed_cached(INSERT_EVENTS, &INSERT_EVENTS_TYPES)
             .await?;
         let insert_tracked = txn
-            .prepare_typed_cached(
-                "INSERT INTO herald_tracked (seq, received_ms, message_key, person, type_key, \
-                 timestamp_ms, campaign_source, campaign_medium, campaign_name) \
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], \
-                 $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[])",
-                &[
-                    Type::INT8_ARRAY,
-                    Type::INT8_ARRAY,
-                    Type::BYTEA_ARRAY,
-                    Type::INT8_ARRAY,
-                    Type::INT8_ARRAY,
-                    Type::INT8_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::TEXT_ARRAY,
-                ],
-            )
+            .prepare_typed_cached(INSERT_TRACKED, &INSERT_TRACKED_TYPES)
             .await?;
         let claim_keys = txn
             .prepare_typed_cached(
