@@ -74,7 +74,6 @@ pub async fn backup(state: Arc<AppState>) -> Result<Resp, ApiError> {
     Ok(resp)
 }
 
-/// The file's size and, per table, its rows, bytes and oldest row.
 /// `GET /v1/admin/storage` on PostgreSQL: the database's size, and each
 /// Herald table's rows and bytes with its indexes.
 pub async fn storage_postgres(
@@ -115,6 +114,8 @@ pub async fn storage_postgres(
     ))
 }
 
+/// `GET /v1/admin/storage`: the file's size and, per table, its rows,
+/// bytes and oldest row.
 pub async fn storage(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     query_params(req.uri().query(), &[])?;
     let path = state.config.database_path();
