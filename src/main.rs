@@ -55,6 +55,10 @@ enum Command {
         /// The PostgreSQL database: postgres://user:password@host:5432/database.
         #[arg(long, env = config::store::POSTGRES_URL_ENV, hide_env_values = true)]
         to: String,
+        /// A PEM file of CA certificates trusted besides Mozilla's roots,
+        /// for a --to URL with ?sslmode=require (as store.postgres_ca_file).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// The redb file: a stopped daemon's, or a copy from `herald backup`.
         #[arg(long, default_value = "./herald-data/herald.redb")]
         from: PathBuf,
@@ -121,15 +125,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Backup { out, target } => cli::backup(&out, &target),
-        Command::Migrate { to, from } => migrate(&to, &from),
+        Command::Migrate { to, ca_file, from } => migrate(&to, ca_file.as_deref(), &from),
         Command::Admin(command) => cli::run(command),
     }
 }
 
-fn migrate(to: &str, from: &std::path::Path) -> ExitCode {
+fn migrate(to: &str, ca_file: Option<&std::path::Path>, from: &std::path::Path) -> ExitCode {
     let settings = match config::store::one_connection(
-        "--to",
-        to,
+        ("--to", to),
+        ("--ca-file", ca_file),
         pg::migrate::STATEMENT_TIMEOUT,
         pg::migrate::CONNECT_TIMEOUT,
     ) {

@@ -1,6 +1,6 @@
-//! The TLS client every outbound HTTPS call uses (webhook deliveries, SNS
-//! certificates): Mozilla's roots, plus a configured CA where one is
-//! allowed, speaking HTTP/1.1.
+//! The TLS client every outbound connection uses (webhook deliveries, SNS
+//! certificates over HTTPS; PostgreSQL): Mozilla's roots, plus a
+//! configured CA where one is allowed, on ring.
 
 use std::sync::Arc;
 
@@ -9,8 +9,11 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsConnector;
 
-/// A connector trusting Mozilla's roots and `extra_roots`.
-pub fn https_connector(extra_roots: Vec<CertificateDer<'static>>) -> Result<TlsConnector, String> {
+/// A client configuration verifying servers against Mozilla's roots and
+/// `extra_roots`, offering no ALPN protocol: callers name their own.
+pub fn client_config(
+    extra_roots: Vec<CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -20,11 +23,17 @@ pub fn https_connector(extra_roots: Vec<CertificateDer<'static>>) -> Result<TlsC
             .map_err(|e| format!("a CA certificate is not usable as a root: {e}"))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS is unavailable: {e}"))?
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// A connector trusting Mozilla's roots and `extra_roots`, speaking
+/// HTTP/1.1.
+pub fn https_connector(extra_roots: Vec<CertificateDer<'static>>) -> Result<TlsConnector, String> {
+    let mut config = client_config(extra_roots)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }
@@ -55,6 +64,10 @@ mod tests {
         assert_eq!(certificates.len(), 1);
         assert!(ca_certificates(b"").unwrap().is_empty());
         assert!(ca_certificates(b"not pem at all").is_err());
-        assert!(https_connector(certificates).is_ok());
+        assert!(https_connector(certificates.clone()).is_ok());
+        assert!(client_config(certificates)
+            .unwrap()
+            .alpn_protocols
+            .is_empty());
     }
 }

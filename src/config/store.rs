@@ -1,9 +1,12 @@
 //! `[store]`: which backend holds Herald's state, and how to reach
 //! PostgreSQL when that is the one.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio_postgres::config::SslMode;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 
 use super::values::{duration, in_range, invalid, ConfigError};
 
@@ -20,6 +23,9 @@ pub struct StoreSection {
     /// `postgres://user:password@host:port/database`; `HERALD_POSTGRES_URL`
     /// overrides it.
     pub postgres_url: Option<String>,
+    /// A PEM file of CA certificates trusted besides Mozilla's roots when
+    /// the URL asks for TLS (`sslmode=require`).
+    pub postgres_ca_file: Option<PathBuf>,
     /// Connections each node keeps for queries, besides the one its group
     /// committer holds.
     pub pool_size: usize,
@@ -34,6 +40,7 @@ impl Default for StoreSection {
         Self {
             backend: "redb".to_owned(),
             postgres_url: None,
+            postgres_ca_file: None,
             pool_size: 16,
             statement_timeout: "10s".to_owned(),
             connect_timeout: "5s".to_owned(),
@@ -56,6 +63,9 @@ pub struct PostgresSettings {
     pub pool_size: usize,
     pub statement_timeout: Duration,
     pub connect_timeout: Duration,
+    /// CAs trusted besides Mozilla's roots, from `postgres_ca_file`; only
+    /// read when the URL asks for TLS.
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 // Written by hand: the connection settings carry the password.
@@ -66,11 +76,21 @@ impl std::fmt::Debug for PostgresSettings {
             .field("dbname", &self.connection.get_dbname())
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
+            .field("tls", &self.wants_tls())
             .finish_non_exhaustive()
     }
 }
 
 impl PostgresSettings {
+    /// Whether connections go over TLS: only when the URL says
+    /// `sslmode=require`. The driver's `prefer` would try TLS first, but a
+    /// server whose certificate does not verify would then fail an install
+    /// that works in plain text today, so `prefer` (the default) and
+    /// `disable` both connect in plain text.
+    pub fn wants_tls(&self) -> bool {
+        self.connection.get_ssl_mode() == SslMode::Require
+    }
+
     /// Host, port and database, for logs: never the user or password.
     pub fn describe(&self) -> String {
         let host = match self.connection.get_hosts().first() {
@@ -102,8 +122,13 @@ pub fn validate_store(
                     ),
                 )
             })?;
+            let connection = parse_url("store.postgres_url", &text)?;
+            let extra_roots = match &section.postgres_ca_file {
+                None => Vec::new(),
+                Some(path) => ca_file("store.postgres_ca_file", path, &connection)?,
+            };
             Ok(Backend::Postgres(Box::new(PostgresSettings {
-                connection: parse_url("store.postgres_url", &text)?,
+                connection,
                 pool_size: in_range("store.pool_size", section.pool_size, 1, 1024)?,
                 statement_timeout: at_least_a_millisecond(
                     "store.statement_timeout",
@@ -118,6 +143,7 @@ pub fn validate_store(
                     &section.connect_timeout,
                     Duration::from_secs(300),
                 )?,
+                extra_roots,
             })))
         }
         other => Err(invalid(
@@ -128,20 +154,57 @@ pub fn validate_store(
 }
 
 /// Settings for a one-off command's connection (`herald migrate --to`):
-/// its URL is held to the checks `store.postgres_url` is, and refusals name
-/// `key`, the flag it came from.
+/// its URL and CA file are held to the checks `store.postgres_url` and
+/// `store.postgres_ca_file` are, and refusals name the flags they came
+/// from (`url_key`, `ca_key`).
 pub fn one_connection(
-    key: &str,
-    url: &str,
+    (url_key, url): (&str, &str),
+    (ca_key, ca_path): (&str, Option<&Path>),
     statement_timeout: Duration,
     connect_timeout: Duration,
 ) -> Result<PostgresSettings, ConfigError> {
+    let connection = parse_url(url_key, url)?;
+    let extra_roots = match ca_path {
+        None => Vec::new(),
+        Some(path) => ca_file(ca_key, path, &connection)?,
+    };
     Ok(PostgresSettings {
-        connection: parse_url(key, url)?,
+        connection,
         pool_size: 1,
         statement_timeout,
         connect_timeout,
+        extra_roots,
     })
+}
+
+/// The CA certificates in `path`, refused unless each is usable as a root,
+/// and refused outright when the URL does not ask for TLS: a CA file there
+/// would suggest a verified connection that is in fact plain text.
+fn ca_file(
+    key: &str,
+    path: &Path,
+    connection: &tokio_postgres::Config,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    if connection.get_ssl_mode() != SslMode::Require {
+        return Err(invalid(
+            key,
+            "is set, but the PostgreSQL URL does not ask for TLS: add ?sslmode=require to it",
+        ));
+    }
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let unusable = |e: String| {
+        invalid(
+            key,
+            format!("{} holds no usable CA certificate: {e}", path.display()),
+        )
+    };
+    if pem.iter().all(u8::is_ascii_whitespace) {
+        return Err(unusable("the file is empty".to_owned()));
+    }
+    let certificates = crate::tls::ca_certificates(&pem).map_err(unusable)?;
+    crate::tls::client_config(certificates.clone()).map_err(unusable)?;
+    Ok(certificates)
 }
 
 /// PostgreSQL counts the timeout in whole milliseconds, and 0 turns it off.
@@ -230,15 +293,58 @@ mod tests {
     #[test]
     fn a_command_line_url_is_checked_alike_and_named_by_its_flag() {
         let secs = Duration::from_secs;
-        let pg =
-            one_connection("--to", "postgres://u:hunter2@h:6000/db", secs(60), secs(10)).unwrap();
+        let pg = one_connection(
+            ("--to", "postgres://u:hunter2@h:6000/db"),
+            ("--ca-file", None),
+            secs(60),
+            secs(10),
+        )
+        .unwrap();
         assert_eq!(pg.describe(), "postgres://h:6000/db");
         assert_eq!(pg.statement_timeout, secs(60));
-        let e = one_connection("--to", "postgres://u:hunter2@h:6000", secs(60), secs(10))
-            .unwrap_err()
-            .to_string();
+        let e = one_connection(
+            ("--to", "postgres://u:hunter2@h:6000"),
+            ("--ca-file", None),
+            secs(60),
+            secs(10),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("--to: names no database"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn tls_is_asked_for_by_the_url_and_the_ca_file_is_checked() {
+        let plain = validate_store(section("postgres", Some("postgres://u@h/db")), None).unwrap();
+        let Backend::Postgres(plain) = plain else {
+            panic!("postgres expected")
+        };
+        assert!(!plain.wants_tls());
+        let mut s = section("postgres", Some("postgres://u@h/db?sslmode=require"));
+        s.postgres_ca_file =
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feedback/tls_ca.pem"));
+        let Backend::Postgres(tls) = validate_store(s, None).unwrap() else {
+            panic!("postgres expected")
+        };
+        assert!(tls.wants_tls());
+        assert_eq!(tls.extra_roots.len(), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        for path in [junk.clone(), empty, dir.path().join("missing.pem")] {
+            let mut s = section("postgres", Some("postgres://u@h/db?sslmode=require"));
+            s.postgres_ca_file = Some(path);
+            let e = validate_store(s, None).unwrap_err().to_string();
+            assert!(e.starts_with("store.postgres_ca_file:"), "{e}");
+        }
+        let mut s = section("postgres", Some("postgres://u@h/db?sslmode=prefer"));
+        s.postgres_ca_file = Some(junk);
+        let e = validate_store(s, None).unwrap_err().to_string();
+        assert!(e.contains("sslmode=require"), "{e}");
     }
 
     #[test]

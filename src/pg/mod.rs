@@ -27,7 +27,9 @@ pub mod webhooks;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, NoTls, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::store::PostgresSettings;
 use crate::store::codec::CodecError;
@@ -54,6 +56,8 @@ pub enum PgError {
     /// The mail rules, run in one of this backend's transactions, failed.
     #[error("{0}")]
     Mail(String),
+    #[error("postgres TLS: {0}")]
+    Tls(String),
 }
 
 /// The driver's message names the step ("error connecting to server"); its
@@ -110,13 +114,53 @@ fn session_config(settings: &PostgresSettings) -> tokio_postgres::Config {
     config
 }
 
+/// The TLS every connection to `settings`' database uses, `None` for
+/// plain text (see [`PostgresSettings::wants_tls`]). With TLS the server's
+/// certificate must chain to Mozilla's roots or `postgres_ca_file` and name
+/// the URL's host; the driver never falls back to plain text when
+/// `sslmode=require` and the handshake fails.
+fn tls(settings: &PostgresSettings) -> Result<Option<MakeRustlsConnect>, PgError> {
+    if !settings.wants_tls() {
+        return Ok(None);
+    }
+    let mut config =
+        crate::tls::client_config(settings.extra_roots.clone()).map_err(PgError::Tls)?;
+    // The protocol name PostgreSQL 17 registered; older servers ignore it,
+    // and 17's direct TLS negotiation (`sslnegotiation=direct`) requires it.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(Some(MakeRustlsConnect::new(config)))
+}
+
 /// One connection of its own (the group committer's, migrations').
 pub async fn connect(settings: &PostgresSettings) -> Result<Client, PgError> {
     let config = session_config(settings);
-    let (client, connection) =
-        tokio::time::timeout(settings.connect_timeout, config.connect(NoTls))
-            .await
-            .map_err(|_| PgError::Timeout(settings.connect_timeout))??;
+    match tls(settings)? {
+        Some(tls) => connect_with(&config, tls, settings.connect_timeout).await,
+        None => connect_with(&config, NoTls, settings.connect_timeout).await,
+    }
+}
+
+async fn connect_with<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    timeout: Duration,
+) -> Result<Client, PgError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
+        .await
+        .map_err(|_| PgError::Timeout(timeout))?
+        .map_err(|e| match refused_certificate(&e) {
+            Some(why) => PgError::Tls(format!(
+                "the server's certificate is refused ({why}); it must name the URL's host \
+                 and chain to Mozilla's roots or to a CA in store.postgres_ca_file"
+            )),
+            None => PgError::Db(e),
+        })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "postgres connection closed");
@@ -125,16 +169,36 @@ pub async fn connect(settings: &PostgresSettings) -> Result<Client, PgError> {
     Ok(client)
 }
 
+/// What rustls found wrong with the server's certificate, if that is why
+/// connecting failed: the driver's own message says only that the
+/// handshake did.
+fn refused_certificate(e: &tokio_postgres::Error) -> Option<String> {
+    let mut cause = std::error::Error::source(e);
+    while let Some(error) = cause {
+        let found = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .or_else(|| error.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(why)) = found {
+            return Some(format!("{why:?}"));
+        }
+        cause = error.source();
+    }
+    None
+}
+
 /// The pool queries take their connections from: `pool_size` at most, and
 /// a caller waits at most the statement timeout for one.
 pub fn pool(settings: &PostgresSettings) -> Result<Pool, PgError> {
-    let manager = Manager::from_config(
-        session_config(settings),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let config = session_config(settings);
+    let manager = match tls(settings)? {
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+        None => Manager::from_config(config, NoTls, manager_config),
+    };
     Pool::builder(manager)
         .max_size(settings.pool_size)
         .runtime(Runtime::Tokio1)

@@ -7,6 +7,7 @@ mod migrate;
 mod retention;
 mod shared_state;
 mod three_nodes;
+mod tls;
 
 use crate::support::server_url;
 

@@ -1,7 +1,8 @@
 //! The PostgreSQL server tests/run starts for the tests (tests/pg_cluster),
-//! a fresh database on it per daemon, and `psql` to look at what a daemon
-//! stored there.
+//! a fresh database on it per daemon, `psql` to look at what a daemon
+//! stored there, and a server of a test's own with TLS on.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -30,19 +31,100 @@ pub fn postgres_backend() -> bool {
 /// Creates an empty database with a name no other test uses and returns its
 /// URL: the server URL with the database name replaced.
 pub fn fresh_database() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
     let server = server_url().expect(
         "HERALD_TEST_POSTGRES_URL is unset: run tests/run, which starts a PostgreSQL \
          server with tests/pg_cluster, or start one yourself and export its URL",
     );
+    fresh_database_on(&server)
+}
+
+fn fresh_database_on(server: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "herald_t_{}_{}_{:08x}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
         random_u32()
     );
-    psql_command(&server, &format!("CREATE DATABASE {name}"), &[]);
-    with_database(&server, &name)
+    psql_command(server, &format!("CREATE DATABASE {name}"), &[]);
+    with_database(server, &name)
+}
+
+/// A PostgreSQL server of the test's own with TLS on (`tests/pg_cluster
+/// start-tls`): its certificate, for 127.0.0.1 and localhost, is signed by
+/// a CA made for it alone. Stopped and removed when dropped.
+pub struct TlsServer {
+    dir: PathBuf,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`, without any sslmode:
+    /// the server takes plain connections as well.
+    pub url: String,
+}
+
+impl TlsServer {
+    /// Starts one; `None` when the openssl command that makes the
+    /// certificates is missing.
+    pub fn start() -> Option<TlsServer> {
+        if Command::new("openssl")
+            .arg("version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "herald-pg-tls-{}-{:08x}",
+            std::process::id(),
+            random_u32()
+        ));
+        std::fs::create_dir(&dir).expect("creating the cluster's directory");
+        let out = run_with_deadline(
+            Command::new(pg_cluster()).arg("start-tls").arg(&dir),
+            PSQL_RUN,
+        );
+        let server = TlsServer {
+            url: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            dir,
+        };
+        assert!(
+            out.status.success(),
+            "tests/pg_cluster start-tls failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(server)
+    }
+
+    /// The CA that signed the server's certificate, as PEM.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls").join("ca.pem")
+    }
+
+    /// A fresh database's URL, asking for TLS.
+    pub fn fresh_database(&self) -> String {
+        format!("{}?sslmode=require", fresh_database_on(&self.url))
+    }
+
+    /// `url` without its query: psql speaking plain text, so that only the
+    /// daemon's connections count among the encrypted ones.
+    pub fn plain(url: &str) -> String {
+        let base = url.split('?').next().unwrap_or(url);
+        format!("{base}?sslmode=disable")
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = Command::new(pg_cluster())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn pg_cluster() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg_cluster")
 }
 
 /// Runs `sql` (one or more statements) on the database at `url` and returns
