@@ -53,36 +53,12 @@ pub async fn serve(
     .await;
 }
 
-/// One portal webhook route on PostgreSQL, by the `/v1` handler that
-/// serves the same thing.
+/// One portal webhook route on PostgreSQL.
 async fn portal_webhooks(
     app: &PostgresApp,
     call: portal::WebhookCall<'_>,
 ) -> Result<Resp, ApiError> {
-    use RouteId::*;
-    let portal::WebhookCall {
-        access,
-        id,
-        object,
-        req,
-    } = call;
-    let access = &access;
-    match id {
-        PortalEndpointsList => hooks::list_endpoints(app, access, req).await,
-        PortalEndpointsCreate => hooks::create_endpoint(app, access, req).await,
-        PortalEndpointGet => hooks::get_endpoint(app, access, object).await,
-        PortalEndpointPatch => hooks::patch_endpoint(app, access, object, req).await,
-        PortalEndpointStats => hooks::endpoint_stats(app, access, object).await,
-        PortalEndpointSecret => hooks::get_secret(app, access, object).await,
-        PortalEndpointRotateSecret => hooks::rotate_secret(app, access, object, req).await,
-        PortalEndpointTest => hooks::test_endpoint(app, access, object).await,
-        PortalEndpointEnable => hooks::set_enabled(app, access, object, true).await,
-        PortalEndpointDisable => hooks::set_enabled(app, access, object, false).await,
-        PortalDeliveriesList => hooks::list_deliveries(app, access, req, false).await,
-        PortalDeliveryGet => hooks::get_delivery(app, access, object).await,
-        PortalDeliveryRetry => hooks::retry_delivery(app, access, object).await,
-        other => Err(portal::not_a_portal_route(other)),
-    }
+    portal::run_webhook_call!(hooks, app, call)
 }
 
 async fn route(

@@ -174,33 +174,43 @@ pub fn not_a_portal_route(id: RouteId) -> ApiError {
     ApiError::unavailable("route misconfigured")
 }
 
-/// One portal webhook route on redb, by the `/v1` handler that serves the
-/// same thing.
+/// Runs a portal webhook route (`$call`, a `WebhookCall`) by the `/v1`
+/// handler of module `$hooks` that serves the same thing, `$state` being
+/// what that backend's handlers take: one list for both backends, so a
+/// portal route cannot reach one and miss the other.
+macro_rules! run_webhook_call {
+    ($hooks:ident, $state:expr, $call:expr) => {{
+        use $crate::api::routes::RouteId::*;
+        let $crate::api::portal::WebhookCall {
+            access,
+            id,
+            object,
+            req,
+        } = $call;
+        let access = &access;
+        match id {
+            PortalEndpointsList => $hooks::list_endpoints($state, access, req).await,
+            PortalEndpointsCreate => $hooks::create_endpoint($state, access, req).await,
+            PortalEndpointGet => $hooks::get_endpoint($state, access, object).await,
+            PortalEndpointPatch => $hooks::patch_endpoint($state, access, object, req).await,
+            PortalEndpointStats => $hooks::endpoint_stats($state, access, object).await,
+            PortalEndpointSecret => $hooks::get_secret($state, access, object).await,
+            PortalEndpointRotateSecret => $hooks::rotate_secret($state, access, object, req).await,
+            PortalEndpointTest => $hooks::test_endpoint($state, access, object).await,
+            PortalEndpointEnable => $hooks::set_enabled($state, access, object, true).await,
+            PortalEndpointDisable => $hooks::set_enabled($state, access, object, false).await,
+            PortalDeliveriesList => $hooks::list_deliveries($state, access, req, false).await,
+            PortalDeliveryGet => $hooks::get_delivery($state, access, object).await,
+            PortalDeliveryRetry => $hooks::retry_delivery($state, access, object).await,
+            other => Err($crate::api::portal::not_a_portal_route(other)),
+        }
+    }};
+}
+pub(crate) use run_webhook_call;
+
+/// One portal webhook route on redb.
 pub async fn run_on_redb(state: Arc<AppState>, call: WebhookCall<'_>) -> Result<Resp, ApiError> {
-    use RouteId::*;
-    let WebhookCall {
-        access,
-        id,
-        object,
-        req,
-    } = call;
-    let access = &access;
-    match id {
-        PortalEndpointsList => webhooks::list_endpoints(state, access, req).await,
-        PortalEndpointsCreate => webhooks::create_endpoint(state, access, req).await,
-        PortalEndpointGet => webhooks::get_endpoint(state, access, object).await,
-        PortalEndpointPatch => webhooks::patch_endpoint(state, access, object, req).await,
-        PortalEndpointStats => webhooks::endpoint_stats(state, access, object).await,
-        PortalEndpointSecret => webhooks::get_secret(state, access, object).await,
-        PortalEndpointRotateSecret => webhooks::rotate_secret(state, access, object, req).await,
-        PortalEndpointTest => webhooks::test_endpoint(state, access, object).await,
-        PortalEndpointEnable => webhooks::set_enabled(state, access, object, true).await,
-        PortalEndpointDisable => webhooks::set_enabled(state, access, object, false).await,
-        PortalDeliveriesList => webhooks::list_deliveries(state, access, req, false).await,
-        PortalDeliveryGet => webhooks::get_delivery(state, access, object).await,
-        PortalDeliveryRetry => webhooks::retry_delivery(state, access, object).await,
-        other => Err(not_a_portal_route(other)),
-    }
+    run_webhook_call!(webhooks, state, call)
 }
 
 #[cfg(test)]
