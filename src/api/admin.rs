@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::http::{json, query_params, FileBody, Resp};
 use super::{read, AppState};
 use crate::clock;
+use crate::store::usage::TableUsage;
 use crate::store::{backup, SCHEMA_VERSION};
 
 pub const SCHEMA_HEADER: &str = "x-herald-schema-version";
@@ -88,29 +89,23 @@ pub async fn storage_postgres(
                 tracing::error!(error = %e, "query failed");
                 ApiError::unavailable("the query failed; see the server log")
             })?;
-    let stored: u64 = tables.iter().map(|t| t.bytes).sum();
-    let list: Vec<serde_json::Value> = tables
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "name": t.name,
-                "rows": t.rows,
-                "stored_bytes": t.bytes,
-                "metadata_bytes": 0,
-                "fragmented_bytes": 0,
-                "oldest": null,
-            })
+    // The database keeps no page bookkeeping per table nor rows in
+    // arrival order, so those figures are zero and `oldest` null.
+    let tables: Vec<TableUsage> = tables
+        .into_iter()
+        .map(|t| TableUsage {
+            name: t.name,
+            rows: t.rows,
+            stored_bytes: t.bytes,
+            metadata_bytes: 0,
+            fragmented_bytes: 0,
+            oldest: None,
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({
-            "file_bytes": database_bytes,
-            "stored_bytes": stored,
-            "schema_version": crate::pg::schema::PG_SCHEMA_VERSION,
-            "tables": list,
-        })
-        .to_string(),
+    Ok(storage_answer(
+        database_bytes,
+        crate::pg::schema::PG_SCHEMA_VERSION.into(),
+        &tables,
     ))
 }
 
@@ -126,6 +121,12 @@ pub async fn storage(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
         Ok((file_bytes, tables))
     })
     .await?;
+    Ok(storage_answer(file_bytes, SCHEMA_VERSION.into(), &tables))
+}
+
+/// The storage answer both backends give: the size on disk and each
+/// table's figures.
+fn storage_answer(file_bytes: u64, schema_version: i64, tables: &[TableUsage]) -> Resp {
     let stored: u64 = tables.iter().map(|t| t.stored_bytes).sum();
     let list: Vec<serde_json::Value> = tables
         .iter()
@@ -143,14 +144,14 @@ pub async fn storage(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
             })
         })
         .collect();
-    Ok(json(
+    json(
         StatusCode::OK,
         serde_json::json!({
             "file_bytes": file_bytes,
             "stored_bytes": stored,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": schema_version,
             "tables": list,
         })
         .to_string(),
-    ))
+    )
 }
