@@ -277,26 +277,18 @@ async fn slice(
     after: i64,
 ) -> Result<Option<Slice>, PgError> {
     let slice = match phase {
-        Phase::Tallies => Slice::from_front(
-            client
-                .execute(
-                    "DELETE FROM herald_attempt_tally WHERE (endpoint_id, minute, shard) IN \
-                     (SELECT endpoint_id, minute, shard FROM herald_attempt_tally \
-                      WHERE minute < $1 LIMIT $2)",
-                    &[&horizons.tally_minute, &budget()],
-                )
-                .await?,
-        ),
-        Phase::StreamTallies => Slice::from_front(
-            client
-                .execute(
-                    "DELETE FROM herald_stream_tally WHERE (stream, bucket_ms) IN \
-                     (SELECT stream, bucket_ms FROM herald_stream_tally \
-                      WHERE bucket_ms < $1 LIMIT $2)",
-                    &[&horizons.stream_tally_ms, &budget()],
-                )
-                .await?,
-        ),
+        Phase::Tallies => {
+            let table = (
+                "herald_attempt_tally",
+                "endpoint_id, minute, shard",
+                "minute",
+            );
+            delete_older(client, table, horizons.tally_minute).await?
+        }
+        Phase::StreamTallies => {
+            let table = ("herald_stream_tally", "stream, bucket_ms", "bucket_ms");
+            delete_older(client, table, horizons.stream_tally_ms).await?
+        }
         // Every stream that ever sent has a state row; its sends older
         // than its newest 1,000 are read by nothing.
         Phase::StreamSends => Slice::from_front(
@@ -315,16 +307,10 @@ async fn slice(
                 )
                 .await?,
         ),
-        Phase::ReplayTokens => Slice::from_front(
-            client
-                .execute(
-                    "DELETE FROM herald_replay_tokens WHERE (provider, token) IN \
-                     (SELECT provider, token FROM herald_replay_tokens \
-                      WHERE spent_at_ms < $1 LIMIT $2)",
-                    &[&horizons.replay_token_ms, &budget()],
-                )
-                .await?,
-        ),
+        Phase::ReplayTokens => {
+            let table = ("herald_replay_tokens", "provider, token", "spent_at_ms");
+            delete_older(client, table, horizons.replay_token_ms).await?
+        }
         Phase::Deliveries | Phase::DeadLetters => {
             let Some((status, before)) = horizons.settled(phase) else {
                 return Ok(None);
@@ -407,6 +393,26 @@ async fn settled_deliveries(
             .then(|| rows.last().map(|r| r.get::<_, i64>(0)))
             .flatten(),
     })
+}
+
+/// Deletes a budget of the rows of `table` (its name, its key's columns
+/// and the column it ages by) older than `before`: rows nothing reads once
+/// past a horizon, whose order of deletion does not matter.
+async fn delete_older(
+    client: &Client,
+    (table, key, aged_by): (&str, &str, &str),
+    before: i64,
+) -> Result<Slice, PgError> {
+    let removed = client
+        .execute(
+            &format!(
+                "DELETE FROM {table} WHERE ({key}) IN \
+                 (SELECT {key} FROM {table} WHERE {aged_by} < $1 LIMIT $2)"
+            ),
+            &[&before, &budget()],
+        )
+        .await?;
+    Ok(Slice::from_front(removed))
 }
 
 /// Deletes log events received before `before_ms` with their idempotency

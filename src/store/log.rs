@@ -43,7 +43,7 @@ impl LogState {
     }
 }
 
-fn read_event(
+pub(super) fn read_event(
     table: &impl ReadableTable<u64, &'static [u8]>,
     seq: u64,
 ) -> Result<Option<EventRecord>, StoreError> {

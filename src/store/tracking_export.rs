@@ -7,10 +7,10 @@ use std::ops::Bound;
 
 use redb::ReadableTable;
 
-use super::log::IndexKeys;
+use super::log::{read_event, IndexKeys};
 use super::tables::{
-    PERSON_LINKS, PROFILES, RECENT_TRACKED, TENANT_PROFILES, TOUCHES, TRACKED, TRACK_BY_EVENT,
-    TRACK_KEYS,
+    EVENTS, PERSON_LINKS, PROFILES, RECENT_TRACKED, TENANT_PROFILES, TOUCHES, TRACKED,
+    TRACK_BY_EVENT, TRACK_KEYS,
 };
 use super::tracking::tracked_type_key;
 use super::{ReadTxn, StoreError};
@@ -46,6 +46,7 @@ impl ReadTxn {
         let tracked = self.txn.open_table(TRACKED)?;
         let by_event = self.txn.open_table(TRACK_BY_EVENT)?;
         let touches = self.txn.open_table(TOUCHES)?;
+        let events = self.txn.open_table(EVENTS)?;
         let start = match after {
             Some(at) => Bound::Excluded(at),
             None => Bound::Unbounded,
@@ -59,7 +60,7 @@ impl ReadTxn {
             let (key, message_key) = row?;
             let (received_ms, seq) = key.value();
             last = Some((received_ms, seq));
-            let Some(event) = self.event_at_seq(seq)? else {
+            let Some(event) = read_event(&events, seq)? else {
                 continue;
             };
             let tenant = event.tenant.as_deref();
