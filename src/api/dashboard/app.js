@@ -585,8 +585,10 @@
   };
 
   // Table sizes walk every page of the file (hundreds of milliseconds on a
-  // large one), so the view opens with the file's size and growth and
-  // counts the tables only when asked.
+  // large one), so the view opens with the size on disk (the redb file's,
+  // or the database's on PostgreSQL) and its growth, and counts the tables
+  // only when asked. What is not in Herald's tables is free pages in a
+  // file, and the database's own catalogs and other objects in a database.
   views.storage = async function (root) {
     const o = await get("/v1/admin/overview");
     const hist = o.history;
@@ -597,7 +599,7 @@
       if (hours > 0) growth = fmt.bytes(Math.round((b.file_bytes - a.file_bytes) / hours)) + " per hour over " + fmt.duration(hours * 3600000);
     }
     const fileFacts = h("div", {});
-    const tablesBody = h("div", {}, h("p", { class: "muted" }, "Counting the tables reads the whole file."));
+    const tablesBody = h("div", {}, h("p", { class: "muted" }, "Counting the tables reads every table's size: a while on a large store."));
     const count = h("button", { type: "button", id: "count-tables" }, "Count tables");
     count.addEventListener("click", async () => {
       count.disabled = true;
@@ -606,7 +608,7 @@
         const s = await get("/v1/admin/storage");
         const tables = s.tables.slice().sort((x, y) => y.stored_bytes - x.stored_bytes);
         const top = Math.max(1, ...tables.map((t) => t.stored_bytes));
-        fileFacts.replaceChildren(kv([["stored", fmt.bytes(s.stored_bytes)], ["free for reuse", fmt.bytes(Math.max(0, s.file_bytes - tables.reduce((a, t) => a + t.stored_bytes + t.metadata_bytes + t.fragmented_bytes, 0)))], ["schema", String(s.schema_version)]]));
+        fileFacts.replaceChildren(kv([["stored", fmt.bytes(s.stored_bytes)], ["not in Herald's tables", fmt.bytes(Math.max(0, s.file_bytes - tables.reduce((a, t) => a + t.stored_bytes + t.metadata_bytes + t.fragmented_bytes, 0)))], ["schema", String(s.schema_version)]]));
         tablesBody.replaceChildren(table(["table", "rows", "stored", "", "oldest"], tables.map((t) => {
           const bar = h("div", { class: "meter" });
           bar.style.width = Math.max(1, (t.stored_bytes / top) * 100) + "%";
@@ -620,10 +622,10 @@
     });
     root.append(h("h1", {}, "Storage"),
       h("div", { class: "grid" },
-        h("section", { class: "card" }, h("h2", {}, "File"), h("div", { class: "figure", "data-file-bytes": o.file_bytes }, fmt.bytes(o.file_bytes)),
+        h("section", { class: "card" }, h("h2", {}, "On disk"), h("div", { class: "figure", "data-file-bytes": o.file_bytes }, fmt.bytes(o.file_bytes)),
           kv([["growth", growth]]), fileFacts),
         h("section", { class: "card" }, h("h2", {}, "Size over time"),
-          Charts.line({ label: "File size while this dashboard was open", yFormat: fmt.bytes, series: [{ name: "file size", color: "var(--c1)", points: hist.map((x) => [new Date(x.at).getTime(), x.file_bytes]) }] }),
+          Charts.line({ label: "Size on disk while this dashboard was open", yFormat: fmt.bytes, series: [{ name: "size on disk", color: "var(--c1)", points: hist.map((x) => [new Date(x.at).getTime(), x.file_bytes]) }] }),
           h("p", { class: "muted" }, "Sampled while a dashboard is open."))),
       h("section", { class: "card" }, h("div", { class: "row" }, h("h2", {}, "Tables"), count), tablesBody));
   };
